@@ -1,0 +1,92 @@
+/* semgate: configuration.
+ *
+ * One JSON file, read with jansson and validated once at start-up against a
+ * table of options (name, type, range, default). Every error names the JSON
+ * path of the offending value (`models[0].deployments[0].base_url: ...`).
+ * Secrets never live in the file: it names environment variables
+ * (`api_key_env`), which are resolved here, once.
+ */
+#ifndef SEMGATE_CONFIG_H
+#define SEMGATE_CONFIG_H
+
+#include <stddef.h>
+
+#include "semgate/buf.h"
+
+enum sg_log_level { SG_LOG_ERROR, SG_LOG_WARN, SG_LOG_INFO, SG_LOG_DEBUG };
+
+/** One upstream deployment of a model group. */
+#define SG_MAX_DEPLOYMENT_HEADERS 64
+
+typedef struct sg_deployment {
+	size_t seq;             /* position among all deployments of the config */
+	char *id;               /* "<model name>/<index>", for X-Semgate-Upstream */
+	char *provider;         /* "openai" */
+	char *base_url;         /* e.g. "http://127.0.0.1:9000/v1", no trailing '/' */
+	char *api_key_env;      /* environment variable holding the key, or NULL */
+	char *api_key;          /* its value at start-up, or NULL when unset */
+	char *model;            /* model name sent upstream */
+	char **headers;         /* extra request headers, "Name: value" */
+	size_t nheaders;        /* entries in headers */
+	long connect_timeout_ms; /* TCP/TLS connect budget */
+	long timeout_ms;        /* whole-transfer budget */
+} sg_deployment_t;
+
+/** A model group: what a request's `model` names. */
+typedef struct sg_model {
+	char *name;                   /* the name clients use */
+	sg_deployment_t *deployments; /* at least one */
+	size_t ndeployments;          /* entries in deployments */
+} sg_model_t;
+
+/** Front-end limits; each one is a clean HTTP error when hit. */
+typedef struct sg_limits {
+	long max_body_bytes;     /* request body cap (413) */
+	long max_header_bytes;   /* all header names + values (431) */
+	long max_headers;        /* header count (431) */
+	long max_url_bytes;      /* request target length (414) */
+	long request_timeout_ms; /* whole request must arrive within (408) */
+	long idle_timeout_ms;    /* keep-alive connection idle before close */
+	long max_connections;    /* open connections before 503 */
+	long drain_timeout_ms;   /* grace period for in-flight work on SIGTERM */
+	long max_response_bytes; /* buffered upstream reply cap (502) */
+} sg_limits_t;
+
+typedef struct sg_cache_config {
+	char *path;       /* directory of the LMDB environment */
+	double threshold; /* cosine similarity for a semantic hit */
+} sg_cache_config_t;
+
+typedef struct sg_config {
+	char *listen_host;        /* address to bind */
+	int listen_port;          /* port to bind (0: any free port) */
+	int log_level;            /* enum sg_log_level */
+	sg_limits_t limits;       /* front-end limits */
+	sg_model_t *models;       /* model groups */
+	size_t nmodels;           /* entries in models */
+	sg_cache_config_t cache;  /* semantic cache */
+	char *admin_key_env;      /* env var with the admin bearer key, or NULL */
+	char *admin_key;          /* its value, or NULL */
+} sg_config_t;
+
+/**
+ * Parse and validate a configuration from JSON text.
+ * On success *out is a new config the caller frees with sg_config_free().
+ * On failure returns SG_EINVAL and appends one line per problem to errors
+ * ("path: message\n"); *out is NULL. SG_ENOMEM on allocation failure.
+ */
+int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *errors);
+
+/** Like sg_config_parse() on the contents of a file (SG_EIO if unreadable). */
+int sg_config_load(sg_config_t **out, const char *path, sg_buf_t *errors);
+
+/** The configuration compiled into the binary (see src/default_config.json). */
+const char *sg_config_default_json(void);
+
+/** Find a model group by name; NULL if none. Borrowed from cfg. */
+const sg_model_t *sg_config_find_model(const sg_config_t *cfg, const char *name, size_t len);
+
+/** Free a configuration and everything it owns; NULL is fine. */
+void sg_config_free(sg_config_t *cfg);
+
+#endif

@@ -1,0 +1,530 @@
+/* Configuration: parse, validate against option tables, resolve secrets. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "semgate/config.h"
+#include "default_config.h" /* generated from default_config.json */
+
+#define SG_CONFIG_MAX_FILE (4u << 20)
+
+enum opt_type { OPT_INT, OPT_NUM, OPT_STR };
+
+/* One scalar option of an object: where it goes and what it may be. */
+typedef struct opt {
+	const char *name;  /* JSON key */
+	enum opt_type type; /* JSON type expected */
+	size_t off;        /* offset of the field in its struct */
+	double min, max;   /* inclusive range (numbers) */
+	double def_num;    /* default for numbers */
+	const char *def_str; /* default for strings (NULL: none) */
+	int required;      /* missing is an error */
+} opt_t;
+
+/* Where validation is: the JSON path and the error sink. */
+typedef struct ctx {
+	sg_buf_t *errors; /* lines "path: message" */
+	int nerrors;      /* problems found */
+	int oom;          /* an allocation failed */
+	size_t ndeployments; /* deployments seen so far, for sg_deployment_t.seq */
+} ctx_t;
+
+static void err(ctx_t *c, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void err(ctx_t *c, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	c->nerrors++;
+	if (c->errors == NULL)
+		return;
+	sg_buf_printf(c->errors, "%s: ", path);
+	va_start(ap, fmt);
+	sg_buf_vprintf(c->errors, fmt, ap);
+	va_end(ap);
+	sg_buf_puts(c->errors, "\n");
+}
+
+/* snprintf for JSON paths; a path too long for its buffer is cut, which is
+ * fine for a message. */
+static void pathf(char *out, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void pathf(char *out, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(out, n, fmt, ap);
+	va_end(ap);
+}
+
+static char *xstrdup(ctx_t *c, const char *s)
+{
+	char *p = s ? strdup(s) : NULL;
+	if (s && !p)
+		c->oom = 1;
+	return p;
+}
+
+static void join(char *out, size_t n, const char *path, const char *key)
+{
+	pathf(out, n, "%s%s%s", path, *path ? "." : "", key);
+}
+
+static const opt_t *find_opt(const opt_t *opts, size_t nopts, const char *key)
+{
+	for (size_t i = 0; i < nopts; i++)
+		if (strcmp(opts[i].name, key) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static int is_extra(const char *key, const char *const *extra)
+{
+	for (; extra && *extra; extra++)
+		if (strcmp(*extra, key) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Apply a table of scalar options to obj (which may be NULL: defaults only)
+ * and reject keys that are neither in the table nor in `extra` (the keys the
+ * caller handles itself).
+ */
+static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
+                       const opt_t *opts, size_t nopts, const char *const *extra)
+{
+	char p[256];
+	const char *key;
+	json_t *v;
+
+	if (obj) {
+		json_object_foreach(obj, key, v) {
+			if (!find_opt(opts, nopts, key) && !is_extra(key, extra)) {
+				join(p, sizeof(p), path, key);
+				err(c, p, "unknown option");
+			}
+		}
+	}
+	for (size_t i = 0; i < nopts; i++) {
+		const opt_t *o = &opts[i];
+		char *field = (char *)base + o->off;
+		v = obj ? json_object_get(obj, o->name) : NULL;
+		join(p, sizeof(p), path, o->name);
+		if (v == NULL || json_is_null(v)) {
+			if (o->required)
+				err(c, p, "is required");
+			if (o->type == OPT_INT)
+				*(long *)field = (long)o->def_num;
+			else if (o->type == OPT_NUM)
+				*(double *)field = o->def_num;
+			else
+				*(char **)field = xstrdup(c, o->def_str);
+			continue;
+		}
+		switch (o->type) {
+		case OPT_INT:
+			if (!json_is_integer(v)) {
+				err(c, p, "must be an integer");
+				break;
+			}
+			if (json_integer_value(v) < o->min || json_integer_value(v) > o->max) {
+				err(c, p, "must be in [%.0f, %.0f]", o->min, o->max);
+				break;
+			}
+			*(long *)field = (long)json_integer_value(v);
+			break;
+		case OPT_NUM:
+			if (!json_is_number(v)) {
+				err(c, p, "must be a number");
+				break;
+			}
+			if (json_number_value(v) < o->min || json_number_value(v) > o->max) {
+				err(c, p, "must be in [%g, %g]", o->min, o->max);
+				break;
+			}
+			*(double *)field = json_number_value(v);
+			break;
+		case OPT_STR:
+			if (!json_is_string(v)) {
+				err(c, p, "must be a string");
+				break;
+			}
+			if (json_string_length(v) == 0 || strlen(json_string_value(v)) != json_string_length(v)) {
+				err(c, p, "must be a non-empty string without NUL bytes");
+				break;
+			}
+			*(char **)field = xstrdup(c, json_string_value(v));
+			break;
+		}
+	}
+}
+
+#define MS_DAY 86400000.0
+static const opt_t limits_opts[] = {
+	{"max_body_bytes", OPT_INT, offsetof(sg_limits_t, max_body_bytes), 1, 1 << 30, 1 << 20, NULL, 0},
+	{"max_header_bytes", OPT_INT, offsetof(sg_limits_t, max_header_bytes), 256, 1 << 20, 16384, NULL, 0},
+	{"max_headers", OPT_INT, offsetof(sg_limits_t, max_headers), 1, 10000, 100, NULL, 0},
+	{"max_url_bytes", OPT_INT, offsetof(sg_limits_t, max_url_bytes), 16, 1 << 20, 8192, NULL, 0},
+	{"request_timeout_ms", OPT_INT, offsetof(sg_limits_t, request_timeout_ms), 1, MS_DAY, 30000, NULL, 0},
+	{"idle_timeout_ms", OPT_INT, offsetof(sg_limits_t, idle_timeout_ms), 1, MS_DAY, 60000, NULL, 0},
+	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0},
+	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0},
+	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0},
+};
+
+static const opt_t cache_opts[] = {
+	{"path", OPT_STR, offsetof(sg_cache_config_t, path), 0, 0, 0, "./semgate-data", 0},
+	{"threshold", OPT_NUM, offsetof(sg_cache_config_t, threshold), 0, 1, 0.9, NULL, 0},
+};
+
+static const opt_t deployment_opts[] = {
+	{"provider", OPT_STR, offsetof(sg_deployment_t, provider), 0, 0, 0, "openai", 0},
+	{"base_url", OPT_STR, offsetof(sg_deployment_t, base_url), 0, 0, 0, NULL, 1},
+	{"api_key_env", OPT_STR, offsetof(sg_deployment_t, api_key_env), 0, 0, 0, NULL, 0},
+	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0},
+	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0},
+	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0},
+};
+
+static const opt_t model_opts[] = {
+	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1},
+};
+
+/* Top-level string options live in a scratch struct until checked. */
+typedef struct top_opts {
+	char *listen;        /* "host:port" */
+	char *log_level;     /* error|warn|info|debug */
+	char *admin_key_env; /* env var name */
+} top_opts_t;
+
+static const opt_t top_opts[] = {
+	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0},
+	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0},
+	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0},
+};
+
+static char *env_value(ctx_t *c, const char *name)
+{
+	const char *v = name ? getenv(name) : NULL;
+	return v && *v ? xstrdup(c, v) : NULL;
+}
+
+static void parse_listen(ctx_t *c, sg_config_t *cfg, const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (colon == NULL || colon == s) {
+		err(c, "listen", "must be \"host:port\" (e.g. \"127.0.0.1:8080\")");
+		return;
+	}
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno || port < 0 || port > 65535) {
+		err(c, "listen", "port must be a number in [0, 65535]");
+		return;
+	}
+	/* Accept "[::1]:8080" for IPv6. */
+	if (s[0] == '[' && colon[-1] == ']')
+		cfg->listen_host = strndup(s + 1, (size_t)(colon - s - 2));
+	else
+		cfg->listen_host = strndup(s, (size_t)(colon - s));
+	if (cfg->listen_host == NULL)
+		c->oom = 1;
+	cfg->listen_port = (int)port;
+}
+
+static int parse_log_level(const char *s)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	for (size_t i = 0; i < SG_ARRAY_SIZE(names); i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void parse_headers(ctx_t *c, const char *path, json_t *obj, sg_deployment_t *d)
+{
+	char p[256];
+	const char *key;
+	json_t *v;
+
+	if (!json_is_object(obj)) {
+		err(c, path, "must be an object of header names to string values");
+		return;
+	}
+	d->headers = calloc(json_object_size(obj) + 1, sizeof(char *));
+	if (d->headers == NULL) {
+		c->oom = 1;
+		return;
+	}
+	if (json_object_size(obj) > SG_MAX_DEPLOYMENT_HEADERS) {
+		err(c, path, "at most %d headers", SG_MAX_DEPLOYMENT_HEADERS);
+		return;
+	}
+	json_object_foreach(obj, key, v) {
+		pathf(p, sizeof(p), "%s.%s", path, key);
+		if (!json_is_string(v)) {
+			err(c, p, "must be a string");
+			continue;
+		}
+		/* Header injection guard: no CR/LF/NUL, a token for the name. */
+		if (*key == '\0' || strpbrk(key, " \t\r\n:") ||
+		    strpbrk(json_string_value(v), "\r\n") ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			err(c, p, "invalid header name or value");
+			continue;
+		}
+		size_t n = strlen(key) + json_string_length(v) + 3;
+		char *h = malloc(n);
+		if (h == NULL) {
+			c->oom = 1;
+			return;
+		}
+		snprintf(h, n, "%s: %s", key, json_string_value(v));
+		d->headers[d->nheaders++] = h;
+	}
+}
+
+static int valid_base_url(const char *u)
+{
+	return (strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8]);
+}
+
+static void parse_deployment(ctx_t *c, const char *path, json_t *obj, sg_model_t *m, size_t idx)
+{
+	static const char *const extra[] = {"headers", NULL};
+	sg_deployment_t *d = &m->deployments[idx];
+	char p[256];
+
+	if (!json_is_object(obj)) {
+		err(c, path, "must be an object");
+		return;
+	}
+	apply_opts(c, path, obj, d, deployment_opts, SG_ARRAY_SIZE(deployment_opts), extra);
+	if (d->provider && strcmp(d->provider, "openai") != 0) {
+		pathf(p, sizeof(p), "%s.provider", path);
+		err(c, p, "unknown provider \"%s\" (supported: \"openai\")", d->provider);
+	}
+	if (d->base_url) {
+		size_t n = strlen(d->base_url);
+		while (n > 0 && d->base_url[n - 1] == '/')
+			d->base_url[--n] = '\0';
+		if (!valid_base_url(d->base_url)) {
+			pathf(p, sizeof(p), "%s.base_url", path);
+			err(c, p, "must be an http(s) URL");
+		}
+	}
+	if (json_object_get(obj, "headers")) {
+		pathf(p, sizeof(p), "%s.headers", path);
+		parse_headers(c, p, json_object_get(obj, "headers"), d);
+	}
+	if (d->model == NULL && m->name)
+		d->model = xstrdup(c, m->name);
+	d->api_key = env_value(c, d->api_key_env);
+	char id[512];
+	pathf(id, sizeof(id), "%s/%zu", m->name ? m->name : "?", idx);
+	d->id = xstrdup(c, id);
+}
+
+static void parse_models(ctx_t *c, sg_config_t *cfg, json_t *arr)
+{
+	static const char *const extra[] = {"deployments", NULL};
+	char p[256], dp[256];
+
+	if (!json_is_array(arr) || json_array_size(arr) == 0) {
+		err(c, "models", "must be a non-empty array");
+		return;
+	}
+	cfg->models = calloc(json_array_size(arr), sizeof(sg_model_t));
+	if (cfg->models == NULL) {
+		c->oom = 1;
+		return;
+	}
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		json_t *mo = json_array_get(arr, i);
+		sg_model_t *m = &cfg->models[cfg->nmodels++];
+		pathf(p, sizeof(p), "models[%zu]", i);
+		if (!json_is_object(mo)) {
+			err(c, p, "must be an object");
+			continue;
+		}
+		apply_opts(c, p, mo, m, model_opts, SG_ARRAY_SIZE(model_opts), extra);
+		for (size_t j = 0; m->name && j + 1 < cfg->nmodels; j++) {
+			if (cfg->models[j].name && strcmp(cfg->models[j].name, m->name) == 0) {
+				pathf(dp, sizeof(dp), "%s.name", p);
+				err(c, dp, "duplicate model name \"%s\"", m->name);
+			}
+		}
+		json_t *deps = json_object_get(mo, "deployments");
+		pathf(dp, sizeof(dp), "%s.deployments", p);
+		if (!json_is_array(deps) || json_array_size(deps) == 0) {
+			err(c, dp, "must be a non-empty array");
+			continue;
+		}
+		m->deployments = calloc(json_array_size(deps), sizeof(sg_deployment_t));
+		if (m->deployments == NULL) {
+			c->oom = 1;
+			return;
+		}
+		for (size_t j = 0; j < json_array_size(deps); j++) {
+			m->deployments[j].seq = c->ndeployments++;
+			m->ndeployments++;
+			pathf(dp, sizeof(dp), "%s.deployments[%zu]", p, j);
+			parse_deployment(c, dp, json_array_get(deps, j), m, j);
+		}
+	}
+}
+
+int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *errors)
+{
+	static const char *const extra[] = {"limits", "models", "cache", NULL};
+	ctx_t c = {errors, 0, 0, 0};
+	top_opts_t top = {0};
+	json_error_t jerr;
+	sg_config_t *cfg;
+	json_t *root;
+
+	*out = NULL;
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		char where[64];
+		pathf(where, sizeof(where), "line %d, column %d", jerr.line, jerr.column);
+		err(&c, where, "invalid JSON: %s", jerr.text);
+		return SG_EINVAL;
+	}
+	cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL) {
+		json_decref(root);
+		return SG_ENOMEM;
+	}
+	if (!json_is_object(root)) {
+		err(&c, "(root)", "must be a JSON object");
+		goto out;
+	}
+	apply_opts(&c, "", root, &top, top_opts, SG_ARRAY_SIZE(top_opts), extra);
+	if (top.listen)
+		parse_listen(&c, cfg, top.listen);
+	if (top.log_level && (cfg->log_level = parse_log_level(top.log_level)) < 0)
+		err(&c, "log_level", "must be one of \"error\", \"warn\", \"info\", \"debug\"");
+	cfg->admin_key_env = top.admin_key_env;
+	top.admin_key_env = NULL;
+	cfg->admin_key = env_value(&c, cfg->admin_key_env);
+
+	json_t *limits = json_object_get(root, "limits");
+	if (limits && !json_is_object(limits))
+		err(&c, "limits", "must be an object");
+	apply_opts(&c, "limits", json_is_object(limits) ? limits : NULL, &cfg->limits,
+	           limits_opts, SG_ARRAY_SIZE(limits_opts), NULL);
+
+	json_t *cache = json_object_get(root, "cache");
+	if (cache && !json_is_object(cache))
+		err(&c, "cache", "must be an object");
+	apply_opts(&c, "cache", json_is_object(cache) ? cache : NULL, &cfg->cache,
+	           cache_opts, SG_ARRAY_SIZE(cache_opts), NULL);
+
+	if (json_object_get(root, "models") == NULL)
+		err(&c, "models", "is required");
+	else
+		parse_models(&c, cfg, json_object_get(root, "models"));
+
+out:
+	free(top.listen);
+	free(top.log_level);
+	free(top.admin_key_env);
+	json_decref(root);
+	if (c.oom || c.nerrors) {
+		sg_config_free(cfg);
+		return c.oom ? SG_ENOMEM : SG_EINVAL;
+	}
+	*out = cfg;
+	return 0;
+}
+
+int sg_config_load(sg_config_t **out, const char *path, sg_buf_t *errors)
+{
+	sg_buf_t text;
+	char chunk[8192];
+	size_t n;
+	int rc = 0;
+	FILE *f;
+
+	*out = NULL;
+	f = fopen(path, "rb");
+	if (f == NULL) {
+		if (errors)
+			sg_buf_printf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+		return SG_EIO;
+	}
+	sg_buf_init(&text, SG_CONFIG_MAX_FILE);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if ((rc = sg_buf_append(&text, chunk, n)) != 0)
+			break;
+	}
+	if (rc == 0 && ferror(f))
+		rc = SG_EIO;
+	fclose(f);
+	if (rc) {
+		if (errors)
+			sg_buf_printf(errors, "%s: cannot read: %s\n", path,
+			              rc == SG_ETOOBIG ? "larger than 4 MiB" : sg_strerror(rc));
+		sg_buf_free(&text);
+		return rc;
+	}
+	rc = sg_config_parse(out, text.data ? text.data : "", text.len, errors);
+	sg_buf_free(&text);
+	return rc;
+}
+
+const char *sg_config_default_json(void)
+{
+	return sg_default_config_json;
+}
+
+const sg_model_t *sg_config_find_model(const sg_config_t *cfg, const char *name, size_t len)
+{
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		const char *n = cfg->models[i].name;
+		if (strncmp(n, name, len) == 0 && n[len] == '\0')
+			return &cfg->models[i];
+	}
+	return NULL;
+}
+
+static void free_deployment(sg_deployment_t *d)
+{
+	free(d->id);
+	free(d->provider);
+	free(d->base_url);
+	free(d->api_key_env);
+	free(d->api_key);
+	free(d->model);
+	for (size_t i = 0; i < d->nheaders; i++)
+		free(d->headers[i]);
+	free(d->headers);
+}
+
+void sg_config_free(sg_config_t *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		sg_model_t *m = &cfg->models[i];
+		for (size_t j = 0; j < m->ndeployments; j++)
+			free_deployment(&m->deployments[j]);
+		free(m->deployments);
+		free(m->name);
+	}
+	free(cfg->models);
+	free(cfg->listen_host);
+	free(cfg->cache.path);
+	free(cfg->admin_key_env);
+	free(cfg->admin_key);
+	free(cfg);
+}

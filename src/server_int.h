@@ -1,0 +1,135 @@
+/* Private to src/: connections, requests and the response API that the
+ * handlers use. */
+#ifndef SEMGATE_SERVER_INT_H
+#define SEMGATE_SERVER_INT_H
+
+#include <time.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "semgate/buf.h"
+#include "semgate/config.h"
+#include "semgate/server.h"
+#include "semgate/upstream.h"
+
+typedef struct sg_conn sg_conn_t;
+
+/* A header of the current request: offsets into sg_req_t.hdrs. */
+typedef struct sg_hdr {
+	uint32_t name_off, name_len;   /* name (as sent) */
+	uint32_t value_off, value_len; /* value */
+} sg_hdr_t;
+
+/* What the proxy keeps for one forwarded request. */
+typedef struct sg_proxy {
+	sg_xfer_t *xfer;              /* in flight, or NULL */
+	const sg_deployment_t *dep;   /* serving deployment */
+	char *upstream_body;          /* rewritten body (owned), or NULL to send req->body */
+	size_t upstream_body_len;     /* bytes in upstream_body */
+	char url[1024];               /* upstream URL */
+	int want_stream;              /* client asked for stream: true */
+	int streaming;                /* relaying SSE to the client */
+	int paused;                   /* xfer paused for client backpressure */
+	long status;                  /* upstream HTTP status */
+	char content_type[128];       /* upstream Content-Type */
+	sg_buf_t body;                /* buffered upstream body (non-streamed) */
+	int saw_done;                 /* "data: [DONE]" went through */
+	char tail[16];                /* last bytes seen, to find [DONE] across reads */
+	size_t tail_len;              /* bytes in tail */
+} sg_proxy_t;
+
+/* Where a request is in its life. One setter: req_set_state() in server.c. */
+enum sg_req_state {
+	SG_REQ_NONE,      /* no request on the connection */
+	SG_REQ_READING,   /* head or body still arriving */
+	SG_REQ_HANDLING,  /* complete; a handler owns it */
+	SG_REQ_STREAMING, /* a chunked response is being written */
+	SG_REQ__LAST
+};
+
+/* The request being read or answered on a connection (pipelined requests
+ * behind it wait, unparsed, in the connection's buffer). */
+typedef struct sg_req {
+	sg_conn_t *conn;          /* owner */
+	enum sg_req_state state;  /* life stage */
+	uint8_t method;           /* llhttp_method_t */
+	uint8_t http_minor;       /* 0 or 1 (HTTP/1.x) */
+	uint8_t keep_alive;       /* connection may be reused after this */
+	uint8_t in_header_value;  /* llhttp is inside a value (vs a name) */
+	uint8_t expect_continue;  /* Expect: 100-continue was asked */
+	sg_buf_t url;             /* request target */
+	sg_buf_t hdrs;            /* header names and values, back to back */
+	sg_hdr_t *hdr;            /* header index (cap: limits.max_headers) */
+	size_t nhdr;              /* headers seen */
+	size_t hdr_cap;           /* entries allocated in hdr */
+	sg_buf_t body;            /* request body (cap: limits.max_body_bytes) */
+	char id[65];              /* X-Request-Id */
+	uint64_t start_us;        /* when the head was complete */
+	sg_proxy_t proxy;         /* proxy state, when forwarded */
+} sg_req_t;
+
+/* Server-wide state: the only mutable state there is. */
+struct sg_server {
+	uv_loop_t *loop;          /* borrowed */
+	const sg_config_t *cfg;   /* borrowed */
+	uv_tcp_t listener;        /* accepting socket */
+	uv_timer_t drain_timer;   /* drain deadline */
+	uv_timer_t date_timer;    /* refreshes the cached Date header */
+	sg_upstream_t *upstream;  /* libcurl multi on the loop */
+	sg_upstream_headers_t **dep_headers; /* per deployment, flat in config order */
+	llhttp_settings_t parser_settings; /* shared llhttp callbacks */
+	sg_conn_t *conns;         /* all open connections */
+	size_t nconns;            /* in conns, overflow ones excluded */
+	int port;                 /* bound port */
+	int draining;             /* sg_server_drain() ran */
+	uint64_t next_req_id;     /* request id counter */
+	uint32_t id_seed;         /* random per process, in request ids */
+	char date[64];            /* "Date: ...\r\n" for the current second */
+	time_t date_sec;          /* the second date is for */
+	char rbuf[65536];         /* shared read buffer: parsed in the read callback */
+	int rbuf_busy;            /* handed to libuv for a read */
+};
+
+/* Response API for the handlers (server.c). Each of respond/respond_error/
+ * stream_end ends the request; after it the handler must not touch req. */
+
+/** Send a complete response. extra_headers: preformatted "Name: v\r\n" lines or NULL. */
+void sg__respond(sg_req_t *req, int status, const char *content_type, const char *body,
+                 size_t len, const char *extra_headers);
+/** Send an OpenAI-style error: {"error":{"message","type","code"}}. code may be NULL. */
+void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/** Start a chunked (HTTP/1.1) or close-delimited (HTTP/1.0) response. */
+void sg__stream_begin(sg_req_t *req, int status, const char *content_type,
+                      const char *extra_headers);
+/** Send a piece of a streamed response. Returns the bytes now queued on the
+ * socket and not yet written (for backpressure), or a negative SG_E* code. */
+long sg__stream_write(sg_req_t *req, const char *p, size_t n);
+/** Finish a streamed response. */
+void sg__stream_end(sg_req_t *req);
+
+/** Look up a request header (case-insensitive). Borrowed until the request ends. */
+int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out);
+
+/** The server of a request. */
+sg_server_t *sg__req_server(const sg_req_t *req);
+
+/** Route a complete request (handler.c). */
+void sg__handle(sg_req_t *req);
+/** The connection went away: release whatever the handler holds (handler.c). */
+void sg__handle_abort(sg_req_t *req);
+/** The socket drained below the backpressure mark (handler.c). */
+void sg__handle_writable(sg_req_t *req);
+
+/** Forward a chat/completions/embeddings request (proxy.c); root is the
+ * parsed body (borrowed), path the upstream path ("/chat/completions"). */
+void sg__proxy(sg_req_t *req, const sg_model_t *model, void *root, const char *path, int stream);
+/** Release proxy state; cancels a transfer in flight. */
+void sg__proxy_abort(sg_req_t *req);
+void sg__proxy_writable(sg_req_t *req);
+
+/** Bytes queued on a connection beyond which streaming upstreams pause. */
+#define SG_STREAM_HIGH_WATER (1u << 20)
+
+#endif
