@@ -46,6 +46,10 @@
 #define DEFAULT_STOP_WEIGHT 0.05f
 #define DEFAULT_QWORD_WEIGHT 0.3f
 #define DEFAULT_NUMBER_WEIGHT 1.2f
+#define DEFAULT_PRONOUN_WEIGHT 0.2f
+#define DEFAULT_MODAL_WEIGHT 0.2f
+#define DEFAULT_SIG_WEIGHT -1.0f
+#define DEFAULT_QTYPE_WEIGHT 0.5f
 #define DEFAULT_MAX_BYTES 65536
 
 /* Weights of the two bands of common content words; rare words weigh 1. */
@@ -55,6 +59,7 @@
 #define MAX_WORD 48    /* bytes of a word kept; the rest of it is ignored */
 #define NGRAM_SPAN 32  /* char n-grams come from a word's first bytes only */
 #define TF_SLOTS 256   /* distinct words tracked for sublinear tf */
+#define SIG_WORDS 64   /* words that make up the signature feature */
 
 /* ---- the word tables ------------------------------------------------------
  *
@@ -66,12 +71,21 @@
 static const char stop_words[] =
 	"a an the of to in on at for from by with about as into onto upon "
 	"and or but if so than then is are was were be been being am do does "
-	"did doing done have has had having i me my mine myself you your yours "
-	"yourself we us our ours he him his she her hers it its itself they "
-	"them their theirs this that these those there here will would can "
-	"could should shall may might must also just too very really quite etc "
-	"such each every both either any some all via per out up off over "
-	"again ever even only still yet";
+	"did doing done have has had having this that these those there here "
+	"also just too very really quite etc such each every both either any "
+	"some all via per out up off over again ever even only still yet";
+
+/* Pronouns: whose question it is ("your life" / "life"). */
+static const char pronoun_words[] =
+	"i me my mine myself you your yours yourself we us our ours he him his "
+	"she her hers it its itself they them their theirs one's";
+
+/* Modal verbs: "could I use" / "should I use". */
+static const char modal_words[] =
+	"can could should would will shall may might must";
+
+/* Negations flip a question; they weigh like rare words. */
+static const char negation_words[] = "not no never nor without";
 
 /* Question words: which kind of question, a weak signal for duplicates. */
 static const char question_words[] =
@@ -163,6 +177,8 @@ static const char *const variants[][2] = {
 #define SEED_BIGRAM 0x9ae16a3b2f90404fULL
 #define SEED_NGRAM 0xc2b2ae3d27d4eb4fULL
 #define SEED_EMPTY 0x165667b19e3779f9ULL
+#define SEED_SIG 0x27d4eb2f165667c5ULL
+#define SEED_QTYPE 0x85ebca77c2b2ae63ULL
 
 static uint64_t mix64(uint64_t x)
 {
@@ -185,7 +201,17 @@ static uint64_t hash_bytes(uint64_t seed, const char *p, size_t n)
 
 /* ---- the embedder ---------------------------------------------------------*/
 
-enum band { BAND_RARE = 0, BAND_STOP, BAND_QUESTION, BAND_COMMON, BAND_FAMILIAR };
+enum band {
+	BAND_RARE = 0,  /* not in any list: rare in general English */
+	BAND_STOP,      /* function words */
+	BAND_PRONOUN,   /* personal pronouns */
+	BAND_MODAL,     /* modal verbs */
+	BAND_NEGATION,  /* not, no, never... */
+	BAND_QUESTION,  /* what, how, why... */
+	BAND_COMMON,    /* template words and vague nouns */
+	BAND_FAMILIAR,  /* everyday content words */
+	BAND__LAST
+};
 
 typedef struct word_entry {
 	uint64_t hash; /* hash_bytes(0, word); 0 marks an empty slot */
@@ -199,7 +225,7 @@ typedef struct variant_entry {
 
 struct sg_embed_local {
 	sg_embed_local_opts_t opts; /* with defaults filled in */
-	float band_weight[5];       /* weight of a word by enum band */
+	float band_weight[BAND__LAST]; /* weight of a word by enum band */
 	word_entry_t *words;        /* open-addressing table of banded words */
 	size_t words_mask;          /* table size - 1 (a power of two) */
 	variant_entry_t *vars;      /* open-addressing table of variants */
@@ -278,6 +304,14 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 		o.stop_weight = DEFAULT_STOP_WEIGHT;
 	if (o.qword_weight == 0)
 		o.qword_weight = DEFAULT_QWORD_WEIGHT;
+	if (o.pronoun_weight == 0)
+		o.pronoun_weight = DEFAULT_PRONOUN_WEIGHT;
+	if (o.modal_weight == 0)
+		o.modal_weight = DEFAULT_MODAL_WEIGHT;
+	if (o.qtype_weight == 0)
+		o.qtype_weight = DEFAULT_QTYPE_WEIGHT;
+	if (o.sig_weight == 0)
+		o.sig_weight = DEFAULT_SIG_WEIGHT;
 	if (o.number_weight == 0)
 		o.number_weight = DEFAULT_NUMBER_WEIGHT;
 	if (o.max_bytes == 0)
@@ -287,7 +321,9 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 	    o.char_min > o.char_max || !isfinite(o.word_weight) ||
 	    !isfinite(o.bigram_weight) || !isfinite(o.char_weight) ||
 	    !isfinite(o.stop_weight) || !isfinite(o.qword_weight) ||
-	    !isfinite(o.number_weight))
+	    !isfinite(o.number_weight) || !isfinite(o.pronoun_weight) ||
+	    !isfinite(o.modal_weight) || !isfinite(o.sig_weight) ||
+	    !isfinite(o.qtype_weight))
 		return SG_EINVAL;
 
 	if ((e = calloc(1, sizeof(*e))) == NULL)
@@ -296,6 +332,9 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 	e->band_weight[BAND_RARE] = 1.0f;
 	e->band_weight[BAND_STOP] = o.stop_weight;
 	e->band_weight[BAND_QUESTION] = o.qword_weight;
+	e->band_weight[BAND_PRONOUN] = o.pronoun_weight;
+	e->band_weight[BAND_MODAL] = o.modal_weight;
+	e->band_weight[BAND_NEGATION] = 1.0f;
 	e->band_weight[BAND_COMMON] = COMMON_WEIGHT;
 	e->band_weight[BAND_FAMILIAR] = FAMILIAR_WEIGHT;
 
@@ -309,6 +348,9 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 		return SG_ENOMEM;
 	}
 	add_list(e, stop_words, BAND_STOP);
+	add_list(e, pronoun_words, BAND_PRONOUN);
+	add_list(e, modal_words, BAND_MODAL);
+	add_list(e, negation_words, BAND_NEGATION);
 	add_list(e, question_words, BAND_QUESTION);
 	add_list(e, common_words, BAND_COMMON);
 	add_list(e, familiar_words, BAND_FAMILIAR);
@@ -322,10 +364,11 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 	}
 
 	snprintf(e->id, sizeof(e->id),
-		 "local/%d:d%d:w%g:b%g:c%g:n%d-%d:s%g:q%g:num%g:%s", ALGO_VERSION,
-		 o.dim, o.word_weight, o.bigram_weight, o.char_weight, o.char_min,
-		 o.char_max, o.stop_weight, o.qword_weight, o.number_weight,
-		 o.no_stem ? "nostem" : "stem");
+		 "local/%d:d%d:w%g:b%g:c%g:n%d-%d:s%g:q%g:p%g:m%g:num%g:sig%g:qt%g:%s",
+		 ALGO_VERSION, o.dim, o.word_weight, o.bigram_weight,
+		 o.char_weight, o.char_min, o.char_max, o.stop_weight,
+		 o.qword_weight, o.pronoun_weight, o.modal_weight,
+		 o.number_weight, o.sig_weight, o.qtype_weight, o.no_stem ? "nostem" : "stem");
 	*out = e;
 	return 0;
 }
@@ -408,6 +451,9 @@ typedef struct accum {
 	uint16_t tf_count[TF_SLOTS]; /* and how often */
 	uint64_t prev_hash;        /* last content word, for bigrams; 0 = none */
 	float prev_weight;         /* its weight */
+	uint64_t sig[SIG_WORDS];   /* hashes of the signature words */
+	int n_sig;                 /* entries in sig */
+	int n_words;               /* words seen so far */
 	int force;                 /* fallback pass: every word weighs 1 */
 	int n_features;            /* features added */
 } accum_t;
@@ -468,6 +514,47 @@ static void add_ngrams(accum_t *a, const char *w, size_t n, float weight)
 						  (size_t)g), weight);
 }
 
+/*
+ * The kind of question, from its first word: "why X" and "how X", or "is X"
+ * and "what is X", ask different things about the same words. Yes/no
+ * questions (starting with an auxiliary or modal verb) form one kind;
+ * "which" asks what "what" asks.
+ */
+static void add_qtype(accum_t *a, const char *w, size_t n, enum band band)
+{
+	static const char aux[] = " is are am was were do does did have has had ";
+	const char *kind;
+	char key[MAX_WORD + 2];
+
+	if (a->e->opts.qtype_weight <= 0 || a->force)
+		return;
+	if (band == BAND_QUESTION) {
+		if (n == 5 && memcmp(w, "which", 5) == 0)
+			kind = "what";
+		else if (n >= 3 && memcmp(w, "who", 3) == 0)
+			kind = "who";
+		else
+			kind = NULL;
+	} else if (band == BAND_MODAL) {
+		kind = "yes/no";
+	} else if (n < MAX_WORD) {
+		key[0] = ' ';
+		memcpy(key + 1, w, n);
+		key[n + 1] = ' ';
+		key[n + 2] = '\0';
+		if (strstr(aux, key) == NULL)
+			return;
+		kind = "yes/no";
+	} else {
+		return;
+	}
+	if (kind)
+		add_feature(a, hash_bytes(SEED_QTYPE, kind, strlen(kind)),
+			    a->e->opts.qtype_weight);
+	else
+		add_feature(a, hash_bytes(SEED_QTYPE, w, n), a->e->opts.qtype_weight);
+}
+
 /* One normalised word (lowercase, no punctuation): weigh it and add its
  * features. */
 static void add_word(accum_t *a, char *w, size_t n)
@@ -493,8 +580,12 @@ static void add_word(accum_t *a, char *w, size_t n)
 	if (!o->no_stem && ascii && !numeric)
 		n = stem(w, n);
 
+	if (a->n_words++ == 0)
+		add_qtype(a, w, n, band);
 	h = hash_bytes(SEED_WORD, w, n);
 	tf = tf_increment(a, h | 1);
+	if (band != BAND_STOP && a->n_sig < SIG_WORDS)
+		a->sig[a->n_sig++] = h;
 	if (weight * o->word_weight > 0)
 		add_feature(a, h, weight * o->word_weight * tf);
 
@@ -570,6 +661,11 @@ static int is_word_byte(unsigned char c)
 	       (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+static int is_symbol(unsigned char c)
+{
+	return c != '\0' && strchr("+#=*&%$@<>^~|", c) != NULL;
+}
+
 /* Tokenise text and feed every word to add_raw. */
 static void scan(accum_t *a, const char *text, size_t len)
 {
@@ -602,7 +698,48 @@ static void scan(accum_t *a, const char *text, size_t len)
 			add_raw(a, w, n, apos);
 		n = 0;
 		apos = SIZE_MAX;
+		if (quote && c == 0xe2)
+			i += 2; /* a lone U+2019: skip all of it */
+		/* runs of operator-like symbols are words too: C++ vs C#,
+		 * = vs ==, $ and % carry meaning */
+		if (is_symbol(c)) {
+			size_t k = 0;
+			while (i + k < len && is_symbol(p[i + k]) && k < MAX_WORD)
+				k++;
+			memcpy(w, p + i, k);
+			add_raw(a, w, k, SIZE_MAX);
+			i += k - 1;
+		}
 	}
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+	return (a > b) - (a < b);
+}
+
+/*
+ * The signature: one feature for the set of words that matter. Two texts
+ * with the same set share it and move closer; any other pair each has a
+ * private one, which lowers their similarity by more the less else they
+ * have (short questions must match nearly exactly).
+ */
+static void add_signature(accum_t *a)
+{
+	uint64_t h = SEED_SIG;
+	int n = 0;
+
+	if (a->n_sig == 0 || a->e->opts.sig_weight <= 0)
+		return;
+	qsort(a->sig, (size_t)a->n_sig, sizeof(a->sig[0]), cmp_u64);
+	for (int i = 0; i < a->n_sig; i++) {
+		if (i > 0 && a->sig[i] == a->sig[i - 1])
+			continue;
+		h = mix64(h ^ a->sig[i]);
+		n++;
+	}
+	add_feature(a, h, a->e->opts.sig_weight);
 }
 
 int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len,
@@ -622,6 +759,7 @@ int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len
 	a.v = out;
 	memset(out, 0, (size_t)dim * sizeof(float));
 	scan(&a, text, len);
+	add_signature(&a);
 	for (int i = 0; i < dim; i++)
 		norm += (double)out[i] * out[i];
 

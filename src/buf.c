@@ -26,7 +26,7 @@ int sg_buf_reserve(sg_buf_t *b, size_t n)
 	if (n > b->max || b->len > b->max - n)
 		return SG_ETOOBIG;
 	size_t need = b->len + n;
-	if (need <= b->cap)
+	if (need <= b->cap && b->data != NULL)
 		return 0;
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap < need)

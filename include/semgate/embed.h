@@ -45,7 +45,14 @@ typedef struct sg_embed_local_opts {
 	float stop_weight;     /* weight of function words; default 0.05 */
 	float qword_weight;    /* weight of question words (what, how...);
 				  default 0.3 */
+	float pronoun_weight;  /* weight of pronouns (I, your...); default 0.2 */
+	float modal_weight;    /* weight of modals (can, should...); default 0.2 */
 	float number_weight;   /* weight of tokens with digits; default 1.2 */
+	float qtype_weight;    /* weight of the question-kind feature (first
+				  word: why/how/what/who/when/where/yes-no);
+				  default 0.5 */
+	float sig_weight;      /* weight of the word-set signature feature;
+				  default off */
 	int no_stem;           /* 1: no stemming or variant table */
 	size_t max_bytes;      /* longest text accepted; default 65536 */
 } sg_embed_local_opts_t;

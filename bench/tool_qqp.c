@@ -1,0 +1,415 @@
+/* qqp: cache quality of the `local` embedder on labelled question pairs.
+ *
+ * Runs the cache-replay protocol of shared/data/README.md in-process, without
+ * the server: every distinct `a` goes into a flat (exact) index, every `b`
+ * is a top-1 lookup among all of them, and a lookup counts as a hit at
+ * threshold t when its cosine score is >= t. A hit is correct when the `a`
+ * it returned and `b` are in the same cluster (the transitive closure of the
+ * label-1 pairs, over exact texts).
+ *
+ *   build/qqp [options] [../shared/data/qqp-dev.jsonl]
+ *
+ * Options set the embedder's knobs (see semgate/embed.h) and the thresholds:
+ *   --dim N --word W --bigram W --char W --char-min N --char-max N
+ *   --stop W --qword W --pronoun W --modal W --number W --sig W --qtype W
+ *   --no-stem
+ *   --thresholds FROM:TO:STEP   (default 0.70:0.98:0.02)
+ *   --min-precision P           (the summary line; default 0.90)
+ *   --dump-false T              (print the false hits scoring >= T, to tune)
+ * A missing data file is not an error: the tool says so and exits 0.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "semgate/embed.h"
+#include "semgate/index.h"
+
+#define MAX_THRESHOLDS 200
+
+/* ---- interned texts with union-find ------------------------------------- */
+
+typedef struct texts {
+	char **str;       /* owned texts by id */
+	size_t *parent;   /* union-find parent by id */
+	size_t n, cap;    /* ids in use, room */
+	size_t *slots;    /* hash table of id + 1 (0 = empty) */
+	size_t mask;      /* slots size - 1 */
+} texts_t;
+
+static uint64_t str_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+static int texts_grow_table(texts_t *t)
+{
+	size_t cap = (t->mask + 1) * 2, *slots = calloc(cap, sizeof(*slots));
+	if (slots == NULL)
+		return SG_ENOMEM;
+	for (size_t id = 0; id < t->n; id++) {
+		size_t i = str_hash(t->str[id]) & (cap - 1);
+		while (slots[i])
+			i = (i + 1) & (cap - 1);
+		slots[i] = id + 1;
+	}
+	free(t->slots);
+	t->slots = slots;
+	t->mask = cap - 1;
+	return 0;
+}
+
+/* The id of text s, adding a copy of it if new; SIZE_MAX when out of memory. */
+static size_t texts_intern(texts_t *t, const char *s)
+{
+	size_t i;
+
+	if ((t->n + 1) * 2 > t->mask + 1 && texts_grow_table(t) != 0)
+		return SIZE_MAX;
+	for (i = str_hash(s) & t->mask; t->slots[i]; i = (i + 1) & t->mask)
+		if (strcmp(t->str[t->slots[i] - 1], s) == 0)
+			return t->slots[i] - 1;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 1024;
+		char **str = realloc(t->str, cap * sizeof(*str));
+		if (str == NULL)
+			return SIZE_MAX;
+		t->str = str;
+		size_t *parent = realloc(t->parent, cap * sizeof(*parent));
+		if (parent == NULL)
+			return SIZE_MAX;
+		t->parent = parent;
+		t->cap = cap;
+	}
+	if ((t->str[t->n] = strdup(s)) == NULL)
+		return SIZE_MAX;
+	t->parent[t->n] = t->n;
+	t->slots[i] = t->n + 1;
+	return t->n++;
+}
+
+static size_t texts_find(texts_t *t, size_t x)
+{
+	while (t->parent[x] != x) {
+		t->parent[x] = t->parent[t->parent[x]]; /* path halving */
+		x = t->parent[x];
+	}
+	return x;
+}
+
+static void texts_union(texts_t *t, size_t x, size_t y)
+{
+	x = texts_find(t, x);
+	y = texts_find(t, y);
+	if (x != y)
+		t->parent[x] = y;
+}
+
+static void texts_free(texts_t *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->str[i]);
+	free(t->str);
+	free(t->parent);
+	free(t->slots);
+}
+
+/* ---- the data ------------------------------------------------------------- */
+
+typedef struct pair {
+	size_t a, b; /* text ids */
+	int label;   /* 1 = duplicates */
+} pair_t;
+
+static int load_pairs(const char *path, texts_t *t, pair_t **out, size_t *n_out)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t line_cap = 0, n = 0, cap = 0;
+	pair_t *pairs = NULL;
+	ssize_t got;
+	int rc = 0;
+
+	if (f == NULL)
+		return SG_EIO;
+	while ((got = getline(&line, &line_cap, f)) > 0) {
+		json_error_t jerr;
+		json_t *o = json_loadb(line, (size_t)got, 0, &jerr);
+		const char *a = json_string_value(json_object_get(o, "a"));
+		const char *b = json_string_value(json_object_get(o, "b"));
+		json_t *label = json_object_get(o, "label");
+		if (a == NULL || b == NULL || !json_is_integer(label)) {
+			fprintf(stderr, "qqp: %s: skipping a malformed line\n", path);
+			json_decref(o);
+			continue;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 4096;
+			pair_t *p = realloc(pairs, cap * sizeof(*p));
+			if (p == NULL) {
+				json_decref(o);
+				rc = SG_ENOMEM;
+				goto out;
+			}
+			pairs = p;
+		}
+		pairs[n].a = texts_intern(t, a);
+		pairs[n].b = texts_intern(t, b);
+		pairs[n].label = json_integer_value(label) == 1;
+		json_decref(o);
+		if (pairs[n].a == SIZE_MAX || pairs[n].b == SIZE_MAX) {
+			rc = SG_ENOMEM;
+			goto out;
+		}
+		if (pairs[n].label)
+			texts_union(t, pairs[n].a, pairs[n].b);
+		n++;
+	}
+	*out = pairs;
+	*n_out = n;
+	pairs = NULL;
+out:
+	free(pairs);
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: qqp [--dim N] [--word W] [--bigram W] [--char W]\n"
+		"           [--char-min N] [--char-max N] [--stop W] [--qword W]\n"
+		"           [--pronoun W] [--modal W] [--number W] [--sig W] [--qtype W]\n"
+		"           [--no-stem] [--thresholds FROM:TO:STEP]\n"
+		"           [--min-precision P] [--dump-false T] [qqp-dev.jsonl]\n");
+}
+
+static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
+		      double *th, int *n_th, double *min_prec, double *dump,
+		      const char **path)
+{
+	double from = 0.70, to = 0.98, step = 0.02;
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(arg, "--no-stem") == 0) {
+			o->no_stem = 1;
+			continue;
+		}
+		if (arg[0] != '-') {
+			*path = arg;
+			continue;
+		}
+		if (val == NULL) {
+			usage();
+			return -1;
+		}
+		i++;
+		if (strcmp(arg, "--dim") == 0)
+			o->dim = atoi(val);
+		else if (strcmp(arg, "--word") == 0)
+			o->word_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--bigram") == 0)
+			o->bigram_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--char") == 0)
+			o->char_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--char-min") == 0)
+			o->char_min = atoi(val);
+		else if (strcmp(arg, "--char-max") == 0)
+			o->char_max = atoi(val);
+		else if (strcmp(arg, "--stop") == 0)
+			o->stop_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--qword") == 0)
+			o->qword_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--pronoun") == 0)
+			o->pronoun_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--modal") == 0)
+			o->modal_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--qtype") == 0)
+			o->qtype_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--sig") == 0)
+			o->sig_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--number") == 0)
+			o->number_weight = strtof(val, NULL);
+		else if (strcmp(arg, "--min-precision") == 0)
+			*min_prec = strtod(val, NULL);
+		else if (strcmp(arg, "--dump-false") == 0)
+			*dump = strtod(val, NULL);
+		else if (strcmp(arg, "--thresholds") == 0) {
+			if (sscanf(val, "%lf:%lf:%lf", &from, &to, &step) != 3 ||
+			    step <= 0 || to < from) {
+				usage();
+				return -1;
+			}
+		} else {
+			usage();
+			return -1;
+		}
+	}
+	*n_th = 0;
+	for (double t = from; t <= to + step / 2 && *n_th < MAX_THRESHOLDS; t += step)
+		th[(*n_th)++] = t;
+	return 0;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	sg_embed_local_opts_t opts = {0};
+	const char *path = "../shared/data/qqp-dev.jsonl";
+	double th[MAX_THRESHOLDS], min_prec = 0.90, dump = 2;
+	int n_th = 0, dim, rc, status = 1;
+	texts_t t = {0};
+	pair_t *pairs = NULL;
+	size_t n_pairs = 0, n_a = 0, n_pos = 0, n_neg = 0, n_embeds = 0;
+	size_t *a_of_slot = NULL, *slot_of_text = NULL;
+	sg_embed_local_t *e = NULL;
+	sg_index_t *ix = NULL;
+	float *avecs = NULL, *bvecs = NULL, *scores = NULL;
+	int64_t *ids = NULL, *hit = NULL;
+	uint64_t t0, embed_us = 0;
+
+	if (parse_args(argc, argv, &opts, th, &n_th, &min_prec, &dump, &path) != 0)
+		return 2;
+	if ((rc = sg_embed_local_new(&e, &opts)) != 0) {
+		fprintf(stderr, "qqp: embedder: %s\n", sg_strerror(rc));
+		return 2;
+	}
+	dim = sg_embed_local_dim(e);
+	if ((rc = load_pairs(path, &t, &pairs, &n_pairs)) != 0) {
+		if (rc == SG_EIO && errno == ENOENT) {
+			printf("qqp: %s not found; nothing to measure\n", path);
+			status = 0;
+		} else {
+			fprintf(stderr, "qqp: %s: %s\n", path, sg_strerror(rc));
+		}
+		goto out;
+	}
+
+	/* distinct a texts, numbered by first appearance: the index ids */
+	slot_of_text = malloc(t.n * sizeof(*slot_of_text));
+	a_of_slot = malloc(t.n * sizeof(*a_of_slot));
+	if (slot_of_text == NULL || a_of_slot == NULL)
+		goto oom;
+	for (size_t i = 0; i < t.n; i++)
+		slot_of_text[i] = SIZE_MAX;
+	for (size_t i = 0; i < n_pairs; i++)
+		if (slot_of_text[pairs[i].a] == SIZE_MAX) {
+			slot_of_text[pairs[i].a] = n_a;
+			a_of_slot[n_a++] = pairs[i].a;
+		}
+
+	avecs = malloc(n_a * (size_t)dim * sizeof(float));
+	bvecs = malloc(n_pairs * (size_t)dim * sizeof(float));
+	ids = malloc((n_a > n_pairs ? n_a : n_pairs) * sizeof(*ids));
+	hit = malloc(n_pairs * sizeof(*hit));
+	scores = malloc(n_pairs * sizeof(*scores));
+	if (!avecs || !bvecs || !ids || !hit || !scores)
+		goto oom;
+
+	t0 = sg_now_us();
+	for (size_t s = 0; s < n_a; s++) {
+		const char *txt = t.str[a_of_slot[s]];
+		if ((rc = sg_embed_local_embed(e, txt, strlen(txt),
+					       avecs + s * (size_t)dim)) != 0)
+			goto embed_fail;
+		ids[s] = (int64_t)s;
+	}
+	for (size_t i = 0; i < n_pairs; i++) {
+		const char *txt = t.str[pairs[i].b];
+		if ((rc = sg_embed_local_embed(e, txt, strlen(txt),
+					       bvecs + i * (size_t)dim)) != 0)
+			goto embed_fail;
+	}
+	embed_us = sg_now_us() - t0;
+	n_embeds = n_a + n_pairs;
+
+	if ((rc = sg_index_new(&ix, dim, SG_INDEX_FLAT, NULL)) != 0 ||
+	    (rc = sg_index_add_batch(ix, n_a, ids, avecs)) != 0 ||
+	    (rc = sg_index_search_batch(ix, n_pairs, bvecs, 1, hit, scores)) != 0) {
+		fprintf(stderr, "qqp: index: %s\n", sg_strerror(rc));
+		goto out;
+	}
+
+	for (size_t i = 0; i < n_pairs; i++)
+		*(pairs[i].label ? &n_pos : &n_neg) += 1;
+	printf("embedder   %s\n", sg_embed_local_id(e));
+	printf("data       %s: %zu pairs (%zu label 1, %zu label 0), %zu distinct a\n",
+	       path, n_pairs, n_pos, n_neg, n_a);
+	printf("embed      %.2f us per text (%zu texts, 1 thread)\n\n",
+	       (double)embed_us / (double)n_embeds, n_embeds);
+	printf("| threshold | hits | precision | positive hit rate | negative false-hit rate |\n");
+	printf("|---|---|---|---|---|\n");
+
+	for (size_t i = 0; i < n_pairs && dump <= 1; i++) {
+		if (hit[i] < 0 || scores[i] < dump)
+			continue;
+		size_t a = a_of_slot[hit[i]];
+		if (texts_find(&t, a) != texts_find(&t, pairs[i].b))
+			fprintf(stderr, "FALSE %.3f label %d\n  b: %s\n  hit: %s\n",
+				scores[i], pairs[i].label, t.str[pairs[i].b],
+				t.str[a]);
+	}
+
+	double best_rate = -1, best_th = 0, best_prec = 0;
+	for (int k = 0; k < n_th; k++) {
+		size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0;
+		for (size_t i = 0; i < n_pairs; i++) {
+			if (hit[i] < 0 || scores[i] < th[k] - 1e-6)
+				continue;
+			size_t a = a_of_slot[hit[i]];
+			int ok = texts_find(&t, a) == texts_find(&t, pairs[i].b);
+			hits++;
+			correct += ok;
+			if (pairs[i].label)
+				pos_correct += ok;
+			else
+				neg_false += !ok;
+		}
+		double prec = hits ? (double)correct / (double)hits : 0;
+		double pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
+		printf("| %.2f | %zu | %.3f | %.3f | %.3f |\n", th[k], hits, prec,
+		       pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
+		if (hits && prec >= min_prec && pos_rate > best_rate) {
+			best_rate = pos_rate;
+			best_th = th[k];
+			best_prec = prec;
+		}
+	}
+	if (best_rate >= 0)
+		printf("\nbest: threshold %.2f: precision %.3f at positive hit rate %.3f\n",
+		       best_th, best_prec, best_rate);
+	else
+		printf("\nbest: no threshold reaches precision %.2f\n", min_prec);
+	status = 0;
+	goto out;
+
+embed_fail:
+	fprintf(stderr, "qqp: embed: %s\n", sg_strerror(rc));
+	goto out;
+oom:
+	fprintf(stderr, "qqp: out of memory\n");
+out:
+	sg_index_free(ix);
+	sg_embed_local_free(e);
+	free(scores);
+	free(hit);
+	free(ids);
+	free(bvecs);
+	free(avecs);
+	free(a_of_slot);
+	free(slot_of_text);
+	free(pairs);
+	texts_free(&t);
+	return status;
+}

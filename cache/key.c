@@ -1,0 +1,248 @@
+/* Cache keys: split a request into its hard scope and the prompt to embed. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "semgate/cache_key.h"
+#include "semgate/hash.h"
+
+#define SG_KEY_MAX_TEXT (256u << 10) /* longest prompt keyed; longer bypasses */
+
+/* Request fields that do not change the answer. Everything else is scope. */
+static const char *const unscoped[] = {
+	"messages", "prompt", "model", "stream", "stream_options", "user", "metadata", "store",
+	"service_tier", NULL,
+};
+
+static int is_unscoped(const char *key)
+{
+	for (const char *const *u = unscoped; *u; u++)
+		if (strcmp(*u, key) == 0)
+			return 1;
+	return 0;
+}
+
+/* A copy of v in canonical form: integral reals become integers, so that
+ * 1 and 1.0 key alike (object key order is handled by JSON_SORT_KEYS). */
+static json_t *canon(json_t *v)
+{
+	json_t *out, *item;
+	const char *key;
+	size_t i;
+
+	switch (json_typeof(v)) {
+	case JSON_REAL: {
+		double d = json_real_value(v);
+		if (d == floor(d) && fabs(d) < 9e15)
+			return json_integer((json_int_t)d);
+		return json_real(d);
+	}
+	case JSON_OBJECT:
+		out = json_object();
+		json_object_foreach(v, key, item) {
+			if (out && json_object_set_new(out, key, canon(item)) != 0) {
+				json_decref(out);
+				return NULL;
+			}
+		}
+		return out;
+	case JSON_ARRAY:
+		out = json_array();
+		json_array_foreach(v, i, item) {
+			if (out && json_array_append_new(out, canon(item)) != 0) {
+				json_decref(out);
+				return NULL;
+			}
+		}
+		return out;
+	default:
+		return json_incref(v);
+	}
+}
+
+static int is_system_role(const char *role)
+{
+	return strcmp(role, "system") == 0 || strcmp(role, "developer") == 0;
+}
+
+/* Append a message's text to the prompt; non-text parts go to media (scope). */
+static int append_content(sg_buf_t *prompt, json_t *content, json_t *media)
+{
+	size_t i, start = prompt->len;
+	json_t *part;
+
+	if (json_is_string(content))
+		return sg_buf_append(prompt, json_string_value(content), json_string_length(content));
+	if (!json_is_array(content))
+		return json_is_null(content) || content == NULL ? 0 : SG_EINVAL;
+	json_array_foreach(content, i, part) {
+		json_t *text = json_object_get(part, "text");
+		if (json_is_string(text)) {
+			if (prompt->len > start && sg_buf_append(prompt, "\n", 1))
+				return SG_ETOOBIG;
+			if (sg_buf_append(prompt, json_string_value(text), json_string_length(text)))
+				return SG_ETOOBIG;
+		} else if (json_array_append_new(media, canon(part)) != 0) {
+			return SG_ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static const char *chat_split(json_t *root, const sg_cache_key_opts_t *opts, json_t *scope,
+                              sg_buf_t *prompt)
+{
+	json_t *msgs = json_object_get(root, "messages");
+	json_t *system = json_array(), *history = json_array(), *media = json_array();
+	size_t n = json_array_size(msgs), first_prompt;
+	const char *why = NULL;
+
+	json_object_set_new(scope, "system", system);
+	json_object_set_new(scope, "history", history);
+	json_object_set_new(scope, "media", media);
+	if (!system || !history || !media)
+		return "out of memory";
+	if (n == 0)
+		return "no messages";
+	json_t *last = json_array_get(msgs, n - 1);
+	const char *role = json_string_value(json_object_get(last, "role"));
+	if (role == NULL)
+		return "message without a role";
+	if (strcmp(role, "tool") == 0 || strcmp(role, "function") == 0)
+		return "tool-call continuation";
+	if (strcmp(role, "user") != 0)
+		return "the last message is not from the user";
+
+	first_prompt = n - 1;
+	if (opts->embed_mode == SG_EMBED_LAST_TURNS && opts->embed_turns > 1)
+		first_prompt = n > (size_t)opts->embed_turns ? n - (size_t)opts->embed_turns : 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *m = json_array_get(msgs, i);
+		const char *r = json_string_value(json_object_get(m, "role"));
+		if (r == NULL)
+			return "message without a role";
+		if (is_system_role(r)) {
+			if (json_array_append_new(system, canon(m)))
+				return "out of memory";
+			continue;
+		}
+		if (i < first_prompt) {
+			if (opts->embed_mode != SG_EMBED_LAST_MESSAGE &&
+			    json_array_append_new(history, canon(m)))
+				return "out of memory";
+			continue;
+		}
+		if (json_object_get(m, "tool_calls") || strcmp(r, "tool") == 0) {
+			why = "tool calls in the embedded turns";
+			break;
+		}
+		if (first_prompt < n - 1) {
+			/* several turns embedded: keep who said what */
+			if (prompt->len && sg_buf_append(prompt, "\n", 1))
+				return "prompt too long";
+			if (sg_buf_puts(prompt, r) || sg_buf_append(prompt, ": ", 2))
+				return "prompt too long";
+		}
+		int rc = append_content(prompt, json_object_get(m, "content"), media);
+		if (rc == SG_ETOOBIG)
+			return "prompt too long";
+		if (rc)
+			return "unsupported message content";
+	}
+	return why;
+}
+
+static const char *completion_split(json_t *root, sg_buf_t *prompt)
+{
+	json_t *p = json_object_get(root, "prompt");
+
+	if (json_is_array(p)) {
+		if (json_array_size(p) != 1)
+			return "batched prompts";
+		p = json_array_get(p, 0);
+	}
+	if (!json_is_string(p))
+		return "prompt is not text";
+	if (sg_buf_append(prompt, json_string_value(p), json_string_length(p)))
+		return "prompt too long";
+	return NULL;
+}
+
+void sg_cache_key_init(sg_cache_key_t *k)
+{
+	sg_buf_init(&k->scope, 0);
+	sg_buf_init(&k->prompt, SG_KEY_MAX_TEXT);
+	k->scope_hash = k->exact_hash = 0;
+	k->bypass = NULL;
+}
+
+void sg_cache_key_free(sg_cache_key_t *k)
+{
+	sg_buf_free(&k->scope);
+	sg_buf_free(&k->prompt);
+}
+
+static int dump_cb(const char *buf, size_t size, void *data)
+{
+	return sg_buf_append(data, buf, size) ? -1 : 0;
+}
+
+int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, const char *ns,
+                       const char *model, const sg_cache_key_opts_t *opts)
+{
+	json_t *root = rootp, *scope, *params, *v;
+	const char *key;
+	int rc = 0;
+
+	sg_buf_reset(&k->scope);
+	sg_buf_reset(&k->prompt);
+	k->bypass = NULL;
+
+	v = json_object_get(root, "n");
+	if (json_is_integer(v) && json_integer_value(v) > 1) {
+		k->bypass = "n > 1";
+		return 0;
+	}
+	v = json_object_get(root, "temperature");
+	if (json_is_number(v) && json_number_value(v) > opts->max_temperature) {
+		k->bypass = "temperature above cache.max_temperature";
+		return 0;
+	}
+
+	scope = json_object();
+	params = json_object();
+	if (!scope || !params) {
+		json_decref(scope);
+		json_decref(params);
+		return SG_ENOMEM;
+	}
+	json_object_set_new(scope, "kind", json_string(kind == SG_CACHE_CHAT ? "chat" : "completion"));
+	json_object_set_new(scope, "ns", json_string(ns));
+	json_object_set_new(scope, "model", json_string(model));
+	json_object_set_new(scope, "params", params);
+	json_object_foreach(root, key, v) {
+		if (!is_unscoped(key) && json_object_set_new(params, key, canon(v)) != 0) {
+			rc = SG_ENOMEM;
+			goto out;
+		}
+	}
+	k->bypass = kind == SG_CACHE_CHAT ? chat_split(root, opts, scope, &k->prompt)
+	                                  : completion_split(root, &k->prompt);
+	if (k->bypass)
+		goto out;
+	if (k->prompt.len == 0) {
+		k->bypass = "empty prompt";
+		goto out;
+	}
+	if (json_dump_callback(scope, dump_cb, &k->scope, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
+		rc = SG_ENOMEM;
+		goto out;
+	}
+	k->scope_hash = sg_hash64(k->scope.data, k->scope.len, 0);
+	k->exact_hash = sg_hash64(k->prompt.data, k->prompt.len, k->scope_hash);
+out:
+	json_decref(scope);
+	return rc;
+}

@@ -1,0 +1,272 @@
+/* semgate: the semantic cache's persistent store (LMDB).
+ *
+ * One LMDB environment in one directory (`cache.path`) holds every cache
+ * entry, its embedding vector, an exact-match key index and checkpoints of
+ * the vector index (opaque blobs the store does not interpret):
+ *
+ *   meta         "format", "embedder", "dim", "next_id", "bytes"
+ *   entries      id (uint64 big-endian, so keys sort by id) -> record
+ *   vectors      id (big-endian) -> float[dim] (host floats)
+ *   exact        exact_hash -> ids (sorted duplicates; collisions possible)
+ *   checkpoints  scope_hash -> last_id (uint64) + blob
+ *
+ * Durability: the environment is opened with MDB_NOSYNC | MDB_NOMETASYNC, so
+ * a commit costs microseconds and never waits for the disk. Killing the
+ * process (even with SIGKILL) never loses a committed transaction: its pages
+ * are already in the OS page cache. A power loss can undo the transactions
+ * since the last sg_store_sync(), which the server calls from a timer; LMDB
+ * never leaves a torn database either way.
+ *
+ * Threads: a store is used from one thread at a time (the event loop). The
+ * callbacks of sg_store_iter() and sg_store_iter_checkpoints() run inside a
+ * read transaction and must not call back into the store (SG_EINVAL).
+ *
+ * The files are in host byte order and float format: they move between
+ * machines of the same architecture only.
+ */
+#ifndef SEMGATE_STORE_H
+#define SEMGATE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "semgate/common.h"
+
+typedef struct sg_store sg_store_t;
+
+/** Default initial map size: 1 GiB. */
+#define SG_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
+/** Largest record (header + all variable parts) sg_store_put() accepts. */
+#define SG_STORE_MAX_RECORD ((size_t)256 << 20)
+/** Longest embedder identity string. */
+#define SG_STORE_MAX_EMBEDDER_ID 1024
+/** Largest vector dimension. */
+#define SG_STORE_MAX_DIM 65536
+
+/** Open options. Zero-initialise, then set embedder_id and dim. */
+typedef struct sg_store_opts {
+	size_t map_size;         /* initial map size in bytes; 0: 1 GiB */
+	size_t max_map_size;     /* the map grows (doubling) up to this on MDB_MAP_FULL,
+				    then puts fail with SG_EFULL; 0: 4 x map_size */
+	const char *embedder_id; /* identity of what made the vectors (e.g.
+				    "local-v1:dim=384"); borrowed for the call; required */
+	uint32_t dim;            /* floats per vector, 1..SG_STORE_MAX_DIM */
+	int rebuild;             /* non-zero: delete the directory's data.mdb and
+				    lock.mdb first and start empty (also recovers
+				    from a corrupt or foreign file) */
+} sg_store_opts_t;
+
+/** Entry flag: a vector is stored under the entry's id. */
+#define SG_ENTRY_F_VECTOR 0x1u
+
+/** What sg_store_put() stores. All slices are borrowed for the call. */
+typedef struct sg_entry_in {
+	sg_iovec_t ns;              /* namespace (tenant / cache partition) */
+	sg_iovec_t model;           /* model name the response came from */
+	sg_iovec_t scope_json;      /* canonical JSON of the hard scope a semantic
+				       match must never cross */
+	sg_iovec_t prompt;          /* the text that was embedded */
+	sg_iovec_t response;        /* the stored OpenAI response body */
+	uint64_t scope_hash;        /* sg_hash64 of the scope (groups entries per index) */
+	uint64_t exact_hash;        /* exact-match key; indexed in `exact` */
+	int64_t created_s;          /* Unix time of creation */
+	int64_t expires_s;          /* Unix time of expiry; 0 = never */
+	uint32_t prompt_tokens;     /* usage reported by the upstream */
+	uint32_t completion_tokens; /* usage reported by the upstream */
+} sg_entry_in_t;
+
+/**
+ * An entry's metadata and content as slices. Who owns the bytes the slices
+ * point at is said by whatever hands out the struct.
+ */
+typedef struct sg_entry_meta {
+	uint64_t id;                /* assigned by sg_store_put, increasing, never reused */
+	uint32_t flags;             /* SG_ENTRY_F_* */
+	int64_t created_s;          /* Unix time of creation */
+	int64_t expires_s;          /* Unix time of expiry; 0 = never */
+	uint64_t hits;              /* number of sg_store_touch calls */
+	int64_t last_hit_s;         /* time given to the last sg_store_touch; 0 = never */
+	uint64_t scope_hash;        /* as stored */
+	uint64_t exact_hash;        /* as stored */
+	uint32_t prompt_tokens;     /* as stored */
+	uint32_t completion_tokens; /* as stored */
+	sg_iovec_t ns;              /* namespace */
+	sg_iovec_t model;           /* model */
+	sg_iovec_t scope_json;      /* canonical scope JSON */
+	sg_iovec_t prompt;          /* embedded text */
+	sg_iovec_t response;        /* response body */
+} sg_entry_meta_t;
+
+/**
+ * An entry copied out of the store by sg_store_get(). Its slices point into
+ * `mem`, and each is followed by a NUL byte (not counted in len), so they may
+ * be used as C strings when they hold no NUL themselves. Free with
+ * sg_entry_free().
+ */
+typedef struct sg_entry {
+	sg_entry_meta_t m; /* slices point into mem */
+	char *mem;         /* owned: one allocation for all variable parts */
+} sg_entry_t;
+
+/** Counters from sg_store_stats(). */
+typedef struct sg_store_stats {
+	uint64_t entries;     /* number of entries */
+	uint64_t bytes;       /* sum of record + vector sizes of all entries */
+	uint64_t checkpoints; /* number of checkpoints */
+	uint64_t next_id;     /* id the next sg_store_put will assign */
+	uint64_t file_bytes;  /* size of data.mdb on disk (LMDB files never shrink) */
+	uint64_t map_size;    /* current map size */
+	uint64_t max_map_size; /* the map will not grow past this */
+} sg_store_stats_t;
+
+/**
+ * Open the store in directory `dir`, creating it (mode 0700, one level) and
+ * the environment if missing. On success *out is owned by the caller: close
+ * with sg_store_close().
+ *
+ * Errors, each with a one-line explanation in errmsg (if not NULL; always
+ * NUL-terminated, truncated to errlen):
+ *   SG_EMISMATCH  the store was built with another embedder identity or dim,
+ *                 or by another store format version, or the directory holds
+ *                 some other LMDB database (use opts->rebuild to start over);
+ *   SG_ECORRUPT   data.mdb is not an LMDB file, is truncated or is damaged;
+ *   SG_EIO        dir is not a directory, permissions, disk errors;
+ *   SG_EINVAL     bad opts; SG_ENOMEM; SG_ESTORE (other LMDB errors).
+ */
+int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts,
+		  char *errmsg, size_t errlen);
+
+/** Close the store and free it. Does not fsync (call sg_store_sync() first
+ * if durability against power loss matters). NULL is a no-op. */
+void sg_store_close(sg_store_t *s);
+
+/**
+ * Text describing the last failure of an operation on s, including LMDB's own
+ * message where there was one (e.g. "mdb_put(entries): MDB_MAP_FULL: ...").
+ * Borrowed: valid until the next call on s. Never NULL ("" if none).
+ */
+const char *sg_store_last_error(const sg_store_t *s);
+
+/**
+ * Insert an entry, its vector (dim floats, or NULL for an entry that is only
+ * matched exactly) and its exact key in one write transaction, assigning the
+ * next id (written to *id_out if not NULL). The map grows if needed.
+ * Errors: SG_EINVAL (NULL slice base with len > 0), SG_ETOOBIG (record over
+ * SG_STORE_MAX_RECORD), SG_EFULL (the map is at max_map_size), SG_ESTORE,
+ * SG_EIO. Nothing is stored on error.
+ */
+int sg_store_put(sg_store_t *s, const sg_entry_in_t *e, const float *vec, uint64_t *id_out);
+
+/**
+ * Copy entry `id` into *out (owned by the caller: sg_entry_free()). On error
+ * *out is zeroed and needs no free.
+ * Errors: SG_ENOTFOUND, SG_ECORRUPT (the record fails validation), SG_ENOMEM.
+ */
+int sg_store_get(sg_store_t *s, uint64_t id, sg_entry_t *out);
+
+/** Free what sg_store_get() copied; e is left zeroed. NULL is a no-op. */
+void sg_entry_free(sg_entry_t *e);
+
+/**
+ * Copy the vector of entry `id` into vec (caller's buffer of dim floats).
+ * Errors: SG_ENOTFOUND (no such entry, or stored without a vector),
+ * SG_ECORRUPT (wrong size).
+ */
+int sg_store_get_vector(sg_store_t *s, uint64_t id, float *vec);
+
+/**
+ * Write to ids[0..max) the ids stored under exact_hash, in increasing order;
+ * *n is set to how many were written (0 when there are none: not an error).
+ * Different texts can share a hash, and an id may point to an entry deleted
+ * as corrupt: callers verify with sg_store_get().
+ */
+int sg_store_find_exact(sg_store_t *s, uint64_t exact_hash, uint64_t *ids, size_t max,
+			size_t *n);
+
+/**
+ * Record a hit on entry `id`: hits + 1, last_hit_s = now_s (one small write
+ * transaction). Errors: SG_ENOTFOUND, SG_ECORRUPT, SG_EFULL, SG_ESTORE.
+ */
+int sg_store_touch(sg_store_t *s, uint64_t id, int64_t now_s);
+
+/**
+ * Delete entry `id` with its vector and exact key. A corrupt record is
+ * deleted too (its exact key, unreadable, stays until its hash is reused;
+ * sg_store_find_exact callers already verify). Errors: SG_ENOTFOUND.
+ */
+int sg_store_delete(sg_store_t *s, uint64_t id);
+
+/** Called by sg_store_delete_where() for each deleted entry, after commit. */
+typedef void (*sg_store_deleted_cb)(void *ud, uint64_t id, uint64_t scope_hash);
+
+/**
+ * Delete, in one transaction, every entry (ns == NULL) or those whose
+ * namespace equals ns, with their vectors and exact keys. Deleting all also
+ * deletes every checkpoint and corrupt record. After the commit, cb (if not
+ * NULL) is called once per deleted entry, so the caller can drop it from its
+ * in-memory index; cb may call into the store. *ndeleted (if not NULL) gets
+ * the count. With a namespace, corrupt records are left alone.
+ */
+int sg_store_delete_where(sg_store_t *s, const char *ns, sg_store_deleted_cb cb, void *ud,
+			  size_t *ndeleted);
+
+/**
+ * Called by sg_store_iter() per entry. m and its slices, and vec (dim floats,
+ * NULL if the entry has no vector), are borrowed until the callback returns.
+ * Return 0 to go on, > 0 to stop (sg_store_iter returns 0), < 0 to stop and
+ * make sg_store_iter return that value.
+ */
+typedef int (*sg_store_iter_cb)(void *ud, const sg_entry_meta_t *m, const float *vec);
+
+/**
+ * Visit entries with id > after_id in increasing id order, at most `limit` of
+ * them (0: all), in one read transaction (a consistent snapshot). Used at
+ * start-up to rebuild the in-memory index without re-embedding (after_id 0)
+ * and for the admin API's paged listing (after_id = last id of the previous
+ * page). Records failing validation (or whose vector is missing or of the
+ * wrong size) are skipped and counted in *nskipped (if not NULL).
+ */
+int sg_store_iter(sg_store_t *s, uint64_t after_id, size_t limit, sg_store_iter_cb cb,
+		  void *ud, size_t *nskipped);
+
+/**
+ * Store (replace) the checkpoint of scope_hash: an opaque blob (len bytes,
+ * copied) and the highest entry id it includes. Errors: SG_EFULL, SG_ETOOBIG
+ * (len over 4 GiB - 9), SG_ESTORE.
+ */
+int sg_store_put_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t last_id,
+			    const void *blob, size_t len);
+
+/**
+ * Copy the checkpoint of scope_hash: *blob is malloc'ed and owned by the caller
+ * (free()); it is non-NULL on success even when *len is 0.
+ * Errors: SG_ENOTFOUND, SG_ECORRUPT, SG_ENOMEM.
+ */
+int sg_store_get_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t *last_id,
+			    void **blob, size_t *len);
+
+/** Delete the checkpoint of scope_hash. Errors: SG_ENOTFOUND. */
+int sg_store_delete_checkpoint(sg_store_t *s, uint64_t scope_hash);
+
+/**
+ * Called by sg_store_iter_checkpoints() per checkpoint; blob is borrowed
+ * until the callback returns. Return value as for sg_store_iter_cb.
+ */
+typedef int (*sg_store_checkpoint_cb)(void *ud, uint64_t scope_hash, uint64_t last_id,
+				      const void *blob, size_t len);
+
+/**
+ * Visit every checkpoint in scope_hash order in one read transaction.
+ * Malformed ones are skipped and counted in *nskipped (if not NULL).
+ */
+int sg_store_iter_checkpoints(sg_store_t *s, sg_store_checkpoint_cb cb, void *ud,
+			      size_t *nskipped);
+
+/** fsync the environment: what was committed survives a power loss.
+ * Takes milliseconds: call it from a timer, not per request. */
+int sg_store_sync(sg_store_t *s);
+
+/** Fill *out with counters (see sg_store_stats_t). */
+int sg_store_stats(sg_store_t *s, sg_store_stats_t *out);
+
+#endif

@@ -1,0 +1,149 @@
+/* Unit tests: configuration parsing and validation. */
+#include <stdlib.h>
+
+#include "check.h"
+#include "semgate/config.h"
+
+static int parse(const char *json, sg_config_t **cfg, sg_buf_t *errors)
+{
+	sg_buf_init(errors, 0);
+	return sg_config_parse(cfg, json, strlen(json), errors);
+}
+
+static void test_default_config(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	const char *j = sg_config_default_json();
+	CHECK(parse(j, &cfg, &e) == 0);
+	CHECK(cfg != NULL);
+	if (cfg) {
+		CHECK_STR(cfg->listen_host, "127.0.0.1");
+		CHECK(cfg->listen_port == 8080);
+		CHECK(cfg->nmodels == 1);
+		CHECK_STR(cfg->models[0].name, "gpt-4o-mini");
+		CHECK(cfg->cache.threshold > 0.89 && cfg->cache.threshold < 0.91);
+		CHECK(cfg->limits.max_body_bytes == 1 << 20);
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+}
+
+static void test_minimal_and_defaults(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	setenv("SG_TEST_KEY", "sk-test", 1);
+	CHECK(parse("{\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":"
+	            "\"http://h:1/v1/\",\"api_key_env\":\"SG_TEST_KEY\"},"
+	            "{\"base_url\":\"https://x\",\"model\":\"other\",\"headers\":{\"X-A\":\"1\"}}]}]}",
+	            &cfg, &e) == 0);
+	if (cfg) {
+		sg_deployment_t *d = &cfg->models[0].deployments[0];
+		CHECK_STR(d->base_url, "http://h:1/v1"); /* trailing slash dropped */
+		CHECK_STR(d->model, "m");                 /* defaults to the group name */
+		CHECK_STR(d->provider, "openai");
+		CHECK_STR(d->api_key, "sk-test");
+		CHECK_STR(d->id, "m/0");
+		CHECK(d->seq == 0);
+		d = &cfg->models[0].deployments[1];
+		CHECK_STR(d->model, "other");
+		CHECK(d->api_key == NULL);
+		CHECK(d->nheaders == 1);
+		CHECK_STR(d->headers[0], "X-A: 1");
+		CHECK(d->seq == 1);
+		CHECK(sg_config_find_model(cfg, "m", 1) == &cfg->models[0]);
+		CHECK(sg_config_find_model(cfg, "mm", 2) == NULL);
+		CHECK(sg_config_find_model(cfg, "", 0) == NULL);
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+}
+
+static void test_errors_name_paths(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	CHECK(parse("{\"listen\":\"nope\",\"limits\":{\"max_body_bytes\":0,\"x\":1},"
+	            "\"cache\":{\"threshold\":1.5},\"log_level\":\"loud\","
+	            "\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":\"ftp://x\","
+	            "\"provider\":\"acme\",\"headers\":{\"Bad\\nName\":\"v\"}}]},"
+	            "{\"name\":\"m\",\"deployments\":[]},7]}",
+	            &cfg, &e) == SG_EINVAL);
+	CHECK(cfg == NULL);
+	CHECK_CONTAINS(e.data, "listen: ");
+	CHECK_CONTAINS(e.data, "limits.max_body_bytes: must be in");
+	CHECK_CONTAINS(e.data, "limits.x: unknown option");
+	CHECK_CONTAINS(e.data, "cache.threshold: must be in [0, 1]");
+	CHECK_CONTAINS(e.data, "log_level: must be one of");
+	CHECK_CONTAINS(e.data, "models[0].deployments[0].base_url: must be an http(s) URL");
+	CHECK_CONTAINS(e.data, "models[0].deployments[0].provider: unknown provider");
+	CHECK_CONTAINS(e.data, "models[0].deployments[0].headers.Bad\nName: invalid header");
+	CHECK_CONTAINS(e.data, "models[1].name: duplicate model name");
+	CHECK_CONTAINS(e.data, "models[1].deployments: must be a non-empty array");
+	CHECK_CONTAINS(e.data, "models[2]: must be an object");
+	sg_buf_free(&e);
+}
+
+static void test_bad_json_and_types(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	CHECK(parse("{\"models\": [", &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "line 1, column");
+	CHECK_CONTAINS(e.data, "invalid JSON");
+	sg_buf_free(&e);
+	CHECK(parse("[]", &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "must be a JSON object");
+	sg_buf_free(&e);
+	CHECK(parse("{}", &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "models: is required");
+	sg_buf_free(&e);
+	CHECK(parse("{\"models\":[{\"deployments\":[{}]}],\"limits\":{\"max_headers\":\"9\"}}",
+	            &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "models[0].name: is required");
+	CHECK_CONTAINS(e.data, "models[0].deployments[0].base_url: is required");
+	CHECK_CONTAINS(e.data, "limits.max_headers: must be an integer");
+	sg_buf_free(&e);
+	CHECK(parse("{\"a\":1,\"a\":2}", &cfg, &e) == SG_EINVAL); /* duplicate keys */
+	sg_buf_free(&e);
+}
+
+static void test_listen_forms(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	CHECK(parse("{\"listen\":\"[::1]:0\",\"models\":[{\"name\":\"m\",\"deployments\":"
+	            "[{\"base_url\":\"http://h\"}]}]}", &cfg, &e) == 0);
+	if (cfg) {
+		CHECK_STR(cfg->listen_host, "::1");
+		CHECK(cfg->listen_port == 0);
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+	CHECK(parse("{\"listen\":\"h:70000\",\"models\":[{\"name\":\"m\",\"deployments\":"
+	            "[{\"base_url\":\"http://h\"}]}]}", &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "listen: port must be");
+	sg_buf_free(&e);
+}
+
+static void test_load_missing_file(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	sg_buf_init(&e, 0);
+	CHECK(sg_config_load(&cfg, "/nonexistent/semgate.json", &e) == SG_EIO);
+	CHECK_CONTAINS(e.data, "cannot open");
+	sg_buf_free(&e);
+}
+
+int main(void)
+{
+	test_default_config();
+	test_minimal_and_defaults();
+	test_errors_name_paths();
+	test_bad_json_and_types();
+	test_listen_forms();
+	test_load_missing_file();
+	CHECK_DONE();
+}
