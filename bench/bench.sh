@@ -19,7 +19,7 @@ cmdline="bash bench/bench.sh $*"
 duration=10          # seconds per measured wrk run
 build=build          # build directory holding semgate and mock-upstream
 repeat=1             # rounds; each figure is the median over rounds
-warmup=2             # seconds of unmeasured load per target before round 1
+warmup=3             # seconds of unmeasured load per target before round 1
 conns=64             # connections for the throughput runs
 record=0
 with_portkey=1
@@ -96,7 +96,7 @@ fi
 # ---- processes ---------------------------------------------------------------
 
 work=$(mktemp -d /tmp/semgate-bench.XXXXXX)
-mock_pid='' semgate_pid='' portkey_pid=''
+mock_pid='' semgate_pid='' portkey_pid='' wrk_pid=''
 keep_work=0
 
 stop() { # PID: TERM, then KILL after 3 s
@@ -113,6 +113,7 @@ stop() { # PID: TERM, then KILL after 3 s
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	stop "$wrk_pid"
 	stop "$portkey_pid"
 	stop "$semgate_pid"
 	stop "$mock_pid"
@@ -153,7 +154,8 @@ alive() { # PID NAME: fail loudly if a server died under load
 	exit 1
 }
 
-"$mock_bin" --host 127.0.0.1 --port 0 --quiet >"$work/mock.log" 2>&1 &
+: >"$work/mock.log"
+"$mock_bin" --host 127.0.0.1 --port 0 --quiet >>"$work/mock.log" 2>&1 &
 mock_pid=$!
 for _ in $(seq 50); do
 	mock_port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/mock.log")
@@ -202,10 +204,9 @@ url_of() {
 	esac
 }
 hdrs_of() { # Portkey routes on its headers; the others get the same bearer token
-	echo "-H" "Authorization: Bearer dummy"
+	printf '%s\n' -H "Authorization: Bearer dummy"
 	if [ "$1" = portkey ]; then
-		echo "-H" "x-portkey-provider: openai"
-		echo "-H" "x-portkey-custom-host: $mock_base"
+		printf '%s\n' -H "x-portkey-provider: openai" -H "x-portkey-custom-host: $mock_base"
 	fi
 }
 pid_of() {
@@ -226,8 +227,12 @@ wrk_run() {
 	local -a hdrs
 	mapfile -t hdrs < <(hdrs_of "$target")
 	shift 5
+	# In the background with `wait`, so a signal reaches our trap at once.
 	timeout $((d + 30)) wrk -t"$t" -c"$c" -d"${d}s" --timeout 5s "$@" -s "$lua" "${hdrs[@]}" \
-		"$(url_of "$target")" >"$out" 2>&1 || die "wrk failed for $target; see $out"
+		"$(url_of "$target")" >"$out" 2>&1 &
+	wrk_pid=$!
+	wait "$wrk_pid" || die "wrk failed for $target; see $out"
+	wrk_pid=''
 	alive "$(pid_of "$target")" "$target"
 	rps=$(awk '/^Requests\/sec:/ { printf "%d\n", $2 + 0.5 }' "$out")
 	local n2 other
@@ -256,6 +261,9 @@ ntargets=$(wc -w <<<"$targets")
 est=$((ntargets * (warmup + repeat * (2 * duration + 2))))
 log "mock :$mock_port, semgate :$sg_port${pk_port:+, portkey :$pk_port}; load average $load_before"
 log "about $((est / 60)) min $((est % 60)) s of load: $repeat round(s) of ${duration} s runs"
+if awk -v l="${load_before%% *}" 'BEGIN { exit !(l >= 1) }'; then
+	log "warning: load average ${load_before%% *} before start: other work shares the CPUs, latencies (p99 most) will be noisy"
+fi
 
 if [ "$warmup" -gt 0 ]; then
 	for t in $targets; do
@@ -314,7 +322,7 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 row() { printf '%-34s %12s %12s %12s\n' "$@"; }
 trow() { printf '%-34s %12s %-12s %s\n' "$@"; }
 report=$(
-	echo "Measured on 127.0.0.1: mock upstream direct, through semgate, through Portkey $portkey_version"
+	echo "Measured on 127.0.0.1: mock upstream direct, through semgate$([ $with_portkey = 1 ] && echo ", through Portkey $portkey_version")"
 	echo "Machine: $machine"
 	echo "Load average before the run: $load_before; runs of ${duration} s, median of $repeat round(s)"
 	echo "semgate: ${sg_version:-?} at $commit"

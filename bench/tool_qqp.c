@@ -11,11 +11,13 @@
  *
  * Options set the embedder's knobs (see semgate/embed.h) and the thresholds:
  *   --dim N --word W --bigram W --char W --char-min N --char-max N
- *   --stop W --qword W --pronoun W --modal W --number W --sig W --qtype W
+ *   --stop W --qword W --pronoun W --modal W --number W --qtype W
  *   --no-stem
  *   --thresholds FROM:TO:STEP   (default 0.70:0.98:0.02)
  *   --min-precision P           (the summary line; default 0.90)
- *   --dump-false T              (print the false hits scoring >= T, to tune)
+ *   --dump-false T              (print false hits scoring >= T to stderr)
+ *   --dump-pos LO:HI            (print correct hits on duplicates scoring in
+ *                                [LO, HI) to stderr: what almost matched)
  * A missing data file is not an error: the tool says so and exits 0.
  */
 #include <errno.h>
@@ -188,13 +190,14 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: qqp [--dim N] [--word W] [--bigram W] [--char W]\n"
 		"           [--char-min N] [--char-max N] [--stop W] [--qword W]\n"
-		"           [--pronoun W] [--modal W] [--number W] [--sig W] [--qtype W]\n"
+		"           [--pronoun W] [--modal W] [--number W] [--qtype W]\n"
 		"           [--no-stem] [--thresholds FROM:TO:STEP]\n"
-		"           [--min-precision P] [--dump-false T] [qqp-dev.jsonl]\n");
+		"           [--min-precision P] [--dump-false T] [--dump-pos LO:HI]\n"
+		"           [qqp-dev.jsonl]\n");
 }
 
 static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
-		      double *th, int *n_th, double *min_prec, double *dump,
+		      double *th, int *n_th, double *min_prec, double dump[3],
 		      const char **path)
 {
 	double from = 0.70, to = 0.98, step = 0.02;
@@ -236,14 +239,18 @@ static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
 			o->modal_weight = strtof(val, NULL);
 		else if (strcmp(arg, "--qtype") == 0)
 			o->qtype_weight = strtof(val, NULL);
-		else if (strcmp(arg, "--sig") == 0)
-			o->sig_weight = strtof(val, NULL);
 		else if (strcmp(arg, "--number") == 0)
 			o->number_weight = strtof(val, NULL);
 		else if (strcmp(arg, "--min-precision") == 0)
 			*min_prec = strtod(val, NULL);
 		else if (strcmp(arg, "--dump-false") == 0)
-			*dump = strtod(val, NULL);
+			dump[0] = strtod(val, NULL);
+		else if (strcmp(arg, "--dump-pos") == 0) {
+			if (sscanf(val, "%lf:%lf", &dump[1], &dump[2]) != 2) {
+				usage();
+				return -1;
+			}
+		}
 		else if (strcmp(arg, "--thresholds") == 0) {
 			if (sscanf(val, "%lf:%lf:%lf", &from, &to, &step) != 3 ||
 			    step <= 0 || to < from) {
@@ -267,7 +274,7 @@ int main(int argc, char **argv)
 {
 	sg_embed_local_opts_t opts = {0};
 	const char *path = "../shared/data/qqp-dev.jsonl";
-	double th[MAX_THRESHOLDS], min_prec = 0.90, dump = 2;
+	double th[MAX_THRESHOLDS], min_prec = 0.90, dump[3] = {2, 2, 2};
 	int n_th = 0, dim, rc, status = 1;
 	texts_t t = {0};
 	pair_t *pairs = NULL;
@@ -279,7 +286,7 @@ int main(int argc, char **argv)
 	int64_t *ids = NULL, *hit = NULL;
 	uint64_t t0, embed_us = 0;
 
-	if (parse_args(argc, argv, &opts, th, &n_th, &min_prec, &dump, &path) != 0)
+	if (parse_args(argc, argv, &opts, th, &n_th, &min_prec, dump, &path) != 0)
 		return 2;
 	if ((rc = sg_embed_local_new(&e, &opts)) != 0) {
 		fprintf(stderr, "qqp: embedder: %s\n", sg_strerror(rc));
@@ -351,8 +358,8 @@ int main(int argc, char **argv)
 	printf("| threshold | hits | precision | positive hit rate | negative false-hit rate |\n");
 	printf("|---|---|---|---|---|\n");
 
-	for (size_t i = 0; i < n_pairs && dump <= 1; i++) {
-		if (hit[i] < 0 || scores[i] < dump)
+	for (size_t i = 0; i < n_pairs && dump[0] <= 1; i++) {
+		if (hit[i] < 0 || scores[i] < dump[0])
 			continue;
 		size_t a = a_of_slot[hit[i]];
 		if (texts_find(&t, a) != texts_find(&t, pairs[i].b))
@@ -360,6 +367,25 @@ int main(int argc, char **argv)
 				scores[i], pairs[i].label, t.str[pairs[i].b],
 				t.str[a]);
 	}
+
+	if (dump[1] <= 1) {
+		/* correct top-1 on duplicates scoring in [lo, hi) */
+		double lo = dump[1], hi = dump[2];
+		for (size_t i = 0; i < n_pairs; i++) {
+			if (!pairs[i].label || hit[i] < 0 || scores[i] < lo ||
+			    scores[i] >= hi)
+				continue;
+			size_t a = a_of_slot[hit[i]];
+			if (texts_find(&t, a) == texts_find(&t, pairs[i].b))
+				fprintf(stderr, "POS %.3f\n  b: %s\n  hit: %s\n",
+					scores[i], t.str[pairs[i].b], t.str[a]);
+		}
+	}
+
+	/* enough decimals to tell the thresholds apart */
+	int decimals = 2;
+	if (n_th > 1 && th[1] - th[0] < 0.0099)
+		decimals = 3;
 
 	double best_rate = -1, best_th = 0, best_prec = 0;
 	for (int k = 0; k < n_th; k++) {
@@ -378,7 +404,7 @@ int main(int argc, char **argv)
 		}
 		double prec = hits ? (double)correct / (double)hits : 0;
 		double pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
-		printf("| %.2f | %zu | %.3f | %.3f | %.3f |\n", th[k], hits, prec,
+		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, th[k], hits, prec,
 		       pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
 		if (hits && prec >= min_prec && pos_rate > best_rate) {
 			best_rate = pos_rate;
@@ -387,8 +413,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (best_rate >= 0)
-		printf("\nbest: threshold %.2f: precision %.3f at positive hit rate %.3f\n",
-		       best_th, best_prec, best_rate);
+		printf("\nbest: threshold %.*f: precision %.3f at positive hit rate %.3f\n",
+		       decimals, best_th, best_prec, best_rate);
 	else
 		printf("\nbest: no threshold reaches precision %.2f\n", min_prec);
 	status = 0;

@@ -43,13 +43,12 @@
 #define DEFAULT_CHAR_WEIGHT 0.5f
 #define DEFAULT_CHAR_MIN 3
 #define DEFAULT_CHAR_MAX 5
-#define DEFAULT_STOP_WEIGHT 0.05f
+#define DEFAULT_STOP_WEIGHT 0.2f
 #define DEFAULT_QWORD_WEIGHT 0.3f
 #define DEFAULT_NUMBER_WEIGHT 1.2f
-#define DEFAULT_PRONOUN_WEIGHT 0.2f
+#define DEFAULT_PRONOUN_WEIGHT 0.4f
 #define DEFAULT_MODAL_WEIGHT 0.2f
-#define DEFAULT_SIG_WEIGHT -1.0f
-#define DEFAULT_QTYPE_WEIGHT 0.5f
+#define DEFAULT_QTYPE_WEIGHT 0.3f
 #define DEFAULT_MAX_BYTES 65536
 
 /* Weights of the two bands of common content words; rare words weigh 1. */
@@ -59,7 +58,6 @@
 #define MAX_WORD 48    /* bytes of a word kept; the rest of it is ignored */
 #define NGRAM_SPAN 32  /* char n-grams come from a word's first bytes only */
 #define TF_SLOTS 256   /* distinct words tracked for sublinear tf */
-#define SIG_WORDS 64   /* words that make up the signature feature */
 
 /* ---- the word tables ------------------------------------------------------
  *
@@ -101,7 +99,7 @@ static const char common_words[] =
 	"between use using used go goes going went take tell think see say "
 	"says said come give find look many much more most other another new "
 	"lot lots kind sort type types example examples tip tips idea ideas "
-	"reason reasons mean means meaning should someone's actually really "
+	"reason reasons mean means meaning actually "
 	"important different certain specific particular general good bad "
 	"happen happens happened opinion view feel start top list";
 
@@ -177,7 +175,6 @@ static const char *const variants[][2] = {
 #define SEED_BIGRAM 0x9ae16a3b2f90404fULL
 #define SEED_NGRAM 0xc2b2ae3d27d4eb4fULL
 #define SEED_EMPTY 0x165667b19e3779f9ULL
-#define SEED_SIG 0x27d4eb2f165667c5ULL
 #define SEED_QTYPE 0x85ebca77c2b2ae63ULL
 
 static uint64_t mix64(uint64_t x)
@@ -230,7 +227,7 @@ struct sg_embed_local {
 	size_t words_mask;          /* table size - 1 (a power of two) */
 	variant_entry_t *vars;      /* open-addressing table of variants */
 	size_t vars_mask;           /* table size - 1 */
-	char id[160];               /* sg_embed_local_id() */
+	char id[256];               /* sg_embed_local_id() */
 };
 
 static void words_put(sg_embed_local_t *e, const char *w, size_t n, enum band b)
@@ -310,8 +307,6 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 		o.modal_weight = DEFAULT_MODAL_WEIGHT;
 	if (o.qtype_weight == 0)
 		o.qtype_weight = DEFAULT_QTYPE_WEIGHT;
-	if (o.sig_weight == 0)
-		o.sig_weight = DEFAULT_SIG_WEIGHT;
 	if (o.number_weight == 0)
 		o.number_weight = DEFAULT_NUMBER_WEIGHT;
 	if (o.max_bytes == 0)
@@ -322,8 +317,7 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 	    !isfinite(o.bigram_weight) || !isfinite(o.char_weight) ||
 	    !isfinite(o.stop_weight) || !isfinite(o.qword_weight) ||
 	    !isfinite(o.number_weight) || !isfinite(o.pronoun_weight) ||
-	    !isfinite(o.modal_weight) || !isfinite(o.sig_weight) ||
-	    !isfinite(o.qtype_weight))
+	    !isfinite(o.modal_weight) || !isfinite(o.qtype_weight))
 		return SG_EINVAL;
 
 	if ((e = calloc(1, sizeof(*e))) == NULL)
@@ -364,11 +358,11 @@ int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts
 	}
 
 	snprintf(e->id, sizeof(e->id),
-		 "local/%d:d%d:w%g:b%g:c%g:n%d-%d:s%g:q%g:p%g:m%g:num%g:sig%g:qt%g:%s",
+		 "local/%d:d%d:w%g:b%g:c%g:n%d-%d:s%g:q%g:qt%g:p%g:m%g:num%g:%s",
 		 ALGO_VERSION, o.dim, o.word_weight, o.bigram_weight,
 		 o.char_weight, o.char_min, o.char_max, o.stop_weight,
-		 o.qword_weight, o.pronoun_weight, o.modal_weight,
-		 o.number_weight, o.sig_weight, o.qtype_weight, o.no_stem ? "nostem" : "stem");
+		 o.qword_weight, o.qtype_weight, o.pronoun_weight,
+		 o.modal_weight, o.number_weight, o.no_stem ? "nostem" : "stem");
 	*out = e;
 	return 0;
 }
@@ -451,8 +445,6 @@ typedef struct accum {
 	uint16_t tf_count[TF_SLOTS]; /* and how often */
 	uint64_t prev_hash;        /* last content word, for bigrams; 0 = none */
 	float prev_weight;         /* its weight */
-	uint64_t sig[SIG_WORDS];   /* hashes of the signature words */
-	int n_sig;                 /* entries in sig */
 	int n_words;               /* words seen so far */
 	int force;                 /* fallback pass: every word weighs 1 */
 	int n_features;            /* features added */
@@ -584,17 +576,13 @@ static void add_word(accum_t *a, char *w, size_t n)
 		add_qtype(a, w, n, band);
 	h = hash_bytes(SEED_WORD, w, n);
 	tf = tf_increment(a, h | 1);
-	if (band != BAND_STOP && a->n_sig < SIG_WORDS)
-		a->sig[a->n_sig++] = h;
 	if (weight * o->word_weight > 0)
 		add_feature(a, h, weight * o->word_weight * tf);
 
 	/* function and question words: no n-grams, and they do not break or
 	 * form bigrams ("capital of france" pairs capital with france) */
-	if (band == BAND_STOP || band == BAND_QUESTION) {
-		if (!a->force)
-			return;
-	}
+	if ((band == BAND_STOP || band == BAND_QUESTION) && !a->force)
+		return;
 	if (o->char_weight > 0 && !numeric && weight > 0)
 		add_ngrams(a, w, n, weight * o->char_weight * tf);
 	if (a->prev_hash && o->bigram_weight > 0 && weight > 0)
@@ -713,35 +701,6 @@ static void scan(accum_t *a, const char *text, size_t len)
 	}
 }
 
-static int cmp_u64(const void *x, const void *y)
-{
-	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-	return (a > b) - (a < b);
-}
-
-/*
- * The signature: one feature for the set of words that matter. Two texts
- * with the same set share it and move closer; any other pair each has a
- * private one, which lowers their similarity by more the less else they
- * have (short questions must match nearly exactly).
- */
-static void add_signature(accum_t *a)
-{
-	uint64_t h = SEED_SIG;
-	int n = 0;
-
-	if (a->n_sig == 0 || a->e->opts.sig_weight <= 0)
-		return;
-	qsort(a->sig, (size_t)a->n_sig, sizeof(a->sig[0]), cmp_u64);
-	for (int i = 0; i < a->n_sig; i++) {
-		if (i > 0 && a->sig[i] == a->sig[i - 1])
-			continue;
-		h = mix64(h ^ a->sig[i]);
-		n++;
-	}
-	add_feature(a, h, a->e->opts.sig_weight);
-}
-
 int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len,
 			 float *out)
 {
@@ -759,7 +718,6 @@ int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len
 	a.v = out;
 	memset(out, 0, (size_t)dim * sizeof(float));
 	scan(&a, text, len);
-	add_signature(&a);
 	for (int i = 0; i < dim; i++)
 		norm += (double)out[i] * out[i];
 

@@ -12,7 +12,7 @@
 
 #define SG_CONFIG_MAX_FILE (4u << 20)
 
-enum opt_type { OPT_INT, OPT_NUM, OPT_STR };
+enum opt_type { OPT_INT, OPT_NUM, OPT_STR, OPT_BOOL, OPT_ENUM };
 
 /* One scalar option of an object: where it goes and what it may be. */
 typedef struct opt {
@@ -23,6 +23,7 @@ typedef struct opt {
 	double def_num;    /* default for numbers */
 	const char *def_str; /* default for strings (NULL: none) */
 	int required;      /* missing is an error */
+	const char *choices; /* OPT_ENUM: "a|b|c" */
 } opt_t;
 
 /* Where validation is: the JSON path and the error sink. */
@@ -74,6 +75,22 @@ static void join(char *out, size_t n, const char *path, const char *key)
 	pathf(out, n, "%s%s%s", path, *path ? "." : "", key);
 }
 
+/* Whether s is one of the '|'-separated words in choices. */
+static int in_choices(const char *choices, const char *s)
+{
+	size_t n = strlen(s);
+	for (const char *p = choices; *p;) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+		if (len == n && strncmp(p, s, n) == 0)
+			return 1;
+		if (bar == NULL)
+			break;
+		p = bar + 1;
+	}
+	return 0;
+}
+
 static const opt_t *find_opt(const opt_t *opts, size_t nopts, const char *key)
 {
 	for (size_t i = 0; i < nopts; i++)
@@ -118,7 +135,7 @@ static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
 		if (v == NULL || json_is_null(v)) {
 			if (o->required)
 				err(c, p, "is required");
-			if (o->type == OPT_INT)
+			if (o->type == OPT_INT || o->type == OPT_BOOL)
 				*(long *)field = (long)o->def_num;
 			else if (o->type == OPT_NUM)
 				*(double *)field = o->def_num;
@@ -149,6 +166,20 @@ static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
 			}
 			*(double *)field = json_number_value(v);
 			break;
+		case OPT_BOOL:
+			if (!json_is_boolean(v)) {
+				err(c, p, "must be true or false");
+				break;
+			}
+			*(long *)field = json_is_true(v);
+			break;
+		case OPT_ENUM:
+			if (!json_is_string(v) || !in_choices(o->choices, json_string_value(v))) {
+				err(c, p, "must be one of %s", o->choices);
+				break;
+			}
+			*(char **)field = xstrdup(c, json_string_value(v));
+			break;
 		case OPT_STR:
 			if (!json_is_string(v)) {
 				err(c, p, "must be a string");
@@ -166,33 +197,63 @@ static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
 
 #define MS_DAY 86400000.0
 static const opt_t limits_opts[] = {
-	{"max_body_bytes", OPT_INT, offsetof(sg_limits_t, max_body_bytes), 1, 1 << 30, 1 << 20, NULL, 0},
-	{"max_header_bytes", OPT_INT, offsetof(sg_limits_t, max_header_bytes), 256, 1 << 20, 16384, NULL, 0},
-	{"max_headers", OPT_INT, offsetof(sg_limits_t, max_headers), 1, 10000, 100, NULL, 0},
-	{"max_url_bytes", OPT_INT, offsetof(sg_limits_t, max_url_bytes), 16, 1 << 20, 8192, NULL, 0},
-	{"request_timeout_ms", OPT_INT, offsetof(sg_limits_t, request_timeout_ms), 1, MS_DAY, 30000, NULL, 0},
-	{"idle_timeout_ms", OPT_INT, offsetof(sg_limits_t, idle_timeout_ms), 1, MS_DAY, 60000, NULL, 0},
-	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0},
-	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0},
-	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0},
+	{"max_body_bytes", OPT_INT, offsetof(sg_limits_t, max_body_bytes), 1, 1 << 30, 1 << 20, NULL, 0, NULL},
+	{"max_header_bytes", OPT_INT, offsetof(sg_limits_t, max_header_bytes), 256, 1 << 20, 16384, NULL, 0, NULL},
+	{"max_headers", OPT_INT, offsetof(sg_limits_t, max_headers), 1, 10000, 100, NULL, 0, NULL},
+	{"max_url_bytes", OPT_INT, offsetof(sg_limits_t, max_url_bytes), 16, 1 << 20, 8192, NULL, 0, NULL},
+	{"request_timeout_ms", OPT_INT, offsetof(sg_limits_t, request_timeout_ms), 1, MS_DAY, 30000, NULL, 0, NULL},
+	{"idle_timeout_ms", OPT_INT, offsetof(sg_limits_t, idle_timeout_ms), 1, MS_DAY, 60000, NULL, 0, NULL},
+	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0, NULL},
+	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0, NULL},
+	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0, NULL},
 };
 
+#define C(f) offsetof(sg_cache_config_t, f)
 static const opt_t cache_opts[] = {
-	{"path", OPT_STR, offsetof(sg_cache_config_t, path), 0, 0, 0, "./semgate-data", 0},
-	{"threshold", OPT_NUM, offsetof(sg_cache_config_t, threshold), 0, 1, 0.9, NULL, 0},
+	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL},
+	{"path", OPT_STR, C(path), 0, 0, 0, "./semgate-data", 0, NULL},
+	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.9, NULL, 0, NULL},
+	{"ttl_s", OPT_INT, C(ttl_s), 0, 100 * 365 * 86400.0, 7 * 86400, NULL, 0, NULL},
+	{"max_entries", OPT_INT, C(max_entries), 0, 1e12, 1000000, NULL, 0, NULL},
+	{"max_bytes", OPT_INT, C(max_bytes), 0, 1e15, 1024.0 * 1024 * 1024, NULL, 0, NULL},
+	{"map_size_mb", OPT_INT, C(map_size_mb), 16, 1 << 24, 16384, NULL, 0, NULL},
+	{"index", OPT_ENUM, C(index), 0, 0, 0, "flat", 0, "flat|hnsw"},
+	{"hnsw_m", OPT_INT, C(hnsw_m), 4, 128, 32, NULL, 0, NULL},
+	{"hnsw_ef_search", OPT_INT, C(hnsw_ef_search), 1, 4096, 64, NULL, 0, NULL},
+	{"embed", OPT_ENUM, C(embed), 0, 0, 0, "last_user", 0, "last_user|last_message|last_turns"},
+	{"embed_turns", OPT_INT, C(embed_turns), 1, 64, 2, NULL, 0, NULL},
+	{"max_temperature", OPT_NUM, C(max_temperature), 0, 2, 1.0, NULL, 0, NULL},
+	{"checkpoint_interval_s", OPT_INT, C(checkpoint_interval_s), 1, 86400, 60, NULL, 0, NULL},
+	{"rebuild", OPT_BOOL, C(rebuild), 0, 1, 0, NULL, 0, NULL},
 };
+#undef C
+
+#define E(f) offsetof(sg_embedder_config_t, f)
+static const opt_t embedder_opts[] = {
+	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "local", 0, "local|openai"},
+	{"dim", OPT_INT, E(dim), 16, 4096, 384, NULL, 0, NULL},
+	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL},
+	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL},
+	{"api_key_env", OPT_STR, E(api_key_env), 0, 0, 0, NULL, 0, NULL},
+	{"timeout_ms", OPT_INT, E(timeout_ms), 1, 600000, 2000, NULL, 0, NULL},
+};
+#undef E
 
 static const opt_t deployment_opts[] = {
-	{"provider", OPT_STR, offsetof(sg_deployment_t, provider), 0, 0, 0, "openai", 0},
-	{"base_url", OPT_STR, offsetof(sg_deployment_t, base_url), 0, 0, 0, NULL, 1},
-	{"api_key_env", OPT_STR, offsetof(sg_deployment_t, api_key_env), 0, 0, 0, NULL, 0},
-	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0},
-	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0},
-	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0},
+	{"provider", OPT_STR, offsetof(sg_deployment_t, provider), 0, 0, 0, "openai", 0, NULL},
+	{"base_url", OPT_STR, offsetof(sg_deployment_t, base_url), 0, 0, 0, NULL, 1, NULL},
+	{"api_key_env", OPT_STR, offsetof(sg_deployment_t, api_key_env), 0, 0, 0, NULL, 0, NULL},
+	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0, NULL},
+	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0, NULL},
+	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0, NULL},
 };
 
 static const opt_t model_opts[] = {
-	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1},
+	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1, NULL},
+	{"cache", OPT_BOOL, offsetof(sg_model_t, cache_enabled), 0, 1, 1, NULL, 0, NULL},
+	{"cache_threshold", OPT_NUM, offsetof(sg_model_t, cache_threshold), 0, 1, -1, NULL, 0, NULL},
+	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
+	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
 };
 
 /* Top-level string options live in a scratch struct until checked. */
@@ -203,9 +264,9 @@ typedef struct top_opts {
 } top_opts_t;
 
 static const opt_t top_opts[] = {
-	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0},
-	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0},
-	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0},
+	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0, NULL},
+	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0, NULL},
+	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0, NULL},
 };
 
 static char *env_value(ctx_t *c, const char *name)
@@ -423,11 +484,31 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	apply_opts(&c, "limits", json_is_object(limits) ? limits : NULL, &cfg->limits,
 	           limits_opts, SG_ARRAY_SIZE(limits_opts), NULL);
 
+	static const char *const cache_extra[] = {"embedder", NULL};
 	json_t *cache = json_object_get(root, "cache");
 	if (cache && !json_is_object(cache))
 		err(&c, "cache", "must be an object");
-	apply_opts(&c, "cache", json_is_object(cache) ? cache : NULL, &cfg->cache,
-	           cache_opts, SG_ARRAY_SIZE(cache_opts), NULL);
+	cache = json_is_object(cache) ? cache : NULL;
+	apply_opts(&c, "cache", cache, &cfg->cache, cache_opts, SG_ARRAY_SIZE(cache_opts),
+	           cache_extra);
+	json_t *emb = cache ? json_object_get(cache, "embedder") : NULL;
+	if (emb && !json_is_object(emb))
+		err(&c, "cache.embedder", "must be an object");
+	sg_embedder_config_t *ec = &cfg->cache.embedder;
+	apply_opts(&c, "cache.embedder", json_is_object(emb) ? emb : NULL, ec, embedder_opts,
+	           SG_ARRAY_SIZE(embedder_opts), NULL);
+	if (ec->provider && strcmp(ec->provider, "openai") == 0) {
+		if (ec->base_url == NULL || !valid_base_url(ec->base_url))
+			err(&c, "cache.embedder.base_url", "is required for provider \"openai\" (an http(s) URL)");
+		if (ec->model == NULL)
+			err(&c, "cache.embedder.model", "is required for provider \"openai\"");
+		if (ec->base_url) {
+			size_t n = strlen(ec->base_url);
+			while (n > 0 && ec->base_url[n - 1] == '/')
+				ec->base_url[--n] = '\0';
+		}
+		ec->api_key = env_value(&c, ec->api_key_env);
+	}
 
 	if (json_object_get(root, "models") == NULL)
 		err(&c, "models", "is required");
@@ -524,6 +605,13 @@ void sg_config_free(sg_config_t *cfg)
 	free(cfg->models);
 	free(cfg->listen_host);
 	free(cfg->cache.path);
+	free(cfg->cache.index);
+	free(cfg->cache.embed);
+	free(cfg->cache.embedder.provider);
+	free(cfg->cache.embedder.base_url);
+	free(cfg->cache.embedder.model);
+	free(cfg->cache.embedder.api_key_env);
+	free(cfg->cache.embedder.api_key);
 	free(cfg->admin_key_env);
 	free(cfg->admin_key);
 	free(cfg);

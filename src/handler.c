@@ -127,7 +127,11 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 		goto out;
 	}
 	int stream = kind != KIND_EMBEDDINGS && json_is_true(json_object_get(root, "stream"));
-	sg__proxy(req, model, root, paths[kind], stream);
+	if (kind == KIND_EMBEDDINGS)
+		sg__proxy(req, model, root, paths[kind], 0);
+	else
+		sg__cache_request(req, model, root,
+		                  kind == KIND_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS, stream);
 out:
 	json_decref(root);
 }

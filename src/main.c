@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <uv.h>
 
@@ -13,12 +14,15 @@
 static const char usage[] =
 	"usage: semgate [--config FILE]      run (without --config: the built-in default)\n"
 	"       semgate --check FILE         validate a configuration and exit\n"
+	"       semgate --config FILE --rebuild-cache   drop a cache made by another embedder\n"
 	"       semgate --print-default-config\n"
 	"       semgate --version | --help\n";
 
 /* What the signal handlers need. */
 typedef struct app {
 	sg_server_t *srv;   /* the server */
+	sg_cache_t *cache;  /* the semantic cache, or NULL when off */
+	sg_embed_local_t *embedder; /* the local embedder */
 	uv_signal_t sigterm; /* graceful drain */
 	uv_signal_t sigint;  /* graceful drain */
 } app_t;
@@ -50,7 +54,53 @@ static int check(const char *path)
 	return rc == 0 ? 0 : 1;
 }
 
-static int run(const char *path)
+static int open_cache(sg_config_t *cfg, app_t *app)
+{
+	const sg_cache_config_t *cc = &cfg->cache;
+	sg_embed_local_opts_t eo = {0};
+	char err[1024] = "";
+	int rc;
+
+	if (strcmp(cc->embedder.provider, "local") != 0) {
+		sg_log_error("cache.embedder.provider \"%s\" is not supported yet: use \"local\"",
+		             cc->embedder.provider);
+		return SG_EINVAL;
+	}
+	eo.dim = (int)cc->embedder.dim;
+	rc = sg_embed_local_new(&app->embedder, &eo);
+	if (rc) {
+		sg_log_error("local embedder: %s", sg_strerror(rc));
+		return rc;
+	}
+	sg_cache_opts_t co = {
+		.path = cc->path,
+		.embedder_id = sg_embed_local_id(app->embedder),
+		.dim = sg_embed_local_dim(app->embedder),
+		.index_type = strcmp(cc->index, "hnsw") == 0 ? SG_INDEX_HNSW : SG_INDEX_FLAT,
+		.index_opts = {(int)cc->hnsw_m, (int)cc->hnsw_ef_search, 0.25},
+		.max_entries = (uint64_t)cc->max_entries,
+		.max_bytes = (uint64_t)cc->max_bytes,
+		.map_size = 0,
+		.max_map_size = (size_t)cc->map_size_mb << 20,
+		.rebuild = (int)cc->rebuild,
+	};
+	uint64_t t0 = sg_now_us();
+	rc = sg_cache_open(&app->cache, &co, (int64_t)time(NULL), err, sizeof(err));
+	if (rc) {
+		sg_log_error("cache: %s", err[0] ? err : sg_strerror(rc));
+		sg_embed_local_free(app->embedder);
+		app->embedder = NULL;
+		return rc;
+	}
+	sg_cache_stats_t st;
+	sg_cache_stats(app->cache, &st);
+	sg_log_info("cache at %s: %llu entries in %llu scopes (%s index, embedder %s), loaded in %.1f ms",
+	            cc->path, (unsigned long long)st.entries, (unsigned long long)st.scopes,
+	            st.index_type, co.embedder_id, (double)(sg_now_us() - t0) / 1000.0);
+	return 0;
+}
+
+static int run(const char *path, int rebuild)
 {
 	uv_loop_t loop;
 	sg_config_t *cfg;
@@ -80,12 +130,21 @@ static int run(const char *path)
 				            d->id, d->api_key_env);
 		}
 
+	if (rebuild)
+		cfg->cache.rebuild = 1;
+	if (cfg->cache.enabled && open_cache(cfg, &app) != 0) {
+		sg_config_free(cfg);
+		return 1;
+	}
+
 	uv_loop_init(&loop);
-	rc = sg_server_new(&app.srv, &loop, cfg);
+	rc = sg_server_new(&app.srv, &loop, cfg, app.cache, app.embedder);
 	if (rc) {
 		uv_run(&loop, UV_RUN_DEFAULT);
 		sg_server_free(app.srv);
 		uv_loop_close(&loop);
+		sg_cache_close(app.cache);
+		sg_embed_local_free(app.embedder);
 		sg_config_free(cfg);
 		return 1;
 	}
@@ -104,6 +163,8 @@ static int run(const char *path)
 	sg_server_free(app.srv);
 	if (uv_loop_close(&loop) != 0)
 		sg_log_warn("loop closed with handles still open");
+	sg_cache_close(app.cache);
+	sg_embed_local_free(app.embedder);
 	sg_config_free(cfg);
 	return 0;
 }
@@ -111,6 +172,7 @@ static int run(const char *path)
 int main(int argc, char **argv)
 {
 	const char *config = NULL;
+	int rebuild = 0;
 
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 1; i < argc; i++) {
@@ -129,6 +191,10 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--check") == 0 && i + 1 < argc)
 			return check(argv[i + 1]);
+		if (strcmp(a, "--rebuild-cache") == 0) {
+			rebuild = 1;
+			continue;
+		}
 		if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) {
 			config = argv[++i];
 			continue;
@@ -136,5 +202,5 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semgate: unknown or incomplete option '%s'\n%s", a, usage);
 		return 2;
 	}
-	return run(config);
+	return run(config, rebuild);
 }

@@ -23,9 +23,12 @@ static void proxy_reset(sg_proxy_t *px)
 	sg_buf_reset(&px->body);
 }
 
-static void upstream_header(const sg_proxy_t *px, char *out, size_t n)
+/* X-Semgate-Upstream and the cache's headers. */
+static void upstream_header(const sg_req_t *req, char *out, size_t n)
 {
-	snprintf(out, n, "X-Semgate-Upstream: %s\r\n", px->dep->id);
+	int k = snprintf(out, n, "X-Semgate-Upstream: %s\r\n", req->proxy.dep->id);
+	if (k > 0 && (size_t)k < n)
+		sg__cache_headers(req, out + k, n - (size_t)k);
 }
 
 /* Remember whether "data: [DONE]" has gone by, across read boundaries. */
@@ -66,7 +69,7 @@ static int on_headers(void *ud, long status, const char *ctype)
 	if (px->want_stream && status == 200 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
 		px->streaming = 1;
-		upstream_header(px, extra, sizeof(extra));
+		upstream_header(req, extra, sizeof(extra));
 		strncat(extra, "Cache-Control: no-cache\r\n", sizeof(extra) - strlen(extra) - 1);
 		sg__stream_begin(req, 200, "text/event-stream", extra);
 	}
@@ -81,6 +84,7 @@ static int on_data(void *ud, const char *p, size_t n)
 	if (!px->streaming)
 		return sg_buf_append(&px->body, p, n) ? SG_ETOOBIG : 0;
 	scan_done(px, p, n);
+	sg__cache_stream_data(req, p, n);
 	long queued = sg__stream_write(req, p, n);
 	if (queued < 0)
 		return SG_ECANCELED;
@@ -128,6 +132,7 @@ static void finish_stream(sg_req_t *req, int err)
 	char ev[512];
 
 	if (err == 0 && px->saw_done) {
+		sg__cache_stream_end(req, 1);
 		sg__stream_end(req);
 		return;
 	}
@@ -159,7 +164,7 @@ static void on_done(void *ud, int err)
 		fail_upstream(req, err);
 		goto out;
 	}
-	upstream_header(px, extra, sizeof(extra));
+	upstream_header(req, extra, sizeof(extra));
 	root = px->body.len ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
 	if (px->status >= 200 && px->status < 300) {
 		if (root == NULL) {
@@ -169,6 +174,12 @@ static void on_done(void *ud, int err)
 			                  "the upstream answered %ld with a body that is not JSON",
 			                  px->status);
 			goto out;
+		}
+		uint64_t id = sg__cache_store_reply(req, px->body.data, px->body.len, root);
+		if (id) {
+			size_t k = strlen(extra);
+			snprintf(extra + k, sizeof(extra) - k, "X-Semgate-Cache-Id: %llu\r\n",
+			         (unsigned long long)id);
 		}
 		sg__respond(req, (int)px->status, "application/json", px->body.data, px->body.len,
 		            extra);

@@ -185,6 +185,7 @@ static void conn_free(sg_conn_t *c)
 	sg_buf_free(&c->req.body);
 	sg_buf_free(&c->req.proxy.body);
 	free(c->req.hdr);
+	sg__cache_req_free(&c->req);
 	sg_buf_free(&c->pending);
 	free(c);
 }
@@ -475,6 +476,7 @@ static int on_message_begin(llhttp_t *p)
 	r->expect_continue = 0;
 	r->keep_alive = 1;
 	r->id[0] = '\0';
+	r->cache.state = SG_RC_OFF;
 	timer_arm(c, TIMER_REQUEST, (uint64_t)c->srv->cfg->limits.request_timeout_ms);
 	return 0;
 }
@@ -801,6 +803,10 @@ static void server_maybe_done(sg_server_t *srv)
 	sg_log_info("drained: all connections closed");
 	uv_timer_stop(&srv->drain_timer);
 	uv_close((uv_handle_t *)&srv->drain_timer, noop_close);
+	if (srv->cache) {
+		uv_timer_stop(&srv->maint_timer);
+		uv_close((uv_handle_t *)&srv->maint_timer, noop_close);
+	}
 	sg_upstream_close(srv->upstream);
 	srv->upstream = NULL;
 }
@@ -832,7 +838,20 @@ void sg_server_drain(sg_server_t *srv)
 	server_maybe_done(srv);
 }
 
-int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg)
+static void on_maintenance(uv_timer_t *t)
+{
+	sg_server_t *srv = t->data;
+	int64_t now = (int64_t)time(NULL);
+	int checkpoint = now - srv->last_checkpoint_s >= srv->cfg->cache.checkpoint_interval_s;
+	int rc = sg_cache_maintain(srv->cache, now, checkpoint);
+	if (rc)
+		sg_log_warn("cache maintenance: %s", sg_strerror(rc));
+	if (checkpoint)
+		srv->last_checkpoint_s = now;
+}
+
+int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
+                  sg_cache_t *cache, sg_embed_local_t *embedder)
 {
 	struct sockaddr_storage addr;
 	sg_server_t *srv;
@@ -843,6 +862,13 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg)
 		return SG_ENOMEM;
 	srv->loop = loop;
 	srv->cfg = cfg;
+	srv->cache = cache;
+	srv->embedder = embedder;
+	srv->stats = sg_stats_new();
+	if (srv->stats == NULL) {
+		free(srv);
+		return SG_ENOMEM;
+	}
 	srv->id_seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
 
 	llhttp_settings_init(&srv->parser_settings);
@@ -912,6 +938,12 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg)
 	                                              : ((struct sockaddr_in *)&addr)->sin_port);
 	uv_timer_init(loop, &srv->drain_timer);
 	srv->drain_timer.data = srv;
+	if (cache) {
+		srv->last_checkpoint_s = (int64_t)time(NULL);
+		uv_timer_init(loop, &srv->maint_timer);
+		srv->maint_timer.data = srv;
+		uv_timer_start(&srv->maint_timer, on_maintenance, 1000, 1000);
+	}
 	*out = srv;
 	return 0;
 
@@ -939,5 +971,6 @@ void sg_server_free(sg_server_t *srv)
 			if (srv->dep_headers)
 				sg_upstream_headers_free(srv->dep_headers[k]);
 	free(srv->dep_headers);
+	sg_stats_free(srv->stats);
 	free(srv);
 }

@@ -9,6 +9,10 @@
 #include <uv.h>
 
 #include "semgate/buf.h"
+#include "semgate/cache.h"
+#include "semgate/cache_key.h"
+#include "semgate/embed.h"
+#include "semgate/stats.h"
 #include "semgate/config.h"
 #include "semgate/server.h"
 #include "semgate/upstream.h"
@@ -39,6 +43,40 @@ typedef struct sg_proxy {
 	size_t tail_len;              /* bytes in tail */
 } sg_proxy_t;
 
+/* What the cache did with a request. */
+enum sg_rc_state {
+	SG_RC_OFF,          /* not cacheable here (cache off, embeddings, ...) */
+	SG_RC_BYPASS,       /* cacheable endpoint, but this request must not be served */
+	SG_RC_MISS,         /* looked up, not found: store the answer */
+	SG_RC_REFRESH,      /* Cache-Control: no-cache: skip lookup, store the answer */
+	SG_RC_HIT_EXACT,    /* served from the cache, exact match */
+	SG_RC_HIT_SEMANTIC, /* served from the cache, semantic match */
+	SG_RC__LAST
+};
+
+/* The cache's part of a request (src/semcache.c). */
+typedef struct sg_reqcache {
+	enum sg_rc_state state;      /* one setter: rc_set_state() */
+	const sg_model_t *model;     /* model group */
+	int kind;                    /* enum sg_cache_kind */
+	int no_store;                /* Cache-Control: no-store */
+	int include_usage;           /* stream_options.include_usage */
+	int64_t ttl_s;               /* time to live of what is stored */
+	char ns[129];                /* namespace */
+	sg_cache_key_t key;          /* scope + prompt */
+	float *vec;                  /* embedding (dim floats), allocated once */
+	int have_vec;                /* vec holds this request's embedding */
+	int storable;                /* the streamed reply can be reassembled */
+	sg_buf_t line;               /* partial SSE line across reads */
+	sg_buf_t text;               /* reassembled streamed content */
+	char finish_reason[32];      /* from the stream */
+	char id[128];                /* from the stream */
+	char smodel[128];            /* model reported by the stream */
+	int64_t created;             /* from the stream */
+	long prompt_tokens;          /* usage from the stream (-1: none) */
+	long completion_tokens;      /* usage from the stream */
+} sg_reqcache_t;
+
 /* Where a request is in its life. One setter: req_set_state() in server.c. */
 enum sg_req_state {
 	SG_REQ_NONE,      /* no request on the connection */
@@ -67,6 +105,7 @@ typedef struct sg_req {
 	char id[65];              /* X-Request-Id */
 	uint64_t start_us;        /* when the head was complete */
 	sg_proxy_t proxy;         /* proxy state, when forwarded */
+	sg_reqcache_t cache;      /* cache state */
 } sg_req_t;
 
 /* Server-wide state: the only mutable state there is. */
@@ -77,6 +116,11 @@ struct sg_server {
 	uv_timer_t drain_timer;   /* drain deadline */
 	uv_timer_t date_timer;    /* refreshes the cached Date header */
 	sg_upstream_t *upstream;  /* libcurl multi on the loop */
+	sg_cache_t *cache;        /* the semantic cache, or NULL when off (borrowed) */
+	sg_embed_local_t *embedder; /* local embedder (borrowed) */
+	sg_stats_t *stats;        /* statistics (owned) */
+	uv_timer_t maint_timer;   /* cache maintenance */
+	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
 	sg_upstream_headers_t **dep_headers; /* per deployment, flat in config order */
 	llhttp_settings_t parser_settings; /* shared llhttp callbacks */
 	sg_conn_t *conns;         /* all open connections */
@@ -128,6 +172,21 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *root, const char *p
 /** Release proxy state; cancels a transfer in flight. */
 void sg__proxy_abort(sg_req_t *req);
 void sg__proxy_writable(sg_req_t *req);
+
+/* The cache step (semcache.c). */
+/** Serve a chat/completions request from the cache, or forward it. */
+void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int kind, int stream);
+/** Extra response headers for a forwarded request ("X-Semgate-Cache: ..."). */
+void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
+/** A complete non-streamed 2xx reply: store it if the request wants that.
+ * Returns the new entry's id or 0. */
+uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, void *root);
+/** Streamed bytes as relayed to the client, for reassembly. */
+void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n);
+/** The stream ended (ok: completed with [DONE]). */
+void sg__cache_stream_end(sg_req_t *req, int ok);
+/** Release the request's cache state (connection teardown). */
+void sg__cache_req_free(sg_req_t *req);
 
 /** Bytes queued on a connection beyond which streaming upstreams pause. */
 #define SG_STREAM_HIGH_WATER (1u << 20)

@@ -35,6 +35,10 @@ typedef struct sg_deployment {
 /** A model group: what a request's `model` names. */
 typedef struct sg_model {
 	char *name;                   /* the name clients use */
+	long cache_enabled;           /* cache this model's requests (bool) */
+	double cache_threshold;       /* similarity for a hit; < 0: cache.threshold */
+	double input_per_mtok;        /* price of a million prompt tokens (for stats) */
+	double output_per_mtok;       /* price of a million completion tokens */
 	sg_deployment_t *deployments; /* at least one */
 	size_t ndeployments;          /* entries in deployments */
 } sg_model_t;
@@ -52,9 +56,34 @@ typedef struct sg_limits {
 	long max_response_bytes; /* buffered upstream reply cap (502) */
 } sg_limits_t;
 
+/** How prompts are embedded. */
+typedef struct sg_embedder_config {
+	char *provider;      /* "local" or "openai" */
+	long dim;            /* vector dimension */
+	char *base_url;      /* openai: e.g. "http://127.0.0.1:11434/v1" */
+	char *model;         /* openai: embedding model name */
+	char *api_key_env;   /* openai: env var holding the key */
+	char *api_key;       /* its value, or NULL */
+	long timeout_ms;     /* openai: whole-call budget */
+} sg_embedder_config_t;
+
 typedef struct sg_cache_config {
-	char *path;       /* directory of the LMDB environment */
-	double threshold; /* cosine similarity for a semantic hit */
+	long enabled;            /* the cache is on (bool) */
+	char *path;              /* directory of the LMDB environment */
+	double threshold;        /* cosine similarity for a semantic hit */
+	long ttl_s;              /* default time to live; 0: forever */
+	long max_entries;        /* LRU cap on entries; 0: none */
+	long max_bytes;          /* LRU cap on stored bytes; 0: none */
+	long map_size_mb;        /* LMDB map size cap */
+	char *index;             /* "flat" or "hnsw" */
+	long hnsw_m;             /* HNSW links per node */
+	long hnsw_ef_search;     /* HNSW search breadth */
+	char *embed;             /* "last_user", "last_message" or "last_turns" */
+	long embed_turns;        /* turns embedded for "last_turns" */
+	double max_temperature;  /* requests above it bypass the cache */
+	long checkpoint_interval_s; /* how often changed indexes are saved */
+	long rebuild;            /* drop incompatible data at start (bool) */
+	sg_embedder_config_t embedder; /* the embedding provider */
 } sg_cache_config_t;
 
 typedef struct sg_config {

@@ -6,15 +6,18 @@
  * prompt, deterministic across runs and machines.
  *
  * How (details in cache/embed_local.c):
- *   1. normalise: ASCII case folding, punctuation as separators, contractions
+ *   1. normalise: ASCII case folding, punctuation as separators (operator
+ *      symbols such as "++", "#", "==", "$" kept as words), contractions
  *      expanded ("don't" -> "do not"), a small table of generic English
  *      variants ("bought" -> "buy", "quickly" -> "fast"), light stemming;
  *   2. weight each word by how informative it is in general English: a
- *      built-in table of common words in frequency bands (function words and
- *      question templates weigh little, words outside the table the most),
- *      with sublinear term frequency;
- *   3. hash word unigrams, bigrams of neighbouring content words and
- *      character n-grams of content words into `dim` signed buckets;
+ *      hand-written table of common words in bands (function words,
+ *      pronouns, modals, question words, template words, everyday words)
+ *      weighs them below words outside the table, which are rare in general
+ *      English; sublinear term frequency (1 + ln tf);
+ *   3. hash word unigrams, bigrams of neighbouring content words, character
+ *      n-grams of content words and one "kind of question" feature (why /
+ *      how / what / yes-no...) into `dim` signed buckets;
  *   4. L2-normalise.
  *
  * An embedder is read-only after creation: any number of threads may call
@@ -31,8 +34,9 @@ typedef struct sg_embed_local sg_embed_local_t;
 
 /**
  * Knobs. Zero-initialise and set what you need: every 0 field means "the
- * default", which is what the quality measurements in bench/QUALITY.md used.
- * Any change to a knob changes sg_embed_local_id().
+ * default", which is what the quality measurements in bench/QUALITY.md used;
+ * a negative weight switches that feature family off. Any change to a knob
+ * changes sg_embed_local_id().
  */
 typedef struct sg_embed_local_opts {
 	int dim;               /* output dimension, [16, 4096]; default 384 */
@@ -42,17 +46,15 @@ typedef struct sg_embed_local_opts {
 				  together); default 0.5 */
 	int char_min;          /* shortest char n-gram; default 3 */
 	int char_max;          /* longest char n-gram; default 5 (max 8) */
-	float stop_weight;     /* weight of function words; default 0.05 */
+	float stop_weight;     /* weight of function words; default 0.2 */
 	float qword_weight;    /* weight of question words (what, how...);
 				  default 0.3 */
-	float pronoun_weight;  /* weight of pronouns (I, your...); default 0.2 */
+	float pronoun_weight;  /* weight of pronouns (I, your...); default 0.4 */
 	float modal_weight;    /* weight of modals (can, should...); default 0.2 */
 	float number_weight;   /* weight of tokens with digits; default 1.2 */
 	float qtype_weight;    /* weight of the question-kind feature (first
 				  word: why/how/what/who/when/where/yes-no);
-				  default 0.5 */
-	float sig_weight;      /* weight of the word-set signature feature;
-				  default off */
+				  default 0.3 */
 	int no_stem;           /* 1: no stemming or variant table */
 	size_t max_bytes;      /* longest text accepted; default 65536 */
 } sg_embed_local_opts_t;
@@ -87,7 +89,8 @@ int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len
 
 /**
  * A stable identity for the vectors this embedder produces, e.g.
- * "local/2:d384:w1:b0.6:c0.5:n3-5:s0.05:q0.3:num1.2:stem". It changes whenever
+ * "local/2:d384:w1:b0.6:c0.5:n3-5:s0.2:q0.3:qt0.3:p0.4:m0.2:num1.2:stem".
+ * It changes whenever
  * the algorithm version, the dimension or any knob changes, so a cache can
  * refuse vectors made by another embedder. Borrowed: valid until
  * sg_embed_local_free().

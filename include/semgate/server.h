@@ -9,7 +9,9 @@
 
 #include <uv.h>
 
+#include "semgate/cache.h"
 #include "semgate/config.h"
+#include "semgate/embed.h"
 
 typedef struct sg_server sg_server_t;
 
@@ -18,9 +20,11 @@ typedef struct sg_server sg_server_t;
  * cfg is borrowed and must outlive the server. Errors: SG_EIO (bind/listen,
  * with the reason logged), SG_EINVAL (listen address), SG_ENOMEM. Even on
  * failure *out may be set: run the loop to completion (to let handles
- * close), then sg_server_free() it.
+ * close), then sg_server_free() it. cache (NULL: caching off) and embedder
+ * are borrowed and must outlive the server.
  */
-int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg);
+int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
+                  sg_cache_t *cache, sg_embed_local_t *embedder);
 
 /** The port actually bound (useful when the config asked for port 0). */
 int sg_server_port(const sg_server_t *srv);

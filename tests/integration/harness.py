@@ -862,9 +862,10 @@ def expect_status(resp, status):
                           % (status, resp.status, resp.headers.pairs, resp.body[:1000]))
 
 
-def expect_error(resp, status, code=None, type_=None, message_contains=None):
+def expect_error(resp, status, code=None, type_=None, message_contains=None, upstream=False):
     """resp is an OpenAI-style error: status, JSON Content-Type,
-    {"error":{"message":str,"type":str,"code":str|null}}."""
+    {"error":{"message":str,"type":str,"code":str|null}}. upstream=True: an
+    upstream's error body passed through, whose code may be of any type."""
     expect_status(resp, status)
     ct = (resp.header("Content-Type") or "").lower()
     expect(ct.startswith("application/json"), "error Content-Type %r, want application/json", ct)
@@ -875,7 +876,8 @@ def expect_error(resp, status, code=None, type_=None, message_contains=None):
     expect(isinstance(err.get("message"), str) and err["message"],
            "error.message missing or empty: %r", err)
     expect(isinstance(err.get("type"), str) and err["type"], "error.type missing: %r", err)
-    expect("code" in err and (err["code"] is None or isinstance(err["code"], str)),
+    expect("code" in err or upstream, "error.code missing: %r", err)
+    expect(upstream or err["code"] is None or isinstance(err["code"], str),
            "error.code must be a string or null: %r", err)
     if code is not None:
         expect_eq(err["code"], code, "error.code")

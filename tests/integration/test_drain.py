@@ -136,6 +136,26 @@ def test_readyz_while_draining():
     h.expect_eq(sg.wait_exit(30), 0, "exit code")
 
 
+def test_readyz_pipelined_behind_inflight_request():
+    # A /readyz pipelined behind a slow request is parsed before the signal and
+    # answered after it: if semgate answers it at all, it must say 503.
+    mock, sg = h.start("--quiet", limits={"drain_timeout_ms": 30000})
+    p = h.unique("[[latency=1500]]")
+    with sg.connect(timeout=30) as c:
+        c.send(h.build_request("POST", "/v1/chat/completions", body=h.chat_body(p))
+               + h.build_request("GET", "/readyz"))
+        h.wait_for(lambda: mock.stats()["chat"] >= 1, timeout=10,
+                   what="the request to reach the mock")
+        sg.signal(signal.SIGTERM)
+        h.expect_answer(c.read_response(), p)
+        try:
+            rr = c.read_response()
+            h.expect_status(rr, 503)
+        except h.ConnectionClosed:
+            pass
+    h.expect_eq(sg.wait_exit(30), 0, "exit code")
+
+
 def test_drain_timeout_cuts_long_stream():
     mock, sg = h.start("--quiet", "--stream-chunks", "1000", "--stream-interval-ms", "100",
                        limits={"drain_timeout_ms": 1000})

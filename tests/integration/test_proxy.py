@@ -160,7 +160,7 @@ def test_api_key_env_unset_sends_no_key():
     # The mock rejects the missing key; semgate passes its 4xx through.
     h.expect(400 <= r.status < 500, "status %d, want the mock's 4xx rejection: %r",
              r.status, r.body)
-    h.expect_error(r, r.status)
+    h.expect_error(r, r.status, upstream=True)
     auth = mock.stats().get("last_authorization")
     h.expect(not auth or key not in auth, "a key was sent: %r", auth)
     sg.assert_alive()
@@ -227,7 +227,9 @@ def test_invalid_request_fields():
     msgs = [{"role": "user", "content": "hi"}]
     cases = [
         ("/v1/chat/completions", [1, 2], None),
-        ("/v1/chat/completions", "a string", None),
+        ("/v1/chat/completions", b'"a string"', None),  # valid JSON, not an object
+        ("/v1/chat/completions", b"42", None),
+        ("/v1/chat/completions", b"null", None),
         ("/v1/chat/completions", {"messages": msgs}, "model"),
         ("/v1/chat/completions", {"model": 42, "messages": msgs}, "model"),
         ("/v1/chat/completions", {"model": h.MODEL}, "messages"),
@@ -241,13 +243,16 @@ def test_invalid_request_fields():
         ("/v1/embeddings", {"model": h.MODEL}, "input"),
         ("/v1/embeddings", {"input": "x"}, "model"),
     ]
+    failures = []
     for path, body, field in cases:
         r = sg.post_json(path, body)
         try:
             h.expect_error(r, 400, code="invalid_request", type_="invalid_request_error",
                            message_contains=field)
         except h.TestFailure as e:
-            raise h.TestFailure("POST %s %r: %s" % (path, body, e))
+            failures.append("POST %s %r: %s" % (path, body, e))
+    h.expect(not failures, "%d of %d cases wrong:\n%s", len(failures), len(cases),
+             "\n".join(failures))
     h.expect_eq(mock.stats()["requests"], 0, "requests that reached the mock")
 
 

@@ -202,7 +202,7 @@ def test_stream_with_upstream_error_status():
     with sg.connect() as c:
         c.send(stream_req(h.unique("[[status=429]]")))
         r = c.read_response()
-        h.expect_error(r, 429)
+        h.expect_error(r, 429, upstream=True)
     sg.assert_alive()
 
 

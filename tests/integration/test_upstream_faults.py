@@ -86,7 +86,7 @@ def test_upstream_error_json_passthrough():
         want = direct(mock, p)
         h.expect_eq(want.status, status, "mock's own status for [[status=%d]]" % status)
         r = chat(sg, p)
-        h.expect_error(r, status)
+        h.expect_error(r, status, upstream=True)
         h.expect_eq(r.json(), want.json(), "body passed through for status %d" % status)
         h.expect(r.header("X-Request-Id"), "X-Request-Id missing")
         h.expect_eq(r.header("X-Semgate-Upstream"), "gpt-4o-mini/0", "X-Semgate-Upstream")
@@ -96,7 +96,7 @@ def test_upstream_error_json_passthrough():
 def test_upstream_retry_after():
     mock, sg = h.start("--quiet")
     r = chat(sg, h.unique("[[status=429]] [[retry-after=7]]"))
-    h.expect_error(r, 429)
+    h.expect_error(r, 429, upstream=True)
     still_serving(sg)
 
 
@@ -112,9 +112,9 @@ def test_upstream_error_text_body():
 def test_upstream_fail_status_flag():
     mock, sg = h.start("--quiet", "--fail-status", "500")
     r = chat(sg, h.unique())
-    h.expect_error(r, 500)
+    h.expect_error(r, 500, upstream=True)
     r = sg.post_json("/v1/embeddings", {"model": h.MODEL, "input": "x"})
-    h.expect_error(r, 500)
+    h.expect_error(r, 500, upstream=True)
     sg.assert_alive()
 
 
@@ -161,7 +161,7 @@ def test_upstream_fault_keeps_client_connection():
         for marker, status in (("[[status=500]]", 500), ("[[garbage]]", 502),
                                ("[[reset]]", 502), ("[[status=503:text]]", 503)):
             r = c.request("POST", "/v1/chat/completions", body=h.chat_body(h.unique(marker)))
-            h.expect_error(r, status)
+            h.expect_error(r, status, upstream=(status == 500))
             if r.wants_close():
                 return  # allowed, but then the rest cannot run on this connection
         p = h.unique()

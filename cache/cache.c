@@ -1,0 +1,613 @@
+/* The semantic cache engine: store + per-scope indexes + LRU + expiry. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "semgate/cache.h"
+#include "u64map.h"
+
+#define SEARCH_K 4 /* candidates per search: some may be expired or gone */
+
+/* An entry as the LRU and expiry logic see it. */
+typedef struct node {
+	uint64_t id;          /* entry id */
+	uint64_t scope_hash;  /* its scope */
+	uint64_t bytes;       /* stored bytes (record + vector) */
+	int64_t expires_s;    /* 0: never */
+	int64_t last_use_s;   /* creation or last hit */
+	uint32_t hits_unsaved; /* hits not yet written to the store */
+	struct node *prev;    /* toward most recently used */
+	struct node *next;    /* toward least recently used */
+} node_t;
+
+/* One hard scope: its index and checkpoint state. */
+typedef struct scope {
+	sg_index_t *ix;        /* vectors of the scope's live entries */
+	uint64_t max_id;       /* highest id added */
+	uint64_t ckpt_id;      /* highest id in the stored checkpoint (0: none) */
+	int dirty;             /* changed since the checkpoint */
+} scope_t;
+
+struct sg_cache {
+	pthread_mutex_t lock;   /* everything below */
+	sg_store_t *store;      /* LMDB */
+	sg_cache_opts_t o;      /* options (strings borrowed from the config) */
+	sg_u64map_t nodes;      /* id -> node_t */
+	sg_u64map_t scopes;     /* scope hash -> scope_t */
+	node_t *head, *tail;    /* LRU list, most recent first */
+	uint64_t nentries;      /* live entries */
+	uint64_t nbytes;        /* their bytes */
+	uint64_t evicted;       /* since start */
+	uint64_t expired;       /* since start */
+	int hits_dirty;         /* some node has hits_unsaved */
+};
+
+/* --- LRU list ------------------------------------------------------------------ */
+
+static void lru_unlink(sg_cache_t *c, node_t *n)
+{
+	if (n->prev)
+		n->prev->next = n->next;
+	else
+		c->head = n->next;
+	if (n->next)
+		n->next->prev = n->prev;
+	else
+		c->tail = n->prev;
+	n->prev = n->next = NULL;
+}
+
+static void lru_push_front(sg_cache_t *c, node_t *n)
+{
+	n->prev = NULL;
+	n->next = c->head;
+	if (c->head)
+		c->head->prev = n;
+	c->head = n;
+	if (c->tail == NULL)
+		c->tail = n;
+}
+
+/* --- scopes ---------------------------------------------------------------------- */
+
+static scope_t *scope_get(sg_cache_t *c, uint64_t hash, int create)
+{
+	scope_t *s = sg__u64map_get(&c->scopes, hash);
+	if (s || !create)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	if (sg_index_new(&s->ix, c->o.dim, c->o.index_type, &c->o.index_opts) != 0 ||
+	    sg__u64map_put(&c->scopes, hash, s) != 0) {
+		sg_index_free(s->ix);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* Forget an entry everywhere: store, index, LRU. */
+static int drop_entry(sg_cache_t *c, node_t *n)
+{
+	int rc = sg_store_delete(c->store, n->id);
+	if (rc && rc != SG_ENOTFOUND)
+		return rc;
+	scope_t *s = scope_get(c, n->scope_hash, 0);
+	if (s) {
+		sg_index_remove(s->ix, (int64_t)n->id);
+		s->dirty = 1;
+	}
+	sg__u64map_del(&c->nodes, n->id);
+	lru_unlink(c, n);
+	c->nentries--;
+	c->nbytes -= n->bytes;
+	free(n);
+	return 0;
+}
+
+static node_t *node_add(sg_cache_t *c, uint64_t id, uint64_t scope_hash, uint64_t bytes,
+                        int64_t expires_s, int64_t last_use_s)
+{
+	node_t *n = calloc(1, sizeof(*n));
+	if (n == NULL)
+		return NULL;
+	n->id = id;
+	n->scope_hash = scope_hash;
+	n->bytes = bytes;
+	n->expires_s = expires_s;
+	n->last_use_s = last_use_s;
+	if (sg__u64map_put(&c->nodes, id, n) != 0) {
+		free(n);
+		return NULL;
+	}
+	c->nentries++;
+	c->nbytes += bytes;
+	return n;
+}
+
+static uint64_t entry_bytes(const sg_cache_t *c, const sg_entry_meta_t *m)
+{
+	return m->ns.len + m->model.len + m->scope_json.len + m->prompt.len + m->response.len +
+	       64 + (uint64_t)c->o.dim * sizeof(float);
+}
+
+/* --- opening ---------------------------------------------------------------------- */
+
+typedef struct load_ctx {
+	sg_cache_t *c;     /* the cache */
+	int64_t now_s;     /* for expiry */
+	uint64_t *expired; /* ids to delete after the scan */
+	size_t nexpired, cap_expired;
+	node_t **order;    /* nodes, to sort into LRU order */
+	size_t norder, cap_order;
+	int err;           /* first error */
+} load_ctx_t;
+
+static int load_checkpoint(void *ud, uint64_t scope_hash, uint64_t last_id, const void *blob,
+                           size_t len)
+{
+	load_ctx_t *lc = ud;
+	scope_t *s = scope_get(lc->c, scope_hash, 1);
+	if (s == NULL)
+		return lc->err = SG_ENOMEM;
+	if (sg_index_load(s->ix, blob, len) != 0) {
+		/* A bad checkpoint costs only time: the scope is rebuilt from vectors. */
+		sg_index_free(s->ix);
+		if (sg_index_new(&s->ix, lc->c->o.dim, lc->c->o.index_type, &lc->c->o.index_opts))
+			return lc->err = SG_ENOMEM;
+		return 0;
+	}
+	s->ckpt_id = s->max_id = last_id;
+	return 0;
+}
+
+static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *item)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 1024;
+		void *p = realloc(*arr, nc * size);
+		if (p == NULL)
+			return SG_ENOMEM;
+		*arr = p;
+		*cap = nc;
+	}
+	memcpy((char *)*arr + *n * size, item, size);
+	(*n)++;
+	return 0;
+}
+
+static int load_entry(void *ud, const sg_entry_meta_t *m, const float *vec)
+{
+	load_ctx_t *lc = ud;
+	sg_cache_t *c = lc->c;
+
+	if (m->expires_s && m->expires_s <= lc->now_s) {
+		if (push((void **)&lc->expired, &lc->nexpired, &lc->cap_expired, sizeof(uint64_t), &m->id))
+			return lc->err = SG_ENOMEM;
+		return 0;
+	}
+	scope_t *s = scope_get(c, m->scope_hash, 1);
+	int64_t used = m->last_hit_s > m->created_s ? m->last_hit_s : m->created_s;
+	node_t *n = node_add(c, m->id, m->scope_hash, entry_bytes(c, m), m->expires_s, used);
+	if (s == NULL || n == NULL)
+		return lc->err = SG_ENOMEM;
+	if (push((void **)&lc->order, &lc->norder, &lc->cap_order, sizeof(node_t *), &n))
+		return lc->err = SG_ENOMEM;
+	if (vec && m->id > s->ckpt_id) {
+		int rc = sg_index_add(s->ix, (int64_t)m->id, vec);
+		if (rc)
+			return lc->err = rc;
+		s->dirty = 1;
+	}
+	if (m->id > s->max_id)
+		s->max_id = m->id;
+	return 0;
+}
+
+static int by_last_use_desc(const void *a, const void *b)
+{
+	const node_t *x = *(node_t *const *)a, *y = *(node_t *const *)b;
+	if (x->last_use_s != y->last_use_s)
+		return x->last_use_s > y->last_use_s ? -1 : 1;
+	return x->id > y->id ? -1 : x->id < y->id;
+}
+
+int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, char *err,
+                  size_t errlen)
+{
+	sg_store_opts_t so = {o->map_size, o->max_map_size, o->embedder_id, (uint32_t)o->dim,
+	                      o->rebuild};
+	load_ctx_t lc = {0};
+	sg_cache_t *c;
+	size_t skipped = 0;
+	int rc;
+
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return SG_ENOMEM;
+	pthread_mutex_init(&c->lock, NULL);
+	c->o = *o;
+	sg__u64map_init(&c->nodes);
+	sg__u64map_init(&c->scopes);
+	rc = sg_store_open(&c->store, o->path, &so, err, errlen);
+	if (rc)
+		goto fail;
+
+	lc.c = c;
+	lc.now_s = now_s;
+	rc = sg_store_iter_checkpoints(c->store, load_checkpoint, &lc, &skipped);
+	if (rc == 0)
+		rc = lc.err;
+	if (rc == 0)
+		rc = sg_store_iter(c->store, 0, 0, load_entry, &lc, &skipped);
+	if (rc == 0)
+		rc = lc.err;
+	if (rc) {
+		snprintf(err, errlen, "cache at %s: loading entries failed: %s", o->path,
+		         sg_strerror(rc));
+		goto fail;
+	}
+	qsort(lc.order, lc.norder, sizeof(node_t *), by_last_use_desc);
+	for (size_t i = lc.norder; i-- > 0;)
+		lru_push_front(c, lc.order[i]);
+	for (size_t i = 0; i < lc.nexpired; i++) {
+		if (sg_store_delete(c->store, lc.expired[i]) == 0)
+			c->expired++;
+	}
+	/* Entries deleted after a checkpoint may still be in its index: they are
+	 * dropped from the index on first sight (see search_scope). */
+	free(lc.order);
+	free(lc.expired);
+	*out = c;
+	return 0;
+fail:
+	free(lc.order);
+	free(lc.expired);
+	sg_cache_close(c);
+	return rc;
+}
+
+static int checkpoint_scopes(sg_cache_t *c)
+{
+	sg_buf_t blob;
+	int rc = 0;
+
+	sg_buf_init(&blob, 0);
+	for (size_t i = 0; i < c->scopes.cap; i++) {
+		scope_t *s = c->scopes.vals[i];
+		if (s == NULL || !s->dirty)
+			continue;
+		if (sg_index_count(s->ix) == 0) {
+			sg_store_delete_checkpoint(c->store, c->scopes.keys[i]);
+			s->dirty = 0;
+			continue;
+		}
+		sg_buf_reset(&blob);
+		rc = sg_index_serialize(s->ix, &blob);
+		if (rc == 0)
+			rc = sg_store_put_checkpoint(c->store, c->scopes.keys[i], s->max_id, blob.data,
+			                             blob.len);
+		if (rc)
+			break;
+		s->ckpt_id = s->max_id;
+		s->dirty = 0;
+	}
+	sg_buf_free(&blob);
+	return rc;
+}
+
+static void flush_hits(sg_cache_t *c)
+{
+	if (!c->hits_dirty)
+		return;
+	for (size_t i = 0; i < c->nodes.cap; i++) {
+		node_t *n = c->nodes.vals[i];
+		if (n == NULL || n->hits_unsaved == 0)
+			continue;
+		for (; n->hits_unsaved > 0; n->hits_unsaved--)
+			if (sg_store_touch(c->store, n->id, n->last_use_s) != 0)
+				break;
+		n->hits_unsaved = 0;
+	}
+	c->hits_dirty = 0;
+}
+
+void sg_cache_close(sg_cache_t *c)
+{
+	if (c == NULL)
+		return;
+	if (c->store) {
+		flush_hits(c);
+		checkpoint_scopes(c);
+		sg_store_sync(c->store);
+		sg_store_close(c->store);
+	}
+	for (size_t i = 0; i < c->nodes.cap; i++)
+		free(c->nodes.vals[i]);
+	for (size_t i = 0; i < c->scopes.cap; i++) {
+		scope_t *s = c->scopes.vals[i];
+		if (s) {
+			sg_index_free(s->ix);
+			free(s);
+		}
+	}
+	sg__u64map_free(&c->nodes);
+	sg__u64map_free(&c->scopes);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* --- lookups ----------------------------------------------------------------------- */
+
+static void record_hit(sg_cache_t *c, node_t *n, int64_t now_s)
+{
+	n->last_use_s = now_s;
+	n->hits_unsaved++;
+	c->hits_dirty = 1;
+	lru_unlink(c, n);
+	lru_push_front(c, n);
+}
+
+static int same(sg_iovec_t a, const sg_buf_t *b)
+{
+	return a.len == b->len && memcmp(a.base, b->data, a.len) == 0;
+}
+
+int sg_cache_lookup_exact(sg_cache_t *c, const sg_cache_key_t *k, int64_t now_s,
+                          sg_cache_hit_t *hit)
+{
+	uint64_t ids[8];
+	size_t n = 0;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = sg_store_find_exact(c->store, k->exact_hash, ids, SG_ARRAY_SIZE(ids), &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		node_t *node = sg__u64map_get(&c->nodes, ids[i]);
+		if (node == NULL)
+			continue;
+		if (node->expires_s && node->expires_s <= now_s) {
+			if (drop_entry(c, node) == 0)
+				c->expired++;
+			continue;
+		}
+		if (sg_store_get(c->store, ids[i], &hit->entry) != 0)
+			continue;
+		if (same(hit->entry.m.scope_json, &k->scope) && same(hit->entry.m.prompt, &k->prompt)) {
+			hit->similarity = 1.0f;
+			record_hit(c, node, now_s);
+			pthread_mutex_unlock(&c->lock);
+			return 0;
+		}
+		sg_entry_free(&hit->entry);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc ? rc : SG_ENOTFOUND;
+}
+
+int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float *vec,
+                             float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best)
+{
+	int64_t ids[SEARCH_K];
+	float scores[SEARCH_K];
+	int n = 0, rc = SG_ENOTFOUND;
+
+	*best = -1.0f;
+	pthread_mutex_lock(&c->lock);
+	scope_t *s = scope_get(c, k->scope_hash, 0);
+	if (s == NULL || sg_index_count(s->ix) == 0)
+		goto out;
+	if (sg_index_search(s->ix, vec, SEARCH_K, ids, scores, &n) != 0) {
+		rc = SG_EINDEX;
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if (i == 0)
+			*best = scores[0];
+		if (scores[i] < threshold)
+			break;
+		node_t *node = sg__u64map_get(&c->nodes, (uint64_t)ids[i]);
+		if (node == NULL) {
+			/* deleted after the checkpoint this index came from */
+			sg_index_remove(s->ix, ids[i]);
+			s->dirty = 1;
+			continue;
+		}
+		if (node->expires_s && node->expires_s <= now_s) {
+			if (drop_entry(c, node) == 0)
+				c->expired++;
+			continue;
+		}
+		if (sg_store_get(c->store, node->id, &hit->entry) != 0)
+			continue;
+		hit->similarity = scores[i];
+		record_hit(c, node, now_s);
+		rc = 0;
+		break;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+void sg_cache_hit_free(sg_cache_hit_t *h)
+{
+	sg_entry_free(&h->entry);
+}
+
+/* --- writes ------------------------------------------------------------------------- */
+
+static void evict(sg_cache_t *c)
+{
+	while (c->tail && ((c->o.max_entries && c->nentries > c->o.max_entries) ||
+	                   (c->o.max_bytes && c->nbytes > c->o.max_bytes))) {
+		if (drop_entry(c, c->tail) != 0)
+			break;
+		c->evicted++;
+	}
+}
+
+int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, const char *ns,
+                   const char *model, sg_iovec_t response, uint32_t prompt_tokens,
+                   uint32_t completion_tokens, int64_t now_s, int64_t ttl_s, uint64_t *id_out)
+{
+	sg_entry_in_t in = {
+		.ns = {ns, strlen(ns)},
+		.model = {model, strlen(model)},
+		.scope_json = {k->scope.data, k->scope.len},
+		.prompt = {k->prompt.data, k->prompt.len},
+		.response = response,
+		.scope_hash = k->scope_hash,
+		.exact_hash = k->exact_hash,
+		.created_s = now_s,
+		.expires_s = ttl_s > 0 ? now_s + ttl_s : 0,
+		.prompt_tokens = prompt_tokens,
+		.completion_tokens = completion_tokens,
+	};
+	sg_entry_meta_t m = {0};
+	uint64_t id;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	scope_t *s = scope_get(c, k->scope_hash, 1);
+	if (s == NULL) {
+		rc = SG_ENOMEM;
+		goto out;
+	}
+	rc = sg_store_put(c->store, &in, vec, &id);
+	if (rc)
+		goto out;
+	m.ns = in.ns;
+	m.model = in.model;
+	m.scope_json = in.scope_json;
+	m.prompt = in.prompt;
+	m.response = in.response;
+	node_t *n = node_add(c, id, k->scope_hash, entry_bytes(c, &m), in.expires_s, now_s);
+	if (n == NULL || (vec && sg_index_add(s->ix, (int64_t)id, vec) != 0)) {
+		if (n) {
+			sg__u64map_del(&c->nodes, id);
+			c->nentries--;
+			c->nbytes -= n->bytes;
+			free(n);
+		}
+		sg_store_delete(c->store, id);
+		rc = SG_EINDEX;
+		goto out;
+	}
+	lru_push_front(c, n);
+	s->dirty = 1;
+	if (id > s->max_id)
+		s->max_id = id;
+	if (id_out)
+		*id_out = id;
+	evict(c);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int sg_cache_delete(sg_cache_t *c, uint64_t id)
+{
+	int rc;
+	pthread_mutex_lock(&c->lock);
+	node_t *n = sg__u64map_get(&c->nodes, id);
+	rc = n ? drop_entry(c, n) : SG_ENOTFOUND;
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+static void cleared(void *ud, uint64_t id, uint64_t scope_hash)
+{
+	sg_cache_t *c = ud;
+	node_t *n = sg__u64map_del(&c->nodes, id);
+	scope_t *s = scope_get(c, scope_hash, 0);
+	if (s) {
+		sg_index_remove(s->ix, (int64_t)id);
+		s->dirty = 1;
+	}
+	if (n) {
+		lru_unlink(c, n);
+		c->nentries--;
+		c->nbytes -= n->bytes;
+		free(n);
+	}
+}
+
+int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n)
+{
+	int rc;
+	pthread_mutex_lock(&c->lock);
+	rc = sg_store_delete_where(c->store, ns, cleared, c, n);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	/* Expiry sweep: entries are few enough per second that a full pass is cheap
+	 * next to the I/O it saves; drop_entry() edits the map, so restart the scan
+	 * at the same slot after each removal. */
+	for (size_t i = 0; i < c->nodes.cap; i++) {
+		node_t *n = c->nodes.vals[i];
+		if (n && n->expires_s && n->expires_s <= now_s) {
+			if (drop_entry(c, n) == 0) {
+				c->expired++;
+				if (i > 0)
+					i--;
+			}
+		}
+	}
+	flush_hits(c);
+	if (checkpoint)
+		rc = checkpoint_scopes(c);
+	sg_store_sync(c->store);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out)
+{
+	sg_store_stats_t ss = {0};
+
+	pthread_mutex_lock(&c->lock);
+	memset(out, 0, sizeof(*out));
+	out->entries = c->nentries;
+	out->bytes = c->nbytes;
+	out->scopes = c->scopes.n;
+	for (size_t i = 0; i < c->scopes.cap; i++) {
+		scope_t *s = c->scopes.vals[i];
+		if (s)
+			out->index_vectors += sg_index_count(s->ix);
+	}
+	out->evicted = c->evicted;
+	out->expired = c->expired;
+	if (sg_store_stats(c->store, &ss) == 0)
+		out->file_bytes = ss.file_bytes;
+	out->index_type = c->o.index_type == SG_INDEX_HNSW ? "hnsw" : "flat";
+	pthread_mutex_unlock(&c->lock);
+}
+
+int sg_cache_list(sg_cache_t *c, uint64_t after_id, size_t limit, sg_store_iter_cb cb, void *ud)
+{
+	size_t skipped;
+	int rc;
+	pthread_mutex_lock(&c->lock);
+	rc = sg_store_iter(c->store, after_id, limit, cb, ud, &skipped);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int sg_cache_get(sg_cache_t *c, uint64_t id, sg_entry_t *out)
+{
+	int rc;
+	pthread_mutex_lock(&c->lock);
+	rc = sg_store_get(c->store, id, out);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}

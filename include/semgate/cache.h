@@ -1,0 +1,92 @@
+/* semgate: the semantic cache engine.
+ *
+ * Entries live in LMDB (cache/store.c); each hard scope has its own FAISS
+ * index (index/) over the entries' vectors, so a semantic match can never
+ * cross a scope however many scopes there are. An in-memory LRU list and
+ * size counters enforce max_entries / max_bytes; expired entries leave the
+ * store and the index together. All calls are thread-safe (one mutex).
+ */
+#ifndef SEMGATE_CACHE_H
+#define SEMGATE_CACHE_H
+
+#include <stdint.h>
+
+#include "semgate/cache_key.h"
+#include "semgate/index.h"
+#include "semgate/store.h"
+
+typedef struct sg_cache sg_cache_t;
+
+typedef struct sg_cache_opts {
+	const char *path;           /* LMDB directory */
+	const char *embedder_id;    /* identity stored with the data */
+	int dim;                    /* vector dimension */
+	sg_index_type_t index_type; /* per-scope index kind */
+	sg_index_opts_t index_opts; /* HNSW parameters */
+	uint64_t max_entries;       /* 0: unlimited */
+	uint64_t max_bytes;         /* 0: unlimited */
+	size_t map_size;            /* initial LMDB map size (0: default) */
+	size_t max_map_size;        /* LMDB map size cap (0: default) */
+	int rebuild;                /* drop incompatible or corrupt data */
+} sg_cache_opts_t;
+
+/** A hit: an owned copy of the entry. Free with sg_cache_hit_free(). */
+typedef struct sg_cache_hit {
+	float similarity;   /* 1 for exact hits */
+	sg_entry_t entry;   /* entry.m.id, .response, .created_s, usage ... */
+} sg_cache_hit_t;
+
+typedef struct sg_cache_stats {
+	uint64_t entries;        /* live entries */
+	uint64_t bytes;          /* their stored bytes (records + vectors) */
+	uint64_t scopes;         /* scopes with an index */
+	uint64_t index_vectors;  /* vectors across all indexes */
+	uint64_t evicted;        /* entries evicted for size since start */
+	uint64_t expired;        /* entries removed on expiry since start */
+	uint64_t file_bytes;     /* data.mdb size */
+	const char *index_type;  /* "flat" or "hnsw" */
+} sg_cache_stats_t;
+
+/**
+ * Open (or create) the cache: opens the store, loads index checkpoints and
+ * indexes every entry written after them, drops expired entries. On failure
+ * returns SG_EMISMATCH / SG_ECORRUPT / SG_EIO / ... with a message in err.
+ */
+int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, char *err,
+                  size_t errlen);
+/** Checkpoint, sync and free. NULL is fine. */
+void sg_cache_close(sg_cache_t *c);
+
+/** Exact match on k (scope and prompt byte for byte). SG_ENOTFOUND on a miss. */
+int sg_cache_lookup_exact(sg_cache_t *c, const sg_cache_key_t *k, int64_t now_s,
+                          sg_cache_hit_t *hit);
+/**
+ * Nearest entry of k's scope to vec with similarity >= threshold.
+ * SG_ENOTFOUND on a miss; *best gets the best similarity seen (or -1).
+ */
+int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float *vec,
+                             float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best);
+void sg_cache_hit_free(sg_cache_hit_t *h);
+
+/** Store a fresh answer. ttl_s 0: never expires. Evicts LRU entries past the caps. */
+int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, const char *ns,
+                   const char *model, sg_iovec_t response, uint32_t prompt_tokens,
+                   uint32_t completion_tokens, int64_t now_s, int64_t ttl_s, uint64_t *id_out);
+
+/** Delete one entry. SG_ENOTFOUND. */
+int sg_cache_delete(sg_cache_t *c, uint64_t id);
+/** Delete every entry of a namespace (ns NULL: all); *n gets the count. */
+int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n);
+
+/** Periodic work: expiry sweep, hit counters to disk, checkpoints of changed
+ * indexes (when `checkpoint`), fsync. */
+int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint);
+
+void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out);
+
+/** Page through entries (id order, after after_id), for the admin API. */
+int sg_cache_list(sg_cache_t *c, uint64_t after_id, size_t limit, sg_store_iter_cb cb, void *ud);
+/** Read one entry by id (owned copy). */
+int sg_cache_get(sg_cache_t *c, uint64_t id, sg_entry_t *out);
+
+#endif

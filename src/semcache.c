@@ -1,0 +1,497 @@
+/* The cache step of a request: exact match, then embed and search, then
+ * either replay the stored answer or forward and store what comes back. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "semgate/log.h"
+#include "server_int.h"
+
+static const char *const state_names[SG_RC__LAST] = {
+	[SG_RC_OFF] = "off",        [SG_RC_BYPASS] = "bypass",
+	[SG_RC_MISS] = "miss",      [SG_RC_REFRESH] = "refresh",
+	[SG_RC_HIT_EXACT] = "hit-exact", [SG_RC_HIT_SEMANTIC] = "hit-semantic",
+};
+
+static void rc_set_state(sg_reqcache_t *rc, enum sg_rc_state s)
+{
+	rc->state = s;
+}
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static const char *ns_of(const sg_reqcache_t *rc)
+{
+	return rc->ns[0] ? rc->ns : "default";
+}
+
+/* --- request controls --------------------------------------------------------------- */
+
+static int has_token(sg_iovec_t v, const char *tok)
+{
+	size_t n = strlen(tok);
+	for (size_t i = 0; i + n <= v.len; i++) {
+		if (strncasecmp(v.base + i, tok, n) != 0)
+			continue;
+		int before = i == 0 || v.base[i - 1] == ',' || v.base[i - 1] == ' ';
+		int after = i + n == v.len || v.base[i + n] == ',' || v.base[i + n] == ' ' ||
+		            v.base[i + n] == ';';
+		if (before && after)
+			return 1;
+	}
+	return 0;
+}
+
+/* Parse the X-Semgate-* controls. Returns an error message or NULL. */
+static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no_cache,
+                                  double *threshold)
+{
+	sg_reqcache_t *rc = &req->cache;
+	sg_iovec_t v;
+	char tmp[64], *end;
+
+	*no_cache = 0;
+	if (sg__req_header(req, "Cache-Control", &v) == 0) {
+		*no_cache = has_token(v, "no-cache");
+		rc->no_store = has_token(v, "no-store");
+	}
+	rc->ns[0] = '\0';
+	if (sg__req_header(req, "X-Semgate-Namespace", &v) == 0) {
+		if (v.len == 0 || v.len >= sizeof(rc->ns))
+			return "X-Semgate-Namespace must be 1 to 128 characters";
+		for (size_t i = 0; i < v.len; i++) {
+			char c = v.base[i];
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			      c == '-' || c == '_' || c == '.' || c == ':' || c == '/'))
+				return "X-Semgate-Namespace may only contain letters, digits and -_.:/";
+		}
+		memcpy(rc->ns, v.base, v.len);
+		rc->ns[v.len] = '\0';
+	}
+	rc->ttl_s = cfg->cache.ttl_s;
+	if (sg__req_header(req, "X-Semgate-TTL", &v) == 0) {
+		if (v.len == 0 || v.len >= sizeof(tmp))
+			return "X-Semgate-TTL must be a number of seconds";
+		memcpy(tmp, v.base, v.len);
+		tmp[v.len] = '\0';
+		errno = 0;
+		long long ttl = strtoll(tmp, &end, 10);
+		if (*end || errno || ttl < 0 || ttl > 100LL * 365 * 86400)
+			return "X-Semgate-TTL must be a whole number of seconds (0: never expires)";
+		rc->ttl_s = (int64_t)ttl;
+	}
+	if (sg__req_header(req, "X-Semgate-Threshold", &v) == 0) {
+		if (v.len == 0 || v.len >= sizeof(tmp))
+			return "X-Semgate-Threshold must be a number in [0, 1]";
+		memcpy(tmp, v.base, v.len);
+		tmp[v.len] = '\0';
+		errno = 0;
+		double t = strtod(tmp, &end);
+		if (*end || errno || !(t >= 0.0 && t <= 1.0))
+			return "X-Semgate-Threshold must be a number in [0, 1]";
+		*threshold = t;
+	}
+	return NULL;
+}
+
+/* --- replay --------------------------------------------------------------------------- */
+
+static void hit_headers(const sg_reqcache_t *rc, const sg_cache_hit_t *hit, char *out, size_t n)
+{
+	int64_t age = now_s() - hit->entry.m.created_s;
+	int k = snprintf(out, n, "X-Semgate-Cache: %s\r\nX-Semgate-Cache-Id: %llu\r\nAge: %lld\r\n",
+	                 state_names[rc->state], (unsigned long long)hit->entry.m.id,
+	                 (long long)(age > 0 ? age : 0));
+	if (rc->state == SG_RC_HIT_SEMANTIC && k > 0 && (size_t)k < n)
+		snprintf(out + k, n - (size_t)k, "X-Semgate-Similarity: %.4f\r\n", hit->similarity);
+}
+
+static int write_event(sg_req_t *req, json_t *ev)
+{
+	char *s = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	if (s == NULL)
+		return SG_ENOMEM;
+	size_t n = strlen(s);
+	char *framed = malloc(n + 8);
+	if (framed == NULL) {
+		free(s);
+		return SG_ENOMEM;
+	}
+	memcpy(framed, "data: ", 6);
+	memcpy(framed + 6, s, n);
+	memcpy(framed + 6 + n, "\n\n", 2);
+	long q = sg__stream_write(req, framed, n + 8);
+	free(framed);
+	free(s);
+	return q < 0 ? (int)q : 0;
+}
+
+static json_t *chunk_base(json_t *resp, const char *object)
+{
+	json_t *c = json_object();
+	json_object_set(c, "id", json_object_get(resp, "id") ? json_object_get(resp, "id")
+	                                                     : json_string("chatcmpl-semgate"));
+	json_object_set_new(c, "object", json_string(object));
+	json_object_set(c, "created", json_object_get(resp, "created") ? json_object_get(resp, "created")
+	                                                               : json_integer(0));
+	json_object_set(c, "model", json_object_get(resp, "model") ? json_object_get(resp, "model")
+	                                                           : json_string(""));
+	return c;
+}
+
+/* Send a stored chat.completion / text_completion as server-sent events. */
+static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
+{
+	sg_reqcache_t *rc = &req->cache;
+	json_t *resp = json_loadb(body.base, body.len, 0, NULL);
+	json_t *choices = json_object_get(resp, "choices");
+	int chat = rc->kind == SG_CACHE_CHAT;
+	const char *object = chat ? "chat.completion.chunk" : "text_completion";
+	size_t i;
+	json_t *ch;
+
+	sg__stream_begin(req, 200, "text/event-stream", extra);
+	json_array_foreach(choices, i, ch) {
+		json_t *idx = json_object_get(ch, "index");
+		json_t *c, *choice, *delta;
+		if (chat) {
+			json_t *msg = json_object_get(ch, "message");
+			/* first: the role */
+			c = chunk_base(resp, object);
+			choice = json_pack("{s:O?,s:{s:s,s:s},s:n}", "index", idx, "delta", "role",
+			                   "assistant", "content", "", "finish_reason");
+			json_object_set_new(c, "choices", json_pack("[o]", choice));
+			write_event(req, c);
+			/* then the content and tool calls, as one delta */
+			delta = json_object();
+			if (json_is_string(json_object_get(msg, "content")))
+				json_object_set(delta, "content", json_object_get(msg, "content"));
+			json_t *tcs = json_object_get(msg, "tool_calls");
+			if (json_is_array(tcs)) {
+				json_t *out = json_array(), *tc;
+				size_t j;
+				json_array_foreach(tcs, j, tc) {
+					json_t *copy = json_deep_copy(tc);
+					json_object_set_new(copy, "index", json_integer((json_int_t)j));
+					json_array_append_new(out, copy);
+				}
+				json_object_set_new(delta, "tool_calls", out);
+			}
+			if (json_object_get(msg, "refusal") && !json_is_null(json_object_get(msg, "refusal")))
+				json_object_set(delta, "refusal", json_object_get(msg, "refusal"));
+			c = chunk_base(resp, object);
+			choice = json_pack("{s:O?,s:o,s:n}", "index", idx, "delta", delta, "finish_reason");
+			json_object_set_new(c, "choices", json_pack("[o]", choice));
+			write_event(req, c);
+			/* last: the finish reason */
+			c = chunk_base(resp, object);
+			choice = json_pack("{s:O?,s:{},s:O?}", "index", idx, "delta", "finish_reason",
+			                   json_object_get(ch, "finish_reason"));
+			json_object_set_new(c, "choices", json_pack("[o]", choice));
+			write_event(req, c);
+		} else {
+			c = chunk_base(resp, object);
+			choice = json_pack("{s:O?,s:O?,s:n,s:n}", "index", idx, "text",
+			                   json_object_get(ch, "text"), "logprobs", "finish_reason");
+			json_object_set_new(c, "choices", json_pack("[o]", choice));
+			write_event(req, c);
+			c = chunk_base(resp, object);
+			choice = json_pack("{s:O?,s:s,s:n,s:O?}", "index", idx, "text", "", "logprobs",
+			                   "finish_reason", json_object_get(ch, "finish_reason"));
+			json_object_set_new(c, "choices", json_pack("[o]", choice));
+			write_event(req, c);
+		}
+	}
+	if (rc->include_usage && json_object_get(resp, "usage")) {
+		json_t *c = chunk_base(resp, object);
+		json_object_set_new(c, "choices", json_array());
+		json_object_set(c, "usage", json_object_get(resp, "usage"));
+		write_event(req, c);
+	}
+	static const char done[] = "data: [DONE]\n\n";
+	sg__stream_write(req, done, sizeof(done) - 1);
+	json_decref(resp);
+	sg__stream_end(req);
+}
+
+static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_reqcache_t *rc = &req->cache;
+	const sg_entry_meta_t *m = &hit->entry.m;
+	char extra[512];
+
+	double money = (double)m->prompt_tokens * rc->model->input_per_mtok / 1e6 +
+	               (double)m->completion_tokens * rc->model->output_per_mtok / 1e6;
+	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),
+	               rc->state == SG_RC_HIT_EXACT ? SG_STAT_HIT_EXACT : SG_STAT_HIT_SEMANTIC,
+	               m->prompt_tokens, m->completion_tokens, money);
+	hit_headers(rc, hit, extra, sizeof(extra));
+	if (stream)
+		replay_stream(req, extra, m->response);
+	else
+		sg__respond(req, 200, "application/json", m->response.base, m->response.len, extra);
+}
+
+/* --- the step ------------------------------------------------------------------------- */
+
+void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind, int stream)
+{
+	static const char *const paths[] = {"/chat/completions", "/completions"};
+	sg_server_t *srv = sg__req_server(req);
+	const sg_config_t *cfg = srv->cfg;
+	sg_reqcache_t *rc = &req->cache;
+	json_t *root = rootp;
+	sg_cache_hit_t hit;
+	double threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
+	int no_cache, err;
+	const char *problem;
+	float best;
+
+	rc->model = model;
+	rc->kind = kind;
+	rc->no_store = 0;
+	rc->have_vec = 0;
+	rc->storable = 1;
+	rc->include_usage = json_is_true(json_object_get(json_object_get(root, "stream_options"),
+	                                                 "include_usage"));
+	if (srv->cache == NULL || !model->cache_enabled) {
+		rc_set_state(rc, SG_RC_OFF);
+		goto forward;
+	}
+	problem = parse_controls(req, cfg, &no_cache, &threshold);
+	if (problem) {
+		sg__respond_error(req, 400, "invalid_request_error", "invalid_cache_control", "%s",
+		                  problem);
+		return;
+	}
+	if (rc->key.prompt.max == 0)
+		sg_cache_key_init(&rc->key);
+	sg_cache_key_opts_t ko = {
+		strcmp(cfg->cache.embed, "last_message") == 0 ? SG_EMBED_LAST_MESSAGE
+		: strcmp(cfg->cache.embed, "last_turns") == 0 ? SG_EMBED_LAST_TURNS
+		                                                : SG_EMBED_LAST_USER,
+		(int)cfg->cache.embed_turns, cfg->cache.max_temperature};
+	err = sg_cache_key_build(&rc->key, root, (enum sg_cache_kind)kind, ns_of(rc), model->name, &ko);
+	if (err == SG_ENOMEM) {
+		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		return;
+	}
+	if (rc->key.bypass) {
+		rc_set_state(rc, SG_RC_BYPASS);
+		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
+		sg_stats_count(srv->stats, model->name, ns_of(rc), SG_STAT_BYPASS, 0, 0, 0);
+		goto forward;
+	}
+
+	uint64_t t0 = sg_now_us();
+	int64_t now = now_s();
+	if (!no_cache && sg_cache_lookup_exact(srv->cache, &rc->key, now, &hit) == 0) {
+		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
+		rc_set_state(rc, SG_RC_HIT_EXACT);
+		serve_hit(req, &hit, stream);
+		sg_cache_hit_free(&hit);
+		return;
+	}
+	if (rc->vec == NULL)
+		rc->vec = malloc(sizeof(float) * (size_t)sg_embed_local_dim(srv->embedder));
+	if (rc->vec &&
+	    sg_embed_local_embed(srv->embedder, rc->key.prompt.data, rc->key.prompt.len, rc->vec) == 0) {
+		rc->have_vec = 1;
+	} else {
+		sg_stats_embed_error(srv->stats);
+		sg_log_warn("%s: embedding failed: the request bypasses the semantic lookup", req->id);
+	}
+	if (!no_cache && rc->have_vec &&
+	    sg_cache_lookup_semantic(srv->cache, &rc->key, rc->vec, (float)threshold, now, &hit,
+	                             &best) == 0) {
+		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
+		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
+		serve_hit(req, &hit, stream);
+		sg_cache_hit_free(&hit);
+		return;
+	}
+	if (!no_cache)
+		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
+	rc_set_state(rc, no_cache ? SG_RC_REFRESH : SG_RC_MISS);
+	sg_stats_count(srv->stats, model->name, ns_of(rc), no_cache ? SG_STAT_REFRESH : SG_STAT_MISS,
+	               0, 0, 0);
+	sg_buf_reset(&rc->line);
+	sg_buf_reset(&rc->text);
+	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
+	rc->created = 0;
+	rc->prompt_tokens = -1;
+	rc->completion_tokens = 0;
+forward:
+	sg__proxy(req, model, root, paths[kind], stream);
+}
+
+void sg__cache_headers(const sg_req_t *req, char *out, size_t n)
+{
+	const sg_reqcache_t *rc = &req->cache;
+	if (rc->state == SG_RC_OFF) {
+		out[0] = '\0';
+		return;
+	}
+	snprintf(out, n, "X-Semgate-Cache: %s\r\n", state_names[rc->state]);
+}
+
+static int wants_store(const sg_reqcache_t *rc)
+{
+	return (rc->state == SG_RC_MISS || rc->state == SG_RC_REFRESH) && !rc->no_store;
+}
+
+static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long ct)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_reqcache_t *rc = &req->cache;
+	uint64_t id = 0;
+
+	int err = sg_cache_store(srv->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(rc),
+	                         rc->model->name, (sg_iovec_t){body, len},
+	                         (uint32_t)(pt > 0 ? pt : 0), (uint32_t)(ct > 0 ? ct : 0), now_s(),
+	                         rc->ttl_s, &id);
+	if (err) {
+		sg_log_warn("%s: could not store the reply in the cache: %s", req->id, sg_strerror(err));
+		return 0;
+	}
+	return id;
+}
+
+uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, void *rootp)
+{
+	json_t *root = rootp, *usage, *choices;
+	sg_reqcache_t *rc = &req->cache;
+
+	if (!wants_store(rc))
+		return 0;
+	choices = json_object_get(root, "choices");
+	if (!json_is_array(choices) || json_array_size(choices) == 0)
+		return 0; /* not an answer we could replay */
+	usage = json_object_get(root, "usage");
+	return store(req, body, len, (long)json_integer_value(json_object_get(usage, "prompt_tokens")),
+	             (long)json_integer_value(json_object_get(usage, "completion_tokens")));
+}
+
+/* One SSE data line of a streamed reply, folded into the reassembly. */
+static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
+{
+	json_t *ev, *ch, *delta, *v;
+
+	if (n == 6 && memcmp(p, "[DONE]", 6) == 0)
+		return;
+	ev = json_loadb(p, n, 0, NULL);
+	if (!json_is_object(ev)) {
+		rc->storable = 0;
+		json_decref(ev);
+		return;
+	}
+	if (rc->id[0] == '\0' && json_is_string(json_object_get(ev, "id")))
+		snprintf(rc->id, sizeof(rc->id), "%s", json_string_value(json_object_get(ev, "id")));
+	if (rc->smodel[0] == '\0' && json_is_string(json_object_get(ev, "model")))
+		snprintf(rc->smodel, sizeof(rc->smodel), "%s", json_string_value(json_object_get(ev, "model")));
+	if (json_is_integer(json_object_get(ev, "created")))
+		rc->created = (int64_t)json_integer_value(json_object_get(ev, "created"));
+	v = json_object_get(ev, "usage");
+	if (json_is_object(v)) {
+		rc->prompt_tokens = (long)json_integer_value(json_object_get(v, "prompt_tokens"));
+		rc->completion_tokens = (long)json_integer_value(json_object_get(v, "completion_tokens"));
+	}
+	if (json_object_get(ev, "error"))
+		rc->storable = 0;
+	ch = json_array_get(json_object_get(ev, "choices"), 0);
+	if (ch) {
+		if (json_integer_value(json_object_get(ch, "index")) != 0)
+			rc->storable = 0; /* several choices: not reassembled */
+		delta = rc->kind == SG_CACHE_CHAT ? json_object_get(ch, "delta") : ch;
+		v = json_object_get(delta, rc->kind == SG_CACHE_CHAT ? "content" : "text");
+		if (json_is_string(v) && sg_buf_append(&rc->text, json_string_value(v), json_string_length(v)))
+			rc->storable = 0;
+		if (json_object_get(delta, "tool_calls") || json_object_get(delta, "function_call"))
+			rc->storable = 0; /* tool calls are not reassembled: not stored */
+		v = json_object_get(ch, "finish_reason");
+		if (json_is_string(v))
+			snprintf(rc->finish_reason, sizeof(rc->finish_reason), "%s", json_string_value(v));
+	}
+	json_decref(ev);
+}
+
+void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n)
+{
+	sg_reqcache_t *rc = &req->cache;
+
+	if (!wants_store(rc) || !rc->storable)
+		return;
+	if (rc->text.max != 16u << 20) {
+		sg_buf_init(&rc->line, 16u << 20);
+		sg_buf_init(&rc->text, 16u << 20);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '\n') {
+			if (sg_buf_append(&rc->line, p + i, 1)) {
+				rc->storable = 0;
+				return;
+			}
+			continue;
+		}
+		const char *l = rc->line.data ? rc->line.data : "";
+		size_t len = rc->line.len;
+		if (len && l[len - 1] == '\r')
+			len--;
+		if (len > 5 && memcmp(l, "data:", 5) == 0) {
+			size_t off = l[5] == ' ' ? 6 : 5;
+			fold_event(rc, l + off, len - off);
+		}
+		sg_buf_reset(&rc->line);
+	}
+}
+
+void sg__cache_stream_end(sg_req_t *req, int ok)
+{
+	sg_reqcache_t *rc = &req->cache;
+	json_t *resp;
+
+	if (!ok || !wants_store(rc) || !rc->storable || rc->text.len == 0)
+		return;
+	int chat = rc->kind == SG_CACHE_CHAT;
+	json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
+	                                  "assistant", "content", rc->text.data, rc->text.len,
+	                                  "finish_reason", rc->finish_reason[0] ? rc->finish_reason : "stop")
+	                      : json_pack("{s:i,s:s%,s:n,s:s}", "index", 0, "text", rc->text.data,
+	                                  rc->text.len, "logprobs", "finish_reason",
+	                                  rc->finish_reason[0] ? rc->finish_reason : "stop");
+	resp = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", rc->id[0] ? rc->id : "semgate",
+	                 "object", chat ? "chat.completion" : "text_completion", "created",
+	                 (json_int_t)rc->created, "model", rc->smodel, "choices", choice);
+	if (resp == NULL)
+		return;
+	if (rc->prompt_tokens >= 0)
+		json_object_set_new(resp, "usage",
+		                    json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)rc->prompt_tokens,
+		                              "completion_tokens", (int)rc->completion_tokens,
+		                              "total_tokens", (int)(rc->prompt_tokens + rc->completion_tokens)));
+	char *body = json_dumps(resp, JSON_COMPACT);
+	json_decref(resp);
+	if (body) {
+		store(req, body, strlen(body), rc->prompt_tokens, rc->completion_tokens);
+		free(body);
+	}
+}
+
+void sg__cache_req_free(sg_req_t *req)
+{
+	sg_reqcache_t *rc = &req->cache;
+	if (rc->key.prompt.max)
+		sg_cache_key_free(&rc->key);
+	free(rc->vec);
+	sg_buf_free(&rc->line);
+	sg_buf_free(&rc->text);
+}
