@@ -218,7 +218,7 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
                   size_t errlen)
 {
 	sg_store_opts_t so = {o->map_size, o->max_map_size, o->embedder_id, (uint32_t)o->dim,
-	                      o->rebuild};
+	                      o->rebuild, o->verify};
 	load_ctx_t lc = {0};
 	sg_cache_t *c;
 	size_t skipped = 0;

@@ -159,6 +159,8 @@ void sg__handle(sg_req_t *req)
 		static const char ready[] = "{\"status\":\"ready\"}\n";
 		return sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
 	}
+	if (sg__admin(req, path))
+		return;
 	/* OpenAI clients whose base URL lacks "/v1" call the bare paths. */
 	if (path.len >= 4 && memcmp(path.base, "/v1/", 4) == 0) {
 		path.base += 3;

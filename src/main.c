@@ -83,6 +83,7 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 		.map_size = 0,
 		.max_map_size = (size_t)cc->map_size_mb << 20,
 		.rebuild = (int)cc->rebuild,
+		.verify = (int)cc->verify,
 	};
 	uint64_t t0 = sg_now_us();
 	rc = sg_cache_open(&app->cache, &co, (int64_t)time(NULL), err, sizeof(err));

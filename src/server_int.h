@@ -159,6 +159,9 @@ int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out);
 /** The server of a request. */
 sg_server_t *sg__req_server(const sg_req_t *req);
 
+/** Admin endpoints (admin.c): returns 1 if path was one (and answered). */
+int sg__admin(sg_req_t *req, sg_iovec_t path);
+
 /** Route a complete request (handler.c). */
 void sg__handle(sg_req_t *req);
 /** The connection went away: release whatever the handler holds (handler.c). */

@@ -83,6 +83,7 @@ typedef struct sg_cache_config {
 	double max_temperature;  /* requests above it bypass the cache */
 	long checkpoint_interval_s; /* how often changed indexes are saved */
 	long rebuild;            /* drop incompatible data at start (bool) */
+	long verify;             /* check every page of the store at start (bool) */
 	sg_embedder_config_t embedder; /* the embedding provider */
 } sg_cache_config_t;
 

@@ -21,6 +21,12 @@
  * callbacks of sg_store_iter() and sg_store_iter_checkpoints() run inside a
  * read transaction and must not call back into the store (SG_EINVAL).
  *
+ * Damage: every record carries a checksum, and a record that fails it (or
+ * whose lengths do not add up) reads as SG_ECORRUPT. LMDB itself has no
+ * checksums and trusts its B-tree pages: a truncated file is refused at open,
+ * but damage inside a page can crash LMDB unless the store is opened with
+ * opts->verify, which reads everything once in a child process first.
+ *
  * The files are in host byte order and float format: they move between
  * machines of the same architecture only.
  */
@@ -54,6 +60,10 @@ typedef struct sg_store_opts {
 	int rebuild;             /* non-zero: delete the directory's data.mdb and
 				    lock.mdb first and start empty (also recovers
 				    from a corrupt or foreign file) */
+	int verify;              /* non-zero: before use, read every page in a forked
+				    child process, so that a damaged B-tree (on which
+				    LMDB itself may crash) gives SG_ECORRUPT instead;
+				    costs one read of the file at start-up */
 } sg_store_opts_t;
 
 /** Entry flag: a vector is stored under the entry's id. */
@@ -129,7 +139,8 @@ typedef struct sg_store_stats {
  *   SG_EMISMATCH  the store was built with another embedder identity or dim,
  *                 or by another store format version, or the directory holds
  *                 some other LMDB database (use opts->rebuild to start over);
- *   SG_ECORRUPT   data.mdb is not an LMDB file, is truncated or is damaged;
+ *   SG_ECORRUPT   data.mdb is not an LMDB file, is truncated, or (with
+ *                 opts->verify) its pages are damaged;
  *   SG_EIO        dir is not a directory, permissions, disk errors;
  *   SG_EINVAL     bad opts; SG_ENOMEM; SG_ESTORE (other LMDB errors).
  */

@@ -14,6 +14,7 @@ the traceback), then "N passed, N failed", and exits 1 if any failed.
 SG_TEST_FILTER=substr runs only the tests whose name contains substr.
 """
 
+import atexit
 import copy
 import itertools
 import json
@@ -909,6 +910,11 @@ def _on_alarm(signum, frame):
     raise _Timeout("test exceeded %d s" % TEST_TIMEOUT_S)
 
 
+def _on_term(signum, frame):
+    cleanup_all()
+    os._exit(128 + signum)
+
+
 def main(module=None):
     """Run every test_* function of the calling module (or module)."""
     mod = module or sys.modules["__main__"]
@@ -919,6 +925,10 @@ def main(module=None):
         tests = [(n, f) for n, f in tests if flt in n]
     # A stray broken pipe must surface as an exception in the test, not kill us.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # Killed from outside (ctest timeout, Ctrl-C): take our children with us.
+    atexit.register(cleanup_all)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGHUP, _on_term)
     signal.signal(signal.SIGALRM, _on_alarm)
     passed = failed = 0
     for name, fn in tests:

@@ -199,6 +199,17 @@ def test_body_limit_content_length():
     sg.assert_alive()
 
 
+def test_body_limit_detected_from_content_length_up_front():
+    # Only the headers are sent: the 413 must not wait for the body.
+    mock, sg = h.start("--quiet", limits={"max_body_bytes": 4096})
+    with sg.connect() as c:
+        c.send(h.build_request("POST", "/v1/chat/completions", headers={
+            "Content-Type": "application/json", "Content-Length": "1000000"}))
+        h.expect_error(c.read_partial(), 413, code="body_too_large")
+        expect_closed_after(c, "413")
+    sg.assert_alive()
+
+
 def test_body_limit_exact_size_accepted():
     mock, sg = h.start("--quiet", limits={"max_body_bytes": 4096})
     p = h.unique()

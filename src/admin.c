@@ -1,0 +1,293 @@
+/* Admin endpoints: GET /stats and the /cache entry API. When admin_key_env
+ * is set they need "Authorization: Bearer <key>". */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "server_int.h"
+
+#define LIST_DEFAULT 50
+#define LIST_MAX 1000
+
+static int authorized(sg_req_t *req)
+{
+	const char *key = sg__req_server(req)->cfg->admin_key;
+	sg_iovec_t v;
+	size_t n;
+
+	if (key == NULL)
+		return 1;
+	n = strlen(key);
+	if (sg__req_header(req, "Authorization", &v) != 0 || v.len != n + 7 ||
+	    strncasecmp(v.base, "Bearer ", 7) != 0)
+		return 0;
+	/* constant-time compare: no timing hints about the key */
+	unsigned char diff = 0;
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)(v.base[7 + i] ^ key[i]);
+	return diff == 0;
+}
+
+/* Value of a query parameter, or NULL. Copies into out (NUL-terminated). */
+static const char *query_param(const sg_req_t *req, const char *name, char *out, size_t cap)
+{
+	const char *q = memchr(req->url.data, '?', req->url.len);
+	const char *end = req->url.data + req->url.len;
+	size_t nlen = strlen(name);
+
+	for (const char *p = q ? q + 1 : end; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			size_t len = (size_t)(stop - p) - nlen - 1;
+			if (len >= cap)
+				return NULL;
+			memcpy(out, p + nlen + 1, len);
+			out[len] = '\0';
+			return out;
+		}
+		p = stop + 1;
+	}
+	return NULL;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	if (s == NULL || *s < '0' || *s > '9')
+		return SG_EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (*end || errno)
+		return SG_EINVAL;
+	*out = v;
+	return 0;
+}
+
+static void respond_json(sg_req_t *req, int status, sg_buf_t *b)
+{
+	if (sg_buf_puts(b, "\n") != 0) {
+		sg_buf_free(b);
+		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		return;
+	}
+	sg__respond(req, status, "application/json", b->data, b->len, NULL);
+	sg_buf_free(b);
+}
+
+static void handle_stats(sg_req_t *req)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_buf_t b;
+
+	sg_buf_init(&b, 0);
+	sg_buf_puts(&b, "{\"object\":\"semgate.stats\",");
+	if (srv->cache) {
+		sg_cache_stats_t cs;
+		sg_cache_stats(srv->cache, &cs);
+		sg_buf_printf(&b,
+		              "\"cache\":{\"enabled\":true,\"entries\":%llu,\"bytes\":%llu,"
+		              "\"file_bytes\":%llu,\"index_type\":\"%s\",\"index_vectors\":%llu,"
+		              "\"scopes\":%llu,\"evicted\":%llu,\"expired\":%llu,\"threshold\":%.4f},",
+		              (unsigned long long)cs.entries, (unsigned long long)cs.bytes,
+		              (unsigned long long)cs.file_bytes, cs.index_type,
+		              (unsigned long long)cs.index_vectors, (unsigned long long)cs.scopes,
+		              (unsigned long long)cs.evicted, (unsigned long long)cs.expired,
+		              srv->cfg->cache.threshold);
+	} else {
+		sg_buf_puts(&b, "\"cache\":{\"enabled\":false},");
+	}
+	sg_stats_json(srv->stats, &b);
+	sg_buf_printf(&b, ",\"connections\":%zu,\"upstream_in_flight\":%zu}", srv->nconns,
+	              srv->upstream ? sg_upstream_active(srv->upstream) : 0);
+	respond_json(req, 200, &b);
+}
+
+static void entry_json(sg_buf_t *b, const sg_entry_meta_t *m, int full)
+{
+	sg_buf_printf(b, "{\"id\":%llu,\"namespace\":", (unsigned long long)m->id);
+	sg_buf_json_str(b, m->ns.base, m->ns.len);
+	sg_buf_puts(b, ",\"model\":");
+	sg_buf_json_str(b, m->model.base, m->model.len);
+	sg_buf_puts(b, ",\"prompt\":");
+	sg_buf_json_str(b, m->prompt.base, SG_MIN(m->prompt.len, full ? m->prompt.len : 200));
+	sg_buf_printf(b,
+	              ",\"created\":%lld,\"expires\":%lld,\"hits\":%llu,\"last_hit\":%lld,"
+	              "\"prompt_tokens\":%u,\"completion_tokens\":%u,\"response_bytes\":%zu",
+	              (long long)m->created_s, (long long)m->expires_s, (unsigned long long)m->hits,
+	              (long long)m->last_hit_s, m->prompt_tokens, m->completion_tokens,
+	              m->response.len);
+	if (full) {
+		sg_buf_puts(b, ",\"scope\":");
+		sg_buf_append(b, m->scope_json.base, m->scope_json.len);
+		sg_buf_puts(b, ",\"response\":");
+		sg_buf_append(b, m->response.base, m->response.len);
+	}
+	sg_buf_puts(b, "}");
+}
+
+typedef struct list_ctx {
+	sg_buf_t *b;      /* output */
+	size_t n;         /* entries written */
+	uint64_t last_id; /* for the next page */
+} list_ctx_t;
+
+static int list_one(void *ud, const sg_entry_meta_t *m, const float *vec)
+{
+	list_ctx_t *lc = ud;
+	(void)vec;
+	if (lc->n++)
+		sg_buf_puts(lc->b, ",");
+	entry_json(lc->b, m, 0);
+	lc->last_id = m->id;
+	return 0;
+}
+
+static void handle_list(sg_req_t *req, sg_cache_t *cache)
+{
+	char tmp[32];
+	uint64_t after = 0, limit = LIST_DEFAULT;
+	sg_buf_t b;
+
+	const char *a = query_param(req, "after", tmp, sizeof(tmp));
+	if (a && parse_u64(a, &after))
+		return sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+		                         "'after' must be an entry id");
+	const char *l = query_param(req, "limit", tmp, sizeof(tmp));
+	if (l && (parse_u64(l, &limit) || limit == 0 || limit > LIST_MAX))
+		return sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+		                         "'limit' must be in [1, %d]", LIST_MAX);
+	sg_buf_init(&b, 0);
+	sg_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+	list_ctx_t lc = {&b, 0, 0};
+	int rc = sg_cache_list(cache, after, (size_t)limit, list_one, &lc);
+	if (rc) {
+		sg_buf_free(&b);
+		return sg__respond_error(req, 500, "server_error", "cache_error", "listing failed: %s",
+		                         sg_strerror(rc));
+	}
+	if (lc.n == limit)
+		sg_buf_printf(&b, "],\"has_more\":true,\"next_after\":%llu}",
+		              (unsigned long long)lc.last_id);
+	else
+		sg_buf_puts(&b, "],\"has_more\":false,\"next_after\":null}");
+	respond_json(req, 200, &b);
+}
+
+static void handle_entry(sg_req_t *req, sg_cache_t *cache, sg_iovec_t idtext)
+{
+	char tmp[32];
+	uint64_t id;
+	sg_entry_t e;
+	sg_buf_t b;
+
+	if (idtext.len == 0 || idtext.len >= sizeof(tmp))
+		goto bad;
+	memcpy(tmp, idtext.base, idtext.len);
+	tmp[idtext.len] = '\0';
+	if (parse_u64(tmp, &id))
+		goto bad;
+	if (req->method == HTTP_DELETE) {
+		int rc = sg_cache_delete(cache, id);
+		if (rc == SG_ENOTFOUND)
+			return sg__respond_error(req, 404, "invalid_request_error", "not_found",
+			                         "no cache entry %llu", (unsigned long long)id);
+		if (rc)
+			return sg__respond_error(req, 500, "server_error", "cache_error", "delete failed: %s",
+			                         sg_strerror(rc));
+		sg_buf_init(&b, 0);
+		sg_buf_printf(&b, "{\"id\":%llu,\"deleted\":true}", (unsigned long long)id);
+		return respond_json(req, 200, &b);
+	}
+	if (req->method != HTTP_GET)
+		return sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed",
+		                         "use GET or DELETE");
+	int rc = sg_cache_get(cache, id, &e);
+	if (rc == SG_ENOTFOUND)
+		return sg__respond_error(req, 404, "invalid_request_error", "not_found",
+		                         "no cache entry %llu", (unsigned long long)id);
+	if (rc)
+		return sg__respond_error(req, 500, "server_error", "cache_error", "read failed: %s",
+		                         sg_strerror(rc));
+	sg_buf_init(&b, 0);
+	entry_json(&b, &e.m, 1);
+	sg_entry_free(&e);
+	return respond_json(req, 200, &b);
+bad:
+	sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+	                  "cache entry ids are positive integers");
+}
+
+static void handle_clear(sg_req_t *req, sg_cache_t *cache)
+{
+	char ns[160];
+	size_t n = 0;
+	sg_buf_t b;
+
+	const char *which = query_param(req, "namespace", ns, sizeof(ns));
+	int rc = sg_cache_clear(cache, which, &n);
+	if (rc)
+		return sg__respond_error(req, 500, "server_error", "cache_error", "clear failed: %s",
+		                         sg_strerror(rc));
+	sg_buf_init(&b, 0);
+	sg_buf_printf(&b, "{\"deleted\":%zu,\"namespace\":", n);
+	if (which)
+		sg_buf_json_str(&b, which, strlen(which));
+	else
+		sg_buf_puts(&b, "null");
+	sg_buf_puts(&b, "}");
+	respond_json(req, 200, &b);
+}
+
+int sg__admin(sg_req_t *req, sg_iovec_t path)
+{
+	sg_server_t *srv = sg__req_server(req);
+	int is_stats = path.len == 6 && memcmp(path.base, "/stats", 6) == 0;
+	int is_cache = path.len >= 6 && memcmp(path.base, "/cache", 6) == 0 &&
+	               (path.len == 6 || path.base[6] == '/');
+
+	if (!is_stats && !is_cache)
+		return 0;
+	if (!authorized(req)) {
+		sg__respond_error(req, 401, "invalid_request_error", "unauthorized",
+		                  "admin endpoints need 'Authorization: Bearer <admin key>'");
+		return 1;
+	}
+	if (is_stats) {
+		if (req->method != HTTP_GET)
+			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed", "use GET");
+		else
+			handle_stats(req);
+		return 1;
+	}
+	if (srv->cache == NULL) {
+		sg__respond_error(req, 404, "invalid_request_error", "cache_disabled",
+		                  "the cache is disabled in the configuration");
+		return 1;
+	}
+	if (path.len == 6) {
+		if (req->method != HTTP_DELETE)
+			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed",
+			                  "use DELETE /cache[?namespace=NS]");
+		else
+			handle_clear(req, srv->cache);
+		return 1;
+	}
+	if (path.len == 14 && memcmp(path.base, "/cache/entries", 14) == 0) {
+		if (req->method != HTTP_GET)
+			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed", "use GET");
+		else
+			handle_list(req, srv->cache);
+		return 1;
+	}
+	if (path.len > 15 && memcmp(path.base, "/cache/entries/", 15) == 0) {
+		handle_entry(req, srv->cache, (sg_iovec_t){path.base + 15, path.len - 15});
+		return 1;
+	}
+	sg__respond_error(req, 404, "invalid_request_error", "not_found", "no such cache endpoint");
+	return 1;
+}
