@@ -96,7 +96,7 @@ fi
 # ---- processes ---------------------------------------------------------------
 
 work=$(mktemp -d /tmp/semgate-bench.XXXXXX)
-mock_pid='' semgate_pid='' portkey_pid='' wrk_pid=''
+mock_pid='' semgate_pid='' semcache_pid='' portkey_pid='' wrk_pid=''
 keep_work=0
 
 stop() { # PID: TERM, then KILL after 3 s
@@ -116,9 +116,10 @@ cleanup() {
 	stop "$wrk_pid"
 	stop "$portkey_pid"
 	stop "$semgate_pid"
+	stop "$semcache_pid"
 	stop "$mock_pid"
 	if [ $rc != 0 ] || [ $keep_work = 1 ]; then
-		log "logs kept in $work (semgate.log, portkey.log, mock.log, wrk-*.txt)"
+		log "logs kept in $work (semgate*.log, portkey.log, mock.log, wrk-*.txt)"
 	else
 		rm -rf "$work"
 	fi
@@ -166,18 +167,31 @@ done
 [ -n "$mock_port" ] || die "mock-upstream did not print its port; see $work/mock.log"
 mock_base=http://127.0.0.1:$mock_port/v1
 
-sg_port=$(free_port)
-cat >"$work/semgate.json" <<JSON
-{"listen":"127.0.0.1:$sg_port","log_level":"warn",
+# Two semgate instances on the same mock. "semgate" has its cache off: the
+# proxy path, which the latency and throughput targets are about. "semgate-cache"
+# has it on; wrk repeats one prompt, so after the first request it measures
+# cache hits (the upstream is never called). Each writes its own log.
+start_semgate() { # NAME CACHE_ENABLED: sets started_pid, started_port
+	local port
+	port=$(free_port)
+	cat >"$work/$1.json" <<JSON
+{"listen":"127.0.0.1:$port","log_level":"warn",
  "models":[{"name":"gpt-4o-mini","deployments":[{"provider":"openai",
    "base_url":"$mock_base","model":"gpt-4o-mini"}]}],
- "cache":{"path":"$work/semgate-data","threshold":0.9}}
+ "cache":{"enabled":$2,"path":"$work/$1-data","threshold":0.9}}
 JSON
-"$semgate_bin" --config "$work/semgate.json" >"$work/semgate.log" 2>&1 &
-semgate_pid=$!
-wait_http "http://127.0.0.1:$sg_port/healthz" 10 "$semgate_pid" semgate
+	"$semgate_bin" --config "$work/$1.json" >"$work/$1.log" 2>&1 &
+	started_pid=$!
+	started_port=$port
+	wait_http "http://127.0.0.1:$port/healthz" 30 "$started_pid" "$1"
+}
+start_semgate semgate false
+semgate_pid=$started_pid sg_port=$started_port
+start_semgate semgate-cache true
+semcache_pid=$started_pid sgc_port=$started_port
 sleep 0.5
 sg_idle_kb=$(mem_kb "$semgate_pid" VmRSS)
+sgc_idle_kb=$(mem_kb "$semcache_pid" VmRSS)
 
 pk_port='' pk_idle_kb=0
 if [ $with_portkey = 1 ]; then
@@ -194,12 +208,13 @@ fi
 
 # ---- load ----------------------------------------------------------------------
 
-targets="direct semgate"
+targets="direct semgate semgate-cache"
 [ $with_portkey = 1 ] && targets="$targets portkey"
 url_of() {
 	case $1 in
 	direct) echo "$mock_base/chat/completions" ;;
 	semgate) echo "http://127.0.0.1:$sg_port/v1/chat/completions" ;;
+	semgate-cache) echo "http://127.0.0.1:$sgc_port/v1/chat/completions" ;;
 	portkey) echo "http://127.0.0.1:$pk_port/v1/chat/completions" ;;
 	esac
 }
@@ -210,7 +225,12 @@ hdrs_of() { # Portkey routes on its headers; the others get the same bearer toke
 	fi
 }
 pid_of() {
-	case $1 in direct) echo "$mock_pid" ;; semgate) echo "$semgate_pid" ;; portkey) echo "$portkey_pid" ;; esac
+	case $1 in
+	direct) echo "$mock_pid" ;;
+	semgate) echo "$semgate_pid" ;;
+	semgate-cache) echo "$semcache_pid" ;;
+	portkey) echo "$portkey_pid" ;;
+	esac
 }
 
 to_us() { # "69.00us" | "1.82ms" | "2.01s" -> integer microseconds
@@ -241,6 +261,7 @@ wrk_run() {
 	non2xx=$((${n2:-0} > ${other:-0} ? ${n2:-0} : ${other:-0}))
 	sock_err=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
 	sock_err=${sock_err:-0}
+	cache_states=$(sed -n 's/^bench: x_semgate_cache //p' "$out")
 	p50=$(awk '/^bench: latency_us/ { print $4 }' "$out")
 	p99=$(awk '/^bench: latency_us/ { print $6 }' "$out")
 	# Fallback for a wrk without done(): its own, rounded, distribution lines.
@@ -259,7 +280,7 @@ declare -A RPS P50 P99 ERRS
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 ntargets=$(wc -w <<<"$targets")
 est=$((ntargets * (warmup + repeat * (2 * duration + 2))))
-log "mock :$mock_port, semgate :$sg_port${pk_port:+, portkey :$pk_port}; load average $load_before"
+log "mock :$mock_port, semgate :$sg_port (cache off), semgate-cache :$sgc_port${pk_port:+, portkey :$pk_port}; load average $load_before"
 log "about $((est / 60)) min $((est % 60)) s of load: $repeat round(s) of ${duration} s runs"
 if awk -v l="${load_before%% *}" 'BEGIN { exit !(l >= 1) }'; then
 	log "warning: load average ${load_before%% *} before start: other work shares the CPUs, latencies (p99 most) will be noisy"
@@ -276,7 +297,7 @@ for r in $(seq "$repeat"); do
 		wrk_run "rps-$t-$r" "$t" 2 "$conns" "$duration"
 		RPS[$t]+="$rps "
 		ERRS[$t]=$((${ERRS[$t]:-0} + non2xx + sock_err))
-		log "round $r: $t ${rps} req/s at $conns connections, non-2xx $non2xx, socket errors $sock_err"
+		log "round $r: $t ${rps} req/s at $conns connections, non-2xx $non2xx, socket errors $sock_err${cache_states:+, cache $cache_states}"
 		sleep 1
 	done
 	for t in $targets; do
@@ -284,13 +305,15 @@ for r in $(seq "$repeat"); do
 		P50[$t]+="$p50 "
 		P99[$t]+="$p99 "
 		ERRS[$t]=$((${ERRS[$t]:-0} + non2xx + sock_err))
-		log "round $r: $t p50 ${p50} us, p99 ${p99} us at 1 connection, non-2xx $non2xx, socket errors $sock_err"
+		log "round $r: $t p50 ${p50} us, p99 ${p99} us at 1 connection, non-2xx $non2xx, socket errors $sock_err${cache_states:+, cache $cache_states}"
 		sleep 1
 	done
 done
 
 sg_after_kb=$(mem_kb "$semgate_pid" VmRSS)
 sg_peak_kb=$(mem_kb "$semgate_pid" VmHWM)
+sgc_after_kb=$(mem_kb "$semcache_pid" VmRSS)
+sgc_peak_kb=$(mem_kb "$semcache_pid" VmHWM)
 pk_after_kb=0 pk_peak_kb=0
 if [ $with_portkey = 1 ]; then
 	pk_after_kb=$(mem_kb "$portkey_pid" VmRSS)
@@ -319,32 +342,34 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git -C "$root" status --porcelain -- src cache index include CMakeLists.txt 2>/dev/null)" ] &&
 	commit="$commit + uncommitted changes"
 
-row() { printf '%-34s %12s %12s %12s\n' "$@"; }
+row() { printf '%-34s %10s %10s %14s %10s\n' "$@"; }
 trow() { printf '%-34s %12s %-12s %s\n' "$@"; }
 report=$(
-	echo "Measured on 127.0.0.1: mock upstream direct, through semgate$([ $with_portkey = 1 ] && echo ", through Portkey $portkey_version")"
+	echo "Measured on 127.0.0.1: mock upstream direct, through semgate (cache off; cache on, all hits)$([ $with_portkey = 1 ] && echo ", through Portkey $portkey_version")"
 	echo "Machine: $machine"
 	echo "Load average before the run: $load_before; runs of ${duration} s, median of $repeat round(s)"
 	echo "semgate: ${sg_version:-?} at $commit"
 	echo
-	row "" direct semgate portkey
-	row "req/s, $conns connections" "${RPS[direct]}" "${RPS[semgate]}" "${RPS[portkey]:--}"
-	row "p50 latency, 1 connection (us)" "${P50[direct]}" "${P50[semgate]}" "${P50[portkey]:--}"
-	row "p99 latency, 1 connection (us)" "${P99[direct]}" "${P99[semgate]}" "${P99[portkey]:--}"
-	row "non-2xx + socket errors (all runs)" "${ERRS[direct]}" "${ERRS[semgate]}" "${ERRS[portkey]:--}"
-	row "RSS idle after start (MB)" - "$(mb "$sg_idle_kb")" "$([ $with_portkey = 1 ] && mb "$pk_idle_kb" || echo -)"
-	row "RSS after load (MB)" - "$(mb "$sg_after_kb")" "$([ $with_portkey = 1 ] && mb "$pk_after_kb" || echo -)"
-	row "peak RSS, VmHWM (MB)" - "$(mb "$sg_peak_kb")" "$([ $with_portkey = 1 ] && mb "$pk_peak_kb" || echo -)"
+	row "" direct semgate "semgate cache" portkey
+	row "" "" "(proxy)" "(hits)" ""
+	row "req/s, $conns connections" "${RPS[direct]}" "${RPS[semgate]}" "${RPS[semgate-cache]}" "${RPS[portkey]:--}"
+	row "p50 latency, 1 connection (us)" "${P50[direct]}" "${P50[semgate]}" "${P50[semgate-cache]}" "${P50[portkey]:--}"
+	row "p99 latency, 1 connection (us)" "${P99[direct]}" "${P99[semgate]}" "${P99[semgate-cache]}" "${P99[portkey]:--}"
+	row "non-2xx + socket errors (all runs)" "${ERRS[direct]}" "${ERRS[semgate]}" "${ERRS[semgate-cache]}" "${ERRS[portkey]:--}"
+	row "RSS idle after start (MB)" - "$(mb "$sg_idle_kb")" "$(mb "$sgc_idle_kb")" "$([ $with_portkey = 1 ] && mb "$pk_idle_kb" || echo -)"
+	row "RSS after load (MB)" - "$(mb "$sg_after_kb")" "$(mb "$sgc_after_kb")" "$([ $with_portkey = 1 ] && mb "$pk_after_kb" || echo -)"
+	row "peak RSS, VmHWM (MB)" - "$(mb "$sg_peak_kb")" "$(mb "$sgc_peak_kb")" "$([ $with_portkey = 1 ] && mb "$pk_peak_kb" || echo -)"
 	echo
-	trow "semgate target" value target met
+	trow "semgate target (proxy path)" value target met
 	trow "added p50 over direct (us)" "$add50" "<= 60" "$(met "$add50 <= 60")"
 	trow "added p99 over direct (us)" "$add99" "<= 250" "$(met "$add99 <= 250")"
 	trow "req/s at $conns connections" "${RPS[semgate]}" ">= 15000" "$(met "${RPS[semgate]} >= 15000")"
 	if [ $with_portkey = 1 ]; then
 		trow "req/s vs Portkey" "${sg_vs_pk}x" ">= 15x" "$(met "$sg_vs_pk >= 15")"
 	fi
-	trow "idle RSS (MB)" "$(mb "$sg_idle_kb")" "< 30" "$(met "$sg_idle_kb < 30 * 1024")"
-	trow "no errors under load" "${ERRS[semgate]}" "0" "$(met "${ERRS[semgate]} == 0")"
+	trow "idle RSS, cache on (MB)" "$(mb "$sgc_idle_kb")" "< 30" "$(met "$sgc_idle_kb < 30 * 1024")"
+	trow "idle RSS, cache off (MB)" "$(mb "$sg_idle_kb")" "< 30" "$(met "$sg_idle_kb < 30 * 1024")"
+	trow "no errors under load" "$((ERRS[semgate] + ERRS[semgate-cache]))" "0" "$(met "${ERRS[semgate]} + ${ERRS[semgate-cache]} == 0")"
 	trow "req/s vs direct (info)" "$sg_vs_direct" "" ""
 )
 echo
@@ -371,4 +396,4 @@ for t in $targets; do
 		keep_work=1
 	fi
 done
-[ "${ERRS[semgate]}" = 0 ] || exit 3
+[ "${ERRS[semgate]}" = 0 ] && [ "${ERRS[semgate-cache]}" = 0 ] || exit 3

@@ -1756,6 +1756,8 @@ static int on_message_complete(llhttp_t *p)
 		r.flags |= RF_CLOSE;
 	route(c, &r);
 	if (r.body->oom) {
+		free(r.stream);
+		r.stream = NULL;
 		buf_clear(r.body);
 		error_reply(&r, 500, "server_error", "null", "mock out of memory", 18);
 	}
@@ -2007,7 +2009,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	m->loop = uv_default_loop();
-	if (uv_ip4_addr(m->host, m->port, (struct sockaddr_in *)&addr) != 0 &&
+	if (uv_ip4_addr(strcmp(m->host, "localhost") == 0 ? "127.0.0.1" : m->host,
+			m->port, (struct sockaddr_in *)&addr) != 0 &&
 	    uv_ip6_addr(m->host, m->port, (struct sockaddr_in6 *)&addr) != 0) {
 		fprintf(stderr, "mock-upstream: --host: not an IP address: %s\n", m->host);
 		ret = 2;

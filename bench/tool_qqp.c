@@ -355,7 +355,8 @@ int main(int argc, char **argv)
 	       path, n_pairs, n_pos, n_neg, n_a);
 	printf("embed      %.2f us per text (%zu texts, 1 thread)\n\n",
 	       (double)embed_us / (double)n_embeds, n_embeds);
-	printf("| threshold | hits | precision | positive hit rate | negative false-hit rate |\n");
+	printf("| threshold | hits | precision | positive hit rate "
+	       "| negative false-hit rate |\n");
 	printf("|---|---|---|---|---|\n");
 
 	for (size_t i = 0; i < n_pairs && dump[0] <= 1; i++) {

@@ -250,7 +250,8 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 		         sg_strerror(rc));
 		goto fail;
 	}
-	qsort(lc.order, lc.norder, sizeof(node_t *), by_last_use_desc);
+	if (lc.norder > 1)
+		qsort(lc.order, lc.norder, sizeof(node_t *), by_last_use_desc);
 	for (size_t i = lc.norder; i-- > 0;)
 		lru_push_front(c, lc.order[i]);
 	for (size_t i = 0; i < lc.nexpired; i++) {

@@ -15,8 +15,9 @@
  *  - Word weights follow general English frequency, from the hand-written
  *    bands below (no corpus statistics, nothing learned from test data):
  *    function words and question templates ("what is the best way to") weigh
- *    almost nothing, everyday words little, and a word outside the bands,
- *    which is rare in general English, weighs the most. Two questions that
+ *    little, pronouns, modals and everyday words somewhat more, and a word
+ *    outside the bands, which is rare in general English, weighs the most
+ *    (numbers and negations weigh like rare words). Two questions that
  *    share their rare words are then close even if phrased differently,
  *    while two that differ in one rare word ("iPhone 6" / "iPhone 7", "lose
  *    weight" / "gain weight") are pushed apart.
@@ -24,8 +25,15 @@
  *    java" vs "java to python" differ only there).
  *  - Character n-grams catch what the stemmer misses (spoken/speaking,
  *    typos, British/American spelling).
+ *  - One feature for the kind of question, from its first word (why / how /
+ *    what / who / when / where / yes-no), since "Why X?" and "Is X?" ask
+ *    different things about the same words.
+ *  - Operator-like symbols are words ("C++" vs "C#", "=" vs "==").
  *  - Term frequency is sublinear (1 + ln tf), so a repeated word cannot
  *    dominate.
+ *
+ * Work is linear in the input, which is capped (opts.max_bytes); nothing is
+ * allocated per call, and the tables are read-only after creation.
  */
 #include <math.h>
 #include <stdint.h>
@@ -76,7 +84,7 @@ static const char stop_words[] =
 /* Pronouns: whose question it is ("your life" / "life"). */
 static const char pronoun_words[] =
 	"i me my mine myself you your yours yourself we us our ours he him his "
-	"she her hers it its itself they them their theirs one's";
+	"she her hers it its itself they them their theirs";
 
 /* Modal verbs: "could I use" / "should I use". */
 static const char modal_words[] =
@@ -100,7 +108,7 @@ static const char common_words[] =
 	"says said come give find look many much more most other another new "
 	"lot lots kind sort type types example examples tip tips idea ideas "
 	"reason reasons mean means meaning actually "
-	"important different certain specific particular general good bad "
+	"important different certain specific particular general bad "
 	"happen happens happened opinion view feel start top list";
 
 /* Common content words of general English (roughly the top two thousand
@@ -122,11 +130,11 @@ static const char familiar_words[] =
 	"data information language english learn learning study studying "
 	"read reading write writing help keep let put bring hold turn become "
 	"show hear talk believe create build grow open close win lose spend "
-	"send stay fall cut kill die love live living life lives run running "
-	"move change start stop try call ask answer answers question questions "
+	"send stay fall cut kill die love live living lives run running "
+	"move change stop try call ask answer answers question questions "
 	"problem problems issue issues fact point part place area number group "
 	"case level side name word words line end head hand eye eyes face body "
-	"mind heart health water food air fire car cars road city town street "
+	"mind heart health water food air fire car cars road town street "
 	"real true false main major common popular famous recent current "
 	"future past present social human personal private local national "
 	"international simple easy hard difficult available similar whole "
@@ -252,15 +260,21 @@ static enum band words_get(const sg_embed_local_t *e, const char *w, size_t n)
 	return BAND_RARE;
 }
 
+static size_t stem(char *w, size_t n);
+
+/* Words are looked up by their stem, so the lists are stored stemmed too:
+ * "question" and "questions" share a band. */
 static void add_list(sg_embed_local_t *e, const char *list, enum band b)
 {
 	const char *p = list;
+	char w[MAX_WORD];
+
 	while (*p) {
-		const char *w = p;
-		while (*p && *p != ' ')
-			p++;
-		if (p > w)
-			words_put(e, w, (size_t)(p - w), b);
+		size_t n = 0;
+		while (*p && *p != ' ' && n < MAX_WORD)
+			w[n++] = *p++;
+		if (n > 0)
+			words_put(e, w, e->opts.no_stem ? n : stem(w, n), b);
 		while (*p == ' ')
 			p++;
 	}
@@ -447,7 +461,6 @@ typedef struct accum {
 	float prev_weight;         /* its weight */
 	int n_words;               /* words seen so far */
 	int force;                 /* fallback pass: every word weighs 1 */
-	int n_features;            /* features added */
 } accum_t;
 
 static void add_feature(accum_t *a, uint64_t h, float w)
@@ -457,7 +470,6 @@ static void add_feature(accum_t *a, uint64_t h, float w)
 	 * the sign */
 	uint32_t bucket = (uint32_t)(((h >> 32) * dim) >> 32);
 	a->v[bucket] += (h & 1) ? w : -w;
-	a->n_features++;
 }
 
 /* How much the next occurrence of word h adds: total after n is 1 + ln n. */
@@ -562,21 +574,29 @@ static void add_word(accum_t *a, char *w, size_t n)
 		numeric |= w[i] >= '0' && w[i] <= '9';
 		ascii &= (unsigned char)w[i] < 0x80;
 	}
-	band = numeric ? BAND_RARE : words_get(e, w, n);
+	if (!o->no_stem && ascii && !numeric) {
+		size_t full = n;
+		char surface[MAX_WORD];
+		memcpy(surface, w, n);
+		n = stem(w, n);
+		band = words_get(e, w, n);
+		if (a->n_words++ == 0)
+			add_qtype(a, surface, full, band);
+	} else {
+		band = numeric ? BAND_RARE : words_get(e, w, n);
+		if (a->n_words++ == 0)
+			add_qtype(a, w, n, band);
+	}
 	if (a->force)
 		weight = 1.0f;
 	else if (numeric)
 		weight = o->number_weight;
 	else
 		weight = e->band_weight[band];
-	if (!o->no_stem && ascii && !numeric)
-		n = stem(w, n);
 
-	if (a->n_words++ == 0)
-		add_qtype(a, w, n, band);
 	h = hash_bytes(SEED_WORD, w, n);
 	tf = tf_increment(a, h | 1);
-	if (weight * o->word_weight > 0)
+	if (weight > 0 && o->word_weight > 0)
 		add_feature(a, h, weight * o->word_weight * tf);
 
 	/* function and question words: no n-grams, and they do not break or

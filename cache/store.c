@@ -497,7 +497,8 @@ static int verify_walk(const char *dir, size_t map_size)
 		if (rc != MDB_NOTFOUND)
 			return 1;
 	}
-	return sink == 1 ? 0 : 0;
+	(void)sink;
+	return 0;
 }
 
 /* LMDB trusts its pages: a damaged B-tree can make it read wild memory.

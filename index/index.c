@@ -4,14 +4,19 @@
  * our int64 ids itself and can reconstruct vectors by id. Next to it we keep
  * a hash set of live ids (FAISS's C API cannot tell whether an id is present,
  * and we must refuse duplicates) and, for HNSW, a set of tombstoned ids.
+ * FAISS's C API prints the message of every exception it catches to stderr;
+ * we cannot stop that, only keep the message (sg_index_errmsg).
  *
  * Blob layout written by sg_index_serialize (host byte order):
- *   header   struct sg__index_blob_header (magic, version, kind, dim, sizes, checksum)
+ *   header   struct sg__index_blob_header (index_blob.h): magic, version,
+ *            kind, dim, sizes, checksum
  *   dead     n_dead int64 tombstoned ids
  *   faiss    faiss_len bytes from faiss_write_index()
  * The checksum covers all of it, so damage anywhere is caught before FAISS
  * parses a byte; FAISS's own checks (C++ exceptions that its C API turns into
- * error codes, printing the message to stderr) are the second line.
+ * error codes) are the second line. FAISS 1.7.3 leaks the half-read index
+ * when it throws; only a blob with a valid checksum but bad contents, i.e.
+ * one crafted on purpose, gets that far.
  */
 #include <assert.h>
 #include <math.h>
@@ -394,9 +399,11 @@ int sg_index_remove(sg_index_t *ix, int64_t id)
 			return rc;
 		idset_put(&ix->dead, id);
 		idset_del(&ix->live, id);
+		/* the removal is done either way: a failed rebuild leaves valid
+		 * tombstones (and its message in errmsg) and is retried next time */
 		if ((double)ix->dead.n >
 		    ix->opts.tombstone_ratio * (double)faiss_Index_ntotal(ix->fx))
-			return rebuild(ix); /* on failure tombstones stay valid */
+			(void)rebuild(ix);
 		return 0;
 	}
 	if (faiss_IDSelectorBatch_new(&sel, 1, &id) != 0)

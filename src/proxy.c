@@ -148,21 +148,27 @@ static void finish_stream(sg_req_t *req, int err)
 	sg__stream_end(req);
 }
 
+/* The transfer is over. Whatever answers the client comes last: once the
+ * response is out, the connection may already be parsing and forwarding the
+ * next pipelined request through this same req, so nothing here touches req
+ * or px after it. */
 static void on_done(void *ud, int err)
 {
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
 	char extra[512];
-	json_t *root = NULL;
+	json_t *root;
 
 	px->xfer = NULL;
+	free(px->upstream_body);
+	px->upstream_body = NULL;
 	if (px->streaming) {
 		finish_stream(req, err);
-		goto out;
+		return;
 	}
 	if (err) {
 		fail_upstream(req, err);
-		goto out;
+		return;
 	}
 	upstream_header(req, extra, sizeof(extra));
 	root = px->body.len ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
@@ -173,9 +179,10 @@ static void on_done(void *ud, int err)
 			sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
 			                  "the upstream answered %ld with a body that is not JSON",
 			                  px->status);
-			goto out;
+			return;
 		}
 		uint64_t id = sg__cache_store_reply(req, px->body.data, px->body.len, root);
+		json_decref(root);
 		if (id) {
 			size_t k = strlen(extra);
 			snprintf(extra + k, sizeof(extra) - k, "X-Semgate-Cache-Id: %llu\r\n",
@@ -183,24 +190,23 @@ static void on_done(void *ud, int err)
 		}
 		sg__respond(req, (int)px->status, "application/json", px->body.data, px->body.len,
 		            extra);
-		goto out;
+		return;
 	}
+	int has_error = json_is_object(root) && json_object_get(root, "error");
+	json_decref(root);
 	if (px->status >= 400 && px->status < 600) {
-		if (json_is_object(root) && json_object_get(root, "error")) {
+		if (has_error) {
 			sg__respond(req, (int)px->status, "application/json", px->body.data,
 			            px->body.len, extra);
-			goto out;
+			return;
 		}
 		sg__respond_error(req, (int)px->status, "upstream_error", "upstream_error",
 		                  "the upstream answered %ld: %.200s", px->status,
 		                  px->body.len ? px->body.data : "(empty body)");
-		goto out;
+		return;
 	}
 	sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
 	                  "the upstream answered with unexpected status %ld", px->status);
-out:
-	json_decref(root);
-	proxy_reset(px);
 }
 
 static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};

@@ -473,6 +473,7 @@ static int on_message_begin(llhttp_t *p)
 	sg_buf_reset(&r->body);
 	r->nhdr = 0;
 	r->in_header_value = 0;
+	r->value_done = 0;
 	r->expect_continue = 0;
 	r->keep_alive = 1;
 	r->id[0] = '\0';
@@ -492,6 +493,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 	sg_conn_t *c = CONN(p);
 	sg_req_t *r = &c->req;
 
+	r->value_done = 0;
 	if (r->nhdr == 0 || r->in_header_value) {
 		/* a new header begins */
 		if (r->nhdr == (size_t)c->srv->cfg->limits.max_headers)
@@ -517,8 +519,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
 	sg_conn_t *c = CONN(p);
 	sg_req_t *r = &c->req;
-	sg_hdr_t *h = &r->hdr[r->nhdr - 1];
 
+	/* A value with no name before it: llhttp reports no empty field names. */
+	if (r->nhdr == 0 || r->value_done)
+		return fail(c, 400);
+	sg_hdr_t *h = &r->hdr[r->nhdr - 1];
 	if (!r->in_header_value) {
 		r->in_header_value = 1;
 		h->value_off = (uint32_t)r->hdrs.len;
@@ -526,6 +531,16 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	if (sg_buf_append(&r->hdrs, at, n))
 		return fail(c, 431);
 	h->value_len += (uint32_t)n;
+	return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+	sg_conn_t *c = CONN(p);
+	if (c->req.nhdr == 0 || c->req.hdr[c->req.nhdr - 1].name_len == 0 || c->req.value_done)
+		return fail(c, 400); /* ": value" */
+	c->req.value_done = 1;
+	c->req.in_header_value = 1; /* even when the value was empty */
 	return 0;
 }
 
@@ -876,6 +891,7 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	srv->parser_settings.on_url = on_url;
 	srv->parser_settings.on_header_field = on_header_field;
 	srv->parser_settings.on_header_value = on_header_value;
+	srv->parser_settings.on_header_value_complete = on_header_value_complete;
 	srv->parser_settings.on_headers_complete = on_headers_complete;
 	srv->parser_settings.on_body = on_body;
 	srv->parser_settings.on_message_complete = on_message_complete;

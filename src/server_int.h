@@ -95,6 +95,7 @@ typedef struct sg_req {
 	uint8_t http_minor;       /* 0 or 1 (HTTP/1.x) */
 	uint8_t keep_alive;       /* connection may be reused after this */
 	uint8_t in_header_value;  /* llhttp is inside a value (vs a name) */
+	uint8_t value_done;       /* the last header's value is complete */
 	uint8_t expect_continue;  /* Expect: 100-continue was asked */
 	sg_buf_t url;             /* request target */
 	sg_buf_t hdrs;            /* header names and values, back to back */

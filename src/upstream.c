@@ -26,6 +26,7 @@ struct sg_xfer {
 	enum xfer_state state;   /* one setter: xfer_set_state() */
 	int headers_sent;        /* on_headers has run */
 	int abort_err;           /* code on_data/on_headers aborted with */
+	int reused;              /* the easy handle has its fixed options set */
 	sg_xfer_t *next;         /* free list / cancel list link */
 	sg_xfer_t *run_prev;     /* running list links, for sg_upstream_close() */
 	sg_xfer_t *run_next;
@@ -60,13 +61,13 @@ static void release(sg_xfer_t *x)
 	sg_upstream_t *up = x->up;
 	curl_multi_remove_handle(up->multi, x->easy);
 	up->active--;
+	x->reused = 1;
 	if (x->run_prev)
 		x->run_prev->run_next = x->run_next;
 	else
 		up->running = x->run_next;
 	if (x->run_next)
 		x->run_next->run_prev = x->run_prev;
-	curl_easy_reset(x->easy);
 	xfer_set_state(x, XFER_FREE);
 	x->cbs = NULL;
 	x->ud = NULL;
@@ -355,26 +356,29 @@ int sg_xfer_start(sg_upstream_t *up, const sg_xfer_req_t *req, const sg_xfer_cbs
 	x->abort_err = 0;
 	x->next = NULL;
 
+	if (!x->reused) {
+		/* Fixed for the handle's life; pooled handles keep them. */
+		curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+		curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+		curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+		curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+		/* Pass upstream bodies through as they are. */
+		curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+	}
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	/* Pass upstream bodies through as they are. */
-	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-	if (req->headers)
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers->list);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->headers ? req->headers->list : NULL);
 	if (req->body) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	} else {
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	}
 	xfer_set_state(x, XFER_RUNNING);
 	if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
-		curl_easy_reset(e);
 		xfer_set_state(x, XFER_FREE);
 		x->next = up->free;
 		up->free = x;

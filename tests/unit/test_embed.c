@@ -106,7 +106,9 @@ static void test_robust(void)
 		"", " ", "???", "!!!", "the", "what is it?", "a an the of",
 		"\xff\xfe\xfd", "caf\xc3\xa9 \xe2\x80\x99s", "\xe2\x80\x99",
 		"it\xe2\x80\x99s", "don't", "'", "''''", "x'", "'x", "C++ vs C#",
-		"$$$ %%% ===", "1234567890", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		"$$$ %%% ===", "1234567890",
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		"==================================================================",
 	};
 	sg_embed_local_t *e;
 	float v[MAX_DIM], w[MAX_DIM];
