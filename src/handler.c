@@ -181,6 +181,7 @@ void sg__handle(sg_req_t *req)
 
 void sg__handle_abort(sg_req_t *req)
 {
+	sg__cache_abort(req);
 	sg__proxy_abort(req);
 }
 

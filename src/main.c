@@ -61,21 +61,28 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 	char err[1024] = "";
 	int rc;
 
-	if (strcmp(cc->embedder.provider, "local") != 0) {
-		sg_log_error("cache.embedder.provider \"%s\" is not supported yet: use \"local\"",
-		             cc->embedder.provider);
-		return SG_EINVAL;
-	}
-	eo.dim = (int)cc->embedder.dim;
-	rc = sg_embed_local_new(&app->embedder, &eo);
-	if (rc) {
-		sg_log_error("local embedder: %s", sg_strerror(rc));
-		return rc;
+	char remote_id[1024];
+	const char *id;
+	int dim = (int)cc->embedder.dim;
+
+	if (strcmp(cc->embedder.provider, "local") == 0) {
+		eo.dim = dim;
+		rc = sg_embed_local_new(&app->embedder, &eo);
+		if (rc) {
+			sg_log_error("local embedder: %s", sg_strerror(rc));
+			return rc;
+		}
+		id = sg_embed_local_id(app->embedder);
+		dim = sg_embed_local_dim(app->embedder);
+	} else {
+		snprintf(remote_id, sizeof(remote_id), "openai:%s@%s:d%d", cc->embedder.model,
+		         cc->embedder.base_url, dim);
+		id = remote_id;
 	}
 	sg_cache_opts_t co = {
 		.path = cc->path,
-		.embedder_id = sg_embed_local_id(app->embedder),
-		.dim = sg_embed_local_dim(app->embedder),
+		.embedder_id = id,
+		.dim = dim,
 		.index_type = strcmp(cc->index, "hnsw") == 0 ? SG_INDEX_HNSW : SG_INDEX_FLAT,
 		.index_opts = {(int)cc->hnsw_m, (int)cc->hnsw_ef_search, 0.25},
 		.max_entries = (uint64_t)cc->max_entries,

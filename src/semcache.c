@@ -1,6 +1,7 @@
 /* The cache step of a request: exact match, then embed and search, then
  * either replay the stored answer or forward and store what comes back. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -243,32 +244,191 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 
 /* --- the step ------------------------------------------------------------------------- */
 
+static const char *const upstream_paths[] = {"/chat/completions", "/completions"};
+
+static void forward(sg_req_t *req)
+{
+	sg_reqcache_t *rc = &req->cache;
+	json_t *root = rc->root;
+
+	rc->root = NULL;
+	sg__proxy(req, rc->model, root, upstream_paths[rc->kind], rc->stream);
+	json_decref(root);
+}
+
+/* Embedding done (or failed): search, then serve or forward. */
+static void after_embed(sg_req_t *req)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_reqcache_t *rc = &req->cache;
+	sg_cache_hit_t hit;
+	float best;
+
+	if (!rc->no_cache && rc->have_vec &&
+	    sg_cache_lookup_semantic(srv->cache, &rc->key, rc->vec, (float)rc->threshold, now_s(),
+	                             &hit, &best) == 0) {
+		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
+		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
+		json_decref(rc->root);
+		rc->root = NULL;
+		serve_hit(req, &hit, rc->stream);
+		sg_cache_hit_free(&hit);
+		return;
+	}
+	if (!rc->no_cache)
+		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
+	rc_set_state(rc, rc->no_cache ? SG_RC_REFRESH : SG_RC_MISS);
+	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),
+	               rc->no_cache ? SG_STAT_REFRESH : SG_STAT_MISS, 0, 0, 0);
+	sg_buf_reset(&rc->line);
+	sg_buf_reset(&rc->text);
+	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
+	rc->created = 0;
+	rc->prompt_tokens = -1;
+	rc->completion_tokens = 0;
+	forward(req);
+}
+
+static void embed_failed(sg_req_t *req, const char *why)
+{
+	sg_stats_embed_error(sg__req_server(req)->stats);
+	sg_log_warn("%s: embedding failed (%s): the request skips the semantic lookup", req->id, why);
+	req->cache.have_vec = 0;
+}
+
+/* --- the remote (OpenAI-compatible) embedder ---------------------------------- */
+
+static int embed_on_headers(void *ud, long status, const char *ctype)
+{
+	sg_req_t *req = ud;
+	req->cache.embed_status = status;
+	return 0;
+}
+
+static int embed_on_data(void *ud, const char *p, size_t n)
+{
+	sg_req_t *req = ud;
+	return sg_buf_append(&req->cache.embed_body, p, n) ? SG_ETOOBIG : 0;
+}
+
+/* Parse {"data":[{"embedding":[...]}]} into rc->vec, normalised. */
+static const char *parse_embedding(sg_reqcache_t *rc, int dim)
+{
+	json_t *root = json_loadb(rc->embed_body.data, rc->embed_body.len, 0, NULL);
+	json_t *v = json_object_get(json_array_get(json_object_get(root, "data"), 0), "embedding");
+	const char *why = NULL;
+	double norm = 0;
+	size_t i;
+	json_t *x;
+
+	if (!json_is_array(v)) {
+		why = "no data[0].embedding in the reply";
+		goto out;
+	}
+	if (json_array_size(v) != (size_t)dim) {
+		why = "the embedding has the wrong dimension (check cache.embedder.dim)";
+		goto out;
+	}
+	json_array_foreach(v, i, x) {
+		if (!json_is_number(x)) {
+			why = "the embedding holds a non-number";
+			goto out;
+		}
+		rc->vec[i] = (float)json_number_value(x);
+		norm += (double)rc->vec[i] * rc->vec[i];
+	}
+	if (!(norm > 0) || norm != norm) {
+		why = "the embedding is zero or not finite";
+		goto out;
+	}
+	norm = sqrt(norm);
+	for (i = 0; i < (size_t)dim; i++)
+		rc->vec[i] = (float)(rc->vec[i] / norm);
+out:
+	json_decref(root);
+	return why;
+}
+
+static void embed_on_done(void *ud, int err)
+{
+	sg_req_t *req = ud;
+	sg_reqcache_t *rc = &req->cache;
+	const char *why = NULL;
+	char tmp[64];
+
+	rc->embed_xfer = NULL;
+	if (err) {
+		why = sg_strerror(err);
+	} else if (rc->embed_status != 200) {
+		snprintf(tmp, sizeof(tmp), "status %ld", rc->embed_status);
+		why = tmp;
+	} else {
+		why = parse_embedding(rc, (int)sg__req_server(req)->cfg->cache.embedder.dim);
+	}
+	if (why)
+		embed_failed(req, why);
+	else
+		rc->have_vec = 1;
+	sg_buf_reset(&rc->embed_body);
+	after_embed(req);
+}
+
+static const sg_xfer_cbs_t embed_cbs = {embed_on_headers, embed_on_data, embed_on_done};
+
+static int embed_remote(sg_req_t *req)
+{
+	sg_server_t *srv = sg__req_server(req);
+	const sg_embedder_config_t *ec = &srv->cfg->cache.embedder;
+	sg_reqcache_t *rc = &req->cache;
+	sg_xfer_req_t xr;
+
+	if (rc->embed_body.max == 0)
+		sg_buf_init(&rc->embed_body, 64u << 20);
+	sg_buf_reset(&rc->embed_body);
+	json_t *body = json_pack("{s:s,s:s%}", "model", ec->model, "input", rc->key.prompt.data,
+	                         rc->key.prompt.len);
+	free(rc->embed_req);
+	rc->embed_req = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (rc->embed_req == NULL)
+		return SG_ENOMEM;
+	xr.url = srv->embed_url;
+	xr.headers = srv->embed_headers;
+	xr.body = rc->embed_req;
+	xr.body_len = strlen(rc->embed_req);
+	xr.connect_timeout_ms = ec->timeout_ms;
+	xr.timeout_ms = ec->timeout_ms;
+	rc->embed_status = 0;
+	return sg_xfer_start(srv->upstream, &xr, &embed_cbs, req, &rc->embed_xfer);
+}
+
 void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind, int stream)
 {
-	static const char *const paths[] = {"/chat/completions", "/completions"};
 	sg_server_t *srv = sg__req_server(req);
 	const sg_config_t *cfg = srv->cfg;
 	sg_reqcache_t *rc = &req->cache;
-	json_t *root = rootp;
 	sg_cache_hit_t hit;
-	double threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
-	int no_cache, err;
 	const char *problem;
-	float best;
+	int err;
 
 	rc->model = model;
 	rc->kind = kind;
+	rc->stream = stream;
 	rc->no_store = 0;
 	rc->have_vec = 0;
 	rc->storable = 1;
-	rc->include_usage = json_is_true(json_object_get(json_object_get(root, "stream_options"),
+	rc->root = json_incref(rootp);
+	rc->threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
+	rc->include_usage = json_is_true(json_object_get(json_object_get(rc->root, "stream_options"),
 	                                                 "include_usage"));
 	if (srv->cache == NULL || !model->cache_enabled) {
 		rc_set_state(rc, SG_RC_OFF);
-		goto forward;
+		return forward(req);
 	}
-	problem = parse_controls(req, cfg, &no_cache, &threshold);
+	problem = parse_controls(req, cfg, &rc->no_cache, &rc->threshold);
 	if (problem) {
+		json_decref(rc->root);
+		rc->root = NULL;
 		sg__respond_error(req, 400, "invalid_request_error", "invalid_cache_control", "%s",
 		                  problem);
 		return;
@@ -280,8 +440,11 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 		: strcmp(cfg->cache.embed, "last_turns") == 0 ? SG_EMBED_LAST_TURNS
 		                                                : SG_EMBED_LAST_USER,
 		(int)cfg->cache.embed_turns, cfg->cache.max_temperature};
-	err = sg_cache_key_build(&rc->key, root, (enum sg_cache_kind)kind, ns_of(rc), model->name, &ko);
+	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(rc), model->name,
+	                         &ko);
 	if (err == SG_ENOMEM) {
+		json_decref(rc->root);
+		rc->root = NULL;
 		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
 		return;
 	}
@@ -289,49 +452,48 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 		rc_set_state(rc, SG_RC_BYPASS);
 		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
 		sg_stats_count(srv->stats, model->name, ns_of(rc), SG_STAT_BYPASS, 0, 0, 0);
-		goto forward;
+		return forward(req);
 	}
 
-	uint64_t t0 = sg_now_us();
-	int64_t now = now_s();
-	if (!no_cache && sg_cache_lookup_exact(srv->cache, &rc->key, now, &hit) == 0) {
-		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
+	rc->t0 = sg_now_us();
+	if (!rc->no_cache && sg_cache_lookup_exact(srv->cache, &rc->key, now_s(), &hit) == 0) {
+		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_EXACT);
+		json_decref(rc->root);
+		rc->root = NULL;
 		serve_hit(req, &hit, stream);
 		sg_cache_hit_free(&hit);
 		return;
 	}
 	if (rc->vec == NULL)
-		rc->vec = malloc(sizeof(float) * (size_t)sg_embed_local_dim(srv->embedder));
-	if (rc->vec &&
-	    sg_embed_local_embed(srv->embedder, rc->key.prompt.data, rc->key.prompt.len, rc->vec) == 0) {
+		rc->vec = malloc(sizeof(float) * (size_t)cfg->cache.embedder.dim);
+	if (rc->vec == NULL) {
+		embed_failed(req, "out of memory");
+		return after_embed(req);
+	}
+	if (srv->embedder == NULL) {
+		err = embed_remote(req);
+		if (err == 0)
+			return; /* continues in embed_on_done */
+		embed_failed(req, sg_strerror(err));
+		return after_embed(req);
+	}
+	if (sg_embed_local_embed(srv->embedder, rc->key.prompt.data, rc->key.prompt.len, rc->vec) == 0)
 		rc->have_vec = 1;
-	} else {
-		sg_stats_embed_error(srv->stats);
-		sg_log_warn("%s: embedding failed: the request bypasses the semantic lookup", req->id);
+	else
+		embed_failed(req, "local embedder error");
+	after_embed(req);
+}
+
+void sg__cache_abort(sg_req_t *req)
+{
+	sg_reqcache_t *rc = &req->cache;
+	if (rc->embed_xfer) {
+		sg_xfer_cancel(rc->embed_xfer);
+		rc->embed_xfer = NULL;
 	}
-	if (!no_cache && rc->have_vec &&
-	    sg_cache_lookup_semantic(srv->cache, &rc->key, rc->vec, (float)threshold, now, &hit,
-	                             &best) == 0) {
-		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
-		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
-		serve_hit(req, &hit, stream);
-		sg_cache_hit_free(&hit);
-		return;
-	}
-	if (!no_cache)
-		sg_stats_lookup_us(srv->stats, sg_now_us() - t0);
-	rc_set_state(rc, no_cache ? SG_RC_REFRESH : SG_RC_MISS);
-	sg_stats_count(srv->stats, model->name, ns_of(rc), no_cache ? SG_STAT_REFRESH : SG_STAT_MISS,
-	               0, 0, 0);
-	sg_buf_reset(&rc->line);
-	sg_buf_reset(&rc->text);
-	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
-	rc->created = 0;
-	rc->prompt_tokens = -1;
-	rc->completion_tokens = 0;
-forward:
-	sg__proxy(req, model, root, paths[kind], stream);
+	json_decref(rc->root);
+	rc->root = NULL;
 }
 
 void sg__cache_headers(const sg_req_t *req, char *out, size_t n)
@@ -492,6 +654,8 @@ void sg__cache_req_free(sg_req_t *req)
 	if (rc->key.prompt.max)
 		sg_cache_key_free(&rc->key);
 	free(rc->vec);
+	free(rc->embed_req);
+	sg_buf_free(&rc->embed_body);
 	sg_buf_free(&rc->line);
 	sg_buf_free(&rc->text);
 }

@@ -931,6 +931,24 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		}
 	}
 
+	if (cache && embedder == NULL) {
+		const sg_embedder_config_t *ec = &cfg->cache.embedder;
+		const char *lines[3];
+		char auth[1024];
+		size_t n = 0;
+		snprintf(srv->embed_url, sizeof(srv->embed_url), "%s/embeddings", ec->base_url);
+		lines[n++] = "Content-Type: application/json";
+		lines[n++] = "Expect:";
+		if (ec->api_key) {
+			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", ec->api_key);
+			lines[n++] = auth;
+		}
+		srv->embed_headers = sg_upstream_headers_new(lines, n);
+		if (srv->embed_headers == NULL) {
+			rc = SG_ENOMEM;
+			goto fail_headers;
+		}
+	}
 	if (uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr) != 0 &&
 	    uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr) != 0) {
 		sg_log_error("listen: \"%s\" is not an IPv4 or IPv6 address", cfg->listen_host);
@@ -987,6 +1005,7 @@ void sg_server_free(sg_server_t *srv)
 			if (srv->dep_headers)
 				sg_upstream_headers_free(srv->dep_headers[k]);
 	free(srv->dep_headers);
+	sg_upstream_headers_free(srv->embed_headers);
 	sg_stats_free(srv->stats);
 	free(srv);
 }

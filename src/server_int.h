@@ -59,7 +59,16 @@ typedef struct sg_reqcache {
 	enum sg_rc_state state;      /* one setter: rc_set_state() */
 	const sg_model_t *model;     /* model group */
 	int kind;                    /* enum sg_cache_kind */
+	int stream;                  /* the client asked for a stream */
+	int no_cache;                /* Cache-Control: no-cache */
 	int no_store;                /* Cache-Control: no-store */
+	double threshold;            /* similarity needed for a hit */
+	uint64_t t0;                 /* lookup start (µs) */
+	void *root;                  /* parsed request body (json_t, one reference) */
+	sg_xfer_t *embed_xfer;       /* remote embedding in flight */
+	char *embed_req;             /* its request body (owned) */
+	sg_buf_t embed_body;         /* its reply */
+	long embed_status;           /* its HTTP status */
 	int include_usage;           /* stream_options.include_usage */
 	int64_t ttl_s;               /* time to live of what is stored */
 	char ns[129];                /* namespace */
@@ -118,7 +127,9 @@ struct sg_server {
 	uv_timer_t date_timer;    /* refreshes the cached Date header */
 	sg_upstream_t *upstream;  /* libcurl multi on the loop */
 	sg_cache_t *cache;        /* the semantic cache, or NULL when off (borrowed) */
-	sg_embed_local_t *embedder; /* local embedder (borrowed) */
+	sg_embed_local_t *embedder; /* local embedder (borrowed), NULL: remote */
+	char embed_url[1024];     /* remote embedder: base_url + "/embeddings" */
+	sg_upstream_headers_t *embed_headers; /* remote embedder's request headers */
 	sg_stats_t *stats;        /* statistics (owned) */
 	uv_timer_t maint_timer;   /* cache maintenance */
 	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
@@ -189,6 +200,8 @@ uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, void
 void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n);
 /** The stream ended (ok: completed with [DONE]). */
 void sg__cache_stream_end(sg_req_t *req, int ok);
+/** The client went away: cancel an embedding in flight, drop references. */
+void sg__cache_abort(sg_req_t *req);
 /** Release the request's cache state (connection teardown). */
 void sg__cache_req_free(sg_req_t *req);
 
