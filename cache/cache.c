@@ -567,9 +567,13 @@ int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
 	flush_hits(c);
 	if (checkpoint)
 		rc = checkpoint_scopes(c);
-	sg_store_sync(c->store);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+int sg_cache_sync(sg_cache_t *c)
+{
+	return sg_store_sync(c->store);
 }
 
 void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out)

@@ -853,6 +853,20 @@ void sg_server_drain(sg_server_t *srv)
 	server_maybe_done(srv);
 }
 
+static void sync_work(uv_work_t *w)
+{
+	sg_server_t *srv = w->data;
+	srv->sync_rc = sg_cache_sync(srv->cache);
+}
+
+static void sync_done(uv_work_t *w, int status)
+{
+	sg_server_t *srv = w->data;
+	srv->syncing = 0;
+	if (status == 0 && srv->sync_rc)
+		sg_log_warn("cache: fsync failed: %s", sg_strerror(srv->sync_rc));
+}
+
 static void on_maintenance(uv_timer_t *t)
 {
 	sg_server_t *srv = t->data;
@@ -863,6 +877,13 @@ static void on_maintenance(uv_timer_t *t)
 		sg_log_warn("cache maintenance: %s", sg_strerror(rc));
 	if (checkpoint)
 		srv->last_checkpoint_s = now;
+	/* Committed data survives a crash of the process as it is; the fsync
+	 * guards against power loss, on a thread of its own. */
+	if (!srv->syncing && !srv->draining) {
+		srv->sync_work.data = srv;
+		if (uv_queue_work(srv->loop, &srv->sync_work, sync_work, sync_done) == 0)
+			srv->syncing = 1;
+	}
 }
 
 int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,

@@ -132,6 +132,9 @@ struct sg_server {
 	sg_upstream_headers_t *embed_headers; /* remote embedder's request headers */
 	sg_stats_t *stats;        /* statistics (owned) */
 	uv_timer_t maint_timer;   /* cache maintenance */
+	uv_work_t sync_work;      /* fsync of the cache off the loop */
+	int syncing;              /* sync_work is queued or running */
+	int sync_rc;              /* its result */
 	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
 	sg_upstream_headers_t **dep_headers; /* per deployment, flat in config order */
 	llhttp_settings_t parser_settings; /* shared llhttp callbacks */

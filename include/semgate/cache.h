@@ -79,9 +79,11 @@ int sg_cache_delete(sg_cache_t *c, uint64_t id);
 /** Delete every entry of a namespace (ns NULL: all); *n gets the count. */
 int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n);
 
-/** Periodic work: expiry sweep, hit counters to disk, checkpoints of changed
- * indexes (when `checkpoint`), fsync. */
+/** Periodic work: expiry sweep, hit counters to the store, checkpoints of
+ * changed indexes (when `checkpoint`). */
 int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint);
+/** fsync the store. Safe from a worker thread while the cache is in use. */
+int sg_cache_sync(sg_cache_t *c);
 
 void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out);
 

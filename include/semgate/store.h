@@ -273,8 +273,11 @@ typedef int (*sg_store_checkpoint_cb)(void *ud, uint64_t scope_hash, uint64_t la
 int sg_store_iter_checkpoints(sg_store_t *s, sg_store_checkpoint_cb cb, void *ud,
 			      size_t *nskipped);
 
-/** fsync the environment: what was committed survives a power loss.
- * Takes milliseconds: call it from a timer, not per request. */
+/**
+ * Flush committed transactions to disk (fsync: can take 100 ms and more).
+ * The one call that may run on another thread while the owner goes on using
+ * the store, so that the event loop never waits for the disk. SG_EIO.
+ */
 int sg_store_sync(sg_store_t *s);
 
 /** Fill *out with counters (see sg_store_stats_t). */
