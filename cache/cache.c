@@ -79,7 +79,8 @@ static scope_t *scope_get(sg_cache_t *c, uint64_t hash, int create)
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
-	if (sg_index_new(&s->ix, c->o.dim, c->o.index_type, &c->o.index_opts) != 0 ||
+	if (sg_index_new(&s->ix, c->o.dim, c->o.auto_hnsw ? SG_INDEX_FLAT : c->o.index_type,
+	                 &c->o.index_opts) != 0 ||
 	    sg__u64map_put(&c->scopes, hash, s) != 0) {
 		sg_index_free(s->ix);
 		free(s);
@@ -105,6 +106,51 @@ static int drop_entry(sg_cache_t *c, node_t *n)
 	c->nbytes -= n->bytes;
 	free(n);
 	return 0;
+}
+
+/*
+ * In auto mode a scope starts with an exact (flat) index and moves to HNSW
+ * once it holds hnsw_min_entries: a flat search reads every vector, which
+ * stops being cheap at about that size. The vectors come from the store.
+ */
+static int scope_upgrade(sg_cache_t *c, uint64_t hash, scope_t *s)
+{
+	size_t n = sg_index_count(s->ix), k = 0;
+	int64_t *ids = malloc(n * sizeof(*ids));
+	float *vecs = malloc(n * (size_t)c->o.dim * sizeof(float));
+	sg_index_t *ix = NULL;
+	int rc = SG_ENOMEM;
+
+	if (ids == NULL || vecs == NULL)
+		goto out;
+	for (size_t i = 0; i < c->nodes.cap && k < n; i++) {
+		node_t *node = c->nodes.vals[i];
+		if (node == NULL || node->scope_hash != hash)
+			continue;
+		if (sg_store_get_vector(c->store, node->id, vecs + k * (size_t)c->o.dim) == 0)
+			ids[k++] = (int64_t)node->id;
+	}
+	rc = sg_index_new(&ix, c->o.dim, SG_INDEX_HNSW, &c->o.index_opts);
+	if (rc == 0)
+		rc = sg_index_add_batch(ix, k, ids, vecs);
+	if (rc == 0) {
+		sg_index_free(s->ix);
+		s->ix = ix;
+		ix = NULL;
+		s->dirty = 1;
+	}
+out:
+	sg_index_free(ix);
+	free(ids);
+	free(vecs);
+	return rc;
+}
+
+static void maybe_upgrade(sg_cache_t *c, uint64_t hash, scope_t *s)
+{
+	if (c->o.auto_hnsw && sg_index_kind(s->ix) == SG_INDEX_FLAT &&
+	    sg_index_count(s->ix) >= c->o.hnsw_min_entries)
+		scope_upgrade(c, hash, s); /* on failure the flat index goes on serving */
 }
 
 static node_t *node_add(sg_cache_t *c, uint64_t id, uint64_t scope_hash, uint64_t bytes,
@@ -135,8 +181,16 @@ static uint64_t entry_bytes(const sg_cache_t *c, const sg_entry_meta_t *m)
 
 /* --- opening ---------------------------------------------------------------------- */
 
+/* Vectors of one scope waiting to be added in one batch at start-up. */
+typedef struct pending {
+	int64_t *ids;      /* entry ids */
+	float *vecs;       /* their vectors, back to back */
+	size_t n, cap;     /* used, allocated */
+} pending_t;
+
 typedef struct load_ctx {
 	sg_cache_t *c;     /* the cache */
+	sg_u64map_t pending; /* scope hash -> pending_t */
 	int64_t now_s;     /* for expiry */
 	uint64_t *expired; /* ids to delete after the scan */
 	size_t nexpired, cap_expired;
@@ -196,9 +250,29 @@ static int load_entry(void *ud, const sg_entry_meta_t *m, const float *vec)
 	if (push((void **)&lc->order, &lc->norder, &lc->cap_order, sizeof(node_t *), &n))
 		return lc->err = SG_ENOMEM;
 	if (vec && m->id > s->ckpt_id) {
-		int rc = sg_index_add(s->ix, (int64_t)m->id, vec);
-		if (rc)
-			return lc->err = rc;
+		pending_t *p = sg__u64map_get(&lc->pending, m->scope_hash);
+		size_t dim = (size_t)c->o.dim;
+		if (p == NULL) {
+			p = calloc(1, sizeof(*p));
+			if (p == NULL || sg__u64map_put(&lc->pending, m->scope_hash, p) != 0) {
+				free(p);
+				return lc->err = SG_ENOMEM;
+			}
+		}
+		if (p->n == p->cap) {
+			size_t cap = p->cap ? p->cap * 2 : 64;
+			int64_t *ids = realloc(p->ids, cap * sizeof(*ids));
+			if (ids)
+				p->ids = ids;
+			float *vecs = ids ? realloc(p->vecs, cap * dim * sizeof(float)) : NULL;
+			if (vecs == NULL)
+				return lc->err = SG_ENOMEM;
+			p->vecs = vecs;
+			p->cap = cap;
+		}
+		p->ids[p->n] = (int64_t)m->id;
+		memcpy(p->vecs + p->n * dim, vec, dim * sizeof(float));
+		p->n++;
 		s->dirty = 1;
 	}
 	if (m->id > s->max_id)
@@ -238,6 +312,7 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 
 	lc.c = c;
 	lc.now_s = now_s;
+	sg__u64map_init(&lc.pending);
 	rc = sg_store_iter_checkpoints(c->store, load_checkpoint, &lc, &skipped);
 	if (rc == 0)
 		rc = lc.err;
@@ -245,6 +320,30 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 		rc = sg_store_iter(c->store, 0, 0, load_entry, &lc, &skipped);
 	if (rc == 0)
 		rc = lc.err;
+	/* Index what the checkpoints lack, a scope at a time (HNSW adds in
+	 * parallel when given a batch). */
+	for (size_t i = 0; i < lc.pending.cap; i++) {
+		pending_t *p = lc.pending.vals[i];
+		if (p == NULL)
+			continue;
+		scope_t *sc = scope_get(c, lc.pending.keys[i], 0);
+		if (rc == 0 && sc) {
+			if (c->o.auto_hnsw && sg_index_kind(sc->ix) == SG_INDEX_FLAT &&
+			    sg_index_count(sc->ix) == 0 && p->n >= c->o.hnsw_min_entries) {
+				sg_index_free(sc->ix);
+				sc->ix = NULL;
+				rc = sg_index_new(&sc->ix, c->o.dim, SG_INDEX_HNSW, &c->o.index_opts);
+			}
+			if (rc == 0)
+				rc = sg_index_add_batch(sc->ix, p->n, p->ids, p->vecs);
+			if (rc == 0)
+				maybe_upgrade(c, lc.pending.keys[i], sc);
+		}
+		free(p->ids);
+		free(p->vecs);
+		free(p);
+	}
+	sg__u64map_free(&lc.pending);
 	if (rc) {
 		snprintf(err, errlen, "cache at %s: loading entries failed: %s", o->path,
 		         sg_strerror(rc));
@@ -502,6 +601,8 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 	s->dirty = 1;
 	if (id > s->max_id)
 		s->max_id = id;
+	if (vec)
+		maybe_upgrade(c, k->scope_hash, s);
 	if (id_out)
 		*id_out = id;
 	evict(c);
@@ -594,7 +695,12 @@ void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out)
 	out->expired = c->expired;
 	if (sg_store_stats(c->store, &ss) == 0)
 		out->file_bytes = ss.file_bytes;
-	out->index_type = c->o.index_type == SG_INDEX_HNSW ? "hnsw" : "flat";
+	out->index_type = c->o.auto_hnsw ? "auto" : c->o.index_type == SG_INDEX_HNSW ? "hnsw" : "flat";
+	for (size_t i = 0; i < c->scopes.cap; i++) {
+		scope_t *s = c->scopes.vals[i];
+		if (s && sg_index_kind(s->ix) == SG_INDEX_HNSW)
+			out->hnsw_scopes++;
+	}
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -84,6 +84,8 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 		.embedder_id = id,
 		.dim = dim,
 		.index_type = strcmp(cc->index, "hnsw") == 0 ? SG_INDEX_HNSW : SG_INDEX_FLAT,
+		.auto_hnsw = strcmp(cc->index, "auto") == 0,
+		.hnsw_min_entries = (size_t)cc->hnsw_min_entries,
 		.index_opts = {(int)cc->hnsw_m, (int)cc->hnsw_ef_search, 0.25},
 		.max_entries = (uint64_t)cc->max_entries,
 		.max_bytes = (uint64_t)cc->max_bytes,
@@ -100,6 +102,7 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 		app->embedder = NULL;
 		return rc;
 	}
+	sg_index_set_threads(1); /* loading is done: searches run on the loop alone */
 	sg_cache_stats_t st;
 	sg_cache_stats(app->cache, &st);
 	sg_log_info("cache at %s: %llu entries in %llu scopes (%s index, embedder %s), loaded in %.1f ms",

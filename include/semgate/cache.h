@@ -21,7 +21,9 @@ typedef struct sg_cache_opts {
 	const char *path;           /* LMDB directory */
 	const char *embedder_id;    /* identity stored with the data */
 	int dim;                    /* vector dimension */
-	sg_index_type_t index_type; /* per-scope index kind */
+	sg_index_type_t index_type; /* per-scope index kind (unless auto_hnsw) */
+	int auto_hnsw;              /* flat, then HNSW from hnsw_min_entries on */
+	size_t hnsw_min_entries;    /* with auto_hnsw: entries that make a scope HNSW */
 	sg_index_opts_t index_opts; /* HNSW parameters */
 	uint64_t max_entries;       /* 0: unlimited */
 	uint64_t max_bytes;         /* 0: unlimited */
@@ -45,7 +47,8 @@ typedef struct sg_cache_stats {
 	uint64_t evicted;        /* entries evicted for size since start */
 	uint64_t expired;        /* entries removed on expiry since start */
 	uint64_t file_bytes;     /* data.mdb size */
-	const char *index_type;  /* "flat" or "hnsw" */
+	const char *index_type;  /* "flat", "hnsw" or "auto" */
+	uint64_t hnsw_scopes;    /* scopes whose index is HNSW */
 } sg_cache_stats_t;
 
 /**

@@ -75,7 +75,8 @@ typedef struct sg_cache_config {
 	long max_entries;        /* LRU cap on entries; 0: none */
 	long max_bytes;          /* LRU cap on stored bytes; 0: none */
 	long map_size_mb;        /* LMDB map size cap */
-	char *index;             /* "flat" or "hnsw" */
+	char *index;             /* "auto", "flat" or "hnsw" */
+	long hnsw_min_entries;   /* auto: scopes this large use HNSW */
 	long hnsw_m;             /* HNSW links per node */
 	long hnsw_ef_search;     /* HNSW search breadth */
 	char *embed;             /* "last_user", "last_message" or "last_turns" */

@@ -154,4 +154,11 @@ int sg_index_load(sg_index_t *ix, const void *data, size_t len);
  */
 void sg_index_errmsg(const sg_index_t *ix, char *buf, size_t size);
 
+/**
+ * Threads FAISS may use for the calling thread's work (OpenMP). Batch builds
+ * at start-up gain from several; single-query searches on the event loop run
+ * best on one, without waking (and spinning) OpenMP workers.
+ */
+void sg_index_set_threads(int n);
+
 #endif

@@ -1,0 +1,393 @@
+"""The semantic cache on disk: entries, vectors and index across restarts
+(SIGTERM and SIGKILL), embedder mismatches, --rebuild-cache, and corrupt or
+unusable cache paths."""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+
+FRANCE = "What is the capital of France?"
+FRANCE_PARAPHRASE = "what is the capital city of France"
+PLANETS = "please list the planets of the solar system in order"
+PLANETS_PARAPHRASE = "list the planets of the solar system in order please"
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def cache_config(mock, **cache):
+    """The default config with the cache in a fresh dir that outlives one
+    semgate process (removed at the end of the test)."""
+    cfg = h.base_config(mock)
+    cfg["cache"] = dict(cache)
+    cfg["cache"].setdefault("path", os.path.join(h.make_temp_dir("sg-it-cache-"), "cache"))
+    return cfg
+
+
+def state(resp):
+    return resp.header("X-Semgate-Cache")
+
+
+def expect_state(resp, want, what="X-Semgate-Cache"):
+    h.expect_status(resp, 200)
+    h.expect_eq(state(resp), want, what)
+
+
+def chat(sg, prompt, headers=None, **extra):
+    return sg.post_json(CHAT, h.chat_body(prompt, **extra), headers=headers)
+
+
+def stats(sg):
+    r = sg.request("GET", "/stats")
+    h.expect_status(r, 200)
+    return r.json()
+
+
+def stop_gracefully(sg):
+    sg.signal(signal.SIGTERM)
+    rc = sg.wait_exit(30)
+    h.expect_eq(rc, 0, "exit code after SIGTERM")
+
+
+def expect_refused(cfg, *mentions, args=()):
+    """semgate with cfg exits 1 at startup (not a signal) and its output
+    mentions every string of mentions (case-insensitively). Returns the log."""
+    sg = h.Semgate(cfg, wait=False, args=args)
+    rc = sg.wait_exit(30)
+    log = sg.log()
+    h.expect(rc == 1, "exit code %r, want 1 (negative = killed by a signal); log:\n%s", rc, log)
+    for m in mentions:
+        h.expect(m.lower() in log.lower(), "startup error does not mention %r:\n%s", m, log)
+    return log
+
+
+def data_file(cfg):
+    return os.path.join(cfg["cache"]["path"], "data.mdb")
+
+
+def fill_and_stop(mock, cfg, prompts=(FRANCE, "How do I bake bread?")):
+    """Start semgate on cfg, store prompts, stop it with SIGTERM."""
+    sg = h.Semgate(cfg)
+    for p in prompts:
+        expect_state(chat(sg, p), "miss", p)
+    stop_gracefully(sg)
+    h.expect(os.path.exists(data_file(cfg)), "no data.mdb in %s: %r", cfg["cache"]["path"],
+             os.listdir(cfg["cache"]["path"]))
+
+
+# --- restarts ------------------------------------------------------------------------
+
+
+def restart_keeps_cache(index):
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock, threshold=0.8, index=index)
+    sg = h.Semgate(cfg)
+    miss = chat(sg, FRANCE)
+    expect_state(miss, "miss")
+    eid = miss.header("X-Semgate-Cache-Id")
+    for p in ("How do I bake bread?", "best way to learn piano"):
+        expect_state(chat(sg, p), "miss", p)
+    before = chat(sg, FRANCE_PARAPHRASE)
+    expect_state(before, "hit-semantic", "paraphrase before the restart")
+    sim = before.header("X-Semgate-Similarity")
+    st0 = stats(sg)["cache"]
+    stop_gracefully(sg)
+
+    sg = h.Semgate(cfg)
+    st = stats(sg)["cache"]
+    h.expect_eq((st["entries"], st["index_vectors"], st["index_type"]),
+                (st0["entries"], st0["index_vectors"], index), "entries, vectors, index type")
+    n = mock.stats()["chat"]
+    r = chat(sg, FRANCE)
+    expect_state(r, "hit-exact", "exact repeat after the restart")
+    h.expect_answer(r, FRANCE)
+    h.expect_eq(r.header("X-Semgate-Cache-Id"), eid, "cache id after the restart")
+    r = chat(sg, FRANCE_PARAPHRASE)
+    expect_state(r, "hit-semantic", "paraphrase after the restart")
+    h.expect_answer(r, FRANCE)
+    h.expect_eq(r.header("X-Semgate-Similarity"), sim, "similarity after the restart")
+    h.expect_eq(mock.stats()["chat"], n, "upstream chat requests after the restart")
+    # still writable after the restart
+    expect_state(chat(sg, "why is the sea salty"), "miss")
+    expect_state(chat(sg, "why is the sea salty"), "hit-exact")
+
+
+def test_restart_keeps_entries_flat():
+    restart_keeps_cache("flat")
+
+
+def test_restart_keeps_entries_hnsw():
+    restart_keeps_cache("hnsw")
+
+
+def test_restart_openai_embedder_no_reembedding():
+    mock = h.Mock("--quiet", "--embed-dim", "64")
+    emb = {"provider": "openai", "base_url": mock.url, "model": "emb", "dim": 64}
+    cfg = cache_config(mock, threshold=0.8, embedder=emb)
+    sg = h.Semgate(cfg)
+    expect_state(chat(sg, PLANETS), "miss")
+    for p in ("why is the sky blue during the day", "how many legs does a spider have"):
+        expect_state(chat(sg, p), "miss", p)
+    r = chat(sg, PLANETS_PARAPHRASE)
+    expect_state(r, "hit-semantic", "paraphrase before the restart")
+    sim = r.header("X-Semgate-Similarity")
+    stop_gracefully(sg)
+
+    e0 = mock.stats()["embeddings"]
+    sg = h.Semgate(cfg)
+    h.expect_eq(stats(sg)["cache"]["index_vectors"], 3, "index_vectors after the restart")
+    h.expect_eq(mock.stats()["embeddings"], e0, "embedding calls during the restart")
+    expect_state(chat(sg, PLANETS), "hit-exact", "exact repeat after the restart")
+    h.expect_eq(mock.stats()["embeddings"], e0, "embedding calls for an exact hit")
+    r = chat(sg, PLANETS_PARAPHRASE)
+    expect_state(r, "hit-semantic", "paraphrase after the restart")
+    h.expect_eq(r.header("X-Semgate-Similarity"), sim, "similarity after the restart")
+    h.expect_eq(mock.stats()["embeddings"], e0 + 1, "embedding calls (the query only)")
+    h.expect_eq(stats(sg)["embed_errors"], 0, "embed_errors")
+
+
+def test_restart_keeps_deletions_hits_and_ttl():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock, threshold=0.99)
+    sg = h.Semgate(cfg)
+    gone = chat(sg, "a question to delete")
+    expect_state(gone, "miss")
+    kept = chat(sg, "a question to keep")
+    expect_state(kept, "miss")
+    short = chat(sg, "a question that expires soon", headers={"X-Semgate-TTL": "2"})
+    expect_state(short, "miss")
+    ent = sg.request("GET", "/cache/entries/" + short.header("X-Semgate-Cache-Id")).json()
+    for _ in range(2):
+        expect_state(chat(sg, "a question to keep"), "hit-exact")
+    h.expect_status(sg.request("DELETE", "/cache/entries/" + gone.header("X-Semgate-Cache-Id")),
+                    200)
+    stop_gracefully(sg)
+
+    sg = h.Semgate(cfg)
+    r = sg.request("GET", "/cache/entries/" + kept.header("X-Semgate-Cache-Id"))
+    h.expect_status(r, 200)
+    h.expect_eq(r.json()["hits"], 2, "hits of the kept entry after the restart")
+    h.expect_error(sg.request("GET", "/cache/entries/" + gone.header("X-Semgate-Cache-Id")), 404)
+    expect_state(chat(sg, "a question to delete", headers={"Cache-Control": "no-store"}),
+                 "miss", "deleted entry after the restart")
+    # the TTL counts from creation, not from the restart
+    h.wait_for(lambda: time.time() >= ent["expires"] + 1.2, timeout=10, interval=0.1,
+               what="the TTL to pass")
+    expect_state(chat(sg, "a question that expires soon"), "miss", "expired after the restart")
+    expect_state(chat(sg, "a question to keep"), "hit-exact", "kept entry")
+
+
+def test_sigkill_during_writes():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock, threshold=0.99, checkpoint_interval_s=1)
+    sg = h.Semgate(cfg)
+    done = []  # (prompt, id) of every request answered in full with a cache id
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            prompt = "durable write number %d about topic %d" % (i, i * 7919 % 10007)
+            i += 1
+            try:
+                r = chat(sg, prompt)
+            except Exception:
+                return  # semgate was killed
+            if r.status == 200 and r.complete and state(r) == "miss" and \
+                    r.header("X-Semgate-Cache-Id"):
+                done.append((prompt, r.header("X-Semgate-Cache-Id")))
+            elif r.status != 200:
+                errors.append((prompt, r.status, r.body[:200]))
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        h.wait_for(lambda: len(done) >= 150, timeout=60, interval=0.02,
+                   what="150 stored writes")
+        sg.signal(signal.SIGKILL)
+        rc = sg.wait_exit(10)
+    finally:
+        stop.set()
+        t.join(20)
+    h.expect_eq(rc, -signal.SIGKILL, "semgate's fate")
+    h.expect(not errors, "requests failed before the kill: %r", errors[:3])
+    stored = list(done)
+
+    sg = h.Semgate(cfg)
+    st = stats(sg)["cache"]
+    h.expect(st["entries"] >= len(stored), "entries %d < %d acknowledged writes",
+             st["entries"], len(stored))
+    h.expect_eq(st["index_vectors"], st["entries"], "index_vectors vs entries after the crash")
+    n = mock.stats()["chat"]
+    missing = []
+    for prompt, eid in stored:
+        r = chat(sg, prompt)
+        h.expect_status(r, 200)
+        if state(r) != "hit-exact" or r.header("X-Semgate-Cache-Id") != eid:
+            missing.append((prompt, eid, state(r), r.header("X-Semgate-Cache-Id")))
+    h.expect(not missing, "%d of %d acknowledged writes lost or changed, e.g. %r",
+             len(missing), len(stored), missing[:3])
+    h.expect_eq(mock.stats()["chat"], n, "upstream chat requests for acknowledged writes")
+    expect_state(chat(sg, "a new question after the crash"), "miss")
+    expect_state(chat(sg, "a new question after the crash"), "hit-exact")
+    stop_gracefully(sg)
+
+
+# --- embedder mismatch and rebuild -------------------------------------------------------
+
+
+def test_embedder_dim_mismatch_refused():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock, embedder={"provider": "local", "dim": 384})
+    fill_and_stop(mock, cfg)
+    other = dict(cfg, cache=dict(cfg["cache"], embedder={"provider": "local", "dim": 128}))
+    expect_refused(other, "embedder", "--rebuild-cache")
+    # the original config still opens the untouched cache
+    sg = h.Semgate(cfg)
+    expect_state(chat(sg, FRANCE), "hit-exact", "with the original embedder")
+    stop_gracefully(sg)
+    # --rebuild-cache starts over with the new embedder
+    sg = h.Semgate(other, args=["--rebuild-cache"])
+    st = stats(sg)["cache"]
+    h.expect_eq((st["entries"], st["index_vectors"]), (0, 0), "entries, vectors after rebuild")
+    expect_state(chat(sg, FRANCE), "miss", "after --rebuild-cache")
+    expect_state(chat(sg, FRANCE_PARAPHRASE, headers={"X-Semgate-Threshold": "0.8"}),
+                 "hit-semantic", "semantic search with the new embedder")
+    stop_gracefully(sg)
+    # and the rebuilt cache is now the new embedder's: it reopens without the flag
+    sg = h.Semgate(other)
+    expect_state(chat(sg, FRANCE), "hit-exact", "after reopening the rebuilt cache")
+
+
+def test_embedder_provider_mismatch_refused():
+    mock = h.Mock("--quiet", "--embed-dim", "64")
+    cfg = cache_config(mock, embedder={"provider": "local", "dim": 64})
+    fill_and_stop(mock, cfg)
+    emb = {"provider": "openai", "base_url": mock.url, "model": "emb", "dim": 64}
+    other = dict(cfg, cache=dict(cfg["cache"], embedder=emb))
+    expect_refused(other, "embedder", "--rebuild-cache")
+    h.expect_eq(mock.stats()["embeddings"], 0, "embedding calls by a refused start")
+
+
+def test_rebuild_config_option():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock, embedder={"dim": 384})
+    fill_and_stop(mock, cfg)
+    other = dict(cfg, cache=dict(cfg["cache"], embedder={"dim": 256}, rebuild=True))
+    sg = h.Semgate(other)
+    h.expect_eq(stats(sg)["cache"]["entries"], 0, "entries after rebuild: true")
+    expect_state(chat(sg, FRANCE), "miss")
+
+
+# --- corrupt and unusable paths ---------------------------------------------------------
+
+
+def test_corrupt_data_random_bytes():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock)
+    fill_and_stop(mock, cfg)
+    path = data_file(cfg)
+    size = os.path.getsize(path)
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    expect_refused(cfg, cfg["cache"]["path"])
+
+
+def test_corrupt_data_truncated():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock)
+    fill_and_stop(mock, cfg, prompts=["truncation victim %d" % i for i in range(20)])
+    path = data_file(cfg)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    expect_refused(cfg, cfg["cache"]["path"])
+
+
+def test_corrupt_data_header_zeroed():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock)
+    fill_and_stop(mock, cfg)
+    with open(data_file(cfg), "r+b") as f:
+        f.write(b"\0" * 8192)  # both LMDB meta pages
+    expect_refused(cfg, cfg["cache"]["path"])
+
+
+def test_corrupt_data_empty_file():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock)
+    fill_and_stop(mock, cfg)
+    with open(data_file(cfg), "r+b") as f:
+        f.truncate(0)
+    rc_sg = h.Semgate(cfg, wait=False)
+    rc = rc_sg.wait_exit(30) if not _healthy_soon(rc_sg) else None
+    if rc is not None:
+        h.expect(rc == 1, "exit code %r for an empty data.mdb, want 1 or a fresh start; log:\n%s",
+                 rc, rc_sg.log())
+    else:
+        # treated as a new cache: it must work
+        expect_state(chat(rc_sg, FRANCE), "miss", "empty data.mdb as a fresh cache")
+        expect_state(chat(rc_sg, FRANCE), "hit-exact")
+
+
+def _healthy_soon(sg):
+    try:
+        sg.wait_healthy(h.STARTUP_TIMEOUT_S)
+        return True
+    except h.TestFailure:
+        return False
+
+
+def test_cache_path_is_regular_file():
+    mock = h.Mock("--quiet")
+    d = h.make_temp_dir("sg-it-cache-")
+    path = os.path.join(d, "not-a-dir")
+    with open(path, "w") as f:
+        f.write("hello\n")
+    cfg = cache_config(mock, path=path)
+    expect_refused(cfg, path)
+    with open(path) as f:
+        h.expect_eq(f.read(), "hello\n", "the file semgate refused")
+
+
+def test_cache_path_unwritable_parent():
+    if os.geteuid() == 0:
+        return  # root writes anywhere: nothing to test
+    mock = h.Mock("--quiet")
+    d = h.make_temp_dir("sg-it-cache-")
+    os.chmod(d, 0o500)
+    try:
+        expect_refused(cache_config(mock, path=os.path.join(d, "sub")))
+    finally:
+        os.chmod(d, 0o700)
+
+
+def test_corrupt_then_rebuild():
+    mock = h.Mock("--quiet")
+    cfg = cache_config(mock)
+    fill_and_stop(mock, cfg)
+    path = data_file(cfg)
+    with open(path, "wb") as f:
+        f.write(os.urandom(os.path.getsize(path)))
+    expect_refused(cfg, cfg["cache"]["path"])
+    # --rebuild-cache is the documented way out of a refused cache
+    sg = h.Semgate(cfg, wait=False, args=["--rebuild-cache"])
+    if _healthy_soon(sg):
+        expect_state(chat(sg, FRANCE), "miss", "after rebuilding a corrupt cache")
+        expect_state(chat(sg, FRANCE), "hit-exact")
+    else:
+        rc = sg.wait_exit(30)
+        h.expect(rc == 1, "--rebuild-cache on a corrupt cache: exit code %r (want 1 or a "
+                 "fresh start); log:\n%s", rc, sg.log())
+
+
+if __name__ == "__main__":
+    h.main()
