@@ -204,8 +204,17 @@ static int load_checkpoint(void *ud, uint64_t scope_hash, uint64_t last_id, cons
 {
 	load_ctx_t *lc = ud;
 	scope_t *s = scope_get(lc->c, scope_hash, 1);
+	sg_index_type_t type;
 	if (s == NULL)
 		return lc->err = SG_ENOMEM;
+	/* In auto mode a scope's checkpoint may be flat or HNSW. */
+	if (sg_index_blob_type(blob, len, &type) == 0 && type != sg_index_kind(s->ix)) {
+		sg_index_t *ix;
+		if (sg_index_new(&ix, lc->c->o.dim, type, &lc->c->o.index_opts) == 0) {
+			sg_index_free(s->ix);
+			s->ix = ix;
+		}
+	}
 	if (sg_index_load(s->ix, blob, len) != 0) {
 		/* A bad checkpoint costs only time: the scope is rebuilt from vectors. */
 		sg_index_free(s->ix);
@@ -540,6 +549,26 @@ void sg_cache_hit_free(sg_cache_hit_t *h)
 
 /* --- writes ------------------------------------------------------------------------- */
 
+/* Remove the entries stored under exactly k (same scope, same prompt). */
+static void drop_exact(sg_cache_t *c, const sg_cache_key_t *k)
+{
+	uint64_t ids[8];
+	size_t n = 0;
+	sg_entry_t e;
+
+	if (sg_store_find_exact(c->store, k->exact_hash, ids, SG_ARRAY_SIZE(ids), &n) != 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		node_t *node = sg__u64map_get(&c->nodes, ids[i]);
+		if (node == NULL || sg_store_get(c->store, ids[i], &e) != 0)
+			continue;
+		int dup = same(e.m.scope_json, &k->scope) && same(e.m.prompt, &k->prompt);
+		sg_entry_free(&e);
+		if (dup)
+			drop_entry(c, node);
+	}
+}
+
 static void evict(sg_cache_t *c)
 {
 	while (c->tail && ((c->o.max_entries && c->nentries > c->o.max_entries) ||
@@ -577,6 +606,7 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 		rc = SG_ENOMEM;
 		goto out;
 	}
+	drop_exact(c, k); /* a refresh (or a concurrent miss) replaces the old answer */
 	rc = sg_store_put(c->store, &in, vec, &id);
 	if (rc)
 		goto out;

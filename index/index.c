@@ -693,3 +693,16 @@ uint64_t sg__index_checksum(uint64_t h, const void *data, size_t len)
 		h = (h ^ *p) * 0x100000001b3ULL;
 	return h;
 }
+
+int sg_index_blob_type(const void *data, size_t len, sg_index_type_t *type)
+{
+	struct sg__index_blob_header hdr;
+
+	if (data == NULL || len < sizeof(hdr))
+		return SG_ECORRUPT;
+	memcpy(&hdr, data, sizeof(hdr));
+	if (hdr.magic != SG__INDEX_BLOB_MAGIC || hdr.type >= SG_INDEX__LAST)
+		return SG_ECORRUPT;
+	*type = (sg_index_type_t)hdr.type;
+	return 0;
+}

@@ -212,7 +212,7 @@ static const opt_t limits_opts[] = {
 static const opt_t cache_opts[] = {
 	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL},
 	{"path", OPT_STR, C(path), 0, 0, 0, "./semgate-data", 0, NULL},
-	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.9, NULL, 0, NULL},
+	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.95, NULL, 0, NULL},
 	{"ttl_s", OPT_INT, C(ttl_s), 0, 100 * 365 * 86400.0, 7 * 86400, NULL, 0, NULL},
 	{"max_entries", OPT_INT, C(max_entries), 0, 1e12, 1000000, NULL, 0, NULL},
 	{"max_bytes", OPT_INT, C(max_bytes), 0, 1e15, 1024.0 * 1024 * 1024, NULL, 0, NULL},
@@ -233,7 +233,7 @@ static const opt_t cache_opts[] = {
 #define E(f) offsetof(sg_embedder_config_t, f)
 static const opt_t embedder_opts[] = {
 	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "local", 0, "local|openai"},
-	{"dim", OPT_INT, E(dim), 16, 4096, 384, NULL, 0, NULL},
+	{"dim", OPT_INT, E(dim), 16, 4096, 128, NULL, 0, NULL},
 	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL},
 	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL},
 	{"api_key_env", OPT_STR, E(api_key_env), 0, 0, 0, NULL, 0, NULL},

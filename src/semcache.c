@@ -635,6 +635,13 @@ void sg__cache_stream_end(sg_req_t *req, int ok)
 	                 (json_int_t)rc->created, "model", rc->smodel, "choices", choice);
 	if (resp == NULL)
 		return;
+	if (rc->prompt_tokens < 0) {
+		/* The stream carried no usage (the client did not ask for it): store an
+		 * estimate, about four bytes a token, so that hits still count savings
+		 * and replays can report usage. */
+		rc->prompt_tokens = (long)(rc->key.prompt.len + 3) / 4;
+		rc->completion_tokens = (long)(rc->text.len + 3) / 4;
+	}
 	if (rc->prompt_tokens >= 0)
 		json_object_set_new(resp, "usage",
 		                    json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)rc->prompt_tokens,

@@ -155,6 +155,12 @@ int sg_index_load(sg_index_t *ix, const void *data, size_t len);
 void sg_index_errmsg(const sg_index_t *ix, char *buf, size_t size);
 
 /**
+ * The kind of index a serialized blob holds (to create a matching index
+ * before sg_index_load). SG_ECORRUPT if it is not a blob.
+ */
+int sg_index_blob_type(const void *data, size_t len, sg_index_type_t *type);
+
+/**
  * Threads FAISS may use for the calling thread's work (OpenMP). Batch builds
  * at start-up gain from several; single-query searches on the event loop run
  * best on one, without waking (and spinning) OpenMP workers.

@@ -127,6 +127,10 @@ def test_restart_keeps_entries_hnsw():
     restart_keeps_cache("hnsw")
 
 
+def test_restart_keeps_entries_auto():
+    restart_keeps_cache("auto")
+
+
 def test_restart_openai_embedder_no_reembedding():
     mock = h.Mock("--quiet", "--embed-dim", "64")
     emb = {"provider": "openai", "base_url": mock.url, "model": "emb", "dim": 64}
@@ -375,8 +379,9 @@ def test_corrupt_then_rebuild():
     cfg = cache_config(mock)
     fill_and_stop(mock, cfg)
     path = data_file(cfg)
+    size = os.path.getsize(path)
     with open(path, "wb") as f:
-        f.write(os.urandom(os.path.getsize(path)))
+        f.write(os.urandom(size))
     expect_refused(cfg, cfg["cache"]["path"])
     # --rebuild-cache is the documented way out of a refused cache
     sg = h.Semgate(cfg, wait=False, args=["--rebuild-cache"])

@@ -22,7 +22,7 @@ static void test_default_config(void)
 		CHECK(cfg->listen_port == 8080);
 		CHECK(cfg->nmodels == 1);
 		CHECK_STR(cfg->models[0].name, "gpt-4o-mini");
-		CHECK(cfg->cache.threshold > 0.89 && cfg->cache.threshold < 0.91);
+		CHECK(cfg->cache.threshold > 0.94 && cfg->cache.threshold < 0.96);
 		CHECK(cfg->limits.max_body_bytes == 1 << 20);
 	}
 	sg_config_free(cfg);

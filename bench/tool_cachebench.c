@@ -1,0 +1,336 @@
+/* cachebench: the semantic cache at scale, in-process.
+ *
+ *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 384]
+ *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
+ *
+ * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
+ *    them; see sentence()) straight into a fresh store: embedded with the
+ *    local embedder, ~300-byte answers;
+ * 2. opens the cache, which builds the index from the stored vectors, and
+ *    closes it (writing the index checkpoint);
+ * 3. opens it again: the start-to-ready time of a restart;
+ * 4. runs queries (a stored prompt with one word dropped: never an exact hit)
+ *    through key + embed + search, timing each, and compares the top hit with
+ *    an exhaustive search over all vectors (recall@1);
+ * 5. prints bytes per entry on disk and the process's RSS.
+ * Everything it writes is under DIR (removed first).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "semgate/cache.h"
+#include "semgate/embed.h"
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	/* splitmix64 */
+	uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/* A pseudo-word from syllables: w is its rank (small = common). */
+static void word(char *out, size_t cap, uint64_t w)
+{
+	static const char *const syl[] = {"ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "de",
+	                                  "pa", "zu", "ho", "gri", "sto", "len", "mar"};
+	size_t n = 0;
+	out[0] = '\0';
+	do {
+		const char *s = syl[w % 16];
+		size_t l = strlen(s);
+		if (n + l + 1 >= cap)
+			break;
+		memcpy(out + n, s, l + 1);
+		n += l;
+		w /= 16;
+	} while (w);
+}
+
+/* Zipf-like rank in [0, vocab): common words far more often. */
+static uint64_t zipf(uint64_t vocab)
+{
+	double u = (double)(rnd() >> 11) / 9007199254740992.0;
+	return (uint64_t)(pow((double)vocab, u)) - 1;
+}
+
+/*
+ * A synthetic FAQ-style question: a few very common words, several words of
+ * one topic (a topic is 12 words drawn once from a 30,000-word vocabulary;
+ * about 50 questions share a topic, as FAQ and RAG traffic clusters), and an
+ * occasional rare word, shuffled.
+ */
+static long ntopics = 1;
+
+static void sentence(char *out, size_t cap)
+{
+	uint64_t picks[16];
+	int n = 0;
+	uint64_t topic = rnd() % (uint64_t)ntopics;
+	int common = 2 + (int)(rnd() % 3), topical = 3 + (int)(rnd() % 4), rare = (int)(rnd() % 3);
+	char w[64];
+	size_t len = 0;
+
+	for (int i = 0; i < common; i++)
+		picks[n++] = rnd() % 50;
+	for (int i = 0; i < topical; i++) {
+		/* the topic's j-th word: a fixed function of (topic, j) */
+		uint64_t save = rng_state, j = rnd() % 12;
+		rng_state = topic * 1000003u + j * 7919u + 17u;
+		picks[n++] = 50 + rnd() % 29950;
+		rng_state = save;
+	}
+	for (int i = 0; i < rare && n < 16; i++)
+		picks[n++] = zipf(30000);
+	for (int i = n - 1; i > 0; i--) {
+		int j = (int)(rnd() % (uint64_t)(i + 1));
+		uint64_t t = picks[i];
+		picks[i] = picks[j];
+		picks[j] = t;
+	}
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		word(w, sizeof(w), picks[i]);
+		int k = snprintf(out + len, cap - len, "%s%s", i ? " " : "", w);
+		if (k < 0 || (size_t)k >= cap - len)
+			break;
+		len += (size_t)k;
+	}
+	if (len + 1 < cap) {
+		out[len++] = '?';
+		out[len] = '\0';
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kb = atol(line + 6);
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+static int key_for(sg_cache_key_t *k, const char *prompt)
+{
+	json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "user",
+	                        "content", prompt);
+	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0};
+	int rc = sg_cache_key_build(k, req, SG_CACHE_CHAT, "default", "m", &ko);
+	json_decref(req);
+	return rc ? rc : k->bypass ? SG_EINVAL : 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = NULL, *index = "auto";
+	long entries = 100000, queries = 2000, dim = 384, m = 32, ef = 64, seed = 1;
+	char err[1024], cmd[1200], prompt[512], answer[512];
+
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--path")) path = argv[i + 1];
+		else if (!strcmp(argv[i], "--entries")) entries = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--queries")) queries = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--index")) index = argv[i + 1];
+		else if (!strcmp(argv[i], "--dim")) dim = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--m")) m = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--ef")) ef = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--seed")) seed = atol(argv[i + 1]);
+		else {
+			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (path == NULL || entries < 1 || queries < 1) {
+		fprintf(stderr, "usage: cachebench --path DIR --entries N [--index auto|flat|hnsw] "
+		                "[--dim D] [--queries Q] [--m M] [--ef EF] [--seed S]\n");
+		return 2;
+	}
+	rng_state = (uint64_t)seed;
+	ntopics = entries / 50 > 0 ? entries / 50 : 1;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+	if (system(cmd) != 0)
+		return 1;
+
+	sg_embed_local_t *emb;
+	sg_embed_local_opts_t eo = {0};
+	eo.dim = (int)dim;
+	if (sg_embed_local_new(&emb, &eo) != 0)
+		return 1;
+	dim = sg_embed_local_dim(emb);
+	float *vecs = malloc((size_t)entries * (size_t)dim * sizeof(float));
+	char **prompts = calloc((size_t)entries, sizeof(char *));
+	sg_cache_key_t key;
+	sg_cache_key_init(&key);
+
+	/* 1. populate */
+	sg_store_t *st;
+	sg_store_opts_t so = {0, (size_t)64 << 30, sg_embed_local_id(emb), (uint32_t)dim, 0, 0};
+	if (!vecs || !prompts || sg_store_open(&st, path, &so, err, sizeof(err)) != 0) {
+		fprintf(stderr, "cachebench: %s\n", err);
+		return 1;
+	}
+	double t0 = now_s();
+	for (long i = 0; i < entries; i++) {
+		sentence(prompt, sizeof(prompt));
+		prompts[i] = strdup(prompt);
+		if (key_for(&key, prompt) != 0)
+			return 1;
+		float *v = vecs + (size_t)i * (size_t)dim;
+		sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, v);
+		int n = snprintf(answer, sizeof(answer),
+		                 "{\"id\":\"chatcmpl-%ld\",\"object\":\"chat.completion\",\"created\":0,"
+		                 "\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+		                 "\"assistant\",\"content\":\"answer %ld\"},\"finish_reason\":\"stop\"}],"
+		                 "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":60,"
+		                 "\"total_tokens\":80}}", i, i);
+		sg_entry_in_t in = {{"default", 7}, {"m", 1}, {key.scope.data, key.scope.len},
+		                    {key.prompt.data, key.prompt.len}, {answer, (size_t)n},
+		                    key.scope_hash, key.exact_hash, (int64_t)time(NULL), 0, 20, 60};
+		uint64_t id;
+		if (sg_store_put(st, &in, v, &id) != 0) {
+			fprintf(stderr, "cachebench: put failed: %s\n", sg_store_last_error(st));
+			return 1;
+		}
+	}
+	double t_fill = now_s() - t0;
+	sg_store_sync(st);
+	sg_store_close(st);
+
+	/* 2. cold build, 3. restart from the checkpoint */
+	sg_cache_opts_t co = {
+		.path = path, .embedder_id = sg_embed_local_id(emb), .dim = (int)dim,
+		.index_type = strcmp(index, "flat") == 0 ? SG_INDEX_FLAT : SG_INDEX_HNSW,
+		.auto_hnsw = strcmp(index, "auto") == 0, .hnsw_min_entries = 512,
+		.index_opts = {(int)m, (int)ef, 0.25}, .max_map_size = (size_t)64 << 30,
+	};
+	sg_cache_t *c;
+	t0 = now_s();
+	if (sg_cache_open(&c, &co, (int64_t)time(NULL), err, sizeof(err)) != 0) {
+		fprintf(stderr, "cachebench: %s\n", err);
+		return 1;
+	}
+	double t_build = now_s() - t0;
+	t0 = now_s();
+	sg_cache_close(c);
+	double t_ckpt = now_s() - t0;
+	t0 = now_s();
+	if (sg_cache_open(&c, &co, (int64_t)time(NULL), err, sizeof(err)) != 0) {
+		fprintf(stderr, "cachebench: %s\n", err);
+		return 1;
+	}
+	double t_ready = now_s() - t0;
+	sg_index_set_threads(1);
+
+	/* 4. queries */
+	uint64_t *lat = malloc((size_t)queries * sizeof(uint64_t));
+	float *q = malloc((size_t)dim * sizeof(float));
+	long agree = 0, answered = 0;
+	uint64_t search_us = 0;
+	long close_total = 0, close_agree = 0;
+	for (long i = 0; i < queries; i++) {
+		long pick = (long)(rnd() % (uint64_t)entries);
+		/* drop one word: a paraphrase, never byte-identical */
+		const char *p = prompts[pick];
+		const char *sp = strchr(p, ' ');
+		snprintf(prompt, sizeof(prompt), "%s", sp ? sp + 1 : p);
+		sg_cache_hit_t hit;
+		float best;
+		uint64_t s0 = sg_now_us();
+		key_for(&key, prompt);
+		sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, q);
+		uint64_t s1 = sg_now_us();
+		int rc = sg_cache_lookup_semantic(c, &key, q, 0.0f, (int64_t)time(NULL), &hit, &best);
+		lat[i] = sg_now_us() - s0;
+		search_us += sg_now_us() - s1;
+		/* exhaustive top-1 */
+		long top = -1;
+		float top_s = -2;
+		for (long j = 0; j < entries; j++) {
+			const float *v = vecs + (size_t)j * (size_t)dim;
+			float sdot = 0;
+			for (long d = 0; d < dim; d++)
+				sdot += q[d] * v[d];
+			if (sdot > top_s) {
+				top_s = sdot;
+				top = j;
+			}
+		}
+		if (top_s >= 0.9f) {
+			close_total++;
+			if (rc == 0 && ((long)hit.entry.m.id - 1 == top ||
+			                fabsf(hit.similarity - top_s) < 1e-6f))
+				close_agree++;
+		}
+		if (rc == 0) {
+			answered++;
+			/* ids are assigned 1.. in insertion order; equal scores count as agreeing */
+			if ((long)hit.entry.m.id - 1 == top || fabsf(hit.similarity - top_s) < 1e-6f)
+				agree++;
+			sg_cache_hit_free(&hit);
+		}
+	}
+	qsort(lat, (size_t)queries, sizeof(uint64_t), cmp_u64);
+
+	/* 5. sizes */
+	sg_cache_stats_t cs;
+	sg_cache_stats(c, &cs);
+	struct stat sb;
+	snprintf(cmd, sizeof(cmd), "%s/data.mdb", path);
+	long long file = stat(cmd, &sb) == 0 ? (long long)sb.st_size : -1;
+
+	printf("entries %ld, dim %ld, index %s (m %ld, ef %ld), embedder %s\n", entries, dim, index,
+	       m, ef, sg_embed_local_id(emb));
+	printf("populate (embed + LMDB put): %.1f s (%.0f entries/s)\n", t_fill, entries / t_fill);
+	printf("first open, index built from stored vectors: %.2f s; close with checkpoint: %.2f s\n",
+	       t_build, t_ckpt);
+	printf("restart to ready (checkpoint load): %.2f s\n", t_ready);
+	printf("lookup (key + embed + search + read entry), %ld queries: p50 %llu us, p90 %llu us, "
+	       "p99 %llu us, max %llu us\n",
+	       queries, (unsigned long long)lat[queries / 2], (unsigned long long)lat[queries * 9 / 10],
+	       (unsigned long long)lat[queries * 99 / 100], (unsigned long long)lat[queries - 1]);
+	printf("of which search + entry read: %.0f us on average\n", (double)search_us / (double)queries);
+	printf("recall@1 vs exhaustive search: %.4f (%ld of %ld answered)\n",
+	       answered ? (double)agree / (double)queries : 0.0, answered, queries);
+	printf("recall@1 where the true top-1 is >= 0.90 (a hit at threshold 0.9): %.4f (%ld queries)\n",
+	       close_total ? (double)close_agree / (double)close_total : 0.0, close_total);
+	printf("disk: %.1f MB data.mdb, %.0f bytes per entry (vector %ld B); RSS %.1f MB; "
+	       "hnsw scopes %llu\n",
+	       (double)file / 1e6, (double)file / (double)entries, dim * 4, rss_kb() / 1024.0,
+	       (unsigned long long)cs.hnsw_scopes);
+	sg_cache_close(c);
+	sg_cache_key_free(&key);
+	for (long i = 0; i < entries; i++)
+		free(prompts[i]);
+	free(prompts);
+	free(vecs);
+	free(lat);
+	free(q);
+	sg_embed_local_free(emb);
+	return 0;
+}
