@@ -40,8 +40,12 @@ struct sg_cache {
 	uint64_t nbytes;        /* their bytes */
 	uint64_t evicted;       /* since start */
 	uint64_t expired;       /* since start */
-	int hits_dirty;         /* some node has hits_unsaved */
+	uint64_t *touched;      /* ids with hits_unsaved, since the last flush */
+	size_t ntouched, cap_touched; /* used, allocated */
+	size_t sweep_cursor;    /* next nodes slot the expiry sweep looks at */
 };
+
+#define SWEEP_SLOTS 16384 /* node slots the expiry sweep visits per tick */
 
 /* --- LRU list ------------------------------------------------------------------ */
 
@@ -408,20 +412,27 @@ static int checkpoint_scopes(sg_cache_t *c)
 	return rc;
 }
 
+/* Hit counts reach the store in one transaction per maintenance tick. */
 static void flush_hits(sg_cache_t *c)
 {
-	if (!c->hits_dirty)
+	sg_store_touch_t *items;
+	size_t n = 0;
+
+	if (c->ntouched == 0)
 		return;
-	for (size_t i = 0; i < c->nodes.cap; i++) {
-		node_t *n = c->nodes.vals[i];
-		if (n == NULL || n->hits_unsaved == 0)
+	items = malloc(c->ntouched * sizeof(*items));
+	if (items == NULL)
+		return; /* counts stay in memory for the next tick */
+	for (size_t i = 0; i < c->ntouched; i++) {
+		node_t *node = sg__u64map_get(&c->nodes, c->touched[i]);
+		if (node == NULL || node->hits_unsaved == 0)
 			continue;
-		for (; n->hits_unsaved > 0; n->hits_unsaved--)
-			if (sg_store_touch(c->store, n->id, n->last_use_s) != 0)
-				break;
-		n->hits_unsaved = 0;
+		items[n++] = (sg_store_touch_t){node->id, node->hits_unsaved, node->last_use_s};
+		node->hits_unsaved = 0;
 	}
-	c->hits_dirty = 0;
+	sg_store_touch_batch(c->store, items, n);
+	free(items);
+	c->ntouched = 0;
 }
 
 void sg_cache_close(sg_cache_t *c)
@@ -445,6 +456,7 @@ void sg_cache_close(sg_cache_t *c)
 	}
 	sg__u64map_free(&c->nodes);
 	sg__u64map_free(&c->scopes);
+	free(c->touched);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -454,8 +466,9 @@ void sg_cache_close(sg_cache_t *c)
 static void record_hit(sg_cache_t *c, node_t *n, int64_t now_s)
 {
 	n->last_use_s = now_s;
-	n->hits_unsaved++;
-	c->hits_dirty = 1;
+	if (n->hits_unsaved++ == 0 &&
+	    push((void **)&c->touched, &c->ntouched, &c->cap_touched, sizeof(uint64_t), &n->id) != 0)
+		n->hits_unsaved = 0; /* out of memory: this hit is not counted on disk */
 	lru_unlink(c, n);
 	lru_push_front(c, n);
 }
@@ -682,18 +695,17 @@ int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
 	int rc = 0;
 
 	pthread_mutex_lock(&c->lock);
-	/* Expiry sweep: entries are few enough per second that a full pass is cheap
-	 * next to the I/O it saves; drop_entry() edits the map, so restart the scan
-	 * at the same slot after each removal. */
-	for (size_t i = 0; i < c->nodes.cap; i++) {
+	/* Expiry sweep, a slice per tick so that a large cache never stalls the
+	 * loop; expired entries are never served meanwhile (lookups check). A
+	 * removal shifts later slots back, so the same slot is looked at again. */
+	for (size_t seen = 0; seen < SWEEP_SLOTS && c->nodes.cap; seen++) {
+		size_t i = c->sweep_cursor % c->nodes.cap;
 		node_t *n = c->nodes.vals[i];
-		if (n && n->expires_s && n->expires_s <= now_s) {
-			if (drop_entry(c, n) == 0) {
-				c->expired++;
-				if (i > 0)
-					i--;
-			}
+		if (n && n->expires_s && n->expires_s <= now_s && drop_entry(c, n) == 0) {
+			c->expired++;
+			continue;
 		}
+		c->sweep_cursor = i + 1;
 	}
 	flush_hits(c);
 	if (checkpoint)

@@ -881,8 +881,9 @@ out:
 }
 
 typedef struct touch_ctx {
-	uint64_t id;   /* entry to touch */
-	int64_t now_s; /* new last_hit_s */
+	uint64_t id;     /* entry */
+	int64_t now_s;   /* last hit time */
+	uint64_t hits;   /* hits to add */
 } touch_ctx_t;
 
 static int touch_fn(sg_store_t *s, MDB_txn *txn, void *arg)
@@ -911,7 +912,7 @@ static int touch_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	}
 	memcpy(s->scratch, val.mv_data, val.mv_size);
 	memcpy(&h, s->scratch, sizeof(h));
-	h.hits++;
+	h.hits += c->hits;
 	h.last_hit_s = c->now_s;
 	h.checksum = rec_checksum(&h, s->scratch + sizeof(h), val.mv_size - sizeof(h));
 	memcpy(s->scratch, &h, sizeof(h));
@@ -923,8 +924,31 @@ static int touch_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 
 int sg_store_touch(sg_store_t *s, uint64_t id, int64_t now_s)
 {
-	touch_ctx_t ctx = {id, now_s};
+	touch_ctx_t ctx = {id, now_s, 1};
 	return write_txn(s, touch_fn, &ctx);
+}
+
+typedef struct touch_batch {
+	const sg_store_touch_t *items; /* what to record */
+	size_t n;                      /* how many */
+} touch_batch_t;
+
+static int touch_batch_fn(sg_store_t *s, MDB_txn *txn, void *arg)
+{
+	touch_batch_t *b = arg;
+	for (size_t i = 0; i < b->n; i++) {
+		touch_ctx_t ctx = {b->items[i].id, b->items[i].now_s, b->items[i].hits};
+		int err = touch_fn(s, txn, &ctx);
+		if (err && err != SG_ENOTFOUND && err != SG_ECORRUPT)
+			return err; /* entries gone or unreadable meanwhile are skipped */
+	}
+	return 0;
+}
+
+int sg_store_touch_batch(sg_store_t *s, const sg_store_touch_t *items, size_t n)
+{
+	touch_batch_t b = {items, n};
+	return n ? write_txn(s, touch_batch_fn, &b) : 0;
 }
 
 /* Delete one entry, its vector and (if its record is readable) its exact

@@ -200,6 +200,19 @@ int sg_store_find_exact(sg_store_t *s, uint64_t exact_hash, uint64_t *ids, size_
  */
 int sg_store_touch(sg_store_t *s, uint64_t id, int64_t now_s);
 
+/** One entry's hits since the last write, for sg_store_touch_batch(). */
+typedef struct sg_store_touch {
+	uint64_t id;    /* entry */
+	uint64_t hits;  /* hits to add */
+	int64_t now_s;  /* time of the last of them */
+} sg_store_touch_t;
+
+/**
+ * Record many entries' hits in one write transaction (entries deleted
+ * meanwhile are skipped). Errors: SG_EFULL, SG_ESTORE.
+ */
+int sg_store_touch_batch(sg_store_t *s, const sg_store_touch_t *items, size_t n);
+
 /**
  * Delete entry `id` with its vector and exact key. A corrupt record is
  * deleted too (its exact key, unreadable, stays until its hash is reused;
