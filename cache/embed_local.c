@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "semgate/embed.h"
+#include "embed_int.h"
 
 /* Bump whenever the output for some input changes: it is part of the id. */
 #define ALGO_VERSION 1
@@ -217,6 +218,10 @@ enum band {
 	BAND_FAMILIAR,  /* everyday content words */
 	BAND__LAST
 };
+
+_Static_assert((int)BAND_FAMILIAR == SG__WORD_FAMILIAR &&
+	       (int)BAND_NEGATION == SG__WORD_NEGATION,
+	       "embed_int.h's word kinds mirror enum band");
 
 typedef struct word_entry {
 	uint64_t hash; /* hash_bytes(0, word); 0 marks an empty slot */
@@ -461,6 +466,9 @@ typedef struct accum {
 	float prev_weight;         /* its weight */
 	int n_words;               /* words seen so far */
 	int force;                 /* fallback pass: every word weighs 1 */
+	sg__embed_word_cb word_cb; /* sg__embed_local_words(): report words, no vector */
+	void *word_ud;             /* its argument */
+	int raw_upper;             /* uppercase letters of the raw word being added */
 } accum_t;
 
 static void add_feature(accum_t *a, uint64_t h, float w)
@@ -530,7 +538,7 @@ static void add_qtype(accum_t *a, const char *w, size_t n, enum band band)
 	const char *kind;
 	char key[MAX_WORD + 2];
 
-	if (a->e->opts.qtype_weight <= 0 || a->force)
+	if (a->e->opts.qtype_weight <= 0 || a->force || a->word_cb)
 		return;
 	if (band == BAND_QUESTION) {
 		if (n == 5 && memcmp(w, "which", 5) == 0)
@@ -586,6 +594,13 @@ static void add_word(accum_t *a, char *w, size_t n)
 		band = numeric ? BAND_RARE : words_get(e, w, n);
 		if (a->n_words++ == 0)
 			add_qtype(a, w, n, band);
+	}
+	if (a->word_cb) {
+		sg__embed_word_t word = {w, n, numeric ? SG__WORD_NUMBER : (int)band,
+					 numeric ? o->number_weight : e->band_weight[band],
+					 a->raw_upper, a->n_words - 1};
+		a->word_cb(a->word_ud, &word);
+		return;
 	}
 	if (a->force)
 		weight = 1.0f;
@@ -679,6 +694,7 @@ static void scan(accum_t *a, const char *text, size_t len)
 {
 	char w[MAX_WORD];
 	size_t n = 0, apos = SIZE_MAX;
+	int upper = 0;
 	const unsigned char *p = (const unsigned char *)text;
 
 	for (size_t i = 0; i <= len; i++) {
@@ -698,13 +714,16 @@ static void scan(accum_t *a, const char *text, size_t len)
 			}
 		}
 		if (!quote && is_word_byte(c)) {
+			upper += c >= 'A' && c <= 'Z';
 			if (n < MAX_WORD)
 				w[n++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 			continue;
 		}
+		a->raw_upper = upper;
 		if (n > 0)
 			add_raw(a, w, n, apos);
 		n = 0;
+		upper = 0;
 		apos = SIZE_MAX;
 		if (quote && c == 0xe2)
 			i += 2; /* a lone U+2019: skip all of it */
@@ -715,6 +734,7 @@ static void scan(accum_t *a, const char *text, size_t len)
 			while (i + k < len && is_symbol(p[i + k]) && k < MAX_WORD)
 				k++;
 			memcpy(w, p + i, k);
+			a->raw_upper = 0;
 			add_raw(a, w, k, SIZE_MAX);
 			i += k - 1;
 		}
@@ -764,4 +784,19 @@ int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len
 	for (int i = 0; i < dim; i++)
 		out[i] = (float)(out[i] * norm);
 	return 0;
+}
+
+/* The words of a text as the embedder sees them (see embed_int.h). */
+void sg__embed_local_words(const sg_embed_local_t *e, const char *text, size_t len,
+			   sg__embed_word_cb cb, void *ud)
+{
+	accum_t a;
+
+	if (text == NULL)
+		return;
+	memset(&a, 0, sizeof(a));
+	a.e = e;
+	a.word_cb = cb;
+	a.word_ud = ud;
+	scan(&a, text, len);
 }

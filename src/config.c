@@ -206,6 +206,7 @@ static const opt_t limits_opts[] = {
 	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0, NULL},
 	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0, NULL},
 	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0, NULL},
+	{"busy_poll_us", OPT_INT, offsetof(sg_limits_t, busy_poll_us), 0, 10000, 100, NULL, 0, NULL},
 };
 
 #define C(f) offsetof(sg_cache_config_t, f)

@@ -246,6 +246,7 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 		xr.body_len = strlen(px->upstream_body);
 	}
 	rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
+	sg__server_kick(srv);
 	if (rc) {
 		proxy_reset(px);
 		sg__respond_error(req, 503, "server_error", "overloaded",

@@ -94,6 +94,33 @@ static void req_set_state(sg_req_t *req, enum sg_req_state s)
 	req->state = s;
 }
 
+/* --- busy polling ---------------------------------------------------------------- */
+
+/*
+ * After activity the loop polls without sleeping for a short while
+ * (limits.busy_poll_us): the reply of an upstream on the same host, or the
+ * next request of a keep-alive client, then costs no wake-up of a sleeping
+ * thread, which on a virtual machine is tens of microseconds. An idle handle
+ * makes libuv poll with a zero timeout; it stops itself once the budget since
+ * the last activity is spent, so an idle gateway sleeps as usual.
+ */
+static void on_spin(uv_idle_t *h)
+{
+	sg_server_t *srv = h->data;
+	if (sg_now_us() >= srv->spin_until_us)
+		uv_idle_stop(h);
+}
+
+void sg__server_kick(sg_server_t *srv)
+{
+	long budget = srv->cfg->limits.busy_poll_us;
+	if (budget <= 0 || srv->draining)
+		return;
+	srv->spin_until_us = sg_now_us() + (uint64_t)budget;
+	if (!uv_is_active((uv_handle_t *)&srv->spin))
+		uv_idle_start(&srv->spin, on_spin);
+}
+
 /* --- timers ------------------------------------------------------------------ */
 
 static void on_timer(uv_timer_t *t);
@@ -419,6 +446,7 @@ static void req_finish(sg_req_t *req)
 	req_set_state(req, SG_REQ_NONE);
 	if (c->state != CONN_OPEN)
 		return;
+	sg__server_kick(c->srv);
 	if (!req->keep_alive || c->srv->draining) {
 		conn_shutdown(c);
 		return;
@@ -724,6 +752,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_process(c);
 		goto out;
 	}
+	sg__server_kick(srv);
 	c->in_process = 1;
 	while (n > 0 && c->state == CONN_OPEN &&
 	       (c->req.state == SG_REQ_NONE || c->req.state == SG_REQ_READING)) {
@@ -818,6 +847,8 @@ static void server_maybe_done(sg_server_t *srv)
 	sg_log_info("drained: all connections closed");
 	uv_timer_stop(&srv->drain_timer);
 	uv_close((uv_handle_t *)&srv->drain_timer, noop_close);
+	uv_idle_stop(&srv->spin);
+	uv_close((uv_handle_t *)&srv->spin, noop_close);
 	if (srv->cache) {
 		uv_timer_stop(&srv->maint_timer);
 		uv_close((uv_handle_t *)&srv->maint_timer, noop_close);
@@ -839,6 +870,7 @@ void sg_server_drain(sg_server_t *srv)
 	if (srv->draining)
 		return;
 	srv->draining = 1;
+	uv_idle_stop(&srv->spin);
 	sg_log_info("draining: no new connections; waiting up to %ld ms for %zu connection(s)",
 	            srv->cfg->limits.drain_timeout_ms, srv->nconns);
 	uv_close((uv_handle_t *)&srv->listener, noop_close);
@@ -993,6 +1025,8 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	                                              : ((struct sockaddr_in *)&addr)->sin_port);
 	uv_timer_init(loop, &srv->drain_timer);
 	srv->drain_timer.data = srv;
+	uv_idle_init(loop, &srv->spin);
+	srv->spin.data = srv;
 	if (cache) {
 		srv->last_checkpoint_s = (int64_t)time(NULL);
 		uv_timer_init(loop, &srv->maint_timer);

@@ -132,6 +132,8 @@ struct sg_server {
 	sg_upstream_headers_t *embed_headers; /* remote embedder's request headers */
 	sg_stats_t *stats;        /* statistics (owned) */
 	uv_timer_t maint_timer;   /* cache maintenance */
+	uv_idle_t spin;           /* busy polling: keeps the loop from sleeping */
+	uint64_t spin_until_us;   /* when busy polling stops */
 	uv_work_t sync_work;      /* fsync of the cache off the loop */
 	int syncing;              /* sync_work is queued or running */
 	int sync_rc;              /* its result */
@@ -176,6 +178,9 @@ sg_server_t *sg__req_server(const sg_req_t *req);
 
 /** Admin endpoints (admin.c): returns 1 if path was one (and answered). */
 int sg__admin(sg_req_t *req, sg_iovec_t path);
+
+/** Note activity: the loop busy-polls for limits.busy_poll_us from now. */
+void sg__server_kick(sg_server_t *srv);
 
 /** Route a complete request (handler.c). */
 void sg__handle(sg_req_t *req);

@@ -54,6 +54,7 @@ typedef struct sg_limits {
 	long max_connections;    /* open connections before 503 */
 	long drain_timeout_ms;   /* grace period for in-flight work on SIGTERM */
 	long max_response_bytes; /* buffered upstream reply cap (502) */
+	long busy_poll_us;       /* poll without sleeping this long after activity */
 } sg_limits_t;
 
 /** How prompts are embedded. */
