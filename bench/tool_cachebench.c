@@ -2,6 +2,7 @@
  *
  *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 384]
  *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
+ *                    [--emit-queries FILE]
  *
  * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
  *    them; see sentence()) straight into a fresh store: embedded with the
@@ -12,7 +13,9 @@
  * 4. runs queries (a stored prompt with one word dropped: never an exact hit)
  *    through key + embed + search, timing each, and compares the top hit with
  *    an exhaustive search over all vectors (recall@1);
- * 5. prints bytes per entry on disk and the process's RSS.
+ * 5. prints bytes per entry on disk and the process's RSS;
+ * with --emit-queries, also writes 10,000 paraphrased queries (one a line)
+ * for a load test through the server (bench/bench_cache.sh).
  * Everything it writes is under DIR (removed first).
  */
 #include <jansson.h>
@@ -148,7 +151,7 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	const char *path = NULL, *index = "auto";
+	const char *path = NULL, *index = "auto", *emit = NULL;
 	long entries = 100000, queries = 2000, dim = 384, m = 32, ef = 64, seed = 1;
 	char err[1024], cmd[1200], prompt[512], answer[512];
 
@@ -161,6 +164,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--m")) m = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--ef")) ef = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--seed")) seed = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--emit-queries")) emit = argv[i + 1];
 		else {
 			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
 			return 2;
@@ -246,6 +250,20 @@ int main(int argc, char **argv)
 	}
 	double t_ready = now_s() - t0;
 	sg_index_set_threads(1);
+
+	/* Paraphrased queries for a load test through the server (one a line). */
+	if (emit) {
+		FILE *f = fopen(emit, "w");
+		for (long i = 0; f && i < 10000; i++) {
+			const char *p = prompts[rnd() % (uint64_t)entries];
+			const char *sp = strchr(p, ' ');
+			fprintf(f, "%s\n", sp ? sp + 1 : p);
+		}
+		if (f == NULL || fclose(f) != 0) {
+			fprintf(stderr, "cachebench: cannot write %s\n", emit);
+			return 1;
+		}
+	}
 
 	/* 4. queries */
 	uint64_t *lat = malloc((size_t)queries * sizeof(uint64_t));

@@ -18,6 +18,19 @@
  *   --dump-false T              (print false hits scoring >= T to stderr)
  *   --dump-pos LO:HI            (print correct hits on duplicates scoring in
  *                                [LO, HI) to stderr: what almost matched)
+ *   --min-rate R                (the second summary line; default 0.20)
+ *
+ * The second stage (semgate/verify.h) replaces the cosine by the verifier's
+ * score of (b, returned a, cosine) before the threshold:
+ *   --verify                    (top-1 from the index, then verified)
+ *   --rerank K                  (top-K from the index, each verified, the
+ *                                best verified score wins; implies --verify)
+ *   --v-sub W --v-extra W --v-number W --v-negation W --v-qtype W
+ *   --v-antonym W --v-order W   (the verifier's knobs; 0 = default,
+ *                                negative = off)
+ *   --dump-evidence FILE        (per candidate verified: cosine, verified
+ *                                score, evidence, correct or not; TSV)
+ * With the verifier, --dump-false prints the evidence of each false hit too.
  * A missing data file is not an error: the tool says so and exits 0.
  */
 #include <errno.h>
@@ -29,8 +42,10 @@
 
 #include "semgate/embed.h"
 #include "semgate/index.h"
+#include "semgate/verify.h"
 
 #define MAX_THRESHOLDS 200
+#define MAX_RERANK 32
 
 /* ---- interned texts with union-find ------------------------------------- */
 
@@ -185,6 +200,20 @@ out:
 
 /* ---- options -------------------------------------------------------------- */
 
+typedef struct tool_opts {
+	sg_embed_local_opts_t embed;  /* embedder knobs */
+	sg_verify_opts_t verify;      /* verifier knobs */
+	int use_verify;               /* 1: score with the verifier */
+	int rerank;                   /* candidates verified per lookup (>= 1) */
+	double th[MAX_THRESHOLDS];    /* thresholds */
+	int n_th;                     /* how many */
+	double min_prec;              /* summary: best rate at this precision */
+	double min_rate;              /* summary: best precision at this rate */
+	double dump[3];               /* --dump-false T, --dump-pos LO:HI */
+	const char *evidence_path;    /* --dump-evidence FILE or NULL */
+	const char *path;             /* the data file */
+} tool_opts_t;
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -192,15 +221,18 @@ static void usage(void)
 		"           [--char-min N] [--char-max N] [--stop W] [--qword W]\n"
 		"           [--pronoun W] [--modal W] [--number W] [--qtype W]\n"
 		"           [--no-stem] [--thresholds FROM:TO:STEP]\n"
-		"           [--min-precision P] [--dump-false T] [--dump-pos LO:HI]\n"
-		"           [qqp-dev.jsonl]\n");
+		"           [--min-precision P] [--min-rate R] [--dump-false T]\n"
+		"           [--dump-pos LO:HI] [--verify] [--rerank K] [--v-sub W]\n"
+		"           [--v-extra W] [--v-number W] [--v-negation W] [--v-qtype W]\n"
+		"           [--v-antonym W] [--v-order W]\n"
+		"           [--dump-evidence FILE] [qqp-dev.jsonl]\n");
 }
 
-static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
-		      double *th, int *n_th, double *min_prec, double dump[3],
-		      const char **path)
+static int parse_args(int argc, char **argv, tool_opts_t *t)
 {
 	double from = 0.70, to = 0.98, step = 0.02;
+	sg_embed_local_opts_t *o = &t->embed;
+	sg_verify_opts_t *v = &t->verify;
 
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -208,8 +240,12 @@ static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
 			o->no_stem = 1;
 			continue;
 		}
+		if (strcmp(arg, "--verify") == 0) {
+			t->use_verify = 1;
+			continue;
+		}
 		if (arg[0] != '-') {
-			*path = arg;
+			t->path = arg;
 			continue;
 		}
 		if (val == NULL) {
@@ -242,11 +278,36 @@ static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
 		else if (strcmp(arg, "--number") == 0)
 			o->number_weight = strtof(val, NULL);
 		else if (strcmp(arg, "--min-precision") == 0)
-			*min_prec = strtod(val, NULL);
+			t->min_prec = strtod(val, NULL);
+		else if (strcmp(arg, "--min-rate") == 0)
+			t->min_rate = strtod(val, NULL);
+		else if (strcmp(arg, "--rerank") == 0) {
+			t->rerank = atoi(val);
+			t->use_verify = 1;
+			if (t->rerank < 1 || t->rerank > MAX_RERANK) {
+				usage();
+				return -1;
+			}
+		} else if (strcmp(arg, "--v-sub") == 0)
+			v->substitution = strtof(val, NULL);
+		else if (strcmp(arg, "--v-extra") == 0)
+			v->extra = strtof(val, NULL);
+		else if (strcmp(arg, "--v-number") == 0)
+			v->number = strtof(val, NULL);
+		else if (strcmp(arg, "--v-negation") == 0)
+			v->negation = strtof(val, NULL);
+		else if (strcmp(arg, "--v-qtype") == 0)
+			v->qtype = strtof(val, NULL);
+		else if (strcmp(arg, "--v-antonym") == 0)
+			v->antonym = strtof(val, NULL);
+		else if (strcmp(arg, "--v-order") == 0)
+			v->order = strtof(val, NULL);
+		else if (strcmp(arg, "--dump-evidence") == 0)
+			t->evidence_path = val;
 		else if (strcmp(arg, "--dump-false") == 0)
-			dump[0] = strtod(val, NULL);
+			t->dump[0] = strtod(val, NULL);
 		else if (strcmp(arg, "--dump-pos") == 0) {
-			if (sscanf(val, "%lf:%lf", &dump[1], &dump[2]) != 2) {
+			if (sscanf(val, "%lf:%lf", &t->dump[1], &t->dump[2]) != 2) {
 				usage();
 				return -1;
 			}
@@ -262,43 +323,123 @@ static int parse_args(int argc, char **argv, sg_embed_local_opts_t *o,
 			return -1;
 		}
 	}
-	*n_th = 0;
-	for (double t = from; t <= to + step / 2 && *n_th < MAX_THRESHOLDS; t += step)
-		th[(*n_th)++] = t;
+	t->n_th = 0;
+	for (double x = from; x <= to + step / 2 && t->n_th < MAX_THRESHOLDS; x += step)
+		t->th[t->n_th++] = x;
 	return 0;
+}
+
+/* ---- the second stage ------------------------------------------------------ */
+
+/*
+ * Verify each lookup's top-k candidates (k = t->rerank) and keep the best
+ * verified score: hit[i] and scores[i] become the winner and its score,
+ * cosine[i] its cosine. *verify_us gets the time spent in the verifier,
+ * *n_verify the pairs it scored.
+ */
+static int verify_lookups(const tool_opts_t *o, const sg_index_t *ix, texts_t *t,
+			  const pair_t *pairs, size_t n_pairs, const size_t *a_of_slot,
+			  const float *bvecs, int64_t *hit, float *scores, float *cosine,
+			  sg_verify_evidence_t *evidence, uint64_t *verify_us,
+			  size_t *n_verify, FILE *dump)
+{
+	sg_verify_t *v = NULL;
+	int k = o->rerank, rc;
+	int64_t *ids = malloc(n_pairs * (size_t)k * sizeof(*ids));
+	float *cos = malloc(n_pairs * (size_t)k * sizeof(*cos));
+
+	*verify_us = 0;
+	*n_verify = 0;
+	if (ids == NULL || cos == NULL) {
+		rc = SG_ENOMEM;
+		goto out;
+	}
+	if ((rc = sg_verify_new(&v, &o->verify)) != 0)
+		goto out;
+	if ((rc = sg_index_search_batch(ix, n_pairs, bvecs, k, ids, cos)) != 0)
+		goto out;
+	uint64_t t0 = sg_now_us();
+	for (size_t i = 0; i < n_pairs; i++) {
+		const char *b = t->str[pairs[i].b];
+		size_t blen = strlen(b);
+		float best = -1;
+		hit[i] = -1;
+		for (int j = 0; j < k; j++) {
+			int64_t id = ids[i * (size_t)k + (size_t)j];
+			sg_verify_evidence_t ev;
+			if (id < 0)
+				continue;
+			const char *a = t->str[a_of_slot[id]];
+			float s = sg_verify_explain(v, b, blen, a, strlen(a),
+						    cos[i * (size_t)k + (size_t)j], &ev);
+			(*n_verify)++;
+			if (dump) {
+				size_t ai = a_of_slot[id];
+				int ok = texts_find(t, ai) == texts_find(t, pairs[i].b);
+				fprintf(dump, "%zu\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%.2f\t%.2f"
+					"\t%d\t%d\t%d\t%d\t%d\t%d\n",
+					i, j, pairs[i].label, ok, ai == pairs[i].a,
+					ev.cosine, ev.score, ev.miss_a, ev.miss_b,
+					ev.number, ev.negation, ev.qtype, ev.antonym,
+					ev.order, ev.covered);
+			}
+			if (s > best) { /* ties keep the nearer vector */
+				best = s;
+				hit[i] = id;
+				scores[i] = s;
+				cosine[i] = ev.cosine;
+				evidence[i] = ev;
+			}
+		}
+	}
+	*verify_us = sg_now_us() - t0;
+out:
+	sg_verify_free(v);
+	free(cos);
+	free(ids);
+	return rc;
+}
+
+static void print_evidence(FILE *f, const sg_verify_evidence_t *ev)
+{
+	fprintf(f, "  cos %.3f -> %.3f  miss %.2f/%.2f%s%s%s%s%s%s\n", ev->cosine, ev->score,
+		ev->miss_a, ev->miss_b, ev->number ? " number" : "",
+		ev->negation ? " negation" : "", ev->qtype ? " qtype" : "",
+		ev->antonym ? " antonym" : "", ev->order ? " order" : "",
+		ev->covered ? " covered" : "");
 }
 
 /* ---- main ----------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
-	sg_embed_local_opts_t opts = {0};
-	const char *path = "../shared/data/qqp-dev.jsonl";
-	double th[MAX_THRESHOLDS], min_prec = 0.90, dump[3] = {2, 2, 2};
-	int n_th = 0, dim, rc, status = 1;
+	tool_opts_t o = {.rerank = 1, .min_prec = 0.90, .min_rate = 0.20,
+			 .dump = {2, 2, 2}, .path = "../shared/data/qqp-dev.jsonl"};
+	int dim, rc, status = 1;
 	texts_t t = {0};
 	pair_t *pairs = NULL;
-	size_t n_pairs = 0, n_a = 0, n_pos = 0, n_neg = 0, n_embeds = 0;
+	size_t n_pairs = 0, n_a = 0, n_pos = 0, n_neg = 0, n_embeds = 0, n_verify = 0;
 	size_t *a_of_slot = NULL, *slot_of_text = NULL;
 	sg_embed_local_t *e = NULL;
 	sg_index_t *ix = NULL;
-	float *avecs = NULL, *bvecs = NULL, *scores = NULL;
+	float *avecs = NULL, *bvecs = NULL, *scores = NULL, *cosine = NULL;
+	sg_verify_evidence_t *evidence = NULL;
 	int64_t *ids = NULL, *hit = NULL;
-	uint64_t t0, embed_us = 0;
+	uint64_t t0, embed_us = 0, verify_us = 0;
 
-	if (parse_args(argc, argv, &opts, th, &n_th, &min_prec, dump, &path) != 0)
+	if (parse_args(argc, argv, &o) != 0)
 		return 2;
-	if ((rc = sg_embed_local_new(&e, &opts)) != 0) {
+	if ((rc = sg_embed_local_new(&e, &o.embed)) != 0) {
 		fprintf(stderr, "qqp: embedder: %s\n", sg_strerror(rc));
 		return 2;
 	}
 	dim = sg_embed_local_dim(e);
-	if ((rc = load_pairs(path, &t, &pairs, &n_pairs)) != 0) {
+	if ((rc = load_pairs(o.path, &t, &pairs, &n_pairs)) != 0) {
 		if (rc == SG_EIO && errno == ENOENT) {
-			printf("qqp: %s not found; nothing to measure\n", path);
+			printf("qqp: %s not found; nothing to measure\n", o.path);
 			status = 0;
 		} else {
-			fprintf(stderr, "qqp: %s: %s\n", path, sg_strerror(rc));
+			fprintf(stderr, "qqp: %s: %s\n", o.path, sg_strerror(rc));
 		}
 		goto out;
 	}
@@ -321,7 +462,9 @@ int main(int argc, char **argv)
 	ids = malloc((n_a > n_pairs ? n_a : n_pairs) * sizeof(*ids));
 	hit = malloc(n_pairs * sizeof(*hit));
 	scores = malloc(n_pairs * sizeof(*scores));
-	if (!avecs || !bvecs || !ids || !hit || !scores)
+	cosine = malloc(n_pairs * sizeof(*cosine));
+	evidence = calloc(n_pairs, sizeof(*evidence));
+	if (!avecs || !bvecs || !ids || !hit || !scores || !cosine || !evidence)
 		goto oom;
 
 	t0 = sg_now_us();
@@ -347,52 +490,88 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qqp: index: %s\n", sg_strerror(rc));
 		goto out;
 	}
+	memcpy(cosine, scores, n_pairs * sizeof(*cosine));
+	if (o.use_verify) {
+		FILE *dump = NULL;
+		if (o.evidence_path && (dump = fopen(o.evidence_path, "w")) == NULL) {
+			fprintf(stderr, "qqp: %s: %s\n", o.evidence_path, strerror(errno));
+			goto out;
+		}
+		if (dump)
+			fprintf(dump, "pair\trank\tlabel\tcorrect\town\tcosine\tscore"
+				      "\tmiss_a\tmiss_b\tnumber\tnegation\tqtype"
+				      "\tantonym\torder\tcovered\n");
+		rc = verify_lookups(&o, ix, &t, pairs, n_pairs, a_of_slot, bvecs, hit,
+				    scores, cosine, evidence, &verify_us, &n_verify, dump);
+		if (dump)
+			fclose(dump);
+		if (rc != 0) {
+			fprintf(stderr, "qqp: verify: %s\n", sg_strerror(rc));
+			goto out;
+		}
+	}
 
 	for (size_t i = 0; i < n_pairs; i++)
 		*(pairs[i].label ? &n_pos : &n_neg) += 1;
 	printf("embedder   %s\n", sg_embed_local_id(e));
 	printf("data       %s: %zu pairs (%zu label 1, %zu label 0), %zu distinct a\n",
-	       path, n_pairs, n_pos, n_neg, n_a);
-	printf("embed      %.2f us per text (%zu texts, 1 thread)\n\n",
-	       (double)embed_us / (double)n_embeds, n_embeds);
-	printf("| threshold | hits | precision | positive hit rate "
+	       o.path, n_pairs, n_pos, n_neg, n_a);
+	printf("embed      %.2f us per text (%zu texts, 1 thread)\n", (double)embed_us /
+	       (double)n_embeds, n_embeds);
+	if (o.use_verify) {
+		sg_verify_opts_t vo = o.verify;
+		printf("verify     top-%d, knobs sub %g extra %g number %g negation %g "
+		       "qtype %g antonym %g order %g (0 = default)\n",
+		       o.rerank, vo.substitution, vo.extra, vo.number, vo.negation,
+		       vo.qtype, vo.antonym, vo.order);
+		printf("verify     %.2f us per pair (%zu pairs, 1 thread)\n",
+		       n_verify ? (double)verify_us / (double)n_verify : 0.0, n_verify);
+	}
+	printf("\n| threshold | hits | precision | positive hit rate "
 	       "| negative false-hit rate |\n");
 	printf("|---|---|---|---|---|\n");
 
-	for (size_t i = 0; i < n_pairs && dump[0] <= 1; i++) {
-		if (hit[i] < 0 || scores[i] < dump[0])
+	for (size_t i = 0; i < n_pairs && o.dump[0] <= 1; i++) {
+		if (hit[i] < 0 || scores[i] < o.dump[0])
 			continue;
 		size_t a = a_of_slot[hit[i]];
-		if (texts_find(&t, a) != texts_find(&t, pairs[i].b))
+		if (texts_find(&t, a) != texts_find(&t, pairs[i].b)) {
 			fprintf(stderr, "FALSE %.3f label %d\n  b: %s\n  hit: %s\n",
 				scores[i], pairs[i].label, t.str[pairs[i].b],
 				t.str[a]);
+			if (o.use_verify)
+				print_evidence(stderr, &evidence[i]);
+		}
 	}
 
-	if (dump[1] <= 1) {
+	if (o.dump[1] <= 1) {
 		/* correct top-1 on duplicates scoring in [lo, hi) */
-		double lo = dump[1], hi = dump[2];
+		double lo = o.dump[1], hi = o.dump[2];
 		for (size_t i = 0; i < n_pairs; i++) {
 			if (!pairs[i].label || hit[i] < 0 || scores[i] < lo ||
 			    scores[i] >= hi)
 				continue;
 			size_t a = a_of_slot[hit[i]];
-			if (texts_find(&t, a) == texts_find(&t, pairs[i].b))
+			if (texts_find(&t, a) == texts_find(&t, pairs[i].b)) {
 				fprintf(stderr, "POS %.3f\n  b: %s\n  hit: %s\n",
 					scores[i], t.str[pairs[i].b], t.str[a]);
+				if (o.use_verify)
+					print_evidence(stderr, &evidence[i]);
+			}
 		}
 	}
 
 	/* enough decimals to tell the thresholds apart */
 	int decimals = 2;
-	if (n_th > 1 && th[1] - th[0] < 0.0099)
+	if (o.n_th > 1 && o.th[1] - o.th[0] < 0.0099)
 		decimals = 3;
 
 	double best_rate = -1, best_th = 0, best_prec = 0;
-	for (int k = 0; k < n_th; k++) {
+	double rate_prec = -1, rate_th = 0, rate_rate = 0;
+	for (int k = 0; k < o.n_th; k++) {
 		size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0;
 		for (size_t i = 0; i < n_pairs; i++) {
-			if (hit[i] < 0 || scores[i] < th[k] - 1e-6)
+			if (hit[i] < 0 || scores[i] < o.th[k] - 1e-6)
 				continue;
 			size_t a = a_of_slot[hit[i]];
 			int ok = texts_find(&t, a) == texts_find(&t, pairs[i].b);
@@ -405,19 +584,29 @@ int main(int argc, char **argv)
 		}
 		double prec = hits ? (double)correct / (double)hits : 0;
 		double pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
-		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, th[k], hits, prec,
-		       pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
-		if (hits && prec >= min_prec && pos_rate > best_rate) {
+		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, o.th[k], hits,
+		       prec, pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
+		if (hits && prec >= o.min_prec && pos_rate > best_rate) {
 			best_rate = pos_rate;
-			best_th = th[k];
+			best_th = o.th[k];
 			best_prec = prec;
+		}
+		if (hits && pos_rate >= o.min_rate && prec > rate_prec) {
+			rate_prec = prec;
+			rate_th = o.th[k];
+			rate_rate = pos_rate;
 		}
 	}
 	if (best_rate >= 0)
 		printf("\nbest: threshold %.*f: precision %.3f at positive hit rate %.3f\n",
 		       decimals, best_th, best_prec, best_rate);
 	else
-		printf("\nbest: no threshold reaches precision %.2f\n", min_prec);
+		printf("\nbest: no threshold reaches precision %.2f\n", o.min_prec);
+	if (rate_prec >= 0)
+		printf("at rate >= %.2f: threshold %.*f: precision %.3f at positive hit "
+		       "rate %.3f\n", o.min_rate, decimals, rate_th, rate_prec, rate_rate);
+	else
+		printf("at rate >= %.2f: no threshold reaches it\n", o.min_rate);
 	status = 0;
 	goto out;
 
@@ -429,6 +618,8 @@ oom:
 out:
 	sg_index_free(ix);
 	sg_embed_local_free(e);
+	free(evidence);
+	free(cosine);
 	free(scores);
 	free(hit);
 	free(ids);

@@ -15,10 +15,8 @@
  *   - opposites across the pair (best / worst, before / after, buy / sell);
  *   - two shared content words in the opposite order ("Russians dislike
  *     Poles" / "Poles dislike Russians").
- * Each found piece of evidence subtracts a fixed amount from the cosine; a
- * pair whose content words all match, with nothing else against it, gets a
- * bonus that closes part of the gap to 1. With no evidence either way the
- * score is the cosine, so thresholds keep their meaning.
+ * Each piece of evidence found subtracts a fixed amount from the cosine;
+ * with none, the score is the cosine, so thresholds keep their meaning.
  *
  * Words are compared after the `local` embedder's normalisation (case,
  * contractions, variants, stemming) and weighed by its hand-written
@@ -57,8 +55,6 @@ typedef struct sg_verify_opts {
 	float qtype;        /* different kinds of question */
 	float antonym;      /* opposites across the pair */
 	float order;        /* two shared content words swapped */
-	float bonus;        /* share of (1 - cosine) added when every content
-			       word matches and nothing speaks against */
 } sg_verify_opts_t;
 
 /**
@@ -75,7 +71,8 @@ typedef struct sg_verify_evidence {
 	int qtype;           /* 1: different kinds of question */
 	int antonym;         /* 1: opposites across the pair */
 	int order;           /* 1: two shared content words in opposite orders */
-	int covered;         /* 1: every content word of each side matched */
+	int covered;         /* 1: nothing but template words unmatched, and no
+				other evidence */
 } sg_verify_evidence_t;
 
 /**
@@ -92,9 +89,8 @@ void sg_verify_free(sg_verify_t *v);
  * The final similarity in [0, 1] of prompts a and b (any bytes, not
  * NUL-terminated, borrowed for the call; NULL is fine with a length of 0),
  * given the cosine of their vectors. Symmetric in a and b. Equals the cosine
- * (clamped to [0, 1]) when the texts carry no evidence either way, is never
- * above it when they differ in content words, and is monotone in the cosine
- * for a fixed pair of texts. Deterministic and thread-safe; a few
+ * (clamped to [0, 1]) when the texts carry no evidence, is never above it,
+ * and is monotone in the cosine for a fixed pair of texts. Deterministic and thread-safe; a few
  * microseconds for question-length texts.
  */
 float sg_verify_score(const sg_verify_t *v, const char *a, size_t alen, const char *b,
