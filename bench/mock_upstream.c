@@ -13,7 +13,14 @@
  * per request: a harness that does not drain stderr must not stall us).
  *
  * Endpoints: POST /v1/chat/completions, POST /v1/completions,
- * POST /v1/embeddings, GET /v1/models, GET /mock/stats, POST /mock/reset.
+ * POST /v1/embeddings, GET /v1/models, GET /mock/stats, POST /mock/reset;
+ * and chat in two other providers' formats: Anthropic's POST /v1/messages
+ * (key in x-api-key, anthropic-version required) and Gemini's POST
+ * /v1beta/models/MODEL:generateContent and :streamGenerateContent?alt=sse
+ * (key in x-goog-api-key or ?key=). Their requests are checked about as
+ * strictly as those providers do (roles alternate, max_tokens present,
+ * tool_result answers a tool_use; unknown Gemini fields refused), so a
+ * request semgate translated wrongly fails here first.
  * Answers are deterministic: "mock answer to: <prompt>", where the prompt is
  * the last user message (text parts of an array content joined by a space)
  * or the completion prompt (one choice per prompt of an array). Embeddings are
@@ -23,7 +30,10 @@
  * Fault markers in the prompt (last user message, first completion prompt,
  * first embedding input), combinable: [[status=CODE]] [[status=CODE:text]]
  * [[retry-after=S]] [[reset]] [[latency=MS]] [[slow-headers=MS]] [[cut=N]]
- * [[garbage]] [[huge=N]]. A request that is a stream and fails, resets or
+ * [[garbage]] [[huge=N]] [[tool=NAME]] (the reply is a call of tool NAME
+ * with arguments {"q":"<prompt>"}, in the request's format; chat only).
+ * Each format answers injected statuses in its own error shape. A request
+ * that is a stream and fails, resets or
  * gets garbage is not counted as a stream; a stream ended by [[cut]] counts
  * as "streams_cut", not "streams_aborted".
  *
@@ -79,9 +89,13 @@ struct buf {
 
 enum api { API_CHAT, API_TEXT, API_EMBED };
 
+/* Whose wire format a chat request and its reply use. */
+enum fmt { FMT_OPENAI, FMT_ANTHROPIC, FMT_GEMINI };
+
 /* A streamed reply; one allocation holding offsets, model and answer text. */
 struct stream {
 	enum api api;		/* API_CHAT or API_TEXT */
+	enum fmt fmt;		/* wire format of the events */
 	uint64_t id;		/* the n of "chatcmpl-mock-<n>" */
 	uint64_t created;	/* unix time */
 	int chunked;		/* HTTP/1.1 chunked framing, else close-delimited */
@@ -97,7 +111,9 @@ struct stream {
 	size_t *off;		/* n_answers + 1 offsets into text */
 	const char *model;	/* model name (not NUL-terminated) */
 	size_t model_len;	/* bytes of model */
-	const char *text;	/* answers, concatenated */
+	const char *text;	/* answers, concatenated (a tool call's arguments) */
+	const char *tool;	/* [[tool=NAME]]: NAME (not NUL-terminated), or NULL */
+	size_t tool_len;	/* bytes of tool */
 };
 
 enum {
@@ -183,6 +199,8 @@ struct stats {
 	uint64_t chat;		/* POST /v1/chat/completions */
 	uint64_t completions;	/* POST /v1/completions */
 	uint64_t embeddings;	/* POST /v1/embeddings */
+	uint64_t messages;	/* POST /v1/messages (Anthropic) */
+	uint64_t gemini;	/* POST /v1beta/models/...:*generateContent */
 	uint64_t streams_started; /* streamed replies accepted */
 	uint64_t streams_completed; /* ... that sent the final zero chunk */
 	uint64_t streams_aborted; /* ... whose client went away first */
@@ -611,6 +629,8 @@ struct faults {
 	int64_t cut;		/* events (or half body), or -1 */
 	int garbage;		/* non-JSON 200 body */
 	int64_t huge;		/* answer length, or -1 */
+	const char *tool;	/* [[tool=NAME]]: NAME, in the prompt, or NULL */
+	size_t tool_len;	/* bytes of tool */
 };
 
 static int marker_num(const char *s, size_t n, const char *key, uint64_t max,
@@ -658,6 +678,10 @@ static void parse_faults(const char *s, size_t n, struct faults *f)
 			f->cut = (int64_t)v;
 		else if (marker_num(in, len, "huge=", MAX_HUGE, &v))
 			f->huge = (int64_t)v;
+		else if (len > 5 && len <= 5 + 64 && memcmp(in, "tool=", 5) == 0 &&
+			 strspn(in + 5, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				"0123456789_-") >= len - 5)
+			f->tool = in + 5, f->tool_len = len - 5;
 		else {
 			i++;	/* not a marker: "[[x [[reset]]" still resets */
 			continue;
@@ -778,7 +802,8 @@ static void put_usage(struct buf *b, uint64_t pt, uint64_t ct)
 
 /* A complete (non-streamed) chat.completion or text_completion. */
 static void completion_body(struct mock *m, enum api api, struct buf *b,
-			    const char *model, size_t model_len, uint64_t pt, uint64_t ct)
+			    const char *model, size_t model_len, uint64_t pt, uint64_t ct,
+			    const char *tool, size_t tool_len)
 {
 	const size_t *off = (const size_t *)m->offs.base;
 	size_t n = m->offs.len / sizeof(size_t) - 1, i;
@@ -794,7 +819,16 @@ static void completion_body(struct mock *m, enum api api, struct buf *b,
 	for (i = 0; i < n; i++) {
 		if (i > 0)
 			buf_addc(b, ',');
-		if (api == API_CHAT) {
+		if (api == API_CHAT && tool != NULL) {
+			buf_adds(b, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+				 "null,\"tool_calls\":[{\"id\":\"call_mock_");
+			buf_add_u64(b, m->next_id - 1);
+			buf_adds(b, "\",\"type\":\"function\",\"function\":{\"name\":");
+			buf_add_jstr(b, tool, tool_len);
+			buf_adds(b, ",\"arguments\":");
+			buf_add_jstr(b, m->ans.base + off[i], off[i + 1] - off[i]);
+			buf_adds(b, "}}]},\"finish_reason\":\"tool_calls\"}");
+		} else if (api == API_CHAT) {
 			buf_adds(b, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
 			buf_add_jstr(b, m->ans.base + off[i], off[i + 1] - off[i]);
 			buf_adds(b, "},\"finish_reason\":\"stop\"}");
@@ -812,14 +846,15 @@ static void completion_body(struct mock *m, enum api api, struct buf *b,
 }
 
 static struct stream *stream_new(struct mock *m, enum api api, const char *model,
-				 size_t model_len, uint64_t pt, uint64_t ct)
+				 size_t model_len, uint64_t pt, uint64_t ct,
+				 const char *tool, size_t tool_len)
 {
 	size_t n = m->offs.len / sizeof(size_t) - 1;
 	size_t offs_size = (n + 1) * sizeof(size_t);
 	struct stream *s;
 	char *p;
 
-	s = calloc(1, sizeof(*s) + offs_size + model_len + m->ans.len);
+	s = calloc(1, sizeof(*s) + offs_size + model_len + m->ans.len + tool_len);
 	if (s == NULL)
 		return NULL;
 	s->off = (size_t *)(s + 1);
@@ -832,6 +867,12 @@ static struct stream *stream_new(struct mock *m, enum api api, const char *model
 	if (m->ans.len > 0)
 		memcpy(p, m->ans.base, m->ans.len);
 	s->text = p;
+	if (tool != NULL) {
+		p += m->ans.len;
+		memcpy(p, tool, tool_len);
+		s->tool = p;
+		s->tool_len = tool_len;
+	}
 	s->api = api;
 	s->n_answers = n;
 	s->id = m->next_id++;
@@ -853,6 +894,10 @@ struct call {
 	const char *prompt;	/* the text whose fault markers apply */
 	size_t prompt_len;	/* bytes of prompt */
 	uint64_t prompt_tokens;	/* usage */
+	enum fmt fmt;		/* wire format (chat) */
+	int stream;		/* Gemini: the URL asks for a stream */
+	const char *tool;	/* [[tool=NAME]]: NAME, or NULL */
+	size_t tool_len;	/* bytes of tool */
 };
 
 static size_t texts_count(const json_t *texts)
@@ -973,6 +1018,493 @@ static const char *embeddings_body(struct mock *m, const struct call *a,
 	return NULL;
 }
 
+/* ---- Anthropic's and Gemini's formats -------------------------------------- */
+
+static const char *anthropic_error_type(int status)
+{
+	switch (status) {
+	case 400: return "invalid_request_error";
+	case 401: return "authentication_error";
+	case 403: return "permission_error";
+	case 404: return "not_found_error";
+	case 413: return "request_too_large";
+	case 429: return "rate_limit_error";
+	case 529: return "overloaded_error";
+	default: return status < 500 ? "invalid_request_error" : "api_error";
+	}
+}
+
+static const char *gemini_status(int status)
+{
+	switch (status) {
+	case 400: return "INVALID_ARGUMENT";
+	case 401: return "UNAUTHENTICATED";
+	case 403: return "PERMISSION_DENIED";
+	case 404: return "NOT_FOUND";
+	case 429: return "RESOURCE_EXHAUSTED";
+	case 503: return "UNAVAILABLE";
+	case 504: return "DEADLINE_EXCEEDED";
+	default: return status < 500 ? "FAILED_PRECONDITION" : "INTERNAL";
+	}
+}
+
+/* An error body in the request's format. */
+static void fmt_error(struct reply *r, enum fmt fmt, int status, const char *msg)
+{
+	struct buf *b = r->body;
+
+	if (fmt == FMT_OPENAI) {
+		error_reply(r, status, status == 401 ? "invalid_request_error" :
+			    status == 429 ? "rate_limit_error" :
+			    status < 500 ? "invalid_request_error" : "server_error",
+			    "null", msg, strlen(msg));
+		return;
+	}
+	r->status = status;
+	r->ctype = "application/json";
+	buf_clear(b);
+	if (fmt == FMT_ANTHROPIC) {
+		buf_adds(b, "{\"type\":\"error\",\"error\":{\"type\":\"");
+		buf_adds(b, anthropic_error_type(status));
+		buf_adds(b, "\",\"message\":");
+		buf_add_jstr(b, msg, strlen(msg));
+		buf_adds(b, "},\"request_id\":\"req_mock\"}");
+	} else {
+		buf_adds(b, "{\"error\":{\"code\":");
+		buf_add_u64(b, (uint64_t)status);
+		buf_adds(b, ",\"message\":");
+		buf_add_jstr(b, msg, strlen(msg));
+		buf_adds(b, ",\"status\":\"");
+		buf_adds(b, gemini_status(status));
+		buf_adds(b, "\"}}");
+	}
+}
+
+static int key_is(const char *v, size_t n, const char *key)
+{
+	return v != NULL && n == strlen(key) && memcmp(v, key, n) == 0;
+}
+
+/* --require-key, as each provider takes the key. */
+static int authorized_as(const struct conn *c, enum fmt fmt)
+{
+	const char *key = c->m->require_key, *v, *q;
+	size_t n;
+
+	if (key == NULL || fmt == FMT_OPENAI)
+		return authorized(c);
+	if (fmt == FMT_ANTHROPIC) {
+		v = hdr_get(&c->hdrs, "x-api-key", &n);
+		return key_is(v, n, key);
+	}
+	v = hdr_get(&c->hdrs, "x-goog-api-key", &n);
+	if (v != NULL)
+		return key_is(v, n, key);
+	q = strchr(c->url.base, '?');
+	while (q != NULL) {
+		q++;
+		if (strncmp(q, "key=", 4) == 0)
+			return key_is(q + 4, strcspn(q + 4, "&#"), key);
+		q = strchr(q, '&');
+	}
+	return 0;
+}
+
+/* The tool_use ids of an Anthropic message: does it have this one? */
+static int has_tool_use(const json_t *msg, const char *id)
+{
+	const json_t *blk;
+	size_t i;
+
+	json_array_foreach(json_object_get(msg, "content"), i, blk) {
+		if (json_is_string(json_object_get(blk, "id")) &&
+		    strcmp(json_string_value(json_object_get(blk, "id")), id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static int has_text(const json_t *content)
+{
+	const json_t *part;
+	size_t i;
+
+	if (json_is_string(content))
+		return 1;
+	json_array_foreach(content, i, part)
+		if (json_is_string(json_object_get(part, "text")))
+			return 1;
+	return 0;
+}
+
+static const char *anthropic_block_error(const json_t *blk, const char *role,
+					 const json_t *prev)
+{
+	const char *type = json_string_value(json_object_get(blk, "type"));
+	const json_t *src = json_object_get(blk, "source");
+	const char *st = json_string_value(json_object_get(src, "type"));
+	const json_t *v;
+
+	if (type == NULL)
+		return "messages: content block: Field required: type";
+	if (strcmp(type, "text") == 0) {
+		v = json_object_get(blk, "text");
+		if (!json_is_string(v))
+			return "messages: text block: Field required: text";
+		if (json_string_length(v) == 0)
+			return "messages: text content blocks must be non-empty";
+	} else if (strcmp(type, "image") == 0 || strcmp(type, "document") == 0) {
+		if (st == NULL)
+			return "messages: image source: Field required: type";
+		if (strcmp(st, "base64") == 0) {
+			if (!json_is_string(json_object_get(src, "media_type")) ||
+			    !json_is_string(json_object_get(src, "data")))
+				return "messages: base64 source needs media_type and data";
+		} else if (strcmp(st, "url") == 0) {
+			if (!json_is_string(json_object_get(src, "url")))
+				return "messages: url source needs url";
+		} else {
+			return "messages: unknown image source type";
+		}
+	} else if (strcmp(type, "tool_use") == 0) {
+		if (strcmp(role, "assistant") != 0)
+			return "messages: tool_use blocks are only allowed in assistant messages";
+		if (!json_is_string(json_object_get(blk, "id")) ||
+		    !json_is_string(json_object_get(blk, "name")) ||
+		    !json_is_object(json_object_get(blk, "input")))
+			return "messages: tool_use needs id, name and an input object";
+	} else if (strcmp(type, "tool_result") == 0) {
+		v = json_object_get(blk, "tool_use_id");
+		if (strcmp(role, "user") != 0)
+			return "messages: tool_result blocks are only allowed in user messages";
+		if (!json_is_string(v))
+			return "messages: tool_result: Field required: tool_use_id";
+		if (prev == NULL || !has_tool_use(prev, json_string_value(v)))
+			return "messages: unexpected `tool_use_id` found in `tool_result` blocks: "
+			       "each tool_result must answer a tool_use of the previous message";
+	} else if (strcmp(type, "thinking") != 0 && strcmp(type, "redacted_thinking") != 0) {
+		return "messages: unknown content block type";
+	}
+	return NULL;
+}
+
+/* Anthropic's Messages request. NULL, or what is wrong. */
+static const char *read_anthropic(struct mock *m, const json_t *root, struct call *a)
+{
+	const json_t *msgs = json_object_get(root, "messages"), *msg, *content, *blk;
+	const json_t *sys = json_object_get(root, "system"), *prev = NULL, *v;
+	const char *role, *prev_role = NULL, *err;
+	size_t i, k, last_user = SIZE_MAX;
+
+	v = json_object_get(root, "max_tokens");
+	if (!json_is_integer(v) || json_integer_value(v) < 1)
+		return "max_tokens: Field required";
+	if (sys != NULL && !json_is_string(sys) && !json_is_array(sys))
+		return "system: Input should be a valid string or a list of text blocks";
+	a->prompt_tokens += ceil4(content_len(sys));
+	if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+		return "messages: at least one message is required";
+	json_array_foreach(msgs, i, msg) {
+		role = json_string_value(json_object_get(msg, "role"));
+		content = json_object_get(msg, "content");
+		if (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0))
+			return "messages: role: Input should be 'user' or 'assistant'";
+		if (prev_role != NULL && strcmp(prev_role, role) == 0)
+			return "messages: roles must alternate between \"user\" and \"assistant\"";
+		if (json_is_array(content)) {
+			if (json_array_size(content) == 0)
+				return "messages: all messages must have non-empty content";
+			json_array_foreach(content, k, blk)
+				if ((err = anthropic_block_error(blk, role, prev)) != NULL)
+					return err;
+		} else if (!json_is_string(content)) {
+			return "messages: content: Input should be a valid string or list";
+		}
+		a->prompt_tokens += ceil4(content_len(content)) + 3;
+		if (strcmp(role, "user") == 0 && has_text(content))
+			last_user = i;
+		prev_role = role;
+		prev = msg;
+	}
+	v = json_object_get(root, "tools");
+	json_array_foreach(v, i, blk)
+		if (!json_is_string(json_object_get(blk, "name")) ||
+		    !json_is_object(json_object_get(blk, "input_schema")))
+			return "tools: each tool needs a name and an input_schema object";
+	v = json_object_get(root, "tool_choice");
+	if (v != NULL) {
+		role = json_string_value(json_object_get(v, "type"));
+		if (role == NULL || (strcmp(role, "auto") && strcmp(role, "any") &&
+				     strcmp(role, "tool") && strcmp(role, "none")))
+			return "tool_choice: type must be auto, any, tool or none";
+		if (strcmp(role, "tool") == 0 && !json_is_string(json_object_get(v, "name")))
+			return "tool_choice: Field required: name";
+	}
+	v = json_object_get(root, "stop_sequences");
+	json_array_foreach(v, i, blk)
+		if (!json_is_string(blk))
+			return "stop_sequences: Input should be a list of strings";
+	buf_clear(&m->prompt);
+	if (last_user != SIZE_MAX)
+		content_text(json_object_get(json_array_get(msgs, last_user), "content"),
+			     &m->prompt);
+	a->prompt = m->prompt.base ? m->prompt.base : "";
+	a->prompt_len = m->prompt.len;
+	return NULL;
+}
+
+/* Gemini refuses fields it does not know; so do we. */
+static const char *unknown_field(const json_t *obj, const char *const *known)
+{
+	static char msg[200];
+	const char *key;
+	const json_t *v;
+	size_t i;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		for (i = 0; known[i] != NULL && strcmp(known[i], key) != 0; i++)
+			;
+		if (known[i] == NULL) {
+			snprintf(msg, sizeof(msg), "Invalid JSON payload received. Unknown name "
+				 "\"%.64s\": Cannot find field.", key);
+			return msg;
+		}
+	}
+	return NULL;
+}
+
+/* OpenAPI-subset schemas: keywords Gemini refuses in "parameters". */
+static const char *schema_error(const json_t *v)
+{
+	const char *key, *err;
+	const json_t *val;
+	size_t i;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, val) {
+			if (strcmp(key, "additionalProperties") == 0 || strcmp(key, "$schema") == 0)
+				return "Invalid JSON payload received. Unknown name "
+				       "\"additionalProperties\" or \"$schema\" in parameters";
+			if ((err = schema_error(val)) != NULL)
+				return err;
+		}
+	}
+	json_array_foreach(v, i, val)
+		if ((err = schema_error(val)) != NULL)
+			return err;
+	return NULL;
+}
+
+static const char *gemini_part_error(const json_t *part)
+{
+	static const char *const known[] = {
+		"text", "inlineData", "inline_data", "fileData", "file_data", "functionCall",
+		"function_call", "functionResponse", "function_response", "executableCode",
+		"codeExecutionResult", "thought", "thoughtSignature", "thought_signature",
+		"videoMetadata", NULL
+	};
+	const json_t *v;
+	const char *err;
+	int data = 0;
+
+	if (!json_is_object(part))
+		return "contents.parts: each part must be an object";
+	if ((err = unknown_field(part, known)) != NULL)
+		return err;
+	if ((v = json_object_get(part, "text")) != NULL) {
+		data++;
+		if (!json_is_string(v))
+			return "contents.parts.text: must be a string";
+	}
+	if ((v = json_object_get(part, "inlineData")) != NULL ||
+	    (v = json_object_get(part, "inline_data")) != NULL) {
+		data++;
+		if ((!json_is_string(json_object_get(v, "mimeType")) &&
+		     !json_is_string(json_object_get(v, "mime_type"))) ||
+		    !json_is_string(json_object_get(v, "data")))
+			return "contents.parts.inline_data: needs mime_type and data";
+	}
+	if ((v = json_object_get(part, "fileData")) != NULL ||
+	    (v = json_object_get(part, "file_data")) != NULL) {
+		data++;
+		if (!json_is_string(json_object_get(v, "fileUri")) &&
+		    !json_is_string(json_object_get(v, "file_uri")))
+			return "contents.parts.file_data: needs file_uri";
+	}
+	if ((v = json_object_get(part, "functionCall")) != NULL ||
+	    (v = json_object_get(part, "function_call")) != NULL) {
+		data++;
+		if (!json_is_string(json_object_get(v, "name")) ||
+		    (json_object_get(v, "args") != NULL && !json_is_object(json_object_get(v, "args"))))
+			return "contents.parts.function_call: needs a name and an args object";
+	}
+	if ((v = json_object_get(part, "functionResponse")) != NULL ||
+	    (v = json_object_get(part, "function_response")) != NULL) {
+		data++;
+		if (!json_is_string(json_object_get(v, "name")) ||
+		    !json_is_object(json_object_get(v, "response")))
+			return "contents.parts.function_response: needs a name and a response object";
+	}
+	if (json_object_get(part, "executableCode") || json_object_get(part, "codeExecutionResult"))
+		data++;
+	if (data != 1)
+		return "contents.parts: a part must have exactly one of text, inline_data, "
+		       "file_data, function_call, function_response";
+	return NULL;
+}
+
+/* Gemini's GenerateContentRequest. NULL, or what is wrong. */
+static const char *read_gemini(struct mock *m, const json_t *root, struct call *a)
+{
+	static const char *const fields[] = {
+		"contents", "systemInstruction", "system_instruction", "tools", "toolConfig",
+		"tool_config", "generationConfig", "generation_config", "safetySettings",
+		"safety_settings", "cachedContent", "cached_content", NULL
+	};
+	static const char *const gen_fields[] = {
+		"temperature", "topP", "top_p", "topK", "top_k", "maxOutputTokens",
+		"max_output_tokens", "stopSequences", "stop_sequences", "candidateCount",
+		"candidate_count", "responseMimeType", "response_mime_type", "responseSchema",
+		"response_schema", "responseJsonSchema", "response_json_schema", "presencePenalty",
+		"presence_penalty", "frequencyPenalty", "frequency_penalty", "seed",
+		"responseLogprobs", "response_logprobs", "logprobs", "thinkingConfig",
+		"thinking_config", "responseModalities", "response_modalities", NULL
+	};
+	const json_t *contents = json_object_get(root, "contents"), *c, *parts, *part, *v, *t;
+	const char *role, *err;
+	size_t i, k, last_user = SIZE_MAX;
+
+	if ((err = unknown_field(root, fields)) != NULL)
+		return err;
+	v = json_object_get(root, "generationConfig");
+	if (v == NULL)
+		v = json_object_get(root, "generation_config");
+	if (v != NULL && (!json_is_object(v) || (err = unknown_field(v, gen_fields)) != NULL))
+		return err ? err : "generation_config: must be an object";
+	if (!json_is_array(contents) || json_array_size(contents) == 0)
+		return "* GenerateContentRequest.contents: contents is not specified";
+	json_array_foreach(contents, i, c) {
+		role = json_string_value(json_object_get(c, "role"));
+		parts = json_object_get(c, "parts");
+		if (json_object_get(c, "role") != NULL &&
+		    (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "model") != 0)))
+			return "Please use a valid role: user, model.";
+		if (!json_is_array(parts) || json_array_size(parts) == 0)
+			return "* GenerateContentRequest.contents.parts: contents.parts must not be empty.";
+		json_array_foreach(parts, k, part)
+			if ((err = gemini_part_error(part)) != NULL)
+				return err;
+		a->prompt_tokens += ceil4(content_len(parts)) + 3;
+		if ((role == NULL || strcmp(role, "user") == 0) && has_text(parts))
+			last_user = i;
+	}
+	v = json_object_get(root, "systemInstruction");
+	if (v == NULL)
+		v = json_object_get(root, "system_instruction");
+	if (v != NULL && !json_is_array(json_object_get(v, "parts")))
+		return "system_instruction: parts must be a list";
+	a->prompt_tokens += ceil4(content_len(json_object_get(v, "parts")));
+	json_array_foreach(json_object_get(root, "tools"), i, t) {
+		v = json_object_get(t, "functionDeclarations");
+		if (v == NULL)
+			v = json_object_get(t, "function_declarations");
+		json_array_foreach(v, k, part) {
+			if (!json_is_string(json_object_get(part, "name")))
+				return "tools.function_declarations: name is required";
+			if ((err = schema_error(json_object_get(part, "parameters"))) != NULL)
+				return err;
+		}
+	}
+	buf_clear(&m->prompt);
+	if (last_user != SIZE_MAX)
+		content_text(json_object_get(json_array_get(contents, last_user), "parts"),
+			     &m->prompt);
+	a->prompt = m->prompt.base ? m->prompt.base : "";
+	a->prompt_len = m->prompt.len;
+	return NULL;
+}
+
+static void anthropic_body(struct mock *m, const struct call *a, struct buf *b, uint64_t ct)
+{
+	const size_t *off = (const size_t *)m->offs.base;
+	uint64_t id = m->next_id++;
+
+	buf_adds(b, "{\"id\":\"msg_mock_");
+	buf_add_u64(b, id);
+	buf_adds(b, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+	buf_add_jstr(b, a->model, a->model_len);
+	if (a->tool != NULL) {
+		buf_adds(b, ",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_mock_");
+		buf_add_u64(b, id);
+		buf_adds(b, "\",\"name\":");
+		buf_add_jstr(b, a->tool, a->tool_len);
+		buf_adds(b, ",\"input\":");
+		buf_add(b, m->ans.base, off[1]);	/* a JSON object */
+		buf_adds(b, "}],\"stop_reason\":\"tool_use\"");
+	} else {
+		buf_adds(b, ",\"content\":[{\"type\":\"text\",\"text\":");
+		buf_add_jstr(b, m->ans.base, off[1]);
+		buf_adds(b, "}],\"stop_reason\":\"end_turn\"");
+	}
+	buf_adds(b, ",\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
+	buf_add_u64(b, a->prompt_tokens);
+	buf_adds(b, ",\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,"
+		 "\"output_tokens\":");
+	buf_add_u64(b, ct);
+	buf_adds(b, "}}");
+}
+
+static void gemini_usage(struct buf *b, uint64_t pt, uint64_t ct, int final)
+{
+	buf_adds(b, "\"usageMetadata\":{\"promptTokenCount\":");
+	buf_add_u64(b, pt);
+	if (final) {
+		buf_adds(b, ",\"candidatesTokenCount\":");
+		buf_add_u64(b, ct);
+	}
+	buf_adds(b, ",\"totalTokenCount\":");
+	buf_add_u64(b, final ? pt + ct : pt);
+	buf_addc(b, '}');
+}
+
+/* One GenerateContentResponse: a text piece or the tool call; final ones
+ * carry the finishReason. */
+static void gemini_response(struct buf *b, const char *tool, size_t tool_len,
+			    const char *text, size_t len, int final, uint64_t pt,
+			    uint64_t ct, const char *model, size_t model_len, uint64_t id)
+{
+	buf_adds(b, "{\"candidates\":[{\"content\":{\"parts\":[");
+	if (tool != NULL) {
+		buf_adds(b, "{\"functionCall\":{\"name\":");
+		buf_add_jstr(b, tool, tool_len);
+		buf_adds(b, ",\"args\":");
+		buf_add(b, text, len);
+		buf_adds(b, "}}");
+	} else {
+		buf_adds(b, "{\"text\":");
+		buf_add_jstr(b, text, len);
+		buf_addc(b, '}');
+	}
+	buf_adds(b, "],\"role\":\"model\"}");
+	if (final)
+		buf_adds(b, ",\"finishReason\":\"STOP\"");
+	buf_adds(b, ",\"index\":0}],");
+	gemini_usage(b, pt, ct, final);
+	buf_adds(b, ",\"modelVersion\":");
+	buf_add_jstr(b, model, model_len);
+	buf_adds(b, ",\"responseId\":\"mock-");
+	buf_add_u64(b, id);
+	buf_adds(b, "\"}");
+}
+
+static void gemini_body(struct mock *m, const struct call *a, struct buf *b, uint64_t ct)
+{
+	const size_t *off = (const size_t *)m->offs.base;
+
+	gemini_response(b, a->tool, a->tool_len, m->ans.base, off[1], 1, a->prompt_tokens, ct,
+			a->model, a->model_len, m->next_id++);
+}
+
 /* A chat or text completion: complete in r->body, or as r->stream. */
 static void completion_reply(struct conn *c, struct reply *r, const struct call *a,
 			     const json_t *root, int64_t huge)
@@ -984,7 +1516,13 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 	size_t i;
 
 	answers_begin(m);
-	if (a->texts == NULL) {
+	if (a->tool != NULL) {
+		/* The answer is the call's arguments: {"q":"<prompt>"}. */
+		buf_adds(&m->ans, "{\"q\":");
+		buf_add_jstr(&m->ans, a->prompt, a->prompt_len);
+		buf_addc(&m->ans, '}');
+		buf_add(&m->offs, &m->ans.len, sizeof(m->ans.len));
+	} else if (a->texts == NULL) {
 		answers_add(m, a->prompt, a->prompt_len, huge);
 	} else {
 		for (i = 0; i < texts_count(a->texts); i++) {
@@ -999,16 +1537,24 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 	off = (const size_t *)m->offs.base;
 	for (i = 0; i + 1 < m->offs.len / sizeof(size_t); i++)
 		ct += ceil4(off[i + 1] - off[i]);
-	if (!json_is_true(json_object_get(root, "stream"))) {
-		completion_body(m, a->api, r->body, a->model, a->model_len,
-				a->prompt_tokens, ct);
+	if (a->fmt == FMT_GEMINI ? !a->stream
+				 : !json_is_true(json_object_get(root, "stream"))) {
+		if (a->fmt == FMT_ANTHROPIC)
+			anthropic_body(m, a, r->body, ct);
+		else if (a->fmt == FMT_GEMINI)
+			gemini_body(m, a, r->body, ct);
+		else
+			completion_body(m, a->api, r->body, a->model, a->model_len,
+					a->prompt_tokens, ct, a->tool, a->tool_len);
 		return;
 	}
-	r->stream = stream_new(m, a->api, a->model, a->model_len, a->prompt_tokens, ct);
+	r->stream = stream_new(m, a->api, a->model, a->model_len, a->prompt_tokens, ct,
+			       a->tool, a->tool_len);
 	if (r->stream == NULL) {
 		r->body->oom = 1;
 		return;
 	}
+	r->stream->fmt = a->fmt;
 	r->stream->include_usage = json_is_true(json_object_get(
 		json_object_get(root, "stream_options"), "include_usage"));
 	r->stream->retry_after = r->retry_after;
@@ -1020,18 +1566,26 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 	m->st.streams_started++;
 }
 
-/* POST /v1/chat/completions, /v1/completions, /v1/embeddings. */
-static void api_request(struct conn *c, struct reply *r, enum api api)
+/* POST /v1/chat/completions, /v1/completions, /v1/embeddings; chat in
+ * another format (fmt): /v1/messages, or Gemini's, whose model and stream
+ * come from the URL (url_model, NULL otherwise). */
+static void api_request(struct conn *c, struct reply *r, enum api api, enum fmt fmt,
+			const char *url_model, size_t url_model_len, int stream)
 {
 	struct mock *m = c->m;
-	struct call a = { api, "mock-model", 10, NULL, "", 0, 0 };
+	struct call a = { api, "mock-model", 10, NULL, "", 0, 0, fmt, stream, NULL, 0 };
 	const char *err;
 	json_error_t jerr;
 	struct faults f;
 	json_t *root, *model;
 	char msg[320];
+	size_t n;
 
-	if (api == API_CHAT)
+	if (fmt == FMT_ANTHROPIC)
+		m->st.messages++;
+	else if (fmt == FMT_GEMINI)
+		m->st.gemini++;
+	else if (api == API_CHAT)
 		m->st.chat++;
 	else if (api == API_TEXT)
 		m->st.completions++;
@@ -1039,31 +1593,50 @@ static void api_request(struct conn *c, struct reply *r, enum api api)
 		m->st.embeddings++;
 	root = json_loadb(c->body.base ? c->body.base : "", c->body.len, 0, &jerr);
 	model = json_object_get(root, "model");
-	if (json_is_string(model)) {
+	if (url_model != NULL) {
+		a.model = url_model;
+		a.model_len = url_model_len;
+	} else if (json_is_string(model)) {
 		a.model = json_string_value(model);
 		a.model_len = json_string_length(model);
+	}
+	if (url_model != NULL || json_is_string(model)) {
 		buf_clear(&m->last_model);
 		buf_add(&m->last_model, a.model, a.model_len);
 		m->has_last_model = 1;
 	}
-	if (!authorized(c)) {
+	if (fmt == FMT_ANTHROPIC && !authorized_as(c, fmt)) {
+		fmt_error(r, fmt, 401, "invalid x-api-key");
+		goto out;
+	} else if (fmt == FMT_GEMINI && !authorized_as(c, fmt)) {
+		fmt_error(r, fmt, 400, "API key not valid. Please pass a valid API key.");
+		goto out;
+	} else if (!authorized(c) && fmt == FMT_OPENAI) {
 		error_reply(r, 401, "invalid_request_error", "\"invalid_api_key\"",
 			    "Incorrect API key provided.", 27);
+		goto out;
+	}
+	if (fmt == FMT_ANTHROPIC && hdr_get(&c->hdrs, "anthropic-version", &n) == NULL) {
+		fmt_error(r, fmt, 400, "anthropic-version: header is required");
 		goto out;
 	}
 	if (root == NULL) {
 		snprintf(msg, sizeof(msg), "We could not parse the JSON body of your "
 			 "request: %s (line %d, column %d)", jerr.text, jerr.line,
 			 jerr.column);
-		bad_request(r, msg);
+		fmt_error(r, fmt, 400, msg);
 		goto out;
 	}
 	if (!json_is_object(root))
 		err = "The request body must be a JSON object.";
+	else if (fmt == FMT_ANTHROPIC)
+		err = read_anthropic(m, root, &a);
+	else if (fmt == FMT_GEMINI)
+		err = read_gemini(m, root, &a);
 	else
 		err = api == API_CHAT ? read_chat(m, root, &a) : read_texts(root, &a);
 	if (err != NULL) {
-		bad_request(r, err);
+		fmt_error(r, fmt, 400, err);
 		goto out;
 	}
 
@@ -1081,6 +1654,9 @@ static void api_request(struct conn *c, struct reply *r, enum api api)
 		r->status = f.status;
 		r->ctype = "text/plain";
 		buf_adds(r->body, "mock plain failure");
+	} else if ((f.status || m->fail_status) && fmt != FMT_OPENAI) {
+		snprintf(msg, sizeof(msg), "mock injected %d", f.status ? f.status : m->fail_status);
+		fmt_error(r, fmt, f.status ? f.status : m->fail_status, msg);
 	} else if (f.status || m->fail_status) {
 		injected_error(r, f.status ? f.status : m->fail_status);
 	} else if (f.garbage) {
@@ -1090,6 +1666,10 @@ static void api_request(struct conn *c, struct reply *r, enum api api)
 		if (err != NULL)
 			bad_request(r, err);
 	} else {
+		if (api == API_CHAT && f.tool != NULL) {
+			a.tool = f.tool;
+			a.tool_len = f.tool_len;
+		}
 		completion_reply(c, r, &a, root, f.huge);
 	}
 	if (f.cut >= 0 && r->stream != NULL)
@@ -1109,6 +1689,8 @@ static void stats_reply(struct mock *m, struct buf *b)
 	buf_addf(b, "{\"requests\":%" PRIu64 ",\"chat\":%" PRIu64 ",\"completions\":%"
 		 PRIu64 ",\"embeddings\":%" PRIu64, m->st.requests, m->st.chat,
 		 m->st.completions, m->st.embeddings);
+	buf_addf(b, ",\"messages\":%" PRIu64 ",\"gemini\":%" PRIu64, m->st.messages,
+		 m->st.gemini);
 	buf_addf(b, ",\"streams_started\":%" PRIu64 ",\"streams_completed\":%" PRIu64
 		 ",\"streams_aborted\":%" PRIu64 ",\"streams_cut\":%" PRIu64,
 		 m->st.streams_started, m->st.streams_completed,
@@ -1162,6 +1744,7 @@ static void route(struct conn *c, struct reply *r)
 	size_t plen = strcspn(path, "?#"), auth_len;
 	int method = llhttp_get_method(&c->parser);
 	int get = method == HTTP_GET || method == HTTP_HEAD, post = method == HTTP_POST;
+	const char *colon;
 	char msg[160];
 
 	if (method == HTTP_HEAD)
@@ -1193,14 +1776,33 @@ static void route(struct conn *c, struct reply *r)
 			buf_add(&m->last_hdrs, c->hdrs.base, c->hdrs.len);
 		}
 	}
-	if (strncmp(path, "/v1/", 4) == 0)
+	if (strncmp(path, "/v1/", 4) == 0 || strncmp(path, "/v1beta/", 8) == 0)
 		r->delay_ms = m->latency_ms;
 	if (IS("/v1/chat/completions") && post) {
-		api_request(c, r, API_CHAT);
+		api_request(c, r, API_CHAT, FMT_OPENAI, NULL, 0, 0);
 	} else if (IS("/v1/completions") && post) {
-		api_request(c, r, API_TEXT);
+		api_request(c, r, API_TEXT, FMT_OPENAI, NULL, 0, 0);
 	} else if (IS("/v1/embeddings") && post) {
-		api_request(c, r, API_EMBED);
+		api_request(c, r, API_EMBED, FMT_OPENAI, NULL, 0, 0);
+	} else if (IS("/v1/messages") && post) {
+		api_request(c, r, API_CHAT, FMT_ANTHROPIC, NULL, 0, 0);
+	} else if (plen > 15 && memcmp(path, "/v1beta/models/", 15) == 0 && post &&
+		   (colon = memchr(path + 15, ':', plen - 15)) != NULL &&
+		   colon > path + 15 &&
+		   ((size_t)(path + plen - colon) == 16 &&
+		    memcmp(colon, ":generateContent", 16) == 0)) {
+		api_request(c, r, API_CHAT, FMT_GEMINI, path + 15, (size_t)(colon - path - 15), 0);
+	} else if (plen > 15 && memcmp(path, "/v1beta/models/", 15) == 0 && post &&
+		   (colon = memchr(path + 15, ':', plen - 15)) != NULL &&
+		   colon > path + 15 &&
+		   (size_t)(path + plen - colon) == 22 &&
+		   memcmp(colon, ":streamGenerateContent", 22) == 0) {
+		/* Without alt=sse Gemini streams one JSON array: not mocked. */
+		if (strstr(path + plen, "alt=sse") == NULL)
+			fmt_error(r, FMT_GEMINI, 400, "mock: only alt=sse streams are supported");
+		else
+			api_request(c, r, API_CHAT, FMT_GEMINI, path + 15,
+				    (size_t)(colon - path - 15), 1);
 	} else if (strncmp(path, "/v1/", 4) == 0 && !authorized(c)) {
 		error_reply(r, 401, "invalid_request_error", "\"invalid_api_key\"",
 			    "Incorrect API key provided.", 27);

@@ -1,6 +1,6 @@
 /* cachebench: the semantic cache at scale, in-process.
  *
- *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 384]
+ *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 128]
  *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
  *                    [--emit-queries FILE]
  *
@@ -152,7 +152,7 @@ static int cmp_u64(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *index = "auto", *emit = NULL;
-	long entries = 100000, queries = 2000, dim = 384, m = 32, ef = 64, seed = 1;
+	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1;
 	char err[1024], cmd[1200], prompt[512], answer[512];
 
 	for (int i = 1; i + 1 < argc; i += 2) {

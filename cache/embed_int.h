@@ -33,7 +33,6 @@ typedef struct sg__embed_word {
 	size_t n;       /* their length (<= 48) */
 	int kind;       /* enum sg__word_kind */
 	float weight;   /* the embedder's weight for it (rare word = 1) */
-	int upper;      /* uppercase letters in the raw word it came from */
 	int index;      /* 0 for the first word of the text, then 1, 2... */
 } sg__embed_word_t;
 

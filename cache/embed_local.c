@@ -468,7 +468,6 @@ typedef struct accum {
 	int force;                 /* fallback pass: every word weighs 1 */
 	sg__embed_word_cb word_cb; /* sg__embed_local_words(): report words, no vector */
 	void *word_ud;             /* its argument */
-	int raw_upper;             /* uppercase letters of the raw word being added */
 } accum_t;
 
 static void add_feature(accum_t *a, uint64_t h, float w)
@@ -598,7 +597,7 @@ static void add_word(accum_t *a, char *w, size_t n)
 	if (a->word_cb) {
 		sg__embed_word_t word = {w, n, numeric ? SG__WORD_NUMBER : (int)band,
 					 numeric ? o->number_weight : e->band_weight[band],
-					 a->raw_upper, a->n_words - 1};
+					 a->n_words - 1};
 		a->word_cb(a->word_ud, &word);
 		return;
 	}
@@ -694,7 +693,6 @@ static void scan(accum_t *a, const char *text, size_t len)
 {
 	char w[MAX_WORD];
 	size_t n = 0, apos = SIZE_MAX;
-	int upper = 0;
 	const unsigned char *p = (const unsigned char *)text;
 
 	for (size_t i = 0; i <= len; i++) {
@@ -714,16 +712,13 @@ static void scan(accum_t *a, const char *text, size_t len)
 			}
 		}
 		if (!quote && is_word_byte(c)) {
-			upper += c >= 'A' && c <= 'Z';
 			if (n < MAX_WORD)
 				w[n++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 			continue;
 		}
-		a->raw_upper = upper;
 		if (n > 0)
 			add_raw(a, w, n, apos);
 		n = 0;
-		upper = 0;
 		apos = SIZE_MAX;
 		if (quote && c == 0xe2)
 			i += 2; /* a lone U+2019: skip all of it */
@@ -734,7 +729,6 @@ static void scan(accum_t *a, const char *text, size_t len)
 			while (i + k < len && is_symbol(p[i + k]) && k < MAX_WORD)
 				k++;
 			memcpy(w, p + i, k);
-			a->raw_upper = 0;
 			add_raw(a, w, k, SIZE_MAX);
 			i += k - 1;
 		}

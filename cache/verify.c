@@ -195,7 +195,6 @@ typedef struct vword {
 	float weight;      /* the embedder's weight */
 	uint8_t kind;      /* enum sg__word_kind */
 	uint8_t len;       /* stem bytes kept (<= STEM_KEEP) */
-	uint8_t upper;     /* uppercase letters in the raw word (capped) */
 	uint8_t matched;   /* has a match on the other side */
 	int16_t partner;   /* index of its exact match on the other side, -1 none */
 	char stem[STEM_KEEP]; /* first bytes of the stem */
@@ -225,7 +224,6 @@ static void side_word_cb(void *ud, const sg__embed_word_t *w)
 	x->kind = (uint8_t)w->kind;
 	x->weight = w->weight;
 	x->len = (uint8_t)SG_MIN(w->n, (size_t)STEM_KEEP);
-	x->upper = (uint8_t)SG_MIN(w->upper, 255);
 	x->matched = 0;
 	x->partner = -1;
 	memcpy(x->stem, w->w, x->len);

@@ -103,7 +103,9 @@ static void handle_stats(sg_req_t *req)
 		sg_buf_puts(&b, "\"cache\":{\"enabled\":false},");
 	}
 	sg_stats_json(srv->stats, &b);
-	sg_buf_printf(&b, ",\"connections\":%zu,\"upstream_in_flight\":%zu}", srv->nconns,
+	sg_buf_puts(&b, ",\"deployments\":{");
+	sg_router_json(srv->router, sg_now_us(), &b);
+	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu}", srv->nconns,
 	              srv->upstream ? sg_upstream_active(srv->upstream) : 0);
 	respond_json(req, 200, &b);
 }

@@ -249,6 +249,13 @@ static const opt_t deployment_opts[] = {
 	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0, NULL},
 	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0, NULL},
 	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0, NULL},
+	{"api_version", OPT_STR, offsetof(sg_deployment_t, api_version), 0, 0, 0, NULL, 0, NULL},
+	{"weight", OPT_NUM, offsetof(sg_deployment_t, weight), 0, 1e6, 1, NULL, 0, NULL},
+	{"priority", OPT_INT, offsetof(sg_deployment_t, priority), 0, 1000, 0, NULL, 0, NULL},
+	{"rpm", OPT_INT, offsetof(sg_deployment_t, rpm), 0, 1e9, 0, NULL, 0, NULL},
+	{"tpm", OPT_INT, offsetof(sg_deployment_t, tpm), 0, 1e12, 0, NULL, 0, NULL},
+	{"input_per_mtok", OPT_NUM, offsetof(sg_deployment_t, input_per_mtok), 0, 1e6, -1, NULL, 0, NULL},
+	{"output_per_mtok", OPT_NUM, offsetof(sg_deployment_t, output_per_mtok), 0, 1e6, -1, NULL, 0, NULL},
 };
 
 static const opt_t model_opts[] = {
@@ -257,6 +264,15 @@ static const opt_t model_opts[] = {
 	{"cache_threshold", OPT_NUM, offsetof(sg_model_t, cache_threshold), 0, 1, -1, NULL, 0, NULL},
 	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
 	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
+	{"strategy", OPT_ENUM, offsetof(sg_model_t, strategy_name), 0, 0, 0, "weighted", 0,
+	 "weighted|round-robin|least-busy|latency|cost|usage"},
+	{"max_attempts", OPT_INT, offsetof(sg_model_t, max_attempts), 1, 20, 3, NULL, 0, NULL},
+	{"budget_ms", OPT_INT, offsetof(sg_model_t, budget_ms), 1, MS_DAY, 120000, NULL, 0, NULL},
+	{"backoff_ms", OPT_INT, offsetof(sg_model_t, backoff_ms), 0, 600000, 100, NULL, 0, NULL},
+	{"max_backoff_ms", OPT_INT, offsetof(sg_model_t, max_backoff_ms), 0, 600000, 5000, NULL, 0, NULL},
+	{"circuit_failures", OPT_INT, offsetof(sg_model_t, circuit_failures), 1, 1000000, 5, NULL, 0, NULL},
+	{"circuit_window_s", OPT_INT, offsetof(sg_model_t, circuit_window_s), 1, 86400, 30, NULL, 0, NULL},
+	{"cooldown_s", OPT_INT, offsetof(sg_model_t, cooldown_s), 0, 86400, 30, NULL, 0, NULL},
 };
 
 /* Top-level string options live in a scratch struct until checked. */
@@ -372,9 +388,10 @@ static void parse_deployment(ctx_t *c, const char *path, json_t *obj, sg_model_t
 		return;
 	}
 	apply_opts(c, path, obj, d, deployment_opts, SG_ARRAY_SIZE(deployment_opts), extra);
-	if (d->provider && strcmp(d->provider, "openai") != 0) {
+	if (d->provider && !in_choices("openai|azure|anthropic|gemini", d->provider)) {
 		pathf(p, sizeof(p), "%s.provider", path);
-		err(c, p, "unknown provider \"%s\" (supported: \"openai\")", d->provider);
+		err(c, p, "unknown provider \"%s\" (supported: openai, azure, anthropic, gemini)",
+		    d->provider);
 	}
 	if (d->base_url) {
 		size_t n = strlen(d->base_url);
@@ -397,9 +414,70 @@ static void parse_deployment(ctx_t *c, const char *path, json_t *obj, sg_model_t
 	d->id = xstrdup(c, id);
 }
 
+/* A list of model names; each must name another model group (checked later). */
+static void parse_names(ctx_t *c, const char *path, json_t *arr, char ***out, size_t *n)
+{
+	char p[256];
+	size_t i;
+	json_t *v;
+
+	if (arr == NULL)
+		return;
+	if (!json_is_array(arr)) {
+		err(c, path, "must be an array of model names");
+		return;
+	}
+	*out = calloc(json_array_size(arr) + 1, sizeof(char *));
+	if (*out == NULL) {
+		c->oom = 1;
+		return;
+	}
+	json_array_foreach(arr, i, v) {
+		pathf(p, sizeof(p), "%s[%zu]", path, i);
+		if (!json_is_string(v) || json_string_length(v) == 0) {
+			err(c, p, "must be a model name");
+			continue;
+		}
+		(*out)[(*n)++] = xstrdup(c, json_string_value(v));
+	}
+}
+
+static int strategy_of(const char *s)
+{
+	static const char *const names[] = {"weighted", "round-robin", "least-busy", "latency",
+	                                    "cost", "usage"};
+	for (size_t i = 0; s && i < SG_ARRAY_SIZE(names); i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return SG_STRATEGY_WEIGHTED;
+}
+
+/* Fallback names must name other model groups. */
+static void check_fallbacks(ctx_t *c, sg_config_t *cfg)
+{
+	char p[256];
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		sg_model_t *m = &cfg->models[i];
+		for (int k = 0; k < 2; k++) {
+			char **names = k ? m->context_fallbacks : m->fallbacks;
+			size_t n = k ? m->ncontext_fallbacks : m->nfallbacks;
+			for (size_t j = 0; j < n; j++) {
+				if (names[j] == NULL)
+					continue;
+				pathf(p, sizeof(p), "models[%zu].%s[%zu]", i,
+				      k ? "context_fallbacks" : "fallbacks", j);
+				if (m->name && strcmp(names[j], m->name) == 0)
+					err(c, p, "a model cannot fall back to itself");
+				else if (!sg_config_find_model(cfg, names[j], strlen(names[j])))
+					err(c, p, "no model named \"%s\"", names[j]);
+			}
+		}
+	}
+}
+
 static void parse_models(ctx_t *c, sg_config_t *cfg, json_t *arr)
 {
-	static const char *const extra[] = {"deployments", NULL};
+	static const char *const extra[] = {"deployments", "fallbacks", "context_fallbacks", NULL};
 	char p[256], dp[256];
 
 	if (!json_is_array(arr) || json_array_size(arr) == 0) {
@@ -420,6 +498,12 @@ static void parse_models(ctx_t *c, sg_config_t *cfg, json_t *arr)
 			continue;
 		}
 		apply_opts(c, p, mo, m, model_opts, SG_ARRAY_SIZE(model_opts), extra);
+		m->strategy = strategy_of(m->strategy_name);
+		pathf(dp, sizeof(dp), "%s.fallbacks", p);
+		parse_names(c, dp, json_object_get(mo, "fallbacks"), &m->fallbacks, &m->nfallbacks);
+		pathf(dp, sizeof(dp), "%s.context_fallbacks", p);
+		parse_names(c, dp, json_object_get(mo, "context_fallbacks"), &m->context_fallbacks,
+		            &m->ncontext_fallbacks);
 		for (size_t j = 0; m->name && j + 1 < cfg->nmodels; j++) {
 			if (cfg->models[j].name && strcmp(cfg->models[j].name, m->name) == 0) {
 				pathf(dp, sizeof(dp), "%s.name", p);
@@ -517,6 +601,8 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 		err(&c, "models", "is required");
 	else
 		parse_models(&c, cfg, json_object_get(root, "models"));
+	if (!c.oom)
+		check_fallbacks(&c, cfg);
 
 out:
 	free(top.listen);
@@ -589,6 +675,7 @@ static void free_deployment(sg_deployment_t *d)
 	free(d->api_key_env);
 	free(d->api_key);
 	free(d->model);
+	free(d->api_version);
 	for (size_t i = 0; i < d->nheaders; i++)
 		free(d->headers[i]);
 	free(d->headers);
@@ -604,6 +691,13 @@ void sg_config_free(sg_config_t *cfg)
 			free_deployment(&m->deployments[j]);
 		free(m->deployments);
 		free(m->name);
+		free(m->strategy_name);
+		for (size_t j = 0; j < m->nfallbacks; j++)
+			free(m->fallbacks[j]);
+		free(m->fallbacks);
+		for (size_t j = 0; j < m->ncontext_fallbacks; j++)
+			free(m->context_fallbacks[j]);
+		free(m->context_fallbacks);
 	}
 	free(cfg->models);
 	free(cfg->listen_host);

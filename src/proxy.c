@@ -1,5 +1,15 @@
-/* Forwarding to the upstream deployment: one libcurl transfer per request,
- * relayed as it arrives when streaming, buffered and checked otherwise. */
+/* Forwarding: choose a deployment (router.c), translate for its provider
+ * (provider_*.c), send it with libcurl, relay or buffer the reply, and on a
+ * failure that another attempt can fix, try again: another deployment of the
+ * group first, then the group's fallback models, then, after a backoff with
+ * jitter (or the upstream's Retry-After), the whole chain again, within the
+ * model's attempt count and time budget. A streamed reply is retried only
+ * until its first byte reached the client.
+ *
+ * Every path ends in exactly one response. Once it is out the connection may
+ * already be handling the next pipelined request through this same req, so
+ * nothing touches req or px after responding.
+ */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -9,24 +19,53 @@
 #include "semgate/log.h"
 #include "server_int.h"
 
-static void proxy_reset(sg_proxy_t *px)
+#define DEFAULT_AZURE_API_VERSION "2024-10-21"
+
+/* What an attempt allocates for its transfer. */
+static void attempt_free(sg_proxy_t *px)
 {
 	free(px->upstream_body);
 	px->upstream_body = NULL;
+	sg_upstream_headers_free(px->hdrs);
+	px->hdrs = NULL;
+	if (px->pstream)
+		px->prov->stream_free(px->pstream);
+	px->pstream = NULL;
+}
+
+/* State of one attempt, cleared before the next. */
+static void attempt_reset(sg_proxy_t *px)
+{
+	attempt_free(px);
 	px->xfer = NULL;
 	px->streaming = 0;
 	px->paused = 0;
 	px->status = 0;
+	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
 	px->saw_done = 0;
 	px->tail_len = 0;
 	sg_buf_reset(&px->body);
+	sg_buf_reset(&px->out);
 }
 
-/* X-Semgate-Upstream and the cache's headers. */
-static void upstream_header(const sg_req_t *req, char *out, size_t n)
+/* The request is over: drop what it holds. The body buffers stay valid (a
+ * response may still be written from them); the next request resets them. */
+static void proxy_release(sg_proxy_t *px)
 {
-	int k = snprintf(out, n, "X-Semgate-Upstream: %s\r\n", req->proxy.dep->id);
+	attempt_free(px);
+	json_decref(px->root);
+	px->root = NULL;
+}
+
+/* X-Semgate-Upstream/-Attempts/-Fallback and the cache's headers. */
+static void upstream_headers(const sg_req_t *req, char *out, size_t n)
+{
+	const sg_proxy_t *px = &req->proxy;
+	int k = snprintf(out, n, "X-Semgate-Upstream: %s\r\nX-Semgate-Attempts: %d\r\n",
+	                 px->dep->id, px->attempts);
+	if (k > 0 && (size_t)k < n && px->fallback_used)
+		k += snprintf(out + k, n - (size_t)k, "X-Semgate-Fallback: %s\r\n", px->model->name);
 	if (k > 0 && (size_t)k < n)
 		sg__cache_headers(req, out + k, n - (size_t)k);
 }
@@ -58,18 +97,43 @@ static void scan_done(sg_proxy_t *px, const char *p, size_t n)
 	}
 }
 
-static int on_headers(void *ud, long status, const char *ctype)
+/* Relay stream bytes (already in OpenAI's format) to the client. */
+static int relay(sg_req_t *req, const char *p, size_t n)
+{
+	sg_proxy_t *px = &req->proxy;
+
+	if (n == 0)
+		return 0;
+	scan_done(px, p, n);
+	sg__cache_stream_data(req, p, n);
+	long queued = sg__stream_write(req, p, n);
+	if (queued < 0)
+		return SG_ECANCELED;
+	if ((unsigned long)queued > SG_STREAM_HIGH_WATER) {
+		px->paused = 1;
+		return SG_XFER_PAUSE;
+	}
+	return 0;
+}
+
+static int on_headers(void *ud, long status, const char *ctype, long retry_after_s)
 {
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
-	char extra[512];
+	char extra[768];
 
 	px->status = status;
+	px->retry_after_s = retry_after_s;
 	snprintf(px->content_type, sizeof(px->content_type), "%s", ctype ? ctype : "");
 	if (px->want_stream && status == 200 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
+		if (px->prov) {
+			px->pstream = px->prov->stream_new(px->model->name);
+			if (px->pstream == NULL)
+				return SG_ENOMEM;
+		}
 		px->streaming = 1;
-		upstream_header(req, extra, sizeof(extra));
+		upstream_headers(req, extra, sizeof(extra));
 		strncat(extra, "Cache-Control: no-cache\r\n", sizeof(extra) - strlen(extra) - 1);
 		sg__stream_begin(req, 200, "text/event-stream", extra);
 	}
@@ -83,33 +147,29 @@ static int on_data(void *ud, const char *p, size_t n)
 
 	if (!px->streaming)
 		return sg_buf_append(&px->body, p, n) ? SG_ETOOBIG : 0;
-	scan_done(px, p, n);
-	sg__cache_stream_data(req, p, n);
-	long queued = sg__stream_write(req, p, n);
-	if (queued < 0)
-		return SG_ECANCELED;
-	if ((unsigned long)queued > SG_STREAM_HIGH_WATER) {
-		px->paused = 1;
-		return SG_XFER_PAUSE;
-	}
-	return 0;
+	if (px->pstream == NULL)
+		return relay(req, p, n);
+	sg_buf_reset(&px->out);
+	int rc = px->prov->stream_feed(px->pstream, p, n, &px->out);
+	int r2 = relay(req, px->out.data, px->out.len);
+	return rc < 0 ? rc : r2;
 }
 
-static void fail_upstream(sg_req_t *req, int err)
+static void respond_transport_error(sg_req_t *req, int err)
 {
 	const sg_proxy_t *px = &req->proxy;
 	const sg_deployment_t *d = px->dep;
 
 	switch (err) {
 	case SG_ECONNECT:
-		sg_log_warn("upstream %s: cannot connect to %s", d->id, px->url);
 		sg__respond_error(req, 502, "upstream_error", "upstream_unreachable",
-		                  "could not connect to the upstream for model deployment %s", d->id);
+		                  "could not connect to the upstream for model deployment %s "
+		                  "(%d attempt%s)", d->id, px->attempts, px->attempts == 1 ? "" : "s");
 		break;
 	case SG_ETIMEDOUT:
-		sg_log_warn("upstream %s: timed out (%s)", d->id, px->url);
 		sg__respond_error(req, 504, "upstream_error", "upstream_timeout",
-		                  "the upstream did not answer within %ld ms", d->timeout_ms);
+		                  "the upstream did not answer within %ld ms (%d attempt%s)",
+		                  d->timeout_ms, px->attempts, px->attempts == 1 ? "" : "s");
 		break;
 	case SG_ETOOBIG:
 		sg__respond_error(req, 502, "upstream_error", "upstream_response_too_large",
@@ -117,11 +177,238 @@ static void fail_upstream(sg_req_t *req, int err)
 		                  sg__req_server(req)->cfg->limits.max_response_bytes);
 		break;
 	default:
-		sg_log_warn("upstream %s: %s", d->id, sg_strerror(err));
 		sg__respond_error(req, 502, "upstream_error", "upstream_error",
 		                  "the upstream transfer failed: %s", sg_strerror(err));
 		break;
 	}
+}
+
+/* An upstream error reply, passed through (translated for other providers;
+ * wrapped in OpenAI's shape when it is not JSON). */
+static void respond_upstream_error(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+	char extra[768];
+	int status = (int)px->status;
+
+	upstream_headers(req, extra, sizeof(extra));
+	if (px->prov) {
+		sg_buf_reset(&px->out);
+		px->prov->error(px->body.data ? px->body.data : "", px->body.len, &status, &px->out);
+		sg__respond(req, status, "application/json", px->out.data, px->out.len, extra);
+		return;
+	}
+	json_t *root = px->body.len ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
+	int has_error = json_is_object(root) && json_object_get(root, "error");
+	json_decref(root);
+	if (has_error) {
+		sg__respond(req, status, "application/json", px->body.data, px->body.len, extra);
+		return;
+	}
+	sg__respond_error(req, status, "upstream_error", "upstream_error",
+	                  "the upstream answered %d: %.200s", status,
+	                  px->body.len ? px->body.data : "(empty body)");
+}
+
+/* Out of attempts, time or deployments: answer with the last failure. */
+static void give_up(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+
+	proxy_release(px);
+	if (px->dep == NULL) {
+		sg__respond_error(req, 503, "server_error", "no_healthy_upstream",
+		                  "no deployment of model '%s' can take requests now (all cooling "
+		                  "down after failures or at their rate limits)", px->origin->name);
+		return;
+	}
+	sg_log_warn("%s: giving up on model %s after %d attempt(s)", req->id, px->origin->name,
+	            px->attempts);
+	if (px->last_err)
+		respond_transport_error(req, px->last_err);
+	else
+		respond_upstream_error(req);
+}
+
+/* A status that another attempt (elsewhere, or later) can fix. */
+static int retryable(long status)
+{
+	return status == 408 || status == 429 || status == 401 || status == 403 || status >= 500;
+}
+
+static int context_window_error(const sg_proxy_t *px)
+{
+	static const char *const marks[] = {"context_length_exceeded", "maximum context length",
+	                                    "prompt is too long", "context window"};
+	if (px->status != 400 || px->body.len == 0)
+		return 0;
+	for (size_t i = 0; i < SG_ARRAY_SIZE(marks); i++)
+		if (memmem(px->body.data, px->body.len, marks[i], strlen(marks[i])))
+			return 1;
+	return 0;
+}
+
+static const sg_model_t *next_fallback(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+	const sg_config_t *cfg = sg__req_server(req)->cfg;
+	char **names = px->using_ctx ? px->origin->context_fallbacks : px->origin->fallbacks;
+	size_t n = px->using_ctx ? px->origin->ncontext_fallbacks : px->origin->nfallbacks;
+
+	while (px->fallback_next < n) {
+		const char *name = names[px->fallback_next++];
+		const sg_model_t *m = sg_config_find_model(cfg, name, strlen(name));
+		if (m)
+			return m;
+	}
+	return NULL;
+}
+
+static const sg_xfer_cbs_t proxy_cbs;
+
+/* Build this attempt's body, URL and headers for dep. Returns 0, SG_EINVAL
+ * (a request the provider cannot express; why in err) or SG_ENOMEM. */
+static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr, char *err,
+                   size_t errlen)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_proxy_t *px = &req->proxy;
+	json_t *root = px->root;
+	const char *asked = json_string_value(json_object_get(root, "model"));
+
+	px->prov = sg_provider_find(dep->provider);
+	xr->connect_timeout_ms = dep->connect_timeout_ms;
+	xr->timeout_ms = dep->timeout_ms;
+	if (px->prov) {
+		sg_provider_deployment_t pd = {dep->base_url, dep->model, dep->api_key,
+		                               dep->api_version};
+		sg_provider_target_t target;
+		const char *lines[8];
+		sg_buf_t body;
+		size_t n = 0;
+
+		memset(&target, 0, sizeof(target));
+		sg_buf_init(&body, 0);
+		int rc = px->prov->request(root, &pd, px->want_stream, &body, &target, err, errlen);
+		if (rc) {
+			sg_buf_free(&body);
+			return rc;
+		}
+		snprintf(px->url, sizeof(px->url), "%s", target.url);
+		lines[n++] = "Content-Type: application/json";
+		lines[n++] = "Expect:";
+		for (int i = 0; i < target.nheaders && n < SG_ARRAY_SIZE(lines); i++)
+			lines[n++] = target.headers[i];
+		px->hdrs = sg_upstream_headers_new(lines, n);
+		px->upstream_body = sg_buf_steal(&body, &px->upstream_body_len);
+		if (px->hdrs == NULL || px->upstream_body == NULL)
+			return SG_ENOMEM;
+		xr->url = px->url;
+		xr->headers = px->hdrs;
+		xr->body = px->upstream_body;
+		xr->body_len = px->upstream_body_len;
+		return 0;
+	}
+	if (strcmp(dep->provider, "azure") == 0)
+		snprintf(px->url, sizeof(px->url), "%s%s?api-version=%s", dep->base_url, px->path,
+		         dep->api_version ? dep->api_version : DEFAULT_AZURE_API_VERSION);
+	else
+		snprintf(px->url, sizeof(px->url), "%s%s", dep->base_url, px->path);
+	xr->url = px->url;
+	xr->headers = srv->dep_headers[dep->seq];
+	xr->body = req->body.data;
+	xr->body_len = req->body.len;
+	if (asked == NULL || strcmp(asked, dep->model) != 0) {
+		/* The upstream knows the model by its own name. */
+		json_t *copy = json_copy(root);
+		if (copy)
+			json_object_set_new(copy, "model", json_string(dep->model));
+		px->upstream_body = copy ? json_dumps(copy, JSON_COMPACT) : NULL;
+		json_decref(copy);
+		if (px->upstream_body == NULL)
+			return SG_ENOMEM;
+		xr->body = px->upstream_body;
+		xr->body_len = strlen(px->upstream_body);
+	}
+	return 0;
+}
+
+/* Start the next attempt, wait before it, or give up. */
+static void attempt(sg_req_t *req)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_proxy_t *px = &req->proxy;
+	const sg_model_t *origin = px->origin;
+	const sg_deployment_t *dep;
+	sg_xfer_req_t xr;
+	uint64_t now;
+
+	for (;;) {
+		now = sg_now_us();
+		if (px->attempts >= origin->max_attempts ||
+		    (px->attempts > 0 && now - px->start_us >= (uint64_t)origin->budget_ms * 1000u))
+			return give_up(req);
+		dep = sg_router_pick(srv->router, px->model, px->tried, now);
+		if (dep)
+			break;
+		const sg_model_t *next = next_fallback(req);
+		if (next) {
+			px->model = next;
+			px->fallback_used = 1;
+			continue;
+		}
+		/* The whole chain was tried (or nothing in it is usable now). */
+		if (!px->had_attempt_this_round)
+			return give_up(req);
+		long delay = origin->backoff_ms << SG_MIN(px->rounds, 16);
+		delay = SG_MIN(delay, origin->max_backoff_ms);
+		delay = delay / 2 + (long)(sg_now_us() % (uint64_t)(delay / 2 + 1)); /* jitter */
+		if (px->retry_after_s > 0)
+			delay = SG_MAX(delay, px->retry_after_s * 1000);
+		if (now + (uint64_t)delay * 1000u - px->start_us >= (uint64_t)origin->budget_ms * 1000u)
+			return give_up(req);
+		px->rounds++;
+		px->had_attempt_this_round = 0;
+		px->model = origin;
+		px->fallback_next = 0;
+		px->using_ctx = 0;
+		px->fallback_used = 0;
+		memset(px->tried, 0, px->ntried);
+		sg__req_retry_after(req, (uint64_t)delay);
+		return;
+	}
+	attempt_reset(px);
+	px->dep = dep;
+	px->tried[dep->seq] = 1;
+	px->had_attempt_this_round = 1;
+	px->attempts++;
+	px->attempt_us = now;
+	char why[256] = "";
+	int prc = prepare(req, dep, &xr, why, sizeof(why));
+	if (prc) {
+		proxy_release(px);
+		if (prc == SG_ENOMEM)
+			sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		else
+			sg__respond_error(req, 400, "invalid_request_error", "unsupported_for_provider",
+			                  "%s: %s", dep->provider, why[0] ? why : "request not supported");
+		return;
+	}
+	sg_router_begin(srv->router, dep, now);
+	int rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
+	if (rc) {
+		sg_router_end(srv->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
+		proxy_release(px);
+		sg__respond_error(req, 503, "server_error", "overloaded",
+		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
+		return;
+	}
+	sg__server_kick(srv);
+}
+
+void sg__proxy_retry(sg_req_t *req)
+{
+	attempt(req);
 }
 
 /* The end of a streamed reply: a clean end only if the upstream's own
@@ -131,12 +418,20 @@ static void finish_stream(sg_req_t *req, int err)
 	sg_proxy_t *px = &req->proxy;
 	char ev[512];
 
+	if (err == 0 && px->pstream) {
+		sg_buf_reset(&px->out);
+		if (px->prov->stream_end(px->pstream, &px->out) == 0) {
+			relay(req, px->out.data, px->out.len);
+			px->saw_done = 1;
+		}
+	}
 	if (err == 0 && px->saw_done) {
 		sg__cache_stream_end(req, 1);
+		proxy_release(px);
 		sg__stream_end(req);
 		return;
 	}
-	const char *why = err ? sg_strerror(err) : "the upstream closed the stream without [DONE]";
+	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
 	int sep = px->tail_len >= 2 && px->tail[px->tail_len - 1] == '\n' &&
 	          px->tail[px->tail_len - 2] == '\n';
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
@@ -144,69 +439,122 @@ static void finish_stream(sg_req_t *req, int err)
 	                 "%sdata: {\"error\":{\"message\":\"upstream stream interrupted: %s\","
 	                 "\"type\":\"upstream_error\",\"code\":\"upstream_stream_interrupted\"}}\n\n",
 	                 sep ? "" : "\n\n", why);
+	proxy_release(px);
 	sg__stream_write(req, ev, (size_t)n);
 	sg__stream_end(req);
 }
 
-/* The transfer is over. Whatever answers the client comes last: once the
- * response is out, the connection may already be parsing and forwarding the
- * next pipelined request through this same req, so nothing here touches req
- * or px after it. */
+static uint64_t usage_tokens(json_t *root)
+{
+	json_t *u = json_object_get(root, "usage");
+	json_int_t t = json_integer_value(json_object_get(u, "total_tokens"));
+	return t > 0 ? (uint64_t)t : 0;
+}
+
+/* A complete 2xx reply: check (translate), store in the cache, answer. */
+static void deliver(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+	char extra[768];
+	const char *body = px->body.data;
+	size_t len = px->body.len;
+
+	if (px->prov) {
+		sg_buf_reset(&px->out);
+		if (px->prov->response(body ? body : "", len, px->model->name, &px->out) != 0) {
+			sg_log_warn("upstream %s: a %s reply semgate cannot read", px->dep->id,
+			            px->dep->provider);
+			proxy_release(px);
+			sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
+			                  "the upstream's reply is not a valid %s response",
+			                  req->proxy.dep->provider);
+			return;
+		}
+		body = px->out.data;
+		len = px->out.len;
+	}
+	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
+	if (root == NULL) {
+		sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
+		            px->status);
+		long status = px->status;
+		proxy_release(px);
+		sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
+		                  "the upstream answered %ld with a body that is not JSON", status);
+		return;
+	}
+	upstream_headers(req, extra, sizeof(extra));
+	uint64_t id = sg__cache_store_reply(req, body, len, root);
+	json_decref(root);
+	if (id) {
+		size_t k = strlen(extra);
+		snprintf(extra + k, sizeof(extra) - k, "X-Semgate-Cache-Id: %llu\r\n",
+		         (unsigned long long)id);
+	}
+	int status = (int)px->status;
+	proxy_release(px); /* body and px->out stay valid until the next request */
+	sg__respond(req, status, "application/json", body, len, extra);
+}
+
 static void on_done(void *ud, int err)
 {
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
-	char extra[512];
-	json_t *root;
+	sg_server_t *srv = sg__req_server(req);
+	uint64_t now = sg_now_us();
+	int failed = err != 0 || retryable(px->status);
 
 	px->xfer = NULL;
-	free(px->upstream_body);
-	px->upstream_body = NULL;
 	if (px->streaming) {
+		sg_router_end(srv->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
+		              now - px->attempt_us, 0, now);
 		finish_stream(req, err);
 		return;
 	}
-	if (err) {
-		fail_upstream(req, err);
-		return;
-	}
-	upstream_header(req, extra, sizeof(extra));
-	root = px->body.len ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
-	if (px->status >= 200 && px->status < 300) {
-		if (root == NULL) {
-			sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
+	json_t *usage_root = !failed && px->status < 300 && !px->prov && px->body.len
+	                         ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
+	sg_router_end(srv->router, px->dep, failed ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
+	              now - px->attempt_us, usage_tokens(usage_root), now);
+	json_decref(usage_root);
+
+	if (err || retryable(px->status)) {
+		px->last_err = err;
+		if (err)
+			sg_log_warn("upstream %s: attempt %d: %s", px->dep->id, px->attempts,
+			            sg_strerror(err));
+		else
+			sg_log_warn("upstream %s: attempt %d: status %ld", px->dep->id, px->attempts,
 			            px->status);
-			sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
-			                  "the upstream answered %ld with a body that is not JSON",
-			                  px->status);
-			return;
+		if (err == SG_ETOOBIG) { /* another attempt would get the same reply */
+			proxy_release(px);
+			return respond_transport_error(req, err);
 		}
-		uint64_t id = sg__cache_store_reply(req, px->body.data, px->body.len, root);
-		json_decref(root);
-		if (id) {
-			size_t k = strlen(extra);
-			snprintf(extra + k, sizeof(extra) - k, "X-Semgate-Cache-Id: %llu\r\n",
-			         (unsigned long long)id);
-		}
-		sg__respond(req, (int)px->status, "application/json", px->body.data, px->body.len,
-		            extra);
-		return;
+		return attempt(req);
 	}
-	int has_error = json_is_object(root) && json_object_get(root, "error");
-	json_decref(root);
+	px->last_err = 0;
+	if (px->status >= 200 && px->status < 300)
+		return deliver(req);
+	if (context_window_error(px) && px->origin->ncontext_fallbacks && !px->using_ctx) {
+		px->using_ctx = 1;
+		px->fallback_next = 0;
+		const sg_model_t *next = next_fallback(req);
+		if (next) {
+			sg_log_info("%s: context window exceeded on %s: trying %s", req->id, px->dep->id,
+			            next->name);
+			px->model = next;
+			px->fallback_used = 1;
+			memset(px->tried, 0, px->ntried);
+			return attempt(req);
+		}
+	}
 	if (px->status >= 400 && px->status < 600) {
-		if (has_error) {
-			sg__respond(req, (int)px->status, "application/json", px->body.data,
-			            px->body.len, extra);
-			return;
-		}
-		sg__respond_error(req, (int)px->status, "upstream_error", "upstream_error",
-		                  "the upstream answered %ld: %.200s", px->status,
-		                  px->body.len ? px->body.data : "(empty body)");
+		proxy_release(px);
+		respond_upstream_error(req);
 		return;
 	}
+	proxy_release(px);
 	sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
-	                  "the upstream answered with unexpected status %ld", px->status);
+	                  "the upstream answered with unexpected status %ld", req->proxy.status);
 }
 
 static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
@@ -215,51 +563,49 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 {
 	sg_server_t *srv = sg__req_server(req);
 	sg_proxy_t *px = &req->proxy;
-	json_t *root = rootp;
-	sg_xfer_req_t xr;
-	int rc;
 
-	proxy_reset(px);
-	if (px->body.max == 0 || px->body.data == NULL)
+	proxy_release(px);
+	attempt_reset(px);
+	if (px->body.max == 0) {
 		sg_buf_init(&px->body, (size_t)srv->cfg->limits.max_response_bytes);
-	px->dep = &model->deployments[0];
-	px->want_stream = stream;
-	if ((size_t)snprintf(px->url, sizeof(px->url), "%s%s", px->dep->base_url, path) >=
-	    sizeof(px->url)) {
-		sg__respond_error(req, 500, "server_error", "config_error", "upstream URL too long");
-		return;
+		sg_buf_init(&px->out, 0);
 	}
-	xr.url = px->url;
-	xr.headers = srv->dep_headers[px->dep->seq];
-	xr.connect_timeout_ms = px->dep->connect_timeout_ms;
-	xr.timeout_ms = px->dep->timeout_ms;
-	xr.body = req->body.data;
-	xr.body_len = req->body.len;
-	if (strcmp(json_string_value(json_object_get(root, "model")), px->dep->model) != 0) {
-		json_object_set_new(root, "model", json_string(px->dep->model));
-		px->upstream_body = json_dumps(root, JSON_COMPACT);
-		if (px->upstream_body == NULL) {
+	if (px->tried == NULL) {
+		px->tried = calloc(srv->ndeps ? srv->ndeps : 1, 1);
+		if (px->tried == NULL) {
 			sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
 			return;
 		}
-		xr.body = px->upstream_body;
-		xr.body_len = strlen(px->upstream_body);
+		px->ntried = srv->ndeps ? srv->ndeps : 1;
 	}
-	rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
-	sg__server_kick(srv);
-	if (rc) {
-		proxy_reset(px);
-		sg__respond_error(req, 503, "server_error", "overloaded",
-		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
-	}
+	memset(px->tried, 0, px->ntried);
+	px->root = json_incref(rootp);
+	px->origin = px->model = model;
+	px->dep = NULL;
+	px->path = path;
+	px->want_stream = stream;
+	px->fallback_next = 0;
+	px->using_ctx = 0;
+	px->fallback_used = 0;
+	px->attempts = 0;
+	px->rounds = 0;
+	px->had_attempt_this_round = 0;
+	px->last_err = 0;
+	px->start_us = sg_now_us();
+	attempt(req);
 }
 
 void sg__proxy_abort(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
-	if (px->xfer)
+	sg_server_t *srv = sg__req_server(req);
+
+	if (px->xfer) {
 		sg_xfer_cancel(px->xfer);
-	proxy_reset(px);
+		uint64_t now = sg_now_us();
+		sg_router_end(srv->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
+	}
+	proxy_release(px);
 }
 
 void sg__proxy_writable(sg_req_t *req)

@@ -298,7 +298,7 @@ static void embed_failed(sg_req_t *req, const char *why)
 
 /* --- the remote (OpenAI-compatible) embedder ---------------------------------- */
 
-static int embed_on_headers(void *ud, long status, const char *ctype)
+static int embed_on_headers(void *ud, long status, const char *ctype, long retry_after_s)
 {
 	sg_req_t *req = ud;
 	req->cache.embed_status = status;

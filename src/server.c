@@ -21,7 +21,7 @@
 #define MAX_PENDING (1u << 20)   /* pipelined bytes buffered while busy */
 
 enum conn_state { CONN_OPEN, CONN_SHUTDOWN, CONN_LINGER, CONN_CLOSING, CONN__LAST };
-enum conn_timer { TIMER_NONE, TIMER_IDLE, TIMER_REQUEST, TIMER_LINGER };
+enum conn_timer { TIMER_NONE, TIMER_IDLE, TIMER_REQUEST, TIMER_LINGER, TIMER_RETRY };
 
 struct sg_conn {
 	uv_tcp_t tcp;             /* the client socket; freed in its close callback */
@@ -207,10 +207,14 @@ static int conn_write(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
 
 static void conn_free(sg_conn_t *c)
 {
+	if (!c->overflow && c->req.conn)
+		sg__proxy_abort(&c->req); /* what a finished request still holds */
 	sg_buf_free(&c->req.url);
 	sg_buf_free(&c->req.hdrs);
 	sg_buf_free(&c->req.body);
 	sg_buf_free(&c->req.proxy.body);
+	sg_buf_free(&c->req.proxy.out);
+	free(c->req.proxy.tried);
 	free(c->req.hdr);
 	sg__cache_req_free(&c->req);
 	sg_buf_free(&c->pending);
@@ -298,6 +302,10 @@ static void on_timer(uv_timer_t *t)
 			return;
 		}
 		conn_close(c);
+		return;
+	case TIMER_RETRY:
+		if (c->state == CONN_OPEN && c->req.state == SG_REQ_HANDLING)
+			sg__proxy_retry(&c->req);
 		return;
 	case TIMER_IDLE:
 	case TIMER_LINGER:
@@ -459,6 +467,11 @@ static void req_finish(sg_req_t *req)
 		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
 			conn_close(c);
 	}
+}
+
+void sg__req_retry_after(sg_req_t *req, uint64_t ms)
+{
+	timer_arm(req->conn, TIMER_RETRY, ms);
 }
 
 int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out)
@@ -952,10 +965,16 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	rc = sg_upstream_new(&srv->upstream, loop);
 	if (rc)
 		goto fail_upstream;
+	srv->router = sg_router_new(cfg, sg_now_us() ^ srv->id_seed);
+	if (srv->router == NULL) {
+		rc = SG_ENOMEM;
+		goto fail_headers;
+	}
 
 	/* One prebuilt upstream header list per deployment. */
 	for (size_t i = 0; i < cfg->nmodels; i++)
 		ndeps += (int)cfg->models[i].ndeployments;
+	srv->ndeps = (size_t)ndeps;
 	srv->dep_headers = calloc((size_t)ndeps, sizeof(*srv->dep_headers));
 	if (srv->dep_headers == NULL) {
 		rc = SG_ENOMEM;
@@ -971,7 +990,10 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 			lines[n++] = "Content-Type: application/json";
 			lines[n++] = "Expect:"; /* never wait for 100-continue upstream */
 			if (d->api_key) {
-				snprintf(auth, sizeof(auth), "Authorization: Bearer %s", d->api_key);
+				/* Azure OpenAI authenticates with an api-key header. */
+				snprintf(auth, sizeof(auth), strcmp(d->provider, "azure") == 0
+				                                 ? "api-key: %s" : "Authorization: Bearer %s",
+				         d->api_key);
 				lines[n++] = auth;
 			}
 			for (size_t k = 0; k < d->nheaders && n < SG_ARRAY_SIZE(lines); k++)
@@ -1061,6 +1083,7 @@ void sg_server_free(sg_server_t *srv)
 				sg_upstream_headers_free(srv->dep_headers[k]);
 	free(srv->dep_headers);
 	sg_upstream_headers_free(srv->embed_headers);
+	sg_router_free(srv->router);
 	sg_stats_free(srv->stats);
 	free(srv);
 }

@@ -12,6 +12,8 @@
 #include "semgate/cache.h"
 #include "semgate/cache_key.h"
 #include "semgate/embed.h"
+#include "semgate/provider.h"
+#include "semgate/router.h"
 #include "semgate/stats.h"
 #include "semgate/config.h"
 #include "semgate/server.h"
@@ -25,19 +27,39 @@ typedef struct sg_hdr {
 	uint32_t value_off, value_len; /* value */
 } sg_hdr_t;
 
-/* What the proxy keeps for one forwarded request. */
+/* What the proxy keeps for one forwarded request, across its attempts. */
 typedef struct sg_proxy {
-	sg_xfer_t *xfer;              /* in flight, or NULL */
-	const sg_deployment_t *dep;   /* serving deployment */
-	char *upstream_body;          /* rewritten body (owned), or NULL to send req->body */
+	sg_xfer_t *xfer;              /* attempt in flight, or NULL */
+	const sg_model_t *origin;     /* the model group the client asked for */
+	const sg_model_t *model;      /* the group being tried (origin or a fallback) */
+	const sg_deployment_t *dep;   /* deployment of the current (or last) attempt */
+	const sg_provider_t *prov;    /* its translation (NULL: OpenAI-compatible) */
+	sg_provider_stream_t *pstream; /* stream translation of the current attempt */
+	sg_upstream_headers_t *hdrs;  /* headers built for this attempt (owned), or NULL */
+	void *root;                   /* parsed request body (json_t reference) */
+	const char *path;             /* "/chat/completions", "/completions", "/embeddings" */
+	uint8_t *tried;               /* deployments tried this round, by seq (owned) */
+	size_t ntried;                /* bytes in tried */
+	size_t fallback_next;         /* next name in the fallback list being walked */
+	int using_ctx;                /* walking context_fallbacks instead of fallbacks */
+	int fallback_used;            /* a fallback model group answered */
+	int attempts;                 /* attempts started */
+	int rounds;                   /* passes over the whole chain */
+	int had_attempt_this_round;   /* some deployment was usable this round */
+	uint64_t start_us;            /* first attempt */
+	uint64_t attempt_us;          /* current attempt */
+	long retry_after_s;           /* Retry-After of the last reply (-1: none) */
+	int last_err;                 /* last transport error (0: an HTTP reply) */
+	char *upstream_body;          /* body built for this attempt (owned), or NULL */
 	size_t upstream_body_len;     /* bytes in upstream_body */
-	char url[1024];               /* upstream URL */
+	char url[2048];               /* upstream URL */
 	int want_stream;              /* client asked for stream: true */
 	int streaming;                /* relaying SSE to the client */
 	int paused;                   /* xfer paused for client backpressure */
 	long status;                  /* upstream HTTP status */
 	char content_type[128];       /* upstream Content-Type */
-	sg_buf_t body;                /* buffered upstream body (non-streamed) */
+	sg_buf_t body;                /* buffered upstream body (non-streamed, or an error) */
+	sg_buf_t out;                 /* translated output */
 	int saw_done;                 /* "data: [DONE]" went through */
 	char tail[16];                /* last bytes seen, to find [DONE] across reads */
 	size_t tail_len;              /* bytes in tail */
@@ -139,6 +161,8 @@ struct sg_server {
 	int sync_rc;              /* its result */
 	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
 	sg_upstream_headers_t **dep_headers; /* per deployment, flat in config order */
+	size_t ndeps;             /* deployments in the config */
+	sg_router_t *router;      /* deployment choice and health */
 	llhttp_settings_t parser_settings; /* shared llhttp callbacks */
 	sg_conn_t *conns;         /* all open connections */
 	size_t nconns;            /* in conns, overflow ones excluded */
@@ -189,8 +213,13 @@ void sg__handle_abort(sg_req_t *req);
 /** The socket drained below the backpressure mark (handler.c). */
 void sg__handle_writable(sg_req_t *req);
 
+/** Run sg__proxy_retry(req) after ms (the connection's timer). */
+void sg__req_retry_after(sg_req_t *req, uint64_t ms);
+/** The retry timer fired (proxy.c). */
+void sg__proxy_retry(sg_req_t *req);
+
 /** Forward a chat/completions/embeddings request (proxy.c); root is the
- * parsed body (borrowed), path the upstream path ("/chat/completions"). */
+ * parsed body (a reference is taken), path the upstream path ("/chat/completions"). */
 void sg__proxy(sg_req_t *req, const sg_model_t *model, void *root, const char *path, int stream);
 /** Release proxy state; cancels a transfer in flight. */
 void sg__proxy_abort(sg_req_t *req);

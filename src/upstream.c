@@ -107,11 +107,15 @@ static int deliver_headers(sg_xfer_t *x)
 {
 	long status = 0;
 	char *ctype = NULL;
+	curl_off_t retry_after = -1;
 
 	x->headers_sent = 1;
 	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ctype);
-	return x->cbs->on_headers(x->ud, status, ctype);
+	if (curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK ||
+	    retry_after <= 0)
+		retry_after = status == 429 || status == 503 ? 0 : -1;
+	return x->cbs->on_headers(x->ud, status, ctype, (long)retry_after);
 }
 
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *arg)

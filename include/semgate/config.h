@@ -30,7 +30,25 @@ typedef struct sg_deployment {
 	size_t nheaders;        /* entries in headers */
 	long connect_timeout_ms; /* TCP/TLS connect budget */
 	long timeout_ms;        /* whole-transfer budget */
+	char *api_version;      /* azure: api-version; anthropic: anthropic-version */
+	double weight;          /* share under the "weighted" strategy */
+	long priority;          /* lower first: higher ones are fallbacks within the group */
+	long rpm;               /* requests per minute allowed (0: no limit) */
+	long tpm;               /* tokens per minute allowed (0: no limit) */
+	double input_per_mtok;  /* price per million prompt tokens (< 0: the model's) */
+	double output_per_mtok; /* price per million completion tokens (< 0: the model's) */
 } sg_deployment_t;
+
+/** How a model group picks a deployment. */
+enum sg_strategy {
+	SG_STRATEGY_WEIGHTED,    /* random, by weight */
+	SG_STRATEGY_ROUND_ROBIN, /* in turn */
+	SG_STRATEGY_LEAST_BUSY,  /* fewest requests in flight */
+	SG_STRATEGY_LATENCY,     /* lowest recent latency (EWMA), with some exploration */
+	SG_STRATEGY_COST,        /* cheapest */
+	SG_STRATEGY_USAGE,       /* most headroom under rpm/tpm */
+	SG_STRATEGY__LAST
+};
 
 /** A model group: what a request's `model` names. */
 typedef struct sg_model {
@@ -41,6 +59,19 @@ typedef struct sg_model {
 	double output_per_mtok;       /* price of a million completion tokens */
 	sg_deployment_t *deployments; /* at least one */
 	size_t ndeployments;          /* entries in deployments */
+	int strategy;                 /* enum sg_strategy */
+	char *strategy_name;          /* as configured */
+	char **fallbacks;             /* model names to try when this group is exhausted */
+	size_t nfallbacks;            /* entries in fallbacks */
+	char **context_fallbacks;     /* model names for context-window errors */
+	size_t ncontext_fallbacks;    /* entries in context_fallbacks */
+	long max_attempts;            /* attempts per request, across deployments and fallbacks */
+	long budget_ms;               /* total time for all attempts */
+	long backoff_ms;              /* first retry delay (doubles, with jitter) */
+	long max_backoff_ms;          /* longest retry delay */
+	long circuit_failures;        /* failures within circuit_window_s that cool a deployment */
+	long circuit_window_s;        /* window for counting failures */
+	long cooldown_s;              /* how long a failing deployment gets no traffic */
 } sg_model_t;
 
 /** Front-end limits; each one is a clean HTTP error when hit. */

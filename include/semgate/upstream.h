@@ -25,9 +25,10 @@ typedef struct sg_upstream_headers sg_upstream_headers_t;
  */
 typedef struct sg_xfer_cbs {
 	/** Status and headers are in: called once, before the first on_data.
-	 * content_type is borrowed for the call (NULL when absent).
+	 * content_type is borrowed for the call (NULL when absent); retry_after_s
+	 * is the Retry-After header in seconds (-1 when absent).
 	 * Return 0 to go on, anything else to abort (on_done gets SG_ECANCELED). */
-	int (*on_headers)(void *ud, long status, const char *content_type);
+	int (*on_headers)(void *ud, long status, const char *content_type, long retry_after_s);
 	/** A piece of the body. Return 0 to go on, SG_XFER_PAUSE to pause,
 	 * a negative SG_E* code to abort with it. */
 	int (*on_data)(void *ud, const char *p, size_t n);

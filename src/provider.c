@@ -1,0 +1,397 @@
+/* Provider lookup and what the provider translations share: an incremental
+ * SSE reader and writers for OpenAI's chunks, completions and errors. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "semgate/provider.h"
+
+const sg_provider_t *sg_provider_find(const char *name)
+{
+	static const sg_provider_t *const all[] = {&sg__provider_anthropic, &sg__provider_gemini};
+
+	if (name == NULL)
+		return NULL;
+	for (size_t i = 0; i < SG_ARRAY_SIZE(all); i++)
+		if (strcmp(all[i]->name, name) == 0)
+			return all[i];
+	return NULL;
+}
+
+/* ---- SSE ------------------------------------------------------------------ */
+
+void sg__sse_init(sg__sse_t *s, size_t max)
+{
+	sg_buf_init(&s->line, max);
+	sg_buf_init(&s->data, max);
+	s->event[0] = '\0';
+	s->has_data = 0;
+	s->skip_lf = 0;
+}
+
+void sg__sse_free(sg__sse_t *s)
+{
+	sg_buf_free(&s->line);
+	sg_buf_free(&s->data);
+}
+
+static int sse_dispatch(sg__sse_t *s, sg__sse_cb cb, void *ctx)
+{
+	int rc = 0;
+
+	if (s->has_data)
+		rc = cb(ctx, s->event, s->data.data ? s->data.data : "", s->data.len);
+	sg_buf_reset(&s->data);
+	s->event[0] = '\0';
+	s->has_data = 0;
+	return rc;
+}
+
+/* One complete line (without its end). Comments (":...") and fields other
+ * than event/data (id, retry) are ignored, as the spec allows. */
+static int sse_line(sg__sse_t *s, const char *l, size_t n, sg__sse_cb cb, void *ctx)
+{
+	const char *colon, *v;
+	size_t name_len, vlen;
+	int rc;
+
+	if (n == 0)
+		return sse_dispatch(s, cb, ctx);
+	colon = memchr(l, ':', n);
+	name_len = colon ? (size_t)(colon - l) : n;
+	v = colon ? colon + 1 : l + n;
+	vlen = (size_t)(l + n - v);
+	if (vlen > 0 && *v == ' ')
+		v++, vlen--;
+	if (name_len == 5 && memcmp(l, "event", 5) == 0) {
+		vlen = SG_MIN(vlen, sizeof(s->event) - 1);
+		memcpy(s->event, v, vlen);
+		s->event[vlen] = '\0';
+	} else if (name_len == 4 && memcmp(l, "data", 4) == 0) {
+		if (s->has_data && (rc = sg_buf_append(&s->data, "\n", 1)) != 0)
+			return rc;
+		if ((rc = sg_buf_append(&s->data, v, vlen)) != 0)
+			return rc;
+		s->has_data = 1;
+	}
+	return 0;
+}
+
+int sg__sse_feed(sg__sse_t *s, const char *p, size_t n, sg__sse_cb cb, void *ctx)
+{
+	const char *end = p + n, *eol;
+	int rc;
+
+	while (p < end) {
+		if (s->skip_lf) {
+			s->skip_lf = 0;
+			if (*p == '\n') {
+				p++;
+				continue;
+			}
+		}
+		for (eol = p; eol < end && *eol != '\n' && *eol != '\r'; eol++)
+			;
+		if (eol == end) {
+			/* No line end yet: keep the piece for the next feed. */
+			return sg_buf_append(&s->line, p, (size_t)(end - p));
+		}
+		if (s->line.len > 0) {
+			if ((rc = sg_buf_append(&s->line, p, (size_t)(eol - p))) != 0)
+				return rc;
+			rc = sse_line(s, s->line.data, s->line.len, cb, ctx);
+			sg_buf_reset(&s->line);
+		} else {
+			rc = sse_line(s, p, (size_t)(eol - p), cb, ctx);
+		}
+		if (rc)
+			return rc;
+		s->skip_lf = *eol == '\r';
+		p = eol + 1;
+	}
+	return 0;
+}
+
+int sg__sse_flush(sg__sse_t *s, sg__sse_cb cb, void *ctx)
+{
+	int rc = 0;
+
+	if (s->line.len > 0) {
+		rc = sse_line(s, s->line.data, s->line.len, cb, ctx);
+		sg_buf_reset(&s->line);
+	}
+	return rc ? rc : sse_dispatch(s, cb, ctx);
+}
+
+/* ---- JSON and errors ------------------------------------------------------ */
+
+int sg__json_append(sg_buf_t *out, const json_t *v)
+{
+	size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY;
+	size_t n = json_dumpb(v, NULL, 0, flags);
+	int rc;
+
+	if (n == 0)
+		return SG_EINVAL;
+	if ((rc = sg_buf_reserve(out, n)) != 0)
+		return rc;
+	if (json_dumpb(v, out->data + out->len, n, flags) != n)
+		return SG_EINVAL;
+	out->len += n;
+	out->data[out->len] = '\0';
+	return 0;
+}
+
+int sg__json_str_lossy(sg_buf_t *out, const char *s, size_t n)
+{
+	json_t *v = json_stringn(s, n); /* NULL for invalid UTF-8 (or NUL bytes) */
+	char *ascii;
+	int rc;
+
+	if (v != NULL) {
+		rc = sg__json_append(out, v);
+		json_decref(v);
+		return rc;
+	}
+	ascii = malloc(n + 1);
+	if (ascii == NULL)
+		return SG_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		ascii[i] = (unsigned char)s[i] >= 0x80 || s[i] == '\0' ? '?' : s[i];
+	rc = sg_buf_json_str(out, ascii, n);
+	free(ascii);
+	return rc;
+}
+
+int sg__error_body(sg_buf_t *out, const char *msg, size_t msglen, const char *type,
+                   const char *code)
+{
+	int rc;
+
+	if ((rc = sg_buf_puts(out, "{\"error\":{\"message\":")) != 0 ||
+	    (rc = sg__json_str_lossy(out, msg, msglen)) != 0 ||
+	    (rc = sg_buf_puts(out, ",\"type\":")) != 0 ||
+	    (rc = sg__json_str_lossy(out, type, strlen(type))) != 0 ||
+	    (rc = sg_buf_puts(out, ",\"code\":")) != 0)
+		return rc;
+	if (code != NULL)
+		rc = sg__json_str_lossy(out, code, strlen(code));
+	else
+		rc = sg_buf_puts(out, "null");
+	return rc ? rc : sg_buf_puts(out, "}}");
+}
+
+const char *sg__error_type(int status)
+{
+	switch (status) {
+	case 401: return "authentication_error";
+	case 403: return "permission_error";
+	case 404: return "not_found_error";
+	case 429: return "rate_limit_error";
+	default: return status >= 500 ? "server_error" : "invalid_request_error";
+	}
+}
+
+int sg__error_raw(const char *provider, const char *body, size_t len, int status,
+                  sg_buf_t *out)
+{
+	sg_buf_t msg;
+	int rc;
+
+	sg_buf_init(&msg, 0);
+	rc = sg_buf_printf(&msg, "%s upstream error (HTTP %d): ", provider, status);
+	if (rc == 0)
+		rc = sg_buf_append(&msg, body ? body : "", SG_MIN(len, (size_t)512));
+	if (rc == 0)
+		rc = sg__error_body(out, msg.data, msg.len, sg__error_type(status), NULL);
+	sg_buf_free(&msg);
+	return rc;
+}
+
+/* ---- OpenAI output -------------------------------------------------------- */
+
+static int append_event(sg_buf_t *out, json_t *v)
+{
+	int rc;
+
+	if (v == NULL)
+		return SG_ENOMEM;
+	if ((rc = sg_buf_puts(out, "data: ")) == 0 && (rc = sg__json_append(out, v)) == 0)
+		rc = sg_buf_puts(out, "\n\n");
+	json_decref(v);
+	return rc;
+}
+
+int sg__chunk(sg_buf_t *out, const sg__chunk_head_t *h, int index, json_t *delta,
+              const char *finish_reason)
+{
+	json_t *choice = json_pack("{s:i,s:o,s:o}", "index", index, "delta",
+	                           delta ? delta : json_object(), "finish_reason",
+	                           finish_reason ? json_string(finish_reason) : json_null());
+
+	if (choice == NULL)
+		return SG_ENOMEM;
+	return append_event(out, json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", h->id, "object",
+	                                   "chat.completion.chunk", "created",
+	                                   (json_int_t)h->created, "model", h->model,
+	                                   "choices", choice));
+}
+
+int sg__chunk_usage_done(sg_buf_t *out, const sg__chunk_head_t *h, long long prompt_tokens,
+                         long long completion_tokens)
+{
+	int rc = append_event(out, json_pack("{s:s,s:s,s:I,s:s,s:[],s:{s:I,s:I,s:I}}", "id",
+	                                     h->id, "object", "chat.completion.chunk",
+	                                     "created", (json_int_t)h->created, "model",
+	                                     h->model, "choices", "usage", "prompt_tokens",
+	                                     (json_int_t)prompt_tokens, "completion_tokens",
+	                                     (json_int_t)completion_tokens, "total_tokens",
+	                                     (json_int_t)(prompt_tokens + completion_tokens)));
+
+	return rc ? rc : sg_buf_puts(out, "data: [DONE]\n\n");
+}
+
+int sg__chunk_error(sg_buf_t *out, const char *msg, const char *type, const char *code)
+{
+	int rc;
+
+	if ((rc = sg_buf_puts(out, "data: ")) == 0 &&
+	    (rc = sg__error_body(out, msg, strlen(msg), type, code)) == 0)
+		rc = sg_buf_puts(out, "\n\n");
+	return rc;
+}
+
+int sg__completion(sg_buf_t *out, const char *id, const char *model, json_t *choices,
+                   long long prompt_tokens, long long completion_tokens)
+{
+	json_t *v;
+	int rc;
+
+	if (choices == NULL)
+		return SG_ENOMEM;
+	v = json_pack("{s:s,s:s,s:I,s:s,s:o,s:{s:I,s:I,s:I}}", "id", id, "object",
+	              "chat.completion", "created", (json_int_t)time(NULL), "model", model,
+	              "choices", choices, "usage", "prompt_tokens", (json_int_t)prompt_tokens,
+	              "completion_tokens", (json_int_t)completion_tokens, "total_tokens",
+	              (json_int_t)(prompt_tokens + completion_tokens));
+	if (v == NULL)
+		return SG_ENOMEM;
+	rc = sg__json_append(out, v);
+	json_decref(v);
+	return rc;
+}
+
+int sg__target_header(sg_provider_target_t *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->nheaders >= (int)SG_ARRAY_SIZE(t->headers))
+		return SG_EINVAL;
+	va_start(ap, fmt);
+	n = vsnprintf(t->headers[t->nheaders], sizeof(t->headers[0]), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(t->headers[0]))
+		return SG_EINVAL;
+	t->nheaders++;
+	return 0;
+}
+
+/* ---- request helpers ------------------------------------------------------ */
+
+int sg__fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err != NULL && errlen > 0) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return SG_EINVAL;
+}
+
+int sg__content_text(const json_t *content, const char *sep, sg_buf_t *out)
+{
+	const json_t *part, *text;
+	size_t i, start = out->len;
+	int rc;
+
+	if (content == NULL || json_is_null(content))
+		return 0;
+	if (json_is_string(content))
+		return sg_buf_append(out, json_string_value(content), json_string_length(content));
+	if (!json_is_array(content))
+		return SG_EINVAL;
+	json_array_foreach(content, i, part) {
+		text = json_object_get(part, "text");
+		if (!json_is_string(text) ||
+		    !json_is_string(json_object_get(part, "type")) ||
+		    strcmp(json_string_value(json_object_get(part, "type")), "text") != 0)
+			return SG_EINVAL;
+		if (out->len > start && (rc = sg_buf_puts(out, sep)) != 0)
+			return rc;
+		if ((rc = sg_buf_append(out, json_string_value(text), json_string_length(text))) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int sg__data_url(const char *url, sg_iovec_t *mime, sg_iovec_t *data)
+{
+	const char *semi, *comma;
+
+	if (strncmp(url, "data:", 5) != 0)
+		return SG_EINVAL;
+	comma = strchr(url + 5, ',');
+	if (comma == NULL)
+		return SG_EINVAL;
+	semi = memchr(url + 5, ';', (size_t)(comma - (url + 5)));
+	/* Only base64 payloads: that is what both providers take. */
+	if (semi == NULL || comma - semi != 7 || memcmp(semi, ";base64", 7) != 0 ||
+	    semi == url + 5)
+		return SG_EINVAL;
+	mime->base = url + 5;
+	mime->len = (size_t)(semi - (url + 5));
+	data->base = comma + 1;
+	data->len = strlen(comma + 1);
+	return 0;
+}
+
+int sg__stop_list(const json_t *stop, json_t **out, char *err, size_t errlen)
+{
+	const json_t *v;
+	json_t *list;
+	size_t i;
+
+	*out = NULL;
+	if (stop == NULL || json_is_null(stop))
+		return 0;
+	if (!json_is_string(stop) && !json_is_array(stop))
+		return sg__fail(err, errlen, "'stop' must be a string or an array of strings");
+	list = json_array();
+	if (list == NULL)
+		return SG_ENOMEM;
+	if (json_is_string(stop)) {
+		if (json_string_length(stop) > 0)
+			json_array_append(list, (json_t *)stop);
+	} else {
+		json_array_foreach(stop, i, v) {
+			if (!json_is_string(v)) {
+				json_decref(list);
+				return sg__fail(err, errlen, "'stop' must be a string or an array of strings");
+			}
+			if (json_string_length(v) > 0)
+				json_array_append(list, (json_t *)v);
+		}
+	}
+	if (json_array_size(list) == 0)
+		json_decref(list);
+	else
+		*out = list;
+	return 0;
+}
