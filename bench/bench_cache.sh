@@ -56,7 +56,7 @@ echo "== semantic hits, 1 connection"
 QUERIES=$work/queries.txt timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency \
 	-s "$top/bench/wrk/semantic.lua" "http://127.0.0.1:$port/v1/chat/completions"
 echo "== exact hits, 64 connections"
-head -1 "$work/queries.txt" >"$work/one.txt"
+echo "semgate exact hit benchmark prompt zebra quartz" >"$work/one.txt"
 curl -fsS -o /dev/null -H 'Content-Type: application/json' \
 	-d "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"$(cat "$work/one.txt")\"}]}" \
 	"http://127.0.0.1:$port/v1/chat/completions"

@@ -2026,7 +2026,20 @@ data:
 		len = s->off[a + 1] - s->off[a];
 		from = utf8_boundary(text, len, (size_t)(len * k / s->chunks));
 		to = utf8_boundary(text, len, (size_t)(len * (k + 1) / s->chunks));
-		if (s->api == API_CHAT) {
+		if (s->api == API_CHAT && s->tool != NULL) {
+			buf_adds(b, "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,");
+			if (k == 0) {
+				buf_adds(b, "\"id\":\"call_mock_");
+				buf_add_u64(b, s->id);
+				buf_adds(b, "\",\"type\":\"function\",\"function\":{\"name\":");
+				buf_add_jstr(b, s->tool, s->tool_len);
+				buf_adds(b, ",\"arguments\":");
+			} else {
+				buf_adds(b, "\"function\":{\"arguments\":");
+			}
+			buf_add_jstr(b, text + from, to - from);
+			buf_adds(b, "}}]},\"finish_reason\":null}]");
+		} else if (s->api == API_CHAT) {
 			buf_adds(b, "[{\"index\":0,\"delta\":{\"content\":");
 			buf_add_jstr(b, text + from, to - from);
 			buf_adds(b, "},\"finish_reason\":null}]");
@@ -2039,7 +2052,8 @@ data:
 		}
 	} else if ((idx -= pieces) < s->n_answers) {
 		if (s->api == API_CHAT) {
-			buf_adds(b, "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]");
+			buf_adds(b, s->tool ? "[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]"
+					    : "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]");
 		} else {
 			buf_adds(b, "[{\"text\":\"\",\"index\":");
 			buf_add_u64(b, idx);
@@ -2053,6 +2067,91 @@ data:
 	}
 	buf_adds(b, s->include_usage ? ",\"usage\":null}\n\n" : "}\n\n");
 	return EV_DATA;
+}
+
+/* Bytes [from, to) of answer a's piece k, on UTF-8 boundaries. */
+static void piece_range(const struct stream *s, uint64_t a, uint64_t k, size_t *from,
+			size_t *to)
+{
+	const char *text = s->text + s->off[a];
+	size_t len = s->off[a + 1] - s->off[a];
+
+	*from = utf8_boundary(text, len, (size_t)(len * k / s->chunks));
+	*to = utf8_boundary(text, len, (size_t)(len * (k + 1) / s->chunks));
+}
+
+/* Anthropic: message_start, content_block_start, ping, the pieces as
+ * content_block_delta, content_block_stop, message_delta, message_stop (the
+ * last, never sent by a cut stream). */
+static enum ev_kind anthropic_event(const struct stream *s, uint64_t idx, struct buf *b)
+{
+	size_t from, to;
+
+	if (idx == 0) {
+		buf_adds(b, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+			 "{\"id\":\"msg_mock_");
+		buf_add_u64(b, s->id);
+		buf_adds(b, "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+		buf_add_jstr(b, s->model, s->model_len);
+		buf_adds(b, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+			 "\"usage\":{\"input_tokens\":");
+		buf_add_u64(b, s->prompt_tokens);
+		buf_adds(b, ",\"output_tokens\":1}}}\n\n");
+	} else if (idx == 1 && s->tool != NULL) {
+		buf_adds(b, "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+			 "\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_mock_");
+		buf_add_u64(b, s->id);
+		buf_adds(b, "\",\"name\":");
+		buf_add_jstr(b, s->tool, s->tool_len);
+		buf_adds(b, ",\"input\":{}}}\n\n");
+	} else if (idx == 1) {
+		buf_adds(b, "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+			 "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+	} else if (idx == 2) {
+		buf_adds(b, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
+	} else if ((idx -= 3) < s->chunks) {
+		piece_range(s, 0, idx, &from, &to);
+		buf_adds(b, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+			 "\"index\":0,\"delta\":");
+		buf_adds(b, s->tool ? "{\"type\":\"input_json_delta\",\"partial_json\":"
+				    : "{\"type\":\"text_delta\",\"text\":");
+		buf_add_jstr(b, s->text + from, to - from);
+		buf_adds(b, "}}\n\n");
+	} else if ((idx -= s->chunks) == 0) {
+		buf_adds(b, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+			 "\"index\":0}\n\n");
+	} else if (idx == 1) {
+		buf_adds(b, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+			 "{\"stop_reason\":\"");
+		buf_adds(b, s->tool ? "tool_use" : "end_turn");
+		buf_adds(b, "\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
+		buf_add_u64(b, s->completion_tokens);
+		buf_adds(b, "}}\n\n");
+	} else if (idx == 2) {
+		buf_adds(b, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+		return EV_DONE;
+	} else {
+		return EV_END;
+	}
+	return EV_DATA;
+}
+
+/* Gemini (alt=sse): one GenerateContentResponse per piece, the last with the
+ * finishReason (never sent by a cut stream); a tool call comes whole. */
+static enum ev_kind gemini_event(const struct stream *s, uint64_t idx, struct buf *b)
+{
+	uint64_t n = s->tool ? 1 : s->chunks;
+	size_t from = 0, to = s->off[1];
+
+	if (idx >= n)
+		return EV_END;
+	if (s->tool == NULL)
+		piece_range(s, 0, idx, &from, &to);
+	buf_adds(b, "data: ");
+	gemini_response(b, s->tool, s->tool_len, s->text + from, to - from, idx + 1 == n,
+			s->prompt_tokens, s->completion_tokens, s->model, s->model_len, s->id);
+	buf_adds(b, "\r\n\r\n");
+	return idx + 1 == n ? EV_DONE : EV_DATA;
 }
 
 /* Send what is due of a stream; 1 when it is over (finished or cut), 0 when
@@ -2072,7 +2171,9 @@ static int stream_step(struct conn *c, struct req *q)
 		if (s->cut >= 0 && s->next >= (uint64_t)s->cut)
 			break;
 		buf_clear(&m->body);
-		ev = stream_event(s, s->next, &m->body);
+		ev = s->fmt == FMT_ANTHROPIC ? anthropic_event(s, s->next, &m->body) :
+		     s->fmt == FMT_GEMINI ? gemini_event(s, s->next, &m->body) :
+		     stream_event(s, s->next, &m->body);
 		if (ev == EV_DONE && s->cut >= 0)
 			break;		/* a cut stream never says [DONE] */
 		if (ev == EV_END) {

@@ -7,7 +7,6 @@
 #include "semgate/cache.h"
 #include "u64map.h"
 
-#define SEARCH_K 4 /* candidates per search: some may be expired or gone */
 
 /* An entry as the LRU and expiry logic see it. */
 typedef struct node {
@@ -29,8 +28,15 @@ typedef struct scope {
 	int dirty;             /* changed since the checkpoint */
 } scope_t;
 
+/*
+ * Two locks. `lock` guards everything; the loop thread holds it for every
+ * call but sg_cache_search(). `ixlock` guards the scope map and the indexes:
+ * searches run on worker threads under its read side, and every change to an
+ * index takes its write side (always inside `lock`).
+ */
 struct sg_cache {
 	pthread_mutex_t lock;   /* everything below */
+	pthread_rwlock_t ixlock; /* scopes and their indexes */
 	sg_store_t *store;      /* LMDB */
 	sg_cache_opts_t o;      /* options (strings borrowed from the config) */
 	sg_u64map_t nodes;      /* id -> node_t */
@@ -73,6 +79,23 @@ static void lru_push_front(sg_cache_t *c, node_t *n)
 		c->tail = n;
 }
 
+/* --- index changes (under ixlock's write side) ----------------------------------- */
+
+static void ix_remove(sg_cache_t *c, sg_index_t *ix, int64_t id)
+{
+	pthread_rwlock_wrlock(&c->ixlock);
+	sg_index_remove(ix, id);
+	pthread_rwlock_unlock(&c->ixlock);
+}
+
+static int ix_add(sg_cache_t *c, sg_index_t *ix, int64_t id, const float *vec)
+{
+	pthread_rwlock_wrlock(&c->ixlock);
+	int rc = sg_index_add(ix, id, vec);
+	pthread_rwlock_unlock(&c->ixlock);
+	return rc;
+}
+
 /* --- scopes ---------------------------------------------------------------------- */
 
 static scope_t *scope_get(sg_cache_t *c, uint64_t hash, int create)
@@ -84,8 +107,14 @@ static scope_t *scope_get(sg_cache_t *c, uint64_t hash, int create)
 	if (s == NULL)
 		return NULL;
 	if (sg_index_new(&s->ix, c->o.dim, c->o.auto_hnsw ? SG_INDEX_FLAT : c->o.index_type,
-	                 &c->o.index_opts) != 0 ||
-	    sg__u64map_put(&c->scopes, hash, s) != 0) {
+	                 &c->o.index_opts) != 0) {
+		free(s);
+		return NULL;
+	}
+	pthread_rwlock_wrlock(&c->ixlock);
+	int rc = sg__u64map_put(&c->scopes, hash, s);
+	pthread_rwlock_unlock(&c->ixlock);
+	if (rc != 0) {
 		sg_index_free(s->ix);
 		free(s);
 		return NULL;
@@ -101,7 +130,7 @@ static int drop_entry(sg_cache_t *c, node_t *n)
 		return rc;
 	scope_t *s = scope_get(c, n->scope_hash, 0);
 	if (s) {
-		sg_index_remove(s->ix, (int64_t)n->id);
+		ix_remove(c, s->ix, (int64_t)n->id);
 		s->dirty = 1;
 	}
 	sg__u64map_del(&c->nodes, n->id);
@@ -138,9 +167,11 @@ static int scope_upgrade(sg_cache_t *c, uint64_t hash, scope_t *s)
 	if (rc == 0)
 		rc = sg_index_add_batch(ix, k, ids, vecs);
 	if (rc == 0) {
-		sg_index_free(s->ix);
+		pthread_rwlock_wrlock(&c->ixlock);
+		sg_index_t *old = s->ix;
 		s->ix = ix;
-		ix = NULL;
+		pthread_rwlock_unlock(&c->ixlock);
+		ix = old; /* freed below */
 		s->dirty = 1;
 	}
 out:
@@ -316,6 +347,7 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 	if (c == NULL)
 		return SG_ENOMEM;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_rwlock_init(&c->ixlock, NULL);
 	c->o = *o;
 	sg__u64map_init(&c->nodes);
 	sg__u64map_init(&c->scopes);
@@ -457,6 +489,7 @@ void sg_cache_close(sg_cache_t *c)
 	sg__u64map_free(&c->nodes);
 	sg__u64map_free(&c->scopes);
 	free(c->touched);
+	pthread_rwlock_destroy(&c->ixlock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -510,31 +543,36 @@ int sg_cache_lookup_exact(sg_cache_t *c, const sg_cache_key_t *k, int64_t now_s,
 	return rc ? rc : SG_ENOTFOUND;
 }
 
-int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float *vec,
-                             float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best)
+int sg_cache_search(sg_cache_t *c, uint64_t scope_hash, const float *vec,
+                    sg_cache_candidates_t *out)
 {
-	int64_t ids[SEARCH_K];
-	float scores[SEARCH_K];
-	int n = 0, rc = SG_ENOTFOUND;
+	int rc = 0;
 
-	*best = -1.0f;
+	out->n = 0;
+	pthread_rwlock_rdlock(&c->ixlock);
+	scope_t *s = sg__u64map_get(&c->scopes, scope_hash);
+	if (s && sg_index_count(s->ix) > 0 &&
+	    sg_index_search(s->ix, vec, SG_CACHE_CANDIDATES, out->ids, out->scores, &out->n) != 0)
+		rc = SG_EINDEX;
+	pthread_rwlock_unlock(&c->ixlock);
+	return rc;
+}
+
+int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_candidates_t *cand,
+                     float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best)
+{
+	int rc = SG_ENOTFOUND;
+
+	*best = cand->n > 0 ? cand->scores[0] : -1.0f;
 	pthread_mutex_lock(&c->lock);
 	scope_t *s = scope_get(c, k->scope_hash, 0);
-	if (s == NULL || sg_index_count(s->ix) == 0)
-		goto out;
-	if (sg_index_search(s->ix, vec, SEARCH_K, ids, scores, &n) != 0) {
-		rc = SG_EINDEX;
-		goto out;
-	}
-	for (int i = 0; i < n; i++) {
-		if (i == 0)
-			*best = scores[0];
-		if (scores[i] < threshold)
+	for (int i = 0; s && i < cand->n; i++) {
+		if (cand->scores[i] < threshold)
 			break;
-		node_t *node = sg__u64map_get(&c->nodes, (uint64_t)ids[i]);
+		node_t *node = sg__u64map_get(&c->nodes, (uint64_t)cand->ids[i]);
 		if (node == NULL) {
-			/* deleted after the checkpoint this index came from */
-			sg_index_remove(s->ix, ids[i]);
+			/* deleted after the checkpoint this index came from, or meanwhile */
+			ix_remove(c, s->ix, cand->ids[i]);
 			s->dirty = 1;
 			continue;
 		}
@@ -545,14 +583,24 @@ int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float
 		}
 		if (sg_store_get(c->store, node->id, &hit->entry) != 0)
 			continue;
-		hit->similarity = scores[i];
+		hit->similarity = cand->scores[i];
 		record_hit(c, node, now_s);
 		rc = 0;
 		break;
 	}
-out:
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float *vec,
+                             float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best)
+{
+	sg_cache_candidates_t cand;
+
+	*best = -1.0f;
+	if (sg_cache_search(c, k->scope_hash, vec, &cand) != 0)
+		return SG_EINDEX;
+	return sg_cache_resolve(c, k, &cand, threshold, now_s, hit, best);
 }
 
 void sg_cache_hit_free(sg_cache_hit_t *h)
@@ -629,7 +677,7 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 	m.prompt = in.prompt;
 	m.response = in.response;
 	node_t *n = node_add(c, id, k->scope_hash, entry_bytes(c, &m), in.expires_s, now_s);
-	if (n == NULL || (vec && sg_index_add(s->ix, (int64_t)id, vec) != 0)) {
+	if (n == NULL || (vec && ix_add(c, s->ix, (int64_t)id, vec) != 0)) {
 		if (n) {
 			sg__u64map_del(&c->nodes, id);
 			c->nentries--;
@@ -670,7 +718,7 @@ static void cleared(void *ud, uint64_t id, uint64_t scope_hash)
 	node_t *n = sg__u64map_del(&c->nodes, id);
 	scope_t *s = scope_get(c, scope_hash, 0);
 	if (s) {
-		sg_index_remove(s->ix, (int64_t)id);
+		ix_remove(c, s->ix, (int64_t)id);
 		s->dirty = 1;
 	}
 	if (n) {

@@ -159,26 +159,30 @@ static void respond_transport_error(sg_req_t *req, int err)
 {
 	const sg_proxy_t *px = &req->proxy;
 	const sg_deployment_t *d = px->dep;
+	const char *s = px->attempts == 1 ? "" : "s";
+	char extra[768];
 
+	upstream_headers(req, extra, sizeof(extra));
 	switch (err) {
 	case SG_ECONNECT:
-		sg__respond_error(req, 502, "upstream_error", "upstream_unreachable",
-		                  "could not connect to the upstream for model deployment %s "
-		                  "(%d attempt%s)", d->id, px->attempts, px->attempts == 1 ? "" : "s");
+		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_unreachable",
+		                    "could not connect to the upstream for model deployment %s "
+		                    "(%d attempt%s)", d->id, px->attempts, s);
 		break;
 	case SG_ETIMEDOUT:
-		sg__respond_error(req, 504, "upstream_error", "upstream_timeout",
-		                  "the upstream did not answer within %ld ms (%d attempt%s)",
-		                  d->timeout_ms, px->attempts, px->attempts == 1 ? "" : "s");
+		sg__respond_error_h(req, 504, extra, "upstream_error", "upstream_timeout",
+		                    "the upstream did not answer within %ld ms (%d attempt%s)",
+		                    d->timeout_ms, px->attempts, s);
 		break;
 	case SG_ETOOBIG:
-		sg__respond_error(req, 502, "upstream_error", "upstream_response_too_large",
-		                  "the upstream reply exceeds %ld bytes",
-		                  sg__req_server(req)->cfg->limits.max_response_bytes);
+		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_response_too_large",
+		                    "the upstream reply exceeds %ld bytes",
+		                    sg__req_server(req)->cfg->limits.max_response_bytes);
 		break;
 	default:
-		sg__respond_error(req, 502, "upstream_error", "upstream_error",
-		                  "the upstream transfer failed: %s", sg_strerror(err));
+		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_error",
+		                    "the upstream transfer failed: %s (%d attempt%s)", sg_strerror(err),
+		                    px->attempts, s);
 		break;
 	}
 }
@@ -205,9 +209,9 @@ static void respond_upstream_error(sg_req_t *req)
 		sg__respond(req, status, "application/json", px->body.data, px->body.len, extra);
 		return;
 	}
-	sg__respond_error(req, status, "upstream_error", "upstream_error",
-	                  "the upstream answered %d: %.200s", status,
-	                  px->body.len ? px->body.data : "(empty body)");
+	sg__respond_error_h(req, status, extra, "upstream_error", "upstream_error",
+	                    "the upstream answered %d: %.200s", status,
+	                    px->body.len ? px->body.data : "(empty body)");
 }
 
 /* Out of attempts, time or deployments: answer with the last failure. */

@@ -256,17 +256,17 @@ static void forward(sg_req_t *req)
 	json_decref(root);
 }
 
-/* Embedding done (or failed): search, then serve or forward. */
-static void after_embed(sg_req_t *req)
+/* Search done: serve the hit or forward. */
+static void after_search(sg_req_t *req)
 {
 	sg_server_t *srv = sg__req_server(req);
 	sg_reqcache_t *rc = &req->cache;
 	sg_cache_hit_t hit;
 	float best;
 
-	if (!rc->no_cache && rc->have_vec &&
-	    sg_cache_lookup_semantic(srv->cache, &rc->key, rc->vec, (float)rc->threshold, now_s(),
-	                             &hit, &best) == 0) {
+	if (rc->search_rc == 0 &&
+	    sg_cache_resolve(srv->cache, &rc->key, &rc->cand, (float)rc->threshold, now_s(), &hit,
+	                     &best) == 0) {
 		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
 		json_decref(rc->root);
@@ -287,6 +287,57 @@ static void after_embed(sg_req_t *req)
 	rc->prompt_tokens = -1;
 	rc->completion_tokens = 0;
 	forward(req);
+}
+
+static void search_work(uv_work_t *w)
+{
+	sg_req_t *req = w->data;
+	sg_reqcache_t *rc = &req->cache;
+
+	sg_index_set_threads(1); /* one query: no OpenMP team on this worker */
+	rc->search_rc = sg_cache_search(sg__req_server(req)->cache, rc->key.scope_hash, rc->vec,
+	                                &rc->cand);
+}
+
+static void search_done(uv_work_t *w, int status)
+{
+	sg_req_t *req = w->data;
+	sg_reqcache_t *rc = &req->cache;
+
+	rc->searching = 0;
+	if (rc->search_abandoned || status != 0) {
+		/* the client left: the connection only waited for this */
+		rc->search_abandoned = 0;
+		sg__req_release(req);
+		return;
+	}
+	if (!sg__req_release(req))
+		return;
+	if (rc->search_rc)
+		sg_log_warn("%s: vector search failed: %s", req->id, sg_strerror(rc->search_rc));
+	after_search(req);
+}
+
+/* Embedding done (or failed): search on the thread pool (a search can take
+ * hundreds of µs; the loop serves other connections meanwhile). */
+static void after_embed(sg_req_t *req)
+{
+	sg_server_t *srv = sg__req_server(req);
+	sg_reqcache_t *rc = &req->cache;
+
+	rc->search_rc = SG_ENOTFOUND;
+	rc->cand.n = 0;
+	if (rc->no_cache || !rc->have_vec)
+		return after_search(req);
+	rc->search.data = req;
+	rc->search_abandoned = 0;
+	if (uv_queue_work(srv->loop, &rc->search, search_work, search_done) != 0) {
+		/* cannot queue: search here */
+		search_work(&rc->search);
+		return after_search(req);
+	}
+	rc->searching = 1;
+	sg__req_hold(req);
 }
 
 static void embed_failed(sg_req_t *req, const char *why)
@@ -488,6 +539,11 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 void sg__cache_abort(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
+	if (rc->searching) {
+		/* The worker may be running: its completion drops the hold. */
+		rc->search_abandoned = 1;
+		uv_cancel((uv_req_t *)&rc->search);
+	}
 	if (rc->embed_xfer) {
 		sg_xfer_cancel(rc->embed_xfer);
 		rc->embed_xfer = NULL;

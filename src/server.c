@@ -39,6 +39,8 @@ struct sg_conn {
 	int in_process;           /* inside conn_process(): no re-entry */
 	int overflow;             /* beyond max_connections: 503 and close */
 	int read_stopped;         /* paused: too many pipelined bytes buffered */
+	int holds;                /* thread-pool work still referring to the connection */
+	int handles_closed;       /* both handles closed: free once holds is 0 */
 	sg_conn_t *prev, *next;   /* srv->conns list */
 };
 
@@ -228,9 +230,26 @@ static void on_handle_closed(uv_handle_t *h)
 	sg_conn_t *c = h->data;
 	if (--c->handles_open == 0) {
 		sg_server_t *srv = c->srv;
-		conn_free(c);
+		c->handles_closed = 1;
+		if (c->holds == 0)
+			conn_free(c);
 		server_maybe_done(srv);
 	}
+}
+
+void sg__req_hold(sg_req_t *req)
+{
+	req->conn->holds++;
+}
+
+int sg__req_release(sg_req_t *req)
+{
+	sg_conn_t *c = req->conn;
+	if (--c->holds == 0 && c->handles_closed) {
+		conn_free(c);
+		return 0;
+	}
+	return c->state != CONN_CLOSING;
 }
 
 /* Close now: whatever is in flight for the request is canceled. */
@@ -371,16 +390,13 @@ void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body,
 	req_finish(req);
 }
 
-void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
-                       const char *fmt, ...)
+static void respond_error_v(sg_req_t *req, int status, const char *extra, const char *type,
+                            const char *code, const char *fmt, va_list ap)
 {
 	char msg[1024];
 	sg_buf_t b;
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"error\":{\"message\":");
 	sg_buf_json_str(&b, msg, strlen(msg));
@@ -396,8 +412,26 @@ void sg__respond_error(sg_req_t *req, int status, const char *type, const char *
 		conn_close(req->conn);
 		return;
 	}
-	sg__respond(req, status, "application/json", b.data, b.len, NULL);
+	sg__respond(req, status, "application/json", b.data, b.len, extra);
 	sg_buf_free(&b);
+}
+
+void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
+                       const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	respond_error_v(req, status, NULL, type, code, fmt, ap);
+	va_end(ap);
+}
+
+void sg__respond_error_h(sg_req_t *req, int status, const char *extra, const char *type,
+                         const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	respond_error_v(req, status, extra, type, code, fmt, ap);
+	va_end(ap);
 }
 
 void sg__stream_begin(sg_req_t *req, int status, const char *ctype, const char *extra)

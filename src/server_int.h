@@ -88,6 +88,11 @@ typedef struct sg_reqcache {
 	uint64_t t0;                 /* lookup start (µs) */
 	void *root;                  /* parsed request body (json_t, one reference) */
 	sg_xfer_t *embed_xfer;       /* remote embedding in flight */
+	uv_work_t search;            /* vector search on the thread pool */
+	int searching;               /* search is queued or running */
+	int search_abandoned;        /* the client left while it ran */
+	int search_rc;               /* its result */
+	sg_cache_candidates_t cand;  /* its candidates */
 	char *embed_req;             /* its request body (owned) */
 	sg_buf_t embed_body;         /* its reply */
 	long embed_status;           /* its HTTP status */
@@ -185,6 +190,10 @@ void sg__respond(sg_req_t *req, int status, const char *content_type, const char
 /** Send an OpenAI-style error: {"error":{"message","type","code"}}. code may be NULL. */
 void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/** The same with extra headers (preformatted "Name: v\r\n" lines). */
+void sg__respond_error_h(sg_req_t *req, int status, const char *extra, const char *type,
+                         const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
 /** Start a chunked (HTTP/1.1) or close-delimited (HTTP/1.0) response. */
 void sg__stream_begin(sg_req_t *req, int status, const char *content_type,
                       const char *extra_headers);
@@ -202,6 +211,13 @@ sg_server_t *sg__req_server(const sg_req_t *req);
 
 /** Admin endpoints (admin.c): returns 1 if path was one (and answered). */
 int sg__admin(sg_req_t *req, sg_iovec_t path);
+
+/** Keep the connection's memory alive past its close until a matching
+ * sg__req_release() (work on the thread pool still refers to it). */
+void sg__req_hold(sg_req_t *req);
+/** Drop a hold; returns 1 if the connection is still open, 0 if it closed
+ * meanwhile (its memory is then freed here or was already: do not touch req). */
+int sg__req_release(sg_req_t *req);
 
 /** Note activity: the loop busy-polls for limits.busy_poll_us from now. */
 void sg__server_kick(sg_server_t *srv);

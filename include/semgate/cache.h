@@ -4,7 +4,8 @@
  * index (index/) over the entries' vectors, so a semantic match can never
  * cross a scope however many scopes there are. An in-memory LRU list and
  * size counters enforce max_entries / max_bytes; expired entries leave the
- * store and the index together. All calls are thread-safe (one mutex).
+ * store and the index together. Calls are serialised by a mutex, and
+ * sg_cache_search() may run on other threads alongside them.
  */
 #ifndef SEMGATE_CACHE_H
 #define SEMGATE_CACHE_H
@@ -71,6 +72,31 @@ int sg_cache_lookup_exact(sg_cache_t *c, const sg_cache_key_t *k, int64_t now_s,
 int sg_cache_lookup_semantic(sg_cache_t *c, const sg_cache_key_t *k, const float *vec,
                              float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best);
 void sg_cache_hit_free(sg_cache_hit_t *h);
+
+/** Candidates per search: the nearest may be expired or gone. */
+#define SG_CACHE_CANDIDATES 4
+
+/** The nearest entries of a scope to a vector, best first. */
+typedef struct sg_cache_candidates {
+	int64_t ids[SG_CACHE_CANDIDATES];  /* entry ids */
+	float scores[SG_CACHE_CANDIDATES]; /* cosine similarities */
+	int n;                             /* how many */
+} sg_cache_candidates_t;
+
+/**
+ * The vector-search half of a semantic lookup: safe on any thread, alongside
+ * the loop thread's use of the cache (searches run on libuv's thread pool so
+ * the event loop never waits on one). Errors: SG_EINDEX.
+ */
+int sg_cache_search(sg_cache_t *c, uint64_t scope_hash, const float *vec,
+                    sg_cache_candidates_t *out);
+
+/**
+ * The other half, on the owning thread: the best live candidate at or above
+ * threshold becomes the hit (as sg_cache_lookup_semantic()).
+ */
+int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_candidates_t *cand,
+                     float threshold, int64_t now_s, sg_cache_hit_t *hit, float *best);
 
 /** Store a fresh answer. ttl_s 0: never expires. Evicts LRU entries past the caps. */
 int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, const char *ns,

@@ -140,6 +140,7 @@ static void parse_stream(const char *p, size_t len, struct seen *s)
 			} else if (json_object_get(v, "error")) {
 				cat(s->error_type, sizeof(s->error_type), str_at(v, "error.type"));
 				cat(s->error_code, sizeof(s->error_code), str_at(v, "error.code"));
+				json_decref(v);
 			} else {
 				if (strcmp(str_at(v, "object") ? str_at(v, "object") : "",
 				           "chat.completion.chunk") != 0)
