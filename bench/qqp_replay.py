@@ -3,7 +3,8 @@
 ../shared/data/README.md, end to end over HTTP.
 
   python3 bench/qqp_replay.py [--build build] [--data ../shared/data/qqp-dev.jsonl]
-                              [--thresholds 0.80:0.99:0.01] [--index flat] [--dim 384]
+                              [--thresholds 0.80:0.99:0.01] [--index auto] [--dim 128]
+                              [--no-verifier]
 
 Starts the mock upstream and semgate (fresh cache, local embedder), then:
 1. sends every distinct `a` as a chat request: each is a miss the mock answers with
@@ -47,8 +48,9 @@ def main():
     ap.add_argument("--build", default=os.path.join(top, "build"))
     ap.add_argument("--data", default=os.path.join(top, "..", "shared", "data", "qqp-dev.jsonl"))
     ap.add_argument("--thresholds", default="0.80:0.99:0.01")
-    ap.add_argument("--index", default="flat")
-    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--index", default="auto")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--no-verifier", action="store_true", help="cosine only")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N pairs")
     args = ap.parse_args()
     if not os.path.exists(args.data):
@@ -83,6 +85,7 @@ def main():
                 {"base_url": "http://127.0.0.1:%d/v1" % mock_port}]}],
             "cache": {"path": os.path.join(tmp, "cache"), "index": args.index,
                       "max_entries": 0, "max_bytes": 0, "ttl_s": 0,
+                      "verifier": not args.no_verifier,
                       "embedder": {"provider": "local", "dim": args.dim}},
         }
         # semgate logs its port; ask the OS for a free one instead to keep it simple

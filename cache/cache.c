@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "semgate/cache.h"
+#include "semgate/verify.h"
 #include "u64map.h"
 
 
@@ -38,6 +39,7 @@ struct sg_cache {
 	pthread_mutex_t lock;   /* everything below */
 	pthread_rwlock_t ixlock; /* scopes and their indexes */
 	sg_store_t *store;      /* LMDB */
+	sg_verify_t *verifier;  /* second look at semantic candidates, or NULL */
 	sg_cache_opts_t o;      /* options (strings borrowed from the config) */
 	sg_u64map_t nodes;      /* id -> node_t */
 	sg_u64map_t scopes;     /* scope hash -> scope_t */
@@ -354,6 +356,10 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 	rc = sg_store_open(&c->store, o->path, &so, err, errlen);
 	if (rc)
 		goto fail;
+	if (o->verify_hits && (rc = sg_verify_new(&c->verifier, NULL)) != 0) {
+		snprintf(err, errlen, "cache: verifier: %s", sg_strerror(rc));
+		goto fail;
+	}
 
 	lc.c = c;
 	lc.now_s = now_s;
@@ -489,6 +495,7 @@ void sg_cache_close(sg_cache_t *c)
 	sg__u64map_free(&c->nodes);
 	sg__u64map_free(&c->scopes);
 	free(c->touched);
+	sg_verify_free(c->verifier);
 	pthread_rwlock_destroy(&c->ixlock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -584,6 +591,17 @@ int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_cand
 		if (sg_store_get(c->store, node->id, &hit->entry) != 0)
 			continue;
 		hit->similarity = cand->scores[i];
+		if (c->verifier) {
+			/* The texts themselves: numbers, negations, question kinds and rare
+			 * words the vectors blur can only lower the score. */
+			hit->similarity = sg_verify_score(c->verifier, k->prompt.data, k->prompt.len,
+			                                  hit->entry.m.prompt.base,
+			                                  hit->entry.m.prompt.len, cand->scores[i]);
+			if (hit->similarity < threshold) {
+				sg_entry_free(&hit->entry);
+				continue;
+			}
+		}
 		record_hit(c, node, now_s);
 		rc = 0;
 		break;

@@ -228,6 +228,7 @@ static const opt_t cache_opts[] = {
 	{"checkpoint_interval_s", OPT_INT, C(checkpoint_interval_s), 1, 86400, 60, NULL, 0, NULL},
 	{"rebuild", OPT_BOOL, C(rebuild), 0, 1, 0, NULL, 0, NULL},
 	{"verify", OPT_BOOL, C(verify), 0, 1, 1, NULL, 0, NULL},
+	{"verifier", OPT_BOOL, C(verifier), 0, 1, 1, NULL, 0, NULL},
 };
 #undef C
 

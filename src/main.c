@@ -93,6 +93,7 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 		.max_map_size = (size_t)cc->map_size_mb << 20,
 		.rebuild = (int)cc->rebuild,
 		.verify = (int)cc->verify,
+		.verify_hits = (int)cc->verifier,
 	};
 	uint64_t t0 = sg_now_us();
 	rc = sg_cache_open(&app->cache, &co, (int64_t)time(NULL), err, sizeof(err));

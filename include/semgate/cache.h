@@ -32,6 +32,7 @@ typedef struct sg_cache_opts {
 	size_t max_map_size;        /* LMDB map size cap (0: default) */
 	int rebuild;                /* drop incompatible or corrupt data */
 	int verify;                 /* read every page once at open (damage check) */
+	int verify_hits;            /* check semantic candidates' texts (cache/verify.c) */
 } sg_cache_opts_t;
 
 /** A hit: an owned copy of the entry. Free with sg_cache_hit_free(). */

@@ -117,6 +117,7 @@ typedef struct sg_cache_config {
 	long checkpoint_interval_s; /* how often changed indexes are saved */
 	long rebuild;            /* drop incompatible data at start (bool) */
 	long verify;             /* check every page of the store at start (bool) */
+	long verifier;           /* second look at semantic matches' texts (bool) */
 	sg_embedder_config_t embedder; /* the embedding provider */
 } sg_cache_config_t;
 
