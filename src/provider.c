@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "semgate/provider.h"
+#include "provider_int.h"
 
 const sg_provider_t *sg_provider_find(const char *name)
 {
@@ -196,6 +196,15 @@ const char *sg__error_type(int status)
 	}
 }
 
+const char *sg__error_type_map(const char *const map[][2], size_t n, const char *name,
+                               int status)
+{
+	for (size_t i = 0; name != NULL && i < n; i++)
+		if (strcmp(map[i][0], name) == 0)
+			return map[i][1];
+	return sg__error_type(status);
+}
+
 int sg__error_raw(const char *provider, const char *body, size_t len, int status,
                   sg_buf_t *out)
 {
@@ -224,6 +233,16 @@ static int append_event(sg_buf_t *out, json_t *v)
 		rc = sg_buf_puts(out, "\n\n");
 	json_decref(v);
 	return rc;
+}
+
+int sg__chunk_head_init(sg__chunk_head_t *h, const char *id, const char *model)
+{
+	snprintf(h->id, sizeof(h->id), "%s", id);
+	h->created = (long long)time(NULL);
+	if (model == NULL)
+		return 0;
+	snprintf(h->model, sizeof(h->model), "%s", model);
+	return 1;
 }
 
 int sg__chunk(sg_buf_t *out, const sg__chunk_head_t *h, int index, json_t *delta,
@@ -263,6 +282,25 @@ int sg__chunk_error(sg_buf_t *out, const char *msg, const char *type, const char
 	    (rc = sg__error_body(out, msg, strlen(msg), type, code)) == 0)
 		rc = sg_buf_puts(out, "\n\n");
 	return rc;
+}
+
+void sg__out_rewind(sg_buf_t *out, size_t mark)
+{
+	out->len = mark;
+	if (out->data != NULL)
+		out->data[mark] = '\0';
+}
+
+json_t *sg__assistant_message(const char *text, size_t len, int has_calls)
+{
+	json_t *msg = json_pack("{s:s}", "role", "assistant");
+
+	if (msg == NULL)
+		return NULL;
+	json_object_set_new(msg, "content", len == 0 && has_calls
+	                                        ? json_null()
+	                                        : json_stringn(text ? text : "", len));
+	return msg;
 }
 
 int sg__completion(sg_buf_t *out, const char *id, const char *model, json_t *choices,
@@ -313,6 +351,75 @@ int sg__fail(char *err, size_t errlen, const char *fmt, ...)
 		va_end(ap);
 	}
 	return SG_EINVAL;
+}
+
+int sg__messages_walk(const json_t *req, sg__message_cb cb, json_t **out, sg_buf_t *system,
+                      char *err, size_t errlen)
+{
+	const json_t *list = json_object_get(req, "messages"), *msg;
+	const char *role;
+	size_t i, before;
+	int rc = 0;
+
+	*out = NULL;
+	if (!json_is_array(list) || json_array_size(list) == 0)
+		return sg__fail(err, errlen, "'messages' must be a non-empty array");
+	if ((*out = json_array()) == NULL)
+		return SG_ENOMEM;
+	json_array_foreach(list, i, msg) {
+		role = json_string_value(json_object_get(msg, "role"));
+		if (role == NULL) {
+			rc = sg__fail(err, errlen, "messages[%zu].role must be a string", i);
+			goto fail;
+		}
+		if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+			before = system->len;
+			if (system->len > 0 && (rc = sg_buf_puts(system, "\n\n")) != 0)
+				goto fail;
+			if ((rc = sg__content_text(json_object_get(msg, "content"), "\n", system)) != 0) {
+				if (rc == SG_EINVAL)
+					rc = sg__fail(err, errlen, "messages[%zu]: a %s message takes only "
+					              "text", i, role);
+				goto fail;
+			}
+			if (system->len == before + (before > 0 ? 2 : 0))
+				system->len = before; /* empty: no separator either */
+			continue;
+		}
+		if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
+		    strcmp(role, "tool") != 0) {
+			rc = sg__fail(err, errlen, "messages[%zu]: role \"%s\" is not supported", i,
+			              role);
+			goto fail;
+		}
+		if ((rc = cb(*out, list, i, msg, role, err, errlen)) != 0)
+			goto fail;
+	}
+	if (json_array_size(*out) > 0)
+		return 0;
+	rc = sg__fail(err, errlen, "'messages' has no user or assistant content");
+fail:
+	json_decref(*out);
+	*out = NULL;
+	return rc;
+}
+
+int sg__push_merged(json_t *list, const char *role, const char *key, json_t *items)
+{
+	size_t n = json_array_size(list);
+	json_t *last = n ? json_array_get(list, n - 1) : NULL;
+	int rc;
+
+	if (json_array_size(items) == 0) {
+		json_decref(items);
+		return 0;
+	}
+	if (last != NULL && strcmp(json_string_value(json_object_get(last, "role")), role) == 0)
+		rc = json_array_extend(json_object_get(last, key), items);
+	else
+		rc = json_array_append_new(list, json_pack("{s:s,s:O}", "role", role, key, items));
+	json_decref(items);
+	return rc ? SG_ENOMEM : 0;
 }
 
 int sg__content_text(const json_t *content, const char *sep, sg_buf_t *out)
@@ -394,4 +501,101 @@ int sg__stop_list(const json_t *stop, json_t **out, char *err, size_t errlen)
 	else
 		*out = list;
 	return 0;
+}
+
+int sg__max_tokens(const json_t *req, const json_t **out, char *err, size_t errlen)
+{
+	const json_t *v = json_object_get(req, "max_completion_tokens");
+
+	*out = NULL;
+	if (v == NULL || json_is_null(v))
+		v = json_object_get(req, "max_tokens");
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 1)
+		return sg__fail(err, errlen, "'max_tokens' must be a positive integer");
+	*out = v;
+	return 0;
+}
+
+int sg__tool_args(const json_t *args, size_t mi, size_t ci, json_t **out, char *err,
+                  size_t errlen)
+{
+	json_error_t jerr;
+	json_t *v;
+
+	*out = NULL;
+	if (args == NULL || json_is_null(args) ||
+	    (json_is_string(args) && json_string_length(args) == 0)) {
+		v = json_object();
+		if (v == NULL)
+			return SG_ENOMEM;
+	} else if (json_is_string(args)) {
+		v = json_loadb(json_string_value(args), json_string_length(args), JSON_DECODE_ANY,
+		               &jerr);
+		if (!json_is_object(v)) {
+			json_decref(v);
+			return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function.arguments "
+			                "is not a JSON object%s%s", mi, ci, v ? "" : ": ",
+			                v ? "" : jerr.text);
+		}
+	} else {
+		return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function.arguments "
+		                "must be a string", mi, ci);
+	}
+	*out = v;
+	return 0;
+}
+
+int sg__tools(const json_t *req, const json_t **tools, enum sg__tool_choice *choice,
+              const char **name, char *err, size_t errlen)
+{
+	static const struct {
+		const char *text;         /* as OpenAI spells it */
+		enum sg__tool_choice tc;  /* what it asks for */
+	} modes[] = {{"auto", SG__TC_AUTO}, {"required", SG__TC_REQUIRED}, {"none", SG__TC_NONE}};
+	const json_t *tc = json_object_get(req, "tool_choice");
+
+	*tools = json_object_get(req, "tools");
+	*choice = SG__TC_UNSET;
+	*name = NULL;
+	if (*tools == NULL || json_is_null(*tools)) {
+		*tools = NULL;
+		return 0;
+	}
+	if (!json_is_array(*tools))
+		return sg__fail(err, errlen, "'tools' must be an array");
+	if (tc == NULL || json_is_null(tc))
+		return 0;
+	if (json_is_string(tc)) {
+		for (size_t i = 0; i < SG_ARRAY_SIZE(modes); i++) {
+			if (strcmp(json_string_value(tc), modes[i].text) == 0) {
+				*choice = modes[i].tc;
+				return 0;
+			}
+		}
+		return sg__fail(err, errlen, "'tool_choice' \"%s\" is not supported",
+		                json_string_value(tc));
+	}
+	if (!json_is_object(tc))
+		return sg__fail(err, errlen, "'tool_choice' must be a string or an object");
+	*name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+	if (*name == NULL)
+		return sg__fail(err, errlen, "'tool_choice' must name a function");
+	*choice = SG__TC_FUNCTION;
+	return 0;
+}
+
+const json_t *sg__tool_function(const json_t *tool, size_t i, char *err, size_t errlen)
+{
+	const json_t *fn = json_object_get(tool, "function");
+	const char *type = json_string_value(json_object_get(tool, "type"));
+
+	if (type == NULL || strcmp(type, "function") != 0 ||
+	    !json_is_string(json_object_get(fn, "name"))) {
+		sg__fail(err, errlen, "tools[%zu]: only {\"type\":\"function\","
+		         "\"function\":{\"name\":...}} tools are supported", i);
+		return NULL;
+	}
+	return fn;
 }

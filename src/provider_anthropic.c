@@ -19,37 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
-#include "semgate/provider.h"
+#include "provider_int.h"
 
 #define STREAM_LINE_MAX ((size_t)16 * 1024 * 1024) /* one SSE line or event */
 #define MAX_BLOCKS 4096                            /* content blocks in one reply */
 
 /* ---- request -------------------------------------------------------------- */
-
-/* Append one message's blocks, merging into the previous message when it has
- * the same role. blocks is stolen. */
-static int push_message(json_t *msgs, const char *role, json_t *blocks)
-{
-	size_t n = json_array_size(msgs);
-	json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
-	int rc = 0;
-
-	if (json_array_size(blocks) == 0) {
-		json_decref(blocks);
-		return 0;
-	}
-	if (last != NULL && strcmp(json_string_value(json_object_get(last, "role")), role) == 0)
-		rc = json_array_extend(json_object_get(last, "content"), blocks);
-	else
-		rc = json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", role, "content",
-		                                           blocks));
-	json_decref(blocks);
-	return rc ? SG_ENOMEM : 0;
-}
 
 static json_t *text_block(const json_t *text, const json_t *cache_control)
 {
@@ -152,10 +130,10 @@ static int content_blocks(const json_t *content, json_t *blocks, size_t mi, char
 static int tool_use_blocks(const json_t *calls, json_t *blocks, size_t mi, char *err,
                            size_t errlen)
 {
-	const json_t *call, *fn, *id, *name, *args;
-	json_error_t jerr;
+	const json_t *call, *fn, *id, *name;
 	json_t *input;
 	size_t i;
+	int rc;
 
 	if (calls == NULL || json_is_null(calls))
 		return 0;
@@ -165,26 +143,12 @@ static int tool_use_blocks(const json_t *calls, json_t *blocks, size_t mi, char 
 		fn = json_object_get(call, "function");
 		id = json_object_get(call, "id");
 		name = json_object_get(fn, "name");
-		args = json_object_get(fn, "arguments");
 		if (!json_is_string(id) || !json_is_string(name))
 			return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu] needs an id and "
 			                "a function.name", mi, i);
-		if (args == NULL || json_is_null(args) ||
-		    (json_is_string(args) && json_string_length(args) == 0)) {
-			input = json_object();
-		} else if (json_is_string(args)) {
-			input = json_loadb(json_string_value(args), json_string_length(args),
-			                   JSON_DECODE_ANY, &jerr);
-			if (input == NULL || !json_is_object(input)) {
-				json_decref(input);
-				return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function."
-				                "arguments is not a JSON object%s%s", mi, i,
-				                input ? "" : ": ", input ? "" : jerr.text);
-			}
-		} else {
-			return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function."
-			                "arguments must be a string", mi, i);
-		}
+		if ((rc = sg__tool_args(json_object_get(fn, "arguments"), mi, i, &input, err,
+		                        errlen)) != 0)
+			return rc;
 		if (json_array_append_new(blocks, json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use",
 		                                            "id", id, "name", name, "input", input)))
 			return SG_ENOMEM;
@@ -221,72 +185,41 @@ static int tool_result_block(const json_t *msg, json_t *blocks, size_t mi, char 
 	return json_array_append_new(blocks, b) ? SG_ENOMEM : 0;
 }
 
+/* One user, assistant or tool message (see sg__messages_walk) into msgs. */
+static int one_message(json_t *msgs, const json_t *list, size_t mi, const json_t *msg,
+                       const char *role, char *err, size_t errlen)
+{
+	const json_t *content = json_object_get(msg, "content");
+	json_t *blocks = json_array();
+	int rc;
+
+	if (blocks == NULL)
+		return SG_ENOMEM;
+	if (strcmp(role, "tool") == 0) {
+		rc = tool_result_block(msg, blocks, mi, err, errlen);
+		role = "user";
+	} else {
+		rc = content_blocks(content, blocks, mi, err, errlen);
+		if (rc == 0 && strcmp(role, "assistant") == 0)
+			rc = tool_use_blocks(json_object_get(msg, "tool_calls"), blocks, mi, err,
+			                     errlen);
+	}
+	if (rc != 0) {
+		json_decref(blocks);
+		return rc;
+	}
+	return sg__push_merged(msgs, role, "content", blocks);
+}
+
 static int translate_messages(const json_t *req, json_t *out, char *err, size_t errlen)
 {
-	const json_t *list = json_object_get(req, "messages"), *msg, *content;
-	const char *role;
-	json_t *msgs, *blocks;
+	json_t *msgs;
 	sg_buf_t system;
-	size_t i;
-	int rc = 0;
+	int rc;
 
-	if (!json_is_array(list) || json_array_size(list) == 0)
-		return sg__fail(err, errlen, "'messages' must be a non-empty array");
-	msgs = json_array();
-	if (msgs == NULL)
-		return SG_ENOMEM;
 	sg_buf_init(&system, 0);
-	json_array_foreach(list, i, msg) {
-		role = json_string_value(json_object_get(msg, "role"));
-		content = json_object_get(msg, "content");
-		if (role == NULL) {
-			rc = sg__fail(err, errlen, "messages[%zu].role must be a string", i);
-			goto out;
-		}
-		if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-			size_t before = system.len;
-			if (system.len > 0 && (rc = sg_buf_puts(&system, "\n\n")) != 0)
-				goto out;
-			if ((rc = sg__content_text(content, "\n", &system)) != 0) {
-				if (rc == SG_EINVAL)
-					rc = sg__fail(err, errlen, "messages[%zu]: a %s message takes "
-					              "only text", i, role);
-				goto out;
-			}
-			if (system.len == before + (before > 0 ? 2 : 0))
-				system.len = before; /* empty: no separator either */
-			continue;
-		}
-		blocks = json_array();
-		if (blocks == NULL) {
-			rc = SG_ENOMEM;
-			goto out;
-		}
-		if (strcmp(role, "user") == 0) {
-			rc = content_blocks(content, blocks, i, err, errlen);
-		} else if (strcmp(role, "assistant") == 0) {
-			rc = content_blocks(content, blocks, i, err, errlen);
-			if (rc == 0)
-				rc = tool_use_blocks(json_object_get(msg, "tool_calls"), blocks, i, err,
-				                     errlen);
-		} else if (strcmp(role, "tool") == 0) {
-			rc = tool_result_block(msg, blocks, i, err, errlen);
-			role = "user";
-		} else {
-			rc = sg__fail(err, errlen, "messages[%zu]: role \"%s\" is not supported", i,
-			              role);
-		}
-		if (rc == 0)
-			rc = push_message(msgs, role, blocks);
-		else
-			json_decref(blocks);
-		if (rc)
-			goto out;
-	}
-	if (json_array_size(msgs) == 0) {
-		rc = sg__fail(err, errlen, "'messages' has no user or assistant content");
+	if ((rc = sg__messages_walk(req, one_message, &msgs, &system, err, errlen)) != 0)
 		goto out;
-	}
 	if (system.len > 0 &&
 	    json_object_set_new(out, "system", json_stringn(system.data, system.len))) {
 		rc = SG_ENOMEM;
@@ -301,34 +234,29 @@ out:
 
 static int translate_tools(const json_t *req, json_t *out, char *err, size_t errlen)
 {
-	const json_t *tools = json_object_get(req, "tools"), *tc = json_object_get(req, "tool_choice");
-	const json_t *t, *fn, *params;
+	const json_t *tools, *t, *fn, *params;
 	json_t *list, *choice = NULL, *ptc = json_object_get(req, "parallel_tool_calls");
-	const char *type;
+	enum sg__tool_choice tc;
+	const char *name;
 	size_t i;
+	int rc;
 
-	if (tools == NULL || json_is_null(tools))
-		return 0;
-	if (!json_is_array(tools))
-		return sg__fail(err, errlen, "'tools' must be an array");
-	if (json_is_string(tc)) {
-		type = json_string_value(tc);
-		if (strcmp(type, "none") == 0)
-			return 0; /* no tools at all: the model cannot call one */
-		if (strcmp(type, "auto") == 0)
-			choice = json_pack("{s:s}", "type", "auto");
-		else if (strcmp(type, "required") == 0)
-			choice = json_pack("{s:s}", "type", "any");
-		else
-			return sg__fail(err, errlen, "'tool_choice' \"%s\" is not supported", type);
-	} else if (json_is_object(tc)) {
-		const char *name = json_string_value(json_object_get(json_object_get(tc, "function"),
-		                                                     "name"));
-		if (name == NULL)
-			return sg__fail(err, errlen, "'tool_choice' must name a function");
+	if ((rc = sg__tools(req, &tools, &tc, &name, err, errlen)) != 0 || tools == NULL)
+		return rc;
+	switch (tc) {
+	case SG__TC_NONE:
+		return 0; /* no tools at all: the model cannot call one */
+	case SG__TC_AUTO:
+		choice = json_pack("{s:s}", "type", "auto");
+		break;
+	case SG__TC_REQUIRED:
+		choice = json_pack("{s:s}", "type", "any");
+		break;
+	case SG__TC_FUNCTION:
 		choice = json_pack("{s:s,s:s}", "type", "tool", "name", name);
-	} else if (tc != NULL && !json_is_null(tc)) {
-		return sg__fail(err, errlen, "'tool_choice' must be a string or an object");
+		break;
+	default:
+		break;
 	}
 	if (json_is_false(ptc)) {
 		if (choice == NULL)
@@ -337,14 +265,10 @@ static int translate_tools(const json_t *req, json_t *out, char *err, size_t err
 	}
 	list = json_array();
 	json_array_foreach(tools, i, t) {
-		fn = json_object_get(t, "function");
-		type = json_string_value(json_object_get(t, "type"));
-		if (type == NULL || strcmp(type, "function") != 0 ||
-		    !json_is_string(json_object_get(fn, "name"))) {
+		if ((fn = sg__tool_function(t, i, err, errlen)) == NULL) {
 			json_decref(list);
 			json_decref(choice);
-			return sg__fail(err, errlen, "tools[%zu]: only {\"type\":\"function\","
-			                "\"function\":{\"name\":...}} tools are supported", i);
+			return SG_EINVAL;
 		}
 		params = json_object_get(fn, "parameters");
 		json_t *tool = json_pack("{s:O}", "name", json_object_get(fn, "name"));
@@ -381,16 +305,10 @@ static int anthropic_request(void *vreq, const sg_provider_deployment_t *d, int 
 		return SG_ENOMEM;
 	if ((rc = translate_messages(req, out, err, errlen)) != 0)
 		goto out;
-	v = json_object_get(req, "max_completion_tokens");
-	if (v == NULL || json_is_null(v))
-		v = json_object_get(req, "max_tokens");
-	if (v != NULL && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1) {
-			rc = sg__fail(err, errlen, "'max_tokens' must be a positive integer");
-			goto out;
-		}
+	if ((rc = sg__max_tokens(req, &v, err, errlen)) != 0)
+		goto out;
+	if (v != NULL)
 		max_tokens = json_integer_value(v);
-	}
 	/* Key order as Anthropic documents it: model, max_tokens, system, messages. */
 	json_object_set_new(out, "max_tokens", json_integer(max_tokens));
 	if ((rc = sg__stop_list(json_object_get(req, "stop"), &stop, err, errlen)) != 0)
@@ -506,14 +424,11 @@ static int anthropic_response(const char *body, size_t len, const char *model, s
 		/* Other blocks (redacted_thinking, server tools' results) have no
 		 * OpenAI equivalent. */
 	}
-	msg = json_pack("{s:s}", "role", "assistant");
+	msg = sg__assistant_message(text.data, text.len, json_array_size(calls) > 0);
 	if (msg == NULL) {
 		rc = SG_ENOMEM;
 		goto out;
 	}
-	json_object_set_new(msg, "content", text.len == 0 && json_array_size(calls) > 0
-	                                        ? json_null()
-	                                        : json_stringn(text.data ? text.data : "", text.len));
 	if (thinking.len > 0)
 		json_object_set_new(msg, "reasoning_content", json_stringn(thinking.data, thinking.len));
 	if (json_array_size(calls) > 0)
@@ -554,10 +469,7 @@ static const char *error_type(const char *anthropic_type, int status)
 		{"overloaded_error", "server_error"},
 	};
 
-	for (size_t i = 0; anthropic_type != NULL && i < SG_ARRAY_SIZE(map); i++)
-		if (strcmp(map[i][0], anthropic_type) == 0)
-			return map[i][1];
-	return sg__error_type(status);
+	return sg__error_type_map(map, SG_ARRAY_SIZE(map), anthropic_type, status);
 }
 
 static int anthropic_error(const char *body, size_t len, int *status, sg_buf_t *out)
@@ -739,12 +651,7 @@ static sg_provider_stream_t *anthropic_stream_new(const char *model)
 	if (s == NULL)
 		return NULL;
 	sg__sse_init(&s->sse, STREAM_LINE_MAX);
-	snprintf(s->head.id, sizeof(s->head.id), "msg_unknown");
-	s->head.created = (long long)time(NULL);
-	if (model != NULL) {
-		snprintf(s->head.model, sizeof(s->head.model), "%s", model);
-		s->model_given = 1;
-	}
+	s->model_given = sg__chunk_head_init(&s->head, "msg_unknown", model);
 	for (size_t i = 0; i < MAX_BLOCKS; i++)
 		s->block_tool[i] = -1;
 	s->state = AS_START;
@@ -772,9 +679,7 @@ static int anthropic_stream_end(sg_provider_stream_t *ps, sg_buf_t *out)
 		rc = sg__sse_flush(&s->sse, on_event, s); /* a last event without its blank line */
 	if (s->state == AS_DONE && rc == 0)
 		return 0;
-	out->len = mark;
-	if (out->data != NULL)
-		out->data[mark] = '\0';
+	sg__out_rewind(out, mark);
 	return SG_EUPSTREAM;
 }
 

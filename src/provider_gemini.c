@@ -21,36 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <jansson.h>
 
-#include "semgate/provider.h"
+#include "provider_int.h"
 
 #define STREAM_LINE_MAX ((size_t)16 * 1024 * 1024) /* one SSE line or event */
 #define MAX_CANDIDATES 16                          /* choices in one reply */
 #define SIG_SEP "~sig~"                            /* id / thoughtSignature separator */
 
 /* ---- request -------------------------------------------------------------- */
-
-static int push_content(json_t *contents, const char *role, json_t *parts)
-{
-	size_t n = json_array_size(contents);
-	json_t *last = n ? json_array_get(contents, n - 1) : NULL;
-	int rc;
-
-	if (json_array_size(parts) == 0) {
-		json_decref(parts);
-		return 0;
-	}
-	if (last != NULL && strcmp(json_string_value(json_object_get(last, "role")), role) == 0)
-		rc = json_array_extend(json_object_get(last, "parts"), parts);
-	else
-		rc = json_array_append_new(contents, json_pack("{s:s,s:O}", "role", role, "parts",
-		                                               parts));
-	json_decref(parts);
-	return rc ? SG_ENOMEM : 0;
-}
 
 static const char *guess_mime(const char *url)
 {
@@ -143,11 +123,11 @@ static int content_parts(const json_t *content, json_t *parts, size_t mi, char *
 static int function_call_parts(const json_t *calls, json_t *parts, size_t mi, char *err,
                                size_t errlen)
 {
-	const json_t *call, *fn, *name, *args;
+	const json_t *call, *fn, *name;
 	const char *id, *sig;
-	json_error_t jerr;
 	json_t *argv, *p;
 	size_t i;
+	int rc;
 
 	if (calls == NULL || json_is_null(calls))
 		return 0;
@@ -156,26 +136,12 @@ static int function_call_parts(const json_t *calls, json_t *parts, size_t mi, ch
 	json_array_foreach(calls, i, call) {
 		fn = json_object_get(call, "function");
 		name = json_object_get(fn, "name");
-		args = json_object_get(fn, "arguments");
 		if (!json_is_string(name))
 			return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu] needs a "
 			                "function.name", mi, i);
-		if (args == NULL || json_is_null(args) ||
-		    (json_is_string(args) && json_string_length(args) == 0)) {
-			argv = json_object();
-		} else if (json_is_string(args)) {
-			argv = json_loadb(json_string_value(args), json_string_length(args),
-			                  JSON_DECODE_ANY, &jerr);
-			if (!json_is_object(argv)) {
-				json_decref(argv);
-				return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function."
-				                "arguments is not a JSON object%s%s", mi, i,
-				                argv ? "" : ": ", argv ? "" : jerr.text);
-			}
-		} else {
-			return sg__fail(err, errlen, "messages[%zu].tool_calls[%zu].function."
-			                "arguments must be a string", mi, i);
-		}
+		if ((rc = sg__tool_args(json_object_get(fn, "arguments"), mi, i, &argv, err,
+		                        errlen)) != 0)
+			return rc;
 		p = json_pack("{s:{s:O,s:o}}", "functionCall", "name", name, "args", argv);
 		id = json_string_value(json_object_get(call, "id"));
 		sig = id ? strstr(id, SIG_SEP) : NULL;
@@ -238,73 +204,42 @@ static int function_response_part(const json_t *list, size_t mi, json_t *parts, 
 	               ? SG_ENOMEM : 0;
 }
 
+/* One user, assistant or tool message (see sg__messages_walk) into contents. */
+static int one_content(json_t *contents, const json_t *list, size_t mi, const json_t *msg,
+                       const char *role, char *err, size_t errlen)
+{
+	json_t *parts = json_array();
+	int rc;
+
+	if (parts == NULL)
+		return SG_ENOMEM;
+	if (strcmp(role, "tool") == 0) {
+		rc = function_response_part(list, mi, parts, err, errlen);
+		role = "user";
+	} else {
+		rc = content_parts(json_object_get(msg, "content"), parts, mi, err, errlen);
+		if (rc == 0 && strcmp(role, "assistant") == 0) {
+			rc = function_call_parts(json_object_get(msg, "tool_calls"), parts, mi, err,
+			                         errlen);
+			role = "model";
+		}
+	}
+	if (rc != 0) {
+		json_decref(parts);
+		return rc;
+	}
+	return sg__push_merged(contents, role, "parts", parts);
+}
+
 static int translate_messages(const json_t *req, json_t *out, char *err, size_t errlen)
 {
-	const json_t *list = json_object_get(req, "messages"), *msg, *content;
-	const char *role;
-	json_t *contents, *parts;
+	json_t *contents;
 	sg_buf_t system;
-	size_t i;
-	int rc = 0;
+	int rc;
 
-	if (!json_is_array(list) || json_array_size(list) == 0)
-		return sg__fail(err, errlen, "'messages' must be a non-empty array");
-	contents = json_array();
-	if (contents == NULL)
-		return SG_ENOMEM;
 	sg_buf_init(&system, 0);
-	json_array_foreach(list, i, msg) {
-		role = json_string_value(json_object_get(msg, "role"));
-		content = json_object_get(msg, "content");
-		if (role == NULL) {
-			rc = sg__fail(err, errlen, "messages[%zu].role must be a string", i);
-			goto out;
-		}
-		if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-			size_t before = system.len;
-			if (system.len > 0 && (rc = sg_buf_puts(&system, "\n\n")) != 0)
-				goto out;
-			if ((rc = sg__content_text(content, "\n", &system)) != 0) {
-				if (rc == SG_EINVAL)
-					rc = sg__fail(err, errlen, "messages[%zu]: a %s message takes "
-					              "only text", i, role);
-				goto out;
-			}
-			if (system.len == before + (before > 0 ? 2 : 0))
-				system.len = before;
-			continue;
-		}
-		parts = json_array();
-		if (parts == NULL) {
-			rc = SG_ENOMEM;
-			goto out;
-		}
-		if (strcmp(role, "user") == 0) {
-			rc = content_parts(content, parts, i, err, errlen);
-		} else if (strcmp(role, "assistant") == 0) {
-			rc = content_parts(content, parts, i, err, errlen);
-			if (rc == 0)
-				rc = function_call_parts(json_object_get(msg, "tool_calls"), parts, i, err,
-				                         errlen);
-			role = "model";
-		} else if (strcmp(role, "tool") == 0) {
-			rc = function_response_part(list, i, parts, err, errlen);
-			role = "user";
-		} else {
-			rc = sg__fail(err, errlen, "messages[%zu]: role \"%s\" is not supported", i,
-			              role);
-		}
-		if (rc == 0)
-			rc = push_content(contents, role, parts);
-		else
-			json_decref(parts);
-		if (rc)
-			goto out;
-	}
-	if (json_array_size(contents) == 0) {
-		rc = sg__fail(err, errlen, "'messages' has no user or assistant content");
+	if ((rc = sg__messages_walk(req, one_content, &contents, &system, err, errlen)) != 0)
 		goto out;
-	}
 	if (system.len > 0)
 		json_object_set_new(out, "systemInstruction",
 		                    json_pack("{s:[{s:s%}]}", "parts", "text", system.data,
@@ -347,45 +282,37 @@ static json_t *gemini_schema(const json_t *v)
 
 static int translate_tools(const json_t *req, json_t *out, char *err, size_t errlen)
 {
-	const json_t *tools = json_object_get(req, "tools"), *tc = json_object_get(req, "tool_choice");
-	const json_t *t, *fn;
+	const json_t *tools, *t, *fn;
 	json_t *decls, *fcc = NULL;
-	const char *type;
+	enum sg__tool_choice tc;
+	const char *name;
 	size_t i;
+	int rc;
 
-	if (tools == NULL || json_is_null(tools))
-		return 0;
-	if (!json_is_array(tools))
-		return sg__fail(err, errlen, "'tools' must be an array");
-	if (json_is_string(tc)) {
-		type = json_string_value(tc);
-		if (strcmp(type, "auto") == 0)
-			fcc = json_pack("{s:s}", "mode", "AUTO");
-		else if (strcmp(type, "required") == 0)
-			fcc = json_pack("{s:s}", "mode", "ANY");
-		else if (strcmp(type, "none") == 0)
-			fcc = json_pack("{s:s}", "mode", "NONE");
-		else
-			return sg__fail(err, errlen, "'tool_choice' \"%s\" is not supported", type);
-	} else if (json_is_object(tc)) {
-		const char *name = json_string_value(json_object_get(json_object_get(tc, "function"),
-		                                                     "name"));
-		if (name == NULL)
-			return sg__fail(err, errlen, "'tool_choice' must name a function");
+	if ((rc = sg__tools(req, &tools, &tc, &name, err, errlen)) != 0 || tools == NULL)
+		return rc;
+	switch (tc) {
+	case SG__TC_AUTO:
+		fcc = json_pack("{s:s}", "mode", "AUTO");
+		break;
+	case SG__TC_REQUIRED:
+		fcc = json_pack("{s:s}", "mode", "ANY");
+		break;
+	case SG__TC_NONE:
+		fcc = json_pack("{s:s}", "mode", "NONE");
+		break;
+	case SG__TC_FUNCTION:
 		fcc = json_pack("{s:s,s:[s]}", "mode", "ANY", "allowedFunctionNames", name);
-	} else if (tc != NULL && !json_is_null(tc)) {
-		return sg__fail(err, errlen, "'tool_choice' must be a string or an object");
+		break;
+	default:
+		break;
 	}
 	decls = json_array();
 	json_array_foreach(tools, i, t) {
-		fn = json_object_get(t, "function");
-		type = json_string_value(json_object_get(t, "type"));
-		if (type == NULL || strcmp(type, "function") != 0 ||
-		    !json_is_string(json_object_get(fn, "name"))) {
+		if ((fn = sg__tool_function(t, i, err, errlen)) == NULL) {
 			json_decref(decls);
 			json_decref(fcc);
-			return sg__fail(err, errlen, "tools[%zu]: only {\"type\":\"function\","
-			                "\"function\":{\"name\":...}} tools are supported", i);
+			return SG_EINVAL;
 		}
 		json_t *d = json_pack("{s:O}", "name", json_object_get(fn, "name"));
 		if (json_is_string(json_object_get(fn, "description")))
@@ -417,20 +344,13 @@ static int generation_config(const json_t *req, json_t *out, char *err, size_t e
 		json_object_set(gc, "topP", (json_t *)v);
 	if (json_is_integer(v = json_object_get(req, "top_k")))
 		json_object_set(gc, "topK", (json_t *)v);
-	v = json_object_get(req, "max_completion_tokens");
-	if (v == NULL || json_is_null(v))
-		v = json_object_get(req, "max_tokens");
-	if (v != NULL && !json_is_null(v)) {
-		if (!json_is_integer(v) || json_integer_value(v) < 1) {
-			json_decref(gc);
-			return sg__fail(err, errlen, "'max_tokens' must be a positive integer");
-		}
-		json_object_set(gc, "maxOutputTokens", (json_t *)v);
-	}
-	if ((rc = sg__stop_list(json_object_get(req, "stop"), &stop, err, errlen)) != 0) {
+	if ((rc = sg__max_tokens(req, &v, err, errlen)) != 0 ||
+	    (rc = sg__stop_list(json_object_get(req, "stop"), &stop, err, errlen)) != 0) {
 		json_decref(gc);
 		return rc;
 	}
+	if (v != NULL)
+		json_object_set(gc, "maxOutputTokens", (json_t *)v);
 	if (stop != NULL)
 		json_object_set_new(gc, "stopSequences", stop);
 	v = json_object_get(req, "n");
@@ -609,11 +529,7 @@ static int gemini_response(const char *body, size_t len, const char *model, sg_b
 				json_array_append_new(calls, c);
 			}
 		}
-		msg = json_pack("{s:s}", "role", "assistant");
-		json_object_set_new(msg, "content",
-		                    text.len == 0 && json_array_size(calls) > 0
-		                        ? json_null()
-		                        : json_stringn(text.data ? text.data : "", text.len));
+		msg = sg__assistant_message(text.data, text.len, json_array_size(calls) > 0);
 		if (json_array_size(calls) > 0)
 			json_object_set(msg, "tool_calls", calls);
 		const char *fr = finish_reason(json_string_value(json_object_get(cand, "finishReason")),
@@ -670,10 +586,7 @@ static const char *error_type(const char *status_name, int status)
 		{"DEADLINE_EXCEEDED", "server_error"},
 	};
 
-	for (size_t i = 0; status_name != NULL && i < SG_ARRAY_SIZE(map); i++)
-		if (strcmp(map[i][0], status_name) == 0)
-			return map[i][1];
-	return sg__error_type(status);
+	return sg__error_type_map(map, SG_ARRAY_SIZE(map), status_name, status);
 }
 
 /* {"error":{...}}, or [{"error":{...}}] as the non-SSE stream sends it. */
@@ -846,12 +759,7 @@ static sg_provider_stream_t *gemini_stream_new(const char *model)
 	if (s == NULL)
 		return NULL;
 	sg__sse_init(&s->sse, STREAM_LINE_MAX);
-	snprintf(s->head.id, sizeof(s->head.id), "chatcmpl-gemini");
-	s->head.created = (long long)time(NULL);
-	if (model != NULL) {
-		snprintf(s->head.model, sizeof(s->head.model), "%s", model);
-		s->model_given = 1;
-	}
+	s->model_given = sg__chunk_head_init(&s->head, "chatcmpl-gemini", model);
 	s->state = GS_STREAMING;
 	return (sg_provider_stream_t *)s;
 }
@@ -878,9 +786,7 @@ static int gemini_stream_end(sg_provider_stream_t *ps, sg_buf_t *out)
 	if (rc == 0 && s->state == GS_STREAMING && s->finished &&
 	    (rc = sg__chunk_usage_done(out, &s->head, s->prompt_tokens, s->completion_tokens)) == 0)
 		return 0;
-	out->len = mark;
-	if (out->data != NULL)
-		out->data[mark] = '\0';
+	sg__out_rewind(out, mark);
 	return rc == SG_ENOMEM || rc == SG_ETOOBIG ? rc : SG_EUPSTREAM;
 }
 

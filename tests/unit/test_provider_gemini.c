@@ -5,224 +5,11 @@
 #include <jansson.h>
 
 #include "check.h"
-#include "semgate/provider.h"
+#include "provider_check.h"
 
-static const sg_provider_t *P;
-
-/* ---- helpers -------------------------------------------------------------- */
-
-static char *read_data(const char *name, size_t *len)
-{
-	char path[1024];
-	const char *slash = strrchr(__FILE__, '/');
-	int dir = slash ? (int)(slash - __FILE__) : 0;
-	FILE *f;
-	char *p;
-	long n;
-
-	/* __FILE__ is tests/unit/test_x.c: the data is in tests/data/providers. */
-	snprintf(path, sizeof(path), "%.*s/../data/providers/%s", dir, __FILE__, name);
-	f = fopen(path, "rb");
-	if (f == NULL) {
-		fprintf(stderr, "cannot open %s\n", path);
-		exit(1);
-	}
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	p = malloc((size_t)n + 1);
-	if (p == NULL || fread(p, 1, (size_t)n, f) != (size_t)n)
-		exit(1);
-	p[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return p;
-}
-
-/* Translate a request; returns the parsed body (NULL on failure, rc set). */
-static json_t *translate(const char *req_json, int stream, int *rc, char *err,
-                         sg_provider_target_t *t)
-{
-	sg_provider_deployment_t d = {"https://generativelanguage.googleapis.com",
-	                              "gemini-2.5-flash", "AIzaKEY", NULL};
-	json_t *req = json_loads(req_json, 0, NULL);
-	sg_provider_target_t tmp;
-	sg_buf_t body;
-	json_t *out = NULL;
-
-	if (req == NULL) {
-		fprintf(stderr, "bad test JSON: %s\n", req_json);
-		exit(1);
-	}
-	sg_buf_init(&body, 0);
-	err[0] = '\0';
-	*rc = P->request(req, &d, stream, &body, t ? t : &tmp, err, 256);
-	if (*rc == 0)
-		out = json_loadb(body.data, body.len, 0, NULL);
-	sg_buf_free(&body);
-	json_decref(req);
-	return out;
-}
-
-/* jq-like: "messages.0.content.1.type" */
-static json_t *at(json_t *v, const char *path)
-{
-	char key[64];
-
-	while (v != NULL && *path) {
-		size_t n = strcspn(path, ".");
-		snprintf(key, sizeof(key), "%.*s", (int)n, path);
-		if (json_is_array(v))
-			v = json_array_get(v, (size_t)atoi(key));
-		else
-			v = json_object_get(v, key);
-		path += n + (path[n] == '.');
-	}
-	return v;
-}
-
-static const char *str_at(json_t *v, const char *path)
-{
-	return json_string_value(at(v, path));
-}
-
-static long long int_at(json_t *v, const char *path)
-{
-	return json_integer_value(at(v, path));
-}
-
-/* What a client would make of a translated OpenAI stream. */
-struct seen {
-	char content[1024];   /* choice 0's content, concatenated */
-	char content1[256];   /* choice 1's */
-	char reasoning[256];  /* reasoning_content */
-	char role[16];        /* the role chunk's */
-	char tool_id[4][64];  /* per tool call index */
-	char tool_name[4][64];
-	char tool_args[4][256];
-	int ntools;           /* highest tool index + 1 */
-	char finish[32];      /* finish_reason */
-	long long pt, ct, tt; /* usage chunk */
-	int usage_chunks;
-	int done;             /* data: [DONE] count */
-	int events;           /* all events */
-	char error_type[64];  /* an error event's */
-	char error_code[64];
-	char id[128];         /* the chunks' id */
-	char model[64];
-	int bad;              /* something not in OpenAI's shape */
-};
-
-static void cat(char *dst, size_t size, const char *s)
-{
-	if (s)
-		strncat(dst, s, size - strlen(dst) - 1);
-}
-
-static void parse_stream(const char *p, size_t len, struct seen *s)
-{
-	memset(s, 0, sizeof(*s));
-	const char *end = p + len;
-	while (p < end) {
-		const char *e = strstr(p, "\n\n");
-		if (e == NULL) {
-			s->bad++; /* an unterminated event */
-			break;
-		}
-		s->events++;
-		if (strncmp(p, "data: ", 6) != 0) {
-			s->bad++;
-		} else if (strncmp(p + 6, "[DONE]\n\n", 8) == 0) {
-			s->done++;
-		} else {
-			json_t *v = json_loadb(p + 6, (size_t)(e - p - 6), 0, NULL);
-			if (v == NULL) {
-				s->bad++;
-			} else if (json_object_get(v, "error")) {
-				cat(s->error_type, sizeof(s->error_type), str_at(v, "error.type"));
-				cat(s->error_code, sizeof(s->error_code), str_at(v, "error.code"));
-				json_decref(v);
-			} else {
-				if (strcmp(str_at(v, "object") ? str_at(v, "object") : "",
-				           "chat.completion.chunk") != 0)
-					s->bad++;
-				snprintf(s->id, sizeof(s->id), "%s", str_at(v, "id") ? str_at(v, "id") : "?");
-				snprintf(s->model, sizeof(s->model), "%s",
-				         str_at(v, "model") ? str_at(v, "model") : "?");
-				if (json_array_size(at(v, "choices")) == 0) {
-					s->usage_chunks++;
-					s->pt = int_at(v, "usage.prompt_tokens");
-					s->ct = int_at(v, "usage.completion_tokens");
-					s->tt = int_at(v, "usage.total_tokens");
-				} else {
-					json_t *d = at(v, "choices.0.delta"), *tc;
-					size_t i;
-					if (int_at(v, "choices.0.index") == 1) {
-						cat(s->content1, sizeof(s->content1), str_at(d, "content"));
-						json_decref(v);
-						p = e + 2;
-						continue;
-					}
-					cat(s->role, sizeof(s->role), str_at(d, "role"));
-					cat(s->content, sizeof(s->content), str_at(d, "content"));
-					cat(s->reasoning, sizeof(s->reasoning), str_at(d, "reasoning_content"));
-					cat(s->finish, sizeof(s->finish), str_at(v, "choices.0.finish_reason"));
-					json_array_foreach(json_object_get(d, "tool_calls"), i, tc) {
-						int k = (int)int_at(tc, "index");
-						if (k < 0 || k >= 4) {
-							s->bad++;
-							continue;
-						}
-						if (k + 1 > s->ntools)
-							s->ntools = k + 1;
-						cat(s->tool_id[k], 64, str_at(tc, "id"));
-						cat(s->tool_name[k], 64, str_at(tc, "function.name"));
-						cat(s->tool_args[k], 256, str_at(tc, "function.arguments"));
-					}
-				}
-				json_decref(v);
-			}
-		}
-		p = e + 2;
-	}
-}
-
-/* Feed the whole stream in pieces: step 0 = random sizes (seeded), else that
- * size. Returns stream_end's result; out gets everything. */
-static int run_stream(const char *in, size_t len, size_t step, unsigned seed, sg_buf_t *out)
-{
-	sg_provider_stream_t *st = P->stream_new("gem-x");
-	size_t off = 0, n;
-	int rc = 0;
-
-	srand(seed);
-	while (off < len && rc == 0) {
-		n = step ? step : (size_t)(rand() % 23) + 1;
-		n = SG_MIN(n, len - off);
-		rc = P->stream_feed(st, in + off, n, out);
-		off += n;
-	}
-	if (rc == 0)
-		rc = P->stream_end(st, out);
-	P->stream_free(st);
-	return rc;
-}
-
-/* Replace "created":N with "created":0, so outputs of two runs compare. */
-static void zero_created(sg_buf_t *b)
-{
-	char *p = b->data;
-
-	while (p && (p = strstr(p, "\"created\":")) != NULL) {
-		p += 10;
-		char *q = p;
-		while (*q >= '0' && *q <= '9')
-			q++;
-		memmove(p + 1, q, strlen(q) + 1);
-		*p = '0';
-		b->len = strlen(b->data);
-	}
-}
+/* What requests are translated for. */
+static const sg_provider_deployment_t test_deployment = {
+	"https://generativelanguage.googleapis.com", "gemini-2.5-flash", "AIzaKEY", NULL};
 
 /* ---- request -------------------------------------------------------------- */
 
@@ -367,10 +154,7 @@ static void test_request_tools(void)
 
 static void test_request_invalid(void)
 {
-	static const struct {
-		const char *req;
-		const char *msg;
-	} bad[] = {
+	static const struct bad_request bad[] = {
 		{"{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"t\",\"type\":"
 		 "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{oops\"}}]}]}",
 		 "messages[0].tool_calls[0].function.arguments is not a JSON object"},
@@ -388,32 +172,10 @@ static void test_request_invalid(void)
 		 "tool_choice"},
 		{"{\"messages\":{}}", "non-empty"},
 	};
-	char err[256];
-	int rc;
-
-	for (size_t i = 0; i < SG_ARRAY_SIZE(bad); i++) {
-		json_t *b = translate(bad[i].req, 0, &rc, err, NULL);
-		CHECK(rc == SG_EINVAL && b == NULL);
-		CHECK_CONTAINS(err, bad[i].msg);
-		if (strstr(err, bad[i].msg) == NULL)
-			fprintf(stderr, "  case %zu: got \"%s\"\n", i, err);
-	}
+	check_bad_requests(bad, SG_ARRAY_SIZE(bad));
 }
 
 /* ---- response ------------------------------------------------------------- */
-
-static json_t *response(const char *body, int *rc)
-{
-	sg_buf_t out;
-	json_t *v = NULL;
-
-	sg_buf_init(&out, 0);
-	*rc = P->response(body, strlen(body), "gem-x", &out);
-	if (*rc == 0)
-		v = json_loadb(out.data, out.len, 0, NULL);
-	sg_buf_free(&out);
-	return v;
-}
 
 static void test_response(void)
 {
@@ -551,23 +313,6 @@ static void test_errors(void)
 
 /* ---- stream --------------------------------------------------------------- */
 
-static void check_split_invariance(const char *in, size_t len, int want_rc)
-{
-	sg_buf_t whole, piece;
-
-	sg_buf_init(&whole, 0);
-	CHECK(run_stream(in, len, len, 0, &whole) == want_rc);
-	zero_created(&whole);
-	for (unsigned seed = 1; seed <= 20; seed++) {
-		sg_buf_init(&piece, 0);
-		CHECK(run_stream(in, len, seed <= 2 ? seed : 0, seed, &piece) == want_rc);
-		zero_created(&piece);
-		CHECK(piece.len == whole.len && memcmp(piece.data, whole.data, whole.len) == 0);
-		sg_buf_free(&piece);
-	}
-	sg_buf_free(&whole);
-}
-
 static void test_stream_text(void)
 {
 	size_t len;
@@ -576,8 +321,7 @@ static void test_stream_text(void)
 	sg_buf_t out;
 
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(in, len, 1, 0, &out) == 0);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(in, len, 1, 0, &out, &s) == 0);
 	CHECK(s.bad == 0);
 	CHECK_STR(s.role, "assistant");
 	CHECK_STR(s.content, "The sky is blue because of Rayleigh scattering: air molecules scatter "
@@ -597,8 +341,7 @@ static void test_stream_text(void)
 	while (last > in && *last != '\n')
 		last--;
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(in, (size_t)(last - in + 1), 0, 8, &out) == SG_EUPSTREAM);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(in, (size_t)(last - in + 1), 0, 8, &out, &s) == SG_EUPSTREAM);
 	CHECK(s.done == 0 && s.usage_chunks == 0);
 	CHECK(run_stream(in, len - 30, 0, 9, &out) == SG_EUPSTREAM); /* mid-line */
 	CHECK(run_stream(in, 0, 0, 9, &out) == SG_EUPSTREAM);
@@ -610,8 +353,7 @@ static void test_stream_text(void)
 		if (in[i] != '\r')
 			lf[k++] = in[i];
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(lf, k - 2, 0, 10, &out) == 0);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(lf, k - 2, 0, 10, &out, &s) == 0);
 	CHECK(s.done == 1 && s.bad == 0 && s.ct == 31);
 	sg_buf_free(&out);
 	check_split_invariance(lf, k, 0);
@@ -627,8 +369,7 @@ static void test_stream_tool(void)
 	sg_buf_t out;
 
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(in, len, 0, 3, &out) == 0);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(in, len, 0, 3, &out, &s) == 0);
 	CHECK(s.bad == 0);
 	CHECK_STR(s.content, "");
 	CHECK(s.ntools == 2);
@@ -650,8 +391,7 @@ static void test_stream_tool(void)
 	                  "\"finishReason\":\"STOP\",\"index\":0},{\"content\":{\"parts\":[{\"text\":"
 	                  "\"b\"}]},\"finishReason\":\"STOP\",\"index\":1}]}\r\n\r\n";
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(two, strlen(two), 0, 11, &out) == 0);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(two, strlen(two), 0, 11, &out, &s) == 0);
 	CHECK_STR(s.content, "Aa");
 	CHECK_STR(s.content1, "Bb");
 	sg_buf_free(&out);
@@ -665,8 +405,7 @@ static void test_stream_error(void)
 	sg_buf_t out;
 
 	sg_buf_init(&out, 0);
-	CHECK(run_stream(in, len, 0, 4, &out) == SG_EUPSTREAM);
-	parse_stream(out.data, out.len, &s);
+	CHECK(run_parse(in, len, 0, 4, &out, &s) == SG_EUPSTREAM);
 	CHECK(s.bad == 0);
 	CHECK_STR(s.content, "Par");
 	CHECK_STR(s.error_type, "server_error");
@@ -676,19 +415,12 @@ static void test_stream_error(void)
 	check_split_invariance(in, len, SG_EUPSTREAM);
 	free(in);
 
-	sg_provider_stream_t *st = P->stream_new(NULL);
-	sg_buf_init(&out, 0);
-	CHECK(P->stream_feed(st, "data: {oops\n\n", 13, &out) == SG_EINVAL);
-	CHECK(P->stream_end(st, &out) == SG_EUPSTREAM);
-	P->stream_free(st);
-	sg_buf_free(&out);
+	check_malformed_stream("data: {oops\n\n");
 }
 
 int main(void)
 {
-	P = sg_provider_find("gemini");
-	CHECK(P != NULL && strcmp(P->name, "gemini") == 0);
-	if (P == NULL)
+	if (use_provider("gemini", &test_deployment, "gem-x") != 0)
 		CHECK_DONE();
 	test_request_basic();
 	test_request_tools();
