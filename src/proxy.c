@@ -455,10 +455,11 @@ static uint64_t usage_tokens(json_t *root)
 	return t > 0 ? (uint64_t)t : 0;
 }
 
-/* A complete 2xx reply: check (translate), store in the cache, answer. */
-static void deliver(sg_req_t *req)
+/* A complete 2xx reply: check (translate), account, store in the cache, answer. */
+static void deliver(sg_req_t *req, uint64_t now)
 {
 	sg_proxy_t *px = &req->proxy;
+	sg_router_t *router = sg__req_server(req)->router;
 	char extra[768];
 	const char *body = px->body.data;
 	size_t len = px->body.len;
@@ -466,6 +467,7 @@ static void deliver(sg_req_t *req)
 	if (px->prov) {
 		sg_buf_reset(&px->out);
 		if (px->prov->response(body ? body : "", len, px->model->name, &px->out) != 0) {
+			sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us, 0, now);
 			sg_log_warn("upstream %s: a %s reply semgate cannot read", px->dep->id,
 			            px->dep->provider);
 			proxy_release(px);
@@ -478,6 +480,8 @@ static void deliver(sg_req_t *req)
 		len = px->out.len;
 	}
 	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
+	/* One parse serves the check, the token count (tpm) and the cache. */
+	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us, usage_tokens(root), now);
 	if (root == NULL) {
 		sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
 		            px->status);
@@ -515,11 +519,10 @@ static void on_done(void *ud, int err)
 		finish_stream(req, err);
 		return;
 	}
-	json_t *usage_root = !failed && px->status < 300 && !px->prov && px->body.len
-	                         ? json_loadb(px->body.data, px->body.len, 0, NULL) : NULL;
+	if (!failed && px->status >= 200 && px->status < 300)
+		return deliver(req, now);
 	sg_router_end(srv->router, px->dep, failed ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
-	              now - px->attempt_us, usage_tokens(usage_root), now);
-	json_decref(usage_root);
+	              now - px->attempt_us, 0, now);
 
 	if (err || retryable(px->status)) {
 		px->last_err = err;
@@ -536,8 +539,6 @@ static void on_done(void *ud, int err)
 		return attempt(req);
 	}
 	px->last_err = 0;
-	if (px->status >= 200 && px->status < 300)
-		return deliver(req);
 	if (context_window_error(px) && px->origin->ncontext_fallbacks && !px->using_ctx) {
 		px->using_ctx = 1;
 		px->fallback_next = 0;

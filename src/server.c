@@ -19,6 +19,7 @@
 
 #define LINGER_MS 2000           /* read and discard after a closing reply */
 #define MAX_PENDING (1u << 20)   /* pipelined bytes buffered while busy */
+#define BUSY_POLL_MAX_CONNS 8    /* busy polling only up to this many connections */
 
 enum conn_state { CONN_OPEN, CONN_SHUTDOWN, CONN_LINGER, CONN_CLOSING, CONN__LAST };
 enum conn_timer { TIMER_NONE, TIMER_IDLE, TIMER_REQUEST, TIMER_LINGER, TIMER_RETRY };
@@ -116,7 +117,10 @@ static void on_spin(uv_idle_t *h)
 void sg__server_kick(sg_server_t *srv)
 {
 	long budget = srv->cfg->limits.busy_poll_us;
-	if (budget <= 0 || srv->draining)
+	/* Only at low concurrency, where a wake-up is most of the latency: with
+	 * many connections events come often anyway, and spinning would take CPU
+	 * from the processes (an upstream on the same host) that produce them. */
+	if (budget <= 0 || srv->draining || srv->nconns > BUSY_POLL_MAX_CONNS)
 		return;
 	srv->spin_until_us = sg_now_us() + (uint64_t)budget;
 	if (!uv_is_active((uv_handle_t *)&srv->spin))
