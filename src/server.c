@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sched.h>
 #include <time.h>
 
 #include "semgate/log.h"
@@ -112,6 +113,8 @@ static void on_spin(uv_idle_t *h)
 	sg_server_t *srv = h->data;
 	if (sg_now_us() >= srv->spin_until_us)
 		uv_idle_stop(h);
+	else
+		sched_yield(); /* polite spinning: a process that needs this core gets it */
 }
 
 void sg__server_kick(sg_server_t *srv)
