@@ -40,6 +40,7 @@ static void attempt_reset(sg_proxy_t *px)
 	px->xfer = NULL;
 	px->streaming = 0;
 	px->paused = 0;
+	px->want_pause = 0;
 	px->status = 0;
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
@@ -97,7 +98,10 @@ static void scan_done(sg_proxy_t *px, const char *p, size_t n)
 	}
 }
 
-/* Relay stream bytes (already in OpenAI's format) to the client. */
+/* Relay stream bytes (already in OpenAI's format) to the client. The bytes
+ * are always consumed; when the socket is backed up the transfer pauses at
+ * its next delivery (curl re-delivers what a pausing callback returns, so
+ * pausing here would send these bytes twice). */
 static int relay(sg_req_t *req, const char *p, size_t n)
 {
 	sg_proxy_t *px = &req->proxy;
@@ -109,10 +113,8 @@ static int relay(sg_req_t *req, const char *p, size_t n)
 	long queued = sg__stream_write(req, p, n);
 	if (queued < 0)
 		return SG_ECANCELED;
-	if ((unsigned long)queued > SG_STREAM_HIGH_WATER) {
-		px->paused = 1;
-		return SG_XFER_PAUSE;
-	}
+	if ((unsigned long)queued > SG_STREAM_HIGH_WATER)
+		px->want_pause = 1;
 	return 0;
 }
 
@@ -124,6 +126,8 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 
 	px->status = status;
 	px->retry_after_s = retry_after_s;
+	if (retry_after_s > px->round_retry_after_s)
+		px->round_retry_after_s = retry_after_s;
 	snprintf(px->content_type, sizeof(px->content_type), "%s", ctype ? ctype : "");
 	if (px->want_stream && status == 200 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
@@ -147,6 +151,12 @@ static int on_data(void *ud, const char *p, size_t n)
 
 	if (!px->streaming)
 		return sg_buf_append(&px->body, p, n) ? SG_ETOOBIG : 0;
+	if (px->want_pause) {
+		/* nothing of this delivery is consumed: curl hands it over again on resume */
+		px->want_pause = 0;
+		px->paused = 1;
+		return SG_XFER_PAUSE;
+	}
 	if (px->pstream == NULL)
 		return relay(req, p, n);
 	sg_buf_reset(&px->out);
@@ -364,20 +374,36 @@ static void attempt(sg_req_t *req)
 		/* The whole chain was tried (or nothing in it is usable now). */
 		if (!px->had_attempt_this_round)
 			return give_up(req);
+		long elapsed_ms = (long)((now - px->start_us) / 1000u);
+		long remaining_ms = origin->budget_ms - elapsed_ms;
 		long delay = origin->backoff_ms << SG_MIN(px->rounds, 16);
 		delay = SG_MIN(delay, origin->max_backoff_ms);
 		delay = delay / 2 + (long)(sg_now_us() % (uint64_t)(delay / 2 + 1)); /* jitter */
-		if (px->retry_after_s > 0)
-			delay = SG_MAX(delay, px->retry_after_s * 1000);
-		if (now + (uint64_t)delay * 1000u - px->start_us >= (uint64_t)origin->budget_ms * 1000u)
+		/* Retry-After in seconds, compared before any multiplication: a huge
+		 * value must end the request, not overflow into a short wait. */
+		if (px->round_retry_after_s > 0) {
+			if (px->round_retry_after_s >= remaining_ms / 1000 + 1)
+				return give_up(req);
+			delay = SG_MAX(delay, px->round_retry_after_s * 1000);
+		}
+		if (delay >= remaining_ms)
 			return give_up(req);
 		px->rounds++;
 		px->had_attempt_this_round = 0;
-		px->model = origin;
+		px->round_retry_after_s = -1;
 		px->fallback_next = 0;
-		px->using_ctx = 0;
 		px->fallback_used = 0;
 		memset(px->tried, 0, px->ntried);
+		/* Start over where this request belongs: after a context-window error
+		 * that is the context-fallback chain, not the model that refused it. */
+		px->model = origin;
+		if (px->using_ctx) {
+			const sg_model_t *m = next_fallback(req);
+			if (m == NULL)
+				return give_up(req);
+			px->model = m;
+			px->fallback_used = 1;
+		}
 		sg__req_retry_after(req, (uint64_t)delay);
 		return;
 	}
@@ -594,6 +620,7 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 	px->fallback_used = 0;
 	px->attempts = 0;
 	px->rounds = 0;
+	px->round_retry_after_s = -1;
 	px->had_attempt_this_round = 0;
 	px->last_err = 0;
 	px->start_us = sg_now_us();
@@ -607,6 +634,7 @@ void sg__proxy_abort(sg_req_t *req)
 
 	if (px->xfer) {
 		sg_xfer_cancel(px->xfer);
+		px->xfer = NULL; /* the pool hands the handle to the next transfer */
 		uint64_t now = sg_now_us();
 		sg_router_end(srv->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
 	}
@@ -616,6 +644,7 @@ void sg__proxy_abort(sg_req_t *req)
 void sg__proxy_writable(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
+	px->want_pause = 0;
 	if (px->paused && px->xfer) {
 		px->paused = 0;
 		sg_xfer_resume(px->xfer);

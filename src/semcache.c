@@ -714,6 +714,12 @@ void sg__cache_stream_end(sg_req_t *req, int ok)
 void sg__cache_req_free(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
+	if (rc->embed_xfer) {
+		sg_xfer_cancel(rc->embed_xfer); /* the connection goes: nothing may call back */
+		rc->embed_xfer = NULL;
+	}
+	json_decref(rc->root);
+	rc->root = NULL;
 	if (rc->key.prompt.max)
 		sg_cache_key_free(&rc->key);
 	free(rc->vec);

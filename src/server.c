@@ -741,6 +741,11 @@ static size_t feed(sg_conn_t *c, const char *p, size_t n)
 		if (e == HPE_PAUSED_UPGRADE)
 			c->req.keep_alive = 0; /* no protocol switch: what follows isn't HTTP */
 		llhttp_resume(&c->parser);
+		if (c->state != CONN_OPEN) {
+			/* closed while the request was read (a failed 100 Continue write) */
+			req_set_state(&c->req, SG_REQ_NONE);
+			return n;
+		}
 		sg__handle(&c->req);
 		return used;
 	}
@@ -762,6 +767,13 @@ static void conn_process(sg_conn_t *c)
 		sg_buf_consume(&c->pending, used);
 	}
 	c->in_process = 0;
+	/* Room again (a request being read from the buffer may need more bytes). */
+	if (c->read_stopped && c->state == CONN_OPEN && c->pending.len < MAX_PENDING &&
+	    c->req.state != SG_REQ_HANDLING && c->req.state != SG_REQ_STREAMING) {
+		c->read_stopped = 0;
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+			conn_close(c);
+	}
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -797,11 +809,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		goto out;
 	if (c->pending.len > 0 || c->in_process ||
 	    c->req.state == SG_REQ_HANDLING || c->req.state == SG_REQ_STREAMING) {
-		/* Busy: keep the bytes for later (bounded). */
+		/* Busy: keep the bytes for later; past the mark, stop reading. */
 		if (sg_buf_append(&c->pending, p, n) != 0) {
+			conn_close(c); /* never drop bytes of a stream silently */
+			goto out;
+		}
+		if (c->pending.len >= MAX_PENDING) {
 			uv_read_stop(s);
 			c->read_stopped = 1;
-			goto out;
 		}
 		conn_process(c);
 		goto out;
@@ -817,9 +832,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	c->in_process = 0;
 	if (n > 0 && c->state == CONN_OPEN) {
 		if (sg_buf_append(&c->pending, p, n) != 0) {
-			uv_read_stop(s);
-			c->read_stopped = 1;
+			conn_close(c);
 		} else {
+			if (c->pending.len >= MAX_PENDING) {
+				uv_read_stop(s);
+				c->read_stopped = 1;
+			}
 			conn_process(c);
 		}
 	}
@@ -865,7 +883,8 @@ static void on_connection(uv_stream_t *l, int status)
 	sg_buf_init(&c->req.url, (size_t)lim->max_url_bytes);
 	sg_buf_init(&c->req.hdrs, (size_t)lim->max_header_bytes);
 	sg_buf_init(&c->req.body, (size_t)lim->max_body_bytes);
-	sg_buf_init(&c->pending, MAX_PENDING + (size_t)lim->max_body_bytes);
+	/* Reads stop at MAX_PENDING; the cap leaves room for the read in progress. */
+	sg_buf_init(&c->pending, MAX_PENDING + (size_t)lim->max_body_bytes + (256u << 10));
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;

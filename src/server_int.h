@@ -56,6 +56,8 @@ typedef struct sg_proxy {
 	int want_stream;              /* client asked for stream: true */
 	int streaming;                /* relaying SSE to the client */
 	int paused;                   /* xfer paused for client backpressure */
+	int want_pause;               /* pause at the next delivery (socket backed up) */
+	long round_retry_after_s;     /* largest Retry-After seen this round (-1: none) */
 	long status;                  /* upstream HTTP status */
 	char content_type[128];       /* upstream Content-Type */
 	sg_buf_t body;                /* buffered upstream body (non-streamed, or an error) */
