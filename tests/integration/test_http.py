@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -442,6 +443,62 @@ def test_malformed_chunks():
         b"-1\r\nabc\r\n0\r\n\r\n",
         b"3\r\nabcXX0\r\n\r\n")])  # no CRLF after the chunk data
     h.expect_eq(mock.stats()["requests"], 0, "requests that reached the mock")
+
+
+def test_pipelined_backlog_behind_slow_request_never_dropped():
+    # Regression: while a slow request is handled, pipelined bytes are
+    # buffered; past the buffer's cap they were once silently dropped (and the
+    # client waited forever for their answers). One 1.5 s chat request, then
+    # 15,000 pipelined GET /healthz (several MB): every one must be answered,
+    # in order (each carries its own X-Request-Id), and the connection must
+    # stay usable.
+    mock, sg = h.start("--quiet")
+    n = 15000
+    p = h.unique("slow head of line [[latency=1500]]")
+    pad = "p" * 200
+    gets = b"".join(h.build_request("GET", "/healthz?i=%d" % i,
+                                    headers={"X-Request-Id": "pipe-%d" % i, "X-Pad": pad})
+                    for i in range(n))
+    h.expect(len(gets) > 3 * (1 << 20), "pipelined bytes %d, want over 3 MB", len(gets))
+    data = chat_req(p, headers={"X-Request-Id": "pipe-head"}) + gets
+    with sg.connect(timeout=30) as c:
+        sent = []
+
+        def sender():
+            # Sent while we read: semgate stops reading at its mark, and its
+            # answers must be drained for it to go on.
+            try:
+                c.sock.sendall(data)
+                sent.append(True)
+            except OSError as e:
+                sent.append(e)
+
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        r = c.read_response()
+        h.expect_answer(r, p)
+        h.expect_eq(r.header("X-Request-Id"), "pipe-head", "X-Request-Id of the first answer")
+        statuses = {}
+        for i in range(n):
+            try:
+                r = c.read_response()
+            except h.ConnectionClosed as e:
+                raise h.TestFailure("connection closed after %d of %d pipelined answers: %s"
+                                    % (i, n, e))
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+            if r.status != 200:
+                raise h.TestFailure("pipelined GET %d answered %d: %r" % (i, r.status, r))
+            if r.header("X-Request-Id") != "pipe-%d" % i:
+                raise h.TestFailure("answer %d has X-Request-Id %r (lost or out of order)"
+                                    % (i, r.header("X-Request-Id")))
+        t.join(30)
+        h.expect(sent == [True], "sending the pipeline failed: %r", sent)
+        h.expect_eq(statuses, {200: n}, "statuses of the pipelined answers")
+        # Nothing extra, and the connection is still usable.
+        h.expect_eq(c.buf, b"", "bytes after the last expected answer")
+        h.expect_status(c.request("GET", "/healthz"), 200)
+    h.expect_eq(mock.stats()["chat"], 1, "chat requests that reached the mock")
+    sg.assert_alive()
 
 
 if __name__ == "__main__":

@@ -935,5 +935,80 @@ def test_full_success_when_a_deployment_dies_mid_test():
     expect_clean_stream(stream(sg, p), p)
 
 
+# --- regressions --------------------------------------------------------------------------
+
+
+def test_disconnect_mid_transfer_does_not_affect_other_client():
+    # Regression: a client leaving while its upstream transfer was in flight
+    # left a pointer to the cancelled transfer behind; the pool handed that
+    # handle to the next client's transfer, which the stale pointer then
+    # cancelled (the other client never got an answer). It needs A's close and
+    # B's request in the same loop iteration, so it is tried several times.
+    mock = h.Mock("--quiet")
+    sg = start(group(A, [dep(mock)]))
+    for i in range(8):
+        a, b = sg.connect(), sg.connect(timeout=h.IO_TIMEOUT_S)
+        try:
+            a.send(h.build_request("POST", "/v1/chat/completions",
+                                   body=h.chat_body(h.unique("leaver %d [[latency=2000]]" % i))))
+            time.sleep(0.2)  # A's transfer is in flight (the upstream takes 2 s)
+            pb = h.unique("stayer %d [[latency=300]]" % i)
+            req_b = h.build_request("POST", "/v1/chat/completions", body=h.chat_body(pb))
+            a.close()
+            b.send(req_b)  # right after A's close: both events in one loop iteration
+            try:
+                r = b.read_response()
+            except (OSError, h.TestFailure) as e:
+                raise h.TestFailure("round %d: client B got no answer after client A left "
+                                    "mid-transfer: %r" % (i, e))
+            h.expect_answer(r, pb)
+        finally:
+            a.close()
+            b.close()
+    sg.assert_alive()
+    ask(sg)
+
+
+def test_huge_retry_after_gives_up_at_once():
+    # Regression: Retry-After was multiplied into milliseconds before being
+    # compared with the budget; a huge value overflowed into a short (or
+    # endless) wait. It must end the request with the 429 after one attempt.
+    fake = FakeUpstream(("status", 429, {"error": {
+        "message": "slow down", "type": "rate_limit_error", "code": "rate_limited"}},
+        {"Retry-After": "18446744073710"}))
+    sg = start(group(A, [dep(fake)], max_attempts=3, circuit_failures=1000))
+    try:
+        r = chat(sg, h.unique(), timeout=10)
+    except OSError as e:  # socket.timeout included
+        raise h.TestFailure("no answer within 10 s after a 429 with Retry-After "
+                            "18446744073710: %r" % e)
+    h.expect_error(r, 429, upstream=True)
+    h.expect_eq(attempts_of(r), 1, "X-Semgate-Attempts")
+    h.expect_eq(fake.count(), 1, "requests the deployment got")
+    sg.assert_alive()
+
+
+def test_context_fallback_retry_stays_on_context_fallback():
+    # Regression: a retry round after a context-window error restarted at the
+    # origin model (which had refused the request as too long) instead of the
+    # context fallback. The fallback fails once with a retryable 503, then
+    # answers: the origin must have seen exactly one request.
+    small = FakeUpstream(CONTEXT_ERROR)
+    big = FakeUpstream(lambda n, body: error_status(503) if n == 0 else "ok")
+    other = h.Mock("--quiet")
+    sg = start(group(A, [dep(small)], fallbacks=[B], context_fallbacks=[C], max_attempts=3,
+                     backoff_ms=10, circuit_failures=1000),
+               group(B, [dep(other)]),
+               group(C, [dep(big, model="big-model")], circuit_failures=1000))
+    p = h.unique("long prompt")
+    r = chat(sg, p, timeout=30)
+    h.expect_answer(r, p)
+    h.expect_eq(upstream_of(r), C + "/0", "X-Semgate-Upstream")
+    h.expect_eq(r.header("X-Semgate-Fallback"), C, "X-Semgate-Fallback")
+    h.expect_eq((small.count(), big.count(), chats(other)), (1, 2, 0),
+                "chats on (origin, context fallback, ordinary fallback)")
+    h.expect_eq(attempts_of(r), 3, "X-Semgate-Attempts")
+
+
 if __name__ == "__main__":
     h.main()

@@ -3,6 +3,7 @@ client disconnects cancelling the upstream transfer, concurrent streams."""
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -231,6 +232,68 @@ def test_stream_false_is_not_streamed():
     r = sg.post_json("/v1/chat/completions", body)
     h.expect_answer(r, p)
     h.expect("event-stream" not in (r.header("Content-Type") or ""), "stream:false was streamed")
+
+
+def read_stream_body(c, r):
+    """The de-chunked body of the stream whose head r was read from c, gathered
+    in a list (a 6 MB body grown by += would take seconds); r.complete is set."""
+    parts = []
+    while True:
+        size_line = c._read_line()
+        size = int(size_line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while c._read_line():
+                pass
+            r.complete = True
+            break
+        parts.append(c._read_exact(size))
+        h.expect(c._read_exact(2) == b"\r\n", "chunk data not followed by CRLF")
+    return b"".join(parts)
+
+
+def test_stream_backpressure_no_duplicates_or_loss():
+    # Regression: a client that reads slowly makes semgate's socket back up past
+    # its 1 MB high-water mark, which pauses the upstream transfer; the bytes of
+    # the delivery that triggered the pause were once relayed twice on resume.
+    # 4000 chunks of a 6 MB answer: any duplicated or lost chunk changes the
+    # reassembled length.
+    n = 6000000
+    mock, sg = h.start("--quiet", "--stream-chunks", "4000")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+    s.settimeout(60)
+    c = h.Conn.__new__(h.Conn)
+    c.host, c.port, c.sock, c.buf, c.eof = sg.host, sg.port, s, b"", False
+    try:
+        s.connect((sg.host, sg.port))
+        c.send(stream_req(h.unique("[[huge=%d]] big stream" % n)))
+        time.sleep(2)  # let semgate's socket back up and the upstream pause
+        r = c.read_head()
+        expect_sse_head(r)
+        body = read_stream_body(c, r)
+    finally:
+        c.close()
+    h.expect(r.complete, "stream did not end with the chunked terminator")
+    events = h.parse_sse(body)
+    h.expect(events, "no SSE events")
+    h.expect_eq(events[-1]["data"], "[DONE]", "last event")
+    h.expect_eq(sum(1 for e in events if e["data"] == "[DONE]"), 1, "number of [DONE] events")
+    ids = set()
+    for e in events[:-1]:
+        try:
+            obj = json.loads(e["data"])
+        except ValueError:
+            raise h.TestFailure("event is not JSON (bytes duplicated or lost?): %r..."
+                                % e["data"][:200])
+        h.expect("error" not in obj, "error event in a good stream: %r", obj)
+        ids.add(obj.get("id"))
+    h.expect_eq(len(ids), 1, "distinct completion ids in one stream")
+    content = h.sse_content(events)
+    h.expect_eq(len(content), n, "reassembled content length (longer = duplicated chunks)")
+    h.expect(content == "x" * n, "reassembled content is not %d x's", n)
+    st = mock.stats()
+    h.expect_eq(st["streams_completed"], 1, "streams the mock completed")
+    sg.assert_alive()
 
 
 if __name__ == "__main__":
