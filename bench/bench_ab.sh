@@ -17,16 +17,8 @@ while [ $# -gt 0 ]; do
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 done
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-work=$(mktemp -d /tmp/semgate-ab.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_name=ab
+. "$top/bench/common.sh"
 mock=$(free_port)
 "$top/$build/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null & pids+=($!)
 declare -A port

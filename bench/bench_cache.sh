@@ -18,21 +18,13 @@ while [ $# -gt 0 ]; do
 	esac
 done
 bdir=$top/$build
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-work=$(mktemp -d /tmp/semgate-bench-cache.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+bench_name=bench-cache
+. "$top/bench/common.sh"
 
 echo "== building a cache of $entries entries (cachebench)"
 "$bdir/cachebench" --path "$work/cache" --entries "$entries" --queries 1000 \
 	--emit-queries "$work/queries.txt"
 # cachebench removes nothing at the end: its cache is what semgate serves.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mock_port=$(free_port)
 port=$(free_port)
 "$bdir/mock-upstream" --host 127.0.0.1 --port "$mock_port" --quiet >/dev/null &

@@ -16,16 +16,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 bdir=$top/$build
-command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
-work=$(mktemp -d /tmp/semgate-bench-routing.XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_name=bench-routing
+. "$top/bench/common.sh"
 good=$(free_port) bad=$(free_port) port=$(free_port)
 "$bdir/mock-upstream" --host 127.0.0.1 --port "$good" --quiet >/dev/null & pids+=($!)
 "$bdir/mock-upstream" --host 127.0.0.1 --port "$bad" --fail-status 503 --quiet >/dev/null & pids+=($!)
