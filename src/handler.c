@@ -131,7 +131,8 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 		sg__proxy(req, model, root, paths[kind], 0);
 	else
 		sg__cache_request(req, model, root,
-		                  kind == KIND_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS, stream);
+		                  kind == KIND_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS, paths[kind],
+		                  stream);
 out:
 	json_decref(root);
 }

@@ -280,6 +280,20 @@ static const sg_model_t *next_fallback(sg_req_t *req)
 
 static const sg_xfer_cbs_t proxy_cbs;
 
+sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *extra, size_t n)
+{
+	const char *lines[SG_MAX_DEPLOYMENT_HEADERS + 3];
+	size_t k = 0;
+
+	lines[k++] = "Content-Type: application/json";
+	lines[k++] = "Expect:"; /* never wait for 100-continue upstream */
+	if (auth)
+		lines[k++] = auth;
+	for (size_t i = 0; i < n && k < SG_ARRAY_SIZE(lines); i++)
+		lines[k++] = extra[i];
+	return sg_upstream_headers_new(lines, k);
+}
+
 /* Build this attempt's body, URL and headers for dep. Returns 0, SG_EINVAL
  * (a request the provider cannot express; why in err) or SG_ENOMEM. */
 static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr, char *err,
@@ -297,9 +311,8 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 		sg_provider_deployment_t pd = {dep->base_url, dep->model, dep->api_key,
 		                               dep->api_version};
 		sg_provider_target_t target;
-		const char *lines[8];
+		const char *extra[SG_ARRAY_SIZE(target.headers)];
 		sg_buf_t body;
-		size_t n = 0;
 
 		memset(&target, 0, sizeof(target));
 		sg_buf_init(&body, 0);
@@ -309,11 +322,9 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 			return rc;
 		}
 		snprintf(px->url, sizeof(px->url), "%s", target.url);
-		lines[n++] = "Content-Type: application/json";
-		lines[n++] = "Expect:";
-		for (int i = 0; i < target.nheaders && n < SG_ARRAY_SIZE(lines); i++)
-			lines[n++] = target.headers[i];
-		px->hdrs = sg_upstream_headers_new(lines, n);
+		for (int i = 0; i < target.nheaders; i++)
+			extra[i] = target.headers[i];
+		px->hdrs = sg__json_headers(NULL, extra, (size_t)target.nheaders);
 		px->upstream_body = sg_buf_steal(&body, &px->upstream_body_len);
 		if (px->hdrs == NULL || px->upstream_body == NULL)
 			return SG_ENOMEM;

@@ -244,15 +244,13 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 
 /* --- the step ------------------------------------------------------------------------- */
 
-static const char *const upstream_paths[] = {"/chat/completions", "/completions"};
-
 static void forward(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
 	json_t *root = rc->root;
 
 	rc->root = NULL;
-	sg__proxy(req, rc->model, root, upstream_paths[rc->kind], rc->stream);
+	sg__proxy(req, rc->model, root, rc->path, rc->stream);
 	json_decref(root);
 }
 
@@ -453,7 +451,8 @@ static int embed_remote(sg_req_t *req)
 	return sg_xfer_start(srv->upstream, &xr, &embed_cbs, req, &rc->embed_xfer);
 }
 
-void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind, int stream)
+void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind,
+                       const char *path, int stream)
 {
 	sg_server_t *srv = sg__req_server(req);
 	const sg_config_t *cfg = srv->cfg;
@@ -464,6 +463,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 
 	rc->model = model;
 	rc->kind = kind;
+	rc->path = path;
 	rc->stream = stream;
 	rc->no_store = 0;
 	rc->have_vec = 0;

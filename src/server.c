@@ -1044,21 +1044,15 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	for (size_t i = 0; i < cfg->nmodels; i++) {
 		for (size_t j = 0; j < cfg->models[i].ndeployments; j++) {
 			const sg_deployment_t *d = &cfg->models[i].deployments[j];
-			const char *lines[SG_MAX_DEPLOYMENT_HEADERS + 3];
 			char auth[1024];
-			size_t n = 0;
-			lines[n++] = "Content-Type: application/json";
-			lines[n++] = "Expect:"; /* never wait for 100-continue upstream */
-			if (d->api_key) {
+			if (d->api_key)
 				/* Azure OpenAI authenticates with an api-key header. */
 				snprintf(auth, sizeof(auth), strcmp(d->provider, "azure") == 0
 				                                 ? "api-key: %s" : "Authorization: Bearer %s",
 				         d->api_key);
-				lines[n++] = auth;
-			}
-			for (size_t k = 0; k < d->nheaders && n < SG_ARRAY_SIZE(lines); k++)
-				lines[n++] = d->headers[k];
-			srv->dep_headers[ndeps] = sg_upstream_headers_new(lines, n);
+			srv->dep_headers[ndeps] = sg__json_headers(d->api_key ? auth : NULL,
+			                                           (const char *const *)d->headers,
+			                                           d->nheaders);
 			if (srv->dep_headers[ndeps++] == NULL) {
 				rc = SG_ENOMEM;
 				goto fail_headers;
@@ -1068,17 +1062,11 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 
 	if (cache && embedder == NULL) {
 		const sg_embedder_config_t *ec = &cfg->cache.embedder;
-		const char *lines[3];
 		char auth[1024];
-		size_t n = 0;
 		snprintf(srv->embed_url, sizeof(srv->embed_url), "%s/embeddings", ec->base_url);
-		lines[n++] = "Content-Type: application/json";
-		lines[n++] = "Expect:";
-		if (ec->api_key) {
+		if (ec->api_key)
 			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", ec->api_key);
-			lines[n++] = auth;
-		}
-		srv->embed_headers = sg_upstream_headers_new(lines, n);
+		srv->embed_headers = sg__json_headers(ec->api_key ? auth : NULL, NULL, 0);
 		if (srv->embed_headers == NULL) {
 			rc = SG_ENOMEM;
 			goto fail_headers;

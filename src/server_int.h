@@ -84,6 +84,7 @@ typedef struct sg_reqcache {
 	const sg_model_t *model;     /* model group */
 	int kind;                    /* enum sg_cache_kind */
 	int stream;                  /* the client asked for a stream */
+	const char *path;            /* upstream path ("/chat/completions", ...) */
 	int no_cache;                /* Cache-Control: no-cache */
 	int no_store;                /* Cache-Control: no-store */
 	double threshold;            /* similarity needed for a hit */
@@ -231,6 +232,11 @@ void sg__handle_abort(sg_req_t *req);
 /** The socket drained below the backpressure mark (handler.c). */
 void sg__handle_writable(sg_req_t *req);
 
+/** Headers for a JSON POST upstream (proxy.c): Content-Type, no wait for
+ * 100-continue, then auth (a "Name: value" line, or NULL) and the extra lines.
+ * NULL on allocation failure; free with sg_upstream_headers_free(). */
+sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *extra, size_t n);
+
 /** Run sg__proxy_retry(req) after ms (the connection's timer). */
 void sg__req_retry_after(sg_req_t *req, uint64_t ms);
 /** The retry timer fired (proxy.c). */
@@ -245,7 +251,8 @@ void sg__proxy_writable(sg_req_t *req);
 
 /* The cache step (semcache.c). */
 /** Serve a chat/completions request from the cache, or forward it. */
-void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int kind, int stream);
+void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int kind,
+                       const char *path, int stream);
 /** Extra response headers for a forwarded request ("X-Semgate-Cache: ..."). */
 void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
 /** A complete non-streamed 2xx reply: store it if the request wants that.
