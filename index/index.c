@@ -35,6 +35,7 @@
 #include <faiss/c_api/index_io_c.h>
 
 #include "semgate/index.h"
+#include "hnsw_walk.h"
 #include "index_blob.h"
 
 #define DEFAULT_HNSW_M 32
@@ -419,6 +420,27 @@ out:
 	return rc;
 }
 
+/*
+ * One query, k results (-1 labels past the end). HNSW graphs are walked by
+ * sg__hnsw_search (hnsw_search.cpp: same graph and breadth, about twice as
+ * fast as FAISS 1.7.3's own search); anything else, or opts.faiss_search, goes
+ * to FAISS. Nonzero means a FAISS error.
+ */
+static int search_one(const sg_index_t *ix, const float *query, idx_t k, float *dist,
+		      idx_t *labels)
+{
+	if (ix->type == SG_INDEX_HNSW && !ix->opts.faiss_search) {
+		int n = sg__hnsw_search(ix->fx, query, (int)k, ix->opts.hnsw_ef_search,
+					labels, dist);
+		if (n >= 0) {
+			for (idx_t i = n; i < k; i++)
+				labels[i] = -1;
+			return 0;
+		}
+	}
+	return faiss_Index_search(ix->fx, 1, query, k, dist, labels);
+}
+
 int sg_index_search(const sg_index_t *ix, const float *query, int k,
 		    int64_t *ids_out, float *scores_out, int *n_out)
 {
@@ -448,7 +470,7 @@ int sg_index_search(const sg_index_t *ix, const float *query, int k,
 			rc = SG_ENOMEM;
 			goto out;
 		}
-		if (faiss_Index_search(ix->fx, 1, query, want, dist, labels) != 0) {
+		if (search_one(ix, query, want, dist, labels) != 0) {
 			rc = faiss_fail(ix, "search");
 			goto out;
 		}

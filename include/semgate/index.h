@@ -56,6 +56,8 @@ typedef struct sg_index_opts {
 	int hnsw_m;              /* HNSW links per node (default 32), fixed at creation */
 	int hnsw_ef_search;      /* HNSW search breadth (default 64); higher = better recall */
 	double tombstone_ratio;  /* HNSW: rebuild when dead/stored exceeds this (default 0.25) */
+	int faiss_search;        /* HNSW: 1 = search with FAISS's own HNSW::search instead
+	                          * of semgate's walk of the same graph (comparisons, tests) */
 } sg_index_opts_t;
 
 /** Largest dimension accepted. */

@@ -1,5 +1,6 @@
 /* Unit tests for the vector index (index/index.c). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,128 @@ static void test_hnsw_recall(void)
 	sg_index_free(flat);
 	sg_index_free(hnsw);
 	free(ids);
+	free(base);
+	free(queries);
+}
+
+/*
+ * semgate walks HNSW graphs itself (index/hnsw_search.cpp). On one graph
+ * (serialised once, loaded twice) it must agree with FAISS's own search,
+ * report exact inner products best first without duplicates, keep recall
+ * against exact search, and give every thread the same answers at once.
+ * DIM 20 is not a multiple of 8: the kernel's tail runs.
+ */
+enum { WALK_DIM = 20, WALK_N = 6000, WALK_Q = 300, WALK_K = 8 };
+
+struct walk_job {
+	const sg_index_t *ix;
+	const float *queries;
+	const int64_t *want; /* WALK_Q x WALK_K ids from one thread */
+	int mismatches;
+};
+
+static void *walk_thread(void *arg)
+{
+	struct walk_job *j = arg;
+	for (int round = 0; round < 3; round++)
+		for (int q = 0; q < WALK_Q; q++) {
+			int64_t got[WALK_K];
+			int n;
+			if (sg_index_search(j->ix, j->queries + q * WALK_DIM, WALK_K, got, NULL,
+					    &n) != 0 || n != WALK_K ||
+			    memcmp(got, j->want + q * WALK_K, sizeof(got)) != 0)
+				j->mismatches++;
+		}
+	return NULL;
+}
+
+static void test_hnsw_walk(void)
+{
+	float *base = random_set(WALK_N, WALK_DIM), *queries = random_set(WALK_Q, WALK_DIM);
+	int64_t *ids = malloc(WALK_N * sizeof(*ids)), *want = malloc(WALK_Q * WALK_K * sizeof(*want));
+	sg_index_t *built, *walk, *faiss, *flat;
+	sg_buf_t blob;
+	int top_agree = 0, walk_exact = 0, faiss_exact = 0;
+
+	for (int i = 0; i < WALK_N; i++)
+		ids[i] = 7 * i + 1;
+	CHECK_RC(sg_index_new(&built, WALK_DIM, SG_INDEX_HNSW, NULL), 0);
+	CHECK_RC(sg_index_add_batch(built, WALK_N, ids, base), 0);
+	sg_buf_init(&blob, 0);
+	CHECK_RC(sg_index_serialize(built, &blob), 0);
+	CHECK_RC(sg_index_new(&walk, WALK_DIM, SG_INDEX_HNSW, NULL), 0);
+	CHECK_RC(sg_index_load(walk, blob.data, blob.len), 0);
+	CHECK_RC(sg_index_new(&faiss, WALK_DIM, SG_INDEX_HNSW,
+			      &(sg_index_opts_t){.faiss_search = 1}), 0);
+	CHECK_RC(sg_index_load(faiss, blob.data, blob.len), 0);
+	CHECK_RC(sg_index_new(&flat, WALK_DIM, SG_INDEX_FLAT, NULL), 0);
+	CHECK_RC(sg_index_add_batch(flat, WALK_N, ids, base), 0);
+
+	for (int q = 0; q < WALK_Q; q++) {
+		const float *qv = queries + q * WALK_DIM;
+		int64_t a[WALK_K], b[WALK_K], e[1];
+		float sa[WALK_K], sb[WALK_K];
+		int na, nb, ne;
+		CHECK_RC(sg_index_search(walk, qv, WALK_K, a, sa, &na), 0);
+		CHECK_RC(sg_index_search(faiss, qv, WALK_K, b, sb, &nb), 0);
+		CHECK_RC(sg_index_search(flat, qv, 1, e, NULL, &ne), 0);
+		CHECK(na == WALK_K && nb == WALK_K && ne == 1);
+		memcpy(want + q * WALK_K, a, sizeof(a));
+		top_agree += a[0] == b[0];
+		walk_exact += a[0] == e[0];
+		faiss_exact += b[0] == e[0];
+		for (int i = 0; i < na; i++) {
+			/* the id maps back to its vector, and the score is its inner product */
+			CHECK(a[i] >= 1 && (a[i] - 1) % 7 == 0 && (a[i] - 1) / 7 < WALK_N);
+			const float *v = base + (a[i] - 1) / 7 * WALK_DIM;
+			double dot = 0;
+			for (int d = 0; d < WALK_DIM; d++)
+				dot += (double)qv[d] * v[d];
+			CHECK(fabs(dot - sa[i]) < 1e-5);
+			if (i > 0)
+				CHECK(sa[i] <= sa[i - 1]);
+			for (int j = 0; j < i; j++)
+				CHECK(a[i] != a[j]);
+		}
+	}
+	printf("hnsw walk: top-1 agrees with FAISS's search %.3f; recall@1 walk %.3f, FAISS %.3f\n",
+	       (double)top_agree / WALK_Q, (double)walk_exact / WALK_Q,
+	       (double)faiss_exact / WALK_Q);
+	CHECK((double)top_agree / WALK_Q >= 0.95);
+	CHECK((double)walk_exact / WALK_Q >= 0.95);
+	CHECK(walk_exact + WALK_Q / 50 >= faiss_exact); /* no worse than FAISS's search */
+
+	/* four threads at once: per-thread scratch, same answers as alone */
+	pthread_t th[4];
+	struct walk_job jobs[4];
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct walk_job){walk, queries, want, 0};
+		CHECK(pthread_create(&th[i], NULL, walk_thread, &jobs[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(jobs[i].mismatches == 0);
+	}
+
+	/* fewer vectors than asked for: all of them, then -1s never leak out */
+	sg_index_t *tiny;
+	int64_t out[16];
+	int n;
+	CHECK_RC(sg_index_new(&tiny, WALK_DIM, SG_INDEX_HNSW, NULL), 0);
+	CHECK_RC(sg_index_add_batch(tiny, 5, ids, base), 0);
+	CHECK_RC(sg_index_search(tiny, base, 16, out, NULL, &n), 0);
+	CHECK(n == 5 && out[0] == ids[0]);
+	for (int i = 0; i < n; i++)
+		CHECK(out[i] >= 0);
+	sg_index_free(tiny);
+
+	sg_buf_free(&blob);
+	sg_index_free(built);
+	sg_index_free(walk);
+	sg_index_free(faiss);
+	sg_index_free(flat);
+	free(ids);
+	free(want);
 	free(base);
 	free(queries);
 }
@@ -345,6 +468,7 @@ int main(void)
 	test_flat_basic();
 	test_hnsw_recall();
 	test_hnsw_remove();
+	test_hnsw_walk();
 	round_trip(SG_INDEX_FLAT);
 	round_trip(SG_INDEX_HNSW);
 	test_corrupt();

@@ -1,0 +1,289 @@
+// Single-query search over a FAISS HNSW graph, for sg_index_search().
+//
+// FAISS builds, stores, serialises and owns the graph (IndexHNSWFlat under
+// the IndexIDMap2 that index.c creates through the C API); this file only
+// walks it. FAISS 1.7.3's own HNSW::search, as Debian builds it, costs about
+// twice what the walk needs on a cache-sized graph:
+//   - it allocates and clears a visited table of ntotal bytes per query;
+//   - its candidate queue scans all efSearch slots on every pop;
+//   - it evaluates one neighbour at a time, so each distance waits for its
+//     512 bytes of vector to arrive from memory (the graph of a large cache
+//     does not fit in the CPU caches: a search is a chain of cache misses).
+// Here a query visits the same graph with the same greedy descent and the
+// same breadth (efSearch) as FAISS (best-first search with a result set of
+// efSearch, as in the HNSW paper), but the visited table is reused per thread
+// (an epoch byte per vector, cleared once every 255 queries), the queues are
+// binary heaps, and the unvisited neighbours of a node are gathered first and
+// scored four at a time while the vectors of the next four are prefetched.
+// Results match FAISS's search on the same graph up to ties and the odd
+// near-neighbour found by one walk and not the other (tests/unit/test_index.c
+// compares the two; bench/RESULTS.md has recall and speed).
+//
+// Anything but an IndexIDMap2 over an inner-product IndexHNSW with IndexFlat
+// storage is declined (-1), and the caller uses FAISS's own search.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/utils/distances.h>
+
+#include "hnsw_walk.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using storage_idx_t = faiss::HNSW::storage_idx_t;
+
+// ---- scoring four vectors against one query -----------------------------
+
+void ip4_portable(const float *q, const float *const *x, size_t d, float *out)
+{
+	for (int j = 0; j < 4; j++)
+		out[j] = faiss::fvec_inner_product(q, x[j], d);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void ip4_avx2(const float *q, const float *const *x,
+						    size_t d, float *out)
+{
+	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+	__m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+	size_t i = 0;
+	for (; i + 8 <= d; i += 8) {
+		__m256 qv = _mm256_loadu_ps(q + i);
+		a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[0] + i), a0);
+		a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[1] + i), a1);
+		a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[2] + i), a2);
+		a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[3] + i), a3);
+	}
+	// horizontal sums of the four accumulators, all at once
+	__m256 s01 = _mm256_hadd_ps(a0, a1), s23 = _mm256_hadd_ps(a2, a3);
+	__m256 s = _mm256_hadd_ps(s01, s23);
+	__m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+	_mm_storeu_ps(out, r);
+	for (; i < d; i++)
+		for (int j = 0; j < 4; j++)
+			out[j] += q[i] * x[j][i];
+}
+#endif
+
+using ip4_fn = void (*)(const float *, const float *const *, size_t, float *);
+
+ip4_fn pick_ip4()
+{
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return ip4_avx2;
+#endif
+	return ip4_portable;
+}
+
+const ip4_fn ip4 = pick_ip4();
+
+inline void prefetch_bytes(const void *v, size_t bytes)
+{
+	const char *p = static_cast<const char *>(v);
+	for (size_t off = 0; off < bytes; off += 64)
+		__builtin_prefetch(p + off, 0, 3);
+}
+
+// ---- per-thread scratch: visited marks and the two queues ----------------
+
+struct node {
+	float s;           // similarity to the query, higher is closer
+	storage_idx_t id;  // position in FAISS's storage
+};
+
+struct closer_first { // max-heap on similarity: the candidate to expand next
+	bool operator()(const node &a, const node &b) const { return a.s < b.s; }
+};
+struct farther_first { // min-heap on similarity: the worst result on top
+	bool operator()(const node &a, const node &b) const { return a.s > b.s; }
+};
+
+struct scratch {
+	std::vector<uint8_t> mark;  // visited when mark[i] == epoch
+	uint8_t epoch = 0;           // this query's mark
+	std::vector<node> cand;      // candidates to expand
+	std::vector<node> res;       // the best ef seen so far
+
+	void begin(size_t ntotal)
+	{
+		if (mark.size() < ntotal)
+			mark.resize(ntotal, 0);
+		if (++epoch == 0) { // wrapped: old marks could collide, clear them
+			std::fill(mark.begin(), mark.end(), 0);
+			epoch = 1;
+		}
+		cand.clear();
+		res.clear();
+	}
+	bool visit(storage_idx_t i)
+	{
+		if (mark[(size_t)i] == epoch)
+			return false;
+		mark[(size_t)i] = epoch;
+		return true;
+	}
+};
+
+thread_local scratch tls;
+
+// The walk itself: ids are FAISS storage positions, sims are inner products.
+int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const float *q,
+	 int k, int ef, storage_idx_t *ids, float *sims)
+{
+	const size_t vbytes = d * sizeof(float);
+	auto vec = [&](storage_idx_t i) { return base + (size_t)i * d; };
+
+	if (g.entry_point < 0 || ntotal == 0)
+		return 0;
+	storage_idx_t cur = g.entry_point;
+	float cur_s = faiss::fvec_inner_product(q, vec(cur), d);
+
+	// upper levels: greedy, one step to the closest neighbour at a time
+	for (int level = g.max_level; level >= 1; level--) {
+		for (bool moved = true; moved;) {
+			moved = false;
+			size_t b, e;
+			g.neighbor_range(cur, level, &b, &e);
+			for (size_t j = b; j < e; j++) {
+				storage_idx_t v = g.neighbors[j];
+				if (v < 0)
+					break;
+				if ((size_t)v >= ntotal)
+					continue;
+				float s = faiss::fvec_inner_product(q, vec(v), d);
+				if (s > cur_s) {
+					cur_s = s;
+					cur = v;
+					moved = true;
+				}
+			}
+		}
+	}
+
+	// level 0: best-first search keeping the best ef
+	const size_t *offsets = g.offsets.data();
+	const storage_idx_t *links = g.neighbors.data();
+	const size_t deg0 = (size_t)g.cum_nneighbor_per_level[1]; // links a node has at level 0
+	scratch &t = tls;
+	t.begin(ntotal);
+	const size_t width = (size_t)std::max(ef, k);
+	t.visit(cur);
+	t.cand.push_back({cur_s, cur});
+	t.res.push_back({cur_s, cur});
+	storage_idx_t todo[256];
+	const float *xs[4];
+	float s4[4];
+
+	while (!t.cand.empty()) {
+		node c = t.cand.front();
+		if (t.res.size() >= width && c.s < t.res.front().s)
+			break; // nothing left that can improve the results
+		std::pop_heap(t.cand.begin(), t.cand.end(), closer_first());
+		t.cand.pop_back();
+		// the likely next node's links, while this one is expanded
+		if (!t.cand.empty())
+			prefetch_bytes(links + offsets[t.cand.front().id],
+				       deg0 * sizeof(storage_idx_t));
+
+		// c's links at level 0 start at its offset (cum_nneighbor_per_level[0] is 0)
+		const storage_idx_t *nb = links + offsets[c.id];
+		size_t nb_n = 0, n = 0;
+		while (nb_n < deg0 && nb_n < sizeof(todo) / sizeof(todo[0]) && nb[nb_n] >= 0) {
+			__builtin_prefetch(&t.mark[(size_t)nb[nb_n]], 1, 3);
+			nb_n++;
+		}
+		for (size_t j = 0; j < nb_n; j++) {
+			storage_idx_t v = nb[j];
+			if ((size_t)v < ntotal && t.visit(v))
+				todo[n++] = v;
+		}
+		for (size_t j = 0; j < n && j < 4; j++)
+			prefetch_bytes(vec(todo[j]), vbytes);
+		for (size_t j = 0; j < n; j += 4) {
+			size_t m = std::min<size_t>(4, n - j);
+			for (size_t p = j + 4; p < j + 8 && p < n; p++)
+				prefetch_bytes(vec(todo[p]), vbytes);
+			for (size_t p = 0; p < 4; p++)
+				xs[p] = vec(todo[j + (p < m ? p : 0)]);
+			ip4(q, xs, d, s4);
+			for (size_t p = 0; p < m; p++) {
+				node nn = {s4[p], todo[j + p]};
+				if (t.res.size() < width || nn.s > t.res.front().s) {
+					// where its links are, for when it is expanded
+					__builtin_prefetch(offsets + nn.id, 0, 3);
+					t.cand.push_back(nn);
+					std::push_heap(t.cand.begin(), t.cand.end(), closer_first());
+					t.res.push_back(nn);
+					std::push_heap(t.res.begin(), t.res.end(), farther_first());
+					if (t.res.size() > width) {
+						std::pop_heap(t.res.begin(), t.res.end(), farther_first());
+						t.res.pop_back();
+					}
+				}
+			}
+		}
+	}
+
+	// best first; equal similarities by position, so the order is stable
+	std::sort(t.res.begin(), t.res.end(), [](const node &a, const node &b) {
+		return a.s > b.s || (a.s == b.s && a.id < b.id);
+	});
+	int out = (int)std::min(t.res.size(), (size_t)k);
+	for (int i = 0; i < out; i++) {
+		ids[i] = t.res[(size_t)i].id;
+		sims[i] = t.res[(size_t)i].s;
+	}
+	return out;
+}
+
+} // namespace
+
+/*
+ * fx: the FaissIndex* index.c holds (an IndexIDMap2). Fills up to k labels
+ * (caller's ids, best first) and similarities; returns how many, or -1 when
+ * the index is not one this walker handles. Only reads the index: concurrent
+ * calls are safe while nothing modifies it. C++ exceptions never escape.
+ */
+extern "C" int sg__hnsw_search(const void *fx, const float *query, int k, int ef,
+			       int64_t *labels, float *sims)
+{
+	try {
+		auto *map = dynamic_cast<const faiss::IndexIDMap2 *>(
+			static_cast<const faiss::Index *>(fx));
+		if (map == nullptr)
+			return -1;
+		auto *h = dynamic_cast<const faiss::IndexHNSW *>(map->index);
+		if (h == nullptr || h->metric_type != faiss::METRIC_INNER_PRODUCT)
+			return -1;
+		auto *flat = dynamic_cast<const faiss::IndexFlat *>(h->storage);
+		if (flat == nullptr || flat->code_size != (size_t)h->d * sizeof(float) ||
+		    map->id_map.size() != (size_t)h->ntotal || flat->ntotal != h->ntotal ||
+		    h->hnsw.levels.size() != (size_t)h->ntotal ||
+		    h->hnsw.offsets.size() != (size_t)h->ntotal + 1 ||
+		    h->hnsw.neighbors.size() < h->hnsw.offsets.back() ||
+		    h->hnsw.cum_nneighbor_per_level.size() < 2 ||
+		    h->hnsw.entry_point >= (storage_idx_t)h->ntotal)
+			return -1;
+		if (k < 1 || k > 1024)
+			return -1;
+		storage_idx_t pos[1024];
+		int n = walk(h->hnsw, reinterpret_cast<const float *>(flat->codes.data()),
+			     (size_t)h->d, (size_t)h->ntotal, query, k, ef, pos, sims);
+		for (int i = 0; i < n; i++)
+			labels[i] = map->id_map[(size_t)pos[i]];
+		return n;
+	} catch (...) {
+		return -1;
+	}
+}

@@ -1,0 +1,29 @@
+/* Private to the index module and its tests: semgate's single-query walk of
+ * a FAISS HNSW graph (index/hnsw_search.cpp explains why it exists). */
+#ifndef SEMGATE_HNSW_WALK_H
+#define SEMGATE_HNSW_WALK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Search fx, the FaissIndex* an sg_index_t holds (an IndexIDMap2 over an
+ * inner-product IndexHNSWFlat), for the k (1..1024) vectors nearest to query,
+ * visiting the graph with breadth ef. Fills labels (the ids given at add) and
+ * sims (inner products), best first; returns how many were found (< k only
+ * when the graph holds fewer), or -1 when fx is not such an index, in which
+ * case the caller searches with FAISS. Only reads fx: concurrent calls are
+ * safe while nothing modifies it. Per-thread scratch of 1 byte per stored
+ * vector stays allocated for the thread's life.
+ */
+int sg__hnsw_search(const void *fx, const float *query, int k, int ef, int64_t *labels,
+		    float *sims);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
