@@ -2,6 +2,7 @@
  *
  *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 128]
  *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
+ *                    [--search walk|faiss|all] [--rounds R]
  *                    [--emit-queries FILE]
  *
  * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
@@ -12,7 +13,10 @@
  * 3. opens it again: the start-to-ready time of a restart;
  * 4. runs queries (a stored prompt with one word dropped: never an exact hit)
  *    through key + embed + search, timing each, and compares the top hit with
- *    an exhaustive search over all vectors (recall@1);
+ *    an exhaustive search over all vectors (recall@1); --search picks how
+ *    HNSW graphs are searched (semgate's walk, the default, or FAISS's own
+ *    search), `all` times both in R interleaved rounds (default 3) of the
+ *    same queries, for a ratio from one run;
  * 5. prints bytes per entry on disk and the process's RSS;
  * with --emit-queries, also writes 10,000 paraphrased queries (one a line)
  * for a load test through the server (bench/bench_cache.sh).
@@ -151,8 +155,8 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	const char *path = NULL, *index = "auto", *emit = NULL;
-	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1;
+	const char *path = NULL, *index = "auto", *emit = NULL, *search = "walk";
+	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1, rounds = 0;
 	char err[1024], cmd[1200], prompt[512], answer[512];
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -165,6 +169,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--ef")) ef = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--seed")) seed = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--emit-queries")) emit = argv[i + 1];
+		else if (!strcmp(argv[i], "--search")) search = argv[i + 1];
+		else if (!strcmp(argv[i], "--rounds")) rounds = atol(argv[i + 1]);
 		else {
 			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
 			return 2;
@@ -172,7 +178,9 @@ int main(int argc, char **argv)
 	}
 	if (path == NULL || entries < 1 || queries < 1) {
 		fprintf(stderr, "usage: cachebench --path DIR --entries N [--index auto|flat|hnsw] "
-		                "[--dim D] [--queries Q] [--m M] [--ef EF] [--seed S]\n");
+		                "[--dim D] [--queries Q] [--m M] [--ef EF] [--seed S]\n"
+		                "                  [--search walk|faiss|all] [--rounds R] "
+		                "[--emit-queries FILE]\n");
 		return 2;
 	}
 	rng_state = (uint64_t)seed;
@@ -231,7 +239,9 @@ int main(int argc, char **argv)
 		.path = path, .embedder_id = sg_embed_local_id(emb), .dim = (int)dim,
 		.index_type = strcmp(index, "flat") == 0 ? SG_INDEX_FLAT : SG_INDEX_HNSW,
 		.auto_hnsw = strcmp(index, "auto") == 0, .hnsw_min_entries = 512,
-		.index_opts = {(int)m, (int)ef, 0.25}, .max_map_size = (size_t)64 << 30,
+		.index_opts = {(int)m, (int)ef, 0.25,
+		               !strcmp(search, "faiss") ? SG_INDEX_SEARCH_FAISS : SG_INDEX_SEARCH_WALK},
+		.max_map_size = (size_t)64 << 30,
 	};
 	sg_cache_t *c;
 	t0 = now_s();
@@ -266,43 +276,73 @@ int main(int argc, char **argv)
 	}
 
 	/*
-	 * 4. queries: first all of them timed back to back, as a server runs
-	 * them; then the exhaustive top-1 of each for recall (scanning every
-	 * vector between timed lookups would flush the caches and time that).
+	 * 4. queries: a stored prompt with one word dropped (a paraphrase, never
+	 * byte-identical). Each search mode times all of them back to back, as a
+	 * server runs them, reopening the cache (from its checkpoint) in that
+	 * mode; with several modes, rounds interleave them. The exhaustive top-1
+	 * of each query comes last (scanning every vector between timed lookups
+	 * would flush the CPU caches and time that instead).
 	 */
-	uint64_t *lat = malloc((size_t)queries * sizeof(uint64_t));
+	static const char *const mode_names[] = {"walk", "faiss"};
+	int modes[2], n_modes = 0;
+	for (int m_ = 0; m_ < 2; m_++)
+		if (!strcmp(search, "all") || !strcmp(search, mode_names[m_]))
+			modes[n_modes++] = m_;
+	if (n_modes == 0) {
+		fprintf(stderr, "cachebench: --search walk|faiss|all\n");
+		return 2;
+	}
+	if (rounds < 1)
+		rounds = n_modes > 1 ? 3 : 1;
+	char **qtext = calloc((size_t)queries, sizeof(char *));
 	float *qv = malloc((size_t)queries * (size_t)dim * sizeof(float));
-	long *got = malloc((size_t)queries * sizeof(long));
-	float *got_s = malloc((size_t)queries * sizeof(float));
-	long agree = 0, answered = 0;
-	uint64_t search_us = 0;
-	long close_total = 0, close_agree = 0;
-	if (!lat || !qv || !got || !got_s)
+	uint64_t *lat = malloc((size_t)n_modes * (size_t)rounds * (size_t)queries * sizeof(uint64_t));
+	long *got = malloc((size_t)n_modes * (size_t)queries * sizeof(long));
+	float *got_s = malloc((size_t)n_modes * (size_t)queries * sizeof(float));
+	uint64_t search_us[2] = {0, 0};
+	if (!qtext || !qv || !lat || !got || !got_s)
 		return 1;
 	for (long i = 0; i < queries; i++) {
-		long pick = (long)(rnd() % (uint64_t)entries);
-		/* drop one word: a paraphrase, never byte-identical */
-		const char *p = prompts[pick];
+		const char *p = prompts[rnd() % (uint64_t)entries];
 		const char *sp = strchr(p, ' ');
-		float *q = qv + (size_t)i * (size_t)dim;
-		snprintf(prompt, sizeof(prompt), "%s", sp ? sp + 1 : p);
-		sg_cache_hit_t hit;
-		float best;
-		uint64_t s0 = sg_now_us();
-		key_for(&key, prompt);
-		sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, q);
-		uint64_t s1 = sg_now_us();
-		int rc = sg_cache_lookup_semantic(c, &key, q, 0.0f, (int64_t)time(NULL), &hit, &best);
-		lat[i] = sg_now_us() - s0;
-		search_us += sg_now_us() - s1;
-		got[i] = -1;
-		if (rc == 0) {
-			answered++;
-			got[i] = (long)hit.entry.m.id - 1; /* ids are 1.. in insertion order */
-			got_s[i] = hit.similarity;
-			sg_cache_hit_free(&hit);
-		}
+		qtext[i] = strdup(sp ? sp + 1 : p);
 	}
+	for (long r = 0; r < rounds; r++)
+		for (int mi = 0; mi < n_modes; mi++) {
+			sg_cache_close(c);
+			co.index_opts.hnsw_search =
+				modes[mi] == 0 ? SG_INDEX_SEARCH_WALK : SG_INDEX_SEARCH_FAISS;
+			if (sg_cache_open(&c, &co, (int64_t)time(NULL), err, sizeof(err)) != 0) {
+				fprintf(stderr, "cachebench: %s\n", err);
+				return 1;
+			}
+			uint64_t *l = lat + ((size_t)mi * (size_t)rounds + (size_t)r) * (size_t)queries;
+			for (long i = 0; i < queries; i++) {
+				float *q = qv + (size_t)i * (size_t)dim;
+				sg_cache_hit_t hit;
+				float best;
+				uint64_t s0 = sg_now_us();
+				key_for(&key, qtext[i]);
+				sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, q);
+				uint64_t s1 = sg_now_us();
+				int rc = sg_cache_lookup_semantic(c, &key, q, 0.0f, (int64_t)time(NULL),
+				                                  &hit, &best);
+				l[i] = sg_now_us() - s0;
+				search_us[mi] += sg_now_us() - s1;
+				size_t gi = (size_t)mi * (size_t)queries + (size_t)i;
+				if (r == 0)
+					got[gi] = -1;
+				if (rc == 0) {
+					if (r == 0) { /* ids are 1.. in insertion order */
+						got[gi] = (long)hit.entry.m.id - 1;
+						got_s[gi] = hit.similarity;
+					}
+					sg_cache_hit_free(&hit);
+				}
+			}
+		}
+	long agree[2] = {0, 0}, answered[2] = {0, 0};
+	long close_total = 0, close_agree[2] = {0, 0};
 	for (long i = 0; i < queries; i++) {
 		const float *q = qv + (size_t)i * (size_t)dim;
 		long top = -1;
@@ -317,15 +357,19 @@ int main(int argc, char **argv)
 				top = j;
 			}
 		}
-		/* equal scores count as agreeing */
-		int ok = got[i] >= 0 && (got[i] == top || fabsf(got_s[i] - top_s) < 1e-6f);
-		agree += ok;
-		if (top_s >= 0.9f) {
-			close_total++;
-			close_agree += ok;
+		close_total += top_s >= 0.9f;
+		for (int mi = 0; mi < n_modes; mi++) {
+			size_t gi = (size_t)mi * (size_t)queries + (size_t)i;
+			/* equal scores count as agreeing */
+			int ok = got[gi] >= 0 && (got[gi] == top || fabsf(got_s[gi] - top_s) < 1e-6f);
+			answered[mi] += got[gi] >= 0;
+			agree[mi] += ok;
+			close_agree[mi] += ok && top_s >= 0.9f;
 		}
 	}
-	qsort(lat, (size_t)queries, sizeof(uint64_t), cmp_u64);
+	for (int mi = 0; mi < n_modes; mi++)
+		qsort(lat + (size_t)mi * (size_t)rounds * (size_t)queries,
+		      (size_t)rounds * (size_t)queries, sizeof(uint64_t), cmp_u64);
 
 	/* 5. sizes */
 	sg_cache_stats_t cs;
@@ -340,15 +384,27 @@ int main(int argc, char **argv)
 	printf("first open, index built from stored vectors: %.2f s; close with checkpoint: %.2f s\n",
 	       t_build, t_ckpt);
 	printf("restart to ready (checkpoint load): %.2f s\n", t_ready);
-	printf("lookup (key + embed + search + read entry), %ld queries: p50 %llu us, p90 %llu us, "
-	       "p99 %llu us, max %llu us\n",
-	       queries, (unsigned long long)lat[queries / 2], (unsigned long long)lat[queries * 9 / 10],
-	       (unsigned long long)lat[queries * 99 / 100], (unsigned long long)lat[queries - 1]);
-	printf("of which search + entry read: %.0f us on average\n", (double)search_us / (double)queries);
-	printf("recall@1 vs exhaustive search: %.4f (%ld of %ld answered)\n",
-	       answered ? (double)agree / (double)queries : 0.0, answered, queries);
-	printf("recall@1 where the true top-1 is >= 0.90 (a hit at threshold 0.9): %.4f (%ld queries)\n",
-	       close_total ? (double)close_agree / (double)close_total : 0.0, close_total);
+	long nq = queries * rounds;
+	uint64_t p50_faiss = 0;
+	for (int mi = 0; mi < n_modes; mi++)
+		if (modes[mi] == 1)
+			p50_faiss = lat[(size_t)mi * (size_t)nq + (size_t)nq / 2];
+	for (int mi = 0; mi < n_modes; mi++) {
+		const uint64_t *l = lat + (size_t)mi * (size_t)nq;
+		printf("lookup (key + embed + search + read entry), search %s, %ld queries x %ld: "
+		       "p50 %llu us, p90 %llu us, p99 %llu us, max %llu us",
+		       mode_names[modes[mi]], queries, rounds, (unsigned long long)l[nq / 2],
+		       (unsigned long long)l[nq * 9 / 10], (unsigned long long)l[nq * 99 / 100],
+		       (unsigned long long)l[nq - 1]);
+		if (p50_faiss && modes[mi] != 1)
+			printf(" (p50 %.2fx FAISS's search)", (double)l[nq / 2] / (double)p50_faiss);
+		printf("\n  of which search + entry read: %.0f us on average; recall@1 vs exhaustive "
+		       "search: %.4f (%ld of %ld answered); where the true top-1 is >= 0.90: %.4f "
+		       "(%ld queries)\n",
+		       (double)search_us[mi] / (double)nq, (double)agree[mi] / (double)queries,
+		       answered[mi], queries,
+		       close_total ? (double)close_agree[mi] / (double)close_total : 0.0, close_total);
+	}
 	printf("disk: %.1f MB data.mdb, %.0f bytes per entry (vector %ld B); RSS %.1f MB; "
 	       "hnsw scopes %llu\n",
 	       (double)file / 1e6, (double)file / (double)entries, dim * 4, rss_kb() / 1024.0,
@@ -363,6 +419,9 @@ int main(int argc, char **argv)
 	free(qv);
 	free(got);
 	free(got_s);
+	for (long i = 0; i < queries; i++)
+		free(qtext[i]);
+	free(qtext);
 	sg_embed_local_free(emb);
 	return 0;
 }

@@ -72,21 +72,26 @@ __attribute__((target("avx2,fma"))) void ip4_avx2(const float *q, const float *c
 		for (int j = 0; j < 4; j++)
 			out[j] += q[i] * x[j][i];
 }
+
 #endif
 
 using ip4_fn = void (*)(const float *, const float *const *, size_t, float *);
 
-ip4_fn pick_ip4()
+bool have_avx2()
 {
 #if defined(__x86_64__)
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-		return ip4_avx2;
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+	return false;
 #endif
-	return ip4_portable;
 }
 
-const ip4_fn ip4 = pick_ip4();
+#if defined(__x86_64__)
+const ip4_fn ip4 = have_avx2() ? ip4_avx2 : ip4_portable;
+#else
+const ip4_fn ip4 = ip4_portable;
+#endif
 
 inline void prefetch_bytes(const void *v, size_t bytes)
 {
@@ -94,6 +99,26 @@ inline void prefetch_bytes(const void *v, size_t bytes)
 	for (size_t off = 0; off < bytes; off += 64)
 		__builtin_prefetch(p + off, 0, 3);
 }
+
+// Scores stored vectors (FAISS's storage) against the query.
+struct scorer {
+	const float *base; // FAISS's storage, d floats a vector
+	size_t d;
+	const float *q;
+
+	const void *addr(storage_idx_t i) const { return base + (size_t)i * d; }
+	size_t bytes() const { return d * sizeof(float); }
+	float one(storage_idx_t i) const
+	{
+		return faiss::fvec_inner_product(q, base + (size_t)i * d, d);
+	}
+	void four(const storage_idx_t *ids, float *out) const
+	{
+		const float *xs[4] = {base + (size_t)ids[0] * d, base + (size_t)ids[1] * d,
+				      base + (size_t)ids[2] * d, base + (size_t)ids[3] * d};
+		ip4(q, xs, d, out);
+	}
+};
 
 // ---- per-thread scratch: visited marks and the two queues ----------------
 
@@ -137,17 +162,14 @@ struct scratch {
 
 thread_local scratch tls;
 
-// The walk itself: ids are FAISS storage positions, sims are inner products.
-int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const float *q,
-	 int k, int ef, storage_idx_t *ids, float *sims)
+// The walk itself: ids are FAISS storage positions, sims inner products.
+// Leaves the best ef (or fewer) in tls.res, in heap order.
+void walk(const faiss::HNSW &g, const scorer &sc, size_t ntotal, int k, int ef)
 {
-	const size_t vbytes = d * sizeof(float);
-	auto vec = [&](storage_idx_t i) { return base + (size_t)i * d; };
+	const size_t vbytes = sc.bytes();
 
-	if (g.entry_point < 0 || ntotal == 0)
-		return 0;
 	storage_idx_t cur = g.entry_point;
-	float cur_s = faiss::fvec_inner_product(q, vec(cur), d);
+	float cur_s = sc.one(cur);
 
 	// upper levels: greedy, one step to the closest neighbour at a time
 	for (int level = g.max_level; level >= 1; level--) {
@@ -161,7 +183,7 @@ int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const
 					break;
 				if ((size_t)v >= ntotal)
 					continue;
-				float s = faiss::fvec_inner_product(q, vec(v), d);
+				float s = sc.one(v);
 				if (s > cur_s) {
 					cur_s = s;
 					cur = v;
@@ -181,8 +203,7 @@ int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const
 	t.visit(cur);
 	t.cand.push_back({cur_s, cur});
 	t.res.push_back({cur_s, cur});
-	storage_idx_t todo[256];
-	const float *xs[4];
+	storage_idx_t todo[256 + 3]; // room to pad a last group of four
 	float s4[4];
 
 	while (!t.cand.empty()) {
@@ -199,8 +220,9 @@ int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const
 		// c's links at level 0 start at its offset (cum_nneighbor_per_level[0] is 0)
 		const storage_idx_t *nb = links + offsets[c.id];
 		size_t nb_n = 0, n = 0;
-		while (nb_n < deg0 && nb_n < sizeof(todo) / sizeof(todo[0]) && nb[nb_n] >= 0) {
-			__builtin_prefetch(&t.mark[(size_t)nb[nb_n]], 1, 3);
+		while (nb_n < deg0 && nb_n < 256 && nb[nb_n] >= 0) {
+			if ((size_t)nb[nb_n] < ntotal)
+				__builtin_prefetch(&t.mark[(size_t)nb[nb_n]], 1, 3);
 			nb_n++;
 		}
 		for (size_t j = 0; j < nb_n; j++) {
@@ -208,15 +230,15 @@ int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const
 			if ((size_t)v < ntotal && t.visit(v))
 				todo[n++] = v;
 		}
-		for (size_t j = 0; j < n && j < 4; j++)
-			prefetch_bytes(vec(todo[j]), vbytes);
+		for (size_t j = 0; j < n && j < 8; j++)
+			prefetch_bytes(sc.addr(todo[j]), vbytes);
+		for (size_t j = n; j % 4; j++)
+			todo[j] = todo[0]; // scored, never used
 		for (size_t j = 0; j < n; j += 4) {
 			size_t m = std::min<size_t>(4, n - j);
-			for (size_t p = j + 4; p < j + 8 && p < n; p++)
-				prefetch_bytes(vec(todo[p]), vbytes);
-			for (size_t p = 0; p < 4; p++)
-				xs[p] = vec(todo[j + (p < m ? p : 0)]);
-			ip4(q, xs, d, s4);
+			for (size_t p = j + 8; p < j + 12 && p < n; p++)
+				prefetch_bytes(sc.addr(todo[p]), vbytes);
+			sc.four(todo + j, s4);
 			for (size_t p = 0; p < m; p++) {
 				node nn = {s4[p], todo[j + p]};
 				if (t.res.size() < width || nn.s > t.res.front().s) {
@@ -235,54 +257,72 @@ int walk(const faiss::HNSW &g, const float *base, size_t d, size_t ntotal, const
 		}
 	}
 
-	// best first; equal similarities by position, so the order is stable
-	std::sort(t.res.begin(), t.res.end(), [](const node &a, const node &b) {
+}
+
+// Best first; equal similarities by position, so the order is stable.
+int take_best(std::vector<node> &res, int k, storage_idx_t *ids, float *sims)
+{
+	std::sort(res.begin(), res.end(), [](const node &a, const node &b) {
 		return a.s > b.s || (a.s == b.s && a.id < b.id);
 	});
-	int out = (int)std::min(t.res.size(), (size_t)k);
+	int out = (int)std::min(res.size(), (size_t)k);
 	for (int i = 0; i < out; i++) {
-		ids[i] = t.res[(size_t)i].id;
-		sims[i] = t.res[(size_t)i].s;
+		ids[i] = res[(size_t)i].id;
+		sims[i] = res[(size_t)i].s;
 	}
 	return out;
 }
 
+// The FAISS pieces a walk needs, or nullptr members when fx is not a graph
+// this file handles.
+struct graph {
+	const faiss::IndexIDMap2 *map = nullptr;
+	const faiss::IndexHNSW *h = nullptr;
+	const faiss::IndexFlat *flat = nullptr;
+
+	explicit graph(const void *fx)
+	{
+		auto *m = dynamic_cast<const faiss::IndexIDMap2 *>(static_cast<const faiss::Index *>(fx));
+		if (m == nullptr)
+			return;
+		auto *hh = dynamic_cast<const faiss::IndexHNSW *>(m->index);
+		if (hh == nullptr || hh->metric_type != faiss::METRIC_INNER_PRODUCT)
+			return;
+		auto *f = dynamic_cast<const faiss::IndexFlat *>(hh->storage);
+		const faiss::HNSW &g = hh->hnsw;
+		size_t n = (size_t)hh->ntotal;
+		if (f == nullptr || f->code_size != (size_t)hh->d * sizeof(float) ||
+		    m->id_map.size() != n || (size_t)f->ntotal != n || g.levels.size() != n ||
+		    g.offsets.size() != n + 1 || g.neighbors.size() < g.offsets.back() ||
+		    g.cum_nneighbor_per_level.size() < 2 || g.entry_point >= (storage_idx_t)n)
+			return;
+		map = m;
+		h = hh;
+		flat = f;
+	}
+	bool ok() const { return h != nullptr; }
+	const float *floats() const { return reinterpret_cast<const float *>(flat->codes.data()); }
+};
+
 } // namespace
 
-/*
- * fx: the FaissIndex* index.c holds (an IndexIDMap2). Fills up to k labels
- * (caller's ids, best first) and similarities; returns how many, or -1 when
- * the index is not one this walker handles. Only reads the index: concurrent
- * calls are safe while nothing modifies it. C++ exceptions never escape.
- */
 extern "C" int sg__hnsw_search(const void *fx, const float *query, int k, int ef,
 			       int64_t *labels, float *sims)
 {
 	try {
-		auto *map = dynamic_cast<const faiss::IndexIDMap2 *>(
-			static_cast<const faiss::Index *>(fx));
-		if (map == nullptr)
+		graph gr(fx);
+		if (!gr.ok() || k < 1 || k > 1024)
 			return -1;
-		auto *h = dynamic_cast<const faiss::IndexHNSW *>(map->index);
-		if (h == nullptr || h->metric_type != faiss::METRIC_INNER_PRODUCT)
-			return -1;
-		auto *flat = dynamic_cast<const faiss::IndexFlat *>(h->storage);
-		if (flat == nullptr || flat->code_size != (size_t)h->d * sizeof(float) ||
-		    map->id_map.size() != (size_t)h->ntotal || flat->ntotal != h->ntotal ||
-		    h->hnsw.levels.size() != (size_t)h->ntotal ||
-		    h->hnsw.offsets.size() != (size_t)h->ntotal + 1 ||
-		    h->hnsw.neighbors.size() < h->hnsw.offsets.back() ||
-		    h->hnsw.cum_nneighbor_per_level.size() < 2 ||
-		    h->hnsw.entry_point >= (storage_idx_t)h->ntotal)
-			return -1;
-		if (k < 1 || k > 1024)
-			return -1;
+		const size_t d = (size_t)gr.h->d, n = (size_t)gr.h->ntotal;
+		const faiss::HNSW &g = gr.h->hnsw;
 		storage_idx_t pos[1024];
-		int n = walk(h->hnsw, reinterpret_cast<const float *>(flat->codes.data()),
-			     (size_t)h->d, (size_t)h->ntotal, query, k, ef, pos, sims);
-		for (int i = 0; i < n; i++)
-			labels[i] = map->id_map[(size_t)pos[i]];
-		return n;
+		if (g.entry_point < 0 || n == 0)
+			return 0;
+		walk(g, scorer{gr.floats(), d, query}, n, k, ef);
+		int got = take_best(tls.res, k, pos, sims);
+		for (int i = 0; i < got; i++)
+			labels[i] = gr.map->id_map[(size_t)pos[i]];
+		return got;
 	} catch (...) {
 		return -1;
 	}

@@ -10,14 +10,15 @@ extern "C" {
 #endif
 
 /*
- * Search fx, the FaissIndex* an sg_index_t holds (an IndexIDMap2 over an
- * inner-product IndexHNSWFlat), for the k (1..1024) vectors nearest to query,
- * visiting the graph with breadth ef. Fills labels (the ids given at add) and
- * sims (inner products), best first; returns how many were found (< k only
- * when the graph holds fewer), or -1 when fx is not such an index, in which
- * case the caller searches with FAISS. Only reads fx: concurrent calls are
- * safe while nothing modifies it. Per-thread scratch of 1 byte per stored
- * vector stays allocated for the thread's life.
+ * Search fx (an IndexIDMap2 over an inner-product IndexHNSWFlat) for the k
+ * (1..1024) vectors nearest to query, visiting the graph with breadth ef.
+ * Fills labels (the ids given at add) and sims (inner products), best first;
+ * returns how
+ * many were found (< k only when the graph holds fewer), or -1 when fx is not
+ * such an index, in which case the caller searches with FAISS. Only reads
+ * fx: concurrent calls are safe while nothing modifies it.
+ * Per-thread scratch of 1 byte per stored vector stays allocated for the
+ * thread's life.
  */
 int sg__hnsw_search(const void *fx, const float *query, int k, int ef, int64_t *labels,
 		    float *sims);

@@ -232,6 +232,7 @@ int sg_index_new(sg_index_t **out, int dim, sg_index_type_t type,
 		return SG_EINVAL;
 	if (opts && (opts->hnsw_m < 0 || opts->hnsw_m > 256 ||
 		     opts->hnsw_ef_search < 0 || opts->tombstone_ratio < 0 ||
+		     opts->hnsw_search < 0 || opts->hnsw_search >= SG_INDEX_SEARCH__LAST ||
 		     opts->tombstone_ratio > 1))
 		return SG_EINVAL;
 	if ((ix = calloc(1, sizeof(*ix))) == NULL)
@@ -422,14 +423,14 @@ out:
 
 /*
  * One query, k results (-1 labels past the end). HNSW graphs are walked by
- * sg__hnsw_search (hnsw_search.cpp: same graph and breadth, about twice as
- * fast as FAISS 1.7.3's own search); anything else, or opts.faiss_search, goes
- * to FAISS. Nonzero means a FAISS error.
+ * sg__hnsw_search (hnsw_search.cpp: same graph and breadth, faster than
+ * FAISS 1.7.3's own search); anything else, or SG_INDEX_SEARCH_FAISS, goes to
+ * FAISS. Nonzero means a FAISS error.
  */
 static int search_one(const sg_index_t *ix, const float *query, idx_t k, float *dist,
 		      idx_t *labels)
 {
-	if (ix->type == SG_INDEX_HNSW && !ix->opts.faiss_search) {
+	if (ix->type == SG_INDEX_HNSW && ix->opts.hnsw_search != SG_INDEX_SEARCH_FAISS) {
 		int n = sg__hnsw_search(ix->fx, query, (int)k, ix->opts.hnsw_ef_search,
 					labels, dist);
 		if (n >= 0) {

@@ -51,13 +51,25 @@ typedef enum sg_index_type {
 	SG_INDEX__LAST     /* sentinel */
 } sg_index_type_t;
 
+/**
+ * How single-query searches visit an HNSW graph (FAISS builds and owns it):
+ * semgate's own walk (index/hnsw_search.cpp, the default), or FAISS 1.7.3's
+ * search. Both return exact similarities; they differ in speed and, slightly,
+ * in which near neighbours they find. The choice is there for comparisons.
+ */
+typedef enum sg_index_search {
+	SG_INDEX_SEARCH_WALK = 0, /* default */
+	SG_INDEX_SEARCH_FAISS,
+	SG_INDEX_SEARCH__LAST     /* sentinel */
+} sg_index_search_t;
+
 /** Tuning knobs; zero-initialise and set what you need, 0 means default. */
 typedef struct sg_index_opts {
 	int hnsw_m;              /* HNSW links per node (default 32), fixed at creation */
 	int hnsw_ef_search;      /* HNSW search breadth (default 64); higher = better recall */
 	double tombstone_ratio;  /* HNSW: rebuild when dead/stored exceeds this (default 0.25) */
-	int faiss_search;        /* HNSW: 1 = search with FAISS's own HNSW::search instead
-	                          * of semgate's walk of the same graph (comparisons, tests) */
+	int hnsw_search;         /* HNSW: how a single query searches the graph, one of
+	                          * sg_index_search_t (default: semgate's walk) */
 } sg_index_opts_t;
 
 /** Largest dimension accepted. */

@@ -220,7 +220,7 @@ static void test_hnsw_walk(void)
 	CHECK_RC(sg_index_new(&walk, WALK_DIM, SG_INDEX_HNSW, NULL), 0);
 	CHECK_RC(sg_index_load(walk, blob.data, blob.len), 0);
 	CHECK_RC(sg_index_new(&faiss, WALK_DIM, SG_INDEX_HNSW,
-			      &(sg_index_opts_t){.faiss_search = 1}), 0);
+			      &(sg_index_opts_t){.hnsw_search = SG_INDEX_SEARCH_FAISS}), 0);
 	CHECK_RC(sg_index_load(faiss, blob.data, blob.len), 0);
 	CHECK_RC(sg_index_new(&flat, WALK_DIM, SG_INDEX_FLAT, NULL), 0);
 	CHECK_RC(sg_index_add_batch(flat, WALK_N, ids, base), 0);
