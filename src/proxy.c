@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "semgate/json_scan.h"
 #include "semgate/log.h"
 #include "server_int.h"
 
@@ -485,11 +486,24 @@ static void finish_stream(sg_req_t *req, int err)
 	sg__stream_end(req);
 }
 
-static uint64_t usage_tokens(json_t *root)
+/* A reply's usage: the numbers in its top-level `usage` object (0 when absent). */
+typedef struct usage {
+	long long prompt, completion, total;
+} usage_t;
+
+static void read_usage(const sg_json_field_t *u, usage_t *out)
 {
-	json_t *u = json_object_get(root, "usage");
-	json_int_t t = json_integer_value(json_object_get(u, "total_tokens"));
-	return t > 0 ? (uint64_t)t : 0;
+	sg_json_field_t f[3] = {{"prompt_tokens", 0, {0}}, {"completion_tokens", 0, {0}},
+				{"total_tokens", 0, {0}}};
+	long long *v[3] = {&out->prompt, &out->completion, &out->total};
+
+	memset(out, 0, sizeof(*out));
+	if (!u->found || u->value.len == 0 || u->value.base[0] != '{' ||
+	    sg_json_scan(u->value.base, u->value.len, f, 3) != 0)
+		return;
+	for (int i = 0; i < 3; i++)
+		if (f[i].found && sg_json_integer(f[i].value, v[i]) != 0)
+			*v[i] = 0;
 }
 
 /* A complete 2xx reply: check (translate), account, store in the cache, answer. */
@@ -516,10 +530,18 @@ static void deliver(sg_req_t *req, uint64_t now)
 		body = px->out.data;
 		len = px->out.len;
 	}
-	json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
-	/* One parse serves the check, the token count (tpm) and the cache. */
-	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us, usage_tokens(root), now);
-	if (root == NULL) {
+	/*
+	 * One scan serves the check, the token count (tpm) and the cache; no tree
+	 * is built (a jansson parse of the reply cost more than the rest of the
+	 * request: see semgate/json_scan.h).
+	 */
+	sg_json_field_t f[2] = {{"usage", 0, {0}}, {"choices", 0, {0}}};
+	int valid = body != NULL && sg_json_scan(body, len, f, 2) == 0;
+	usage_t use;
+	read_usage(&f[0], &use);
+	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us,
+		      use.total > 0 ? (uint64_t)use.total : 0, now);
+	if (!valid) {
 		sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
 		            px->status);
 		long status = px->status;
@@ -529,8 +551,9 @@ static void deliver(sg_req_t *req, uint64_t now)
 		return;
 	}
 	upstream_headers(req, extra, sizeof(extra));
-	uint64_t id = sg__cache_store_reply(req, body, len, root);
-	json_decref(root);
+	uint64_t id = sg__cache_store_reply(req, body, len, f[1].found &&
+					    sg_json_array_nonempty(f[1].value),
+					    use.prompt, use.completion);
 	if (id) {
 		size_t k = strlen(extra);
 		snprintf(extra + k, sizeof(extra) - k, "X-Semgate-Cache-Id: %llu\r\n",

@@ -584,19 +584,12 @@ static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long
 	return id;
 }
 
-uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, void *rootp)
+uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
+			       long prompt_tokens, long completion_tokens)
 {
-	json_t *root = rootp, *usage, *choices;
-	sg_reqcache_t *rc = &req->cache;
-
-	if (!wants_store(rc))
-		return 0;
-	choices = json_object_get(root, "choices");
-	if (!json_is_array(choices) || json_array_size(choices) == 0)
-		return 0; /* not an answer we could replay */
-	usage = json_object_get(root, "usage");
-	return store(req, body, len, (long)json_integer_value(json_object_get(usage, "prompt_tokens")),
-	             (long)json_integer_value(json_object_get(usage, "completion_tokens")));
+	if (!wants_store(&req->cache) || !replayable)
+		return 0; /* without choices there is no answer to replay */
+	return store(req, body, len, prompt_tokens, completion_tokens);
 }
 
 /* One SSE data line of a streamed reply, folded into the reassembly. */

@@ -255,9 +255,10 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int k
                        const char *path, int stream);
 /** Extra response headers for a forwarded request ("X-Semgate-Cache: ..."). */
 void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
-/** A complete non-streamed 2xx reply: store it if the request wants that.
- * Returns the new entry's id or 0. */
-uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, void *root);
+/** A complete non-streamed 2xx reply (body borrowed): store it if the request
+ * wants that and it is replayable (has choices). Returns the new entry's id or 0. */
+uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
+			       long prompt_tokens, long completion_tokens);
 /** Streamed bytes as relayed to the client, for reassembly. */
 void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n);
 /** The stream ended (ok: completed with [DONE]). */
