@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "semgate/log.h"
+#include "out_int.h"
 #include "server_int.h"
 
 static const char *const state_names[SG_RC__LAST] = {
@@ -559,7 +560,11 @@ void sg__cache_headers(const sg_req_t *req, char *out, size_t n)
 		out[0] = '\0';
 		return;
 	}
-	snprintf(out, n, "X-Semgate-Cache: %s\r\n", state_names[rc->state]);
+	sg__out_t o;
+	sg__out_init(&o, out, n);
+	sg__out_str(&o, "X-Semgate-Cache: ");
+	sg__out_str(&o, state_names[rc->state]);
+	sg__out_mem(&o, "\r\n", 2);
 }
 
 static int wants_store(const sg_reqcache_t *rc)

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "semgate/log.h"
+#include "out_int.h"
 #include "server_int.h"
 
 #define LINGER_MS 2000           /* read and discard after a closing reply */
@@ -375,12 +376,26 @@ static int format_head(sg_req_t *req, char *out, size_t cap, int status, const c
 		conn_hdr = "Connection: close\r\n";
 	else if (req->http_minor == 0)
 		conn_hdr = "Connection: keep-alive\r\n";
-	int n = snprintf(out, cap,
-	                 "HTTP/1.1 %d %s\r\n%sServer: semgate\r\nContent-Type: %s\r\n%s"
-	                 "X-Request-Id: %s\r\n%s%s\r\n",
-	                 status, status_text(status), date_header(c->srv), ctype, framing,
-	                 req->id, conn_hdr, extra ? extra : "");
-	return n >= (int)cap ? (int)cap - 1 : n;
+	sg__out_t o;
+	sg__out_init(&o, out, cap);
+	sg__out_str(&o, "HTTP/1.1 ");
+	sg__out_u64(&o, (uint64_t)status);
+	sg__out_mem(&o, " ", 1);
+	sg__out_str(&o, status_text(status));
+	sg__out_mem(&o, "\r\n", 2);
+	sg__out_str(&o, date_header(c->srv));
+	sg__out_str(&o, "Server: semgate\r\nContent-Type: ");
+	sg__out_str(&o, ctype);
+	sg__out_mem(&o, "\r\n", 2);
+	sg__out_str(&o, framing);
+	sg__out_str(&o, "X-Request-Id: ");
+	sg__out_str(&o, req->id);
+	sg__out_mem(&o, "\r\n", 2);
+	sg__out_str(&o, conn_hdr);
+	if (extra)
+		sg__out_str(&o, extra);
+	sg__out_mem(&o, "\r\n", 2);
+	return (int)o.len;
 }
 
 void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body, size_t len,
@@ -389,7 +404,11 @@ void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body,
 	char head[2048], framing[64];
 	uv_buf_t bufs[2];
 
-	snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", len);
+	sg__out_t f;
+	sg__out_init(&f, framing, sizeof(framing));
+	sg__out_str(&f, "Content-Length: ");
+	sg__out_u64(&f, len);
+	sg__out_mem(&f, "\r\n", 2);
 	int n = format_head(req, head, sizeof(head), status, ctype, extra, framing);
 	bufs[0] = uv_buf_init(head, (unsigned)n);
 	bufs[1] = uv_buf_init((char *)body, (unsigned)len);
@@ -645,8 +664,10 @@ static void set_request_id(sg_req_t *r)
 			return;
 		}
 	}
-	snprintf(r->id, sizeof(r->id), "%08x%012llx", srv->id_seed,
-	         (unsigned long long)++srv->next_req_id);
+	sg__out_t o;
+	sg__out_init(&o, r->id, sizeof(r->id));
+	sg__out_hex(&o, srv->id_seed, 8);
+	sg__out_hex(&o, ++srv->next_req_id & 0xffffffffffffULL, 12);
 }
 
 static int on_headers_complete(llhttp_t *p)
