@@ -1,12 +1,15 @@
 /* Cache keys: split a request into its hard scope and the prompt to embed. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
 #include "semgate/cache_key.h"
 #include "semgate/hash.h"
+#include "key_int.h"
 
 #define SG_KEY_MAX_TEXT (256u << 10) /* longest prompt keyed; longer bypasses */
 
@@ -24,41 +27,113 @@ static int is_unscoped(const char *key)
 	return 0;
 }
 
-/* A copy of v in canonical form: integral reals become integers, so that
- * 1 and 1.0 key alike (object key order is handled by JSON_SORT_KEYS). */
-static json_t *canon(json_t *v)
+/* A string as jansson's encoder writes it (no ensure-ascii, no escaped slash). */
+static int canon_string(sg_buf_t *out, const char *s, size_t n)
 {
-	json_t *out, *item;
-	const char *key;
-	size_t i;
+	size_t run = 0;
+	int rc = sg_buf_append(out, "\"", 1);
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		unsigned char c = (unsigned char)s[i];
+		const char *esc = NULL;
+		char u[7];
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		rc = sg_buf_append(out, s + run, i - run);
+		run = i + 1;
+		switch (c) {
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\b': esc = "\\b"; break;
+		case '\f': esc = "\\f"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
+		default:
+			u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
+			u[4] = "0123456789ABCDEF"[c >> 4], u[5] = "0123456789ABCDEF"[c & 15];
+			u[6] = '\0';
+			esc = u;
+		}
+		if (rc == 0)
+			rc = sg_buf_puts(out, esc);
+	}
+	if (rc == 0)
+		rc = sg_buf_append(out, s + run, n - run);
+	return rc ? rc : sg_buf_append(out, "\"", 1);
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int sg__key_canon_dump(sg_buf_t *out, const json_t *v)
+{
+	char num[32];
+	int rc = 0;
 
 	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		size_t n = json_object_size(v), i = 0;
+		const char *stack_keys[32], **keys = stack_keys, *key;
+		json_t *item;
+		if (n > 32 && (keys = malloc(n * sizeof(*keys))) == NULL)
+			return SG_ENOMEM;
+		json_object_foreach((json_t *)v, key, item)
+			keys[i++] = key;
+		qsort(keys, n, sizeof(*keys), cmp_keys);
+		rc = sg_buf_append(out, "{", 1);
+		for (i = 0; i < n && rc == 0; i++) {
+			if (i > 0)
+				rc = sg_buf_append(out, ",", 1);
+			if (rc == 0)
+				rc = canon_string(out, keys[i], strlen(keys[i]));
+			if (rc == 0)
+				rc = sg_buf_append(out, ":", 1);
+			if (rc == 0)
+				rc = sg__key_canon_dump(out, json_object_get(v, keys[i]));
+		}
+		if (keys != stack_keys)
+			free(keys);
+		return rc ? rc : sg_buf_append(out, "}", 1);
+	}
+	case JSON_ARRAY: {
+		size_t n = json_array_size(v);
+		rc = sg_buf_append(out, "[", 1);
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			if (i > 0)
+				rc = sg_buf_append(out, ",", 1);
+			if (rc == 0)
+				rc = sg__key_canon_dump(out, json_array_get(v, i));
+		}
+		return rc ? rc : sg_buf_append(out, "]", 1);
+	}
+	case JSON_STRING:
+		return canon_string(out, json_string_value(v), json_string_length(v));
+	case JSON_INTEGER:
+		snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return sg_buf_puts(out, num);
 	case JSON_REAL: {
 		double d = json_real_value(v);
-		if (d == floor(d) && fabs(d) < 9e15)
-			return json_integer((json_int_t)d);
-		return json_real(d);
+		if (d == floor(d) && fabs(d) < 9e15) { /* 1.0 keys like 1 */
+			snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, (json_int_t)d);
+			return sg_buf_puts(out, num);
+		}
+		/* jansson's own real formatting, so that keys stay what they were */
+		char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		if (s == NULL)
+			return SG_ENOMEM;
+		rc = sg_buf_puts(out, s);
+		free(s);
+		return rc;
 	}
-	case JSON_OBJECT:
-		out = json_object();
-		json_object_foreach(v, key, item) {
-			if (out && json_object_set_new(out, key, canon(item)) != 0) {
-				json_decref(out);
-				return NULL;
-			}
-		}
-		return out;
-	case JSON_ARRAY:
-		out = json_array();
-		json_array_foreach(v, i, item) {
-			if (out && json_array_append_new(out, canon(item)) != 0) {
-				json_decref(out);
-				return NULL;
-			}
-		}
-		return out;
+	case JSON_TRUE:
+		return sg_buf_append(out, "true", 4);
+	case JSON_FALSE:
+		return sg_buf_append(out, "false", 5);
 	default:
-		return json_incref(v);
+		return sg_buf_append(out, "null", 4);
 	}
 }
 
@@ -84,7 +159,7 @@ static int append_content(sg_buf_t *prompt, json_t *content, json_t *media)
 				return SG_ETOOBIG;
 			if (sg_buf_append(prompt, json_string_value(text), json_string_length(text)))
 				return SG_ETOOBIG;
-		} else if (json_array_append_new(media, canon(part)) != 0) {
+		} else if (json_array_append(media, part) != 0) {
 			return SG_ENOMEM;
 		}
 	}
@@ -124,13 +199,13 @@ static const char *chat_split(json_t *root, const sg_cache_key_opts_t *opts, jso
 		if (r == NULL)
 			return "message without a role";
 		if (is_system_role(r)) {
-			if (json_array_append_new(system, canon(m)))
+			if (json_array_append(system, m))
 				return "out of memory";
 			continue;
 		}
 		if (i < first_prompt) {
 			if (opts->embed_mode != SG_EMBED_LAST_MESSAGE &&
-			    json_array_append_new(history, canon(m)))
+			    json_array_append(history, m))
 				return "out of memory";
 			continue;
 		}
@@ -184,11 +259,6 @@ void sg_cache_key_free(sg_cache_key_t *k)
 	sg_buf_free(&k->prompt);
 }
 
-static int dump_cb(const char *buf, size_t size, void *data)
-{
-	return sg_buf_append(data, buf, size) ? -1 : 0;
-}
-
 int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, const char *ns,
                        const char *model, const sg_cache_key_opts_t *opts)
 {
@@ -223,7 +293,7 @@ int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, 
 	json_object_set_new(scope, "model", json_string(model));
 	json_object_set_new(scope, "params", params);
 	json_object_foreach(root, key, v) {
-		if (!is_unscoped(key) && json_object_set_new(params, key, canon(v)) != 0) {
+		if (!is_unscoped(key) && json_object_set(params, key, v) != 0) {
 			rc = SG_ENOMEM;
 			goto out;
 		}
@@ -236,10 +306,8 @@ int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, 
 		k->bypass = "empty prompt";
 		goto out;
 	}
-	if (json_dump_callback(scope, dump_cb, &k->scope, JSON_COMPACT | JSON_SORT_KEYS) != 0) {
-		rc = SG_ENOMEM;
+	if ((rc = sg__key_canon_dump(&k->scope, scope)) != 0)
 		goto out;
-	}
 	k->scope_hash = sg_hash64(k->scope.data, k->scope.len, 0);
 	k->exact_hash = sg_hash64(k->prompt.data, k->prompt.len, k->scope_hash);
 out:

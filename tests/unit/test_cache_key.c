@@ -3,6 +3,11 @@
 
 #include "check.h"
 #include "semgate/cache_key.h"
+#include "key_int.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const sg_cache_key_opts_t defaults = {SG_EMBED_LAST_USER, 0, 1.0};
 
@@ -122,8 +127,121 @@ static void test_modes_and_parts(void)
 	sg_cache_key_free(&b);
 }
 
+/* ---- the canonical dump against jansson's, on random documents ---------- */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* What keys were built from before the canonical dump existed: a copy with
+ * integral reals made integers, dumped by jansson with sorted keys. */
+static json_t *ref_canon(json_t *v)
+{
+	json_t *out, *item;
+	const char *key;
+	size_t i;
+
+	switch (json_typeof(v)) {
+	case JSON_REAL: {
+		double d = json_real_value(v);
+		if (d == floor(d) && fabs(d) < 9e15)
+			return json_integer((json_int_t)d);
+		return json_real(d);
+	}
+	case JSON_OBJECT:
+		out = json_object();
+		json_object_foreach(v, key, item)
+			json_object_set_new(out, key, ref_canon(item));
+		return out;
+	case JSON_ARRAY:
+		out = json_array();
+		json_array_foreach(v, i, item)
+			json_array_append_new(out, ref_canon(item));
+		return out;
+	default:
+		return json_incref(v);
+	}
+}
+
+static void random_text(char *out, size_t cap)
+{
+	static const char *const pieces[] = {"a", "Z", "key", " ", "\"", "\\", "/", "\n", "\t",
+	                                     "\b", "\f", "\r", "\x01", "\x1f", "\x7f", "\xc3\xa9",
+	                                     "\xe2\x82\xac", "\xf0\x9f\x98\x80", "0", "temperature"};
+	size_t n = 0, parts = rnd() % 6;
+	out[0] = '\0';
+	for (size_t i = 0; i < parts; i++) {
+		const char *p = pieces[rnd() % (sizeof(pieces) / sizeof(pieces[0]))];
+		size_t l = strlen(p);
+		if (n + l + 1 > cap)
+			break;
+		memcpy(out + n, p, l + 1);
+		n += l;
+	}
+}
+
+static json_t *random_json(int depth)
+{
+	char text[64];
+	switch (rnd() % (depth > 4 ? 6 : 8)) {
+	case 0: return json_integer((json_int_t)(rnd() % 2000) - 1000);
+	case 1: { /* reals: integral, fractional, huge, tiny */
+		static const double r[] = {1.0, -0.0, 0.5, 0.7, 1e-7, 123456.789, 9e15, 8.9e15,
+		                           1e300, -2.5, 3.0000000000000004, 0.1};
+		return json_real(r[rnd() % (sizeof(r) / sizeof(r[0]))]);
+	}
+	case 2: random_text(text, sizeof(text)); return json_string(text);
+	case 3: return json_true();
+	case 4: return json_false();
+	case 5: return json_null();
+	case 6: {
+		json_t *a = json_array();
+		for (int i = (int)(rnd() % 4); i > 0; i--)
+			json_array_append_new(a, random_json(depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+		for (int i = (int)(rnd() % 5); i > 0; i--) {
+			random_text(text, sizeof(text));
+			json_object_set_new(o, text, random_json(depth + 1));
+		}
+		return o;
+	}
+	}
+}
+
+static void test_canon_dump_matches_jansson(void)
+{
+	int same = 0, n = 3000;
+	for (int i = 0; i < n; i++) {
+		json_t *doc = random_json(0), *ref = ref_canon(doc);
+		char *want = json_dumps(ref, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+		sg_buf_t got;
+		sg_buf_init(&got, 0);
+		int rc = sg__key_canon_dump(&got, doc);
+		if (rc == 0 && want && got.len == strlen(want) && memcmp(got.data, want, got.len) == 0)
+			same++;
+		else if (n - same <= 3)
+			fprintf(stderr, "canon dump differs:\n  jansson %s\n  semgate %.*s\n", want,
+			        (int)got.len, got.data);
+		free(want);
+		sg_buf_free(&got);
+		json_decref(doc);
+		json_decref(ref);
+	}
+	printf("canonical dump: %d of %d random documents byte-identical to jansson's\n", same, n);
+	CHECK(same == n);
+}
+
 int main(void)
 {
+	test_canon_dump_matches_jansson();
 	test_canonical();
 	test_scope_separates();
 	test_bypass();
