@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 
+#include "semgate/json_scan.h"
 #include "semgate/log.h"
 #include "server_int.h"
 
@@ -106,7 +107,7 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 		                  "the request body is empty; expected a JSON object");
 		return;
 	}
-	root = json_loadb(req->body.data, req->body.len, JSON_DECODE_ANY, &jerr);
+	root = sg_json_load(req->body.data, req->body.len, &jerr);
 	if (root == NULL) {
 		sg__respond_error(req, 400, "invalid_request_error", "invalid_json",
 		                  "invalid JSON in request body at line %d, column %d: %s",

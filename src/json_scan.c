@@ -5,6 +5,7 @@
  * so that a member's value span is known when its value ends.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,4 +319,234 @@ int sg_json_array_nonempty(sg_iovec_t span)
 		return 0;
 	size_t i = skip_ws(span.base, span.len, 1);
 	return i < span.len && span.base[i] != ']';
+}
+
+/* ---- building a jansson tree from text the scanner has checked ---------- */
+
+/* A UTF-8 encoding of cp (< 0x110000) at out: its length. */
+static size_t put_utf8(char *out, unsigned cp)
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		out[0] = (char)(0xc0 | cp >> 6);
+		out[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		out[0] = (char)(0xe0 | cp >> 12);
+		out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		out[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	out[0] = (char)(0xf0 | cp >> 18);
+	out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+	out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+	out[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/*
+ * The string token s[a..b) (quotes included) decoded into out (at least
+ * b - a bytes: decoding never lengthens a token). Returns the length.
+ */
+static size_t unescape(const char *s, size_t a, size_t b, char *out)
+{
+	size_t n = 0;
+	for (size_t i = a + 1; i < b - 1; i++) {
+		char c = s[i];
+		if (c != '\\') {
+			out[n++] = c;
+			continue;
+		}
+		switch (c = s[++i]) {
+		case 'b': out[n++] = '\b'; break;
+		case 'f': out[n++] = '\f'; break;
+		case 'n': out[n++] = '\n'; break;
+		case 'r': out[n++] = '\r'; break;
+		case 't': out[n++] = '\t'; break;
+		case 'u': {
+			unsigned cp, lo;
+			hex4(s, b, i + 1, &cp);
+			i += 4;
+			if (cp >= 0xd800 && cp <= 0xdbff) { /* the scanner checked the pair */
+				hex4(s, b, i + 3, &lo);
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				i += 6;
+			}
+			n += put_utf8(out + n, cp);
+			break;
+		}
+		default: out[n++] = c; break; /* " \ / */
+		}
+	}
+	return n;
+}
+
+typedef struct loader {
+	const char *s; /* the text, already checked */
+	size_t len;
+	size_t i;      /* where the next token starts (or whitespace before it) */
+	char small[256]; /* decoding room for short strings */
+} loader_t;
+
+static json_t *load_value(loader_t *l);
+
+/*
+ * The string token at l->i, decoded: *out points into the text when it has
+ * no escapes, else into dst (cap bytes) or, when longer, a malloc'd copy
+ * returned in *owned (caller frees). Returns the length, or SIZE_MAX on
+ * allocation failure.
+ */
+static size_t decode_string(loader_t *l, char *dst, size_t cap, const char **out, char **owned)
+{
+	size_t a = l->i, b = scan_string(l->s, l->len, a), rawlen = b - a - 2;
+
+	l->i = b;
+	*owned = NULL;
+	*out = l->s + a + 1;
+	if (memchr(*out, '\\', rawlen) == NULL)
+		return rawlen;
+	if (rawlen > cap && (dst = *owned = malloc(rawlen)) == NULL)
+		return SIZE_MAX;
+	*out = dst;
+	return unescape(l->s, a, b, dst);
+}
+
+static json_t *load_string(loader_t *l)
+{
+	const char *p;
+	char *owned;
+	size_t n = decode_string(l, l->small, sizeof(l->small), &p, &owned);
+	json_t *out = n == SIZE_MAX ? NULL : json_stringn_nocheck(p, n);
+	free(owned);
+	return out;
+}
+
+/* A member "key": value of an object; 0 or -1 (let jansson tell why). */
+static int load_member(loader_t *l, json_t *obj)
+{
+	char kbuf[128], *owned, *key = kbuf;
+	const char *p;
+	size_t n = decode_string(l, l->small, sizeof(l->small), &p, &owned);
+	int rc = -1;
+
+	if (n == SIZE_MAX || memchr(p, '\0', n) != NULL) /* keys are C strings in jansson */
+		goto out;
+	if (n >= sizeof(kbuf) && (key = malloc(n + 1)) == NULL)
+		goto out;
+	memcpy(key, p, n); /* before the value reuses l->small */
+	key[n] = '\0';
+	l->i = skip_ws(l->s, l->len, l->i) + 1; /* the colon */
+	json_t *v = load_value(l);
+	if (v != NULL)
+		rc = json_object_set_new_nocheck(obj, key, v) == 0 ? 0 : -1;
+	if (key != kbuf)
+		free(key);
+out:
+	free(owned);
+	return rc;
+}
+
+static json_t *load_number(loader_t *l)
+{
+	size_t a = l->i, b = scan_number(l->s, l->len, a);
+	char tmp[64], *num = tmp, *end;
+	json_t *out = NULL;
+	int integral = 1;
+
+	l->i = b;
+	for (size_t k = a; k < b; k++)
+		if (l->s[k] == '.' || l->s[k] == 'e' || l->s[k] == 'E')
+			integral = 0;
+	if (b - a >= sizeof(tmp) && (num = malloc(b - a + 1)) == NULL)
+		return NULL;
+	memcpy(num, l->s + a, b - a);
+	num[b - a] = '\0';
+	errno = 0;
+	if (integral) {
+		long long v = strtoll(num, &end, 10);
+		if (errno != ERANGE)
+			out = json_integer((json_int_t)v);
+	} else {
+		double d = strtod(num, &end);
+		if (!(errno == ERANGE && isinf(d)))
+			out = json_real(d);
+	}
+	if (num != tmp)
+		free(num);
+	return out; /* NULL past jansson's range: the caller lets jansson say so */
+}
+
+static json_t *load_value(loader_t *l)
+{
+	const char *s = l->s;
+	json_t *out;
+
+	l->i = skip_ws(s, l->len, l->i);
+	switch (s[l->i]) {
+	case '{':
+		out = json_object();
+		l->i = skip_ws(s, l->len, l->i + 1);
+		if (s[l->i] == '}') {
+			l->i++;
+			return out;
+		}
+		while (out != NULL) {
+			l->i = skip_ws(s, l->len, l->i);
+			if (load_member(l, out) != 0) {
+				json_decref(out);
+				return NULL;
+			}
+			l->i = skip_ws(s, l->len, l->i);
+			if (s[l->i++] == '}')
+				break; /* else a comma */
+		}
+		return out;
+	case '[':
+		out = json_array();
+		l->i = skip_ws(s, l->len, l->i + 1);
+		if (s[l->i] == ']') {
+			l->i++;
+			return out;
+		}
+		while (out != NULL) {
+			json_t *v = load_value(l);
+			if (v == NULL || json_array_append_new(out, v) != 0) {
+				json_decref(out);
+				return NULL;
+			}
+			l->i = skip_ws(s, l->len, l->i);
+			if (s[l->i++] == ']')
+				break;
+		}
+		return out;
+	case '"':
+		return load_string(l);
+	case 't':
+		l->i += 4;
+		return json_true();
+	case 'f':
+		l->i += 5;
+		return json_false();
+	case 'n':
+		l->i += 4;
+		return json_null();
+	default:
+		return load_number(l);
+	}
+}
+
+json_t *sg_json_load(const char *text, size_t len, json_error_t *err)
+{
+	if (sg_json_scan(text, len, NULL, 0) == 0) {
+		loader_t l = {text, len, 0, {0}};
+		json_t *root = load_value(&l);
+		if (root != NULL)
+			return root;
+		/* a number jansson cannot hold, or no memory: let jansson tell */
+	}
+	return json_loadb(text, len, JSON_DECODE_ANY, err);
 }

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "semgate/json_scan.h"
 #include "semgate/log.h"
 #include "out_int.h"
 #include "server_int.h"
@@ -139,13 +140,13 @@ static int write_event(sg_req_t *req, json_t *ev)
 static json_t *chunk_base(json_t *resp, const char *object)
 {
 	json_t *c = json_object();
-	json_object_set(c, "id", json_object_get(resp, "id") ? json_object_get(resp, "id")
-	                                                     : json_string("chatcmpl-semgate"));
+	json_t *id = json_object_get(resp, "id"), *created = json_object_get(resp, "created");
+	json_t *model = json_object_get(resp, "model");
+	/* borrowed values are shared (incref), fresh ones handed over */
+	json_object_set_new(c, "id", id ? json_incref(id) : json_string("chatcmpl-semgate"));
 	json_object_set_new(c, "object", json_string(object));
-	json_object_set(c, "created", json_object_get(resp, "created") ? json_object_get(resp, "created")
-	                                                               : json_integer(0));
-	json_object_set(c, "model", json_object_get(resp, "model") ? json_object_get(resp, "model")
-	                                                           : json_string(""));
+	json_object_set_new(c, "created", created ? json_incref(created) : json_integer(0));
+	json_object_set_new(c, "model", model ? json_incref(model) : json_string(""));
 	return c;
 }
 
@@ -153,7 +154,7 @@ static json_t *chunk_base(json_t *resp, const char *object)
 static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 {
 	sg_reqcache_t *rc = &req->cache;
-	json_t *resp = json_loadb(body.base, body.len, 0, NULL);
+	json_t *resp = sg_json_load(body.base, body.len, NULL);
 	json_t *choices = json_object_get(resp, "choices");
 	int chat = rc->kind == SG_CACHE_CHAT;
 	const char *object = chat ? "chat.completion.chunk" : "text_completion";
@@ -604,7 +605,7 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
 
 	if (n == 6 && memcmp(p, "[DONE]", 6) == 0)
 		return;
-	ev = json_loadb(p, n, 0, NULL);
+	ev = sg_json_load(p, n, NULL);
 	if (!json_is_object(ev)) {
 		rc->storable = 0;
 		json_decref(ev);

@@ -143,7 +143,7 @@ static void test_against_jansson(void)
 		"{\"usage\": null, \"choices\": [], \"x\": {\"usage\": {\"total_tokens\": 1}}}",
 	};
 	static const char specials[] = "{}[],:\"\\ \t\n0123456789-+.eEtrufalsn\x01\x7f\x80\xc3\xe2\xff";
-	int iterations = 20000, compared = 0, valid = 0;
+	int iterations = 20000, compared = 0, valid = 0, loads_agree = 0;
 	char buf[512];
 
 	for (int it = 0; it < iterations; it++) {
@@ -167,7 +167,17 @@ static void test_against_jansson(void)
 			default: n = at; break; /* truncate */
 			}
 		}
-		json_error_t jerr;
+		json_error_t jerr, lerr, aerr;
+		/* the loader: jansson's tree (DECODE_ANY), or jansson's own error */
+		json_t *any = json_loadb(buf, n, JSON_DECODE_ANY, &aerr);
+		json_t *mine = sg_json_load(buf, n, &lerr);
+		if ((any == NULL) != (mine == NULL) || (any && !json_equal(any, mine)) ||
+		    (!any && strcmp(aerr.text, lerr.text) != 0))
+			CHECK_MSG(0, "sg_json_load differs from json_loadb on: %.*s", (int)n, buf);
+		else
+			loads_agree++;
+		json_decref(any);
+		json_decref(mine);
 		json_t *root = json_loadb(buf, n, 0, &jerr);
 		sg_json_field_t f[2] = {{"usage", 0, {0}}, {"choices", 0, {0}}};
 		int rc = sg_json_scan(buf, n, f, 2);
@@ -195,12 +205,45 @@ static void test_against_jansson(void)
 		}
 		json_decref(root);
 	}
-	printf("json_scan vs jansson: %d mutated documents compared, %d valid\n", compared, valid);
+	printf("json_scan vs jansson: %d mutated documents compared, %d valid; sg_json_load agreed "
+	       "with json_loadb on %d of %d\n", compared, valid, loads_agree, iterations);
+	CHECK(loads_agree == iterations);
 	CHECK(compared > iterations / 2 && valid > 100);
+}
+
+/* The loader on what mutations rarely reach: long strings, escapes, numbers. */
+static void test_load(void)
+{
+	static const char *const docs[] = {
+		"{\"a\":\"\\u00e9\\ud83d\\ude00\\n\\\"\\/\",\"\\u0062\":[1,-2,3.5,1e2,-0.0,true,null]}",
+		"[9223372036854775807, -9223372036854775808]",
+		"[9223372036854775808]", /* too big for jansson: its error */
+		"[1e999]",               /* real overflow: its error */
+		"[1e-999]",              /* underflow is 0.0 */
+		"\"just a string\"", "42", "null", /* not containers: jansson's path */
+		"{\"k\":1,\"k\":2}",      /* last wins */
+		"{\"\\u0000\":1}",        /* refused by both */
+	};
+	char big[2000];
+	int n = snprintf(big, sizeof(big), "{\"%0300d\\n\":\"", 0);
+	for (int i = 0; i < 500; i++)
+		n += snprintf(big + n, sizeof(big) - (size_t)n, "\\t");
+	snprintf(big + n, sizeof(big) - (size_t)n, "\"}");
+	for (size_t i = 0; i <= sizeof(docs) / sizeof(docs[0]); i++) {
+		const char *d = i < sizeof(docs) / sizeof(docs[0]) ? docs[i] : big;
+		json_error_t e1, e2;
+		json_t *a = json_loadb(d, strlen(d), JSON_DECODE_ANY, &e1);
+		json_t *b = sg_json_load(d, strlen(d), &e2);
+		CHECK_MSG((a == NULL) == (b == NULL) && (a == NULL || json_equal(a, b)) &&
+		          (a != NULL || strcmp(e1.text, e2.text) == 0), "load %s", d);
+		json_decref(a);
+		json_decref(b);
+	}
 }
 
 int main(void)
 {
+	test_load();
 	test_validity();
 	test_fields();
 	test_against_jansson();
