@@ -409,6 +409,44 @@ static void print_evidence(FILE *f, const sg_verify_evidence_t *ev)
 		ev->covered ? " covered" : "");
 }
 
+/* Figures at threshold th over all pairs (half < 0) or over the pairs whose
+ * a hashes to that half (half 0 or 1; the index still holds every a). */
+typedef struct score {
+	size_t hits;     /* lookups scoring >= th */
+	double prec;     /* correct hits / hits */
+	double pos_rate; /* correct hits on label-1 pairs / label-1 pairs */
+	double neg_rate; /* false hits on label-0 pairs / label-0 pairs */
+} score_t;
+
+static score_t score_at(texts_t *t, const pair_t *pairs,
+			size_t n_pairs, const size_t *a_of_slot, const int64_t *hit,
+			const float *scores, double th, int half)
+{
+	size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0, n_pos = 0, n_neg = 0;
+	score_t sc;
+
+	for (size_t i = 0; i < n_pairs; i++) {
+		if (half >= 0 && (int)((str_hash(t->str[pairs[i].a]) >> 7) & 1) != half)
+			continue;
+		*(pairs[i].label ? &n_pos : &n_neg) += 1;
+		if (hit[i] < 0 || scores[i] < th - 1e-6)
+			continue;
+		size_t a = a_of_slot[hit[i]];
+		int ok = texts_find(t, a) == texts_find(t, pairs[i].b);
+		hits++;
+		correct += ok;
+		if (pairs[i].label)
+			pos_correct += ok;
+		else
+			neg_false += !ok;
+	}
+	sc.hits = hits;
+	sc.prec = hits ? (double)correct / (double)hits : 0;
+	sc.pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
+	sc.neg_rate = n_neg ? (double)neg_false / (double)n_neg : 0;
+	return sc;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -566,47 +604,47 @@ int main(int argc, char **argv)
 	if (o.n_th > 1 && o.th[1] - o.th[0] < 0.0099)
 		decimals = 3;
 
-	double best_rate = -1, best_th = 0, best_prec = 0;
-	double rate_prec = -1, rate_th = 0, rate_rate = 0;
 	for (int k = 0; k < o.n_th; k++) {
-		size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0;
-		for (size_t i = 0; i < n_pairs; i++) {
-			if (hit[i] < 0 || scores[i] < o.th[k] - 1e-6)
-				continue;
-			size_t a = a_of_slot[hit[i]];
-			int ok = texts_find(&t, a) == texts_find(&t, pairs[i].b);
-			hits++;
-			correct += ok;
-			if (pairs[i].label)
-				pos_correct += ok;
-			else
-				neg_false += !ok;
-		}
-		double prec = hits ? (double)correct / (double)hits : 0;
-		double pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
-		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, o.th[k], hits,
-		       prec, pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
-		if (hits && prec >= o.min_prec && pos_rate > best_rate) {
-			best_rate = pos_rate;
-			best_th = o.th[k];
-			best_prec = prec;
-		}
-		if (hits && pos_rate >= o.min_rate && prec > rate_prec) {
-			rate_prec = prec;
-			rate_th = o.th[k];
-			rate_rate = pos_rate;
-		}
+		score_t sc = score_at(&t, pairs, n_pairs, a_of_slot, hit, scores,
+				      o.th[k], -1);
+		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, o.th[k], sc.hits,
+		       sc.prec, sc.pos_rate, sc.neg_rate);
 	}
-	if (best_rate >= 0)
-		printf("\nbest: threshold %.*f: precision %.3f at positive hit rate %.3f\n",
-		       decimals, best_th, best_prec, best_rate);
-	else
-		printf("\nbest: no threshold reaches precision %.2f\n", o.min_prec);
-	if (rate_prec >= 0)
-		printf("at rate >= %.2f: threshold %.*f: precision %.3f at positive hit "
-		       "rate %.3f\n", o.min_rate, decimals, rate_th, rate_prec, rate_rate);
-	else
-		printf("at rate >= %.2f: no threshold reaches it\n", o.min_rate);
+	/* the summary on the whole file, then on each half (split by a hash of
+	 * a): a gain from tuning should show on both */
+	for (int half = -1; half <= 1; half++) {
+		double best_rate = -1, best_th = 0, best_prec = 0;
+		double rate_prec = -1, rate_th = 0, rate_rate = 0;
+		const char *name = half < 0 ? "" : half == 0 ? "half 0: " : "half 1: ";
+		for (int k = 0; k < o.n_th; k++) {
+			score_t sc = score_at(&t, pairs, n_pairs, a_of_slot, hit,
+					      scores, o.th[k], half);
+			if (sc.hits && sc.prec >= o.min_prec && sc.pos_rate > best_rate) {
+				best_rate = sc.pos_rate;
+				best_th = o.th[k];
+				best_prec = sc.prec;
+			}
+			if (sc.hits && sc.pos_rate >= o.min_rate && sc.prec > rate_prec) {
+				rate_prec = sc.prec;
+				rate_th = o.th[k];
+				rate_rate = sc.pos_rate;
+			}
+		}
+		printf("\n");
+		if (best_rate >= 0)
+			printf("%sbest: threshold %.*f: precision %.3f at positive hit rate "
+			       "%.3f\n", name, decimals, best_th, best_prec, best_rate);
+		else
+			printf("%sbest: no threshold reaches precision %.2f\n", name,
+			       o.min_prec);
+		if (rate_prec >= 0)
+			printf("%sat rate >= %.2f: threshold %.*f: precision %.3f at positive "
+			       "hit rate %.3f\n", name, o.min_rate, decimals, rate_th,
+			       rate_prec, rate_rate);
+		else
+			printf("%sat rate >= %.2f: no threshold reaches it\n", name,
+			       o.min_rate);
+	}
 	status = 0;
 	goto out;
 
