@@ -26,7 +26,8 @@
  *   --rerank K                  (top-K from the index, each verified, the
  *                                best verified score wins; implies --verify)
  *   --v-sub W --v-extra W --v-number W --v-negation W --v-qtype W
- *   --v-antonym W --v-order W   (the verifier's knobs; 0 = default,
+ *   --v-antonym W --v-order W --v-context W
+ *                               (the verifier's knobs; 0 = default,
  *                                negative = off)
  *   --dump-evidence FILE        (per candidate verified: cosine, verified
  *                                score, evidence, correct or not; TSV)
@@ -224,7 +225,7 @@ static void usage(void)
 		"           [--min-precision P] [--min-rate R] [--dump-false T]\n"
 		"           [--dump-pos LO:HI] [--verify] [--rerank K] [--v-sub W]\n"
 		"           [--v-extra W] [--v-number W] [--v-negation W] [--v-qtype W]\n"
-		"           [--v-antonym W] [--v-order W]\n"
+		"           [--v-antonym W] [--v-order W] [--v-context W]\n"
 		"           [--dump-evidence FILE] [qqp-dev.jsonl]\n");
 }
 
@@ -302,6 +303,8 @@ static int parse_args(int argc, char **argv, tool_opts_t *t)
 			v->antonym = strtof(val, NULL);
 		else if (strcmp(arg, "--v-order") == 0)
 			v->order = strtof(val, NULL);
+		else if (strcmp(arg, "--v-context") == 0)
+			v->context = strtof(val, NULL);
 		else if (strcmp(arg, "--dump-evidence") == 0)
 			t->evidence_path = val;
 		else if (strcmp(arg, "--dump-false") == 0)
@@ -377,11 +380,11 @@ static int verify_lookups(const tool_opts_t *o, const sg_index_t *ix, texts_t *t
 				size_t ai = a_of_slot[id];
 				int ok = texts_find(t, ai) == texts_find(t, pairs[i].b);
 				fprintf(dump, "%zu\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%.2f\t%.2f"
-					"\t%d\t%d\t%d\t%d\t%d\t%d\n",
+					"\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n",
 					i, j, pairs[i].label, ok, ai == pairs[i].a,
 					ev.cosine, ev.score, ev.miss_a, ev.miss_b,
 					ev.number, ev.negation, ev.qtype, ev.antonym,
-					ev.order, ev.covered);
+					ev.order, ev.context, ev.covered);
 			}
 			if (s > best) { /* ties keep the nearer vector */
 				best = s;
@@ -402,11 +405,11 @@ out:
 
 static void print_evidence(FILE *f, const sg_verify_evidence_t *ev)
 {
-	fprintf(f, "  cos %.3f -> %.3f  miss %.2f/%.2f%s%s%s%s%s%s\n", ev->cosine, ev->score,
-		ev->miss_a, ev->miss_b, ev->number ? " number" : "",
+	fprintf(f, "  cos %.3f -> %.3f  miss %.2f/%.2f%s%s%s%s%s%s%s\n", ev->cosine,
+		ev->score, ev->miss_a, ev->miss_b, ev->number ? " number" : "",
 		ev->negation ? " negation" : "", ev->qtype ? " qtype" : "",
 		ev->antonym ? " antonym" : "", ev->order ? " order" : "",
-		ev->covered ? " covered" : "");
+		ev->context ? " context" : "", ev->covered ? " covered" : "");
 }
 
 /* Figures at threshold th over all pairs (half < 0) or over the pairs whose
@@ -538,7 +541,7 @@ int main(int argc, char **argv)
 		if (dump)
 			fprintf(dump, "pair\trank\tlabel\tcorrect\town\tcosine\tscore"
 				      "\tmiss_a\tmiss_b\tnumber\tnegation\tqtype"
-				      "\tantonym\torder\tcovered\n");
+				      "\tantonym\torder\tcontext\tcovered\n");
 		rc = verify_lookups(&o, ix, &t, pairs, n_pairs, a_of_slot, bvecs, hit,
 				    scores, cosine, evidence, &verify_us, &n_verify, dump);
 		if (dump)
@@ -559,9 +562,9 @@ int main(int argc, char **argv)
 	if (o.use_verify) {
 		sg_verify_opts_t vo = o.verify;
 		printf("verify     top-%d, knobs sub %g extra %g number %g negation %g "
-		       "qtype %g antonym %g order %g (0 = default)\n",
+		       "qtype %g antonym %g order %g context %g (0 = default)\n",
 		       o.rerank, vo.substitution, vo.extra, vo.number, vo.negation,
-		       vo.qtype, vo.antonym, vo.order);
+		       vo.qtype, vo.antonym, vo.order, vo.context);
 		printf("verify     %.2f us per pair (%zu pairs, 1 thread)\n",
 		       n_verify ? (double)verify_us / (double)n_verify : 0.0, n_verify);
 	}

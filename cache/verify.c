@@ -26,6 +26,7 @@
 #define DEFAULT_QTYPE 0.04f
 #define DEFAULT_ANTONYM 0.08f
 #define DEFAULT_ORDER 0.04f
+#define DEFAULT_CONTEXT 0.1f
 
 /* A pair is "covered" (reported only) when no unmatched word weighs more
  * than this: between the embedder's template words (0.25) and its pronouns
@@ -88,6 +89,17 @@ static const char *const number_words[][2] = {
 static const char aux_words[] = "is are am was were do does did have has had";
 static const char coord_words[] = "or and versus between compare comparison";
 
+/* Demonstratives: "this picture", "these sentences" or a bare "this" at the
+ * end ("What is that?") point at content outside the text (an image, an earlier message), so
+ * two such prompts may ask about different things whatever their words;
+ * "the following" likewise. Time words after them are ordinary ("this
+ * year"). Stemmed at creation. */
+static const char deictic_words[] = "this these";
+static const char deictic_end_words[] = "this these that those";
+static const char time_words[] =
+	"year month week day time summer winter spring autumn weekend morning "
+	"evening night season century decade semester quarter moment era";
+
 enum qkind { Q_NONE = 0, Q_WHAT, Q_HOW, Q_WHY, Q_WHO, Q_WHEN, Q_WHERE, Q_YESNO };
 
 typedef struct pair_entry {
@@ -112,6 +124,11 @@ struct sg_verify {
 	set_entry_t aux[SET_SLOTS];    /* yes/no auxiliaries */
 	set_entry_t coord[SET_SLOTS];  /* coordinators */
 	set_entry_t qword[SET_SLOTS];  /* question words -> enum qkind */
+	set_entry_t deictic[SET_SLOTS]; /* this, these */
+	set_entry_t deictic_end[SET_SLOTS]; /* and that, those (at the end only:
+					       "that" is also a conjunction) */
+	set_entry_t timew[SET_SLOTS];  /* time words */
+	uint64_t the, following;       /* stems of "the" and "following" */
 };
 
 /* ---- hashing and small tables -------------------------------------------- */
@@ -207,6 +224,8 @@ typedef struct side {
 	int qkind;                       /* enum qkind */
 	int negations;                   /* negation words seen */
 	int coord;                       /* a coordinator seen */
+	int context;                     /* points at content outside the text */
+	uint64_t prev;                   /* stem hash of the previous word */
 } side_t;
 
 static void side_word_cb(void *ud, const sg__embed_word_t *w)
@@ -234,6 +253,13 @@ static void side_word_cb(void *ud, const sg__embed_word_t *w)
 
 	if (w->kind == SG__WORD_NEGATION)
 		s->negations++;
+	if (s->prev && set_get(v->deictic, s->prev) && w->kind != SG__WORD_STOP &&
+	    w->kind != SG__WORD_QUESTION && w->kind != SG__WORD_PRONOUN &&
+	    !set_get(v->timew, h))
+		s->context = 1;
+	if (s->prev == v->the && h == v->following)
+		s->context = 1;
+	s->prev = h;
 	if (set_get(v->coord, h))
 		s->coord = 1;
 	/* the kind of question: its opening word when that is a question word,
@@ -267,8 +293,13 @@ static void side_read(side_t *s, const sg_verify_t *v, const char *text, size_t 
 	s->qkind = Q_NONE;
 	s->negations = 0;
 	s->coord = 0;
+	s->context = 0;
+	s->prev = 0;
 	if (text != NULL)
 		sg__embed_local_words(v->embed, text, capped_len(text, len), side_word_cb, s);
+	/* a bare demonstrative ends the text: "What is this?" */
+	if (s->n > 0 && set_get(v->deictic_end, s->w[s->n - 1].hash))
+		s->context = 1;
 }
 
 /* ---- matching --------------------------------------------------------------- */
@@ -465,6 +496,7 @@ float sg_verify_explain(const sg_verify_t *v, const char *a, size_t alen, const 
 	ev->qtype = sa.qkind != Q_NONE && sb.qkind != Q_NONE && sa.qkind != sb.qkind;
 	ev->antonym = opposites(v, &sa, &sb) || opposites(v, &sb, &sa);
 	ev->order = !sa.coord && !sb.coord && swapped(&sa, &sb);
+	ev->context = sa.context || sb.context;
 
 	lo = SG_MIN(ev->miss_a, ev->miss_b);
 	hi = SG_MAX(ev->miss_a, ev->miss_b);
@@ -473,9 +505,10 @@ float sg_verify_explain(const sg_verify_t *v, const char *a, size_t alen, const 
 	      weight_of(o->negation) * (float)ev->negation +
 	      weight_of(o->qtype) * (float)ev->qtype +
 	      weight_of(o->antonym) * (float)ev->antonym +
-	      weight_of(o->order) * (float)ev->order;
+	      weight_of(o->order) * (float)ev->order +
+	      weight_of(o->context) * (float)ev->context;
 	ev->covered = hi <= COVER_MAX_MISS && !ev->number && !ev->negation && !ev->qtype &&
-		      !ev->antonym && !ev->order;
+		      !ev->antonym && !ev->order && !ev->context;
 
 	score = cosine - pen;
 	ev->score = score < 0 ? 0 : score > 1 ? 1 : score;
@@ -519,9 +552,10 @@ int sg_verify_new(sg_verify_t **out, const sg_verify_opts_t *opts)
 	o.qtype = knob(o.qtype, DEFAULT_QTYPE);
 	o.antonym = knob(o.antonym, DEFAULT_ANTONYM);
 	o.order = knob(o.order, DEFAULT_ORDER);
+	o.context = knob(o.context, DEFAULT_CONTEXT);
 	if (!isfinite(o.substitution) || !isfinite(o.extra) || !isfinite(o.number) ||
 	    !isfinite(o.negation) || !isfinite(o.qtype) || !isfinite(o.antonym) ||
-	    !isfinite(o.order))
+	    !isfinite(o.order) || !isfinite(o.context))
 		return SG_EINVAL;
 
 	if ((v = calloc(1, sizeof(*v))) == NULL)
@@ -545,6 +579,11 @@ int sg_verify_new(sg_verify_t **out, const sg_verify_opts_t *opts)
 		set_put(v->qword, word_stem(v, qwords[i].word), (uint64_t)qwords[i].kind);
 	set_add_list(v, v->aux, aux_words, 1);
 	set_add_list(v, v->coord, coord_words, 1);
+	set_add_list(v, v->deictic, deictic_words, 1);
+	set_add_list(v, v->deictic_end, deictic_end_words, 1);
+	set_add_list(v, v->timew, time_words, 1);
+	v->the = word_stem(v, "the");
+	v->following = word_stem(v, "following");
 	*out = v;
 	return 0;
 }
