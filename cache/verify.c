@@ -128,6 +128,8 @@ struct sg_verify {
 	set_entry_t deictic_end[SET_SLOTS]; /* and that, those (at the end only:
 					       "that" is also a conjunction) */
 	set_entry_t timew[SET_SLOTS];  /* time words */
+	set_entry_t person[SET_SLOTS]; /* first/second person and generic "one"
+					  -> grammatical case */
 	uint64_t the, following;       /* stems of "the" and "following" */
 };
 
@@ -357,6 +359,30 @@ static int is_content(const vword_t *x)
 	       x->kind != SG__WORD_NEGATION && x->kind != SG__WORD_NUMBER;
 }
 
+/*
+ * "How do I", "how do you", "how can we", "how can one": in a question the
+ * asker's person is mostly generic, so an unmatched first/second person
+ * pronoun (or "one") pairs with one of the same case on the other side
+ * (my / your, myself / yourself). Third person ("his", "their") names
+ * someone else and stays evidence.
+ */
+static void match_person(const sg_verify_t *v, side_t *a, side_t *b)
+{
+	for (int i = 0; i < a->n; i++) {
+		vword_t *x = &a->w[i];
+		uint64_t c = set_get(v->person, x->hash);
+		if (x->matched || !c)
+			continue;
+		for (int j = 0; j < b->n; j++) {
+			vword_t *y = &b->w[j];
+			if (!y->matched && set_get(v->person, y->hash) == c) {
+				x->matched = y->matched = 1;
+				break;
+			}
+		}
+	}
+}
+
 static void match_sides(side_t *a, side_t *b)
 {
 	for (int i = 0; i < a->n; i++) {
@@ -372,6 +398,7 @@ static void match_sides(side_t *a, side_t *b)
 			}
 		}
 	}
+	match_person(a->v, a, b);
 	/* fuzzy matches only for content words still unmatched */
 	for (int i = 0; i < a->n; i++) {
 		vword_t *x = &a->w[i];
@@ -582,6 +609,10 @@ int sg_verify_new(sg_verify_t **out, const sg_verify_opts_t *opts)
 	set_add_list(v, v->deictic, deictic_words, 1);
 	set_add_list(v, v->deictic_end, deictic_end_words, 1);
 	set_add_list(v, v->timew, time_words, 1);
+	set_add_list(v, v->person, "i you we one", 1);
+	set_add_list(v, v->person, "me us", 2);
+	set_add_list(v, v->person, "my your our", 3);
+	set_add_list(v, v->person, "myself yourself ourselves oneself", 4);
 	v->the = word_stem(v, "the");
 	v->following = word_stem(v, "following");
 	*out = v;

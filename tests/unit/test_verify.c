@@ -42,6 +42,11 @@ static void test_paraphrases_not_penalised(void)
 	/* spelled-out and written numbers */
 	CHECK(score("What are three habits of productive people?",
 		    "What are 3 habits of productive people?", 0.9f) == 0.9f);
+	/* the asker's person is generic; someone else's is not */
+	CHECK(score("How do I delete my account?", "How do you delete your account?", 0.9f) ==
+	      0.9f);
+	CHECK(score("How do I delete my account?", "How do I delete his account?", 0.9f) <
+	      0.9f);
 	/* word order under "or": the same choice */
 	CHECK(score("Which is better, Java or Python?", "Which is better, Python or Java?",
 		    0.99f) == 0.99f);
