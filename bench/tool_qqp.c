@@ -19,6 +19,9 @@
  *   --dump-pos LO:HI            (print correct hits on duplicates scoring in
  *                                [LO, HI) to stderr: what almost matched)
  *   --min-rate R                (the second summary line; default 0.20)
+ * The two summary lines are printed for the whole file, then for each half
+ * of it (pairs split by bit 7 of the FNV-1a hash of their `a`; the index
+ * still holds every `a`): a tuning gain should show on both halves.
  *
  * The second stage (semgate/verify.h) replaces the cosine by the verifier's
  * score of (b, returned a, cosine) before the threshold:
