@@ -19,6 +19,9 @@
  *   --dump-pos LO:HI            (print correct hits on duplicates scoring in
  *                                [LO, HI) to stderr: what almost matched)
  *   --min-rate R                (the second summary line; default 0.20)
+ * The two summary lines are printed for the whole file, then for each half
+ * of it (pairs split by bit 7 of the FNV-1a hash of their `a`; the index
+ * still holds every `a`): a tuning gain should show on both halves.
  *
  * The second stage (semgate/verify.h) replaces the cosine by the verifier's
  * score of (b, returned a, cosine) before the threshold:
@@ -26,7 +29,8 @@
  *   --rerank K                  (top-K from the index, each verified, the
  *                                best verified score wins; implies --verify)
  *   --v-sub W --v-extra W --v-number W --v-negation W --v-qtype W
- *   --v-antonym W --v-order W   (the verifier's knobs; 0 = default,
+ *   --v-antonym W --v-order W --v-context W
+ *                               (the verifier's knobs; 0 = default,
  *                                negative = off)
  *   --dump-evidence FILE        (per candidate verified: cosine, verified
  *                                score, evidence, correct or not; TSV)
@@ -224,7 +228,7 @@ static void usage(void)
 		"           [--min-precision P] [--min-rate R] [--dump-false T]\n"
 		"           [--dump-pos LO:HI] [--verify] [--rerank K] [--v-sub W]\n"
 		"           [--v-extra W] [--v-number W] [--v-negation W] [--v-qtype W]\n"
-		"           [--v-antonym W] [--v-order W]\n"
+		"           [--v-antonym W] [--v-order W] [--v-context W]\n"
 		"           [--dump-evidence FILE] [qqp-dev.jsonl]\n");
 }
 
@@ -302,6 +306,8 @@ static int parse_args(int argc, char **argv, tool_opts_t *t)
 			v->antonym = strtof(val, NULL);
 		else if (strcmp(arg, "--v-order") == 0)
 			v->order = strtof(val, NULL);
+		else if (strcmp(arg, "--v-context") == 0)
+			v->context = strtof(val, NULL);
 		else if (strcmp(arg, "--dump-evidence") == 0)
 			t->evidence_path = val;
 		else if (strcmp(arg, "--dump-false") == 0)
@@ -377,11 +383,11 @@ static int verify_lookups(const tool_opts_t *o, const sg_index_t *ix, texts_t *t
 				size_t ai = a_of_slot[id];
 				int ok = texts_find(t, ai) == texts_find(t, pairs[i].b);
 				fprintf(dump, "%zu\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%.2f\t%.2f"
-					"\t%d\t%d\t%d\t%d\t%d\t%d\n",
+					"\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n",
 					i, j, pairs[i].label, ok, ai == pairs[i].a,
 					ev.cosine, ev.score, ev.miss_a, ev.miss_b,
 					ev.number, ev.negation, ev.qtype, ev.antonym,
-					ev.order, ev.covered);
+					ev.order, ev.context, ev.covered);
 			}
 			if (s > best) { /* ties keep the nearer vector */
 				best = s;
@@ -402,11 +408,49 @@ out:
 
 static void print_evidence(FILE *f, const sg_verify_evidence_t *ev)
 {
-	fprintf(f, "  cos %.3f -> %.3f  miss %.2f/%.2f%s%s%s%s%s%s\n", ev->cosine, ev->score,
-		ev->miss_a, ev->miss_b, ev->number ? " number" : "",
+	fprintf(f, "  cos %.3f -> %.3f  miss %.2f/%.2f%s%s%s%s%s%s%s\n", ev->cosine,
+		ev->score, ev->miss_a, ev->miss_b, ev->number ? " number" : "",
 		ev->negation ? " negation" : "", ev->qtype ? " qtype" : "",
 		ev->antonym ? " antonym" : "", ev->order ? " order" : "",
-		ev->covered ? " covered" : "");
+		ev->context ? " context" : "", ev->covered ? " covered" : "");
+}
+
+/* Figures at threshold th over all pairs (half < 0) or over the pairs whose
+ * a hashes to that half (half 0 or 1; the index still holds every a). */
+typedef struct score {
+	size_t hits;     /* lookups scoring >= th */
+	double prec;     /* correct hits / hits */
+	double pos_rate; /* correct hits on label-1 pairs / label-1 pairs */
+	double neg_rate; /* false hits on label-0 pairs / label-0 pairs */
+} score_t;
+
+static score_t score_at(texts_t *t, const pair_t *pairs,
+			size_t n_pairs, const size_t *a_of_slot, const int64_t *hit,
+			const float *scores, double th, int half)
+{
+	size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0, n_pos = 0, n_neg = 0;
+	score_t sc;
+
+	for (size_t i = 0; i < n_pairs; i++) {
+		if (half >= 0 && (int)((str_hash(t->str[pairs[i].a]) >> 7) & 1) != half)
+			continue;
+		*(pairs[i].label ? &n_pos : &n_neg) += 1;
+		if (hit[i] < 0 || scores[i] < th - 1e-6)
+			continue;
+		size_t a = a_of_slot[hit[i]];
+		int ok = texts_find(t, a) == texts_find(t, pairs[i].b);
+		hits++;
+		correct += ok;
+		if (pairs[i].label)
+			pos_correct += ok;
+		else
+			neg_false += !ok;
+	}
+	sc.hits = hits;
+	sc.prec = hits ? (double)correct / (double)hits : 0;
+	sc.pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
+	sc.neg_rate = n_neg ? (double)neg_false / (double)n_neg : 0;
+	return sc;
 }
 
 /* ---- main ----------------------------------------------------------------- */
@@ -500,7 +544,7 @@ int main(int argc, char **argv)
 		if (dump)
 			fprintf(dump, "pair\trank\tlabel\tcorrect\town\tcosine\tscore"
 				      "\tmiss_a\tmiss_b\tnumber\tnegation\tqtype"
-				      "\tantonym\torder\tcovered\n");
+				      "\tantonym\torder\tcontext\tcovered\n");
 		rc = verify_lookups(&o, ix, &t, pairs, n_pairs, a_of_slot, bvecs, hit,
 				    scores, cosine, evidence, &verify_us, &n_verify, dump);
 		if (dump)
@@ -521,9 +565,9 @@ int main(int argc, char **argv)
 	if (o.use_verify) {
 		sg_verify_opts_t vo = o.verify;
 		printf("verify     top-%d, knobs sub %g extra %g number %g negation %g "
-		       "qtype %g antonym %g order %g (0 = default)\n",
+		       "qtype %g antonym %g order %g context %g (0 = default)\n",
 		       o.rerank, vo.substitution, vo.extra, vo.number, vo.negation,
-		       vo.qtype, vo.antonym, vo.order);
+		       vo.qtype, vo.antonym, vo.order, vo.context);
 		printf("verify     %.2f us per pair (%zu pairs, 1 thread)\n",
 		       n_verify ? (double)verify_us / (double)n_verify : 0.0, n_verify);
 	}
@@ -566,47 +610,47 @@ int main(int argc, char **argv)
 	if (o.n_th > 1 && o.th[1] - o.th[0] < 0.0099)
 		decimals = 3;
 
-	double best_rate = -1, best_th = 0, best_prec = 0;
-	double rate_prec = -1, rate_th = 0, rate_rate = 0;
 	for (int k = 0; k < o.n_th; k++) {
-		size_t hits = 0, correct = 0, pos_correct = 0, neg_false = 0;
-		for (size_t i = 0; i < n_pairs; i++) {
-			if (hit[i] < 0 || scores[i] < o.th[k] - 1e-6)
-				continue;
-			size_t a = a_of_slot[hit[i]];
-			int ok = texts_find(&t, a) == texts_find(&t, pairs[i].b);
-			hits++;
-			correct += ok;
-			if (pairs[i].label)
-				pos_correct += ok;
-			else
-				neg_false += !ok;
-		}
-		double prec = hits ? (double)correct / (double)hits : 0;
-		double pos_rate = n_pos ? (double)pos_correct / (double)n_pos : 0;
-		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, o.th[k], hits,
-		       prec, pos_rate, n_neg ? (double)neg_false / (double)n_neg : 0);
-		if (hits && prec >= o.min_prec && pos_rate > best_rate) {
-			best_rate = pos_rate;
-			best_th = o.th[k];
-			best_prec = prec;
-		}
-		if (hits && pos_rate >= o.min_rate && prec > rate_prec) {
-			rate_prec = prec;
-			rate_th = o.th[k];
-			rate_rate = pos_rate;
-		}
+		score_t sc = score_at(&t, pairs, n_pairs, a_of_slot, hit, scores,
+				      o.th[k], -1);
+		printf("| %.*f | %zu | %.3f | %.3f | %.3f |\n", decimals, o.th[k], sc.hits,
+		       sc.prec, sc.pos_rate, sc.neg_rate);
 	}
-	if (best_rate >= 0)
-		printf("\nbest: threshold %.*f: precision %.3f at positive hit rate %.3f\n",
-		       decimals, best_th, best_prec, best_rate);
-	else
-		printf("\nbest: no threshold reaches precision %.2f\n", o.min_prec);
-	if (rate_prec >= 0)
-		printf("at rate >= %.2f: threshold %.*f: precision %.3f at positive hit "
-		       "rate %.3f\n", o.min_rate, decimals, rate_th, rate_prec, rate_rate);
-	else
-		printf("at rate >= %.2f: no threshold reaches it\n", o.min_rate);
+	/* the summary on the whole file, then on each half (split by a hash of
+	 * a): a gain from tuning should show on both */
+	for (int half = -1; half <= 1; half++) {
+		double best_rate = -1, best_th = 0, best_prec = 0;
+		double rate_prec = -1, rate_th = 0, rate_rate = 0;
+		const char *name = half < 0 ? "" : half == 0 ? "half 0: " : "half 1: ";
+		for (int k = 0; k < o.n_th; k++) {
+			score_t sc = score_at(&t, pairs, n_pairs, a_of_slot, hit,
+					      scores, o.th[k], half);
+			if (sc.hits && sc.prec >= o.min_prec && sc.pos_rate > best_rate) {
+				best_rate = sc.pos_rate;
+				best_th = o.th[k];
+				best_prec = sc.prec;
+			}
+			if (sc.hits && sc.pos_rate >= o.min_rate && sc.prec > rate_prec) {
+				rate_prec = sc.prec;
+				rate_th = o.th[k];
+				rate_rate = sc.pos_rate;
+			}
+		}
+		printf("\n");
+		if (best_rate >= 0)
+			printf("%sbest: threshold %.*f: precision %.3f at positive hit rate "
+			       "%.3f\n", name, decimals, best_th, best_prec, best_rate);
+		else
+			printf("%sbest: no threshold reaches precision %.2f\n", name,
+			       o.min_prec);
+		if (rate_prec >= 0)
+			printf("%sat rate >= %.2f: threshold %.*f: precision %.3f at positive "
+			       "hit rate %.3f\n", name, o.min_rate, decimals, rate_th,
+			       rate_prec, rate_rate);
+		else
+			printf("%sat rate >= %.2f: no threshold reaches it\n", name,
+			       o.min_rate);
+	}
 	status = 0;
 	goto out;
 

@@ -29,6 +29,9 @@
  *    what / who / when / where / yes-no), since "Why X?" and "Is X?" ask
  *    different things about the same words.
  *  - Operator-like symbols are words ("C++" vs "C#", "=" vs "==").
+ *  - A short all-capitals word that would read as a function word ("US",
+ *    "IT", "WHO") is an acronym, a rare word of its own, unless the whole
+ *    text is in capitals.
  *  - Term frequency is sublinear (1 + ln tf), so a repeated word cannot
  *    dominate.
  *
@@ -45,7 +48,7 @@
 #include "embed_int.h"
 
 /* Bump whenever the output for some input changes: it is part of the id. */
-#define ALGO_VERSION 1
+#define ALGO_VERSION 2
 
 #define DEFAULT_WORD_WEIGHT 1.0f
 #define DEFAULT_BIGRAM_WEIGHT 0.2f
@@ -677,6 +680,33 @@ static void add_raw(accum_t *a, char *w, size_t n, size_t apos)
 	add_token(a, w, apos);
 }
 
+/*
+ * w[0..n) (lowercased) was written in capitals in a text that has lowercase
+ * letters: when it would read as a function word, pronoun, modal, negation
+ * or question word, it is an acronym instead ("in the US", "a job in IT",
+ * "the WHO"). Feeds the word and returns 1 then, else returns 0.
+ */
+static int add_acronym(accum_t *a, const char *w, size_t n)
+{
+	char x[8];
+	enum band band;
+
+	if (n < 2 || n > 4 || a->e->opts.no_stem)
+		return 0;
+	memcpy(x, w, n);
+	band = words_get(a->e, x, stem(x, n));
+	if (band == BAND_RARE || band == BAND_COMMON || band == BAND_FAMILIAR)
+		return 0;
+	if (n == 2 && w[0] == 'u' && w[1] == 's') {
+		add_token(a, (char[]){'u', 's', 'a'}, 3); /* as "USA" */
+		return 1;
+	}
+	x[0] = '^'; /* apart from the word it spells */
+	memcpy(x + 1, w, n);
+	add_token(a, x, n + 1);
+	return 1;
+}
+
 static int is_word_byte(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -692,8 +722,12 @@ static int is_symbol(unsigned char c)
 static void scan(accum_t *a, const char *text, size_t len)
 {
 	char w[MAX_WORD];
-	size_t n = 0, apos = SIZE_MAX;
+	size_t n = 0, apos = SIZE_MAX, upper = 0;
 	const unsigned char *p = (const unsigned char *)text;
+	int has_lower = 0; /* capitals mean an acronym only in mixed case */
+
+	for (size_t i = 0; i < len && !has_lower; i++)
+		has_lower = p[i] >= 'a' && p[i] <= 'z';
 
 	for (size_t i = 0; i <= len; i++) {
 		unsigned char c = i < len ? p[i] : ' ';
@@ -712,13 +746,15 @@ static void scan(accum_t *a, const char *text, size_t len)
 			}
 		}
 		if (!quote && is_word_byte(c)) {
+			upper += c >= 'A' && c <= 'Z';
 			if (n < MAX_WORD)
 				w[n++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 			continue;
 		}
-		if (n > 0)
+		if (n > 0 && !(upper == n && has_lower && add_acronym(a, w, n)))
 			add_raw(a, w, n, apos);
 		n = 0;
+		upper = 0;
 		apos = SIZE_MAX;
 		if (quote && c == 0xe2)
 			i += 2; /* a lone U+2019: skip all of it */

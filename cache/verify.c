@@ -26,6 +26,7 @@
 #define DEFAULT_QTYPE 0.04f
 #define DEFAULT_ANTONYM 0.08f
 #define DEFAULT_ORDER 0.04f
+#define DEFAULT_CONTEXT 0.1f
 
 /* A pair is "covered" (reported only) when no unmatched word weighs more
  * than this: between the embedder's template words (0.25) and its pronouns
@@ -88,6 +89,17 @@ static const char *const number_words[][2] = {
 static const char aux_words[] = "is are am was were do does did have has had";
 static const char coord_words[] = "or and versus between compare comparison";
 
+/* Demonstratives: "this picture", "these sentences" or a bare "this" at the
+ * end ("What is that?") point at content outside the text (an image, an earlier message), so
+ * two such prompts may ask about different things whatever their words;
+ * "the following" likewise. Time words after them are ordinary ("this
+ * year"). Stemmed at creation. */
+static const char deictic_words[] = "this these";
+static const char deictic_end_words[] = "this these that those";
+static const char time_words[] =
+	"year month week day time summer winter spring autumn weekend morning "
+	"evening night season century decade semester quarter moment era";
+
 enum qkind { Q_NONE = 0, Q_WHAT, Q_HOW, Q_WHY, Q_WHO, Q_WHEN, Q_WHERE, Q_YESNO };
 
 typedef struct pair_entry {
@@ -112,6 +124,13 @@ struct sg_verify {
 	set_entry_t aux[SET_SLOTS];    /* yes/no auxiliaries */
 	set_entry_t coord[SET_SLOTS];  /* coordinators */
 	set_entry_t qword[SET_SLOTS];  /* question words -> enum qkind */
+	set_entry_t deictic[SET_SLOTS]; /* this, these */
+	set_entry_t deictic_end[SET_SLOTS]; /* and that, those (at the end only:
+					       "that" is also a conjunction) */
+	set_entry_t timew[SET_SLOTS];  /* time words */
+	set_entry_t person[SET_SLOTS]; /* first/second person and generic "one"
+					  -> grammatical case */
+	uint64_t the, following;       /* stems of "the" and "following" */
 };
 
 /* ---- hashing and small tables -------------------------------------------- */
@@ -207,6 +226,8 @@ typedef struct side {
 	int qkind;                       /* enum qkind */
 	int negations;                   /* negation words seen */
 	int coord;                       /* a coordinator seen */
+	int context;                     /* points at content outside the text */
+	uint64_t prev;                   /* stem hash of the previous word */
 } side_t;
 
 static void side_word_cb(void *ud, const sg__embed_word_t *w)
@@ -234,6 +255,13 @@ static void side_word_cb(void *ud, const sg__embed_word_t *w)
 
 	if (w->kind == SG__WORD_NEGATION)
 		s->negations++;
+	if (s->prev && set_get(v->deictic, s->prev) && w->kind != SG__WORD_STOP &&
+	    w->kind != SG__WORD_QUESTION && w->kind != SG__WORD_PRONOUN &&
+	    !set_get(v->timew, h))
+		s->context = 1;
+	if (s->prev == v->the && h == v->following)
+		s->context = 1;
+	s->prev = h;
 	if (set_get(v->coord, h))
 		s->coord = 1;
 	/* the kind of question: its opening word when that is a question word,
@@ -267,8 +295,13 @@ static void side_read(side_t *s, const sg_verify_t *v, const char *text, size_t 
 	s->qkind = Q_NONE;
 	s->negations = 0;
 	s->coord = 0;
+	s->context = 0;
+	s->prev = 0;
 	if (text != NULL)
 		sg__embed_local_words(v->embed, text, capped_len(text, len), side_word_cb, s);
+	/* a bare demonstrative ends the text: "What is this?" */
+	if (s->n > 0 && set_get(v->deictic_end, s->w[s->n - 1].hash))
+		s->context = 1;
 }
 
 /* ---- matching --------------------------------------------------------------- */
@@ -326,6 +359,30 @@ static int is_content(const vword_t *x)
 	       x->kind != SG__WORD_NEGATION && x->kind != SG__WORD_NUMBER;
 }
 
+/*
+ * "How do I", "how do you", "how can we", "how can one": in a question the
+ * asker's person is mostly generic, so an unmatched first/second person
+ * pronoun (or "one") pairs with one of the same case on the other side
+ * (my / your, myself / yourself). Third person ("his", "their") names
+ * someone else and stays evidence.
+ */
+static void match_person(const sg_verify_t *v, side_t *a, side_t *b)
+{
+	for (int i = 0; i < a->n; i++) {
+		vword_t *x = &a->w[i];
+		uint64_t c = set_get(v->person, x->hash);
+		if (x->matched || !c)
+			continue;
+		for (int j = 0; j < b->n; j++) {
+			vword_t *y = &b->w[j];
+			if (!y->matched && set_get(v->person, y->hash) == c) {
+				x->matched = y->matched = 1;
+				break;
+			}
+		}
+	}
+}
+
 static void match_sides(side_t *a, side_t *b)
 {
 	for (int i = 0; i < a->n; i++) {
@@ -341,6 +398,7 @@ static void match_sides(side_t *a, side_t *b)
 			}
 		}
 	}
+	match_person(a->v, a, b);
 	/* fuzzy matches only for content words still unmatched */
 	for (int i = 0; i < a->n; i++) {
 		vword_t *x = &a->w[i];
@@ -465,6 +523,7 @@ float sg_verify_explain(const sg_verify_t *v, const char *a, size_t alen, const 
 	ev->qtype = sa.qkind != Q_NONE && sb.qkind != Q_NONE && sa.qkind != sb.qkind;
 	ev->antonym = opposites(v, &sa, &sb) || opposites(v, &sb, &sa);
 	ev->order = !sa.coord && !sb.coord && swapped(&sa, &sb);
+	ev->context = sa.context || sb.context;
 
 	lo = SG_MIN(ev->miss_a, ev->miss_b);
 	hi = SG_MAX(ev->miss_a, ev->miss_b);
@@ -473,9 +532,10 @@ float sg_verify_explain(const sg_verify_t *v, const char *a, size_t alen, const 
 	      weight_of(o->negation) * (float)ev->negation +
 	      weight_of(o->qtype) * (float)ev->qtype +
 	      weight_of(o->antonym) * (float)ev->antonym +
-	      weight_of(o->order) * (float)ev->order;
+	      weight_of(o->order) * (float)ev->order +
+	      weight_of(o->context) * (float)ev->context;
 	ev->covered = hi <= COVER_MAX_MISS && !ev->number && !ev->negation && !ev->qtype &&
-		      !ev->antonym && !ev->order;
+		      !ev->antonym && !ev->order && !ev->context;
 
 	score = cosine - pen;
 	ev->score = score < 0 ? 0 : score > 1 ? 1 : score;
@@ -519,9 +579,10 @@ int sg_verify_new(sg_verify_t **out, const sg_verify_opts_t *opts)
 	o.qtype = knob(o.qtype, DEFAULT_QTYPE);
 	o.antonym = knob(o.antonym, DEFAULT_ANTONYM);
 	o.order = knob(o.order, DEFAULT_ORDER);
+	o.context = knob(o.context, DEFAULT_CONTEXT);
 	if (!isfinite(o.substitution) || !isfinite(o.extra) || !isfinite(o.number) ||
 	    !isfinite(o.negation) || !isfinite(o.qtype) || !isfinite(o.antonym) ||
-	    !isfinite(o.order))
+	    !isfinite(o.order) || !isfinite(o.context))
 		return SG_EINVAL;
 
 	if ((v = calloc(1, sizeof(*v))) == NULL)
@@ -545,6 +606,15 @@ int sg_verify_new(sg_verify_t **out, const sg_verify_opts_t *opts)
 		set_put(v->qword, word_stem(v, qwords[i].word), (uint64_t)qwords[i].kind);
 	set_add_list(v, v->aux, aux_words, 1);
 	set_add_list(v, v->coord, coord_words, 1);
+	set_add_list(v, v->deictic, deictic_words, 1);
+	set_add_list(v, v->deictic_end, deictic_end_words, 1);
+	set_add_list(v, v->timew, time_words, 1);
+	set_add_list(v, v->person, "i you we one", 1);
+	set_add_list(v, v->person, "me us", 2);
+	set_add_list(v, v->person, "my your our", 3);
+	set_add_list(v, v->person, "myself yourself ourselves oneself", 4);
+	v->the = word_stem(v, "the");
+	v->following = word_stem(v, "following");
 	*out = v;
 	return 0;
 }

@@ -89,7 +89,7 @@ int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len
 
 /**
  * A stable identity for the vectors this embedder produces, e.g.
- * "local/1:d384:w1:b0.2:c0.5:n3-5:s0.2:q0.3:qt0.3:p0.4:m0.2:num1.2:stem".
+ * "local/2:d384:w1:b0.2:c0.5:n3-5:s0.2:q0.3:qt0.3:p0.4:m0.2:num1.2:stem".
  * It changes whenever
  * the algorithm version, the dimension or any knob changes, so a cache can
  * refuse vectors made by another embedder. Borrowed: valid until

@@ -14,7 +14,12 @@
  *     yes-no);
  *   - opposites across the pair (best / worst, before / after, buy / sell);
  *   - two shared content words in the opposite order ("Russians dislike
- *     Poles" / "Poles dislike Russians").
+ *     Poles" / "Poles dislike Russians");
+ *   - a text that points at content it does not hold ("What is this
+ *     symbol?", "What is the output of the following program?"): two such
+ *     prompts may be about different pictures or programs whatever their
+ *     words, so they are served only on an exact match (identical texts
+ *     skip the verifier's evidence).
  * Each piece of evidence found subtracts a fixed amount from the cosine;
  * with none, the score is the cosine, so thresholds keep their meaning.
  *
@@ -55,6 +60,8 @@ typedef struct sg_verify_opts {
 	float qtype;        /* different kinds of question */
 	float antonym;      /* opposites across the pair */
 	float order;        /* two shared content words swapped */
+	float context;      /* either text points at content it does not hold
+			       ("this picture", "the following code") */
 } sg_verify_opts_t;
 
 /**
@@ -71,6 +78,7 @@ typedef struct sg_verify_evidence {
 	int qtype;           /* 1: different kinds of question */
 	int antonym;         /* 1: opposites across the pair */
 	int order;           /* 1: two shared content words in opposite orders */
+	int context;         /* 1: either text points at content it does not hold */
 	int covered;         /* 1: nothing but template words unmatched, and no
 				other evidence */
 } sg_verify_evidence_t;

@@ -193,6 +193,12 @@ static void test_semantics(void)
 	/* and the kind of question */
 	CHECK(sim(e, "Why is the sky blue?", "Is the sky blue?") <
 	      sim(e, "Why is the sky blue?", "Why is sky blue?"));
+	/* a capitalised acronym is not the function word it spells, unless
+	 * the whole text is in capitals */
+	CHECK(sim(e, "Is it safe to travel to the US?", "Is it safe to travel to the USA?") >
+	      0.999);
+	CHECK(sim(e, "What is IT?", "What is it?") < 0.9);
+	CHECK(sim(e, "WHAT IS IT?", "What is it?") > 0.999);
 	/* word order, through bigrams */
 	CHECK(sim(e, "convert python code to java", "convert java code to python") < 0.999);
 	sg_embed_local_free(e);

@@ -42,6 +42,11 @@ static void test_paraphrases_not_penalised(void)
 	/* spelled-out and written numbers */
 	CHECK(score("What are three habits of productive people?",
 		    "What are 3 habits of productive people?", 0.9f) == 0.9f);
+	/* the asker's person is generic; someone else's is not */
+	CHECK(score("How do I delete my account?", "How do you delete your account?", 0.9f) ==
+	      0.9f);
+	CHECK(score("How do I delete my account?", "How do I delete his account?", 0.9f) <
+	      0.9f);
 	/* word order under "or": the same choice */
 	CHECK(score("Which is better, Java or Python?", "Which is better, Python or Java?",
 		    0.99f) == 0.99f);
@@ -65,6 +70,27 @@ static void test_evidence_lowers(void)
 	float extra = score("What is the longest river in Germany?",
 			    "What is the longest river?", c);
 	CHECK(sub < extra && extra < c);
+}
+
+static void test_context(void)
+{
+	sg_verify_evidence_t ev;
+	const char *a = "What type of insect is this?", *b = "What type of insect is that?";
+	float c = 0.98f;
+
+	/* pointing at content the text does not hold: a picture, a program */
+	CHECK(sg_verify_explain(v, a, strlen(a), b, strlen(b), c, &ev) < c);
+	CHECK(ev.context == 1 && ev.covered == 0);
+	CHECK(score("What does this symbol mean?", "What does this symbol stand for?", c) < c);
+	CHECK(score("What is the output of the following program?",
+		    "What will be the output of the following program?", c) < c);
+	/* the identical text is still served */
+	CHECK(score(a, a, c) == c);
+	/* "this year" and "is it true that" point at nothing */
+	CHECK(score("What are your goals for this year?", "What are your goals this year?", c) ==
+	      c);
+	CHECK(score("Is it true that cats like water?", "Is it true that cats like water",
+		    c) == c);
 }
 
 static void test_explain(void)
@@ -136,7 +162,7 @@ static void test_options(void)
 
 	/* everything switched off: the score is the cosine */
 	o.substitution = o.extra = o.number = o.negation = -1;
-	o.qtype = o.antonym = o.order = -1;
+	o.qtype = o.antonym = o.order = o.context = -1;
 	CHECK(sg_verify_new(&w, &o) == 0);
 	CHECK(sg_verify_score(w, a, strlen(a), b, strlen(b), 0.9f) == 0.9f);
 	sg_verify_free(w);
@@ -156,6 +182,7 @@ int main(void)
 	test_paraphrases_not_penalised();
 	test_evidence_lowers();
 	test_explain();
+	test_context();
 	test_monotone_in_cosine();
 	test_garbage_is_safe();
 	test_options();
