@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Instructions per request: semgate under valgrind's callgrind while wrk sends
+# one request at a time, for the proxy path (cache off) and for exact cache
+# hits. Instruction counts do not depend on what else the machine is doing,
+# so unlike the timings of bench.sh they compare builds exactly.
+#   bash bench/bench_instr.sh [--build build] [--duration 8] [--semgate PATH]
+# (--semgate: another semgate binary, e.g. an older build, on the same mock)
+# Prints, per path: requests, instructions in the event loop (startup
+# excluded: libuv's uv_run, inclusive), and their quotient.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=build duration=8 bin=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--build) build=$2; shift 2 ;;
+	--duration) duration=$2; shift 2 ;;
+	--semgate) bin=$2; shift 2 ;;
+	*) echo "usage: $0 [--build DIR] [--duration S] [--semgate PATH]" >&2; exit 2 ;;
+	esac
+done
+bin=${bin:-$top/$build/semgate}
+bench_name=instr
+. "$top/bench/common.sh"
+command -v valgrind >/dev/null || { apt-get update -q && apt-get install -y -q valgrind; }
+
+mock=$(free_port)
+"$top/$build/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null &
+pids+=($!)
+
+measure() { # name (a file name), label, cache json
+	local name=$1 label=$2 cache=$3 port out sg
+	port=$(free_port)
+	out=$work/$name.callgrind
+	printf '{"listen":"127.0.0.1:%s","log_level":"error","cache":%s,"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
+		"$port" "$cache" "$mock" >"$work/$name.json"
+	valgrind --tool=callgrind --callgrind-out-file="$out" \
+		"$bin" --config "$work/$name.json" 2>"$work/$name.log" &
+	sg=$!
+	pids+=($sg)
+	for _ in $(seq 1 200); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
+		sleep 0.1
+	done
+	local n
+	n=$(wrk -t1 -c1 -d"${duration}s" -s "$top/bench/wrk/chat.lua" \
+		"http://127.0.0.1:$port/v1/chat/completions" | awk '/requests in/ {print $1}')
+	kill -TERM "$sg"
+	wait "$sg" 2>/dev/null || true
+	local ir
+	ir=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
+		awk '/uv_run \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
+	printf '%-28s %8s requests  %14s instructions  %8.0f per request\n' \
+		"$label" "$n" "$ir" "$(echo "$ir / $n" | bc -l)"
+}
+
+echo "$bin: $("$bin" --version 2>/dev/null | head -1) (tree at $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+measure proxy "proxy (cache off)" '{"enabled":false}'
+measure hits "exact hits (cache on)" "{\"path\":\"$work/cache\"}"
