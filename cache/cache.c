@@ -278,12 +278,24 @@ static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *ite
 	return 0;
 }
 
+/*
+ * Times are whole seconds, so "created + TTL" names a second, not an
+ * instant: an entry is served through the end of that second and gone after,
+ * so it lives at least its TTL (at most one second more), never less. (Gone
+ * at the second's start, an entry with TTL 1 written at x.999 would live a
+ * millisecond.) expires_s 0: never.
+ */
+static int expired(int64_t expires_s, int64_t now_s)
+{
+	return expires_s != 0 && now_s > expires_s;
+}
+
 static int load_entry(void *ud, const sg_entry_meta_t *m, const float *vec)
 {
 	load_ctx_t *lc = ud;
 	sg_cache_t *c = lc->c;
 
-	if (m->expires_s && m->expires_s <= lc->now_s) {
+	if (expired(m->expires_s, lc->now_s)) {
 		if (push((void **)&lc->expired, &lc->nexpired, &lc->cap_expired, sizeof(uint64_t), &m->id))
 			return lc->err = SG_ENOMEM;
 		return 0;
@@ -531,7 +543,7 @@ int sg_cache_lookup_exact(sg_cache_t *c, const sg_cache_key_t *k, int64_t now_s,
 		node_t *node = sg__u64map_get(&c->nodes, ids[i]);
 		if (node == NULL)
 			continue;
-		if (node->expires_s && node->expires_s <= now_s) {
+		if (expired(node->expires_s, now_s)) {
 			if (drop_entry(c, node) == 0)
 				c->expired++;
 			continue;
@@ -583,7 +595,7 @@ int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_cand
 			s->dirty = 1;
 			continue;
 		}
-		if (node->expires_s && node->expires_s <= now_s) {
+		if (expired(node->expires_s, now_s)) {
 			if (drop_entry(c, node) == 0)
 				c->expired++;
 			continue;
@@ -767,7 +779,7 @@ int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
 	for (size_t seen = 0; seen < SWEEP_SLOTS && c->nodes.cap; seen++) {
 		size_t i = c->sweep_cursor % c->nodes.cap;
 		node_t *n = c->nodes.vals[i];
-		if (n && n->expires_s && n->expires_s <= now_s && drop_entry(c, n) == 0) {
+		if (n && expired(n->expires_s, now_s) && drop_entry(c, n) == 0) {
 			c->expired++;
 			continue;
 		}

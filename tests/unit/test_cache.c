@@ -174,15 +174,17 @@ static void test_lru_and_expiry(void)
 	sg_cache_stats(c, &st);
 	CHECK(st.entries == 3 && st.evicted == 1 && st.index_vectors == 3);
 
-	/* a TTL from creation: served before, never after */
+	/* a TTL from creation: served for at least the TTL (through the second
+	 * it ends in, 2010), never after */
 	uint64_t tid;
 	float t[DIM];
 	vec(t, 7, 7, 0.0f);
 	CHECK(put(c, "t", "short", t, 2000, 10, &tid) == 0);
 	CHECK(find_exact(c, "t", "short", 2009) == tid);
-	CHECK(find_exact(c, "t", "short", 2010) == 0);
-	CHECK(find(c, "t", "x", t, 0.9f, 2010) == 0);
-	CHECK(sg_cache_maintain(c, 2011, 0) == 0);
+	CHECK(find_exact(c, "t", "short", 2010) == tid);
+	CHECK(find_exact(c, "t", "short", 2011) == 0);
+	CHECK(find(c, "t", "x", t, 0.9f, 2011) == 0);
+	CHECK(sg_cache_maintain(c, 2012, 0) == 0);
 	sg_cache_stats(c, &st);
 	CHECK(st.expired >= 1);
 	sg_cache_close(c);
