@@ -294,7 +294,8 @@ struct graph {
 		if (f == nullptr || f->code_size != (size_t)hh->d * sizeof(float) ||
 		    m->id_map.size() != n || (size_t)f->ntotal != n || g.levels.size() != n ||
 		    g.offsets.size() != n + 1 || g.neighbors.size() < g.offsets.back() ||
-		    g.cum_nneighbor_per_level.size() < 2 || g.entry_point >= (storage_idx_t)n)
+		    g.cum_nneighbor_per_level.size() < 2 || g.entry_point >= (storage_idx_t)n ||
+		    g.cum_nneighbor_per_level[1] > 256) // the walk gathers up to 256 links a node
 			return;
 		map = m;
 		h = hh;

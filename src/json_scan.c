@@ -147,6 +147,35 @@ static size_t scan_number(const char *s, size_t len, size_t i)
 }
 
 /*
+ * Would jansson hold the number s[0..n)? It refuses integers (no fraction,
+ * no exponent) outside int64 and reals that overflow a double. Short
+ * lexemes always fit; only long ones or ones with exponents are converted.
+ */
+static int number_fits(const char *s, size_t n)
+{
+	char tmp[64], *num = tmp;
+	int integral = 1, ok = 1;
+
+	for (size_t k = 0; k < n; k++)
+		if (s[k] == '.' || s[k] == 'e' || s[k] == 'E')
+			integral = 0;
+	if (integral ? n < 19 : (n < 300 && memchr(s, 'e', n) == NULL && memchr(s, 'E', n) == NULL))
+		return 1;
+	if (n >= sizeof(tmp) && (num = malloc(n + 1)) == NULL)
+		return 0;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	errno = 0;
+	if (integral)
+		(void)strtoll(num, NULL, 10), ok = errno != ERANGE;
+	else
+		ok = !(isinf(strtod(num, NULL)) && errno == ERANGE);
+	if (num != tmp)
+		free(num);
+	return ok;
+}
+
+/*
  * Does the string token s[a..b) (quotes included) spell key? Raw bytes are
  * compared unless the token has escapes; then it is decoded first (keys
  * worth looking for are short: a long escaped one cannot match).
@@ -204,13 +233,13 @@ int sg_json_scan(const char *s, size_t len, sg_json_field_t *fields, size_t nf)
 		i = skip_ws(s, len, i);
 		if (i >= len)
 			return SG_EINVAL;
+		if (depth == SG_JSON_MAX_DEPTH)
+			return SG_EINVAL; /* as jansson, every value counts, scalars too */
 		if (depth == 1 && stack[0] == '{')
 			member_start = i;
 		switch (s[i]) {
 		case '{':
 		case '[':
-			if (depth == SG_JSON_MAX_DEPTH)
-				return SG_EINVAL;
 			stack[depth++] = (unsigned char)s[i];
 			i = skip_ws(s, len, i + 1);
 			if (i < len && s[i] == (stack[depth - 1] == '{' ? '}' : ']')) {
@@ -240,10 +269,12 @@ int sg_json_scan(const char *s, size_t len, sg_json_field_t *fields, size_t nf)
 				return SG_EINVAL;
 			i += 4;
 			break;
-		default:
-			if ((i = scan_number(s, len, i)) == 0)
+		default: {
+			size_t a = i;
+			if ((i = scan_number(s, len, i)) == 0 || !number_fits(s + a, i - a))
 				return SG_EINVAL;
 			break;
+		}
 		}
 
 		/* a value ended just before i: close containers, find the next one */

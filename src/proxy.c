@@ -552,8 +552,9 @@ static void deliver(sg_req_t *req, uint64_t now)
 	 */
 	sg_json_field_t f[2] = {{"usage", 0, {0}}, {"choices", 0, {0}}};
 	int valid = body != NULL && sg_json_scan(body, len, f, 2) == 0;
-	usage_t use;
-	read_usage(&f[0], &use);
+	usage_t use = {0, 0, 0};
+	if (valid) /* a failed scan may have filled fields: count nothing from it */
+		read_usage(&f[0], &use);
 	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us,
 		      use.total > 0 ? (uint64_t)use.total : 0, now);
 	if (!valid) {

@@ -11,9 +11,10 @@
  *
  * What it accepts is what json_loadb(.., 0, ..) accepts for an object or an
  * array (RFC 8259; strings of valid UTF-8 without U+0000; surrogate escapes
- * in pairs; at most SG_JSON_MAX_DEPTH levels of nesting), except that numbers
- * of any size are valid here, where jansson refuses integers past int64 and
- * reals past double.
+ * in pairs; at most SG_JSON_MAX_DEPTH levels of nesting, scalars counted;
+ * integers within int64, reals within double), with one difference: a raw
+ * NUL byte anywhere makes the text invalid here (RFC 8259 has no place for
+ * one), where jansson's json_loadb skips it.
  */
 #ifndef SEMGATE_JSON_SCAN_H
 #define SEMGATE_JSON_SCAN_H
@@ -56,8 +57,8 @@ int sg_json_array_nonempty(sg_iovec_t span);
  * json_loadb(text, len, JSON_DECODE_ANY, err), faster: an object or array is
  * checked by sg_json_scan() and then built with jansson's no-check
  * constructors (its reader costs ~150 instructions a byte, this ~40); any
- * other text, or one jansson would refuse for a number it cannot hold, goes
- * to json_loadb itself, so the tree and the error are jansson's own.
+ * other text, and any the scan refuses, goes to json_loadb itself, so the
+ * tree and the error are jansson's own.
  * Caller owns the result (json_decref).
  */
 json_t *sg_json_load(const char *text, size_t len, json_error_t *err);

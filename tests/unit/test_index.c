@@ -271,6 +271,19 @@ static void test_hnsw_walk(void)
 		CHECK(jobs[i].mismatches == 0);
 	}
 
+	/* a graph wider than the walk gathers (2*M > 256 links at level 0) goes
+	 * to FAISS's own search, with the same answers */
+	sg_index_t *wide;
+	int64_t top;
+	int nt;
+	CHECK_RC(sg_index_new(&wide, WALK_DIM, SG_INDEX_HNSW, &(sg_index_opts_t){.hnsw_m = 150}), 0);
+	CHECK_RC(sg_index_add_batch(wide, 400, ids, base), 0);
+	for (int i = 0; i < 400; i += 37) {
+		CHECK_RC(sg_index_search(wide, base + i * WALK_DIM, 1, &top, NULL, &nt), 0);
+		CHECK(nt == 1 && top == ids[i]);
+	}
+	sg_index_free(wide);
+
 	/* fewer vectors than asked for: all of them, then -1s never leak out */
 	sg_index_t *tiny;
 	int64_t out[16];

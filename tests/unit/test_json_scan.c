@@ -31,7 +31,8 @@ static void test_validity(void)
 		"[true,false,null]", "{\"a\":1}", "{\"a\":{\"b\":[1,{\"c\":\"d\"}]},\"e\":[]}",
 		"[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]", "[\"\\u00e9\\uD83D\\uDE00\"]",
 		"[\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"]", "{\"\":\"\"}", "[[[[[]]]]]",
-		"{\"a\" : 1 , \"b\" : [ 2 , 3 ] }",
+		"{\"a\" : 1 , \"b\" : [ 2 , 3 ] }", "[9223372036854775807]", "[-9223372036854775808]",
+		"[1.5e308]", "[1e-400]", "[0.000000000000000000000000000001]",
 	};
 	static const char *const bad[] = {
 		"", " ", "1", "\"s\"", "true", "null", "{", "[", "}", "]", "{]", "[}", "[1,]", "[,1]",
@@ -41,6 +42,9 @@ static void test_validity(void)
 		"[\"\\uD800\\u0041\"]", "[\"a\nb\"]", "[\"\x01\"]", "[\"\xc0\xaf\"]",
 		"[\"\xe0\x80\xaf\"]", "[\"\xed\xa0\x80\"]", "[\"\xf4\x90\x80\x80\"]", "[\"\x80\"]",
 		"[\"\xc3\"]", "[\"unterminated]", "[1]]", "{\"a\":1}}", "[\xef\xbb\xbf]",
+		/* numbers jansson cannot hold */
+		"[9223372036854775808]", "[-9223372036854775809]", "[1e309]", "[-1E+400]",
+		"{\"usage\":{\"total_tokens\":99999999999999999999}}",
 	};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		if (scan(good[i]) != 0)
@@ -60,6 +64,20 @@ static void test_validity(void)
 	CHECK(sg_json_scan(deep, 2 * n, NULL, 0) == SG_EINVAL);
 	CHECK(sg_json_scan(deep + 1, 2 * n - 2, NULL, 0) == 0);
 	free(deep);
+	/* a scalar counts as a level, as in jansson: 2048 arrays around a 1 is
+	 * too deep, 2047 are not */
+	for (size_t k = SG_JSON_MAX_DEPTH - 1; k <= SG_JSON_MAX_DEPTH; k++) {
+		char *t = malloc(2 * k + 1);
+		memset(t, '[', k);
+		t[k] = '1';
+		memset(t + k + 1, ']', k);
+		json_t *j = json_loadb(t, 2 * k + 1, 0, NULL);
+		int rc = sg_json_scan(t, 2 * k + 1, NULL, 0);
+		CHECK((j != NULL) == (rc == 0));
+		CHECK((k < SG_JSON_MAX_DEPTH) == (rc == 0));
+		json_decref(j);
+		free(t);
+	}
 }
 
 static int span_is(sg_json_field_t *f, const char *want)
@@ -181,8 +199,6 @@ static void test_against_jansson(void)
 		json_t *root = json_loadb(buf, n, 0, &jerr);
 		sg_json_field_t f[2] = {{"usage", 0, {0}}, {"choices", 0, {0}}};
 		int rc = sg_json_scan(buf, n, f, 2);
-		if (root == NULL && (strstr(jerr.text, "too big") || strstr(jerr.text, "overflow")))
-			continue; /* numbers jansson cannot hold: valid JSON all the same */
 		compared++;
 		if ((root != NULL) != (rc == 0)) {
 			CHECK_MSG(0, "jansson %s, scanner %s: %.*s (%s)", root ? "valid" : "invalid",
@@ -208,7 +224,7 @@ static void test_against_jansson(void)
 	printf("json_scan vs jansson: %d mutated documents compared, %d valid; sg_json_load agreed "
 	       "with json_loadb on %d of %d\n", compared, valid, loads_agree, iterations);
 	CHECK(loads_agree == iterations);
-	CHECK(compared > iterations / 2 && valid > 100);
+	CHECK(compared == iterations && valid > 100);
 }
 
 /* The loader on what mutations rarely reach: long strings, escapes, numbers. */
