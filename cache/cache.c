@@ -792,6 +792,13 @@ int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
 	return rc;
 }
 
+void sg_cache_flush_hits(sg_cache_t *c)
+{
+	pthread_mutex_lock(&c->lock);
+	flush_hits(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
 int sg_cache_sync(sg_cache_t *c)
 {
 	return sg_store_sync(c->store);

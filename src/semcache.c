@@ -232,6 +232,8 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 	const sg_entry_meta_t *m = &hit->entry.m;
 	char extra[512];
 
+	sg__server_hit_counted(srv);
+
 	double money = (double)m->prompt_tokens * rc->model->input_per_mtok / 1e6 +
 	               (double)m->completion_tokens * rc->model->output_per_mtok / 1e6;
 	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),

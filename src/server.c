@@ -22,6 +22,7 @@
 #define LINGER_MS 2000           /* read and discard after a closing reply */
 #define MAX_PENDING (1u << 20)   /* pipelined bytes buffered while busy */
 #define BUSY_POLL_MAX_CONNS 8    /* busy polling only up to this many connections */
+#define HITS_FLUSH_MS 20         /* hit counters reach the store this soon after a hit */
 
 enum conn_state { CONN_OPEN, CONN_SHUTDOWN, CONN_LINGER, CONN_CLOSING, CONN__LAST };
 enum conn_timer { TIMER_NONE, TIMER_IDLE, TIMER_REQUEST, TIMER_LINGER, TIMER_RETRY };
@@ -946,6 +947,8 @@ static void server_maybe_done(sg_server_t *srv)
 	if (srv->cache) {
 		uv_timer_stop(&srv->maint_timer);
 		uv_close((uv_handle_t *)&srv->maint_timer, noop_close);
+		uv_timer_stop(&srv->hits_timer);
+		uv_close((uv_handle_t *)&srv->hits_timer, noop_close);
 	}
 	sg_upstream_close(srv->upstream);
 	srv->upstream = NULL;
@@ -991,6 +994,20 @@ static void sync_done(uv_work_t *w, int status)
 	srv->syncing = 0;
 	if (status == 0 && srv->sync_rc)
 		sg_log_warn("cache: fsync failed: %s", sg_strerror(srv->sync_rc));
+}
+
+/* Hit counters go to the store in small writes: see sg_cache_flush_hits(). */
+static void on_hits_flush(uv_timer_t *t)
+{
+	sg_server_t *srv = t->data;
+	sg_cache_flush_hits(srv->cache);
+}
+
+void sg__server_hit_counted(sg_server_t *srv)
+{
+	/* one shot, armed by the first hit after a flush: an idle gateway sleeps */
+	if (srv->cache && !srv->draining && !uv_is_active((uv_handle_t *)&srv->hits_timer))
+		uv_timer_start(&srv->hits_timer, on_hits_flush, HITS_FLUSH_MS, 0);
 }
 
 static void on_maintenance(uv_timer_t *t)
@@ -1123,6 +1140,8 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		uv_timer_init(loop, &srv->maint_timer);
 		srv->maint_timer.data = srv;
 		uv_timer_start(&srv->maint_timer, on_maintenance, 1000, 1000);
+		uv_timer_init(loop, &srv->hits_timer);
+		srv->hits_timer.data = srv;
 	}
 	*out = srv;
 	return 0;

@@ -162,6 +162,7 @@ struct sg_server {
 	sg_upstream_headers_t *embed_headers; /* remote embedder's request headers */
 	sg_stats_t *stats;        /* statistics (owned) */
 	uv_timer_t maint_timer;   /* cache maintenance */
+	uv_timer_t hits_timer;    /* cache hit counters to the store, often */
 	uv_idle_t spin;           /* busy polling: keeps the loop from sleeping */
 	uint64_t spin_until_us;   /* when busy polling stops */
 	uv_work_t sync_work;      /* fsync of the cache off the loop */
@@ -224,6 +225,9 @@ int sg__req_release(sg_req_t *req);
 
 /** Note activity: the loop busy-polls for limits.busy_poll_us from now. */
 void sg__server_kick(sg_server_t *srv);
+/** A cache hit was counted: its counter reaches the store within a few ms
+ * (small writes often, none while idle; see sg_cache_flush_hits()). */
+void sg__server_hit_counted(sg_server_t *srv);
 
 /** Route a complete request (handler.c). */
 void sg__handle(sg_req_t *req);

@@ -112,6 +112,15 @@ int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n);
 /** Periodic work: expiry sweep, hit counters to the store, checkpoints of
  * changed indexes (when `checkpoint`). */
 int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint);
+
+/**
+ * Write the hit counters gathered since the last flush to the store, in one
+ * write transaction (sg_cache_maintain does it too). Each hit entry costs the
+ * transaction a page; the server calls this ~20 ms after a hit, so that no
+ * single write holds up its loop for long (once a second, it took ~20 ms at
+ * 5,000 different hits a second).
+ */
+void sg_cache_flush_hits(sg_cache_t *c);
 /** fsync the store. Safe from a worker thread while the cache is in use. */
 int sg_cache_sync(sg_cache_t *c);
 
