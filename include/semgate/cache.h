@@ -51,6 +51,8 @@ typedef struct sg_cache_stats {
 	uint64_t file_bytes;     /* data.mdb size */
 	const char *index_type;  /* "flat", "hnsw" or "auto" */
 	uint64_t hnsw_scopes;    /* scopes whose index is HNSW */
+	uint64_t unsaved_changes; /* index changes not in a checkpoint yet: what a
+	                           * start would recover from the stored vectors */
 } sg_cache_stats_t;
 
 /**
@@ -109,8 +111,10 @@ int sg_cache_delete(sg_cache_t *c, uint64_t id);
 /** Delete every entry of a namespace (ns NULL: all); *n gets the count. */
 int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n);
 
-/** Periodic work: expiry sweep, hit counters to the store, checkpoints of
- * changed indexes (when `checkpoint`). */
+/** Periodic work: expiry sweep, hit counters to the store, and (when
+ * `checkpoint`) checkpoints of changed indexes: small ones whenever changed,
+ * those of 4,096 entries and more once 1/64 of them changed (sg_cache_close
+ * saves every change). */
 int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint);
 
 /**

@@ -229,6 +229,61 @@ static void test_auto_upgrade_and_restart(void)
 	sg_cache_close(c);
 }
 
+/* A big index is checkpointed once 1/64 of it changed; close saves the rest,
+ * and a start recovers what no checkpoint holds. */
+static void test_big_index_checkpoints(void)
+{
+	sg_cache_t *c = open_cache(0, 1, 1000);
+	sg_cache_stats_t st;
+	float v[DIM];
+	char p[32];
+	uint64_t id;
+	int n = 0;
+
+	if (!c)
+		return;
+	for (; n < 4200; n++) {
+		snprintf(p, sizeof(p), "b%d", n);
+		vec(v, n % DIM, (n / DIM) % DIM, 0.1f + (float)(n % 97) / 100.0f);
+		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
+	}
+	CHECK(sg_cache_maintain(c, 1001, 1) == 0);
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 0 && st.hnsw_scopes == 1);
+	for (int k = 0; k < 10; k++, n++) { /* 10 < 4210 / 64: not worth a save */
+		snprintf(p, sizeof(p), "b%d", n);
+		vec(v, n % DIM, (n / DIM) % DIM, 0.3f);
+		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
+	}
+	CHECK(sg_cache_maintain(c, 1002, 1) == 0);
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 10);
+	for (int k = 0; k < 60; k++, n++) { /* 70 >= 4270 / 64: saved */
+		snprintf(p, sizeof(p), "b%d", n);
+		vec(v, n % DIM, (n / DIM) % DIM, 0.7f);
+		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
+	}
+	CHECK(sg_cache_maintain(c, 1003, 1) == 0);
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 0);
+	for (int k = 0; k < 5; k++, n++) {
+		snprintf(p, sizeof(p), "b%d", n);
+		vec(v, n % DIM, (n / DIM) % DIM, 0.9f);
+		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
+	}
+	sg_cache_close(c); /* saves the last 5 */
+
+	c = open_cache(0, 1, 1000);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == (uint64_t)n && st.index_vectors == (uint64_t)n);
+	CHECK(st.unsaved_changes == 0);
+	CHECK(find_exact(c, "t", p, 1000) == id);
+	sg_cache_close(c);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/sg-test-cache.%d", (int)getpid());
@@ -246,6 +301,9 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_auto_upgrade_and_restart();
+	if (system(cmd) != 0)
+		return 1;
+	test_big_index_checkpoints();
 	if (system(cmd) != 0)
 		return 1;
 	CHECK_DONE();
