@@ -18,9 +18,16 @@ trap cleanup EXIT INT TERM
 "$bdir/semgate" &
 semgate_pid=$!
 for _ in $(seq 50); do
-	curl -fsS http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+	curl -fsS --max-time 1 http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+	kill -0 "$semgate_pid" 2>/dev/null || break
 	sleep 0.1
 done
+if ! kill -0 "$semgate_pid" 2>/dev/null ||
+	! curl -fsS --max-time 1 http://127.0.0.1:8080/healthz >/dev/null 2>&1; then
+	# its own message (a busy port, a cache made by another version...) is above
+	echo "semgate did not start; see its message above" >&2
+	exit 1
+fi
 cat <<MSG
 
 semgate is listening on http://127.0.0.1:8080 (built-in config: semgate --print-default-config),
