@@ -31,7 +31,9 @@ measure() { # name (a file name), label, cache json
 	local name=$1 label=$2 cache=$3 port out sg
 	port=$(free_port)
 	out=$work/$name.callgrind
-	printf '{"listen":"127.0.0.1:%s","log_level":"error","cache":%s,"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
+	# busy polling off: its spinning between requests would be counted too,
+	# and that depends on timing, not on the work a request needs
+	printf '{"listen":"127.0.0.1:%s","log_level":"error","limits":{"busy_poll_us":0},"cache":%s,"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
 		"$port" "$cache" "$mock" >"$work/$name.json"
 	valgrind --tool=callgrind --callgrind-out-file="$out" \
 		"$bin" --config "$work/$name.json" 2>"$work/$name.log" &

@@ -27,42 +27,6 @@ static int is_unscoped(const char *key)
 	return 0;
 }
 
-/* A string as jansson's encoder writes it (no ensure-ascii, no escaped slash). */
-static int canon_string(sg_buf_t *out, const char *s, size_t n)
-{
-	size_t run = 0;
-	int rc = sg_buf_append(out, "\"", 1);
-
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		unsigned char c = (unsigned char)s[i];
-		const char *esc = NULL;
-		char u[7];
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		rc = sg_buf_append(out, s + run, i - run);
-		run = i + 1;
-		switch (c) {
-		case '"': esc = "\\\""; break;
-		case '\\': esc = "\\\\"; break;
-		case '\b': esc = "\\b"; break;
-		case '\f': esc = "\\f"; break;
-		case '\n': esc = "\\n"; break;
-		case '\r': esc = "\\r"; break;
-		case '\t': esc = "\\t"; break;
-		default:
-			u[0] = '\\', u[1] = 'u', u[2] = '0', u[3] = '0';
-			u[4] = "0123456789ABCDEF"[c >> 4], u[5] = "0123456789ABCDEF"[c & 15];
-			u[6] = '\0';
-			esc = u;
-		}
-		if (rc == 0)
-			rc = sg_buf_puts(out, esc);
-	}
-	if (rc == 0)
-		rc = sg_buf_append(out, s + run, n - run);
-	return rc ? rc : sg_buf_append(out, "\"", 1);
-}
-
 static int cmp_keys(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -88,7 +52,7 @@ int sg__key_canon_dump(sg_buf_t *out, const json_t *v)
 			if (i > 0)
 				rc = sg_buf_append(out, ",", 1);
 			if (rc == 0)
-				rc = canon_string(out, keys[i], strlen(keys[i]));
+				rc = sg_buf_json_str(out, keys[i], strlen(keys[i]));
 			if (rc == 0)
 				rc = sg_buf_append(out, ":", 1);
 			if (rc == 0)
@@ -110,7 +74,7 @@ int sg__key_canon_dump(sg_buf_t *out, const json_t *v)
 		return rc ? rc : sg_buf_append(out, "]", 1);
 	}
 	case JSON_STRING:
-		return canon_string(out, json_string_value(v), json_string_length(v));
+		return sg_buf_json_str(out, json_string_value(v), json_string_length(v));
 	case JSON_INTEGER:
 		snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 		return sg_buf_puts(out, num);

@@ -36,6 +36,12 @@ float ip_portable(const float *x, const float *y, size_t d)
 	return r;
 }
 
+void ip4_portable(const float *q, const float *const *x, size_t d, float *out)
+{
+	for (int j = 0; j < 4; j++)
+		out[j] = ip_portable(q, x[j], d);
+}
+
 #if defined(__x86_64__)
 __attribute__((target("avx2,fma"))) float ip_avx2(const float *x, const float *y, size_t d)
 {
@@ -56,28 +62,66 @@ __attribute__((target("avx2,fma"))) float ip_avx2(const float *x, const float *y
 		r += x[i] * y[i];
 	return r;
 }
+
+// One query against four vectors: the same sums, with the query loaded once
+// and four independent accumulators (semgate's HNSW walk scores neighbours
+// four at a time).
+__attribute__((target("avx2,fma"))) void ip4_avx2(const float *q, const float *const *x,
+						    size_t d, float *out)
+{
+	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+	__m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+	size_t i = 0;
+	for (; i + 8 <= d; i += 8) {
+		__m256 qv = _mm256_loadu_ps(q + i);
+		a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[0] + i), a0);
+		a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[1] + i), a1);
+		a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[2] + i), a2);
+		a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[3] + i), a3);
+	}
+	// horizontal sums of the four accumulators, all at once
+	__m256 s01 = _mm256_hadd_ps(a0, a1), s23 = _mm256_hadd_ps(a2, a3);
+	__m256 s = _mm256_hadd_ps(s01, s23);
+	__m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+	_mm_storeu_ps(out, r);
+	for (; i < d; i++)
+		for (int j = 0; j < 4; j++)
+			out[j] += q[i] * x[j][i];
+}
 #endif
 
 using ip_fn = float (*)(const float *, const float *, size_t);
+using ip4_fn = void (*)(const float *, const float *const *, size_t, float *);
 
-ip_fn pick()
+struct kernels {
+	ip_fn one;
+	ip4_fn four;
+};
+
+kernels pick()
 {
 #if defined(__x86_64__)
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-		return ip_avx2;
+		return {ip_avx2, ip4_avx2};
 #endif
-	return ip_portable;
+	return {ip_portable, ip4_portable};
 }
 
-// Chosen on first use (idempotent, so a benign race at worst).
-ip_fn kernel;
+// Chosen on first use, for the CPU it runs on (so no static-initialisation
+// order to rely on; idempotent, so a race is benign).
+kernels kernel;
+
+inline const kernels &chosen()
+{
+	if (kernel.one == nullptr)
+		kernel = pick();
+	return kernel;
+}
 
 inline float ip(const float *x, const float *y, size_t d)
 {
-	if (kernel == nullptr)
-		kernel = pick();
-	return kernel(x, y, d);
+	return chosen().one(x, y, d);
 }
 
 } // namespace
@@ -95,6 +139,11 @@ float fvec_inner_product(const float *x, const float *y, size_t d)
 }
 
 } // namespace faiss
+
+void sg__ip4(const float *q, const float *const *x, size_t d, float *out)
+{
+	chosen().four(q, x, d, out);
+}
 
 extern "C" void sg_index_set_threads(int n)
 {

@@ -33,65 +33,9 @@
 #include <faiss/utils/distances.h>
 
 #include "hnsw_walk.h"
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 namespace {
 
 using storage_idx_t = faiss::HNSW::storage_idx_t;
-
-// ---- scoring four vectors against one query -----------------------------
-
-void ip4_portable(const float *q, const float *const *x, size_t d, float *out)
-{
-	for (int j = 0; j < 4; j++)
-		out[j] = faiss::fvec_inner_product(q, x[j], d);
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) void ip4_avx2(const float *q, const float *const *x,
-						    size_t d, float *out)
-{
-	__m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-	__m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-	size_t i = 0;
-	for (; i + 8 <= d; i += 8) {
-		__m256 qv = _mm256_loadu_ps(q + i);
-		a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[0] + i), a0);
-		a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[1] + i), a1);
-		a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[2] + i), a2);
-		a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x[3] + i), a3);
-	}
-	// horizontal sums of the four accumulators, all at once
-	__m256 s01 = _mm256_hadd_ps(a0, a1), s23 = _mm256_hadd_ps(a2, a3);
-	__m256 s = _mm256_hadd_ps(s01, s23);
-	__m128 r = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-	_mm_storeu_ps(out, r);
-	for (; i < d; i++)
-		for (int j = 0; j < 4; j++)
-			out[j] += q[i] * x[j][i];
-}
-
-#endif
-
-using ip4_fn = void (*)(const float *, const float *const *, size_t, float *);
-
-bool have_avx2()
-{
-#if defined(__x86_64__)
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-	return false;
-#endif
-}
-
-#if defined(__x86_64__)
-const ip4_fn ip4 = have_avx2() ? ip4_avx2 : ip4_portable;
-#else
-const ip4_fn ip4 = ip4_portable;
-#endif
 
 inline void prefetch_bytes(const void *v, size_t bytes)
 {
@@ -116,7 +60,7 @@ struct scorer {
 	{
 		const float *xs[4] = {base + (size_t)ids[0] * d, base + (size_t)ids[1] * d,
 				      base + (size_t)ids[2] * d, base + (size_t)ids[3] * d};
-		ip4(q, xs, d, out);
+		sg__ip4(q, xs, d, out);
 	}
 };
 

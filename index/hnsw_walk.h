@@ -3,6 +3,7 @@
 #ifndef SEMGATE_HNSW_WALK_H
 #define SEMGATE_HNSW_WALK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -25,6 +26,10 @@ int sg__hnsw_search(const void *fx, const float *query, int k, int ef, int64_t *
 
 #ifdef __cplusplus
 }
+
+/* The inner products of q with x[0..3] (d floats each) into out[0..3]; the
+ * SIMD kernel beside the one FAISS uses, in faiss_kernels.cpp. */
+void sg__ip4(const float *q, const float *const *x, size_t d, float *out);
 #endif
 
 #endif

@@ -83,7 +83,9 @@ int sg_buf_printf(sg_buf_t *b, const char *fmt, ...)
 
 int sg_buf_json_str(sg_buf_t *b, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
+	/* jansson's encoder escapes exactly these, this way: cache keys
+	 * (cache/key.c) depend on writing what json_dumps writes */
+	static const char hex[] = "0123456789ABCDEF";
 	/* Worst case every byte becomes \u00XX. */
 	int rc = sg_buf_reserve(b, n * 6 + 2);
 	if (rc)
@@ -95,6 +97,8 @@ int sg_buf_json_str(sg_buf_t *b, const char *s, size_t n)
 		switch (c) {
 		case '"': *o++ = '\\'; *o++ = '"'; break;
 		case '\\': *o++ = '\\'; *o++ = '\\'; break;
+		case '\b': *o++ = '\\'; *o++ = 'b'; break;
+		case '\f': *o++ = '\\'; *o++ = 'f'; break;
 		case '\n': *o++ = '\\'; *o++ = 'n'; break;
 		case '\r': *o++ = '\\'; *o++ = 'r'; break;
 		case '\t': *o++ = '\\'; *o++ = 't'; break;

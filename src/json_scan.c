@@ -147,32 +147,48 @@ static size_t scan_number(const char *s, size_t len, size_t i)
 }
 
 /*
- * Would jansson hold the number s[0..n)? It refuses integers (no fraction,
- * no exponent) outside int64 and reals that overflow a double. Short
- * lexemes always fit; only long ones or ones with exponents are converted.
+ * The value of the number lexeme s[0..n) as jansson reads it: an integer
+ * (no fraction, no exponent) into *iv, else a real into *dv; *integral
+ * says which. -1 when jansson refuses it (an integer outside int64, a real
+ * that overflows a double) or no memory for a long lexeme.
  */
-static int number_fits(const char *s, size_t n)
+static int number_value(const char *s, size_t n, int *integral, long long *iv, double *dv)
 {
 	char tmp[64], *num = tmp;
-	int integral = 1, ok = 1;
+	int rc = 0;
 
-	for (size_t k = 0; k < n; k++)
-		if (s[k] == '.' || s[k] == 'e' || s[k] == 'E')
-			integral = 0;
-	if (integral ? n < 19 : (n < 300 && memchr(s, 'e', n) == NULL && memchr(s, 'E', n) == NULL))
-		return 1;
+	*integral = memchr(s, '.', n) == NULL && memchr(s, 'e', n) == NULL &&
+		    memchr(s, 'E', n) == NULL;
 	if (n >= sizeof(tmp) && (num = malloc(n + 1)) == NULL)
-		return 0;
+		return -1;
 	memcpy(num, s, n);
 	num[n] = '\0';
 	errno = 0;
-	if (integral)
-		(void)strtoll(num, NULL, 10), ok = errno != ERANGE;
-	else
-		ok = !(isinf(strtod(num, NULL)) && errno == ERANGE);
+	if (*integral) {
+		*iv = strtoll(num, NULL, 10);
+		rc = errno == ERANGE ? -1 : 0;
+	} else {
+		*dv = strtod(num, NULL);
+		rc = errno == ERANGE && isinf(*dv) ? -1 : 0;
+	}
 	if (num != tmp)
 		free(num);
-	return ok;
+	return rc;
+}
+
+/* Would jansson hold the number s[0..n)? Short lexemes always fit (under 19
+ * digits, or a real without exponent under 300 characters): only long ones
+ * or ones with exponents are converted to tell. */
+static int number_fits(const char *s, size_t n)
+{
+	int has_exp = memchr(s, 'e', n) != NULL || memchr(s, 'E', n) != NULL;
+	int integral;
+	long long iv;
+	double dv;
+
+	if (!has_exp && (memchr(s, '.', n) == NULL ? n < 19 : n < 300))
+		return 1;
+	return number_value(s, n, &integral, &iv, &dv) == 0;
 }
 
 /*
@@ -416,31 +432,49 @@ static size_t unescape(const char *s, size_t a, size_t b, char *out)
 	return n;
 }
 
+/*
+ * The loader checks as it builds, with the scanner's own rules (the same
+ * string, number and depth checks; commas, colons, literals and the end of
+ * the text in load_value), so that the text is read once. Anything it cannot
+ * build goes to json_loadb, which then says why in jansson's words.
+ */
 typedef struct loader {
-	const char *s; /* the text, already checked */
+	const char *s;   /* the text */
 	size_t len;
-	size_t i;      /* where the next token starts (or whitespace before it) */
+	size_t i;        /* where the next token starts (or whitespace before it) */
+	size_t depth;    /* containers open around the value being read */
 	char small[256]; /* decoding room for short strings */
 } loader_t;
 
 static json_t *load_value(loader_t *l);
 
-/*
- * The string token at l->i, decoded: *out points into the text when it has
- * no escapes, else into dst (cap bytes) or, when longer, a malloc'd copy
- * returned in *owned (caller frees). Returns the length, or SIZE_MAX on
- * allocation failure.
- */
-static size_t decode_string(loader_t *l, char *dst, size_t cap, const char **out, char **owned)
+/* The next byte that is not whitespace, or -1 at the end; l->i points at it. */
+static int peek(loader_t *l)
 {
-	size_t a = l->i, b = scan_string(l->s, l->len, a), rawlen = b - a - 2;
+	l->i = skip_ws(l->s, l->len, l->i);
+	return l->i < l->len ? (unsigned char)l->s[l->i] : -1;
+}
 
-	l->i = b;
+/*
+ * The string token at l->i, checked and decoded: *out points into the text
+ * when it has no escapes, else into l->small or, when longer, a malloc'd
+ * copy returned in *owned (caller frees). Returns the length, or SIZE_MAX
+ * when the token is not a valid string (or no memory).
+ */
+static size_t decode_string(loader_t *l, const char **out, char **owned)
+{
+	size_t a = l->i, b = l->i < l->len && l->s[a] == '"' ? scan_string(l->s, l->len, a) : 0;
+	size_t rawlen = b - a - 2;
+	char *dst = l->small;
+
 	*owned = NULL;
+	if (b == 0)
+		return SIZE_MAX;
+	l->i = b;
 	*out = l->s + a + 1;
 	if (memchr(*out, '\\', rawlen) == NULL)
 		return rawlen;
-	if (rawlen > cap && (dst = *owned = malloc(rawlen)) == NULL)
+	if (rawlen > sizeof(l->small) && (dst = *owned = malloc(rawlen)) == NULL)
 		return SIZE_MAX;
 	*out = dst;
 	return unescape(l->s, a, b, dst);
@@ -450,30 +484,34 @@ static json_t *load_string(loader_t *l)
 {
 	const char *p;
 	char *owned;
-	size_t n = decode_string(l, l->small, sizeof(l->small), &p, &owned);
+	size_t n = decode_string(l, &p, &owned);
 	json_t *out = n == SIZE_MAX ? NULL : json_stringn_nocheck(p, n);
 	free(owned);
 	return out;
 }
 
-/* A member "key": value of an object; 0 or -1 (let jansson tell why). */
+/* A member "key": value of an object; 0 or -1. */
 static int load_member(loader_t *l, json_t *obj)
 {
 	char kbuf[128], *owned, *key = kbuf;
 	const char *p;
-	size_t n = decode_string(l, l->small, sizeof(l->small), &p, &owned);
+	size_t n;
 	int rc = -1;
 
+	peek(l);
+	n = decode_string(l, &p, &owned);
 	if (n == SIZE_MAX || memchr(p, '\0', n) != NULL) /* keys are C strings in jansson */
 		goto out;
 	if (n >= sizeof(kbuf) && (key = malloc(n + 1)) == NULL)
 		goto out;
 	memcpy(key, p, n); /* before the value reuses l->small */
 	key[n] = '\0';
-	l->i = skip_ws(l->s, l->len, l->i) + 1; /* the colon */
-	json_t *v = load_value(l);
-	if (v != NULL)
-		rc = json_object_set_new_nocheck(obj, key, v) == 0 ? 0 : -1;
+	if (peek(l) == ':') {
+		l->i++;
+		json_t *v = load_value(l);
+		if (v != NULL)
+			rc = json_object_set_new_nocheck(obj, key, v) == 0 ? 0 : -1;
+	}
 	if (key != kbuf)
 		free(key);
 out:
@@ -484,100 +522,86 @@ out:
 static json_t *load_number(loader_t *l)
 {
 	size_t a = l->i, b = scan_number(l->s, l->len, a);
-	char tmp[64], *num = tmp, *end;
-	json_t *out = NULL;
-	int integral = 1;
+	int integral;
+	long long iv;
+	double dv;
 
-	l->i = b;
-	for (size_t k = a; k < b; k++)
-		if (l->s[k] == '.' || l->s[k] == 'e' || l->s[k] == 'E')
-			integral = 0;
-	if (b - a >= sizeof(tmp) && (num = malloc(b - a + 1)) == NULL)
+	if (b == 0 || number_value(l->s + a, b - a, &integral, &iv, &dv) != 0)
 		return NULL;
-	memcpy(num, l->s + a, b - a);
-	num[b - a] = '\0';
-	errno = 0;
-	if (integral) {
-		long long v = strtoll(num, &end, 10);
-		if (errno != ERANGE)
-			out = json_integer((json_int_t)v);
-	} else {
-		double d = strtod(num, &end);
-		if (!(errno == ERANGE && isinf(d)))
-			out = json_real(d);
-	}
-	if (num != tmp)
-		free(num);
-	return out; /* NULL past jansson's range: the caller lets jansson say so */
+	l->i = b;
+	return integral ? json_integer((json_int_t)iv) : json_real(dv);
+}
+
+/* The literal word at l->i (true, false, null) as value, or NULL. */
+static json_t *load_literal(loader_t *l, const char *word, json_t *value)
+{
+	size_t n = strlen(word);
+	if (l->len - l->i < n || memcmp(l->s + l->i, word, n) != 0)
+		return NULL;
+	l->i += n;
+	return value;
 }
 
 static json_t *load_value(loader_t *l)
 {
-	const char *s = l->s;
-	json_t *out;
+	int c = peek(l);
 
-	l->i = skip_ws(s, l->len, l->i);
-	switch (s[l->i]) {
+	if (l->depth == SG_JSON_MAX_DEPTH)
+		return NULL; /* as jansson, every value counts, scalars too */
+	switch (c) {
 	case '{':
-		out = json_object();
-		l->i = skip_ws(s, l->len, l->i + 1);
-		if (s[l->i] == '}') {
+	case '[': {
+		int close = c == '{' ? '}' : ']';
+		json_t *out = c == '{' ? json_object() : json_array();
+		l->i++;
+		l->depth++;
+		if (out != NULL && peek(l) == close) {
 			l->i++;
+			l->depth--;
 			return out;
 		}
 		while (out != NULL) {
-			l->i = skip_ws(s, l->len, l->i);
-			if (load_member(l, out) != 0) {
-				json_decref(out);
-				return NULL;
-			}
-			l->i = skip_ws(s, l->len, l->i);
-			if (s[l->i++] == '}')
-				break; /* else a comma */
-		}
-		return out;
-	case '[':
-		out = json_array();
-		l->i = skip_ws(s, l->len, l->i + 1);
-		if (s[l->i] == ']') {
+			json_t *v = NULL;
+			if (c == '{' ? load_member(l, out) != 0
+				     : ((v = load_value(l)) == NULL || json_array_append_new(out, v) != 0))
+				break;
+			int next = peek(l);
 			l->i++;
-			return out;
-		}
-		while (out != NULL) {
-			json_t *v = load_value(l);
-			if (v == NULL || json_array_append_new(out, v) != 0) {
-				json_decref(out);
-				return NULL;
+			if (next == close) {
+				l->depth--;
+				return out;
 			}
-			l->i = skip_ws(s, l->len, l->i);
-			if (s[l->i++] == ']')
+			if (next != ',')
 				break;
 		}
-		return out;
+		json_decref(out);
+		return NULL;
+	}
 	case '"':
 		return load_string(l);
 	case 't':
-		l->i += 4;
-		return json_true();
+		return load_literal(l, "true", json_true());
 	case 'f':
-		l->i += 5;
-		return json_false();
+		return load_literal(l, "false", json_false());
 	case 'n':
-		l->i += 4;
-		return json_null();
+		return load_literal(l, "null", json_null());
 	default:
-		return load_number(l);
+		return c == -1 ? NULL : load_number(l);
 	}
 }
 
 json_t *sg_json_load(const char *text, size_t len, json_error_t *err)
 {
-	if (sg_json_scan(text, len, NULL, 0) == 0) {
-		loader_t l = {text, len, 0, {0}};
+	loader_t l = {text, len, 0, 0, {0}};
+	int c = peek(&l);
+
+	if (c == '{' || c == '[') {
 		json_t *root = load_value(&l);
-		if (root != NULL)
+		if (root != NULL && peek(&l) == -1)
 			return root;
-		/* a number jansson cannot hold, or no memory: let jansson tell */
+		json_decref(root);
 	}
+	/* not an object or array, not JSON, a number jansson cannot hold, or no
+	 * memory: jansson's own tree or error */
 	return json_loadb(text, len, JSON_DECODE_ANY, err);
 }

@@ -18,7 +18,7 @@
 
 #include "semgate/json_scan.h"
 #include "semgate/log.h"
-#include "out_int.h"
+#include "fbuf_int.h"
 #include "server_int.h"
 
 #define DEFAULT_AZURE_API_VERSION "2024-10-21"
@@ -65,19 +65,19 @@ static void proxy_release(sg_proxy_t *px)
 static void upstream_headers(const sg_req_t *req, char *out, size_t n)
 {
 	const sg_proxy_t *px = &req->proxy;
-	sg__out_t o;
-	sg__out_init(&o, out, n);
-	sg__out_str(&o, "X-Semgate-Upstream: ");
-	sg__out_str(&o, px->dep->id);
-	sg__out_str(&o, "\r\nX-Semgate-Attempts: ");
-	sg__out_u64(&o, (uint64_t)px->attempts);
-	sg__out_mem(&o, "\r\n", 2);
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, out, n);
+	sg__fbuf_str(&o, "X-Semgate-Upstream: ");
+	sg__fbuf_str(&o, px->dep->id);
+	sg__fbuf_str(&o, "\r\nX-Semgate-Attempts: ");
+	sg__fbuf_u64(&o, (uint64_t)px->attempts);
+	sg__fbuf_mem(&o, "\r\n", 2);
 	if (px->fallback_used) {
-		sg__out_str(&o, "X-Semgate-Fallback: ");
-		sg__out_str(&o, px->model->name);
-		sg__out_mem(&o, "\r\n", 2);
+		sg__fbuf_str(&o, "X-Semgate-Fallback: ");
+		sg__fbuf_str(&o, px->model->name);
+		sg__fbuf_mem(&o, "\r\n", 2);
 	}
-	if (!sg__out_full(&o))
+	if (!sg__fbuf_full(&o))
 		sg__cache_headers(req, out + o.len, n - o.len);
 }
 
@@ -133,14 +133,14 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
 	char extra[768];
-	sg__out_t o;
+	sg__fbuf_t o;
 
 	px->status = status;
 	px->retry_after_s = retry_after_s;
 	if (retry_after_s > px->round_retry_after_s)
 		px->round_retry_after_s = retry_after_s;
-	sg__out_init(&o, px->content_type, sizeof(px->content_type));
-	sg__out_str(&o, ctype ? ctype : "");
+	sg__fbuf_init(&o, px->content_type, sizeof(px->content_type));
+	sg__fbuf_str(&o, ctype ? ctype : "");
 	if (px->want_stream && status == 200 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
 		if (px->prov) {
@@ -350,10 +350,10 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 		snprintf(px->url, sizeof(px->url), "%s%s?api-version=%s", dep->base_url, px->path,
 		         dep->api_version ? dep->api_version : DEFAULT_AZURE_API_VERSION);
 	else {
-		sg__out_t o;
-		sg__out_init(&o, px->url, sizeof(px->url));
-		sg__out_str(&o, dep->base_url);
-		sg__out_str(&o, px->path);
+		sg__fbuf_t o;
+		sg__fbuf_init(&o, px->url, sizeof(px->url));
+		sg__fbuf_str(&o, dep->base_url);
+		sg__fbuf_str(&o, px->path);
 	}
 	xr->url = px->url;
 	xr->headers = srv->dep_headers[dep->seq];
@@ -572,10 +572,10 @@ static void deliver(sg_req_t *req, uint64_t now)
 					    use.prompt, use.completion);
 	if (id) {
 		size_t k = strlen(extra);
-		sg__out_t o = {extra, k, sizeof(extra), 0};
-		sg__out_str(&o, "X-Semgate-Cache-Id: ");
-		sg__out_u64(&o, id);
-		sg__out_mem(&o, "\r\n", 2);
+		sg__fbuf_t o = {extra, k, sizeof(extra), 0};
+		sg__fbuf_str(&o, "X-Semgate-Cache-Id: ");
+		sg__fbuf_u64(&o, id);
+		sg__fbuf_mem(&o, "\r\n", 2);
 	}
 	int status = (int)px->status;
 	proxy_release(px); /* body and px->out stay valid until the next request */

@@ -11,7 +11,7 @@
 
 #include "semgate/json_scan.h"
 #include "semgate/log.h"
-#include "out_int.h"
+#include "fbuf_int.h"
 #include "server_int.h"
 
 static const char *const state_names[SG_RC__LAST] = {
@@ -563,11 +563,11 @@ void sg__cache_headers(const sg_req_t *req, char *out, size_t n)
 		out[0] = '\0';
 		return;
 	}
-	sg__out_t o;
-	sg__out_init(&o, out, n);
-	sg__out_str(&o, "X-Semgate-Cache: ");
-	sg__out_str(&o, state_names[rc->state]);
-	sg__out_mem(&o, "\r\n", 2);
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, out, n);
+	sg__fbuf_str(&o, "X-Semgate-Cache: ");
+	sg__fbuf_str(&o, state_names[rc->state]);
+	sg__fbuf_mem(&o, "\r\n", 2);
 }
 
 static int wants_store(const sg_reqcache_t *rc)

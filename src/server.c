@@ -16,7 +16,7 @@
 #include <time.h>
 
 #include "semgate/log.h"
-#include "out_int.h"
+#include "fbuf_int.h"
 #include "server_int.h"
 
 #define LINGER_MS 2000           /* read and discard after a closing reply */
@@ -377,25 +377,25 @@ static int format_head(sg_req_t *req, char *out, size_t cap, int status, const c
 		conn_hdr = "Connection: close\r\n";
 	else if (req->http_minor == 0)
 		conn_hdr = "Connection: keep-alive\r\n";
-	sg__out_t o;
-	sg__out_init(&o, out, cap);
-	sg__out_str(&o, "HTTP/1.1 ");
-	sg__out_u64(&o, (uint64_t)status);
-	sg__out_mem(&o, " ", 1);
-	sg__out_str(&o, status_text(status));
-	sg__out_mem(&o, "\r\n", 2);
-	sg__out_str(&o, date_header(c->srv));
-	sg__out_str(&o, "Server: semgate\r\nContent-Type: ");
-	sg__out_str(&o, ctype);
-	sg__out_mem(&o, "\r\n", 2);
-	sg__out_str(&o, framing);
-	sg__out_str(&o, "X-Request-Id: ");
-	sg__out_str(&o, req->id);
-	sg__out_mem(&o, "\r\n", 2);
-	sg__out_str(&o, conn_hdr);
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, out, cap);
+	sg__fbuf_str(&o, "HTTP/1.1 ");
+	sg__fbuf_u64(&o, (uint64_t)status);
+	sg__fbuf_mem(&o, " ", 1);
+	sg__fbuf_str(&o, status_text(status));
+	sg__fbuf_mem(&o, "\r\n", 2);
+	sg__fbuf_str(&o, date_header(c->srv));
+	sg__fbuf_str(&o, "Server: semgate\r\nContent-Type: ");
+	sg__fbuf_str(&o, ctype);
+	sg__fbuf_mem(&o, "\r\n", 2);
+	sg__fbuf_str(&o, framing);
+	sg__fbuf_str(&o, "X-Request-Id: ");
+	sg__fbuf_str(&o, req->id);
+	sg__fbuf_mem(&o, "\r\n", 2);
+	sg__fbuf_str(&o, conn_hdr);
 	if (extra)
-		sg__out_str(&o, extra);
-	sg__out_mem(&o, "\r\n", 2);
+		sg__fbuf_str(&o, extra);
+	sg__fbuf_mem(&o, "\r\n", 2);
 	return (int)o.len;
 }
 
@@ -405,11 +405,11 @@ void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body,
 	char head[2048], framing[64];
 	uv_buf_t bufs[2];
 
-	sg__out_t f;
-	sg__out_init(&f, framing, sizeof(framing));
-	sg__out_str(&f, "Content-Length: ");
-	sg__out_u64(&f, len);
-	sg__out_mem(&f, "\r\n", 2);
+	sg__fbuf_t f;
+	sg__fbuf_init(&f, framing, sizeof(framing));
+	sg__fbuf_str(&f, "Content-Length: ");
+	sg__fbuf_u64(&f, len);
+	sg__fbuf_mem(&f, "\r\n", 2);
 	int n = format_head(req, head, sizeof(head), status, ctype, extra, framing);
 	bufs[0] = uv_buf_init(head, (unsigned)n);
 	bufs[1] = uv_buf_init((char *)body, (unsigned)len);
@@ -665,10 +665,10 @@ static void set_request_id(sg_req_t *r)
 			return;
 		}
 	}
-	sg__out_t o;
-	sg__out_init(&o, r->id, sizeof(r->id));
-	sg__out_hex(&o, srv->id_seed, 8);
-	sg__out_hex(&o, ++srv->next_req_id & 0xffffffffffffULL, 12);
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, r->id, sizeof(r->id));
+	sg__fbuf_hex(&o, srv->id_seed, 8);
+	sg__fbuf_hex(&o, ++srv->next_req_id & 0xffffffffffffULL, 12);
 }
 
 static int on_headers_complete(llhttp_t *p)

@@ -35,7 +35,9 @@ int sg_buf_puts(sg_buf_t *b, const char *s);
 int sg_buf_printf(sg_buf_t *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap);
-/** Append s as a JSON string literal, quotes included, escaping as needed. */
+/** Append s as a JSON string literal, quotes included, escaped byte for byte
+ * as jansson's encoder does (", \\, \b, \f, \n, \r, \t; other controls as
+ * \u00XX; UTF-8 and '/' as they are). */
 int sg_buf_json_str(sg_buf_t *b, const char *s, size_t n);
 /** Drop the first n bytes (n <= len), moving the rest to the front. */
 void sg_buf_consume(sg_buf_t *b, size_t n);

@@ -55,10 +55,10 @@ int sg_json_array_nonempty(sg_iovec_t span);
 
 /**
  * json_loadb(text, len, JSON_DECODE_ANY, err), faster: an object or array is
- * checked by sg_json_scan() and then built with jansson's no-check
- * constructors (its reader costs ~150 instructions a byte, this ~40); any
- * other text, and any the scan refuses, goes to json_loadb itself, so the
- * tree and the error are jansson's own.
+ * checked by sg_json_scan()'s rules and built with jansson's no-check
+ * constructors in the same pass (jansson's reader costs ~150 instructions a
+ * byte); any other text, and any those rules refuse, goes to json_loadb
+ * itself, so the tree and the error are jansson's own.
  * Caller owns the result (json_decref).
  */
 json_t *sg_json_load(const char *text, size_t len, json_error_t *err);

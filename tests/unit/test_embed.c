@@ -5,29 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "semgate/embed.h"
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, \
-				__LINE__, #cond);                            \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
-
-#define CHECK_RC(expr, want)                                                 \
-	do {                                                                 \
-		int rc_ = (expr);                                            \
-		if (rc_ != (want)) {                                         \
-			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n",    \
-				__FILE__, __LINE__, #expr, rc_,              \
-				sg_strerror(rc_), (want));                   \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
 
 #define MAX_DIM 4096
 
@@ -254,10 +233,5 @@ int main(void)
 	test_robust();
 	test_semantics();
 	test_threads();
-	if (failures) {
-		fprintf(stderr, "test_embed: %d failure(s)\n", failures);
-		return 1;
-	}
-	printf("test_embed: ok\n");
-	return 0;
+	CHECK_DONE();
 }

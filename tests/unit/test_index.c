@@ -5,11 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "semgate/buf.h"
 #include "semgate/index.h"
 #include "index_blob.h"
-
-static int failures;
 
 /*
  * FAISS 1.7.3's read_index leaks the half-built index when it throws on
@@ -21,26 +20,6 @@ const char *__lsan_default_suppressions(void)
 {
 	return "leak:faiss::read_index\n";
 }
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, \
-				__LINE__, #cond);                            \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
-
-#define CHECK_RC(expr, want)                                                 \
-	do {                                                                 \
-		int rc_ = (expr);                                            \
-		if (rc_ != (want)) {                                         \
-			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n",    \
-				__FILE__, __LINE__, #expr, rc_,              \
-				sg_strerror(rc_), (want));                   \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
 
 /* Deterministic xorshift so failures reproduce. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -485,10 +464,5 @@ int main(void)
 	round_trip(SG_INDEX_FLAT);
 	round_trip(SG_INDEX_HNSW);
 	test_corrupt();
-	if (failures) {
-		fprintf(stderr, "test_index: %d failure(s)\n", failures);
-		return 1;
-	}
-	printf("test_index: ok\n");
-	return 0;
+	CHECK_DONE();
 }

@@ -8,17 +8,6 @@
 #include "check.h"
 #include "semgate/json_scan.h"
 
-/* CHECK with a printf-style message naming the case */
-#define CHECK_MSG(cond, ...)                                                       \
-	do {                                                                       \
-		CHECK(cond);                                                       \
-		if (!(cond)) {                                                     \
-			fprintf(stderr, "  ");                                     \
-			fprintf(stderr, __VA_ARGS__);                              \
-			fprintf(stderr, "\n");                                     \
-		}                                                                  \
-	} while (0)
-
 static int scan(const char *s)
 {
 	return sg_json_scan(s, strlen(s), NULL, 0);
@@ -240,6 +229,23 @@ static void test_load(void)
 		"{\"k\":1,\"k\":2}",      /* last wins */
 		"{\"\\u0000\":1}",        /* refused by both */
 	};
+	/* nesting at jansson's limit and one past it, through objects and arrays */
+	for (size_t k = SG_JSON_MAX_DEPTH - 1; k <= SG_JSON_MAX_DEPTH; k++) {
+		char *t = malloc(6 * k + 2), *w = t;
+		for (size_t d = 0; d < k; d++)
+			w += d % 2 ? sprintf(w, "{\"k\":") : sprintf(w, "[");
+		*w++ = '1';
+		for (size_t d = k; d-- > 0;)
+			*w++ = d % 2 ? '}' : ']';
+		json_error_t e1, e2;
+		json_t *a = json_loadb(t, (size_t)(w - t), JSON_DECODE_ANY, &e1);
+		json_t *b = sg_json_load(t, (size_t)(w - t), &e2);
+		CHECK((a == NULL) == (k == SG_JSON_MAX_DEPTH));
+		CHECK((a == NULL) == (b == NULL) && (a == NULL || json_equal(a, b)));
+		json_decref(a);
+		json_decref(b);
+		free(t);
+	}
 	char big[2000];
 	int n = snprintf(big, sizeof(big), "{\"%0300d\\n\":\"", 0);
 	for (int i = 0; i < 500; i++)
