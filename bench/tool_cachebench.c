@@ -3,7 +3,7 @@
  *   build/cachebench --path DIR --entries N [--index auto|flat|hnsw] [--dim 128]
  *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
  *                    [--search walk|faiss|all] [--rounds R]
- *                    [--emit-queries FILE]
+ *                    [--emit-queries FILE] [--stall S]
  *
  * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
  *    them; see sentence()) straight into a fresh store: embedded with the
@@ -19,7 +19,14 @@
  *    same queries, for a ratio from one run;
  * 5. prints bytes per entry on disk and the process's RSS;
  * with --emit-queries, also writes 10,000 paraphrased queries (one a line)
- * for a load test through the server (bench/bench_cache.sh).
+ * for a load test through the server (bench/bench_cache.sh);
+ * with --stall S, 6. plays the event loop for S seconds across a checkpoint:
+ *    after N/64 + 1 new entries (enough to make the index's checkpoint due),
+ *    back-to-back exact lookups of stored prompts with a miss stored every
+ *    50th turn, and sg_cache_maintain(checkpoint) on a 250 ms tick as the
+ *    server's timer would run it; prints the longest turn (what the loop
+ *    could not answer meanwhile), exact-hit percentiles and the longest
+ *    sg_cache_maintain() call.
  * Everything it writes is under DIR (removed first).
  */
 #include <jansson.h>
@@ -153,10 +160,92 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * 6. The loop's view of a checkpoint: see the top of this file. Turns are
+ * timed with the monotonic clock; the first maintain call is made at once,
+ * so the checkpoint starts at the beginning of the window.
+ */
+static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, char **prompts,
+                     long entries, long dim, double seconds)
+{
+	size_t cap = 1 << 20, n = 0, nstored = 0;
+	uint64_t *lat = malloc(cap * sizeof(uint64_t)), maint_max = 0, maint_total = 0, turn_max = 0;
+	float *v = malloc((size_t)dim * sizeof(float));
+	char prompt[600];
+	long extra = entries / 64 + 1, nmaint = 0;
+	static const char answer[] = "{\"id\":\"chatcmpl-x\",\"object\":\"chat.completion\","
+	                             "\"choices\":[]}";
+
+	if (lat == NULL || v == NULL)
+		return 1;
+	for (long i = 0; i < extra; i++) {
+		snprintf(prompt, sizeof(prompt), "stall bench extra %ld %s", i, prompts[i % entries]);
+		if (key_for(key, prompt) != 0)
+			return 1;
+		sg_embed_local_embed(emb, key->prompt.data, key->prompt.len, v);
+		if (sg_cache_store(c, key, v, "default", "m", (sg_iovec_t){answer, sizeof(answer) - 1},
+		                   20, 60, (int64_t)time(NULL), 0, NULL) != 0)
+			return 1;
+	}
+	double t_end = now_s() + seconds, next_tick = 0;
+	for (long turn = 0; now_s() < t_end; turn++) {
+		uint64_t t0 = sg_now_us();
+		if (now_s() >= next_tick) {
+			uint64_t m0 = sg_now_us();
+			if (sg_cache_maintain(c, (int64_t)time(NULL), 1) != 0)
+				fprintf(stderr, "cachebench: maintain failed\n");
+			uint64_t md = sg_now_us() - m0;
+			maint_max = md > maint_max ? md : maint_max;
+			maint_total += md;
+			nmaint++;
+			next_tick = now_s() + 0.25;
+		}
+		sg_cache_hit_t hit;
+		if (turn % 50 == 49) {
+			/* a miss: stored, as the server stores an upstream answer */
+			snprintf(prompt, sizeof(prompt), "stall bench miss %ld %s", turn,
+			         prompts[rnd() % (uint64_t)entries]);
+			if (key_for(key, prompt) != 0)
+				return 1;
+			sg_embed_local_embed(emb, key->prompt.data, key->prompt.len, v);
+			if (sg_cache_store(c, key, v, "default", "m",
+			                   (sg_iovec_t){answer, sizeof(answer) - 1}, 20, 60,
+			                   (int64_t)time(NULL), 0, NULL) == 0)
+				nstored++;
+		} else {
+			if (key_for(key, prompts[rnd() % (uint64_t)entries]) != 0)
+				return 1;
+			if (sg_cache_lookup_exact(c, key, (int64_t)time(NULL), &hit) != 0) {
+				fprintf(stderr, "cachebench: an exact lookup missed\n");
+				return 1;
+			}
+			sg_cache_hit_free(&hit);
+		}
+		uint64_t d = sg_now_us() - t0;
+		turn_max = d > turn_max ? d : turn_max;
+		if (n < cap && turn % 50 != 49)
+			lat[n++] = d;
+	}
+	qsort(lat, n, sizeof(uint64_t), cmp_u64);
+	printf("loop across a checkpoint (%.1f s, %ld entries + %ld new, a miss stored every 50th "
+	       "turn): longest turn %.1f ms; exact hits %zu: p50 %llu us, p99 %llu us, p99.9 %llu "
+	       "us, max %llu us; sg_cache_maintain: %ld calls, longest %.1f ms, total %.1f ms; "
+	       "misses stored %zu\n",
+	       seconds, entries, extra, turn_max / 1000.0, n,
+	       (unsigned long long)(n ? lat[n / 2] : 0), (unsigned long long)(n ? lat[n * 99 / 100] : 0),
+	       (unsigned long long)(n ? lat[n * 999 / 1000] : 0),
+	       (unsigned long long)(n ? lat[n - 1] : 0), nmaint, maint_max / 1000.0,
+	       maint_total / 1000.0, nstored);
+	free(lat);
+	free(v);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *index = "auto", *emit = NULL, *search = "walk";
 	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1, rounds = 0;
+	double stall = 0;
 	char err[1024], cmd[1200], prompt[512], answer[512];
 
 	for (int i = 1; i + 1 < argc; i += 2) {
@@ -171,6 +260,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--emit-queries")) emit = argv[i + 1];
 		else if (!strcmp(argv[i], "--search")) search = argv[i + 1];
 		else if (!strcmp(argv[i], "--rounds")) rounds = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--stall")) stall = atof(argv[i + 1]);
 		else {
 			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
 			return 2;
@@ -180,7 +270,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: cachebench --path DIR --entries N [--index auto|flat|hnsw] "
 		                "[--dim D] [--queries Q] [--m M] [--ef EF] [--seed S]\n"
 		                "                  [--search walk|faiss|all] [--rounds R] "
-		                "[--emit-queries FILE]\n");
+		                "[--emit-queries FILE] [--stall S]\n");
 		return 2;
 	}
 	rng_state = (uint64_t)seed;
@@ -409,6 +499,8 @@ int main(int argc, char **argv)
 	       "hnsw scopes %llu\n",
 	       (double)file / 1e6, (double)file / (double)entries, dim * 4, rss_kb() / 1024.0,
 	       (unsigned long long)cs.hnsw_scopes);
+	if (stall > 0 && stall_run(c, emb, &key, prompts, entries, dim, stall) != 0)
+		return 1;
 	sg_cache_close(c);
 	sg_cache_key_free(&key);
 	for (long i = 0; i < entries; i++)
