@@ -1,10 +1,14 @@
-/* The semantic cache engine: store + per-scope indexes + LRU + expiry. */
+/* The semantic cache engine: store + per-scope indexes + LRU + expiry, and
+ * the saver thread that checkpoints indexes off the event loop. */
+#include <assert.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "semgate/cache.h"
+#include "semgate/log.h"
 #include "semgate/verify.h"
 #include "u64map.h"
 
@@ -21,13 +25,71 @@ typedef struct node {
 	struct node *next;    /* toward least recently used */
 } node_t;
 
+/* An index change held back while the scope's index is being saved. */
+typedef struct held {
+	int64_t id;            /* entry */
+	int add;               /* 1: add the vector at held_vecs + vec, 0: remove */
+	size_t vec;            /* offset of its vector in held_vecs (floats) */
+} held_t;
+
 /* One hard scope: its index and checkpoint state. */
 typedef struct scope {
 	sg_index_t *ix;        /* vectors of the scope's live entries */
 	uint64_t max_id;       /* highest id added */
 	uint64_t ckpt_id;      /* highest id in the stored checkpoint (0: none) */
 	size_t dirty;          /* changes since the checkpoint */
+	size_t ckpt_bytes;     /* size of the last checkpoint written (0: none) */
+	int saving;            /* the saver thread is reading ix: it must not
+	                          change, so changes go to `held` meanwhile */
+	held_t *held;          /* changes held back while saving, in order */
+	size_t nheld, cap_held; /* used, allocated */
+	float *held_vecs;      /* vectors of the held adds, back to back */
+	size_t nvecs, cap_vecs; /* floats used, allocated */
 } scope_t;
+
+/* One scope's part of a checkpoint job. */
+typedef struct save_item {
+	uint64_t scope_hash;   /* whose index */
+	scope_t *s;            /* the scope (scopes live until close) */
+	const sg_index_t *ix;  /* its index, frozen while the job runs */
+	uint64_t last_id;      /* highest entry id the index holds */
+	size_t dirty;          /* the scope's changes this save covers */
+	size_t bytes;          /* out: size of the blob */
+	int rc;                /* out: result */
+} save_item_t;
+
+/* A checkpoint job's state; the saver's `mu` guards it. */
+typedef enum save_state {
+	SAVE_IDLE,    /* no job */
+	SAVE_QUEUED,  /* handed to the saver thread */
+	SAVE_RUNNING, /* being saved */
+	SAVE_DONE,    /* saved or failed: the loop finishes it (save_reap) */
+	SAVE__LAST    /* sentinel */
+} save_state_t;
+
+/*
+ * The saver thread: serialises the indexes of one job and writes them as
+ * chunked checkpoints (sg_store_ckpt_*), without the cache's locks. A job's
+ * scopes are frozen (scope_t.saving) from save_start() to save_reap(), both
+ * on the loop thread under `lock`, so nothing else changes their indexes
+ * meanwhile; searches (readers) go on. A thread of its own rather than
+ * libuv's pool: a save can take seconds, which would hold one of the pool's
+ * few threads from searches and embeddings, and sg_cache_close() can join it
+ * without a running loop.
+ */
+typedef struct saver {
+	pthread_t thread;       /* once started */
+	int started;            /* the thread exists */
+	pthread_mutex_t mu;     /* state, stop, took_us */
+	pthread_cond_t cv;      /* a change of state or stop */
+	save_state_t state;     /* of the job */
+	int stop;               /* close: exit when idle */
+	save_item_t *items;     /* the job (owned; written by the loop while no job
+	                           runs, by the saver while it runs) */
+	size_t nitems;          /* scopes in the job */
+	uint64_t took_us;       /* the job's duration */
+	char err[320];          /* first failure's message */
+} saver_t;
 
 /*
  * Two locks. `lock` guards everything; the loop thread holds it for every
@@ -51,9 +113,14 @@ struct sg_cache {
 	uint64_t *touched;      /* ids with hits_unsaved, since the last flush */
 	size_t ntouched, cap_touched; /* used, allocated */
 	size_t sweep_cursor;    /* next nodes slot the expiry sweep looks at */
+	saver_t saver;          /* checkpoints off the loop */
+	int job_active;         /* a job is out (save_start .. save_reap) */
+	int ckpt_wanted;        /* a checkpoint tick came while a job was out */
+	uint64_t ckpt_last_ms;  /* duration of the last job */
 };
 
 #define SWEEP_SLOTS 16384 /* node slots the expiry sweep visits per tick */
+#define CKPT_CHUNK ((size_t)4 << 20) /* default checkpoint chunk: ~10 ms of writing */
 
 /* --- LRU list ------------------------------------------------------------------ */
 
@@ -83,17 +150,58 @@ static void lru_push_front(sg_cache_t *c, node_t *n)
 
 /* --- index changes (under ixlock's write side) ----------------------------------- */
 
-static void ix_remove(sg_cache_t *c, sg_index_t *ix, int64_t id)
+/*
+ * While its index is being saved a scope's changes are held back, in order,
+ * and applied when the save is done (apply_held): the entries are in the
+ * store at once (exact hits, restarts), a new one is just not found by a
+ * semantic search for that time, and a removed one that a search still
+ * returns is skipped (no entry) as after a restart.
+ */
+static int hold(sg_cache_t *c, scope_t *s, int64_t id, const float *vec)
 {
+	size_t dim = (size_t)c->o.dim;
+
+	if (s->nheld == s->cap_held) {
+		size_t cap = s->cap_held ? s->cap_held * 2 : 64;
+		held_t *h = realloc(s->held, cap * sizeof(*h));
+		if (h == NULL)
+			return SG_ENOMEM;
+		s->held = h;
+		s->cap_held = cap;
+	}
+	if (vec && s->nvecs + dim > s->cap_vecs) {
+		size_t cap = s->cap_vecs ? s->cap_vecs * 2 : 64 * dim;
+		float *v = realloc(s->held_vecs, cap * sizeof(float));
+		if (v == NULL)
+			return SG_ENOMEM;
+		s->held_vecs = v;
+		s->cap_vecs = cap;
+	}
+	s->held[s->nheld++] = (held_t){id, vec != NULL, s->nvecs};
+	if (vec) {
+		memcpy(s->held_vecs + s->nvecs, vec, dim * sizeof(float));
+		s->nvecs += dim;
+	}
+	return 0;
+}
+
+static void ix_remove(sg_cache_t *c, scope_t *s, int64_t id)
+{
+	if (s->saving) {
+		hold(c, s, id, NULL); /* out of memory: it stays, found and skipped */
+		return;
+	}
 	pthread_rwlock_wrlock(&c->ixlock);
-	sg_index_remove(ix, id);
+	sg_index_remove(s->ix, id);
 	pthread_rwlock_unlock(&c->ixlock);
 }
 
-static int ix_add(sg_cache_t *c, sg_index_t *ix, int64_t id, const float *vec)
+static int ix_add(sg_cache_t *c, scope_t *s, int64_t id, const float *vec)
 {
+	if (s->saving)
+		return hold(c, s, id, vec);
 	pthread_rwlock_wrlock(&c->ixlock);
-	int rc = sg_index_add(ix, id, vec);
+	int rc = sg_index_add(s->ix, id, vec);
 	pthread_rwlock_unlock(&c->ixlock);
 	return rc;
 }
@@ -132,7 +240,7 @@ static int drop_entry(sg_cache_t *c, node_t *n)
 		return rc;
 	scope_t *s = scope_get(c, n->scope_hash, 0);
 	if (s) {
-		ix_remove(c, s->ix, (int64_t)n->id);
+		ix_remove(c, s, (int64_t)n->id);
 		s->dirty++;
 	}
 	sg__u64map_del(&c->nodes, n->id);
@@ -185,7 +293,7 @@ out:
 
 static void maybe_upgrade(sg_cache_t *c, uint64_t hash, scope_t *s)
 {
-	if (c->o.auto_hnsw && sg_index_kind(s->ix) == SG_INDEX_FLAT &&
+	if (!s->saving && c->o.auto_hnsw && sg_index_kind(s->ix) == SG_INDEX_FLAT &&
 	    sg_index_count(s->ix) >= c->o.hnsw_min_entries)
 		scope_upgrade(c, hash, s); /* on failure the flat index goes on serving */
 }
@@ -240,8 +348,16 @@ static int load_checkpoint(void *ud, uint64_t scope_hash, uint64_t last_id, cons
                            size_t len)
 {
 	load_ctx_t *lc = ud;
-	scope_t *s = scope_get(lc->c, scope_hash, 1);
+	scope_t *s;
 	sg_index_type_t type;
+	if (blob == NULL) {
+		/* A bad checkpoint costs only time: the scope is rebuilt from vectors. */
+		sg_log_warn("cache: the checkpoint of scope %016" PRIx64 " is unusable (%s): "
+		            "rebuilding its index from the stored vectors",
+		            scope_hash, sg_store_last_error(lc->c->store));
+		return 0;
+	}
+	s = scope_get(lc->c, scope_hash, 1);
 	if (s == NULL)
 		return lc->err = SG_ENOMEM;
 	/* In auto mode a scope's checkpoint may be flat or HNSW. */
@@ -252,14 +368,18 @@ static int load_checkpoint(void *ud, uint64_t scope_hash, uint64_t last_id, cons
 			s->ix = ix;
 		}
 	}
-	if (sg_index_load(s->ix, blob, len) != 0) {
-		/* A bad checkpoint costs only time: the scope is rebuilt from vectors. */
+	int rc = sg_index_load(s->ix, blob, len);
+	if (rc != 0) {
+		sg_log_warn("cache: the checkpoint of scope %016" PRIx64 " does not load (%s): "
+		            "rebuilding its index from the stored vectors", scope_hash,
+		            sg_strerror(rc));
 		sg_index_free(s->ix);
 		if (sg_index_new(&s->ix, lc->c->o.dim, lc->c->o.index_type, &lc->c->o.index_opts))
 			return lc->err = SG_ENOMEM;
 		return 0;
 	}
 	s->ckpt_id = s->max_id = last_id;
+	s->ckpt_bytes = len;
 	return 0;
 }
 
@@ -362,6 +482,8 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 		return SG_ENOMEM;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_rwlock_init(&c->ixlock, NULL);
+	pthread_mutex_init(&c->saver.mu, NULL);
+	pthread_cond_init(&c->saver.cv, NULL);
 	c->o = *o;
 	sg__u64map_init(&c->nodes);
 	sg__u64map_init(&c->scopes);
@@ -421,7 +543,7 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 			c->expired++;
 	}
 	/* Entries deleted after a checkpoint may still be in its index: they are
-	 * dropped from the index on first sight (see search_scope). */
+	 * dropped from the index on first sight (see sg_cache_resolve). */
 	free(lc.order);
 	free(lc.expired);
 	*out = c;
@@ -434,44 +556,301 @@ fail:
 }
 
 /*
- * Saving an index costs the loop its serialisation and one large LMDB write:
- * ~0.5 s for an HNSW index of 100,000 entries, ~8 s for 1,000,000. So a big
- * index is saved on a checkpoint tick only once its unsaved changes are a
- * fair share of it (1/64); what came after the checkpoint is recovered at
- * start from the stored vectors, without embedding, which bounds that
- * recovery to ~1.6% of the index. Small indexes are saved whenever changed.
+ * Saving an index costs its serialisation (~0.17 s for an HNSW index of
+ * 100,000 entries, ~3 s for 1,000,000) and writing the blob (~0.25 s, ~5 s):
+ * both run on the saver thread, the writing in chunks of a short write
+ * transaction each (sg_store_ckpt_*), so the loop waits for one chunk at most
+ * when it writes meanwhile. A big index is still saved only once its unsaved
+ * changes are a fair share of it (1/64): what came after the checkpoint is
+ * recovered at start from the stored vectors, without embedding, which bounds
+ * that recovery to ~1.6% of the index, and the saver's work to a fair share
+ * of the write traffic. Small indexes are saved whenever changed.
  */
 #define CKPT_SMALL 4096
 
 static int checkpoint_due(const scope_t *s, int force)
 {
 	size_t n = sg_index_count(s->ix);
-	return s->dirty && (force || n < CKPT_SMALL || s->dirty >= n / 64);
+	return s->dirty && !s->saving && (force || n < CKPT_SMALL || s->dirty >= n / 64);
 }
 
-/* Save changed indexes (force: all of them, as at close). */
-static int checkpoint_scopes(sg_cache_t *c, int force)
+/*
+ * Serialise one index and write it as scope_hash's checkpoint, in chunks:
+ * the one way a checkpoint is written, on the saver thread or (at close) on
+ * the caller's. Takes none of the cache's locks: ix must not change
+ * meanwhile. blob is scratch space; err gets a message on failure.
+ */
+static int save_index(sg_cache_t *c, save_item_t *it, sg_buf_t *blob, char *err, size_t errlen)
+{
+	size_t chunk = c->o.ckpt_chunk_bytes ? c->o.ckpt_chunk_bytes : CKPT_CHUNK;
+	sg_store_ckpt_t *w = NULL;
+	int rc;
+
+	sg_buf_reset(blob);
+	if ((rc = sg_index_serialize(it->ix, blob))) {
+		snprintf(err, errlen, "serialising the index: %s", sg_strerror(rc));
+		return rc;
+	}
+	it->bytes = blob->len;
+	if (c->o.ckpt_hook && c->o.ckpt_hook(c->o.ckpt_hook_ud, SG_CACHE_CKPT_SERIALISED) != 0)
+		goto canceled;
+	if ((rc = sg_store_ckpt_begin(c->store, it->scope_hash, &w, err, errlen)))
+		return rc;
+	for (size_t off = 0; off < blob->len; off += chunk) {
+		if ((rc = sg_store_ckpt_chunk(w, blob->data + off, SG_MIN(chunk, blob->len - off))))
+			goto fail;
+		if (c->o.ckpt_hook && c->o.ckpt_hook(c->o.ckpt_hook_ud, SG_CACHE_CKPT_CHUNK) != 0)
+			goto canceled;
+	}
+	if ((rc = sg_store_ckpt_publish(w, it->last_id)))
+		goto fail;
+	sg_store_ckpt_free(w);
+	return 0;
+fail:
+	snprintf(err, errlen, "%s", sg_store_ckpt_error(w));
+	sg_store_ckpt_free(w);
+	return rc;
+canceled:
+	snprintf(err, errlen, "canceled by the checkpoint hook");
+	sg_store_ckpt_free(w);
+	return SG_ECANCELED;
+}
+
+static void save_set_state(saver_t *sv, save_state_t st)
+{
+	assert(st < SAVE__LAST);
+	sv->state = st;
+	pthread_cond_broadcast(&sv->cv);
+}
+
+static void *saver_main(void *arg)
+{
+	sg_cache_t *c = arg;
+	saver_t *sv = &c->saver;
+	sg_buf_t blob;
+
+	sg_buf_init(&blob, 0);
+	pthread_mutex_lock(&sv->mu);
+	for (;;) {
+		while (sv->state != SAVE_QUEUED && !sv->stop)
+			pthread_cond_wait(&sv->cv, &sv->mu);
+		if (sv->state != SAVE_QUEUED)
+			break;
+		save_set_state(sv, SAVE_RUNNING);
+		pthread_mutex_unlock(&sv->mu);
+
+		uint64_t t0 = sg_now_us();
+		char err[256];
+		sv->err[0] = '\0';
+		for (size_t i = 0; i < sv->nitems; i++) {
+			save_item_t *it = &sv->items[i];
+			it->rc = save_index(c, it, &blob, err, sizeof(err));
+			if (it->rc && sv->err[0] == '\0')
+				snprintf(sv->err, sizeof(sv->err), "scope %016" PRIx64 ": %s",
+				         it->scope_hash, err);
+		}
+		sg_buf_free(&blob); /* up to the size of the largest index: not kept */
+
+		pthread_mutex_lock(&sv->mu);
+		sv->took_us = sg_now_us() - t0;
+		save_set_state(sv, SAVE_DONE);
+	}
+	pthread_mutex_unlock(&sv->mu);
+	sg_buf_free(&blob);
+	return NULL;
+}
+
+/* Apply a scope's held changes in order, runs of adds as one batch (HNSW
+ * builds a batch in parallel). */
+static void apply_held(sg_cache_t *c, uint64_t hash, scope_t *s)
+{
+	size_t i = 0;
+	int64_t *ids = NULL;
+
+	if (s->nheld == 0)
+		return;
+	ids = malloc(s->nheld * sizeof(*ids));
+	pthread_rwlock_wrlock(&c->ixlock);
+	while (i < s->nheld) {
+		held_t *h = &s->held[i];
+		size_t n = 0;
+		if (!h->add) {
+			sg_index_remove(s->ix, h->id); /* SG_ENOTFOUND: a repeat */
+			i++;
+			continue;
+		}
+		/* held adds' vectors are back to back in order */
+		while (ids && i + n < s->nheld && s->held[i + n].add) {
+			ids[n] = s->held[i + n].id;
+			n++;
+		}
+		if (n == 0 || sg_index_add_batch(s->ix, n, ids, s->held_vecs + h->vec) != 0) {
+			n = n ? n : 1;
+			for (size_t j = i; j < i + n; j++)
+				if (sg_index_add(s->ix, s->held[j].id, s->held_vecs + s->held[j].vec))
+					sg_log_warn("cache: entry %" PRId64 " could not be indexed: it "
+					            "is found by exact lookups only until a restart",
+					            s->held[j].id);
+		}
+		i += n;
+	}
+	pthread_rwlock_unlock(&c->ixlock);
+	free(ids);
+	free(s->held);
+	free(s->held_vecs);
+	s->held = NULL;
+	s->held_vecs = NULL;
+	s->nheld = s->cap_held = s->nvecs = s->cap_vecs = 0;
+	maybe_upgrade(c, hash, s);
+}
+
+/* On the loop, under lock: finish a job the saver is done with. wait: wait
+ * for it (close). */
+static void save_reap(sg_cache_t *c, int wait)
+{
+	saver_t *sv = &c->saver;
+	size_t saved = 0, bytes = 0, need = 0;
+
+	if (!c->job_active)
+		return;
+	pthread_mutex_lock(&sv->mu);
+	while (wait && sv->state != SAVE_DONE)
+		pthread_cond_wait(&sv->cv, &sv->mu);
+	if (sv->state != SAVE_DONE) {
+		pthread_mutex_unlock(&sv->mu);
+		return;
+	}
+	save_set_state(sv, SAVE_IDLE);
+	pthread_mutex_unlock(&sv->mu);
+	for (size_t i = 0; i < sv->nitems; i++) {
+		save_item_t *it = &sv->items[i];
+		scope_t *s = it->s;
+		s->saving = 0;
+		if (it->rc == 0) {
+			s->ckpt_id = it->last_id;
+			s->dirty -= SG_MIN(it->dirty, s->dirty);
+			s->ckpt_bytes = it->bytes;
+			saved++;
+			bytes += it->bytes;
+		} else if (it->rc == SG_EFULL) {
+			need += 2 * it->bytes;
+		}
+		apply_held(c, it->scope_hash, s);
+	}
+	c->ckpt_last_ms = sv->took_us / 1000;
+	if (saved < sv->nitems)
+		sg_log_warn("cache: %zu of %zu index checkpoint(s) failed (%s); tried again at the "
+		            "next checkpoint", sv->nitems - saved, sv->nitems, sv->err);
+	sg_log_debug("cache: checkpoint of %zu index(es), %zu bytes, in %llu ms off the loop",
+	             saved, bytes, (unsigned long long)c->ckpt_last_ms);
+	/* The saver never grows the map (that wants the loop's read transaction
+	 * closed): it is grown here, for the next try. */
+	if (need)
+		sg_store_reserve(c->store, need);
+	free(sv->items);
+	sv->items = NULL;
+	sv->nitems = 0;
+	c->job_active = 0;
+}
+
+/*
+ * On the loop, under lock: hand the indexes due for a checkpoint to the
+ * saver thread; the checkpoints of emptied scopes are deleted here (a small
+ * write). Without a saver thread (it could not start) the save runs here.
+ */
+static int save_start(sg_cache_t *c)
+{
+	saver_t *sv = &c->saver;
+	size_t n = 0, need = 0;
+	int rc = 0;
+
+	assert(!c->job_active);
+	for (size_t i = 0; i < c->scopes.cap; i++) {
+		scope_t *s = c->scopes.vals[i];
+		if (s == NULL || !checkpoint_due(s, 0))
+			continue;
+		if (sg_index_count(s->ix) == 0) {
+			sg_store_delete_checkpoint(c->store, c->scopes.keys[i]);
+			s->dirty = 0;
+			s->ckpt_bytes = 0;
+			continue;
+		}
+		if (n % 16 == 0) {
+			save_item_t *items = realloc(sv->items, (n + 16) * sizeof(*items));
+			if (items == NULL) {
+				rc = SG_ENOMEM;
+				break;
+			}
+			sv->items = items;
+		}
+		sv->items[n++] = (save_item_t){c->scopes.keys[i], s, s->ix, s->max_id, s->dirty, 0, 0};
+		need += s->ckpt_bytes;
+	}
+	if (n == 0) {
+		free(sv->items);
+		sv->items = NULL;
+		return rc;
+	}
+	if (!sv->started) {
+		if (pthread_create(&sv->thread, NULL, saver_main, c) != 0) {
+			sg_log_warn("cache: no thread for checkpoints: saving on the event loop");
+			sg_buf_t blob;
+			char err[256];
+			sg_buf_init(&blob, 0);
+			for (size_t i = 0; i < n; i++) {
+				save_item_t *it = &sv->items[i];
+				if ((it->rc = save_index(c, it, &blob, err, sizeof(err))) == 0) {
+					it->s->ckpt_id = it->last_id;
+					it->s->dirty -= SG_MIN(it->dirty, it->s->dirty);
+					it->s->ckpt_bytes = it->bytes;
+				} else {
+					rc = it->rc;
+				}
+			}
+			sg_buf_free(&blob);
+			free(sv->items);
+			sv->items = NULL;
+			return rc;
+		}
+		sv->started = 1;
+	}
+	/* Room for the new generations beside the old ones, which stay until
+	 * the new ones are published (a guess from the last sizes; on SG_EFULL
+	 * the map grows in save_reap and the next checkpoint tries again). */
+	sg_store_reserve(c->store, need + need / 4);
+	for (size_t i = 0; i < n; i++)
+		sv->items[i].s->saving = 1;
+	sv->nitems = n;
+	c->job_active = 1;
+	pthread_mutex_lock(&sv->mu);
+	save_set_state(sv, SAVE_QUEUED);
+	pthread_mutex_unlock(&sv->mu);
+	return rc;
+}
+
+/* Save every changed index on the calling thread (close). */
+static int checkpoint_scopes(sg_cache_t *c)
 {
 	sg_buf_t blob;
+	char err[256];
 	int rc = 0;
 
 	sg_buf_init(&blob, 0);
 	for (size_t i = 0; i < c->scopes.cap; i++) {
 		scope_t *s = c->scopes.vals[i];
-		if (s == NULL || !checkpoint_due(s, force))
+		if (s == NULL || !checkpoint_due(s, 1))
 			continue;
 		if (sg_index_count(s->ix) == 0) {
 			sg_store_delete_checkpoint(c->store, c->scopes.keys[i]);
 			s->dirty = 0;
 			continue;
 		}
-		sg_buf_reset(&blob);
-		rc = sg_index_serialize(s->ix, &blob);
-		if (rc == 0)
-			rc = sg_store_put_checkpoint(c->store, c->scopes.keys[i], s->max_id, blob.data,
-			                             blob.len);
-		if (rc)
+		save_item_t it = {c->scopes.keys[i], s, s->ix, s->max_id, s->dirty, 0, 0};
+		if ((rc = save_index(c, &it, &blob, err, sizeof(err)))) {
+			sg_log_warn("cache: checkpoint of scope %016" PRIx64 " failed: %s",
+			            it.scope_hash, err);
 			break;
+		}
 		s->ckpt_id = s->max_id;
 		s->dirty = 0;
 	}
@@ -506,9 +885,19 @@ void sg_cache_close(sg_cache_t *c)
 {
 	if (c == NULL)
 		return;
+	/* A save under way is finished (its serialisation is done or nearly,
+	 * and the save below would redo it), then the saver stops. */
+	save_reap(c, 1);
+	if (c->saver.started) {
+		pthread_mutex_lock(&c->saver.mu);
+		c->saver.stop = 1;
+		pthread_cond_broadcast(&c->saver.cv);
+		pthread_mutex_unlock(&c->saver.mu);
+		pthread_join(c->saver.thread, NULL);
+	}
 	if (c->store) {
 		flush_hits(c);
-		checkpoint_scopes(c, 1);
+		checkpoint_scopes(c);
 		sg_store_sync(c->store);
 		sg_store_close(c->store);
 	}
@@ -518,6 +907,8 @@ void sg_cache_close(sg_cache_t *c)
 		scope_t *s = c->scopes.vals[i];
 		if (s) {
 			sg_index_free(s->ix);
+			free(s->held);
+			free(s->held_vecs);
 			free(s);
 		}
 	}
@@ -525,6 +916,8 @@ void sg_cache_close(sg_cache_t *c)
 	sg__u64map_free(&c->scopes);
 	free(c->touched);
 	sg_verify_free(c->verifier);
+	pthread_cond_destroy(&c->saver.cv);
+	pthread_mutex_destroy(&c->saver.mu);
 	pthread_rwlock_destroy(&c->ixlock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
@@ -608,7 +1001,7 @@ int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_cand
 		node_t *node = sg__u64map_get(&c->nodes, (uint64_t)cand->ids[i]);
 		if (node == NULL) {
 			/* deleted after the checkpoint this index came from, or meanwhile */
-			ix_remove(c, s->ix, cand->ids[i]);
+			ix_remove(c, s, cand->ids[i]);
 			s->dirty++;
 			continue;
 		}
@@ -724,7 +1117,7 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 	m.prompt = in.prompt;
 	m.response = in.response;
 	node_t *n = node_add(c, id, k->scope_hash, entry_bytes(c, &m), in.expires_s, now_s);
-	if (n == NULL || (vec && ix_add(c, s->ix, (int64_t)id, vec) != 0)) {
+	if (n == NULL || (vec && ix_add(c, s, (int64_t)id, vec) != 0)) {
 		if (n) {
 			sg__u64map_del(&c->nodes, id);
 			c->nentries--;
@@ -765,7 +1158,7 @@ static void cleared(void *ud, uint64_t id, uint64_t scope_hash)
 	node_t *n = sg__u64map_del(&c->nodes, id);
 	scope_t *s = scope_get(c, scope_hash, 0);
 	if (s) {
-		ix_remove(c, s->ix, (int64_t)id);
+		ix_remove(c, s, (int64_t)id);
 		s->dirty++;
 	}
 	if (n) {
@@ -803,8 +1196,13 @@ int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint)
 		c->sweep_cursor = i + 1;
 	}
 	flush_hits(c);
+	save_reap(c, 0);
 	if (checkpoint)
-		rc = checkpoint_scopes(c, 0);
+		c->ckpt_wanted = 1;
+	if (c->ckpt_wanted && !c->job_active) {
+		c->ckpt_wanted = 0;
+		rc = save_start(c);
+	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
 }
@@ -847,6 +1245,8 @@ void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out)
 		if (s)
 			out->unsaved_changes += s->dirty;
 	}
+	out->checkpoint_in_progress = c->job_active;
+	out->checkpoint_last_ms = c->ckpt_last_ms;
 	pthread_mutex_unlock(&c->lock);
 }
 

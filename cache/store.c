@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,8 +25,11 @@
 #include "semgate/hash.h"
 #include "semgate/store.h"
 
-/* Bumped whenever the layout of any database or record changes. */
-#define STORE_FORMAT 1u
+/* Bumped whenever the layout of any database or record changes. Format 1
+ * lacked the chunked checkpoints (manifests, ckchunks): such a file is
+ * upgraded in place at open, its single-record checkpoints still read. */
+#define STORE_FORMAT 2u
+#define STORE_FORMAT_NO_CHUNKS 1u
 /* Version field of each entry record. */
 #define REC_VERSION 1u
 
@@ -60,7 +64,11 @@ struct sg_store {
 	MDB_dbi entries;      /* big-endian id -> record */
 	MDB_dbi vectors;      /* big-endian id -> float[dim] */
 	MDB_dbi exact;        /* exact_hash -> ids (integer dups) */
-	MDB_dbi checkpoints;  /* scope_hash -> last_id + blob */
+	MDB_dbi checkpoints;  /* scope_hash -> last_id + blob (single-record, format 1) */
+	MDB_dbi manifests;    /* scope_hash -> manifest_t of a chunked checkpoint */
+	MDB_dbi ckchunks;     /* chunk_key() -> bytes of a chunked checkpoint */
+	pthread_mutex_t wlock; /* write transactions and map resizes: the owner's and
+				  a checkpoint writer's on another thread */
 	MDB_txn *rtxn;        /* reusable read txn, reset when idle; NULL until first read */
 	char *dir;            /* owned copy of the directory path */
 	uint32_t dim;         /* floats per vector */
@@ -75,6 +83,8 @@ struct sg_store {
 };
 
 typedef int (*txn_fn)(sg_store_t *s, MDB_txn *txn, void *ctx);
+
+static int drop_orphan_chunks(sg_store_t *s, MDB_txn *txn);
 
 static const char *const meta_format = "format", *const meta_embedder = "embedder",
 			 *const meta_dim = "dim", *const meta_next_id = "next_id",
@@ -91,7 +101,7 @@ static void set_err(sg_store_t *s, const char *fmt, ...)
 }
 
 /* The one translation of LMDB's codes (MDB_* and errno values) to SG_E*. */
-static int mdb_fail(sg_store_t *s, int rc, const char *what)
+static int mdb_code(int rc)
 {
 	int err;
 
@@ -121,9 +131,14 @@ static int mdb_fail(sg_store_t *s, int rc, const char *what)
 		err = rc > 0 ? SG_EIO : SG_ESTORE; /* errno values are positive */
 		break;
 	}
+	return err;
+}
+
+static int mdb_fail(sg_store_t *s, int rc, const char *what)
+{
 	s->map_full = rc == MDB_MAP_FULL;
 	set_err(s, "%s: %s", what, mdb_strerror(rc));
-	return err;
+	return mdb_code(rc);
 }
 
 static void key_be(uint8_t k[8], uint64_t id)
@@ -177,7 +192,10 @@ static int read_begin(sg_store_t *s, MDB_txn **txn)
 		/* Another process grew the map: adopt its size and retry once. */
 		if (rc != MDB_MAP_RESIZED || tries > 0)
 			return mdb_fail(s, rc, "mdb_txn_begin(read)");
-		if ((rc = mdb_env_set_mapsize(s->env, 0)))
+		pthread_mutex_lock(&s->wlock);
+		rc = mdb_env_set_mapsize(s->env, 0);
+		pthread_mutex_unlock(&s->wlock);
+		if (rc)
 			return mdb_fail(s, rc, "mdb_env_set_mapsize");
 	}
 }
@@ -217,13 +235,26 @@ static int grow(sg_store_t *s)
 }
 
 /* Run fn in a write transaction and commit; grow the map and re-run it on
- * MDB_MAP_FULL. */
+ * MDB_MAP_FULL. wlock keeps a checkpoint writer's transaction (another
+ * thread) out of the way of a resize, which wants no transaction open. */
+static int write_txn_locked(sg_store_t *s, txn_fn fn, void *ctx);
+
 static int write_txn(sg_store_t *s, txn_fn fn, void *ctx)
 {
 	int err = enter(s);
 
 	if (err)
 		return err;
+	pthread_mutex_lock(&s->wlock);
+	err = write_txn_locked(s, fn, ctx);
+	pthread_mutex_unlock(&s->wlock);
+	return err;
+}
+
+static int write_txn_locked(sg_store_t *s, txn_fn fn, void *ctx)
+{
+	int err;
+
 	for (int resized = 0;;) {
 		MDB_txn *txn;
 		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -468,7 +499,8 @@ static int env_open(sg_store_t *s)
  * database, the free list (dbi 0) and the main one included. Exit status. */
 static int verify_walk(const char *dir, size_t map_size)
 {
-	static const char *const names[] = {"meta", "entries", "vectors", "exact", "checkpoints"};
+	static const char *const names[] = {"meta",        "entries",   "vectors", "exact",
+					    "checkpoints", "manifests", "ckchunks"};
 	volatile uint64_t sink = 0; /* keeps the reads from being optimised away */
 	MDB_env *env;
 	MDB_txn *txn;
@@ -561,7 +593,7 @@ static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *op
 
 	if ((err = meta_get_int(s, txn, meta_format, &format, sizeof(format))))
 		return err;
-	if (format != STORE_FORMAT) {
+	if (format != STORE_FORMAT && format != STORE_FORMAT_NO_CHUNKS) {
 		set_err(s, "cache at %s has store format %" PRIu32 "; this semgate uses %u: "
 			"remove the directory or start with --rebuild-cache",
 			s->dir, format, STORE_FORMAT);
@@ -607,14 +639,25 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	}
 	if (!fresh && (err = check_identity(s, txn, opts)))
 		return err;
+	if (!fresh) {
+		uint32_t format = STORE_FORMAT;
+		if ((err = meta_put(s, txn, meta_format, &format, sizeof(format))))
+			return err;
+	}
 	if ((err = open_dbi(s, txn, "meta", 0, &s->meta)) ||
 	    (err = open_dbi(s, txn, "entries", 0, &s->entries)) ||
 	    (err = open_dbi(s, txn, "vectors", 0, &s->vectors)) ||
 	    (err = open_dbi(s, txn, "exact",
 			    MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED | MDB_INTEGERDUP,
 			    &s->exact)) ||
-	    (err = open_dbi(s, txn, "checkpoints", MDB_INTEGERKEY, &s->checkpoints)))
+	    (err = open_dbi(s, txn, "checkpoints", MDB_INTEGERKEY, &s->checkpoints)) ||
+	    (err = open_dbi(s, txn, "manifests", MDB_INTEGERKEY, &s->manifests)) ||
+	    (err = open_dbi(s, txn, "ckchunks", 0, &s->ckchunks)))
 		return err;
+	/* A save interrupted before its manifest (a crash, a failed write) left
+	 * chunks nothing refers to. */
+	if ((rc = drop_orphan_chunks(s, txn)))
+		return mdb_fail(s, rc, "dropping unpublished checkpoint chunks");
 	if (fresh) {
 		uint32_t format = STORE_FORMAT;
 		uint64_t next_id = 1, bytes = 0;
@@ -656,6 +699,7 @@ int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts
 	}
 	if (!(s = calloc(1, sizeof(*s))))
 		return SG_ENOMEM;
+	pthread_mutex_init(&s->wlock, NULL);
 	if (page <= 0)
 		page = 4096;
 	s->dim = opts->dim;
@@ -693,6 +737,7 @@ void sg_store_close(sg_store_t *s)
 	free(s->scratch);
 	free(s->vecbuf);
 	free(s->dir);
+	pthread_mutex_destroy(&s->wlock);
 	free(s);
 }
 
@@ -1052,7 +1097,8 @@ static int delete_where_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	if (!c->ns) {
 		uint64_t zero = 0;
 		if ((rc = mdb_drop(txn, s->entries, 0)) || (rc = mdb_drop(txn, s->vectors, 0)) ||
-		    (rc = mdb_drop(txn, s->exact, 0)) || (rc = mdb_drop(txn, s->checkpoints, 0))) {
+		    (rc = mdb_drop(txn, s->exact, 0)) || (rc = mdb_drop(txn, s->checkpoints, 0)) ||
+		    (rc = mdb_drop(txn, s->manifests, 0)) || (rc = mdb_drop(txn, s->ckchunks, 0))) {
 			err = mdb_fail(s, rc, "mdb_drop");
 			goto out;
 		}
@@ -1162,7 +1208,214 @@ out:
 	return err;
 }
 
-/* ---- checkpoints --------------------------------------------------------- */
+/* ---- checkpoints ---------------------------------------------------------
+ *
+ * Two forms. Single-record (format 1, still read and written by
+ * sg_store_put_checkpoint): `checkpoints` holds scope_hash -> last_id + blob.
+ * Chunked (what the cache writes): the blob is cut into chunks, each stored
+ * under (scope_hash, generation, number) in `ckchunks` by its own short write
+ * transaction, so that a checkpoint of hundreds of MB never holds LMDB's one
+ * writer slot (and with it the owner's writes) for more than a chunk; then
+ * one small transaction publishes the generation in `manifests`, and the
+ * previous generation's chunks are deleted. A crash before the manifest
+ * leaves the previous checkpoint in place and chunks nothing refers to,
+ * which the next open (or the scope's next save) deletes.
+ */
+
+#define MANIFEST_VERSION 1u
+#define CKPT_SEED 0x5347435050ull /* seed of the chunks' chained checksum */
+#define CHUNK_KEY 20              /* scope_hash, generation (big-endian u64s),
+				     chunk number (big-endian u32) */
+
+/* A published chunked checkpoint. Host byte order, no padding. */
+typedef struct manifest {
+	uint32_t version;   /* MANIFEST_VERSION */
+	uint32_t flags;     /* 0 */
+	uint64_t gen;       /* generation: its chunks' keys */
+	uint64_t last_id;   /* highest entry id the blob includes */
+	uint64_t len;       /* blob bytes */
+	uint64_t nchunks;   /* chunks, numbered from 0 */
+	uint64_t checksum;  /* XXH64 chained over the chunks in order from CKPT_SEED */
+} manifest_t;
+_Static_assert(sizeof(manifest_t) == 48, "manifest_t must have no padding");
+
+struct sg_store_ckpt {
+	sg_store_t *s;        /* borrowed */
+	uint64_t scope_hash;  /* whose checkpoint */
+	uint64_t gen;         /* generation being written */
+	uint64_t old_gen;     /* generation published before (0: none) */
+	uint64_t nchunks;     /* chunks written */
+	uint64_t len;         /* their bytes */
+	uint64_t checksum;    /* chained over them */
+	char err[256];        /* last error: this writer's own, not the store's */
+};
+
+static void chunk_key(uint8_t k[CHUNK_KEY], uint64_t scope_hash, uint64_t gen, uint32_t i)
+{
+	key_be(k, scope_hash);
+	key_be(k + 8, gen);
+	for (int j = 3; j >= 0; j--, i >>= 8)
+		k[16 + j] = (uint8_t)i;
+}
+
+static int get_manifest(sg_store_t *s, MDB_txn *txn, uint64_t scope_hash, manifest_t *m)
+{
+	MDB_val key = {sizeof(scope_hash), &scope_hash}, val;
+	int rc = mdb_get(txn, s->manifests, &key, &val);
+
+	if (rc)
+		return rc;
+	if (val.mv_size != sizeof(*m))
+		return MDB_CORRUPTED;
+	memcpy(m, val.mv_data, sizeof(*m));
+	return m->version == MANIFEST_VERSION ? 0 : MDB_CORRUPTED;
+}
+
+/* The generation in a chunk key. */
+static uint64_t chunk_gen(const MDB_val *k)
+{
+	MDB_val g = {8, (char *)k->mv_data + 8};
+	return key_id(&g);
+}
+
+/* Delete the chunks of scope_hash whose generation is not `keep` (0: all).
+ * MDB codes. Each key is copied out of the map before it is deleted and the
+ * cursor placed again from it: no deleting under a moving cursor. */
+static int drop_chunks(sg_store_t *s, MDB_txn *txn, uint64_t scope_hash, uint64_t keep)
+{
+	uint8_t k[CHUNK_KEY], prefix[8];
+	MDB_cursor *cur;
+	MDB_val key = {CHUNK_KEY, k}, val;
+	int rc;
+
+	if ((rc = mdb_cursor_open(txn, s->ckchunks, &cur)))
+		return rc;
+	key_be(prefix, scope_hash);
+	chunk_key(k, scope_hash, 0, 0);
+	for (;;) {
+		key = (MDB_val){CHUNK_KEY, k};
+		rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+		while (rc == 0 && key.mv_size == CHUNK_KEY && !memcmp(key.mv_data, prefix, 8) &&
+		       keep && chunk_gen(&key) == keep)
+			rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+		if (rc || key.mv_size != CHUNK_KEY || memcmp(key.mv_data, prefix, 8) != 0)
+			break; /* (malformed keys are open's to drop) */
+		memcpy(k, key.mv_data, CHUNK_KEY);
+		key = (MDB_val){CHUNK_KEY, k};
+		if ((rc = mdb_del(txn, s->ckchunks, &key, NULL)))
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* At open: chunks of no published generation (and malformed keys) go. */
+static int drop_orphan_chunks(sg_store_t *s, MDB_txn *txn)
+{
+	uint8_t k[512] = {0}; /* LMDB's longest key */
+	MDB_cursor *cur;
+	MDB_val key = {1, k}, val;
+	int rc;
+
+	if ((rc = mdb_cursor_open(txn, s->ckchunks, &cur)))
+		return rc;
+	while ((rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE)) == 0) {
+		uint64_t scope_hash = key.mv_size == CHUNK_KEY ? key_id(&key) : 0;
+		manifest_t m;
+		int mrc = key.mv_size == CHUNK_KEY ? get_manifest(s, txn, scope_hash, &m)
+						   : MDB_NOTFOUND;
+		if (mrc && mrc != MDB_NOTFOUND && mrc != MDB_CORRUPTED) {
+			rc = mrc;
+			break;
+		}
+		if (mrc == 0 && chunk_gen(&key) == m.gen) {
+			/* the published generation: on past it */
+			if (m.gen < UINT64_MAX)
+				chunk_key(k, scope_hash, m.gen + 1, 0);
+			else if (scope_hash < UINT64_MAX)
+				chunk_key(k, scope_hash + 1, 0, 0);
+			else
+				break;
+			key = (MDB_val){CHUNK_KEY, k};
+			continue;
+		}
+		if (key.mv_size > sizeof(k))
+			break; /* cannot happen: LMDB's keys are shorter */
+		memcpy(k, key.mv_data, key.mv_size);
+		key.mv_data = k;
+		if ((rc = mdb_del(txn, s->ckchunks, &key, NULL)))
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
+ * The blob of a chunked checkpoint, read in txn. With one chunk *blob points
+ * into the map (valid while txn is); with several they are copied into
+ * *owned (malloc'ed; the caller frees it). SG_ECORRUPT (message set) when a
+ * chunk is missing or of the wrong size, or the checksum differs.
+ */
+static int manifest_blob(sg_store_t *s, MDB_txn *txn, uint64_t scope_hash,
+			 const manifest_t *m, const void **blob, void **owned)
+{
+	uint8_t k[CHUNK_KEY];
+	MDB_val key = {CHUNK_KEY, k}, val;
+	uint64_t h = CKPT_SEED, off = 0;
+	char *buf = NULL;
+	int rc;
+
+	*blob = NULL;
+	*owned = NULL;
+	if (m->len > s->map_size || m->nchunks > m->len) {
+		set_err(s, "manifest of %" PRIu64 " bytes in %" PRIu64 " chunks is not possible",
+			m->len, m->nchunks);
+		return SG_ECORRUPT;
+	}
+	if (m->nchunks > 1 && !(buf = malloc(m->len ? m->len : 1))) {
+		set_err(s, "out of memory reading a checkpoint of %" PRIu64 " bytes", m->len);
+		return SG_ENOMEM;
+	}
+	for (uint64_t i = 0; i < m->nchunks; i++) {
+		chunk_key(k, scope_hash, m->gen, (uint32_t)i);
+		key = (MDB_val){CHUNK_KEY, k};
+		if ((rc = mdb_get(txn, s->ckchunks, &key, &val))) {
+			if (rc != MDB_NOTFOUND) {
+				free(buf);
+				return mdb_fail(s, rc, "mdb_get(ckchunks)");
+			}
+			set_err(s, "chunk %" PRIu64 " of %" PRIu64 " is missing", i, m->nchunks);
+			goto bad;
+		}
+		if (val.mv_size > m->len - off || (i + 1 == m->nchunks && off + val.mv_size != m->len)) {
+			set_err(s, "chunk %" PRIu64 " of %" PRIu64 " has %zu bytes: the chunks do "
+				"not add up to %" PRIu64, i, m->nchunks, val.mv_size, m->len);
+			goto bad;
+		}
+		h = sg_hash64(val.mv_data, val.mv_size, h);
+		if (buf)
+			memcpy(buf + off, val.mv_data, val.mv_size);
+		else
+			*blob = val.mv_data;
+		off += val.mv_size;
+	}
+	if (m->nchunks == 0 && m->len != 0) {
+		set_err(s, "no chunks for %" PRIu64 " bytes", m->len);
+		goto bad;
+	}
+	if (h != m->checksum) {
+		set_err(s, "checksum mismatch over %" PRIu64 " chunks", m->nchunks);
+		goto bad;
+	}
+	if (buf)
+		*blob = *owned = buf;
+	else if (m->nchunks == 0)
+		*blob = "";
+	return 0;
+bad:
+	free(buf);
+	return SG_ECORRUPT;
+}
 
 typedef struct checkpoint_ctx {
 	uint64_t scope_hash; /* key */
@@ -1183,7 +1436,11 @@ static int put_checkpoint_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	memcpy(val.mv_data, &c->last_id, sizeof(c->last_id));
 	if (c->len)
 		memcpy((char *)val.mv_data + sizeof(c->last_id), c->blob, c->len);
-	return 0;
+	/* this one replaces a chunked checkpoint of the scope */
+	rc = mdb_del(txn, s->manifests, &key, NULL);
+	if (rc == 0)
+		rc = drop_chunks(s, txn, c->scope_hash, 0);
+	return rc && rc != MDB_NOTFOUND ? mdb_fail(s, rc, "mdb_del(manifests)") : 0;
 }
 
 int sg_store_put_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t last_id,
@@ -1206,6 +1463,9 @@ int sg_store_get_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t *last_i
 			    void **blob, size_t *len)
 {
 	MDB_val key = {sizeof(scope_hash), &scope_hash}, val;
+	const void *data = NULL;
+	void *owned = NULL;
+	manifest_t m;
 	MDB_txn *txn;
 	int rc, err;
 
@@ -1213,27 +1473,44 @@ int sg_store_get_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t *last_i
 	*len = 0;
 	if ((err = read_begin(s, &txn)))
 		return err;
-	if ((rc = mdb_get(txn, s->checkpoints, &key, &val))) {
+	rc = get_manifest(s, txn, scope_hash, &m);
+	if (rc == 0) {
+		if ((err = manifest_blob(s, txn, scope_hash, &m, &data, &owned)))
+			goto out;
+		*len = m.len;
+		*last_id = m.last_id;
+	} else if (rc == MDB_CORRUPTED) {
+		set_err(s, "checkpoint %016" PRIx64 ": manifest is malformed", scope_hash);
+		err = SG_ECORRUPT;
+		goto out;
+	} else if (rc != MDB_NOTFOUND) {
+		err = mdb_fail(s, rc, "mdb_get(manifests)");
+		goto out;
+	} else if ((rc = mdb_get(txn, s->checkpoints, &key, &val))) {
 		err = mdb_fail(s, rc, "mdb_get(checkpoints)");
 		goto out;
-	}
-	if (val.mv_size < sizeof(uint64_t)) {
+	} else if (val.mv_size < sizeof(uint64_t)) {
 		set_err(s, "checkpoint %016" PRIx64 ": %zu bytes is too short", scope_hash,
 			val.mv_size);
 		err = SG_ECORRUPT;
 		goto out;
+	} else {
+		*len = val.mv_size - sizeof(uint64_t);
+		memcpy(last_id, val.mv_data, sizeof(uint64_t));
+		data = (const char *)val.mv_data + sizeof(uint64_t);
 	}
-	*len = val.mv_size - sizeof(uint64_t);
-	if (!(*blob = malloc(*len ? *len : 1))) {
+	if (owned) {
+		*blob = owned;
+		owned = NULL;
+	} else if (!(*blob = malloc(*len ? *len : 1))) {
 		*len = 0;
 		set_err(s, "out of memory");
 		err = SG_ENOMEM;
-		goto out;
+	} else if (*len) {
+		memcpy(*blob, data, *len);
 	}
-	memcpy(last_id, val.mv_data, sizeof(uint64_t));
-	if (*len)
-		memcpy(*blob, (const char *)val.mv_data + sizeof(uint64_t), *len);
 out:
+	free(owned);
 	read_end(s);
 	return err;
 }
@@ -1241,8 +1518,16 @@ out:
 static int delete_checkpoint_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 {
 	MDB_val key = {sizeof(uint64_t), arg};
-	int rc = mdb_del(txn, s->checkpoints, &key, NULL);
-	return rc ? mdb_fail(s, rc, "mdb_del(checkpoints)") : 0;
+	int rc = mdb_del(txn, s->checkpoints, &key, NULL), mrc, crc;
+
+	if (rc && rc != MDB_NOTFOUND)
+		return mdb_fail(s, rc, "mdb_del(checkpoints)");
+	mrc = mdb_del(txn, s->manifests, &key, NULL);
+	if (mrc && mrc != MDB_NOTFOUND)
+		return mdb_fail(s, mrc, "mdb_del(manifests)");
+	if ((crc = drop_chunks(s, txn, *(uint64_t *)arg, 0)))
+		return mdb_fail(s, crc, "mdb_del(ckchunks)");
+	return rc && mrc ? mdb_fail(s, MDB_NOTFOUND, "delete_checkpoint") : 0;
 }
 
 int sg_store_delete_checkpoint(sg_store_t *s, uint64_t scope_hash)
@@ -1263,39 +1548,256 @@ int sg_store_iter_checkpoints(sg_store_t *s, sg_store_checkpoint_cb cb, void *ud
 		*nskipped = 0;
 	if ((err = read_begin(s, &txn)))
 		return err;
-	if ((rc = mdb_cursor_open(txn, s->checkpoints, &cur))) {
-		err = mdb_fail(s, rc, "mdb_cursor_open(checkpoints)");
-		goto out;
-	}
-	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		uint64_t scope_hash, last_id;
-		int r;
-
-		if (key.mv_size != sizeof(uint64_t) || val.mv_size < sizeof(uint64_t)) {
-			skipped++;
-			continue;
-		}
-		memcpy(&scope_hash, key.mv_data, sizeof(scope_hash));
-		memcpy(&last_id, val.mv_data, sizeof(last_id));
-		s->busy = 1;
-		r = cb(ud, scope_hash, last_id, (const char *)val.mv_data + sizeof(uint64_t),
-		       val.mv_size - sizeof(uint64_t));
-		s->busy = 0;
-		if (r != 0) {
-			err = r < 0 ? r : 0;
-			rc = 0;
+	/* Pass 0: chunked checkpoints; pass 1: single-record ones of the scopes
+	 * that have no chunked one. */
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		if ((rc = mdb_cursor_open(txn, pass ? s->checkpoints : s->manifests, &cur))) {
+			err = mdb_fail(s, rc, "mdb_cursor_open(checkpoints)");
 			break;
 		}
-	}
-	if (rc && rc != MDB_NOTFOUND)
-		err = mdb_fail(s, rc, "mdb_cursor_get(checkpoints)");
-out:
-	if (cur)
+		for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+		     rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+			uint64_t scope_hash, last_id = 0;
+			const void *blob = NULL;
+			void *owned = NULL;
+			size_t len = 0;
+			manifest_t m;
+			int r;
+
+			if (key.mv_size != sizeof(uint64_t)) {
+				skipped++;
+				continue;
+			}
+			memcpy(&scope_hash, key.mv_data, sizeof(scope_hash));
+			if (pass == 0) {
+				r = get_manifest(s, txn, scope_hash, &m);
+				if (r == MDB_CORRUPTED) {
+					set_err(s, "manifest of %zu bytes is malformed", val.mv_size);
+				} else if (r) {
+					err = mdb_fail(s, r, "mdb_get(manifests)");
+					break;
+				} else if ((r = manifest_blob(s, txn, scope_hash, &m, &blob,
+							      &owned)) == SG_ENOMEM) {
+					err = r;
+					break;
+				}
+				if (blob) {
+					last_id = m.last_id;
+					len = m.len;
+				} else {
+					skipped++; /* the callback hears of it: blob NULL */
+				}
+			} else {
+				if (val.mv_size < sizeof(uint64_t)) {
+					skipped++;
+					continue;
+				}
+				r = mdb_get(txn, s->manifests, &key, &(MDB_val){0, NULL});
+				if (r == 0)
+					continue; /* superseded by the chunked one */
+				if (r != MDB_NOTFOUND) {
+					err = mdb_fail(s, r, "mdb_get(manifests)");
+					break;
+				}
+				memcpy(&last_id, val.mv_data, sizeof(last_id));
+				blob = (const char *)val.mv_data + sizeof(uint64_t);
+				len = val.mv_size - sizeof(uint64_t);
+			}
+			s->busy = 1;
+			r = cb(ud, scope_hash, last_id, blob, len);
+			s->busy = 0;
+			free(owned);
+			if (r != 0) {
+				err = r < 0 ? r : 0;
+				rc = 0;
+				pass = 2;
+				break;
+			}
+		}
+		if (!err && rc && rc != MDB_NOTFOUND)
+			err = mdb_fail(s, rc, "mdb_cursor_get(checkpoints)");
 		mdb_cursor_close(cur);
+		cur = NULL;
+	}
 	read_end(s);
 	if (nskipped)
 		*nskipped = skipped;
+	return err;
+}
+
+/* ---- writing a chunked checkpoint (possibly on another thread) ------------ */
+
+typedef int (*ckpt_fn)(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx);
+
+static int ckpt_fail(sg_store_ckpt_t *w, int rc, const char *what)
+{
+	snprintf(w->err, sizeof(w->err), "checkpoint of %016" PRIx64 ": %s: %s", w->scope_hash,
+		 what, mdb_strerror(rc));
+	return mdb_code(rc);
+}
+
+/*
+ * write_txn() for a checkpoint writer, which may run on a thread other than
+ * the owner's and so touches nothing of the store's but the environment:
+ * its messages go to w, and it never grows the map (a resize wants the
+ * owner's read transaction closed), MDB_MAP_FULL is SG_EFULL. wlock is held
+ * for the one transaction.
+ */
+static int ckpt_txn(sg_store_ckpt_t *w, ckpt_fn fn, void *ctx)
+{
+	sg_store_t *s = w->s;
+	MDB_txn *txn;
+	int rc, err;
+
+	pthread_mutex_lock(&s->wlock);
+	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn))) {
+		err = ckpt_fail(w, rc, "mdb_txn_begin");
+	} else if ((err = fn(w, txn, ctx))) {
+		mdb_txn_abort(txn);
+	} else if ((rc = mdb_txn_commit(txn))) {
+		err = ckpt_fail(w, rc, "mdb_txn_commit");
+	}
+	pthread_mutex_unlock(&s->wlock);
+	return err;
+}
+
+static int ckpt_begin_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
+{
+	manifest_t m;
+	int rc = get_manifest(w->s, txn, w->scope_hash, &m);
+
+	if (rc && rc != MDB_NOTFOUND && rc != MDB_CORRUPTED)
+		return ckpt_fail(w, rc, "mdb_get(manifests)");
+	w->old_gen = rc ? 0 : m.gen;
+	w->gen = w->old_gen + 1;
+	/* chunks of another generation are an interrupted save's */
+	if ((rc = drop_chunks(w->s, txn, w->scope_hash, w->old_gen)))
+		return ckpt_fail(w, rc, "dropping unpublished chunks");
+	return 0;
+}
+
+int sg_store_ckpt_begin(sg_store_t *s, uint64_t scope_hash, sg_store_ckpt_t **out,
+			char *errmsg, size_t errlen)
+{
+	sg_store_ckpt_t *w = calloc(1, sizeof(*w));
+	int err;
+
+	*out = NULL;
+	if (!w) {
+		snprintf(errmsg, errlen, "out of memory");
+		return SG_ENOMEM;
+	}
+	w->s = s;
+	w->scope_hash = scope_hash;
+	w->checksum = CKPT_SEED;
+	if ((err = ckpt_txn(w, ckpt_begin_fn, NULL))) {
+		snprintf(errmsg, errlen, "%s", w->err);
+		free(w);
+		return err;
+	}
+	*out = w;
+	return 0;
+}
+
+static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
+{
+	const sg_iovec_t *data = ctx;
+	uint8_t k[CHUNK_KEY];
+	MDB_val key = {CHUNK_KEY, k}, val = {data->len, NULL};
+	int rc;
+
+	chunk_key(k, w->scope_hash, w->gen, (uint32_t)w->nchunks);
+	if ((rc = mdb_put(txn, w->s->ckchunks, &key, &val, MDB_RESERVE)))
+		return ckpt_fail(w, rc, "mdb_put(ckchunks)");
+	memcpy(val.mv_data, data->base, data->len);
+	return 0;
+}
+
+int sg_store_ckpt_chunk(sg_store_ckpt_t *w, const void *data, size_t len)
+{
+	sg_iovec_t iov = {data, len};
+	int err;
+
+	if (!data || len == 0 || len > SG_STORE_CKPT_MAX_CHUNK || w->nchunks >= UINT32_MAX) {
+		snprintf(w->err, sizeof(w->err), "checkpoint chunk of %zu bytes refused", len);
+		return SG_EINVAL;
+	}
+	if ((err = ckpt_txn(w, ckpt_chunk_fn, &iov)))
+		return err;
+	w->checksum = sg_hash64(data, len, w->checksum);
+	w->len += len;
+	w->nchunks++;
+	return 0;
+}
+
+static int ckpt_publish_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
+{
+	manifest_t m = {MANIFEST_VERSION, 0, w->gen, *(const uint64_t *)ctx, w->len,
+			w->nchunks, w->checksum};
+	MDB_val key = {sizeof(w->scope_hash), &w->scope_hash}, val = {sizeof(m), &m};
+	int rc;
+
+	if ((rc = mdb_put(txn, w->s->manifests, &key, &val, 0)))
+		return ckpt_fail(w, rc, "mdb_put(manifests)");
+	/* a single-record checkpoint of the scope (format 1) is superseded */
+	rc = mdb_del(txn, w->s->checkpoints, &key, NULL);
+	return rc && rc != MDB_NOTFOUND ? ckpt_fail(w, rc, "mdb_del(checkpoints)") : 0;
+}
+
+static int ckpt_drop_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
+{
+	uint8_t k[CHUNK_KEY];
+	MDB_val key = {CHUNK_KEY, k};
+	int rc;
+
+	chunk_key(k, w->scope_hash, w->old_gen, *(const uint32_t *)ctx);
+	rc = mdb_del(txn, w->s->ckchunks, &key, NULL);
+	return rc ? ckpt_fail(w, rc, "mdb_del(ckchunks)") : 0;
+}
+
+int sg_store_ckpt_publish(sg_store_ckpt_t *w, uint64_t last_id)
+{
+	int err = ckpt_txn(w, ckpt_publish_fn, &last_id);
+
+	if (err || w->old_gen == 0)
+		return err;
+	/* The previous generation, a chunk a transaction; what is left of it
+	 * after a failure (or a crash) goes with the scope's next save or open. */
+	for (uint32_t i = 0; ckpt_txn(w, ckpt_drop_fn, &i) == 0; i++)
+		;
+	w->err[0] = '\0';
+	return 0;
+}
+
+const char *sg_store_ckpt_error(const sg_store_ckpt_t *w)
+{
+	return w->err;
+}
+
+void sg_store_ckpt_free(sg_store_ckpt_t *w)
+{
+	free(w);
+}
+
+int sg_store_reserve(sg_store_t *s, size_t bytes)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int rc, err = 0;
+
+	pthread_mutex_lock(&s->wlock);
+	for (;;) {
+		if ((rc = mdb_env_info(s->env, &info)) || (rc = mdb_env_stat(s->env, &st))) {
+			err = mdb_fail(s, rc, "mdb_env_info");
+			break;
+		}
+		size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+		if (s->map_size >= used && s->map_size - used >= bytes)
+			break;
+		if ((err = grow(s)))
+			break;
+	}
+	pthread_mutex_unlock(&s->wlock);
 	return err;
 }
 
@@ -1310,7 +1812,7 @@ int sg_store_sync(sg_store_t *s)
 
 int sg_store_stats(sg_store_t *s, sg_store_stats_t *out)
 {
-	MDB_stat est, cst;
+	MDB_stat est, cst, mst;
 	struct stat sb;
 	MDB_txn *txn;
 	int rc, err, fd;
@@ -1318,12 +1820,13 @@ int sg_store_stats(sg_store_t *s, sg_store_stats_t *out)
 	memset(out, 0, sizeof(*out));
 	if ((err = read_begin(s, &txn)))
 		return err;
-	if ((rc = mdb_stat(txn, s->entries, &est)) || (rc = mdb_stat(txn, s->checkpoints, &cst))) {
+	if ((rc = mdb_stat(txn, s->entries, &est)) || (rc = mdb_stat(txn, s->checkpoints, &cst)) ||
+	    (rc = mdb_stat(txn, s->manifests, &mst))) {
 		err = mdb_fail(s, rc, "mdb_stat");
 		goto out;
 	}
 	out->entries = est.ms_entries;
-	out->checkpoints = cst.ms_entries;
+	out->checkpoints = cst.ms_entries + mst.ms_entries; /* a scope has one or the other */
 	if ((err = meta_get_int(s, txn, meta_bytes, &out->bytes, sizeof(out->bytes))) ||
 	    (err = meta_get_int(s, txn, meta_next_id, &out->next_id, sizeof(out->next_id))))
 		goto out;

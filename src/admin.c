@@ -93,11 +93,14 @@ static void handle_stats(sg_req_t *req)
 		              "\"cache\":{\"enabled\":true,\"entries\":%llu,\"bytes\":%llu,"
 		              "\"file_bytes\":%llu,\"index_type\":\"%s\",\"hnsw_scopes\":%llu,"
 		              "\"index_vectors\":%llu,\"unsaved_index_changes\":%llu,"
+		              "\"checkpoint_in_progress\":%s,\"checkpoint_last_ms\":%llu,"
 		              "\"scopes\":%llu,\"evicted\":%llu,\"expired\":%llu,\"threshold\":%.4f},",
 		              (unsigned long long)cs.entries, (unsigned long long)cs.bytes,
 		              (unsigned long long)cs.file_bytes, cs.index_type,
 		              (unsigned long long)cs.hnsw_scopes, (unsigned long long)cs.index_vectors,
-		              (unsigned long long)cs.unsaved_changes, (unsigned long long)cs.scopes,
+		              (unsigned long long)cs.unsaved_changes,
+		              cs.checkpoint_in_progress ? "true" : "false",
+		              (unsigned long long)cs.checkpoint_last_ms, (unsigned long long)cs.scopes,
 		              (unsigned long long)cs.evicted, (unsigned long long)cs.expired,
 		              srv->cfg->cache.threshold);
 	} else {

@@ -6,6 +6,11 @@
  * size counters enforce max_entries / max_bytes; expired entries leave the
  * store and the index together. Calls are serialised by a mutex, and
  * sg_cache_search() may run on other threads alongside them.
+ *
+ * Checkpoints of the indexes are written by a thread of the cache's own (see
+ * sg_cache_maintain): while a scope's index is being saved, changes to it
+ * are held back and applied after, so a new entry of that scope is found by
+ * exact lookups at once and by semantic ones once the save is done.
  */
 #ifndef SEMGATE_CACHE_H
 #define SEMGATE_CACHE_H
@@ -17,6 +22,13 @@
 #include "semgate/store.h"
 
 typedef struct sg_cache sg_cache_t;
+
+/** Where a checkpoint save is when it calls sg_cache_opts_t.ckpt_hook. */
+typedef enum sg_cache_ckpt_stage {
+	SG_CACHE_CKPT_SERIALISED = 0, /* an index is serialised, nothing written yet */
+	SG_CACHE_CKPT_CHUNK,          /* a chunk of it is written */
+	SG_CACHE_CKPT__LAST           /* sentinel */
+} sg_cache_ckpt_stage_t;
 
 typedef struct sg_cache_opts {
 	const char *path;           /* LMDB directory */
@@ -33,6 +45,12 @@ typedef struct sg_cache_opts {
 	int rebuild;                /* drop incompatible or corrupt data */
 	int verify;                 /* read every page once at open (damage check) */
 	int verify_hits;            /* check semantic candidates' texts (cache/verify.c) */
+	size_t ckpt_chunk_bytes;    /* checkpoint chunk: one write transaction (0: 4 MiB) */
+	/* For tests: called on the saving thread at each sg_cache_ckpt_stage_t
+	 * (it may block there); non-zero abandons that save as a crash would.
+	 * NULL in the server. */
+	int (*ckpt_hook)(void *ud, int stage);
+	void *ckpt_hook_ud;         /* its argument */
 } sg_cache_opts_t;
 
 /** A hit: an owned copy of the entry. Free with sg_cache_hit_free(). */
@@ -53,6 +71,8 @@ typedef struct sg_cache_stats {
 	uint64_t hnsw_scopes;    /* scopes whose index is HNSW */
 	uint64_t unsaved_changes; /* index changes not in a checkpoint yet: what a
 	                           * start would recover from the stored vectors */
+	int checkpoint_in_progress; /* the saver thread has a checkpoint under way */
+	uint64_t checkpoint_last_ms; /* how long the last one took (0: none yet) */
 } sg_cache_stats_t;
 
 /**
@@ -62,7 +82,8 @@ typedef struct sg_cache_stats {
  */
 int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, char *err,
                   size_t errlen);
-/** Checkpoint, sync and free. NULL is fine. */
+/** Wait for a checkpoint under way, checkpoint every unsaved change (on
+ * the calling thread), sync and free. NULL is fine. */
 void sg_cache_close(sg_cache_t *c);
 
 /** Exact match on k (scope and prompt byte for byte). SG_ENOTFOUND on a miss. */
@@ -111,10 +132,17 @@ int sg_cache_delete(sg_cache_t *c, uint64_t id);
 /** Delete every entry of a namespace (ns NULL: all); *n gets the count. */
 int sg_cache_clear(sg_cache_t *c, const char *ns, size_t *n);
 
-/** Periodic work: expiry sweep, hit counters to the store, and (when
- * `checkpoint`) checkpoints of changed indexes: small ones whenever changed,
- * those of 4,096 entries and more once 1/64 of them changed (sg_cache_close
- * saves every change). */
+/**
+ * Periodic work on the owning thread: expiry sweep, hit counters to the
+ * store, and (when `checkpoint`) checkpoints of changed indexes: small ones
+ * whenever changed, those of 4,096 entries and more once 1/64 of them changed
+ * (sg_cache_close saves every change). A checkpoint is handed to the cache's
+ * saver thread and this returns at once; a later call finishes it (applies
+ * the changes held back meanwhile, accounts it), and one that asks for a
+ * checkpoint while one is under way gets it once that one is finished.
+ * Errors from starting the checkpoint (SG_ENOMEM); a failed save is logged
+ * and tried again at the next checkpoint.
+ */
 int sg_cache_maintain(sg_cache_t *c, int64_t now_s, int checkpoint);
 
 /**

@@ -8,7 +8,16 @@
  *   entries      id (uint64 big-endian, so keys sort by id) -> record
  *   vectors      id (big-endian) -> float[dim] (host floats)
  *   exact        exact_hash -> ids (sorted duplicates; collisions possible)
- *   checkpoints  scope_hash -> last_id (uint64) + blob
+ *   checkpoints  scope_hash -> last_id (uint64) + blob (single-record form)
+ *   manifests    scope_hash -> generation, last_id, length, chunk count,
+ *                checksum of a chunked checkpoint (the form the cache writes)
+ *   ckchunks     scope_hash, generation (big-endian), chunk number -> bytes
+ *
+ * A chunked checkpoint is written a chunk per write transaction and then
+ * published by one small transaction that writes its manifest; the previous
+ * generation's chunks are deleted after. A crash before the manifest keeps
+ * the previous checkpoint; chunks no manifest names are deleted at open.
+ * Files of store format 1 (without the chunked form) open and are upgraded.
  *
  * Durability: the environment is opened with MDB_NOSYNC | MDB_NOMETASYNC, so
  * a commit costs microseconds and never waits for the disk. Killing the
@@ -17,7 +26,9 @@
  * since the last sg_store_sync(), which the server calls from a timer; LMDB
  * never leaves a torn database either way.
  *
- * Threads: a store is used from one thread at a time (the event loop). The
+ * Threads: a store is used from one thread at a time (the event loop), with
+ * two exceptions: sg_store_sync(), and one chunked checkpoint writer
+ * (sg_store_ckpt_*) at a time, which run on other threads alongside it. The
  * callbacks of sg_store_iter() and sg_store_iter_checkpoints() run inside a
  * read transaction and must not call back into the store (SG_EINVAL).
  *
@@ -254,37 +265,98 @@ int sg_store_iter(sg_store_t *s, uint64_t after_id, size_t limit, sg_store_iter_
 		  void *ud, size_t *nskipped);
 
 /**
- * Store (replace) the checkpoint of scope_hash: an opaque blob (len bytes,
- * copied) and the highest entry id it includes. Errors: SG_EFULL, SG_ETOOBIG
- * (len over 4 GiB - 9), SG_ESTORE.
+ * Store (replace) the checkpoint of scope_hash in the single-record form: an
+ * opaque blob (len bytes, copied) and the highest entry id it includes, in
+ * one write transaction (the whole blob holds LMDB's writer slot: the cache
+ * writes the chunked form, sg_store_ckpt_*). Replaces a chunked one too.
+ * Errors: SG_EFULL, SG_ETOOBIG (len over 4 GiB - 9), SG_ESTORE.
  */
 int sg_store_put_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t last_id,
 			    const void *blob, size_t len);
 
 /**
- * Copy the checkpoint of scope_hash: *blob is malloc'ed and owned by the caller
- * (free()); it is non-NULL on success even when *len is 0.
- * Errors: SG_ENOTFOUND, SG_ECORRUPT, SG_ENOMEM.
+ * Copy the checkpoint of scope_hash (the chunked one if there is one): *blob
+ * is malloc'ed and owned by the caller (free()); it is non-NULL on success
+ * even when *len is 0.
+ * Errors: SG_ENOTFOUND, SG_ECORRUPT (a chunk missing or damaged), SG_ENOMEM.
  */
 int sg_store_get_checkpoint(sg_store_t *s, uint64_t scope_hash, uint64_t *last_id,
 			    void **blob, size_t *len);
 
-/** Delete the checkpoint of scope_hash. Errors: SG_ENOTFOUND. */
+/** Delete the checkpoint of scope_hash, in either form. Errors: SG_ENOTFOUND. */
 int sg_store_delete_checkpoint(sg_store_t *s, uint64_t scope_hash);
 
 /**
  * Called by sg_store_iter_checkpoints() per checkpoint; blob is borrowed
- * until the callback returns. Return value as for sg_store_iter_cb.
+ * until the callback returns. blob is NULL (len 0, last_id 0) for a chunked
+ * checkpoint that cannot be used (a chunk missing or of the wrong size, a
+ * checksum mismatch, a malformed manifest): sg_store_last_error() says why,
+ * and the caller rebuilds what it held. Return value as for sg_store_iter_cb.
  */
 typedef int (*sg_store_checkpoint_cb)(void *ud, uint64_t scope_hash, uint64_t last_id,
 				      const void *blob, size_t len);
 
 /**
- * Visit every checkpoint in scope_hash order in one read transaction.
- * Malformed ones are skipped and counted in *nskipped (if not NULL).
+ * Visit every checkpoint in one read transaction: the chunked ones in
+ * scope_hash order (their chunks copied into one buffer when there are
+ * several), then, in scope_hash order, the single-record ones of scopes
+ * without a chunked one. Malformed ones are counted in *nskipped (if not
+ * NULL): single-record ones are skipped, chunked ones reach cb with blob NULL.
  */
 int sg_store_iter_checkpoints(sg_store_t *s, sg_store_checkpoint_cb cb, void *ud,
 			      size_t *nskipped);
+
+/** Largest chunk sg_store_ckpt_chunk() accepts. */
+#define SG_STORE_CKPT_MAX_CHUNK ((size_t)256 << 20)
+
+/** A chunked checkpoint being written. */
+typedef struct sg_store_ckpt sg_store_ckpt_t;
+
+/**
+ * Start writing a new generation of scope_hash's checkpoint; chunks of
+ * generations no manifest names (an interrupted save) are deleted first.
+ *
+ * The sg_store_ckpt_* calls may run on a thread other than the store's
+ * owner, alongside the owner's calls (one writer at a time per store): each
+ * is a short write transaction of its own, serialised with the owner's
+ * writes, and holds LMDB's writer slot for one chunk at most. They never grow
+ * the map: SG_EFULL means the owner should call sg_store_reserve() and save
+ * again. On success *out is owned by the caller (sg_store_ckpt_free); on
+ * failure err gets a message. Errors: SG_ENOMEM, SG_ESTORE, SG_EFULL.
+ */
+int sg_store_ckpt_begin(sg_store_t *s, uint64_t scope_hash, sg_store_ckpt_t **out,
+			char *err, size_t errlen);
+
+/**
+ * Append one chunk (len in [1, SG_STORE_CKPT_MAX_CHUNK] bytes, copied) in a
+ * write transaction of its own. Errors: SG_EINVAL, SG_EFULL, SG_ESTORE.
+ */
+int sg_store_ckpt_chunk(sg_store_ckpt_t *w, const void *data, size_t len);
+
+/**
+ * Publish what the chunks hold as scope_hash's checkpoint (the blob of the
+ * chunks in order, up to entry id last_id): one small transaction writes the
+ * manifest (and drops a single-record checkpoint of the scope). The previous
+ * generation's chunks are then deleted, a transaction each; a failure there
+ * is not reported (the next save or open deletes them).
+ * Errors: SG_EFULL, SG_ESTORE; the previous checkpoint stays on failure.
+ */
+int sg_store_ckpt_publish(sg_store_ckpt_t *w, uint64_t last_id);
+
+/** The message of w's last failure. Borrowed from w. */
+const char *sg_store_ckpt_error(const sg_store_ckpt_t *w);
+
+/**
+ * Free w. Chunks written and not published stay until the scope's next
+ * sg_store_ckpt_begin() or the next open deletes them: as after a crash.
+ */
+void sg_store_ckpt_free(sg_store_ckpt_t *w);
+
+/**
+ * Grow the map (owner only, up to max_map_size) until `bytes` more fit past
+ * its last used page. Errors: SG_EFULL (at the maximum), SG_ESTORE.
+ */
+int sg_store_reserve(sg_store_t *s, size_t bytes);
 
 /**
  * Flush committed transactions to disk (fsync: can take 100 ms and more).

@@ -1,9 +1,13 @@
 /* Unit tests: the cache engine (scopes, exact and semantic lookups, LRU,
  * expiry, auto index upgrade, persistence). */
 #include <jansson.h>
+#include <lmdb.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -229,6 +233,411 @@ static void test_auto_upgrade_and_restart(void)
 	sg_cache_close(c);
 }
 
+/* ---- checkpoints off the loop ------------------------------------------------ */
+
+/* Finish a checkpoint under way, as the server's next maintenance ticks do. */
+static void settle(sg_cache_t *c, int64_t now)
+{
+	sg_cache_stats_t st;
+	for (int i = 0; i < 30000; i++) {
+		CHECK(sg_cache_maintain(c, now, 0) == 0);
+		sg_cache_stats(c, &st);
+		if (!st.checkpoint_in_progress)
+			return;
+		usleep(1000);
+	}
+	CHECK(!"a checkpoint did not finish in 30 s");
+}
+
+/* A gate for the saver thread: it blocks at stage `block_at` until opened. */
+typedef struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int block_at;   /* sg_cache_ckpt_stage_t to stop at (-1: none) */
+	int entered;    /* times the saver stopped at the gate */
+	int open;       /* let it go on */
+	int chunks;     /* chunks written, all saves */
+} gate_t;
+
+static int gate_hook(void *ud, int stage)
+{
+	gate_t *g = ud;
+	pthread_mutex_lock(&g->mu);
+	g->chunks += stage == SG_CACHE_CKPT_CHUNK;
+	if (stage == g->block_at && !g->open) {
+		g->entered++;
+		pthread_cond_broadcast(&g->cv);
+		while (!g->open)
+			pthread_cond_wait(&g->cv, &g->mu);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return 0;
+}
+
+static void gate_init(gate_t *g, int block_at)
+{
+	memset(g, 0, sizeof(*g));
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->block_at = block_at;
+}
+
+/* Wait (up to 30 s) until the saver stands at the gate. */
+static int gate_wait(gate_t *g)
+{
+	struct timespec ts;
+	int ok;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 30;
+	pthread_mutex_lock(&g->mu);
+	while (g->entered == 0 && pthread_cond_timedwait(&g->cv, &g->mu, &ts) == 0)
+		;
+	ok = g->entered > 0;
+	pthread_mutex_unlock(&g->mu);
+	return ok;
+}
+
+static void gate_open(gate_t *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->open = 1;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+static sg_cache_t *open_ckpt(gate_t *g, int64_t now)
+{
+	sg_cache_opts_t o = {
+		.path = dir, .embedder_id = "test", .dim = DIM, .index_type = SG_INDEX_FLAT,
+		.auto_hnsw = 1, .hnsw_min_entries = 8, .ckpt_chunk_bytes = 4096,
+		.ckpt_hook = g ? gate_hook : NULL, .ckpt_hook_ud = g,
+	};
+	char err[512];
+	sg_cache_t *c = NULL;
+	if (sg_cache_open(&c, &o, now, err, sizeof(err)))
+		fprintf(stderr, "open: %s\n", err);
+	return c;
+}
+
+/* The i-th test vector: two different axes (no two of the first 240 share
+ * them), as the other tests'; vec3() makes ones of three axes, which none of
+ * these comes close to. */
+static void vec_i(float *v, int i)
+{
+	vec(v, i % DIM, (i % DIM + 1 + (i / DIM) % (DIM - 1)) % DIM, 0.1f + (float)(i % 89) / 100.0f);
+}
+
+static void vec3(float *v, int a, int b, int c)
+{
+	for (int i = 0; i < DIM; i++)
+		v[i] = 0;
+	v[a] = 1.0f;
+	v[b] = 0.6f;
+	v[c] = 0.3f;
+	float n = sqrtf(1.0f + 0.36f + 0.09f);
+	for (int i = 0; i < DIM; i++)
+		v[i] /= n;
+}
+
+/* Put n entries "a0".."a<n-1>" with vec_i vectors; ids[i] gets their ids. */
+static int put_many(sg_cache_t *c, int from, int n, uint64_t *ids)
+{
+	char p[32];
+	float v[DIM];
+	int ok = 1;
+	for (int i = from; i < from + n; i++) {
+		snprintf(p, sizeof(p), "a%d", i);
+		vec_i(v, i);
+		ok &= put(c, "t", p, v, 1000, 0, &ids[i]) == 0;
+	}
+	return ok;
+}
+
+/*
+ * While the saver thread holds a save (blocked at the gate after
+ * serialising), the loop's calls return: exact and semantic lookups, a store,
+ * a delete. The new entry is found exactly at once and semantically once the
+ * save is done; the deleted one is never served again, then or after a
+ * restart.
+ */
+static void test_checkpoint_off_loop(void)
+{
+	gate_t g;
+	gate_init(&g, SG_CACHE_CKPT_SERIALISED);
+	sg_cache_t *c = open_ckpt(&g, 1000);
+	sg_cache_stats_t st;
+	uint64_t ids[300], xid = 0;
+	float v[DIM], x[DIM], v7[DIM];
+
+	if (!c)
+		return;
+	CHECK(put_many(c, 0, 300, ids));
+	CHECK(sg_cache_maintain(c, 1001, 1) == 0); /* hands the save over, returns */
+	CHECK(gate_wait(&g));
+	sg_cache_stats(c, &st);
+	CHECK_MSG(st.checkpoint_in_progress == 1 && st.unsaved_changes == 301, "%d %llu",
+	          st.checkpoint_in_progress, (unsigned long long)st.unsaved_changes);
+	/* (300 entries + the switch to HNSW) */
+
+	/* the loop goes on while the saver holds the save */
+	CHECK(find_exact(c, "t", "a5", 1001) == ids[5]);
+	vec_i(v, 11);
+	CHECK(find(c, "t", "q", v, 0.99f, 1001) == ids[11]);
+	vec3(x, 2, 9, 13);
+	CHECK(put(c, "t", "x-new", x, 1001, 0, &xid) == 0);
+	CHECK(find_exact(c, "t", "x-new", 1001) == xid);
+	CHECK(find(c, "t", "q", x, 0.99f, 1001) == 0); /* held back until the save is done */
+	CHECK(sg_cache_delete(c, ids[7]) == 0);
+	vec_i(v7, 7);
+	CHECK(find(c, "t", "q", v7, 0.99f, 1001) == 0); /* still in the frozen index: skipped */
+	CHECK(find_exact(c, "t", "a7", 1001) == 0);
+	CHECK(sg_cache_maintain(c, 1001, 1) == 0);     /* a tick meanwhile: no second save */
+	sg_cache_stats(c, &st);
+	CHECK(st.checkpoint_in_progress == 1 && st.entries == 300 && st.index_vectors == 300);
+
+	gate_open(&g);
+	settle(c, 1002);
+	sg_cache_stats(c, &st);
+	CHECK(st.checkpoint_in_progress == 0);
+	CHECK(st.index_vectors == 300 && st.entries == 300);
+	/* the two changes made during the save were saved by the checkpoint that
+	 * the tick meanwhile asked for, started once the first was done */
+	CHECK_MSG(st.unsaved_changes == 0, "%llu", (unsigned long long)st.unsaved_changes);
+	CHECK(find(c, "t", "q", x, 0.99f, 1002) == xid);
+	CHECK(find(c, "t", "q", v7, 0.99f, 1002) == 0);
+	CHECK(g.chunks > 1); /* it was written in several chunks */
+	sg_cache_close(c);
+
+	c = open_ckpt(NULL, 1003);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == 300 && st.index_vectors == 300 && st.unsaved_changes == 0);
+	CHECK(find(c, "t", "q", x, 0.99f, 1003) == xid);
+	CHECK(find(c, "t", "q", v7, 0.99f, 1003) == 0);
+	CHECK(find_exact(c, "t", "a7", 1003) == 0);
+	vec_i(v, 200);
+	CHECK(find(c, "t", "q", v, 0.99f, 1003) == ids[200]);
+	sg_cache_close(c);
+}
+
+/* Top candidates of q queries near the stored vectors. */
+static void search_all(sg_cache_t *c, int q, int64_t *out)
+{
+	sg_cache_key_t k;
+	float v[DIM];
+	sg_cache_key_init(&k);
+	key(&k, "t", "q");
+	for (int i = 0; i < q; i++) {
+		sg_cache_candidates_t cand;
+		vec(v, i % DIM, (i * 7) % DIM, 0.3f + (float)(i % 13) / 20.0f);
+		memset(&cand, 0, sizeof(cand));
+		CHECK(sg_cache_search(c, k.scope_hash, v, &cand) == 0);
+		for (int j = 0; j < SG_CACHE_CANDIDATES; j++)
+			out[i * SG_CACHE_CANDIDATES + j] = j < cand.n ? cand.ids[j] : -1;
+	}
+	sg_cache_key_free(&k);
+}
+
+static int keep_scope(void *ud, uint64_t scope_hash, uint64_t last_id, const void *blob,
+                      size_t len)
+{
+	*(uint64_t *)ud = scope_hash;
+	return 0;
+}
+
+/* Flip a byte in the middle of the first checkpoint chunk, with LMDB directly. */
+static int damage_chunk(void)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+	if ((rc = mdb_env_create(&env)))
+		return rc;
+	mdb_env_set_maxdbs(env, 8);
+	if (!(rc = mdb_env_open(env, dir, 0, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+		if (!(rc = mdb_dbi_open(txn, "ckchunks", 0, &dbi)) &&
+		    !(rc = mdb_cursor_open(txn, dbi, &cur))) {
+			if (!(rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST))) {
+				char *b = malloc(v.mv_size);
+				memcpy(b, v.mv_data, v.mv_size);
+				b[v.mv_size / 2] ^= 0x40;
+				v.mv_data = b;
+				rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
+				free(b);
+			}
+			mdb_cursor_close(cur);
+		}
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+	}
+	mdb_env_close(env);
+	return rc;
+}
+
+/*
+ * A checkpoint written in chunks off the loop reloads to the same search
+ * results; so does the same index as a single-record checkpoint (what the
+ * previous semgate wrote); a damaged chunk makes the scope be rebuilt from
+ * the stored vectors.
+ */
+static void test_checkpoint_reload(void)
+{
+	enum { Q = 60 };
+	sg_cache_t *c = open_ckpt(NULL, 1000);
+	sg_cache_stats_t st;
+	uint64_t ids[600], scope = 0;
+	int64_t before[Q * SG_CACHE_CANDIDATES], after[Q * SG_CACHE_CANDIDATES];
+	float v[DIM];
+
+	if (!c)
+		return;
+	CHECK(put_many(c, 0, 600, ids));
+	CHECK(sg_cache_maintain(c, 1001, 1) == 0);
+	settle(c, 1001);
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 0 && st.hnsw_scopes == 1);
+	search_all(c, Q, before);
+	sg_cache_close(c); /* nothing left to save: the checkpoint is the saver's */
+
+	c = open_ckpt(NULL, 1002);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 0 && st.index_vectors == 600); /* loaded, not rebuilt */
+	search_all(c, Q, after);
+	CHECK(memcmp(before, after, sizeof(before)) == 0);
+	sg_cache_close(c);
+
+	/* the same index as a single-record checkpoint */
+	sg_store_opts_t so = {0, 0, "test", DIM, 0, 0};
+	sg_store_t *s;
+	char err[256];
+	void *blob = NULL;
+	size_t len = 0;
+	uint64_t last = 0;
+	CHECK(sg_store_open(&s, dir, &so, err, sizeof(err)) == 0);
+	CHECK(sg_store_iter_checkpoints(s, keep_scope, &scope, NULL) == 0 && scope != 0);
+	CHECK(sg_store_get_checkpoint(s, scope, &last, &blob, &len) == 0 && last == ids[599]);
+	CHECK(sg_store_put_checkpoint(s, scope, last, blob, len) == 0); /* drops the chunked one */
+	free(blob);
+	sg_store_close(s);
+	c = open_ckpt(NULL, 1003);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.unsaved_changes == 0 && st.index_vectors == 600);
+	memset(after, 0, sizeof(after));
+	search_all(c, Q, after);
+	CHECK(memcmp(before, after, sizeof(before)) == 0);
+	/* the next save writes the chunked form */
+	CHECK(sg_cache_delete(c, ids[0]) == 0);
+	CHECK(sg_cache_maintain(c, 1004, 1) == 0);
+	settle(c, 1004);
+	sg_cache_close(c);
+
+	/* a damaged chunk: the scope is rebuilt from the stored vectors */
+	CHECK(damage_chunk() == 0);
+	c = open_ckpt(NULL, 1005);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == 599 && st.index_vectors == 599 && st.unsaved_changes == 599);
+	int found = 1;
+	for (int i = 1; i < 600; i += 7) {
+		vec_i(v, i);
+		found &= find(c, "t", "q", v, 0.99f, 1005) == ids[i];
+	}
+	CHECK(found);
+	vec_i(v, 0);
+	CHECK(find(c, "t", "q", v, 0.99f, 1005) == 0);
+	sg_cache_close(c);
+}
+
+/*
+ * kill -9 in the middle of a save (between two chunks), with an add and a
+ * delete held back meanwhile: the previous checkpoint is used, the new entry
+ * is recovered from its stored vector, and the entries deleted before and
+ * during the save stay deleted.
+ */
+static void test_checkpoint_crash_mid_save(void)
+{
+	uint64_t got[4] = {0}; /* xid, deleted before the save, deleted during, extra */
+	int p[2];
+
+	if (pipe(p) != 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		gate_t g;
+		gate_init(&g, -1);
+		sg_cache_t *c = open_ckpt(&g, 1000);
+		uint64_t ids[310], out[4];
+		float x[DIM];
+		close(p[0]);
+		if (!c || !put_many(c, 0, 300, ids))
+			_exit(1);
+		sg_cache_maintain(c, 1001, 1);
+		settle(c, 1001); /* the checkpoint to come back to */
+		pthread_mutex_lock(&g.mu);
+		g.block_at = SG_CACHE_CKPT_CHUNK; /* after the first chunk of the next */
+		pthread_mutex_unlock(&g.mu);
+		if (!put_many(c, 300, 10, ids) || sg_cache_delete(c, ids[3]) != 0)
+			_exit(1);
+		sg_cache_maintain(c, 1002, 1);
+		if (!gate_wait(&g))
+			_exit(1);
+		vec3(x, 1, 5, 12);
+		if (put(c, "t", "x-mid", x, 1002, 0, &out[0]) != 0 || sg_cache_delete(c, ids[4]))
+			_exit(1);
+		out[1] = ids[3];
+		out[2] = ids[4];
+		out[3] = ids[305];
+		if (write(p[1], out, sizeof(out)) != sizeof(out))
+			_exit(1);
+		_exit(0); /* no close: a crash */
+	}
+	close(p[1]);
+	CHECK(read(p[0], got, sizeof(got)) == sizeof(got));
+	close(p[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	sg_cache_t *c = open_ckpt(NULL, 1003);
+	sg_cache_stats_t st;
+	float v[DIM], x[DIM];
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == 300 + 10 + 1 - 2);
+	CHECK(st.unsaved_changes == 11); /* 10 + 1 indexed from their vectors */
+	vec3(x, 1, 5, 12);
+	CHECK(find_exact(c, "t", "x-mid", 1003) == got[0]);
+	CHECK(find(c, "t", "q", x, 0.99f, 1003) == got[0]);
+	vec_i(v, 305);
+	CHECK(find(c, "t", "q", v, 0.99f, 1003) == got[3]);
+	CHECK(find_exact(c, "t", "a3", 1003) == 0 && find_exact(c, "t", "a4", 1003) == 0);
+	vec_i(v, 3);
+	CHECK(find(c, "t", "q", v, 0.99f, 1003) == 0);
+	vec_i(v, 4);
+	CHECK(find(c, "t", "q", v, 0.99f, 1003) == 0);
+	/* the two were in the checkpoint's index: dropped on sight, so none is left */
+	sg_cache_stats(c, &st);
+	CHECK(st.index_vectors == st.entries);
+	sg_cache_close(c);
+}
+
 /* A big index is checkpointed once 1/64 of it changed; close saves the rest,
  * and a start recovers what no checkpoint holds. */
 static void test_big_index_checkpoints(void)
@@ -248,6 +657,7 @@ static void test_big_index_checkpoints(void)
 		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
 	}
 	CHECK(sg_cache_maintain(c, 1001, 1) == 0);
+	settle(c, 1001);
 	sg_cache_stats(c, &st);
 	CHECK(st.unsaved_changes == 0 && st.hnsw_scopes == 1);
 	for (int k = 0; k < 10; k++, n++) { /* 10 < 4210 / 64: not worth a save */
@@ -257,13 +667,14 @@ static void test_big_index_checkpoints(void)
 	}
 	CHECK(sg_cache_maintain(c, 1002, 1) == 0);
 	sg_cache_stats(c, &st);
-	CHECK(st.unsaved_changes == 10);
+	CHECK(st.unsaved_changes == 10 && !st.checkpoint_in_progress);
 	for (int k = 0; k < 60; k++, n++) { /* 70 >= 4270 / 64: saved */
 		snprintf(p, sizeof(p), "b%d", n);
 		vec(v, n % DIM, (n / DIM) % DIM, 0.7f);
 		CHECK(put(c, "t", p, v, 1000, 0, &id) == 0);
 	}
 	CHECK(sg_cache_maintain(c, 1003, 1) == 0);
+	settle(c, 1003);
 	sg_cache_stats(c, &st);
 	CHECK(st.unsaved_changes == 0);
 	for (int k = 0; k < 5; k++, n++) {
@@ -304,6 +715,15 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_big_index_checkpoints();
+	if (system(cmd) != 0)
+		return 1;
+	test_checkpoint_off_loop();
+	if (system(cmd) != 0)
+		return 1;
+	test_checkpoint_reload();
+	if (system(cmd) != 0)
+		return 1;
+	test_checkpoint_crash_mid_save();
 	if (system(cmd) != 0)
 		return 1;
 	CHECK_DONE();

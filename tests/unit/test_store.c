@@ -5,6 +5,9 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -1022,6 +1025,459 @@ static void test_crash(void)
 	printf("crash test: %" PRIu64 " acknowledged puts over 5 SIGKILLs, all intact\n", total);
 }
 
+/* ---- chunked checkpoints --------------------------------------------------- */
+
+/* Bytes of blob number `gen` (so that any blob read back can be checked). */
+static void ckpt_fill(char *b, size_t n, uint64_t gen)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (char)(i * 131 + gen * 7 + (i >> 9));
+}
+
+/* Write blob b as scope's chunked checkpoint in chunks of `chunk` bytes;
+ * publish unless stop_after (then only that many chunks). */
+static int ckpt_write(sg_store_t *s, uint64_t scope, uint64_t last_id, const char *b, size_t n,
+		      size_t chunk, int stop_after)
+{
+	sg_store_ckpt_t *w;
+	char msg[256];
+	int rc = sg_store_ckpt_begin(s, scope, &w, msg, sizeof(msg)), k = 0;
+
+	if (rc)
+		return rc;
+	for (size_t off = 0; off < n && rc == 0; off += chunk, k++) {
+		if (stop_after >= 0 && k == stop_after)
+			break;
+		rc = sg_store_ckpt_chunk(w, b + off, SG_MIN(chunk, n - off));
+	}
+	if (rc == 0 && stop_after < 0)
+		rc = sg_store_ckpt_publish(w, last_id);
+	sg_store_ckpt_free(w); /* unpublished chunks stay, as after a crash */
+	return rc;
+}
+
+/* Entries of a database, with LMDB directly (-1: it does not exist). */
+static long raw_count(const char *dir, const char *db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat st;
+	long n = -1;
+
+	if (mdb_env_create(&env))
+		return -2;
+	mdb_env_set_maxdbs(env, 8);
+	if (!mdb_env_open(env, dir, MDB_RDONLY, 0600) &&
+	    !mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) {
+		if (!mdb_dbi_open(txn, db, 0, &dbi) && !mdb_stat(txn, dbi, &st))
+			n = (long)st.ms_entries;
+		mdb_txn_abort(txn);
+	}
+	mdb_env_close(env);
+	return n;
+}
+
+/* Change one byte of chunk `i` of the scope's generation `gen` (or delete
+ * the chunk) with LMDB directly. */
+static int raw_chunk(const char *dir, uint64_t scope, uint64_t gen, uint32_t i, int del)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t k[20];
+	MDB_val key = {20, k}, v;
+	int rc;
+
+	for (int j = 7; j >= 0; j--, scope >>= 8)
+		k[j] = (uint8_t)scope;
+	for (int j = 15; j >= 8; j--, gen >>= 8)
+		k[j] = (uint8_t)gen;
+	for (int j = 19; j >= 16; j--, i >>= 8)
+		k[j] = (uint8_t)i;
+	if ((rc = mdb_env_create(&env)))
+		return rc;
+	mdb_env_set_maxdbs(env, 8);
+	if (!(rc = mdb_env_open(env, dir, 0, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+		if (!(rc = mdb_dbi_open(txn, "ckchunks", 0, &dbi)) &&
+		    !(rc = mdb_get(txn, dbi, &key, &v))) {
+			if (del) {
+				rc = mdb_del(txn, dbi, &key, NULL);
+			} else {
+				char *copy = malloc(v.mv_size);
+				memcpy(copy, v.mv_data, v.mv_size);
+				copy[v.mv_size / 2] ^= 0x5a;
+				v.mv_data = copy;
+				rc = mdb_put(txn, dbi, &key, &v, 0);
+				free(copy);
+			}
+		}
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+	}
+	mdb_env_close(env);
+	return rc;
+}
+
+/* A chunked checkpoint reads back as written, replaces the previous
+ * generation (whose chunks go), and supersedes a single-record one. */
+static void test_chunked_checkpoints(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s = open_ok(path_in_root(dir, sizeof(dir), "chunked"), &o);
+	size_t n = 100000, len;
+	char *b1 = malloc(n), *b2 = malloc(n);
+	sg_store_stats_t st;
+	ckpt_log_t l;
+	uint64_t last;
+	void *blob;
+
+	if (!s || !b1 || !b2)
+		goto out;
+	ckpt_fill(b1, n, 1);
+	ckpt_fill(b2, n - 5, 2);
+	CHECK(sg_store_put_checkpoint(s, 0xAAAA, 3, "old", 3) == 0);
+	CHECK_RC(ckpt_write(s, 0xAAAA, 40, b1, n, 30000, -1), 0); /* 4 chunks */
+	CHECK(sg_store_get_checkpoint(s, 0xAAAA, &last, &blob, &len) == 0);
+	CHECK(last == 40 && len == n && memcmp(blob, b1, n) == 0);
+	free(blob);
+	memset(&l, 0, sizeof(l));
+	CHECK(sg_store_iter_checkpoints(s, on_checkpoint, &l, NULL) == 0);
+	CHECK(l.n == 1 && l.scope[0] == 0xAAAA && l.last[0] == 40 && l.len[0] == n);
+	CHECK(sg_store_stats(s, &st) == 0 && st.checkpoints == 1);
+	/* a second generation, of one chunk */
+	CHECK_RC(ckpt_write(s, 0xAAAA, 41, b2, n - 5, 1 << 20, -1), 0);
+	CHECK(sg_store_get_checkpoint(s, 0xAAAA, &last, &blob, &len) == 0);
+	CHECK(last == 41 && len == n - 5 && memcmp(blob, b2, n - 5) == 0);
+	free(blob);
+	/* refused chunks */
+	sg_store_ckpt_t *w;
+	char msg[256];
+	CHECK(sg_store_ckpt_begin(s, 0xBBBB, &w, msg, sizeof(msg)) == 0);
+	CHECK(sg_store_ckpt_chunk(w, b1, 0) == SG_EINVAL);
+	CHECK(sg_store_ckpt_chunk(w, NULL, 5) == SG_EINVAL);
+	CHECK_CONTAINS(sg_store_ckpt_error(w), "refused");
+	sg_store_ckpt_free(w);
+	/* deleting removes the chunked form */
+	CHECK_RC(ckpt_write(s, 0xCCCC, 7, b1, 1000, 300, -1), 0);
+	CHECK(sg_store_delete_checkpoint(s, 0xCCCC) == 0);
+	CHECK(sg_store_delete_checkpoint(s, 0xCCCC) == SG_ENOTFOUND);
+	CHECK(sg_store_get_checkpoint(s, 0xCCCC, &last, &blob, &len) == SG_ENOTFOUND);
+	sg_store_close(s);
+	s = NULL;
+	/* only the live generation's chunk is left (the old 4 were deleted) */
+	CHECK(raw_count(dir, "ckchunks") == 1);
+	CHECK(raw_count(dir, "manifests") == 1);
+	CHECK(raw_count(dir, "checkpoints") == 0); /* superseded */
+	/* a single-record checkpoint written now supersedes the chunked one */
+	s = open_ok(dir, &o);
+	if (!s)
+		goto out;
+	CHECK(sg_store_put_checkpoint(s, 0xAAAA, 42, "single", 6) == 0);
+	CHECK(sg_store_get_checkpoint(s, 0xAAAA, &last, &blob, &len) == 0);
+	CHECK(last == 42 && len == 6 && memcmp(blob, "single", 6) == 0);
+	free(blob);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_count(dir, "ckchunks") == 0 && raw_count(dir, "manifests") == 0);
+out:
+	sg_store_close(s);
+	free(b1);
+	free(b2);
+}
+
+/* A save that stops between chunks (a crash) leaves the previous checkpoint
+ * readable; its chunks go at the next open or the scope's next save. */
+static void test_checkpoint_interrupted(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s = open_ok(path_in_root(dir, sizeof(dir), "ckinter"), &o);
+	size_t n = 50000, len;
+	char *b1 = malloc(n), *b2 = malloc(n);
+	uint64_t last;
+	void *blob;
+
+	if (!s || !b1 || !b2)
+		goto out;
+	ckpt_fill(b1, n, 1);
+	ckpt_fill(b2, n, 2);
+	CHECK_RC(ckpt_write(s, 9, 100, b1, n, 10000, -1), 0);        /* 5 chunks, published */
+	CHECK_RC(ckpt_write(s, 9, 200, b2, n, 10000, 3), 0);         /* 3 of 5, no manifest */
+	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
+	CHECK(last == 100 && len == n && memcmp(blob, b1, n) == 0);
+	free(blob);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_count(dir, "ckchunks") == 8);
+	s = open_ok(dir, &o); /* drops the 3 orphans */
+	if (!s)
+		goto out;
+	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
+	CHECK(last == 100 && len == n && memcmp(blob, b1, n) == 0);
+	free(blob);
+	/* the scope's next save drops another interrupted one's chunks first */
+	CHECK_RC(ckpt_write(s, 9, 200, b2, n, 10000, 2), 0);
+	CHECK_RC(ckpt_write(s, 9, 300, b2, n, 25000, -1), 0);
+	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
+	CHECK(last == 300 && len == n && memcmp(blob, b2, n) == 0);
+	free(blob);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_count(dir, "ckchunks") == 2);
+	s = open_ok(dir, &o);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_count(dir, "ckchunks") == 2); /* the published ones stay */
+out:
+	sg_store_close(s);
+	free(b1);
+	free(b2);
+}
+
+/* A damaged or missing chunk makes the checkpoint unusable, never wrong: the
+ * iteration hands it over with blob NULL and a message. */
+static void test_checkpoint_damaged(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s = open_ok(path_in_root(dir, sizeof(dir), "ckbad"), &o);
+	size_t n = 40000, len, skipped = 0;
+	char *b = malloc(n);
+	ckpt_log_t l;
+	uint64_t last;
+	void *blob;
+
+	if (!s || !b)
+		goto out;
+	ckpt_fill(b, n, 1);
+	CHECK_RC(ckpt_write(s, 1, 10, b, n, 10000, -1), 0);
+	CHECK_RC(ckpt_write(s, 2, 20, b, n, 10000, -1), 0);
+	CHECK_RC(ckpt_write(s, 3, 30, b, n, 10000, -1), 0);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_chunk(dir, 1, 1, 2, 0) == 0); /* a flipped byte */
+	CHECK(raw_chunk(dir, 2, 1, 1, 1) == 0); /* a missing chunk */
+	s = open_ok(dir, &o);
+	if (!s)
+		goto out;
+	CHECK(sg_store_get_checkpoint(s, 1, &last, &blob, &len) == SG_ECORRUPT);
+	CHECK_CONTAINS(sg_store_last_error(s), "checksum");
+	CHECK(sg_store_get_checkpoint(s, 2, &last, &blob, &len) == SG_ECORRUPT);
+	CHECK_CONTAINS(sg_store_last_error(s), "missing");
+	memset(&l, 0, sizeof(l));
+	CHECK(sg_store_iter_checkpoints(s, on_checkpoint, &l, &skipped) == 0);
+	CHECK(l.n == 3 && skipped == 2);
+	CHECK(l.scope[0] == 1 && l.len[0] == 0 && l.last[0] == 0);
+	CHECK(l.scope[1] == 2 && l.len[1] == 0 && l.last[1] == 0);
+	CHECK(l.scope[2] == 3 && l.len[2] == n && l.last[2] == 30);
+	/* a new save of the scope replaces the damaged one */
+	CHECK_RC(ckpt_write(s, 1, 11, b, n, 10000, -1), 0);
+	CHECK(sg_store_get_checkpoint(s, 1, &last, &blob, &len) == 0 && last == 11 && len == n);
+	free(blob);
+out:
+	sg_store_close(s);
+	free(b);
+}
+
+/* A file of store format 1 (no chunked checkpoints) opens, keeps its
+ * single-record checkpoints, and is upgraded. */
+static void test_format1_upgrade(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s = open_ok(path_in_root(dir, sizeof(dir), "format1"), &o);
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint32_t one = 1, format = 0;
+	MDB_val k = {6, "format"}, v = {4, &one};
+	uint64_t last;
+	size_t len;
+	void *blob;
+
+	if (!s)
+		return;
+	CHECK(sg_store_put_checkpoint(s, 77, 5, "legacy", 6) == 0);
+	sg_store_close(s);
+	/* make it what semgate wrote before: format 1, no new databases */
+	CHECK(mdb_env_create(&env) == 0);
+	mdb_env_set_maxdbs(env, 8);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "manifests", 0, &dbi) == 0 && mdb_drop(txn, dbi, 1) == 0);
+	CHECK(mdb_dbi_open(txn, "ckchunks", 0, &dbi) == 0 && mdb_drop(txn, dbi, 1) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0 && mdb_put(txn, dbi, &k, &v, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+	CHECK(raw_count(dir, "manifests") == -1);
+
+	o.verify = 1; /* the page walk takes files without the new databases */
+	s = open_ok(dir, &o);
+	if (!s)
+		return;
+	CHECK(sg_store_get_checkpoint(s, 77, &last, &blob, &len) == 0);
+	CHECK(last == 5 && len == 6 && memcmp(blob, "legacy", 6) == 0);
+	free(blob);
+	sg_store_close(s);
+	CHECK(raw_count(dir, "manifests") == 0);
+	CHECK(mdb_env_create(&env) == 0);
+	mdb_env_set_maxdbs(env, 8);
+	CHECK(mdb_env_open(env, dir, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &dbi) == 0 && mdb_get(txn, dbi, &k, &v) == 0);
+	if (v.mv_size == 4)
+		memcpy(&format, v.mv_data, 4);
+	CHECK(format == 2);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	s = open_ok(dir, &o); /* and it opens again, verified */
+	sg_store_close(s);
+}
+
+typedef struct ckpt_thread {
+	sg_store_t *s;        /* shared with the main thread */
+	int rounds;           /* checkpoints to write */
+	int rc;               /* first failure */
+	atomic_int need_room; /* the writer hit SG_EFULL: the owner grows the map */
+	atomic_int done;      /* the writer is finished */
+} ckpt_thread_t;
+
+static void *ckpt_writer(void *arg)
+{
+	ckpt_thread_t *t = arg;
+	size_t n = 200000;
+	char *b = malloc(n);
+
+	for (int r = 0; b && r < t->rounds && t->rc == 0; r++) {
+		ckpt_fill(b, n, (uint64_t)r + 1);
+		t->rc = ckpt_write(t->s, 0xF00D, (uint64_t)r + 1, b, n, 16384, -1);
+		if (t->rc == SG_EFULL) { /* as the cache does: the owner grows it, try again */
+			atomic_store(&t->need_room, 1);
+			while (atomic_load(&t->need_room))
+				sched_yield();
+			t->rc = 0;
+			r--;
+		}
+	}
+	free(b);
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+/* A checkpoint writer on another thread alongside the owner's writes and
+ * reads, and map growth (the sanitizer build checks the locking). */
+static void test_checkpoint_thread(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s;
+	ckpt_thread_t t = {NULL, 20, 0, 0, 0};
+	pthread_t th;
+	uint64_t last, i = 0;
+	size_t len;
+	void *blob;
+	int ok = 1, grown = 0;
+
+	o.map_size = 1 << 20; /* small: it grows meanwhile */
+	o.max_map_size = 256 << 20;
+	s = t.s = open_ok(path_in_root(dir, sizeof(dir), "ckthread"), &o);
+	if (!s)
+		return;
+	CHECK(pthread_create(&th, NULL, ckpt_writer, &t) == 0);
+	for (; i < 3000 || !atomic_load(&t.done); i++) {
+		if (atomic_load(&t.need_room)) {
+			ok &= sg_store_reserve(s, 1 << 20) == 0;
+			grown++;
+			atomic_store(&t.need_room, 0);
+		}
+		if (i < 3000) {
+			ok &= put_gen(s, i, "ns", 2000) == i + 1;
+			if (i % 50 == 0)
+				ok &= entry_matches(s, i + 1, i, "ns", 2000);
+		}
+	}
+	pthread_join(th, NULL);
+	CHECK(ok);
+	CHECK_RC(t.rc, 0);
+	CHECK(sg_store_get_checkpoint(s, 0xF00D, &last, &blob, &len) == 0);
+	CHECK(last == 20 && len == 200000);
+	if (blob && len == 200000) {
+		char *want = malloc(len);
+		ckpt_fill(want, len, 20);
+		CHECK(memcmp(blob, want, len) == 0);
+		free(want);
+	}
+	free(blob);
+	sg_store_close(s);
+	printf("checkpoint thread: 20 checkpoints beside 3000 puts; map grown for it %d times\n",
+	       grown);
+}
+
+/* Kill -9 a process that writes chunked checkpoints over and over: the
+ * checkpoint read back is always a whole one of those it published. */
+static void test_checkpoint_crash(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	size_t n = 300000;
+	char *b = malloc(n), *want = malloc(n);
+
+	path_in_root(dir, sizeof(dir), "ckcrash");
+	if (!b || !want)
+		goto out;
+	for (int round = 0; round < 4; round++) {
+		int p[2];
+		if (pipe(p) != 0)
+			break;
+		pid_t pid = fork();
+		if (pid == 0) {
+			sg_store_t *s;
+			char msg[256];
+			close(p[0]);
+			if (sg_store_open(&s, dir, &o, msg, sizeof(msg)) != 0)
+				_exit(1);
+			for (uint64_t g = 1;; g++) {
+				ckpt_fill(b, n - (size_t)(g % 7) * 1000, g);
+				if (ckpt_write(s, 5, g, b, n - (size_t)(g % 7) * 1000, 20000, -1))
+					_exit(2);
+				if (g == 3 && write(p[1], "x", 1) != 1) /* a few are out */
+					_exit(3);
+			}
+		}
+		close(p[1]);
+		char x;
+		CHECK(read(p[0], &x, 1) == 1);
+		close(p[0]);
+		struct timespec ts = {0, (long)(round + 1) * 7000000L};
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+
+		sg_store_t *s = open_ok(dir, &o);
+		uint64_t last = 0;
+		size_t len = 0;
+		void *blob = NULL;
+		if (!s)
+			break;
+		CHECK(sg_store_get_checkpoint(s, 5, &last, &blob, &len) == 0);
+		ckpt_fill(want, n - (size_t)(last % 7) * 1000, last);
+		CHECK_MSG(last >= 3 && len == n - (size_t)(last % 7) * 1000 &&
+		          blob && memcmp(blob, want, len) == 0,
+		          "round %d: generation %" PRIu64 ", %zu bytes", round, last, len);
+		free(blob);
+		sg_store_close(s);
+		/* only the published generation's chunks are left */
+		CHECK(raw_count(dir, "ckchunks") == (long)((len + 19999) / 20000));
+	}
+out:
+	free(b);
+	free(want);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1044,6 +1500,12 @@ int main(void)
 	test_damaged_pages();
 	test_map_growth();
 	test_crash();
+	test_chunked_checkpoints();
+	test_checkpoint_interrupted();
+	test_checkpoint_damaged();
+	test_format1_upgrade();
+	test_checkpoint_thread();
+	test_checkpoint_crash();
 	rm_rf(root);
 	CHECK_DONE();
 }
