@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -54,6 +55,21 @@ static int check(const char *path)
 	return rc == 0 ? 0 : 1;
 }
 
+/*
+ * A test hook, not a setting: with SEMGATE_TEST_CHECKPOINT_HOLD=FILE in the
+ * environment, an index checkpoint waits after serialising for as long as
+ * FILE exists, so that a test can watch the gateway answer while a save is
+ * in progress (tests/integration/test_cache_persist.py). Runs on the cache's
+ * saver thread.
+ */
+static int hold_checkpoint(void *ud, int stage)
+{
+	const char *path = ud;
+	while (stage == SG_CACHE_CKPT_SERIALISED && access(path, F_OK) == 0)
+		usleep(10000);
+	return 0;
+}
+
 static int open_cache(sg_config_t *cfg, app_t *app)
 {
 	const sg_cache_config_t *cc = &cfg->cache;
@@ -95,6 +111,13 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 		.verify = (int)cc->verify,
 		.verify_hits = (int)cc->verifier,
 	};
+	const char *hold = getenv("SEMGATE_TEST_CHECKPOINT_HOLD");
+	if (hold && *hold) {
+		co.ckpt_hook = hold_checkpoint;
+		co.ckpt_hook_ud = (void *)hold;
+		sg_log_warn("SEMGATE_TEST_CHECKPOINT_HOLD: index checkpoints wait while %s exists "
+		            "(a test hook)", hold);
+	}
 	uint64_t t0 = sg_now_us();
 	rc = sg_cache_open(&app->cache, &co, (int64_t)time(NULL), err, sizeof(err));
 	if (rc) {

@@ -248,6 +248,67 @@ def test_sigkill_during_writes():
 # --- embedder mismatch and rebuild -------------------------------------------------------
 
 
+def test_answers_while_a_checkpoint_is_saved():
+    """Index checkpoints are saved off the event loop. A test hook
+    (SEMGATE_TEST_CHECKPOINT_HOLD) holds the saver after it serialised an
+    index, for as long as a file exists: meanwhile /stats says a save is in
+    progress, and exact hits, semantic hits (the index being saved is searched
+    as it was) and misses are answered; what is stored meanwhile is an exact
+    hit at once and found semantically once the save is done. A kill -9 in the
+    middle of the next save loses nothing that was answered."""
+    mock = h.Mock("--quiet")
+    hold = os.path.join(h.make_temp_dir("sg-it-hold-"), "hold")
+    open(hold, "w").close()
+    cfg = cache_config(mock, threshold=0.8, checkpoint_interval_s=1)
+    sg = h.Semgate(cfg, env={"SEMGATE_TEST_CHECKPOINT_HOLD": hold})
+    for p in (FRANCE, "How do I bake bread?", "best way to learn piano"):
+        expect_state(chat(sg, p), "miss", p)
+    h.wait_for(lambda: stats(sg)["cache"]["checkpoint_in_progress"], timeout=15,
+               what="a checkpoint to start")
+
+    for i in range(20):
+        expect_state(chat(sg, FRANCE), "hit-exact", "exact hit %d during the save" % i)
+    expect_state(chat(sg, FRANCE_PARAPHRASE), "hit-semantic", "paraphrase during the save")
+    expect_state(chat(sg, PLANETS), "miss", "stored during the save")
+    expect_state(chat(sg, PLANETS), "hit-exact", "entry stored during the save")
+    # not in the index being saved yet (not stored either: no-store)
+    expect_state(chat(sg, PLANETS_PARAPHRASE, headers={"Cache-Control": "no-store"}), "miss",
+                 "paraphrase of an entry stored during the save")
+    h.expect_status(sg.request("GET", "/healthz"), 200)
+    st = stats(sg)["cache"]
+    h.expect(st["checkpoint_in_progress"] is True, "the save is still held: %r", st)
+    h.expect_eq(st["entries"], 4, "entries during the save")
+
+    os.unlink(hold)
+    h.wait_for(lambda: not stats(sg)["cache"]["checkpoint_in_progress"], timeout=15,
+               what="the checkpoint to finish")
+    h.expect(isinstance(stats(sg)["cache"]["checkpoint_last_ms"], int), "checkpoint_last_ms")
+    r = chat(sg, PLANETS_PARAPHRASE, headers={"Cache-Control": "no-store"})
+    expect_state(r, "hit-semantic", "paraphrase once the save is done")
+    h.expect_answer(r, PLANETS)
+
+    # kill -9 while the next save is held
+    open(hold, "w").close()
+    sea = chat(sg, "why is the sea salty")
+    expect_state(sea, "miss")
+    h.wait_for(lambda: stats(sg)["cache"]["checkpoint_in_progress"], timeout=15,
+               what="another checkpoint to start")
+    expect_state(chat(sg, "how do bees make honey"), "miss")
+    n = mock.stats()["chat"]
+    sg.signal(signal.SIGKILL)
+    sg.wait_exit(30)
+    os.unlink(hold)
+
+    sg = h.Semgate(cfg)
+    st = stats(sg)["cache"]
+    h.expect_eq((st["entries"], st["index_vectors"]), (6, 6), "entries, vectors after kill -9")
+    for p in (FRANCE, PLANETS, "why is the sea salty", "how do bees make honey"):
+        expect_state(chat(sg, p), "hit-exact", p + " after kill -9")
+    expect_state(chat(sg, FRANCE_PARAPHRASE), "hit-semantic", "paraphrase after kill -9")
+    expect_state(chat(sg, PLANETS_PARAPHRASE), "hit-semantic", "paraphrase after kill -9")
+    h.expect_eq(mock.stats()["chat"], n, "upstream chat requests after the restart")
+
+
 def test_embedder_dim_mismatch_refused():
     mock = h.Mock("--quiet")
     cfg = cache_config(mock, embedder={"provider": "local", "dim": 384})
