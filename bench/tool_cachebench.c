@@ -23,10 +23,10 @@
  * with --stall S, 6. plays the event loop for S seconds across a checkpoint:
  *    after N/64 + 1 new entries (enough to make the index's checkpoint due),
  *    back-to-back exact lookups of stored prompts with a miss stored every
- *    50th turn, and sg_cache_maintain(checkpoint) on a 250 ms tick as the
- *    server's timer would run it; prints the longest turn (what the loop
- *    could not answer meanwhile), exact-hit percentiles and the longest
- *    sg_cache_maintain() call.
+ *    50th turn, hit counts flushed every 20 ms and sg_cache_maintain
+ *    (checkpoint) on a 250 ms tick, as the server's timers run them; prints
+ *    the longest turn (what the loop could not answer meanwhile), exact-hit
+ *    percentiles and the longest sg_cache_maintain() call.
  * Everything it writes is under DIR (removed first).
  */
 #include <jansson.h>
@@ -187,7 +187,7 @@ static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, 
 		                   20, 60, (int64_t)time(NULL), 0, NULL) != 0)
 			return 1;
 	}
-	double t_end = now_s() + seconds, next_tick = 0;
+	double t_end = now_s() + seconds, next_tick = 0, next_flush = 0;
 	for (long turn = 0; now_s() < t_end; turn++) {
 		uint64_t t0 = sg_now_us();
 		if (now_s() >= next_tick) {
@@ -199,6 +199,9 @@ static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, 
 			maint_total += md;
 			nmaint++;
 			next_tick = now_s() + 0.25;
+		} else if (now_s() >= next_flush) {
+			sg_cache_flush_hits(c); /* the server's hits timer */
+			next_flush = now_s() + 0.02;
 		}
 		sg_cache_hit_t hit;
 		if (turn % 50 == 49) {
