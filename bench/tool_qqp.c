@@ -35,9 +35,16 @@
  *   --dump-evidence FILE        (per candidate verified: cosine, verified
  *                                score, evidence, correct or not; TSV)
  * With the verifier, --dump-false prints the evidence of each false hit too.
+ *
+ * External sentence vectors (what a model would add, measured before it is
+ * built in; bench/qqp_learned.sh makes such files):
+ *   --ext FILE --ext-dim N      (records: u32 LE length, text, N float32)
+ *   --ext-weight W              (scores become (1 - W) cos_local + W cos_ext,
+ *                                by concatenating the scaled vectors)
  * A missing data file is not an error: the tool says so and exits 0.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +120,17 @@ static size_t texts_intern(texts_t *t, const char *s)
 	t->parent[t->n] = t->n;
 	t->slots[i] = t->n + 1;
 	return t->n++;
+}
+
+/* The id of text s, SIZE_MAX when absent. */
+static size_t texts_lookup(const texts_t *t, const char *s)
+{
+	if (t->slots == NULL)
+		return SIZE_MAX;
+	for (size_t i = str_hash(s) & t->mask; t->slots[i]; i = (i + 1) & t->mask)
+		if (strcmp(t->str[t->slots[i] - 1], s) == 0)
+			return t->slots[i] - 1;
+	return SIZE_MAX;
 }
 
 static size_t texts_find(texts_t *t, size_t x)
@@ -216,6 +234,9 @@ typedef struct tool_opts {
 	double dump[3];               /* --dump-false T, --dump-pos LO:HI */
 	const char *evidence_path;    /* --dump-evidence FILE or NULL */
 	const char *path;             /* the data file */
+	const char *ext_path;  /* external sentence vectors by text */
+	int ext_dim;
+	double ext_weight;
 } tool_opts_t;
 
 static void usage(void)
@@ -229,7 +250,8 @@ static void usage(void)
 		"           [--dump-pos LO:HI] [--verify] [--rerank K] [--v-sub W]\n"
 		"           [--v-extra W] [--v-number W] [--v-negation W] [--v-qtype W]\n"
 		"           [--v-antonym W] [--v-order W] [--v-context W]\n"
-		"           [--dump-evidence FILE] [qqp-dev.jsonl]\n");
+		"           [--dump-evidence FILE]\n"
+		"           [--ext FILE --ext-dim N --ext-weight W] [qqp-dev.jsonl]\n");
 }
 
 static int parse_args(int argc, char **argv, tool_opts_t *t)
@@ -308,6 +330,12 @@ static int parse_args(int argc, char **argv, tool_opts_t *t)
 			v->order = strtof(val, NULL);
 		else if (strcmp(arg, "--v-context") == 0)
 			v->context = strtof(val, NULL);
+		else if (strcmp(arg, "--ext") == 0)
+			t->ext_path = val;
+		else if (strcmp(arg, "--ext-dim") == 0)
+			t->ext_dim = atoi(val);
+		else if (strcmp(arg, "--ext-weight") == 0)
+			t->ext_weight = strtod(val, NULL);
 		else if (strcmp(arg, "--dump-evidence") == 0)
 			t->evidence_path = val;
 		else if (strcmp(arg, "--dump-false") == 0)
@@ -329,9 +357,98 @@ static int parse_args(int argc, char **argv, tool_opts_t *t)
 			return -1;
 		}
 	}
+	if (t->ext_path && (t->ext_dim < 1 || t->ext_dim > 4096 || t->ext_weight < 0 ||
+			    t->ext_weight > 1)) {
+		usage();
+		return -1;
+	}
 	t->n_th = 0;
 	for (double x = from; x <= to + step / 2 && t->n_th < MAX_THRESHOLDS; x += step)
 		t->th[t->n_th++] = x;
+	return 0;
+}
+
+/* ---- external sentence vectors ---------------------------------------------- */
+
+/*
+ * --ext FILE: sentence vectors computed elsewhere (a model, word vectors),
+ * to measure what they would add to the embedder before building them in.
+ * FILE holds records of: u32 little-endian byte length, the text's bytes,
+ * ext_dim float32 (L2-normalised). Returns the vectors by text id (n_texts
+ * rows, zero for texts without a record, counted in *missing), or NULL.
+ */
+static float *load_ext(const char *path, int edim, texts_t *t, size_t *missing)
+{
+	size_t n_texts = t->n, row = (size_t)edim * sizeof(float);
+	float *vecs = calloc(n_texts, row), *v = malloc(row);
+	unsigned char *have = calloc(n_texts, 1);
+	char *buf = malloc(1 << 16);
+	FILE *f = fopen(path, "rb");
+	unsigned char hdr[4];
+	int ok = vecs && v && have && buf && f;
+
+	while (ok && fread(hdr, 1, 4, f) == 4) {
+		uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+		if (len >= (1 << 16) || fread(buf, 1, len, f) != len ||
+		    fread(v, sizeof(float), (size_t)edim, f) != (size_t)edim) {
+			fprintf(stderr, "qqp: %s: truncated record or wrong --ext-dim\n", path);
+			ok = 0;
+			break;
+		}
+		buf[len] = '\0';
+		size_t id = texts_lookup(t, buf);
+		if (id != SIZE_MAX) {
+			memcpy(vecs + id * (size_t)edim, v, row);
+			have[id] = 1;
+		}
+	}
+	if (ok && ferror(f))
+		ok = 0;
+	*missing = 0;
+	for (size_t i = 0; ok && i < n_texts; i++)
+		*missing += !have[i];
+	if (f == NULL)
+		fprintf(stderr, "qqp: %s: %s\n", path, strerror(errno));
+	if (f)
+		fclose(f);
+	free(buf);
+	free(have);
+	free(v);
+	if (!ok) {
+		free(vecs);
+		return NULL;
+	}
+	return vecs;
+}
+
+/* [sqrt(1 - w) lex, sqrt(w) ext]: the cosine of two such vectors is
+ * (1 - w) cos_lex + w cos_ext. */
+static void mix_ext(float *out, const float *lex, int dim, const float *ext, int edim,
+		    double w)
+{
+	float a = (float)sqrt(1 - w), b = (float)sqrt(w);
+
+	for (int i = 0; i < dim; i++)
+		out[i] = a * lex[i];
+	for (int i = 0; i < edim; i++)
+		out[dim + i] = b * ext[i];
+}
+
+/* Replace *vecs (n rows of dim) by their mixes with the external vectors of
+ * the texts text_ids[0..n). */
+static int mix_all(float **vecs, size_t n, int dim, const float *ext, int edim, double w,
+		   const size_t *text_ids)
+{
+	size_t nd = (size_t)dim + (size_t)edim;
+	float *out = malloc(n * nd * sizeof(float));
+
+	if (out == NULL)
+		return SG_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		mix_ext(out + i * nd, *vecs + i * (size_t)dim, dim,
+			ext + text_ids[i] * (size_t)edim, edim, w);
+	free(*vecs);
+	*vecs = out;
 	return 0;
 }
 
@@ -528,6 +645,28 @@ int main(int argc, char **argv)
 	embed_us = sg_now_us() - t0;
 	n_embeds = n_a + n_pairs;
 
+	if (o.ext_path) {
+		size_t missing = 0;
+		float *ext = load_ext(o.ext_path, o.ext_dim, &t, &missing);
+		if (ext == NULL)
+			goto out;
+		if (missing)
+			fprintf(stderr, "qqp: %s: no vector for %zu of %zu texts (zero)\n",
+				o.ext_path, missing, t.n);
+		size_t *b_ids = malloc(n_pairs * sizeof(*b_ids));
+		rc = b_ids ? 0 : SG_ENOMEM;
+		for (size_t i = 0; b_ids && i < n_pairs; i++)
+			b_ids[i] = pairs[i].b;
+		if (rc == 0)
+			rc = mix_all(&avecs, n_a, dim, ext, o.ext_dim, o.ext_weight, a_of_slot);
+		if (rc == 0)
+			rc = mix_all(&bvecs, n_pairs, dim, ext, o.ext_dim, o.ext_weight, b_ids);
+		free(b_ids);
+		free(ext);
+		if (rc)
+			goto oom;
+		dim += o.ext_dim;
+	}
 	if ((rc = sg_index_new(&ix, dim, SG_INDEX_FLAT, NULL)) != 0 ||
 	    (rc = sg_index_add_batch(ix, n_a, ids, avecs)) != 0 ||
 	    (rc = sg_index_search_batch(ix, n_pairs, bvecs, 1, hit, scores)) != 0) {
@@ -558,6 +697,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n_pairs; i++)
 		*(pairs[i].label ? &n_pos : &n_neg) += 1;
 	printf("embedder   %s\n", sg_embed_local_id(e));
+	if (o.ext_path)
+		printf("external   %s (dimension %d), weight %.2f\n", o.ext_path, o.ext_dim,
+		       o.ext_weight);
 	printf("data       %s: %zu pairs (%zu label 1, %zu label 0), %zu distinct a\n",
 	       o.path, n_pairs, n_pos, n_neg, n_a);
 	printf("embed      %.2f us per text (%zu texts, 1 thread)\n", (double)embed_us /
