@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "semgate/cache.h"
 #include "semgate/log.h"
@@ -43,6 +44,7 @@ typedef struct scope {
 	                          change, so changes go to `held` meanwhile */
 	held_t *held;          /* changes held back while saving, in order */
 	size_t nheld, cap_held; /* used, allocated */
+	size_t held_done;      /* held changes applied (drain_held) */
 	float *held_vecs;      /* vectors of the held adds, back to back */
 	size_t nvecs, cap_vecs; /* floats used, allocated */
 } scope_t;
@@ -70,9 +72,11 @@ typedef enum save_state {
 /*
  * The saver thread: serialises the indexes of one job and writes them as
  * chunked checkpoints (sg_store_ckpt_*), without the cache's locks. A job's
- * scopes are frozen (scope_t.saving) from save_start() to save_reap(), both
- * on the loop thread under `lock`, so nothing else changes their indexes
- * meanwhile; searches (readers) go on. A thread of its own rather than
+ * scopes are frozen (scope_t.saving, under `lock`) from save_start() until
+ * the saver has written a scope's index and applied the changes held back
+ * meanwhile (drain_held), so nothing else changes their indexes while they
+ * are read; searches (readers) go on. save_reap() finishes the job on the
+ * loop. A thread of its own rather than
  * libuv's pool: a save can take seconds, which would hold one of the pool's
  * few threads from searches and embeddings, and sg_cache_close() can join it
  * without a running loop.
@@ -121,6 +125,7 @@ struct sg_cache {
 
 #define SWEEP_SLOTS 16384 /* node slots the expiry sweep visits per tick */
 #define CKPT_CHUNK ((size_t)4 << 20) /* default checkpoint chunk: ~10 ms of writing */
+#define HELD_BATCH 16 /* held index changes applied per hold of the lock: ~2 ms */
 
 /* --- LRU list ------------------------------------------------------------------ */
 
@@ -152,7 +157,7 @@ static void lru_push_front(sg_cache_t *c, node_t *n)
 
 /*
  * While its index is being saved a scope's changes are held back, in order,
- * and applied when the save is done (apply_held): the entries are in the
+ * and applied when the save is done (drain_held): the entries are in the
  * store at once (exact hits, restarts), a new one is just not found by a
  * semantic search for that time, and a removed one that a search still
  * returns is skipped (no entry) as after a restart.
@@ -616,6 +621,75 @@ canceled:
 	return SG_ECANCELED;
 }
 
+/*
+ * Apply up to max of a scope's held changes, from the oldest, under lock and
+ * ixlock: runs of adds as one batch (HNSW builds a batch in parallel).
+ * Returns the changes applied.
+ */
+static size_t apply_held(sg_cache_t *c, scope_t *s, size_t max)
+{
+	size_t i = s->held_done, end = SG_MIN(s->nheld, s->held_done + max);
+	int64_t ids[HELD_BATCH];
+
+	pthread_rwlock_wrlock(&c->ixlock);
+	while (i < end) {
+		held_t *h = &s->held[i];
+		size_t n = 0;
+		if (!h->add) {
+			sg_index_remove(s->ix, h->id); /* SG_ENOTFOUND: a repeat */
+			i++;
+			continue;
+		}
+		/* held adds' vectors are back to back in order */
+		while (i + n < end && n < HELD_BATCH && s->held[i + n].add) {
+			ids[n] = s->held[i + n].id;
+			n++;
+		}
+		if (sg_index_add_batch(s->ix, n, ids, s->held_vecs + h->vec) != 0) {
+			for (size_t j = i; j < i + n; j++)
+				if (sg_index_add(s->ix, s->held[j].id, s->held_vecs + s->held[j].vec))
+					sg_log_warn("cache: entry %" PRId64 " could not be indexed: it "
+					            "is found by exact lookups only until a restart",
+					            s->held[j].id);
+		}
+		i += n;
+	}
+	pthread_rwlock_unlock(&c->ixlock);
+	max = i - s->held_done;
+	s->held_done = i;
+	return max;
+}
+
+/*
+ * On the saver thread, once a scope's index is saved: apply the changes
+ * held meanwhile, HELD_BATCH at a time under the cache's lock, so that the
+ * loop waits for one batch at most (~130 us per HNSW add), not for all of
+ * them (hundreds at a high write rate); a pause between batches lets it in.
+ * New changes are held until the list is empty; then, still under the lock,
+ * the scope is released.
+ */
+static void drain_held(sg_cache_t *c, scope_t *s)
+{
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		if (s->held_done == s->nheld) {
+			free(s->held);
+			free(s->held_vecs);
+			s->held = NULL;
+			s->held_vecs = NULL;
+			s->nheld = s->cap_held = s->nvecs = s->cap_vecs = s->held_done = 0;
+			s->saving = 0;
+			pthread_mutex_unlock(&c->lock);
+			return;
+		}
+		apply_held(c, s, HELD_BATCH);
+		pthread_mutex_unlock(&c->lock);
+		/* A mutex is not fair: relocking at once would starve the loop,
+		 * woken but not yet running, for the whole list. */
+		nanosleep(&(struct timespec){0, 200 * 1000}, NULL);
+	}
+}
+
 static void save_set_state(saver_t *sv, save_state_t st)
 {
 	assert(st < SAVE__LAST);
@@ -630,6 +704,9 @@ static void *saver_main(void *arg)
 	sg_buf_t blob;
 
 	sg_buf_init(&blob, 0);
+	/* One CPU for saving: an OpenMP team for the held adds would take the
+	 * other CPU from the loop (and spin after each batch). */
+	sg_index_set_threads(1);
 	pthread_mutex_lock(&sv->mu);
 	for (;;) {
 		while (sv->state != SAVE_QUEUED && !sv->stop)
@@ -648,6 +725,7 @@ static void *saver_main(void *arg)
 			if (it->rc && sv->err[0] == '\0')
 				snprintf(sv->err, sizeof(sv->err), "scope %016" PRIx64 ": %s",
 				         it->scope_hash, err);
+			drain_held(c, it->s); /* saved or not, the index may change again */
 		}
 		sg_buf_free(&blob); /* up to the size of the largest index: not kept */
 
@@ -658,50 +736,6 @@ static void *saver_main(void *arg)
 	pthread_mutex_unlock(&sv->mu);
 	sg_buf_free(&blob);
 	return NULL;
-}
-
-/* Apply a scope's held changes in order, runs of adds as one batch (HNSW
- * builds a batch in parallel). */
-static void apply_held(sg_cache_t *c, uint64_t hash, scope_t *s)
-{
-	size_t i = 0;
-	int64_t *ids = NULL;
-
-	if (s->nheld == 0)
-		return;
-	ids = malloc(s->nheld * sizeof(*ids));
-	pthread_rwlock_wrlock(&c->ixlock);
-	while (i < s->nheld) {
-		held_t *h = &s->held[i];
-		size_t n = 0;
-		if (!h->add) {
-			sg_index_remove(s->ix, h->id); /* SG_ENOTFOUND: a repeat */
-			i++;
-			continue;
-		}
-		/* held adds' vectors are back to back in order */
-		while (ids && i + n < s->nheld && s->held[i + n].add) {
-			ids[n] = s->held[i + n].id;
-			n++;
-		}
-		if (n == 0 || sg_index_add_batch(s->ix, n, ids, s->held_vecs + h->vec) != 0) {
-			n = n ? n : 1;
-			for (size_t j = i; j < i + n; j++)
-				if (sg_index_add(s->ix, s->held[j].id, s->held_vecs + s->held[j].vec))
-					sg_log_warn("cache: entry %" PRId64 " could not be indexed: it "
-					            "is found by exact lookups only until a restart",
-					            s->held[j].id);
-		}
-		i += n;
-	}
-	pthread_rwlock_unlock(&c->ixlock);
-	free(ids);
-	free(s->held);
-	free(s->held_vecs);
-	s->held = NULL;
-	s->held_vecs = NULL;
-	s->nheld = s->cap_held = s->nvecs = s->cap_vecs = 0;
-	maybe_upgrade(c, hash, s);
 }
 
 /* On the loop, under lock: finish a job the saver is done with. wait: wait
@@ -725,7 +759,7 @@ static void save_reap(sg_cache_t *c, int wait)
 	for (size_t i = 0; i < sv->nitems; i++) {
 		save_item_t *it = &sv->items[i];
 		scope_t *s = it->s;
-		s->saving = 0;
+		assert(!s->saving); /* released by drain_held */
 		if (it->rc == 0) {
 			s->ckpt_id = it->last_id;
 			s->dirty -= SG_MIN(it->dirty, s->dirty);
@@ -735,7 +769,7 @@ static void save_reap(sg_cache_t *c, int wait)
 		} else if (it->rc == SG_EFULL) {
 			need += 2 * it->bytes;
 		}
-		apply_held(c, it->scope_hash, s);
+		maybe_upgrade(c, it->scope_hash, s); /* adds were held meanwhile */
 	}
 	c->ckpt_last_ms = sv->took_us / 1000;
 	if (saved < sv->nitems)
