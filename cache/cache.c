@@ -124,7 +124,7 @@ struct sg_cache {
 };
 
 #define SWEEP_SLOTS 16384 /* node slots the expiry sweep visits per tick */
-#define CKPT_CHUNK ((size_t)4 << 20) /* default checkpoint chunk: ~10 ms of writing */
+#define CKPT_CHUNK ((size_t)1 << 20) /* default checkpoint chunk: ~4 ms of writing */
 #define HELD_BATCH 4 /* held index changes applied per hold of the lock: ~0.5 ms */
 
 /* --- LRU list ------------------------------------------------------------------ */

@@ -45,7 +45,7 @@ typedef struct sg_cache_opts {
 	int rebuild;                /* drop incompatible or corrupt data */
 	int verify;                 /* read every page once at open (damage check) */
 	int verify_hits;            /* check semantic candidates' texts (cache/verify.c) */
-	size_t ckpt_chunk_bytes;    /* checkpoint chunk: one write transaction (0: 4 MiB) */
+	size_t ckpt_chunk_bytes;    /* checkpoint chunk: one write transaction (0: 1 MiB) */
 	/* For tests: called on the saving thread at each sg_cache_ckpt_stage_t
 	 * (it may block there); non-zero abandons that save as a crash would.
 	 * NULL in the server. */
