@@ -1783,8 +1783,10 @@ int sg_store_reserve(sg_store_t *s, size_t bytes)
 {
 	MDB_envinfo info;
 	MDB_stat st;
-	int rc, err = 0;
+	int rc, err = enter(s);
 
+	if (err)
+		return err; /* growing would close the read transaction in use */
 	pthread_mutex_lock(&s->wlock);
 	for (;;) {
 		if ((rc = mdb_env_info(s->env, &info)) || (rc = mdb_env_stat(s->env, &st))) {

@@ -354,7 +354,8 @@ void sg_store_ckpt_free(sg_store_ckpt_t *w);
 
 /**
  * Grow the map (owner only, up to max_map_size) until `bytes` more fit past
- * its last used page. Errors: SG_EFULL (at the maximum), SG_ESTORE.
+ * its last used page. Errors: SG_EFULL (at the maximum), SG_ESTORE, SG_EINVAL
+ * (called from an iteration callback).
  */
 int sg_store_reserve(sg_store_t *s, size_t bytes);
 

@@ -366,6 +366,7 @@ typedef struct iter_log {
 	size_t stop_n;    /* ... at the stop_n-th callback (1-based); 0: never */
 	sg_store_t *s;    /* for the re-entrancy check */
 	int reentry_rc;   /* what a nested sg_store_get returned */
+	int reserve_rc;   /* what a nested sg_store_reserve returned */
 	int vec_ok;       /* every vector matched its entry */
 } iter_log_t;
 
@@ -389,6 +390,8 @@ static int on_entry(void *ud, const sg_entry_meta_t *m, const float *vec)
 	if (l->s) {
 		sg_entry_t e;
 		l->reentry_rc = sg_store_get(l->s, m->id, &e);
+		/* growing the map would close the read transaction iterated */
+		l->reserve_rc = sg_store_reserve(l->s, 1);
 	}
 	return l->stop_n && l->n == l->stop_n ? l->stop_at : 0;
 }
@@ -443,6 +446,7 @@ static void test_iter(void)
 	l.stop_n = 1;
 	CHECK(sg_store_iter(s, 0, 0, on_entry, &l, NULL) == 0);
 	CHECK(l.reentry_rc == SG_EINVAL);
+	CHECK_RC(l.reserve_rc, SG_EINVAL);
 	CHECK(entry_matches(s, 1, 0, "ns", 20));
 	sg_store_close(s);
 }
