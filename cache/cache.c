@@ -39,7 +39,8 @@ typedef struct scope {
 	uint64_t max_id;       /* highest id added */
 	uint64_t ckpt_id;      /* highest id in the stored checkpoint (0: none) */
 	size_t dirty;          /* changes since the checkpoint */
-	size_t ckpt_bytes;     /* size of the last checkpoint written (0: none) */
+	size_t ckpt_bytes;     /* size of its last serialisation, saved or not (0: none):
+	                          the room its next save needs */
 	int saving;            /* the saver thread is reading ix: it must not
 	                          change, so changes go to `held` meanwhile */
 	held_t *held;          /* changes held back while saving, in order */
@@ -120,6 +121,7 @@ struct sg_cache {
 	saver_t saver;          /* checkpoints off the loop */
 	int job_active;         /* a job is out (save_start .. save_reap) */
 	int ckpt_wanted;        /* a checkpoint tick came while a job was out */
+	int ckpt_full;          /* checkpoints are skipped: no room in the store */
 	uint64_t ckpt_last_ms;  /* duration of the last job */
 };
 
@@ -767,6 +769,7 @@ static void save_reap(sg_cache_t *c, int wait)
 			saved++;
 			bytes += it->bytes;
 		} else if (it->rc == SG_EFULL) {
+			s->ckpt_bytes = it->bytes; /* the room the next try needs */
 			need += 2 * it->bytes;
 		}
 		maybe_upgrade(c, it->scope_hash, s); /* adds were held meanwhile */
@@ -850,8 +853,22 @@ static int save_start(sg_cache_t *c)
 	}
 	/* Room for the new generations beside the old ones, which stay until
 	 * the new ones are published (a guess from the last sizes; on SG_EFULL
-	 * the map grows in save_reap and the next checkpoint tries again). */
-	sg_store_reserve(c->store, need + need / 4);
+	 * the map grows in save_reap and the next checkpoint tries again). With
+	 * the map at its maximum and no room, a save would fill it, and the
+	 * loop's writes would fail until it gave up: none is tried. */
+	if (sg_store_reserve(c->store, need + need / 4) == SG_EFULL) {
+		if (!c->ckpt_full)
+			sg_log_warn("cache: index checkpoints are skipped while the store has no "
+			            "room for them (%s); what they lack is indexed from the stored "
+			            "vectors at start", sg_store_last_error(c->store));
+		c->ckpt_full = 1;
+		free(sv->items);
+		sv->items = NULL;
+		return rc;
+	}
+	if (c->ckpt_full)
+		sg_log_info("cache: room in the store again: index checkpoints resume");
+	c->ckpt_full = 0;
 	for (size_t i = 0; i < n; i++)
 		sv->items[i].s->saving = 1;
 	sv->nitems = n;

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "semgate/hash.h"
+#include "semgate/log.h"
 #include "semgate/store.h"
 
 /* Bumped whenever the layout of any database or record changes. Format 1
@@ -84,7 +85,7 @@ struct sg_store {
 
 typedef int (*txn_fn)(sg_store_t *s, MDB_txn *txn, void *ctx);
 
-static int drop_orphan_chunks(sg_store_t *s, MDB_txn *txn);
+static int drop_orphans(sg_store_t *s);
 
 static const char *const meta_format = "format", *const meta_embedder = "embedder",
 			 *const meta_dim = "dim", *const meta_next_id = "next_id",
@@ -585,7 +586,8 @@ static int open_dbi(sg_store_t *s, MDB_txn *txn, const char *name, unsigned flag
 	return rc ? mdb_fail(s, rc, "mdb_dbi_open") : 0;
 }
 
-static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *opts)
+static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *opts,
+			  uint32_t *format_out)
 {
 	uint32_t format, dim;
 	MDB_val v;
@@ -615,6 +617,7 @@ static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *op
 			opts->dim);
 		return SG_EMISMATCH;
 	}
+	*format_out = format;
 	return 0;
 }
 
@@ -623,6 +626,7 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	const sg_store_opts_t *opts = ((open_ctx_t *)arg)->opts;
 	MDB_dbi main_dbi;
 	MDB_stat st;
+	uint32_t format = 0;
 	int rc, err, fresh = 0;
 
 	if ((rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) || (rc = mdb_stat(txn, main_dbi, &st)))
@@ -637,10 +641,12 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	} else if (rc) {
 		return mdb_fail(s, rc, "mdb_dbi_open(meta)");
 	}
-	if (!fresh && (err = check_identity(s, txn, opts)))
+	if (!fresh && (err = check_identity(s, txn, opts, &format)))
 		return err;
-	if (!fresh) {
-		uint32_t format = STORE_FORMAT;
+	/* A file of the current format opens without a write: one whose map is
+	 * full at its maximum size must still open. */
+	if (format == STORE_FORMAT_NO_CHUNKS) {
+		format = STORE_FORMAT;
 		if ((err = meta_put(s, txn, meta_format, &format, sizeof(format))))
 			return err;
 	}
@@ -654,13 +660,9 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	    (err = open_dbi(s, txn, "manifests", MDB_INTEGERKEY, &s->manifests)) ||
 	    (err = open_dbi(s, txn, "ckchunks", 0, &s->ckchunks)))
 		return err;
-	/* A save interrupted before its manifest (a crash, a failed write) left
-	 * chunks nothing refers to. */
-	if ((rc = drop_orphan_chunks(s, txn)))
-		return mdb_fail(s, rc, "dropping unpublished checkpoint chunks");
 	if (fresh) {
-		uint32_t format = STORE_FORMAT;
 		uint64_t next_id = 1, bytes = 0;
+		format = STORE_FORMAT;
 		if ((err = meta_put(s, txn, meta_format, &format, sizeof(format))) ||
 		    (err = meta_put(s, txn, meta_embedder, opts->embedder_id,
 				    strlen(opts->embedder_id))) ||
@@ -716,6 +718,16 @@ int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts
 	}
 	if ((err = prepare_dir(s, opts->rebuild)) || (err = env_open(s)) ||
 	    (opts->verify && (err = verify_pages(s))) || (err = write_txn(s, open_fn, &ctx)))
+		goto fail;
+	/* A save interrupted by a crash left chunks nothing refers to. Dropping
+	 * them needs room for the deletions: a full map keeps them (until the
+	 * scope's next save or the next open) rather than refuse to open. */
+	if ((err = drop_orphans(s)) == SG_EFULL) {
+		sg_log_warn("cache at %s: unpublished checkpoint chunks are kept for now: %s",
+			    s->dir, s->err);
+		err = 0;
+	}
+	if (err)
 		goto fail;
 	*out = s;
 	return 0;
@@ -1247,6 +1259,7 @@ struct sg_store_ckpt {
 	uint64_t nchunks;     /* chunks written */
 	uint64_t len;         /* their bytes */
 	uint64_t checksum;    /* chained over them */
+	int published;        /* its manifest is written: the chunks are the checkpoint's */
 	char err[256];        /* last error: this writer's own, not the store's */
 };
 
@@ -1309,16 +1322,26 @@ static int drop_chunks(sg_store_t *s, MDB_txn *txn, uint64_t scope_hash, uint64_
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* At open: chunks of no published generation (and malformed keys) go. */
-static int drop_orphan_chunks(sg_store_t *s, MDB_txn *txn)
+typedef struct orphan_ctx {
+	uint8_t k[512]; /* the key to look from (LMDB's longest key) */
+	size_t len;     /* bytes of k */
+	int dropped;    /* out: a chunk was deleted */
+} orphan_ctx_t;
+
+/* At open: delete the first chunk from c->k on of no published generation
+ * (or with a malformed key), if any; one per transaction, so that each
+ * needs only a few free pages and frees a chunk's for the next. */
+static int drop_orphan_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 {
-	uint8_t k[512] = {0}; /* LMDB's longest key */
+	orphan_ctx_t *c = arg;
+	uint8_t *k = c->k;
 	MDB_cursor *cur;
-	MDB_val key = {1, k}, val;
+	MDB_val key = {c->len, k}, val;
 	int rc;
 
+	c->dropped = 0;
 	if ((rc = mdb_cursor_open(txn, s->ckchunks, &cur)))
-		return rc;
+		return mdb_fail(s, rc, "mdb_cursor_open(ckchunks)");
 	while ((rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE)) == 0) {
 		uint64_t scope_hash = key.mv_size == CHUNK_KEY ? key_id(&key) : 0;
 		manifest_t m;
@@ -1337,17 +1360,33 @@ static int drop_orphan_chunks(sg_store_t *s, MDB_txn *txn)
 			else
 				break;
 			key = (MDB_val){CHUNK_KEY, k};
+			c->len = CHUNK_KEY;
 			continue;
 		}
-		if (key.mv_size > sizeof(k))
+		if (key.mv_size > sizeof(c->k))
 			break; /* cannot happen: LMDB's keys are shorter */
 		memcpy(k, key.mv_data, key.mv_size);
 		key.mv_data = k;
-		if ((rc = mdb_del(txn, s->ckchunks, &key, NULL)))
-			break;
+		c->len = key.mv_size;
+		if ((rc = mdb_del(txn, s->ckchunks, &key, NULL)) == 0)
+			c->dropped = 1;
+		break;
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : rc;
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	return rc ? mdb_fail(s, rc, "dropping unpublished checkpoint chunks") : 0;
+}
+
+static int drop_orphans(sg_store_t *s)
+{
+	orphan_ctx_t ctx = {.len = 1};
+	int err;
+
+	do
+		err = write_txn(s, drop_orphan_fn, &ctx);
+	while (err == 0 && ctx.dropped);
+	return err;
 }
 
 /*
@@ -1744,13 +1783,20 @@ static int ckpt_publish_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 	return rc && rc != MDB_NOTFOUND ? ckpt_fail(w, rc, "mdb_del(checkpoints)") : 0;
 }
 
+/* One chunk of the scope's checkpoints. */
+typedef struct chunk_ref {
+	uint64_t gen; /* generation */
+	uint32_t i;   /* chunk number */
+} chunk_ref_t;
+
 static int ckpt_drop_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 {
+	const chunk_ref_t *c = ctx;
 	uint8_t k[CHUNK_KEY];
 	MDB_val key = {CHUNK_KEY, k};
 	int rc;
 
-	chunk_key(k, w->scope_hash, w->old_gen, *(const uint32_t *)ctx);
+	chunk_key(k, w->scope_hash, c->gen, c->i);
 	rc = mdb_del(txn, w->s->ckchunks, &key, NULL);
 	return rc ? ckpt_fail(w, rc, "mdb_del(ckchunks)") : 0;
 }
@@ -1759,11 +1805,13 @@ int sg_store_ckpt_publish(sg_store_ckpt_t *w, uint64_t last_id)
 {
 	int err = ckpt_txn(w, ckpt_publish_fn, &last_id);
 
-	if (err || w->old_gen == 0)
+	if (err)
 		return err;
+	w->published = 1;
 	/* The previous generation, a chunk a transaction; what is left of it
 	 * after a failure (or a crash) goes with the scope's next save or open. */
-	for (uint32_t i = 0; ckpt_txn(w, ckpt_drop_fn, &i) == 0; i++)
+	for (chunk_ref_t c = {w->old_gen, 0}; w->old_gen && ckpt_txn(w, ckpt_drop_fn, &c) == 0;
+	     c.i++)
 		;
 	w->err[0] = '\0';
 	return 0;
@@ -1776,7 +1824,42 @@ const char *sg_store_ckpt_error(const sg_store_ckpt_t *w)
 
 void sg_store_ckpt_free(sg_store_ckpt_t *w)
 {
+	/* An unpublished generation's chunks are dead weight: left in place
+	 * they would hold the room they took (all of it, after SG_EFULL) until
+	 * the scope's next save. A chunk a transaction, as they were written;
+	 * one already gone (a clear) is passed over, a failure leaves the rest
+	 * to the scope's next save or the next open. */
+	for (chunk_ref_t c = {w ? w->gen : 0, 0}; w && !w->published && c.i < w->nchunks; c.i++) {
+		int err = ckpt_txn(w, ckpt_drop_fn, &c);
+		if (err && err != SG_ENOTFOUND)
+			break;
+	}
 	free(w);
+}
+
+/* Pages in LMDB's free list, reusable once no reader needs them (0 if it
+ * cannot be read). Its own read transaction: the owner's may be in use. */
+static size_t free_pages(sg_store_t *s)
+{
+	MDB_cursor *cur;
+	MDB_txn *txn;
+	MDB_val key, val;
+	size_t n = 0;
+
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))
+		return 0;
+	if (mdb_cursor_open(txn, 0, &cur) == 0) { /* dbi 0: the free list */
+		while (mdb_cursor_get(cur, &key, &val, MDB_NEXT) == 0) {
+			size_t count; /* a record: its count of page numbers, then them */
+			if (val.mv_size >= sizeof(count)) {
+				memcpy(&count, val.mv_data, sizeof(count));
+				n += count;
+			}
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	return n;
 }
 
 int sg_store_reserve(sg_store_t *s, size_t bytes)
@@ -1794,8 +1877,19 @@ int sg_store_reserve(sg_store_t *s, size_t bytes)
 			break;
 		}
 		size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
-		if (s->map_size >= used && s->map_size - used >= bytes)
+		size_t room = s->map_size > used ? s->map_size - used : 0;
+		if (room >= bytes)
 			break;
+		if (s->map_size >= s->max_map_size) {
+			/* At the maximum the pages freed inside the map count too (a
+			 * guess: a chunk wants a run of them together). */
+			if (room + free_pages(s) * st.ms_psize < bytes) {
+				set_err(s, "store map is full at its maximum size (%zu bytes)",
+					s->max_map_size);
+				err = SG_EFULL;
+			}
+			break;
+		}
 		if ((err = grow(s)))
 			break;
 	}

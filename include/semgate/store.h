@@ -16,7 +16,8 @@
  * A chunked checkpoint is written a chunk per write transaction and then
  * published by one small transaction that writes its manifest; the previous
  * generation's chunks are deleted after. A crash before the manifest keeps
- * the previous checkpoint; chunks no manifest names are deleted at open.
+ * the previous checkpoint; chunks no manifest names are deleted at open
+ * (when the map has room for the deletions: a full one still opens).
  * Files of store format 1 (without the chunked form) open and are upgraded.
  *
  * Durability: the environment is opened with MDB_NOSYNC | MDB_NOMETASYNC, so
@@ -347,15 +348,18 @@ int sg_store_ckpt_publish(sg_store_ckpt_t *w, uint64_t last_id);
 const char *sg_store_ckpt_error(const sg_store_ckpt_t *w);
 
 /**
- * Free w. Chunks written and not published stay until the scope's next
- * sg_store_ckpt_begin() or the next open deletes them: as after a crash.
+ * Free w. A writer not published (it failed, or its save is abandoned) first
+ * deletes the chunks it wrote, a write transaction each, so that they do not
+ * hold room in the map; what a failure there leaves (and what a crash
+ * leaves) goes with the scope's next sg_store_ckpt_begin() or the next open.
  */
 void sg_store_ckpt_free(sg_store_ckpt_t *w);
 
 /**
  * Grow the map (owner only, up to max_map_size) until `bytes` more fit past
- * its last used page. Errors: SG_EFULL (at the maximum), SG_ESTORE, SG_EINVAL
- * (called from an iteration callback).
+ * its last used page; at the maximum size, the pages freed inside the map
+ * count too. Errors: SG_EFULL (they do not fit at the maximum), SG_ESTORE,
+ * SG_EINVAL (called from an iteration callback).
  */
 int sg_store_reserve(sg_store_t *s, size_t bytes);
 

@@ -638,6 +638,102 @@ static void test_checkpoint_crash_mid_save(void)
 	sg_cache_close(c);
 }
 
+/* An entry of namespace "f" without a vector, of ~1.1 KB. */
+static int put_filler(sg_cache_t *c, int i, uint64_t *id)
+{
+	static char body[1000];
+	sg_cache_key_t k;
+	char p[32];
+	int rc;
+
+	memset(body, 'x', sizeof(body));
+	snprintf(p, sizeof(p), "f%d", i);
+	sg_cache_key_init(&k);
+	key(&k, "f", p);
+	rc = sg_cache_store(c, &k, NULL, "f", "m", (sg_iovec_t){body, sizeof(body)}, 3, 4, 1000, 0,
+	                    id);
+	sg_cache_key_free(&k);
+	return rc;
+}
+
+/*
+ * A save that fills the store's map at its maximum size fails part-way and
+ * takes its chunks with it: the loop's writes have their room back at once.
+ * The next checkpoint is skipped while there is no room for it, and the full
+ * store opens again.
+ */
+static void test_checkpoint_map_full(void)
+{
+	enum { D = 40 };
+	gate_t g;
+	gate_init(&g, SG_CACHE_CKPT_SERIALISED);
+	sg_cache_opts_t o = {
+		.path = dir, .embedder_id = "test", .dim = DIM, .index_type = SG_INDEX_FLAT,
+		.auto_hnsw = 1, .hnsw_min_entries = 8, .ckpt_chunk_bytes = 4096,
+		.map_size = 2 << 20, .max_map_size = 2 << 20,
+		.ckpt_hook = gate_hook, .ckpt_hook_ud = &g,
+	};
+	sg_cache_stats_t st;
+	sg_cache_t *c = NULL;
+	uint64_t ids[300], *fill = NULL;
+	size_t nfill = 0, deleted = 0;
+	char err[512];
+	int chunks, puts = 0;
+
+	if (sg_cache_open(&c, &o, 1000, err, sizeof(err))) {
+		CHECK_MSG(0, "open: %s", err);
+		return;
+	}
+	CHECK(put_many(c, 0, 300, ids));
+	CHECK(sg_cache_maintain(c, 1001, 1) == 0);
+	CHECK(gate_wait(&g));
+	/* while it serialised the loop filled the map, then made some room,
+	 * less than the index needs */
+	for (;; nfill++) {
+		uint64_t *f = realloc(fill, (nfill + 1) * sizeof(*f));
+		if (!f)
+			break;
+		fill = f;
+		if (put_filler(c, (int)nfill, &fill[nfill]) != 0)
+			break;
+	}
+	CHECK(nfill > D);
+	for (int pass = 0; pass < 2; pass++) /* at a full map the first can fail */
+		for (size_t i = nfill - D; nfill > D && i < nfill; i++)
+			deleted += sg_cache_delete(c, fill[i]) == 0;
+	CHECK(deleted == D);
+	gate_open(&g);
+	settle(c, 1002);
+	sg_cache_stats(c, &st);
+	chunks = g.chunks;
+	CHECK_MSG(chunks >= 2 && st.unsaved_changes >= 300, "%d chunks, %llu unsaved", chunks,
+	          (unsigned long long)st.unsaved_changes);
+	/* the room is the loop's again */
+	for (int i = 0; i < D / 2; i++)
+		puts += put_filler(c, 100000 + i, NULL) == 0;
+	CHECK_MSG(puts == D / 2, "%d of %d stored after the failed save", puts, D / 2);
+	/* no room for the next save: it is not tried */
+	CHECK(sg_cache_maintain(c, 1003, 1) == 0);
+	sg_cache_stats(c, &st);
+	CHECK(!st.checkpoint_in_progress && g.chunks == chunks);
+	CHECK(find_exact(c, "t", "a5", 1003) == ids[5]);
+	sg_cache_close(c); /* its save fails too */
+	free(fill);
+
+	o.ckpt_hook = NULL; /* the same maximum size */
+	c = NULL;
+	if (sg_cache_open(&c, &o, 1004, err, sizeof(err))) {
+		CHECK_MSG(0, "reopening the full store: %s", err);
+		return;
+	}
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == 300 + nfill - D + D / 2 && st.index_vectors == 300);
+	float v[DIM];
+	vec_i(v, 11);
+	CHECK(find(c, "t", "q", v, 0.99f, 1004) == ids[11]);
+	sg_cache_close(c);
+}
+
 /* A big index is checkpointed once 1/64 of it changed; close saves the rest,
  * and a start recovers what no checkpoint holds. */
 static void test_big_index_checkpoints(void)
@@ -724,6 +820,9 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_checkpoint_crash_mid_save();
+	if (system(cmd) != 0)
+		return 1;
+	test_checkpoint_map_full();
 	if (system(cmd) != 0)
 		return 1;
 	CHECK_DONE();

@@ -1039,7 +1039,8 @@ static void ckpt_fill(char *b, size_t n, uint64_t gen)
 }
 
 /* Write blob b as scope's chunked checkpoint in chunks of `chunk` bytes;
- * publish unless stop_after (then only that many chunks). */
+ * publish unless stop_after (then only that many chunks, and the writer is
+ * abandoned). */
 static int ckpt_write(sg_store_t *s, uint64_t scope, uint64_t last_id, const char *b, size_t n,
 		      size_t chunk, int stop_after)
 {
@@ -1056,8 +1057,39 @@ static int ckpt_write(sg_store_t *s, uint64_t scope, uint64_t last_id, const cha
 	}
 	if (rc == 0 && stop_after < 0)
 		rc = sg_store_ckpt_publish(w, last_id);
-	sg_store_ckpt_free(w); /* unpublished chunks stay, as after a crash */
+	sg_store_ckpt_free(w); /* an unpublished writer's chunks go */
 	return rc;
+}
+
+/*
+ * As a process killed in the middle of a save: a child opens the store in
+ * dir, writes up to k chunks of a checkpoint of blob b (fewer if one fails)
+ * and exits without freeing the writer or closing. Returns the chunks
+ * written, or -1.
+ */
+static int ckpt_crash(const char *dir, const sg_store_opts_t *o, uint64_t scope, const char *b,
+		      size_t n, size_t chunk, int k)
+{
+	pid_t pid = fork();
+	int status = 0;
+
+	if (pid == 0) {
+		sg_store_t *s;
+		sg_store_ckpt_t *w;
+		char msg[256];
+		int i = 0;
+		if (sg_store_open(&s, dir, o, msg, sizeof(msg)) ||
+		    sg_store_ckpt_begin(s, scope, &w, msg, sizeof(msg)))
+			_exit(255);
+		for (size_t off = 0; i < k && off < n; off += chunk, i++)
+			if (sg_store_ckpt_chunk(w, b + off, SG_MIN(chunk, n - off)))
+				break;
+		_exit(i);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) == 255)
+		return -1;
+	return WEXITSTATUS(status);
 }
 
 /* Entries of a database, with LMDB directly (-1: it does not exist). */
@@ -1210,12 +1242,14 @@ static void test_checkpoint_interrupted(void)
 	ckpt_fill(b1, n, 1);
 	ckpt_fill(b2, n, 2);
 	CHECK_RC(ckpt_write(s, 9, 100, b1, n, 10000, -1), 0);        /* 5 chunks, published */
-	CHECK_RC(ckpt_write(s, 9, 200, b2, n, 10000, 3), 0);         /* 3 of 5, no manifest */
+	CHECK_RC(ckpt_write(s, 9, 200, b2, n, 10000, 3), 0);         /* 3 of 5, abandoned */
 	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
 	CHECK(last == 100 && len == n && memcmp(blob, b1, n) == 0);
 	free(blob);
 	sg_store_close(s);
 	s = NULL;
+	CHECK(raw_count(dir, "ckchunks") == 5); /* the abandoned writer took its 3 along */
+	CHECK(ckpt_crash(dir, &o, 9, b2, n, 10000, 3) == 3);         /* 3 of 5, then killed */
 	CHECK(raw_count(dir, "ckchunks") == 8);
 	s = open_ok(dir, &o); /* drops the 3 orphans */
 	if (!s)
@@ -1223,8 +1257,8 @@ static void test_checkpoint_interrupted(void)
 	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
 	CHECK(last == 100 && len == n && memcmp(blob, b1, n) == 0);
 	free(blob);
-	/* the scope's next save drops another interrupted one's chunks first */
-	CHECK_RC(ckpt_write(s, 9, 200, b2, n, 10000, 2), 0);
+	/* the scope's next save drops another crashed one's chunks first */
+	CHECK(ckpt_crash(dir, &o, 9, b2, n, 10000, 2) == 2);
 	CHECK_RC(ckpt_write(s, 9, 300, b2, n, 25000, -1), 0);
 	CHECK(sg_store_get_checkpoint(s, 9, &last, &blob, &len) == 0);
 	CHECK(last == 300 && len == n && memcmp(blob, b2, n) == 0);
@@ -1340,6 +1374,84 @@ static void test_format1_upgrade(void)
 	mdb_env_close(env);
 	s = open_ok(dir, &o); /* and it opens again, verified */
 	sg_store_close(s);
+}
+
+/* Puts of entries of ~1 KB from seq on until one fails: how many went in. */
+static int put_until_full(sg_store_t *s, uint64_t seq, const char *ns)
+{
+	int n = 0;
+
+	for (;; n++) {
+		gen_t g;
+		float v[DIM];
+		gen_entry(&g, seq + (uint64_t)n, ns, 1000);
+		fill_vec(v, seq + (uint64_t)n);
+		if (sg_store_put(s, &g.in, v, NULL) != 0)
+			return n;
+	}
+}
+
+/*
+ * A save that fills the map at its maximum size fails, and takes its chunks
+ * with it: the owner's writes have the room they had before. A full store
+ * opens (nothing is written at open), even with a crashed save's chunks in.
+ */
+static void test_checkpoint_map_full(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	size_t n = 8 << 20, chunk = 64 << 10, nd = 0;
+	char *b = calloc(1, n);
+	sg_store_ckpt_t *w = NULL;
+	sg_store_t *s;
+	char msg[256];
+	int rc = 0, chunks = 0, puts;
+
+	o.map_size = o.max_map_size = 4 << 20;
+	s = open_ok(path_in_root(dir, sizeof(dir), "ckfull"), &o);
+	if (!s || !b)
+		goto out;
+	for (uint64_t seq = 0; seq < 200; seq++)
+		put_gen(s, seq, "ns", 1000);
+	CHECK(sg_store_ckpt_begin(s, 42, &w, msg, sizeof(msg)) == 0);
+	for (size_t off = 0; w && off < n; off += chunk, chunks++)
+		if ((rc = sg_store_ckpt_chunk(w, b + off, chunk)))
+			break;
+	CHECK_RC(rc, SG_EFULL);
+	CHECK(chunks >= 8); /* it failed part-way, the map full of its chunks */
+	sg_store_ckpt_free(w);
+	/* the room the chunks took is the owner's again (~1.4 KB a put) */
+	puts = put_until_full(s, 1000, "x");
+	CHECK_MSG(puts >= chunks * 16, "%d puts after %d chunks of 64 KiB", puts, chunks);
+	CHECK_RC(sg_store_reserve(s, 1 << 20), SG_EFULL);
+	sg_store_close(s);
+	CHECK(raw_count(dir, "ckchunks") == 0);
+
+	s = open_ok(dir, &o); /* full: opens without writing */
+	if (!s)
+		goto out;
+	/* room again, a deletion at a time (one of them all would want more
+	 * room than a full map has: it copies every page it changes), twice:
+	 * the first few can fail for want of a page until others freed some */
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < puts; i++)
+			nd += sg_store_delete(s, 201 + (uint64_t)i) == 0;
+	CHECK_MSG(nd == (size_t)puts, "%zu of %d deleted", nd, puts);
+	sg_store_close(s);
+	/* a crash while a save filled the map again: it still opens */
+	CHECK(ckpt_crash(dir, &o, 42, b, n, chunk, 1000) >= 8);
+	s = open_ok(dir, &o);
+	CHECK(s && entry_matches(s, 200, 199, "ns", 1000));
+	sg_store_close(s);
+
+	/* a store filled by puts alone opens too */
+	s = open_ok(path_in_root(dir, sizeof(dir), "full"), &o);
+	CHECK(s && put_until_full(s, 0, "ns") > 1000);
+	sg_store_close(s);
+	s = open_ok(dir, &o);
+out:
+	sg_store_close(s);
+	free(b);
 }
 
 typedef struct ckpt_thread {
@@ -1507,6 +1619,7 @@ int main(void)
 	test_chunked_checkpoints();
 	test_checkpoint_interrupted();
 	test_checkpoint_damaged();
+	test_checkpoint_map_full();
 	test_format1_upgrade();
 	test_checkpoint_thread();
 	test_checkpoint_crash();
