@@ -77,6 +77,8 @@ struct sg_store {
 	size_t max_map_size;  /* growth limit */
 	int map_full;         /* the last LMDB failure was MDB_MAP_FULL */
 	int busy;             /* inside an iteration callback: re-entry refused */
+	uint64_t clears;      /* deletions of everything (wlock): a checkpoint writer
+				 begun before one must not publish */
 	char *scratch;        /* owned buffer for rewriting records (touch) */
 	size_t scratch_cap;   /* bytes allocated in scratch */
 	float *vecbuf;        /* owned, dim floats: aligned copy of a stored vector */
@@ -1108,6 +1110,10 @@ static int delete_where_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	cur = NULL;
 	if (!c->ns) {
 		uint64_t zero = 0;
+		/* Under wlock, before any checkpoint writer's next transaction.
+		 * Counted again if this is re-run, or if the commit fails: a writer
+		 * then fails for nothing, which costs only its save. */
+		s->clears++;
 		if ((rc = mdb_drop(txn, s->entries, 0)) || (rc = mdb_drop(txn, s->vectors, 0)) ||
 		    (rc = mdb_drop(txn, s->exact, 0)) || (rc = mdb_drop(txn, s->checkpoints, 0)) ||
 		    (rc = mdb_drop(txn, s->manifests, 0)) || (rc = mdb_drop(txn, s->ckchunks, 0))) {
@@ -1260,6 +1266,7 @@ struct sg_store_ckpt {
 	uint64_t len;         /* their bytes */
 	uint64_t checksum;    /* chained over them */
 	int published;        /* its manifest is written: the chunks are the checkpoint's */
+	uint64_t clears;      /* the store's count of clears at begin */
 	char err[256];        /* last error: this writer's own, not the store's */
 };
 
@@ -1709,6 +1716,7 @@ static int ckpt_begin_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 		return ckpt_fail(w, rc, "mdb_get(manifests)");
 	w->old_gen = rc ? 0 : m.gen;
 	w->gen = w->old_gen + 1;
+	w->clears = w->s->clears;
 	/* chunks of another generation are an interrupted save's */
 	if ((rc = drop_chunks(w->s, txn, w->scope_hash, w->old_gen)))
 		return ckpt_fail(w, rc, "dropping unpublished chunks");
@@ -1738,6 +1746,17 @@ int sg_store_ckpt_begin(sg_store_t *s, uint64_t scope_hash, sg_store_ckpt_t **ou
 	return 0;
 }
 
+/* Everything was deleted since w began (its chunks with it): what it would
+ * publish is gone, or the index of entries that are. */
+static int ckpt_cleared(sg_store_ckpt_t *w)
+{
+	if (w->s->clears == w->clears)
+		return 0;
+	snprintf(w->err, sizeof(w->err), "checkpoint of %016" PRIx64 ": the cache was cleared "
+		 "during the save", w->scope_hash);
+	return SG_ECANCELED;
+}
+
 static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 {
 	const sg_iovec_t *data = ctx;
@@ -1745,6 +1764,8 @@ static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 	MDB_val key = {CHUNK_KEY, k}, val = {data->len, NULL};
 	int rc;
 
+	if ((rc = ckpt_cleared(w)))
+		return rc;
 	chunk_key(k, w->scope_hash, w->gen, (uint32_t)w->nchunks);
 	if ((rc = mdb_put(txn, w->s->ckchunks, &key, &val, MDB_RESERVE)))
 		return ckpt_fail(w, rc, "mdb_put(ckchunks)");
@@ -1776,6 +1797,8 @@ static int ckpt_publish_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 	MDB_val key = {sizeof(w->scope_hash), &w->scope_hash}, val = {sizeof(m), &m};
 	int rc;
 
+	if ((rc = ckpt_cleared(w)))
+		return rc;
 	if ((rc = mdb_put(txn, w->s->manifests, &key, &val, 0)))
 		return ckpt_fail(w, rc, "mdb_put(manifests)");
 	/* a single-record checkpoint of the scope (format 1) is superseded */

@@ -238,7 +238,8 @@ typedef void (*sg_store_deleted_cb)(void *ud, uint64_t id, uint64_t scope_hash);
 /**
  * Delete, in one transaction, every entry (ns == NULL) or those whose
  * namespace equals ns, with their vectors and exact keys. Deleting all also
- * deletes every checkpoint and corrupt record. After the commit, cb (if not
+ * deletes every checkpoint and corrupt record, and makes a checkpoint being
+ * written meanwhile fail (SG_ECANCELED). After the commit, cb (if not
  * NULL) is called once per deleted entry, so the caller can drop it from its
  * in-memory index; cb may call into the store. *ndeleted (if not NULL) gets
  * the count. With a namespace, corrupt records are left alone.
@@ -330,7 +331,9 @@ int sg_store_ckpt_begin(sg_store_t *s, uint64_t scope_hash, sg_store_ckpt_t **ou
 
 /**
  * Append one chunk (len in [1, SG_STORE_CKPT_MAX_CHUNK] bytes, copied) in a
- * write transaction of its own. Errors: SG_EINVAL, SG_EFULL, SG_ESTORE.
+ * write transaction of its own. Errors: SG_EINVAL, SG_EFULL, SG_ESTORE,
+ * SG_ECANCELED (everything was deleted since sg_store_ckpt_begin(): see
+ * sg_store_ckpt_publish()).
  */
 int sg_store_ckpt_chunk(sg_store_ckpt_t *w, const void *data, size_t len);
 
@@ -340,7 +343,10 @@ int sg_store_ckpt_chunk(sg_store_ckpt_t *w, const void *data, size_t len);
  * manifest (and drops a single-record checkpoint of the scope). The previous
  * generation's chunks are then deleted, a transaction each; a failure there
  * is not reported (the next save or open deletes them).
- * Errors: SG_EFULL, SG_ESTORE; the previous checkpoint stays on failure.
+ * Errors: SG_EFULL, SG_ESTORE; SG_ECANCELED when sg_store_delete_where()
+ * deleted everything since sg_store_ckpt_begin() (the chunks written before
+ * it went with it, and the blob indexes entries that are gone). The previous
+ * checkpoint stays on failure.
  */
 int sg_store_ckpt_publish(sg_store_ckpt_t *w, uint64_t last_id);
 

@@ -638,6 +638,99 @@ static void test_checkpoint_crash_mid_save(void)
 	sg_cache_close(c);
 }
 
+/* Records in one of the store's databases, with LMDB directly (-1: none). */
+static long raw_count(const char *db)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat st;
+	long n = -1;
+
+	if (mdb_env_create(&env))
+		return -2;
+	mdb_env_set_maxdbs(env, 8);
+	if (!mdb_env_open(env, dir, MDB_RDONLY, 0600) &&
+	    !mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) {
+		if (!mdb_dbi_open(txn, db, 0, &dbi) && !mdb_stat(txn, dbi, &st))
+			n = (long)st.ms_entries;
+		mdb_txn_abort(txn);
+	}
+	mdb_env_close(env);
+	return n;
+}
+
+/*
+ * DELETE /cache (every namespace) while a save is between two chunks, new
+ * entries after it, then kill -9 once the save is over: the save did not
+ * publish a checkpoint of chunks the clear deleted, and the restart indexes
+ * the new entries from their vectors.
+ */
+static void test_checkpoint_cleared(void)
+{
+	uint64_t got[20];
+	int p[2];
+
+	if (pipe(p) != 0)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		gate_t g;
+		gate_init(&g, -1);
+		sg_cache_t *c = open_ckpt(&g, 1000);
+		sg_cache_stats_t st;
+		uint64_t ids[330];
+		size_t n = 0;
+		close(p[0]);
+		if (!c || !put_many(c, 0, 300, ids))
+			_exit(1);
+		sg_cache_maintain(c, 1001, 1);
+		settle(c, 1001);
+		pthread_mutex_lock(&g.mu);
+		g.block_at = SG_CACHE_CKPT_CHUNK;
+		pthread_mutex_unlock(&g.mu);
+		if (!put_many(c, 300, 10, ids))
+			_exit(2);
+		sg_cache_maintain(c, 1002, 1);
+		if (!gate_wait(&g))
+			_exit(3);
+		if (sg_cache_clear(c, NULL, &n) != 0 || n != 310)
+			_exit(4);
+		if (!put_many(c, 310, 20, ids))
+			_exit(5);
+		gate_open(&g);
+		settle(c, 1003);
+		sg_cache_stats(c, &st);
+		if (st.entries != 20 || st.index_vectors != 20)
+			_exit(6);
+		if (write(p[1], ids + 310, sizeof(got)) != sizeof(got))
+			_exit(7);
+		_exit(0); /* no close: a crash */
+	}
+	close(p[1]);
+	CHECK(read(p[0], got, sizeof(got)) == sizeof(got));
+	close(p[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d", status);
+	CHECK_MSG(raw_count("manifests") == 0 && raw_count("ckchunks") == 0, "%ld manifests, %ld chunks",
+	          raw_count("manifests"), raw_count("ckchunks"));
+
+	sg_cache_t *c = open_ckpt(NULL, 1004);
+	sg_cache_stats_t st;
+	float v[DIM];
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == 20 && st.index_vectors == 20 && st.unsaved_changes == 20);
+	vec_i(v, 315);
+	CHECK(find(c, "t", "q", v, 0.99f, 1004) == got[5]);
+	vec_i(v, 5);
+	CHECK(find(c, "t", "q", v, 0.99f, 1004) == 0);
+	sg_cache_close(c);
+}
+
 /* An entry of namespace "f" without a vector, of ~1.1 KB. */
 static int put_filler(sg_cache_t *c, int i, uint64_t *id)
 {
@@ -823,6 +916,9 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_checkpoint_map_full();
+	if (system(cmd) != 0)
+		return 1;
+	test_checkpoint_cleared();
 	if (system(cmd) != 0)
 		return 1;
 	CHECK_DONE();

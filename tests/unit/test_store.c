@@ -1276,6 +1276,47 @@ out:
 	free(b2);
 }
 
+/* Everything deleted while a checkpoint is written (DELETE /cache): it is
+ * not published over the chunks the deletion took, and its own go. */
+static void test_checkpoint_cleared(void)
+{
+	char dir[300];
+	sg_store_opts_t o = opts_default();
+	sg_store_t *s = open_ok(path_in_root(dir, sizeof(dir), "ckclear"), &o);
+	size_t n = 40000, len, nd = 0;
+	char *b = malloc(n);
+	sg_store_ckpt_t *w = NULL;
+	char msg[256];
+	uint64_t last;
+	void *blob;
+
+	if (!s || !b)
+		goto out;
+	ckpt_fill(b, n, 1);
+	for (uint64_t seq = 0; seq < 10; seq++)
+		put_gen(s, seq, "ns", 100);
+	CHECK_RC(ckpt_write(s, 4, 10, b, n, 10000, -1), 0);
+	CHECK(sg_store_ckpt_begin(s, 4, &w, msg, sizeof(msg)) == 0);
+	if (!w)
+		goto out;
+	CHECK(sg_store_ckpt_chunk(w, b, 10000) == 0);
+	CHECK(sg_store_delete_where(s, NULL, NULL, NULL, &nd) == 0 && nd == 10);
+	CHECK(put_gen(s, 50, "ns", 100) == 11);
+	CHECK_RC(sg_store_ckpt_chunk(w, b + 10000, 10000), SG_ECANCELED);
+	CHECK_RC(sg_store_ckpt_publish(w, 11), SG_ECANCELED);
+	CHECK_CONTAINS(sg_store_ckpt_error(w), "cleared");
+	sg_store_ckpt_free(w);
+	CHECK_RC(sg_store_get_checkpoint(s, 4, &last, &blob, &len), SG_ENOTFOUND);
+	/* the next one is written as usual */
+	CHECK_RC(ckpt_write(s, 5, 11, b, n, 10000, -1), 0);
+	sg_store_close(s);
+	s = NULL;
+	CHECK(raw_count(dir, "manifests") == 1 && raw_count(dir, "ckchunks") == 4);
+out:
+	sg_store_close(s);
+	free(b);
+}
+
 /* A damaged or missing chunk makes the checkpoint unusable, never wrong: the
  * iteration hands it over with blob NULL and a message. */
 static void test_checkpoint_damaged(void)
@@ -1619,6 +1660,7 @@ int main(void)
 	test_chunked_checkpoints();
 	test_checkpoint_interrupted();
 	test_checkpoint_damaged();
+	test_checkpoint_cleared();
 	test_checkpoint_map_full();
 	test_format1_upgrade();
 	test_checkpoint_thread();
