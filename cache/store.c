@@ -1253,9 +1253,19 @@ typedef struct manifest {
 	uint64_t last_id;   /* highest entry id the blob includes */
 	uint64_t len;       /* blob bytes */
 	uint64_t nchunks;   /* chunks, numbered from 0 */
-	uint64_t checksum;  /* XXH64 chained over the chunks in order from CKPT_SEED */
+	uint64_t checksum;  /* manifest_sum(): over the fields above and the chunks */
 } manifest_t;
 _Static_assert(sizeof(manifest_t) == 48, "manifest_t must have no padding");
+
+/* XXH64 of the manifest's fields (checksum zeroed), seeded with chunks_sum,
+ * the XXH64 chained over the chunks in order from CKPT_SEED: a damaged field
+ * (a last_id that would skip entries at start) fails it as a chunk would. */
+static uint64_t manifest_sum(const manifest_t *m, uint64_t chunks_sum)
+{
+	manifest_t z = *m;
+	z.checksum = 0;
+	return sg_hash64(&z, sizeof(z), chunks_sum);
+}
 
 struct sg_store_ckpt {
 	sg_store_t *s;        /* borrowed */
@@ -1449,8 +1459,9 @@ static int manifest_blob(sg_store_t *s, MDB_txn *txn, uint64_t scope_hash,
 		set_err(s, "no chunks for %" PRIu64 " bytes", m->len);
 		goto bad;
 	}
-	if (h != m->checksum) {
-		set_err(s, "checksum mismatch over %" PRIu64 " chunks", m->nchunks);
+	if (manifest_sum(m, h) != m->checksum) {
+		set_err(s, "checksum mismatch over the manifest and its %" PRIu64 " chunks",
+			m->nchunks);
 		goto bad;
 	}
 	if (buf)
@@ -1793,12 +1804,13 @@ int sg_store_ckpt_chunk(sg_store_ckpt_t *w, const void *data, size_t len)
 static int ckpt_publish_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 {
 	manifest_t m = {MANIFEST_VERSION, 0, w->gen, *(const uint64_t *)ctx, w->len,
-			w->nchunks, w->checksum};
+			w->nchunks, 0};
 	MDB_val key = {sizeof(w->scope_hash), &w->scope_hash}, val = {sizeof(m), &m};
 	int rc;
 
 	if ((rc = ckpt_cleared(w)))
 		return rc;
+	m.checksum = manifest_sum(&m, w->checksum);
 	if ((rc = mdb_put(txn, w->s->manifests, &key, &val, 0)))
 		return ckpt_fail(w, rc, "mdb_put(manifests)");
 	/* a single-record checkpoint of the scope (format 1) is superseded */

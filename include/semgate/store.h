@@ -9,8 +9,9 @@
  *   vectors      id (big-endian) -> float[dim] (host floats)
  *   exact        exact_hash -> ids (sorted duplicates; collisions possible)
  *   checkpoints  scope_hash -> last_id (uint64) + blob (single-record form)
- *   manifests    scope_hash -> generation, last_id, length, chunk count,
- *                checksum of a chunked checkpoint (the form the cache writes)
+ *   manifests    scope_hash -> generation, last_id, length, chunk count and a
+ *                checksum over these and the chunks, of a chunked checkpoint
+ *                (the form the cache writes)
  *   ckchunks     scope_hash, generation (big-endian), chunk number -> bytes
  *
  * A chunked checkpoint is written a chunk per write transaction and then

@@ -1157,6 +1157,40 @@ static int raw_chunk(const char *dir, uint64_t scope, uint64_t gen, uint32_t i, 
 	return rc;
 }
 
+/* Flip one bit of byte `off` of the scope's manifest, with LMDB directly. */
+static int raw_manifest(const char *dir, uint64_t scope, size_t off)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val key = {8, &scope}, v;
+	int rc;
+
+	if ((rc = mdb_env_create(&env)))
+		return rc;
+	mdb_env_set_maxdbs(env, 8);
+	if (!(rc = mdb_env_open(env, dir, 0, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+		if (!(rc = mdb_dbi_open(txn, "manifests", MDB_INTEGERKEY, &dbi)) &&
+		    !(rc = mdb_get(txn, dbi, &key, &v))) {
+			char copy[64];
+			if (v.mv_size <= off || v.mv_size > sizeof(copy)) {
+				rc = MDB_BAD_VALSIZE;
+			} else {
+				memcpy(copy, v.mv_data, v.mv_size);
+				copy[off] ^= 0x10;
+				v.mv_data = copy;
+				rc = mdb_put(txn, dbi, &key, &v, 0);
+			}
+		}
+		if (rc)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+	}
+	mdb_env_close(env);
+	return rc;
+}
+
 /* A chunked checkpoint reads back as written, replaces the previous
  * generation (whose chunks go), and supersedes a single-record one. */
 static void test_chunked_checkpoints(void)
@@ -1336,10 +1370,12 @@ static void test_checkpoint_damaged(void)
 	CHECK_RC(ckpt_write(s, 1, 10, b, n, 10000, -1), 0);
 	CHECK_RC(ckpt_write(s, 2, 20, b, n, 10000, -1), 0);
 	CHECK_RC(ckpt_write(s, 3, 30, b, n, 10000, -1), 0);
+	CHECK_RC(ckpt_write(s, 4, 40, b, n, 10000, -1), 0);
 	sg_store_close(s);
 	s = NULL;
 	CHECK(raw_chunk(dir, 1, 1, 2, 0) == 0); /* a flipped byte */
 	CHECK(raw_chunk(dir, 2, 1, 1, 1) == 0); /* a missing chunk */
+	CHECK(raw_manifest(dir, 4, 16) == 0);   /* a flipped bit in last_id */
 	s = open_ok(dir, &o);
 	if (!s)
 		goto out;
@@ -1347,12 +1383,15 @@ static void test_checkpoint_damaged(void)
 	CHECK_CONTAINS(sg_store_last_error(s), "checksum");
 	CHECK(sg_store_get_checkpoint(s, 2, &last, &blob, &len) == SG_ECORRUPT);
 	CHECK_CONTAINS(sg_store_last_error(s), "missing");
+	CHECK_RC(sg_store_get_checkpoint(s, 4, &last, &blob, &len), SG_ECORRUPT);
+	CHECK_CONTAINS(sg_store_last_error(s), "checksum");
 	memset(&l, 0, sizeof(l));
 	CHECK(sg_store_iter_checkpoints(s, on_checkpoint, &l, &skipped) == 0);
-	CHECK(l.n == 3 && skipped == 2);
+	CHECK(l.n == 4 && skipped == 3);
 	CHECK(l.scope[0] == 1 && l.len[0] == 0 && l.last[0] == 0);
 	CHECK(l.scope[1] == 2 && l.len[1] == 0 && l.last[1] == 0);
 	CHECK(l.scope[2] == 3 && l.len[2] == n && l.last[2] == 30);
+	CHECK(l.scope[3] == 4 && l.len[3] == 0 && l.last[3] == 0);
 	/* a new save of the scope replaces the damaged one */
 	CHECK_RC(ckpt_write(s, 1, 11, b, n, 10000, -1), 0);
 	CHECK(sg_store_get_checkpoint(s, 1, &last, &blob, &len) == 0 && last == 11 && len == n);
