@@ -48,6 +48,7 @@ typedef struct scope {
 	size_t held_done;      /* held changes applied (drain_held) */
 	float *held_vecs;      /* vectors of the held adds, back to back */
 	size_t nvecs, cap_vecs; /* floats used, allocated */
+	sg_u64map_t held_removed; /* ids whose removal is held (value: the scope) */
 } scope_t;
 
 /* One scope's part of a checkpoint job. */
@@ -192,15 +193,25 @@ static int hold(sg_cache_t *c, scope_t *s, int64_t id, const float *vec)
 	return 0;
 }
 
-static void ix_remove(sg_cache_t *c, scope_t *s, int64_t id)
+/* Returns 1 when the index changes (or will), 0 when a removal of id is
+ * already held: during a save every search that finds a deleted entry in the
+ * frozen index comes here again. */
+static int ix_remove(sg_cache_t *c, scope_t *s, int64_t id)
 {
+	int rc;
+
 	if (s->saving) {
-		hold(c, s, id, NULL); /* out of memory: it stays, found and skipped */
-		return;
+		if (sg__u64map_get(&s->held_removed, (uint64_t)id))
+			return 0;
+		/* out of memory: it stays, found and skipped; or it is held again */
+		if (hold(c, s, id, NULL) == 0)
+			sg__u64map_put(&s->held_removed, (uint64_t)id, s);
+		return 1;
 	}
 	pthread_rwlock_wrlock(&c->ixlock);
-	sg_index_remove(s->ix, id);
+	rc = sg_index_remove(s->ix, id);
 	pthread_rwlock_unlock(&c->ixlock);
+	return rc != SG_ENOTFOUND;
 }
 
 static int ix_add(sg_cache_t *c, scope_t *s, int64_t id, const float *vec)
@@ -680,6 +691,7 @@ static void drain_held(sg_cache_t *c, scope_t *s)
 			s->held = NULL;
 			s->held_vecs = NULL;
 			s->nheld = s->cap_held = s->nvecs = s->cap_vecs = s->held_done = 0;
+			sg__u64map_free(&s->held_removed);
 			s->saving = 0;
 			pthread_mutex_unlock(&c->lock);
 			return;
@@ -960,6 +972,7 @@ void sg_cache_close(sg_cache_t *c)
 			sg_index_free(s->ix);
 			free(s->held);
 			free(s->held_vecs);
+			sg__u64map_free(&s->held_removed);
 			free(s);
 		}
 	}
@@ -1052,8 +1065,7 @@ int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_cand
 		node_t *node = sg__u64map_get(&c->nodes, (uint64_t)cand->ids[i]);
 		if (node == NULL) {
 			/* deleted after the checkpoint this index came from, or meanwhile */
-			ix_remove(c, s, cand->ids[i]);
-			s->dirty++;
+			s->dirty += ix_remove(c, s, cand->ids[i]);
 			continue;
 		}
 		if (expired(node->expires_s, now_s)) {

@@ -390,7 +390,10 @@ static void test_checkpoint_off_loop(void)
 	CHECK(sg_cache_delete(c, ids[7]) == 0);
 	vec_i(v7, 7);
 	CHECK(find(c, "t", "q", v7, 0.99f, 1001) == 0); /* still in the frozen index: skipped */
+	CHECK(find(c, "t", "q", v7, 0.99f, 1001) == 0); /* (its removal is held once) */
 	CHECK(find_exact(c, "t", "a7", 1001) == 0);
+	sg_cache_stats(c, &st);
+	CHECK_MSG(st.unsaved_changes == 303, "%llu", (unsigned long long)st.unsaved_changes);
 	CHECK(sg_cache_maintain(c, 1001, 1) == 0);     /* a tick meanwhile: no second save */
 	sg_cache_stats(c, &st);
 	CHECK(st.checkpoint_in_progress == 1 && st.entries == 300 && st.index_vectors == 300);
