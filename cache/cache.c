@@ -49,6 +49,8 @@ typedef struct scope {
 	float *held_vecs;      /* vectors of the held adds, back to back */
 	size_t nvecs, cap_vecs; /* floats used, allocated */
 	sg_u64map_t held_removed; /* ids whose removal is held (value: the scope) */
+	int64_t *unindexed;    /* held adds the index refused: save_reap deletes them */
+	size_t nunindexed, cap_unindexed; /* used, allocated */
 } scope_t;
 
 /* One scope's part of a checkpoint job. */
@@ -634,10 +636,20 @@ canceled:
 	return SG_ECANCELED;
 }
 
+static int add_held(sg_cache_t *c, scope_t *s, size_t n, const int64_t *ids, const float *vecs)
+{
+	if (c->o.ckpt_hook && c->o.ckpt_hook(c->o.ckpt_hook_ud, SG_CACHE_CKPT_HELD_ADD) != 0)
+		return SG_EINDEX; /* a test's index failure */
+	return sg_index_add_batch(s->ix, n, ids, vecs);
+}
+
 /*
  * Apply up to max of a scope's held changes, from the oldest, under lock and
  * ixlock: runs of adds as one batch (HNSW builds a batch in parallel).
- * Returns the changes applied.
+ * Returns the changes applied. An entry the index refuses would never be
+ * found semantically, not even after a restart (the next checkpoint covers
+ * its id): it is deleted, as a store whose add fails deletes it, but by
+ * save_reap on the loop (the store's reads are the loop's).
  */
 static size_t apply_held(sg_cache_t *c, scope_t *s, size_t max)
 {
@@ -658,12 +670,16 @@ static size_t apply_held(sg_cache_t *c, scope_t *s, size_t max)
 			ids[n] = s->held[i + n].id;
 			n++;
 		}
-		if (sg_index_add_batch(s->ix, n, ids, s->held_vecs + h->vec) != 0) {
-			for (size_t j = i; j < i + n; j++)
-				if (sg_index_add(s->ix, s->held[j].id, s->held_vecs + s->held[j].vec))
+		if (add_held(c, s, n, ids, s->held_vecs + h->vec) != 0) {
+			for (size_t j = i; j < i + n; j++) {
+				const held_t *hj = &s->held[j];
+				if (add_held(c, s, 1, &hj->id, s->held_vecs + hj->vec) == 0)
+					continue;
+				if (push((void **)&s->unindexed, &s->nunindexed, &s->cap_unindexed,
+				         sizeof(hj->id), &hj->id) != 0)
 					sg_log_warn("cache: entry %" PRId64 " could not be indexed: it "
-					            "is found by exact lookups only until a restart",
-					            s->held[j].id);
+					            "is found by exact lookups only", hj->id);
+			}
 		}
 		i += n;
 	}
@@ -784,6 +800,20 @@ static void save_reap(sg_cache_t *c, int wait)
 			s->ckpt_bytes = it->bytes; /* the room the next try needs */
 			need += 2 * it->bytes;
 		}
+		for (size_t j = 0; j < s->nunindexed; j++) {
+			node_t *n = sg__u64map_get(&c->nodes, (uint64_t)s->unindexed[j]);
+			int rc = n ? drop_entry(c, n) : 0; /* (deleted meanwhile) */
+			if (rc)
+				sg_log_warn("cache: entry %" PRId64 " could not be indexed, nor deleted "
+				            "(%s): it is found by exact lookups only",
+				            s->unindexed[j], sg_strerror(rc));
+			else if (n)
+				sg_log_warn("cache: entry %" PRId64 " could not be indexed: deleted",
+				            s->unindexed[j]);
+		}
+		free(s->unindexed);
+		s->unindexed = NULL;
+		s->nunindexed = s->cap_unindexed = 0;
 		maybe_upgrade(c, it->scope_hash, s); /* adds were held meanwhile */
 	}
 	c->ckpt_last_ms = sv->took_us / 1000;
@@ -973,6 +1003,7 @@ void sg_cache_close(sg_cache_t *c)
 			free(s->held);
 			free(s->held_vecs);
 			sg__u64map_free(&s->held_removed);
+			free(s->unindexed);
 			free(s);
 		}
 	}

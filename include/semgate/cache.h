@@ -27,6 +27,8 @@ typedef struct sg_cache sg_cache_t;
 typedef enum sg_cache_ckpt_stage {
 	SG_CACHE_CKPT_SERIALISED = 0, /* an index is serialised, nothing written yet */
 	SG_CACHE_CKPT_CHUNK,          /* a chunk of it is written */
+	SG_CACHE_CKPT_HELD_ADD,       /* adds held during the save are to be applied
+	                                 (under the cache's lock: do not block) */
 	SG_CACHE_CKPT__LAST           /* sentinel */
 } sg_cache_ckpt_stage_t;
 
@@ -47,8 +49,9 @@ typedef struct sg_cache_opts {
 	int verify_hits;            /* check semantic candidates' texts (cache/verify.c) */
 	size_t ckpt_chunk_bytes;    /* checkpoint chunk: one write transaction (0: 1 MiB) */
 	/* For tests: called on the saving thread at each sg_cache_ckpt_stage_t
-	 * (it may block there); non-zero abandons that save as a crash would.
-	 * NULL in the server. */
+	 * (it may block there); non-zero abandons that save (its chunks are
+	 * deleted), or at SG_CACHE_CKPT_HELD_ADD makes the adds fail as an
+	 * index error would. NULL in the server. */
 	int (*ckpt_hook)(void *ud, int stage);
 	void *ckpt_hook_ud;         /* its argument */
 } sg_cache_opts_t;
