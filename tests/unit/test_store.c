@@ -1573,20 +1573,39 @@ static void test_checkpoint_thread(void)
 	sg_store_t *s;
 	ckpt_thread_t t = {NULL, 20, 0, 0, 0};
 	pthread_t th;
+	sg_store_stats_t st;
 	uint64_t last, i = 0;
-	size_t len;
+	size_t len, n = 3 << 20;
 	void *blob;
+	char *b = malloc(n);
 	int ok = 1, grown = 0;
 
 	o.map_size = 1 << 20; /* small: it grows meanwhile */
+	o.max_map_size = 16 << 20;
+	/* The writer never grows the map; sg_store_reserve does, to the maximum. */
+	s = open_ok(path_in_root(dir, sizeof(dir), "ckgrow"), &o);
+	if (!s || !b)
+		goto out;
+	ckpt_fill(b, n, 1);
+	CHECK_RC(ckpt_write(s, 0xF00D, 1, b, n, 64 << 10, -1), SG_EFULL);
+	CHECK(sg_store_stats(s, &st) == 0 && st.map_size == 1 << 20);
+	CHECK_RC(sg_store_reserve(s, 4 << 20), 0);
+	CHECK(sg_store_stats(s, &st) == 0 && st.map_size >= 5 << 20);
+	CHECK_RC(ckpt_write(s, 0xF00D, 1, b, n, 64 << 10, -1), 0);
+	CHECK_RC(sg_store_reserve(s, 64 << 20), SG_EFULL);
+	CHECK(sg_store_stats(s, &st) == 0 && st.map_size == 16 << 20);
+	sg_store_close(s);
+
 	o.max_map_size = 256 << 20;
 	s = t.s = open_ok(path_in_root(dir, sizeof(dir), "ckthread"), &o);
 	if (!s)
-		return;
+		goto out;
 	CHECK(pthread_create(&th, NULL, ckpt_writer, &t) == 0);
 	for (; i < 3000 || !atomic_load(&t.done); i++) {
 		if (atomic_load(&t.need_room)) {
+			/* room for a chunk and more, grown if there was not */
 			ok &= sg_store_reserve(s, 1 << 20) == 0;
+			ok &= sg_store_stats(s, &st) == 0 && st.file_bytes + (1 << 20) <= st.map_size;
 			grown++;
 			atomic_store(&t.need_room, 0);
 		}
@@ -1608,9 +1627,13 @@ static void test_checkpoint_thread(void)
 		free(want);
 	}
 	free(blob);
-	sg_store_close(s);
+	/* 3000 entries of 2 KB did not fit in 1 MiB */
+	CHECK(sg_store_stats(s, &st) == 0 && st.map_size >= 8 << 20 && st.map_size <= 256 << 20);
 	printf("checkpoint thread: 20 checkpoints beside 3000 puts; map grown for it %d times\n",
 	       grown);
+out:
+	sg_store_close(s);
+	free(b);
 }
 
 /* Kill -9 a process that writes chunked checkpoints over and over: the
