@@ -1864,10 +1864,12 @@ void sg_store_ckpt_free(sg_store_ckpt_t *w)
 	 * the scope's next save. A chunk a transaction, as they were written;
 	 * one already gone (a clear) is passed over, a failure leaves the rest
 	 * to the scope's next save or the next open. */
-	for (chunk_ref_t c = {w ? w->gen : 0, 0}; w && !w->published && c.i < w->nchunks; c.i++) {
-		int err = ckpt_txn(w, ckpt_drop_fn, &c);
-		if (err && err != SG_ENOTFOUND)
-			break;
+	if (w && !w->published) {
+		for (chunk_ref_t c = {w->gen, 0}; c.i < w->nchunks; c.i++) {
+			int err = ckpt_txn(w, ckpt_drop_fn, &c);
+			if (err && err != SG_ENOTFOUND)
+				break;
+		}
 	}
 	free(w);
 }
