@@ -600,7 +600,8 @@ static int checkpoint_due(const scope_t *s, int force)
  * the caller's. Takes none of the cache's locks: ix must not change
  * meanwhile. blob is scratch space; err gets a message on failure.
  */
-static int save_index(sg_cache_t *c, save_item_t *it, sg_buf_t *blob, char *err, size_t errlen)
+static int save_index(sg_cache_t *c, save_item_t *it, int owner, sg_buf_t *blob, char *err,
+                      size_t errlen)
 {
 	size_t chunk = c->o.ckpt_chunk_bytes ? c->o.ckpt_chunk_bytes : CKPT_CHUNK;
 	sg_store_ckpt_t *w = NULL;
@@ -614,6 +615,12 @@ static int save_index(sg_cache_t *c, save_item_t *it, sg_buf_t *blob, char *err,
 	it->bytes = blob->len;
 	if (c->o.ckpt_hook && c->o.ckpt_hook(c->o.ckpt_hook_ud, SG_CACHE_CKPT_SERIALISED) != 0)
 		goto canceled;
+	/* On the store's owner thread the map can grow to what the blob needs
+	 * now; the saver thread relies on save_start's reservation. */
+	if (owner && (rc = sg_store_reserve(c->store, blob->len + blob->len / 8 + chunk))) {
+		snprintf(err, errlen, "%s", sg_store_last_error(c->store));
+		return rc;
+	}
 	if ((rc = sg_store_ckpt_begin(c->store, it->scope_hash, &w, err, errlen)))
 		return rc;
 	for (size_t off = 0; off < blob->len; off += chunk) {
@@ -751,7 +758,7 @@ static void *saver_main(void *arg)
 		sv->err[0] = '\0';
 		for (size_t i = 0; i < sv->nitems; i++) {
 			save_item_t *it = &sv->items[i];
-			it->rc = save_index(c, it, &blob, err, sizeof(err));
+			it->rc = save_index(c, it, 0, &blob, err, sizeof(err));
 			if (it->rc && sv->err[0] == '\0')
 				snprintf(sv->err, sizeof(sv->err), "scope %016" PRIx64 ": %s",
 				         it->scope_hash, err);
@@ -832,6 +839,19 @@ static void save_reap(sg_cache_t *c, int wait)
 	c->job_active = 0;
 }
 
+/* The size of a scope's first checkpoint, roughly: its vectors and, for
+ * HNSW, the level-0 links (2 M of 4 bytes a node) and levels. Too small a
+ * guess costs one failed save (the map then grows to twice the real size). */
+static size_t ckpt_estimate(const sg_cache_t *c, const scope_t *s)
+{
+	size_t per = (size_t)c->o.dim * sizeof(float) + 64;
+	int m = c->o.index_opts.hnsw_m > 0 ? c->o.index_opts.hnsw_m : 32;
+
+	if (sg_index_kind(s->ix) == SG_INDEX_HNSW)
+		per += (size_t)m * 2 * 4 + 32;
+	return sg_index_count(s->ix) * per;
+}
+
 /*
  * On the loop, under lock: hand the indexes due for a checkpoint to the
  * saver thread; the checkpoints of emptied scopes are deleted here (a small
@@ -863,7 +883,7 @@ static int save_start(sg_cache_t *c)
 			sv->items = items;
 		}
 		sv->items[n++] = (save_item_t){c->scopes.keys[i], s, s->ix, s->max_id, s->dirty, 0, 0};
-		need += s->ckpt_bytes;
+		need += s->ckpt_bytes ? s->ckpt_bytes : ckpt_estimate(c, s);
 	}
 	if (n == 0) {
 		free(sv->items);
@@ -878,7 +898,7 @@ static int save_start(sg_cache_t *c)
 			sg_buf_init(&blob, 0);
 			for (size_t i = 0; i < n; i++) {
 				save_item_t *it = &sv->items[i];
-				if ((it->rc = save_index(c, it, &blob, err, sizeof(err))) == 0) {
+				if ((it->rc = save_index(c, it, 1, &blob, err, sizeof(err))) == 0) {
 					it->s->ckpt_id = it->last_id;
 					it->s->dirty -= SG_MIN(it->dirty, it->s->dirty);
 					it->s->ckpt_bytes = it->bytes;
@@ -939,7 +959,7 @@ static int checkpoint_scopes(sg_cache_t *c)
 			continue;
 		}
 		save_item_t it = {c->scopes.keys[i], s, s->ix, s->max_id, s->dirty, 0, 0};
-		if ((rc = save_index(c, &it, &blob, err, sizeof(err)))) {
+		if ((rc = save_index(c, &it, 1, &blob, err, sizeof(err)))) {
 			sg_log_warn("cache: checkpoint of scope %016" PRIx64 " failed: %s",
 			            it.scope_hash, err);
 			break;
