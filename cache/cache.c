@@ -130,7 +130,8 @@ struct sg_cache {
 
 #define SWEEP_SLOTS 16384 /* node slots the expiry sweep visits per tick */
 #define CKPT_CHUNK ((size_t)1 << 20) /* default checkpoint chunk: ~4 ms of writing */
-#define HELD_BATCH 4 /* held index changes applied per hold of the lock: ~0.5 ms */
+#define HELD_BATCH 4 /* held adds given to the index at once: ~0.5 ms of HNSW */
+#define HELD_BUDGET_US 500 /* time applying held changes per hold of the lock */
 
 /* --- LRU list ------------------------------------------------------------------ */
 
@@ -523,7 +524,13 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 	if (c == NULL)
 		return SG_ENOMEM;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_rwlock_init(&c->ixlock, NULL);
+	/* Writers first: the loop (an index add) and the saver take the write
+	 * side holding `lock`, and searches from the pool never stop. */
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&c->ixlock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	pthread_mutex_init(&c->saver.mu, NULL);
 	pthread_cond_init(&c->saver.cv, NULL);
 	c->o = *o;
@@ -674,20 +681,22 @@ static int add_held(sg_cache_t *c, scope_t *s, size_t n, const int64_t *ids, con
 }
 
 /*
- * Apply up to max of a scope's held changes, from the oldest, under lock and
- * ixlock: runs of adds as one batch (HNSW builds a batch in parallel).
- * Returns the changes applied. An entry the index refuses would never be
+ * Apply a scope's held changes, from the oldest, under lock and ixlock, for
+ * about budget_us (a batch of adds started is finished): adds HELD_BATCH at
+ * a time, removes (tombstones: cheap) one by one. Returns the changes
+ * applied. An entry the index refuses would never be
  * found semantically, not even after a restart (the next checkpoint covers
  * its id): it is deleted, as a store whose add fails deletes it, but by
  * save_reap on the loop (the store's reads are the loop's).
  */
-static size_t apply_held(sg_cache_t *c, scope_t *s, size_t max)
+static size_t apply_held(sg_cache_t *c, scope_t *s, uint64_t budget_us)
 {
-	size_t i = s->held_done, end = SG_MIN(s->nheld, s->held_done + max);
+	size_t i = s->held_done, end = s->nheld, done;
 	int64_t ids[HELD_BATCH];
+	uint64_t t0 = sg_now_us();
 
 	pthread_rwlock_wrlock(&c->ixlock);
-	while (i < end) {
+	while (i < end && sg_now_us() - t0 < budget_us) {
 		held_t *h = &s->held[i];
 		size_t n = 0;
 		if (!h->add) {
@@ -714,16 +723,17 @@ static size_t apply_held(sg_cache_t *c, scope_t *s, size_t max)
 		i += n;
 	}
 	pthread_rwlock_unlock(&c->ixlock);
-	max = i - s->held_done;
+	done = i - s->held_done;
 	s->held_done = i;
-	return max;
+	return done;
 }
 
 /*
  * On the saver thread, once a scope's index is saved: apply the changes
- * held meanwhile, HELD_BATCH at a time under the cache's lock, so that the
- * loop waits for one batch at most (~130 us per HNSW add), not for all of
- * them (hundreds at a high write rate); a pause between batches lets it in.
+ * held meanwhile, ~0.5 ms at a time under the cache's lock, so that the
+ * loop waits for that at most (~130 us per HNSW add), not for all of them
+ * (hundreds at a high write rate; a million removes after a DELETE /cache);
+ * a pause between turns lets it in.
  * New changes are held until the list is empty; then, still under the lock,
  * the scope is released.
  */
@@ -742,7 +752,7 @@ static void drain_held(sg_cache_t *c, scope_t *s)
 			pthread_mutex_unlock(&c->lock);
 			return;
 		}
-		apply_held(c, s, HELD_BATCH);
+		apply_held(c, s, HELD_BUDGET_US);
 		pthread_mutex_unlock(&c->lock);
 		/* A mutex is not fair: relocking at once would starve the loop,
 		 * woken but not yet running, for the whole list. */
