@@ -1768,6 +1768,35 @@ static int ckpt_cleared(sg_store_ckpt_t *w)
 	return SG_ECANCELED;
 }
 
+/*
+ * What a checkpoint leaves free in a map at its maximum size: the room the
+ * gateway's own writes go on with, and that deleting the save's chunks
+ * again needs (a delete copies pages too: a totally full map cannot even
+ * shrink).
+ */
+static size_t ckpt_headroom(size_t chunk)
+{
+	return ((size_t)64 << 10) + 2 * chunk;
+}
+
+static size_t free_pages(sg_store_t *s);
+
+/* Bytes a write transaction can still allocate: the map's tail and the
+ * free list's pages as last committed (some may still be held by readers:
+ * a guess). LMDB refuses a cursor on the free list inside a write
+ * transaction: free_pages() reads it in a read transaction of its own. */
+static size_t txn_room(sg_store_t *s)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	size_t used;
+
+	if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st))
+		return SIZE_MAX; /* no figure: let LMDB say */
+	used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+	return (s->map_size > used ? s->map_size - used : 0) + free_pages(s) * st.ms_psize;
+}
+
 static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 {
 	const sg_iovec_t *data = ctx;
@@ -1777,6 +1806,13 @@ static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 
 	if ((rc = ckpt_cleared(w)))
 		return rc;
+	if (w->s->map_size >= w->s->max_map_size &&
+	    txn_room(w->s) < data->len + ckpt_headroom(data->len)) {
+		snprintf(w->err, sizeof(w->err), "checkpoint of %016" PRIx64 ": the store map, at "
+		         "its maximum size (%zu bytes), has no room for it beside the gateway's "
+		         "own writes", w->scope_hash, w->s->max_map_size);
+		return SG_EFULL;
+	}
 	chunk_key(k, w->scope_hash, w->gen, (uint32_t)w->nchunks);
 	if ((rc = mdb_put(txn, w->s->ckchunks, &key, &val, MDB_RESERVE)))
 		return ckpt_fail(w, rc, "mdb_put(ckchunks)");
