@@ -47,7 +47,7 @@ typedef struct scope {
 	size_t nheld, cap_held; /* used, allocated */
 	size_t held_done;      /* held changes applied (drain_held) */
 	float *held_vecs;      /* vectors of the held adds, back to back */
-	size_t nvecs, cap_vecs; /* floats used, allocated */
+	size_t nvecs, cap_vecs; /* vectors used, allocated */
 	sg_u64map_t held_removed; /* ids whose removal is held (value: the scope) */
 	int64_t *unindexed;    /* held adds the index refused: save_reap deletes them */
 	size_t nunindexed, cap_unindexed; /* used, allocated */
@@ -159,6 +159,24 @@ static void lru_push_front(sg_cache_t *c, node_t *n)
 		c->tail = n;
 }
 
+/* Append item, of size bytes, to the array *arr of *n items in *cap. Starts
+ * small: a held vector is a whole embedding, and every scope of a save may
+ * hold a few. */
+static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *item)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		void *p = realloc(*arr, nc * size);
+		if (p == NULL)
+			return SG_ENOMEM;
+		*arr = p;
+		*cap = nc;
+	}
+	memcpy((char *)*arr + *n * size, item, size);
+	(*n)++;
+	return 0;
+}
+
 /* --- index changes (under ixlock's write side) ----------------------------------- */
 
 /*
@@ -171,29 +189,12 @@ static void lru_push_front(sg_cache_t *c, node_t *n)
 static int hold(sg_cache_t *c, scope_t *s, int64_t id, const float *vec)
 {
 	size_t dim = (size_t)c->o.dim;
+	held_t h = {id, vec != NULL, s->nvecs * dim};
 
-	if (s->nheld == s->cap_held) {
-		size_t cap = s->cap_held ? s->cap_held * 2 : 64;
-		held_t *h = realloc(s->held, cap * sizeof(*h));
-		if (h == NULL)
-			return SG_ENOMEM;
-		s->held = h;
-		s->cap_held = cap;
-	}
-	if (vec && s->nvecs + dim > s->cap_vecs) {
-		size_t cap = s->cap_vecs ? s->cap_vecs * 2 : 64 * dim;
-		float *v = realloc(s->held_vecs, cap * sizeof(float));
-		if (v == NULL)
-			return SG_ENOMEM;
-		s->held_vecs = v;
-		s->cap_vecs = cap;
-	}
-	s->held[s->nheld++] = (held_t){id, vec != NULL, s->nvecs};
-	if (vec) {
-		memcpy(s->held_vecs + s->nvecs, vec, dim * sizeof(float));
-		s->nvecs += dim;
-	}
-	return 0;
+	/* the vector first: a held change never points past the vectors */
+	if (vec && push((void **)&s->held_vecs, &s->nvecs, &s->cap_vecs, dim * sizeof(float), vec))
+		return SG_ENOMEM;
+	return push((void **)&s->held, &s->nheld, &s->cap_held, sizeof(h), &h);
 }
 
 /* Returns 1 when the index changes (or will), 0 when a removal of id is
@@ -401,21 +402,6 @@ static int load_checkpoint(void *ud, uint64_t scope_hash, uint64_t last_id, cons
 	}
 	s->ckpt_id = s->max_id = last_id;
 	s->ckpt_bytes = len;
-	return 0;
-}
-
-static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *item)
-{
-	if (*n == *cap) {
-		size_t nc = *cap ? *cap * 2 : 1024;
-		void *p = realloc(*arr, nc * size);
-		if (p == NULL)
-			return SG_ENOMEM;
-		*arr = p;
-		*cap = nc;
-	}
-	memcpy((char *)*arr + *n * size, item, size);
-	(*n)++;
 	return 0;
 }
 
@@ -760,6 +746,16 @@ static void drain_held(sg_cache_t *c, scope_t *s)
 	}
 }
 
+/* A scope's index is in the store as of it: the changes it covers are saved. */
+static void mark_saved(const save_item_t *it)
+{
+	scope_t *s = it->s;
+
+	s->ckpt_id = it->last_id;
+	s->dirty -= SG_MIN(it->dirty, s->dirty);
+	s->ckpt_bytes = it->bytes;
+}
+
 static void save_set_state(saver_t *sv, save_state_t st)
 {
 	assert(st < SAVE__LAST);
@@ -831,9 +827,7 @@ static void save_reap(sg_cache_t *c, int wait)
 		scope_t *s = it->s;
 		assert(!s->saving); /* released by drain_held */
 		if (it->rc == 0) {
-			s->ckpt_id = it->last_id;
-			s->dirty -= SG_MIN(it->dirty, s->dirty);
-			s->ckpt_bytes = it->bytes;
+			mark_saved(it);
 			saved++;
 			bytes += it->bytes;
 		} else if (it->rc == SG_EFULL) {
@@ -931,13 +925,10 @@ static int save_start(sg_cache_t *c)
 			sg_buf_init(&blob, 0);
 			for (size_t i = 0; i < n; i++) {
 				save_item_t *it = &sv->items[i];
-				if ((it->rc = save_index(c, it, 1, &blob, err, sizeof(err))) == 0) {
-					it->s->ckpt_id = it->last_id;
-					it->s->dirty -= SG_MIN(it->dirty, it->s->dirty);
-					it->s->ckpt_bytes = it->bytes;
-				} else {
+				if ((it->rc = save_index(c, it, 1, &blob, err, sizeof(err))) == 0)
+					mark_saved(it);
+				else
 					rc = it->rc;
-				}
 			}
 			sg_buf_free(&blob);
 			free(sv->items);
@@ -997,8 +988,7 @@ static int checkpoint_scopes(sg_cache_t *c)
 			            it.scope_hash, err);
 			break;
 		}
-		s->ckpt_id = s->max_id;
-		s->dirty = 0;
+		mark_saved(&it);
 	}
 	sg_buf_free(&blob);
 	return rc;

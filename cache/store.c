@@ -1781,20 +1781,24 @@ static size_t ckpt_headroom(size_t chunk)
 
 static size_t free_pages(sg_store_t *s);
 
-/* Bytes a write transaction can still allocate: the map's tail and the
- * free list's pages as last committed (some may still be held by readers:
- * a guess). LMDB refuses a cursor on the free list inside a write
- * transaction: free_pages() reads it in a read transaction of its own. */
-static size_t txn_room(sg_store_t *s)
+/* Bytes the map can still give a write: its tail past the last page used
+ * and, with_free, the pages freed inside it as last committed (some may be
+ * held by readers still, and a chunk wants a run of them: a guess). LMDB
+ * refuses a cursor on the free list inside a write transaction: free_pages()
+ * reads it in a read transaction of its own. */
+static int map_room(sg_store_t *s, int with_free, size_t *room)
 {
 	MDB_envinfo info;
 	MDB_stat st;
-	size_t used;
+	int rc;
 
-	if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st))
-		return SIZE_MAX; /* no figure: let LMDB say */
-	used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
-	return (s->map_size > used ? s->map_size - used : 0) + free_pages(s) * st.ms_psize;
+	if ((rc = mdb_env_info(s->env, &info)) || (rc = mdb_env_stat(s->env, &st)))
+		return rc;
+	size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
+	*room = s->map_size > used ? s->map_size - used : 0;
+	if (with_free)
+		*room += free_pages(s) * st.ms_psize;
+	return 0;
 }
 
 static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
@@ -1802,12 +1806,13 @@ static int ckpt_chunk_fn(sg_store_ckpt_t *w, MDB_txn *txn, void *ctx)
 	const sg_iovec_t *data = ctx;
 	uint8_t k[CHUNK_KEY];
 	MDB_val key = {CHUNK_KEY, k}, val = {data->len, NULL};
+	size_t room;
 	int rc;
 
 	if ((rc = ckpt_cleared(w)))
 		return rc;
-	if (w->s->map_size >= w->s->max_map_size &&
-	    txn_room(w->s) < data->len + ckpt_headroom(data->len)) {
+	if (w->s->map_size >= w->s->max_map_size && map_room(w->s, 1, &room) == 0 &&
+	    room < data->len + ckpt_headroom(data->len)) {
 		snprintf(w->err, sizeof(w->err), "checkpoint of %016" PRIx64 ": the store map, at "
 		         "its maximum size (%zu bytes), has no room for it beside the gateway's "
 		         "own writes", w->scope_hash, w->s->max_map_size);
@@ -1937,26 +1942,22 @@ static size_t free_pages(sg_store_t *s)
 
 int sg_store_reserve(sg_store_t *s, size_t bytes)
 {
-	MDB_envinfo info;
-	MDB_stat st;
+	size_t room;
 	int rc, err = enter(s);
 
 	if (err)
 		return err; /* growing would close the read transaction in use */
 	pthread_mutex_lock(&s->wlock);
 	for (;;) {
-		if ((rc = mdb_env_info(s->env, &info)) || (rc = mdb_env_stat(s->env, &st))) {
+		if ((rc = map_room(s, 0, &room))) {
 			err = mdb_fail(s, rc, "mdb_env_info");
 			break;
 		}
-		size_t used = ((size_t)info.me_last_pgno + 1) * st.ms_psize;
-		size_t room = s->map_size > used ? s->map_size - used : 0;
 		if (room >= bytes)
 			break;
 		if (s->map_size >= s->max_map_size) {
-			/* At the maximum the pages freed inside the map count too (a
-			 * guess: a chunk wants a run of them together). */
-			if (room + free_pages(s) * st.ms_psize < bytes) {
+			/* At the maximum the pages freed inside the map count too. */
+			if (map_room(s, 1, &room) == 0 && room < bytes) {
 				set_err(s, "store map is full at its maximum size (%zu bytes)",
 					s->max_map_size);
 				err = SG_EFULL;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lmdb_raw.h"
 #include "semgate/cache.h"
 
 #define DIM 16
@@ -688,28 +689,6 @@ static void test_checkpoint_held_add_fails(void)
 	sg_cache_close(c);
 }
 
-/* Records in one of the store's databases, with LMDB directly (-1: none). */
-static long raw_count(const char *db)
-{
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_stat st;
-	long n = -1;
-
-	if (mdb_env_create(&env))
-		return -2;
-	mdb_env_set_maxdbs(env, 8);
-	if (!mdb_env_open(env, dir, MDB_RDONLY, 0600) &&
-	    !mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) {
-		if (!mdb_dbi_open(txn, db, 0, &dbi) && !mdb_stat(txn, dbi, &st))
-			n = (long)st.ms_entries;
-		mdb_txn_abort(txn);
-	}
-	mdb_env_close(env);
-	return n;
-}
-
 /*
  * DELETE /cache (every namespace) while a save is between two chunks, new
  * entries after it, then kill -9 once the save is over: the save did not
@@ -763,8 +742,8 @@ static void test_checkpoint_cleared(void)
 	int status = 0;
 	waitpid(pid, &status, 0);
 	CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d", status);
-	CHECK_MSG(raw_count("manifests") == 0 && raw_count("ckchunks") == 0, "%ld manifests, %ld chunks",
-	          raw_count("manifests"), raw_count("ckchunks"));
+	CHECK_MSG(raw_count(dir, "manifests") == 0 && raw_count(dir, "ckchunks") == 0,
+	          "%ld manifests, %ld chunks", raw_count(dir, "manifests"), raw_count(dir, "ckchunks"));
 
 	sg_cache_t *c = open_ckpt(NULL, 1004);
 	sg_cache_stats_t st;

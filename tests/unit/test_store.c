@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lmdb_raw.h"
 #include "semgate/hash.h"
 #include "semgate/store.h"
 
@@ -1090,28 +1091,6 @@ static int ckpt_crash(const char *dir, const sg_store_opts_t *o, uint64_t scope,
 	    WEXITSTATUS(status) == 255)
 		return -1;
 	return WEXITSTATUS(status);
-}
-
-/* Entries of a database, with LMDB directly (-1: it does not exist). */
-static long raw_count(const char *dir, const char *db)
-{
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_stat st;
-	long n = -1;
-
-	if (mdb_env_create(&env))
-		return -2;
-	mdb_env_set_maxdbs(env, 8);
-	if (!mdb_env_open(env, dir, MDB_RDONLY, 0600) &&
-	    !mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) {
-		if (!mdb_dbi_open(txn, db, 0, &dbi) && !mdb_stat(txn, dbi, &st))
-			n = (long)st.ms_entries;
-		mdb_txn_abort(txn);
-	}
-	mdb_env_close(env);
-	return n;
 }
 
 /* Change one byte of chunk `i` of the scope's generation `gen` (or delete
