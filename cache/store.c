@@ -711,8 +711,10 @@ int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts
 			       (size_t)page);
 	s->max_map_size = opts->max_map_size ? round_up(opts->max_map_size, (size_t)page)
 					     : s->map_size * 4;
-	if (s->max_map_size < s->map_size)
-		s->max_map_size = s->map_size;
+	/* The cap is the user's: a default start larger than it starts at the cap
+	 * (it used to raise the cap to the default, so 16 MB grew to 1 GiB). */
+	if (s->map_size > s->max_map_size)
+		s->map_size = s->max_map_size;
 	err = SG_ENOMEM;
 	if (!(s->dir = strdup(dir)) || !(s->vecbuf = malloc(sizeof(float) * s->dim))) {
 		set_err(s, "out of memory");

@@ -207,6 +207,11 @@ static const opt_t limits_opts[] = {
 	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0, NULL},
 	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0, NULL},
 	{"busy_poll_us", OPT_INT, offsetof(sg_limits_t, busy_poll_us), 0, 10000, 100, NULL, 0, NULL},
+	{"max_client_backlog_bytes", OPT_INT, offsetof(sg_limits_t, max_client_backlog_bytes), 4096, 1 << 30, 1 << 20, NULL, 0, NULL},
+	{"max_held_bytes", OPT_INT, offsetof(sg_limits_t, max_held_bytes), 0, 1e12, 256.0 * 1024 * 1024, NULL, 0, NULL},
+	{"max_connections_per_client", OPT_INT, offsetof(sg_limits_t, max_connections_per_client), 0, 1000000, 0, NULL, 0, NULL},
+	{"min_request_bytes_per_s", OPT_INT, offsetof(sg_limits_t, min_request_bytes_per_s), 0, 1 << 30, 1024, NULL, 0, NULL},
+	{"health_connections", OPT_INT, offsetof(sg_limits_t, health_connections), 0, 100000, 64, NULL, 0, NULL},
 };
 
 #define C(f) offsetof(sg_cache_config_t, f)
@@ -565,6 +570,12 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	cfg->admin_key_env = top.admin_key_env;
 	top.admin_key_env = NULL;
 	cfg->admin_key = env_value(&c, cfg->admin_key_env);
+	/* Naming a key that is not there must not leave every admin endpoint open. */
+	if (cfg->admin_key_env && cfg->admin_key == NULL && !c.oom)
+		err(&c, "admin_key_env",
+		    "the environment variable \"%s\" is unset or empty: admin endpoints would be "
+		    "open to anyone (set it, or remove admin_key_env to run without admin auth)",
+		    cfg->admin_key_env);
 
 	json_t *limits = json_object_get(root, "limits");
 	if (limits && !json_is_object(limits))
@@ -662,7 +673,8 @@ const sg_model_t *sg_config_find_model(const sg_config_t *cfg, const char *name,
 {
 	for (size_t i = 0; i < cfg->nmodels; i++) {
 		const char *n = cfg->models[i].name;
-		if (strncmp(n, name, len) == 0 && n[len] == '\0')
+		/* a nameless group (an error being reported) matches nothing */
+		if (n && strncmp(n, name, len) == 0 && n[len] == '\0')
 			return &cfg->models[i];
 	}
 	return NULL;

@@ -161,6 +161,9 @@ void sg__handle(sg_req_t *req)
 		static const char ready[] = "{\"status\":\"ready\"}\n";
 		return sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
 	}
+	/* Health is answered above even under overload; everything else may be shed. */
+	if (sg__req_refused(req))
+		return;
 	if (sg__admin(req, path))
 		return;
 	/* OpenAI clients whose base URL lacks "/v1" call the bare paths. */

@@ -1,4 +1,5 @@
 /* semgate: command line, signals, the loop. */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,18 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 	return 0;
 }
 
+/* Whether host is a loopback address (only this machine can connect). */
+static int is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return strcmp(host, "localhost") == 0;
+}
+
 static int run(const char *path, int rebuild)
 {
 	uv_loop_t loop;
@@ -164,6 +177,12 @@ static int run(const char *path, int rebuild)
 				sg_log_warn("%s: environment variable %s is not set: no API key is sent",
 				            d->id, d->api_key_env);
 		}
+
+	if (cfg->admin_key == NULL && !is_loopback(cfg->listen_host))
+		sg_log_warn("WARNING: admin endpoints are open to anyone who can reach %s:%d: "
+		            "/stats, every stored prompt and answer under /cache/entries, and "
+		            "DELETE /cache. Set admin_key_env, or listen on 127.0.0.1",
+		            cfg->listen_host, cfg->listen_port);
 
 	if (rebuild)
 		cfg->cache.rebuild = 1;

@@ -35,9 +35,23 @@ static void attempt_free(sg_proxy_t *px)
 	px->pstream = NULL;
 }
 
-/* State of one attempt, cleared before the next. */
-static void attempt_reset(sg_proxy_t *px)
+/* The buffered reply no longer counts toward limits.max_held_bytes (it was
+ * handed to the connection, which counts what it cannot send at once, or it
+ * is being dropped). */
+static void body_unhold(sg_req_t *req)
 {
+	sg_proxy_t *px = &req->proxy;
+	if (px->held) {
+		sg__server_held(sg__req_server(req), -(long)px->held);
+		px->held = 0;
+	}
+}
+
+/* State of one attempt, cleared before the next. */
+static void attempt_reset(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+	body_unhold(req);
 	attempt_free(px);
 	px->xfer = NULL;
 	px->streaming = 0;
@@ -54,8 +68,10 @@ static void attempt_reset(sg_proxy_t *px)
 
 /* The request is over: drop what it holds. The body buffers stay valid (a
  * response may still be written from them); the next request resets them. */
-static void proxy_release(sg_proxy_t *px)
+static void proxy_release(sg_req_t *req)
 {
+	sg_proxy_t *px = &req->proxy;
+	body_unhold(req);
 	attempt_free(px);
 	json_decref(px->root);
 	px->root = NULL;
@@ -161,8 +177,13 @@ static int on_data(void *ud, const char *p, size_t n)
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
 
-	if (!px->streaming)
-		return sg_buf_append(&px->body, p, n) ? SG_ETOOBIG : 0;
+	if (!px->streaming) {
+		if (sg_buf_append(&px->body, p, n))
+			return SG_ETOOBIG;
+		px->held += n;
+		sg__server_held(sg__req_server(req), (long)n);
+		return 0;
+	}
 	if (px->want_pause) {
 		/* nothing of this delivery is consumed: curl hands it over again on resume */
 		px->want_pause = 0;
@@ -241,7 +262,7 @@ static void give_up(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
 
-	proxy_release(px);
+	proxy_release(req);
 	if (px->dep == NULL) {
 		sg__respond_error(req, 503, "server_error", "no_healthy_upstream",
 		                  "no deployment of model '%s' can take requests now (all cooling "
@@ -434,7 +455,7 @@ static void attempt(sg_req_t *req)
 		sg__req_retry_after(req, (uint64_t)delay);
 		return;
 	}
-	attempt_reset(px);
+	attempt_reset(req);
 	px->dep = dep;
 	px->tried[dep->seq] = 1;
 	px->had_attempt_this_round = 1;
@@ -443,7 +464,7 @@ static void attempt(sg_req_t *req)
 	char why[256] = "";
 	int prc = prepare(req, dep, &xr, why, sizeof(why));
 	if (prc) {
-		proxy_release(px);
+		proxy_release(req);
 		if (prc == SG_ENOMEM)
 			sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
 		else
@@ -455,7 +476,7 @@ static void attempt(sg_req_t *req)
 	int rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
 	if (rc) {
 		sg_router_end(srv->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
-		proxy_release(px);
+		proxy_release(req);
 		sg__respond_error(req, 503, "server_error", "overloaded",
 		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
 		return;
@@ -484,7 +505,7 @@ static void finish_stream(sg_req_t *req, int err)
 	}
 	if (err == 0 && px->saw_done) {
 		sg__cache_stream_end(req, 1);
-		proxy_release(px);
+		proxy_release(req);
 		sg__stream_end(req);
 		return;
 	}
@@ -496,7 +517,7 @@ static void finish_stream(sg_req_t *req, int err)
 	                 "%sdata: {\"error\":{\"message\":\"upstream stream interrupted: %s\","
 	                 "\"type\":\"upstream_error\",\"code\":\"upstream_stream_interrupted\"}}\n\n",
 	                 sep ? "" : "\n\n", why);
-	proxy_release(px);
+	proxy_release(req);
 	sg__stream_write(req, ev, (size_t)n);
 	sg__stream_end(req);
 }
@@ -536,7 +557,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 			sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us, 0, now);
 			sg_log_warn("upstream %s: a %s reply semgate cannot read", px->dep->id,
 			            px->dep->provider);
-			proxy_release(px);
+			proxy_release(req);
 			sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
 			                  "the upstream's reply is not a valid %s response",
 			                  req->proxy.dep->provider);
@@ -561,7 +582,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 		sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
 		            px->status);
 		long status = px->status;
-		proxy_release(px);
+		proxy_release(req);
 		sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
 		                  "the upstream answered %ld with a body that is not JSON", status);
 		return;
@@ -578,8 +599,12 @@ static void deliver(sg_req_t *req, uint64_t now)
 		sg__fbuf_mem(&o, "\r\n", 2);
 	}
 	int status = (int)px->status;
-	proxy_release(px); /* body and px->out stay valid until the next request */
-	sg__respond(req, status, "application/json", body, len, extra);
+	/* The reply goes to the connection as it is: held once, not twice (the
+	 * buffer and a queued copy), and the connection keeps no buffer sized
+	 * for its largest reply. */
+	char *owned = sg_buf_steal(body == px->body.data ? &px->body : &px->out, NULL);
+	proxy_release(req);
+	sg__respond_owned(req, status, "application/json", owned, len, extra);
 }
 
 static void on_done(void *ud, int err)
@@ -611,7 +636,7 @@ static void on_done(void *ud, int err)
 			sg_log_warn("upstream %s: attempt %d: status %ld", px->dep->id, px->attempts,
 			            px->status);
 		if (err == SG_ETOOBIG) { /* another attempt would get the same reply */
-			proxy_release(px);
+			proxy_release(req);
 			return respond_transport_error(req, err);
 		}
 		return attempt(req);
@@ -631,11 +656,11 @@ static void on_done(void *ud, int err)
 		}
 	}
 	if (px->status >= 400 && px->status < 600) {
-		proxy_release(px);
+		proxy_release(req);
 		respond_upstream_error(req);
 		return;
 	}
-	proxy_release(px);
+	proxy_release(req);
 	sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
 	                  "the upstream answered with unexpected status %ld", req->proxy.status);
 }
@@ -647,8 +672,8 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 	sg_server_t *srv = sg__req_server(req);
 	sg_proxy_t *px = &req->proxy;
 
-	proxy_release(px);
-	attempt_reset(px);
+	proxy_release(req);
+	attempt_reset(req);
 	if (px->body.max == 0) {
 		sg_buf_init(&px->body, (size_t)srv->cfg->limits.max_response_bytes);
 		sg_buf_init(&px->out, 0);
@@ -690,7 +715,7 @@ void sg__proxy_abort(sg_req_t *req)
 		uint64_t now = sg_now_us();
 		sg_router_end(srv->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
 	}
-	proxy_release(px);
+	proxy_release(req);
 }
 
 void sg__proxy_writable(sg_req_t *req)

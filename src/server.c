@@ -7,20 +7,27 @@
  * straight out of a server-wide read buffer; only what is left over when a
  * request is handed off is copied.
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 
+#include "semgate/hash.h"
 #include "semgate/log.h"
 #include "fbuf_int.h"
 #include "server_int.h"
 
 #define LINGER_MS 2000           /* read and discard after a closing reply */
 #define MAX_PENDING (1u << 20)   /* pipelined bytes buffered while busy */
+#define PROCESS_BATCH 64         /* pipelined requests answered per loop turn and connection */
+#define SWEEP_MS 1000            /* slow clients and stalled writers are checked this often */
+#define MIN_RATE_GRACE_MS 5000   /* a request gets this long before its data rate counts */
+#define OVERFLOW_TIMEOUT_MS 2000 /* a connection beyond the limit must ask within this */
 #define BUSY_POLL_MAX_CONNS 8    /* busy polling only up to this many connections */
 #define HITS_FLUSH_MS 20         /* hit counters reach the store this soon after a hit */
 
@@ -42,17 +49,26 @@ struct sg_conn {
 	int handles_open;         /* handles still to close before free */
 	int in_process;           /* inside conn_process(): no re-entry */
 	int overflow;             /* beyond max_connections: 503 and close */
-	int read_stopped;         /* paused: too many pipelined bytes buffered */
+	int read_stopped;         /* not reading: pipelined bytes or unsent output past their marks */
 	int holds;                /* thread-pool work still referring to the connection */
 	int handles_closed;       /* both handles closed: free once holds is 0 */
+	int on_ready;             /* on srv->ready: pipelined requests wait for the loop */
+	uint64_t client_key;      /* hash of the peer address, counted in srv->clients (0: not) */
+	uint64_t rx_bytes;        /* bytes read from the client, all requests */
+	uint64_t req_rx_start;    /* rx_bytes when the current request began */
+	uint64_t req_start_us;    /* when the current request's first byte was parsed */
+	uint64_t write_progress_us; /* last time unsent output shrank (or began) */
 	sg_conn_t *prev, *next;   /* srv->conns list */
+	sg_conn_t *ready_prev, *ready_next; /* srv->ready list */
 };
 
 typedef struct wreq {
 	uv_write_t w;    /* libuv request */
 	sg_conn_t *conn; /* owner */
-	size_t len;      /* bytes in data */
-	char data[];     /* copy of what uv_try_write could not send */
+	size_t len;      /* bytes queued: data, then owned */
+	char *owned;     /* a body handed over by the caller (freed when written), or NULL */
+	size_t ncopy;    /* bytes in data */
+	char data[];     /* copy of what uv_try_write could not send (heads) */
 } wreq_t;
 
 static void conn_process(sg_conn_t *c);
@@ -60,6 +76,9 @@ static void conn_close(sg_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void req_finish(sg_req_t *req);
+static void set_request_id(sg_req_t *r);
+static void ready_unlink(sg_conn_t *c);
+static void client_uncount(sg_conn_t *c);
 
 static const char *status_text(int status)
 {
@@ -150,12 +169,44 @@ static void timer_stop(sg_conn_t *c)
 
 /* --- writing ------------------------------------------------------------------- */
 
+static void conn_schedule(sg_conn_t *c);
+static void conn_update_read(sg_conn_t *c);
+
+/* Unsent output at which a connection is backlogged: its requests are read
+ * and parsed no further until the client takes its answers. */
+static size_t backlog_mark(const sg_conn_t *c)
+{
+	return (size_t)c->srv->cfg->limits.max_client_backlog_bytes;
+}
+
+static void held_add(sg_server_t *srv, size_t n)
+{
+	srv->held_bytes += n;
+}
+
+static void held_sub(sg_server_t *srv, size_t n)
+{
+	assert(srv->held_bytes >= n);
+	srv->held_bytes -= n;
+}
+
+void sg__server_held(sg_server_t *srv, long delta)
+{
+	if (delta >= 0)
+		held_add(srv, (size_t)delta);
+	else
+		held_sub(srv, (size_t)-delta);
+}
+
 static void on_write(uv_write_t *w, int status)
 {
 	wreq_t *wr = (wreq_t *)w;
 	sg_conn_t *c = wr->conn;
 
 	c->write_queued -= wr->len;
+	held_sub(c->srv, wr->len);
+	c->write_progress_us = sg_now_us();
+	free(wr->owned);
 	free(wr);
 	if (status < 0) {
 		if (c->state != CONN_CLOSING)
@@ -164,54 +215,96 @@ static void on_write(uv_write_t *w, int status)
 	}
 	if (c->req.state == SG_REQ_STREAMING && c->write_queued < SG_STREAM_HIGH_WATER / 2)
 		sg__handle_writable(&c->req);
+	/* Drained below half the mark: the client takes its answers again. */
+	if (c->state == CONN_OPEN && c->write_queued < backlog_mark(c) / 2) {
+		conn_update_read(c);
+		conn_schedule(c);
+	}
 }
 
 /* Write bufs in order: as much as possible right away, the rest queued.
- * Returns 0 or a negative SG_E* code (the connection is then closing). */
-static int conn_write(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
+ * owned, when not NULL, is the last buffer's memory (malloc'd), handed over:
+ * what of it cannot be sent at once is queued without a copy and it is freed
+ * once written (or now). Returns 0 or a negative SG_E* code (the connection
+ * is then closing). */
+static int conn_write_owned(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs, char *owned)
 {
 	size_t total = 0, done = 0;
 	int n = 0;
 
-	if (c->state != CONN_OPEN)
+	assert(owned == NULL || (nbufs > 0 && bufs[nbufs - 1].base == owned));
+	if (c->state != CONN_OPEN) {
+		free(owned);
 		return SG_ECANCELED;
+	}
 	for (unsigned i = 0; i < nbufs; i++)
 		total += bufs[i].len;
 	if (c->write_queued == 0) {
 		n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
 		if (n < 0 && n != UV_EAGAIN) {
+			free(owned);
 			conn_close(c);
 			return SG_EIO;
 		}
 		done = n > 0 ? (size_t)n : 0;
-		if (done == total)
+		if (done == total) {
+			free(owned);
 			return 0;
+		}
 	}
-	wreq_t *wr = malloc(sizeof(*wr) + total - done);
+	/* What is left: a copy of the unsent heads, the owned tail by reference. */
+	size_t owned_len = owned ? bufs[nbufs - 1].len : 0;
+	size_t owned_off = 0, copy_len;
+	unsigned ncopy_bufs = owned ? nbufs - 1 : nbufs;
+	if (done >= total - owned_len) {
+		owned_off = done - (total - owned_len);
+		copy_len = 0;
+	} else {
+		copy_len = total - owned_len - done;
+	}
+	wreq_t *wr = malloc(sizeof(*wr) + copy_len);
 	if (wr == NULL) {
+		free(owned);
 		conn_close(c);
 		return SG_ENOMEM;
 	}
 	wr->conn = c;
 	wr->len = total - done;
+	wr->ncopy = copy_len;
+	wr->owned = owned;
 	char *o = wr->data;
-	for (unsigned i = 0; i < nbufs; i++) {
-		if (done >= bufs[i].len) {
-			done -= bufs[i].len;
+	size_t skip = done;
+	for (unsigned i = 0; i < ncopy_bufs && copy_len; i++) {
+		if (skip >= bufs[i].len) {
+			skip -= bufs[i].len;
 			continue;
 		}
-		memcpy(o, bufs[i].base + done, bufs[i].len - done);
-		o += bufs[i].len - done;
-		done = 0;
+		memcpy(o, bufs[i].base + skip, bufs[i].len - skip);
+		o += bufs[i].len - skip;
+		skip = 0;
 	}
-	uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+	uv_buf_t b[2];
+	unsigned nb = 0;
+	if (copy_len)
+		b[nb++] = uv_buf_init(wr->data, (unsigned)copy_len);
+	if (owned && owned_len > owned_off)
+		b[nb++] = uv_buf_init(owned + owned_off, (unsigned)(owned_len - owned_off));
+	if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, b, nb, on_write) != 0) {
+		free(wr->owned);
 		free(wr);
 		conn_close(c);
 		return SG_EIO;
 	}
+	if (c->write_queued == 0)
+		c->write_progress_us = sg_now_us();
 	c->write_queued += wr->len;
+	held_add(c->srv, wr->len);
 	return 0;
+}
+
+static int conn_write(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
+{
+	return conn_write_owned(c, bufs, nbufs, NULL);
 }
 
 /* --- closing -------------------------------------------------------------------- */
@@ -261,6 +354,137 @@ int sg__req_release(sg_req_t *req)
 	return c->state != CONN_CLOSING;
 }
 
+/* --- connections per client ----------------------------------------------------- */
+
+static uint64_t client_key_of(const uv_tcp_t *tcp)
+{
+	struct sockaddr_storage a;
+	int len = sizeof(a);
+
+	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&a, &len) != 0)
+		return 0;
+	uint64_t k;
+	if (a.ss_family == AF_INET)
+		k = sg_hash64(&((struct sockaddr_in *)&a)->sin_addr, 4, 4);
+	else if (a.ss_family == AF_INET6)
+		k = sg_hash64(&((struct sockaddr_in6 *)&a)->sin6_addr, 16, 6);
+	else
+		return 0;
+	return k ? k : 1; /* 0 means "not counted" */
+}
+
+static size_t client_count(sg_server_t *srv, uint64_t key)
+{
+	return (size_t)(uintptr_t)sg__u64map_get(&srv->clients, key);
+}
+
+/* Count c against its client; 0, or SG_ENOMEM (then it is not counted). */
+static int client_count_add(sg_conn_t *c, uint64_t key)
+{
+	sg_server_t *srv = c->srv;
+	size_t n = client_count(srv, key) + 1;
+	if (sg__u64map_put(&srv->clients, key, (void *)(uintptr_t)n) != 0)
+		return SG_ENOMEM;
+	c->client_key = key;
+	return 0;
+}
+
+static void client_uncount(sg_conn_t *c)
+{
+	sg_server_t *srv = c->srv;
+	if (c->client_key == 0)
+		return;
+	size_t n = client_count(srv, c->client_key);
+	assert(n > 0);
+	if (n <= 1)
+		sg__u64map_del(&srv->clients, c->client_key);
+	else
+		sg__u64map_put(&srv->clients, c->client_key, (void *)(uintptr_t)(n - 1));
+	c->client_key = 0;
+}
+
+/* --- pipelined requests, from the loop ------------------------------------------------ */
+
+/*
+ * A connection whose next pipelined request can be parsed is put on a list
+ * that the loop drains in its idle phase, never from inside a respond call:
+ * nothing that answers a request has to care what the next one does, and a
+ * client with thousands of requests queued gets PROCESS_BATCH answered per
+ * turn while every other connection (and /healthz) gets its turn too.
+ */
+static void ready_unlink(sg_conn_t *c)
+{
+	sg_server_t *srv = c->srv;
+	if (!c->on_ready)
+		return;
+	if (c->ready_prev)
+		c->ready_prev->ready_next = c->ready_next;
+	else
+		srv->ready = c->ready_next;
+	if (c->ready_next)
+		c->ready_next->ready_prev = c->ready_prev;
+	else
+		srv->ready_tail = c->ready_prev;
+	c->ready_prev = c->ready_next = NULL;
+	c->on_ready = 0;
+	srv->nready--;
+}
+
+static int conn_can_parse(const sg_conn_t *c)
+{
+	return c->state == CONN_OPEN &&
+	       (c->req.state == SG_REQ_NONE || c->req.state == SG_REQ_READING) &&
+	       c->write_queued < backlog_mark(c);
+}
+
+static void on_ready(uv_idle_t *h)
+{
+	sg_server_t *srv = h->data;
+	/* Those queued before this turn; one that queues itself again goes last. */
+	for (size_t n = srv->nready; n > 0 && srv->ready; n--) {
+		sg_conn_t *c = srv->ready;
+		ready_unlink(c);
+		conn_process(c);
+	}
+	if (srv->ready == NULL)
+		uv_idle_stop(h);
+}
+
+static void conn_schedule(sg_conn_t *c)
+{
+	sg_server_t *srv = c->srv;
+	if (c->on_ready || c->in_process || c->pending.len == 0 || !conn_can_parse(c))
+		return;
+	c->on_ready = 1;
+	c->ready_next = NULL;
+	c->ready_prev = srv->ready_tail;
+	if (srv->ready_tail)
+		srv->ready_tail->ready_next = c;
+	else
+		srv->ready = c;
+	srv->ready_tail = c;
+	srv->nready++;
+	if (!uv_is_active((uv_handle_t *)&srv->ready_idle))
+		uv_idle_start(&srv->ready_idle, on_ready);
+}
+
+/* Read from the client only while there is room for what it sends and it
+ * takes the answers it already has. */
+static void conn_update_read(sg_conn_t *c)
+{
+	if (c->state != CONN_OPEN)
+		return;
+	int want = c->pending.len < MAX_PENDING && c->write_queued < backlog_mark(c);
+	if (want && c->read_stopped) {
+		c->read_stopped = 0;
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+			conn_close(c);
+	} else if (!want && !c->read_stopped) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->read_stopped = 1;
+	}
+}
+
 /* Close now: whatever is in flight for the request is canceled. */
 static void conn_close(sg_conn_t *c)
 {
@@ -280,6 +504,10 @@ static void conn_close(sg_conn_t *c)
 		c->next->prev = c->prev;
 	if (!c->overflow)
 		srv->nconns--;
+	else
+		srv->noverflow--;
+	ready_unlink(c);
+	client_uncount(c);
 	uv_read_stop((uv_stream_t *)&c->tcp);
 	timer_stop(c);
 	c->handles_open = 2;
@@ -336,6 +564,13 @@ static void on_timer(uv_timer_t *t)
 			sg__proxy_retry(&c->req);
 		return;
 	case TIMER_IDLE:
+		if (c->write_queued > 0 && c->state == CONN_OPEN) {
+			/* Still sending its answers: the sweep closes it if that stalls. */
+			timer_arm(c, TIMER_IDLE, (uint64_t)c->srv->cfg->limits.idle_timeout_ms);
+			return;
+		}
+		conn_close(c);
+		return;
 	case TIMER_LINGER:
 		conn_close(c);
 		return;
@@ -399,8 +634,8 @@ static int format_head(sg_req_t *req, char *out, size_t cap, int status, const c
 	return (int)o.len;
 }
 
-void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body, size_t len,
-                 const char *extra)
+static void respond(sg_req_t *req, int status, const char *ctype, const char *body, size_t len,
+                    const char *extra, char *owned)
 {
 	char head[2048], framing[64];
 	uv_buf_t bufs[2];
@@ -413,8 +648,24 @@ void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body,
 	int n = format_head(req, head, sizeof(head), status, ctype, extra, framing);
 	bufs[0] = uv_buf_init(head, (unsigned)n);
 	bufs[1] = uv_buf_init((char *)body, (unsigned)len);
-	conn_write(req->conn, bufs, len ? 2 : 1);
+	if (owned && len == 0) {
+		free(owned);
+		owned = NULL;
+	}
+	conn_write_owned(req->conn, bufs, len ? 2 : 1, owned);
 	req_finish(req);
+}
+
+void sg__respond(sg_req_t *req, int status, const char *ctype, const char *body, size_t len,
+                 const char *extra)
+{
+	respond(req, status, ctype, body, len, extra, NULL);
+}
+
+void sg__respond_owned(sg_req_t *req, int status, const char *ctype, char *body, size_t len,
+                       const char *extra)
+{
+	respond(req, status, ctype, body, len, extra, body);
 }
 
 static void respond_error_v(sg_req_t *req, int status, const char *extra, const char *type,
@@ -521,13 +772,9 @@ static void req_finish(sg_req_t *req)
 		return;
 	}
 	timer_arm(c, TIMER_IDLE, (uint64_t)c->srv->cfg->limits.idle_timeout_ms);
-	if (c->pending.len)
-		conn_process(c);
-	if (c->read_stopped && c->state == CONN_OPEN) {
-		c->read_stopped = 0;
-		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-			conn_close(c);
-	}
+	/* The next pipelined request starts from the loop, not from here. */
+	conn_schedule(c);
+	conn_update_read(c);
 }
 
 void sg__req_retry_after(sg_req_t *req, uint64_t ms)
@@ -580,7 +827,11 @@ static int on_message_begin(llhttp_t *p)
 	r->keep_alive = 1;
 	r->id[0] = '\0';
 	r->cache.state = SG_RC_OFF;
-	timer_arm(c, TIMER_REQUEST, (uint64_t)c->srv->cfg->limits.request_timeout_ms);
+	c->req_start_us = sg_now_us();
+	c->req_rx_start = c->rx_bytes;
+	timer_arm(c, TIMER_REQUEST, c->overflow ? SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
+	                                                 (uint64_t)c->srv->cfg->limits.request_timeout_ms)
+	                                        : (uint64_t)c->srv->cfg->limits.request_timeout_ms);
 	return 0;
 }
 
@@ -680,7 +931,7 @@ static int on_headers_complete(llhttp_t *p)
 
 	r->method = (uint8_t)llhttp_get_method(p);
 	r->http_minor = llhttp_get_http_major(p) == 1 ? (uint8_t)llhttp_get_http_minor(p) : 0;
-	r->keep_alive = (uint8_t)llhttp_should_keep_alive(p);
+	r->keep_alive = (uint8_t)llhttp_should_keep_alive(p) && !c->overflow;
 	set_request_id(r);
 	if ((p->flags & F_CONTENT_LENGTH) && p->content_length > (uint64_t)lim->max_body_bytes)
 		return fail(c, 413);
@@ -708,6 +959,7 @@ static int on_message_complete(llhttp_t *p)
 {
 	sg_conn_t *c = CONN(p);
 	timer_stop(c);
+	c->req_start_us = 0;
 	c->req.start_us = sg_now_us();
 	req_set_state(&c->req, SG_REQ_HANDLING);
 	return HPE_PAUSED; /* one request at a time: the rest waits */
@@ -777,25 +1029,28 @@ static size_t feed(sg_conn_t *c, const char *p, size_t n)
 	}
 }
 
-/* Parse buffered pipelined requests while no request is being handled. */
+/* Parse buffered pipelined requests while no request is being handled and
+ * the client takes its answers, PROCESS_BATCH at most: the rest wait for the
+ * loop's next turn. */
 static void conn_process(sg_conn_t *c)
 {
+	int batch = PROCESS_BATCH;
+
 	if (c->in_process)
 		return;
 	c->in_process = 1;
-	while (c->state == CONN_OPEN && c->pending.len > 0 &&
-	       (c->req.state == SG_REQ_NONE || c->req.state == SG_REQ_READING)) {
+	while (c->pending.len > 0 && conn_can_parse(c) && batch > 0) {
+		int was_reading = c->req.state == SG_REQ_READING;
 		size_t used = feed(c, c->pending.data, c->pending.len);
 		sg_buf_consume(&c->pending, used);
+		if (!was_reading || c->req.state != SG_REQ_READING)
+			batch--;
+		if (used == 0)
+			break;
 	}
 	c->in_process = 0;
-	/* Room again (a request being read from the buffer may need more bytes). */
-	if (c->read_stopped && c->state == CONN_OPEN && c->pending.len < MAX_PENDING &&
-	    c->req.state != SG_REQ_HANDLING && c->req.state != SG_REQ_STREAMING) {
-		c->read_stopped = 0;
-		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-			conn_close(c);
-	}
+	conn_schedule(c); /* more to do: next turn */
+	conn_update_read(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -829,40 +1084,33 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->state == CONN_LINGER || c->state == CONN_SHUTDOWN || n == 0)
 		goto out;
-	if (c->pending.len > 0 || c->in_process ||
-	    c->req.state == SG_REQ_HANDLING || c->req.state == SG_REQ_STREAMING) {
-		/* Busy: keep the bytes for later; past the mark, stop reading. */
-		if (sg_buf_append(&c->pending, p, n) != 0) {
-			conn_close(c); /* never drop bytes of a stream silently */
-			goto out;
+	c->rx_bytes += n;
+	if (c->pending.len == 0 && !c->in_process && conn_can_parse(c)) {
+		/* The common case: parse straight out of the read buffer. */
+		sg__server_kick(srv);
+		c->in_process = 1;
+		int batch = PROCESS_BATCH;
+		while (n > 0 && conn_can_parse(c) && batch > 0) {
+			int was_reading = c->req.state == SG_REQ_READING;
+			size_t used = feed(c, p, n);
+			p += used;
+			n -= used;
+			if (!was_reading || c->req.state != SG_REQ_READING)
+				batch--;
+			if (used == 0)
+				break;
 		}
-		if (c->pending.len >= MAX_PENDING) {
-			uv_read_stop(s);
-			c->read_stopped = 1;
-		}
-		conn_process(c);
-		goto out;
+		c->in_process = 0;
 	}
-	sg__server_kick(srv);
-	c->in_process = 1;
-	while (n > 0 && c->state == CONN_OPEN &&
-	       (c->req.state == SG_REQ_NONE || c->req.state == SG_REQ_READING)) {
-		size_t used = feed(c, p, n);
-		p += used;
-		n -= used;
-	}
-	c->in_process = 0;
+	/* Busy, backlogged or out of turn: keep the rest for later. */
 	if (n > 0 && c->state == CONN_OPEN) {
 		if (sg_buf_append(&c->pending, p, n) != 0) {
-			conn_close(c);
-		} else {
-			if (c->pending.len >= MAX_PENDING) {
-				uv_read_stop(s);
-				c->read_stopped = 1;
-			}
-			conn_process(c);
+			conn_close(c); /* cannot happen within the marks; never drop bytes */
+			goto out;
 		}
+		conn_schedule(c);
 	}
+	conn_update_read(c);
 out:
 	if (buf->base == srv->rbuf)
 		srv->rbuf_busy = 0;
@@ -872,6 +1120,8 @@ out:
 
 /* --- accepting ------------------------------------------------------------------------ */
 
+static sg_log_limit_t refused_log; /* refused connections: a flood must not flood the log */
+
 static void on_connection(uv_stream_t *l, int status)
 {
 	sg_server_t *srv = l->data;
@@ -879,12 +1129,18 @@ static void on_connection(uv_stream_t *l, int status)
 	sg_conn_t *c;
 
 	if (status < 0) {
-		sg_log_warn("accept: %s", uv_strerror(status));
+		/* EMFILE and the like: libuv accepts and closes the connection itself. */
+		srv->refused_connections++;
+		sg_log_limited(&refused_log, SG_LOG_WARN, "accept: %s%s", uv_strerror(status),
+		               status == UV_EMFILE || status == UV_ENFILE
+		                       ? " (file-descriptor limit reached: connection refused; raise "
+		                         "`ulimit -n` or lower limits.max_connections)"
+		                       : "");
 		return;
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
-		sg_log_error("accept: out of memory");
+		sg_log_limited(&refused_log, SG_LOG_ERROR, "accept: out of memory");
 		return;
 	}
 	c->srv = srv;
@@ -912,20 +1168,113 @@ static void on_connection(uv_stream_t *l, int status)
 		srv->conns->prev = c;
 	srv->conns = c;
 
-	if (srv->nconns >= (size_t)lim->max_connections) {
+	const char *refuse = NULL;
+	uint64_t key = lim->max_connections_per_client > 0 ? client_key_of(&c->tcp) : 0;
+	if (srv->nconns >= (size_t)lim->max_connections)
+		refuse = "connection limit";
+	else if (key && client_count(srv, key) >= (size_t)lim->max_connections_per_client)
+		refuse = "per-client connection limit";
+	else if (key && client_count_add(c, key) != 0)
+		refuse = "out of memory";
+	if (refuse) {
+		/*
+		 * Beyond a limit. Up to limits.health_connections such connections are
+		 * still read, briefly: an orchestrator's /healthz and /readyz are answered
+		 * (a busy gateway is not a dead one), anything else gets 503. Past those,
+		 * the connection is closed at once.
+		 */
 		c->overflow = 1;
+		srv->noverflow++;
+		srv->refused_connections++;
+		sg_log_limited(&refused_log, SG_LOG_WARN, "%s reached (%ld): refusing a connection",
+		               refuse, strcmp(refuse, "connection limit") == 0
+		                               ? lim->max_connections
+		                               : lim->max_connections_per_client);
+		if (srv->noverflow > (size_t)lim->health_connections) {
+			conn_close(c);
+			return;
+		}
 		c->req.keep_alive = 0;
-		set_request_id(&c->req);
-		sg_log_warn("connection limit (%ld) reached: refusing a connection", lim->max_connections);
-		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-		sg__respond_error(&c->req, 503, "server_error", "overloaded",
-		                  "too many connections (limit %ld)", lim->max_connections);
+		timer_arm(c, TIMER_REQUEST, SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
+		                                   (uint64_t)lim->request_timeout_ms));
+		if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+			conn_close(c);
 		return;
 	}
 	srv->nconns++;
 	timer_arm(c, TIMER_IDLE, (uint64_t)lim->idle_timeout_ms);
 	if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
 		conn_close(c);
+}
+
+int sg__req_refused(sg_req_t *req)
+{
+	sg_conn_t *c = req->conn;
+	sg_server_t *srv = c->srv;
+	const sg_limits_t *lim = &srv->cfg->limits;
+
+	if (c->overflow) {
+		req->keep_alive = 0;
+		sg__respond_error_h(req, 503, "Retry-After: 1\r\n", "server_error", "overloaded",
+		                    "too many connections (limit %ld%s)", lim->max_connections,
+		                    lim->max_connections_per_client ? ", or per client" : "");
+		return 1;
+	}
+	if (lim->max_held_bytes > 0 && srv->held_bytes > (size_t)lim->max_held_bytes) {
+		srv->shed_requests++;
+		sg_log_limited(&srv->shed_log, SG_LOG_WARN,
+		               "%zu bytes held for clients (limits.max_held_bytes %ld): shedding "
+		               "requests with 503", srv->held_bytes, lim->max_held_bytes);
+		sg__respond_error_h(req, 503, "Retry-After: 1\r\n", "server_error", "overloaded",
+		                    "semgate holds too much unsent output; retry shortly");
+		return 1;
+	}
+	return 0;
+}
+
+/* Once a second: requests arriving too slowly get 408, clients that take
+ * nothing of their answers for idle_timeout_ms are closed. */
+static void on_sweep(uv_timer_t *t)
+{
+	sg_server_t *srv = t->data;
+	const sg_limits_t *lim = &srv->cfg->limits;
+	uint64_t now = sg_now_us();
+	uint64_t grace_us = (uint64_t)SG_MIN((long)MIN_RATE_GRACE_MS, lim->request_timeout_ms) * 1000u;
+
+	for (sg_conn_t *c = srv->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->state != CONN_OPEN)
+			continue;
+		if (c->write_queued > 0 &&
+		    now - c->write_progress_us > (uint64_t)lim->idle_timeout_ms * 1000u) {
+			sg_log_limited(&srv->slow_log, SG_LOG_WARN,
+			               "a client took none of its %zu unsent bytes for %ld ms: closing",
+			               c->write_queued, lim->idle_timeout_ms);
+			srv->slow_clients++;
+			conn_close(c);
+			continue;
+		}
+		if (lim->min_request_bytes_per_s > 0 && c->req.state == SG_REQ_READING &&
+		    c->req_start_us && now - c->req_start_us > grace_us) {
+			uint64_t got = c->rx_bytes - c->req_rx_start;
+			uint64_t want = (uint64_t)lim->min_request_bytes_per_s * (now - c->req_start_us) /
+			                1000000u;
+			if (got < want) {
+				srv->slow_clients++;
+				sg_log_limited(&srv->slow_log, SG_LOG_WARN,
+				               "a request arrived at %llu bytes/s (limits.min_request_bytes_per_s "
+				               "%ld): 408",
+				               (unsigned long long)(got * 1000000u / (now - c->req_start_us)),
+				               lim->min_request_bytes_per_s);
+				c->req.keep_alive = 0;
+				if (c->req.id[0] == '\0')
+					set_request_id(&c->req);
+				sg__respond_error(&c->req, 408, "invalid_request_error", "request_timeout",
+				                  "the request arrived slower than %ld bytes/s",
+				                  lim->min_request_bytes_per_s);
+			}
+		}
+	}
 }
 
 /* --- server lifecycle --------------------------------------------------------------------- */
@@ -944,6 +1293,10 @@ static void server_maybe_done(sg_server_t *srv)
 	uv_close((uv_handle_t *)&srv->drain_timer, noop_close);
 	uv_idle_stop(&srv->spin);
 	uv_close((uv_handle_t *)&srv->spin, noop_close);
+	uv_idle_stop(&srv->ready_idle);
+	uv_close((uv_handle_t *)&srv->ready_idle, noop_close);
+	uv_timer_stop(&srv->sweep_timer);
+	uv_close((uv_handle_t *)&srv->sweep_timer, noop_close);
 	if (srv->cache) {
 		uv_timer_stop(&srv->maint_timer);
 		uv_close((uv_handle_t *)&srv->maint_timer, noop_close);
@@ -1029,6 +1382,37 @@ static void on_maintenance(uv_timer_t *t)
 	}
 }
 
+/*
+ * Every client connection can have an upstream connection beside it, plus the
+ * overflow connections, the store and the loop's own descriptors: check that
+ * the process may open that many, raise the soft limit where the hard one
+ * allows, and say so where it does not (connections past the limit would
+ * otherwise be closed by libuv without a word).
+ */
+static void check_fd_limit(const sg_limits_t *lim)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)lim->max_connections * 2 + (rlim_t)lim->health_connections + 128;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return;
+	rlim_t old = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+	if (rl.rlim_cur > old && setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		sg_log_info("file-descriptor limit raised from %llu to %llu for max_connections %ld",
+		            (unsigned long long)old, (unsigned long long)rl.rlim_cur,
+		            lim->max_connections);
+	else
+		rl.rlim_cur = old;
+	if (rl.rlim_cur < need)
+		sg_log_warn("the file-descriptor limit (%llu, hard %llu) is below the ~%llu that "
+		            "limits.max_connections %ld needs: connections past it are refused "
+		            "(raise `ulimit -n`, or lower limits.max_connections)",
+		            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+		            (unsigned long long)need, lim->max_connections);
+}
+
 int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
                   sg_cache_t *cache, sg_embed_local_t *embedder)
 {
@@ -1049,6 +1433,8 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		return SG_ENOMEM;
 	}
 	srv->id_seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
+	check_fd_limit(&cfg->limits);
+	sg__u64map_init(&srv->clients);
 
 	llhttp_settings_init(&srv->parser_settings);
 	srv->parser_settings.on_message_begin = on_message_begin;
@@ -1135,6 +1521,12 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	srv->drain_timer.data = srv;
 	uv_idle_init(loop, &srv->spin);
 	srv->spin.data = srv;
+	uv_idle_init(loop, &srv->ready_idle);
+	srv->ready_idle.data = srv;
+	uv_timer_init(loop, &srv->sweep_timer);
+	srv->sweep_timer.data = srv;
+	uv_timer_start(&srv->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
+	uv_unref((uv_handle_t *)&srv->sweep_timer);
 	if (cache) {
 		srv->last_checkpoint_s = (int64_t)time(NULL);
 		uv_timer_init(loop, &srv->maint_timer);
@@ -1173,5 +1565,6 @@ void sg_server_free(sg_server_t *srv)
 	sg_upstream_headers_free(srv->embed_headers);
 	sg_router_free(srv->router);
 	sg_stats_free(srv->stats);
+	sg__u64map_free(&srv->clients);
 	free(srv);
 }

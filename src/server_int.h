@@ -18,6 +18,8 @@
 #include "semgate/config.h"
 #include "semgate/server.h"
 #include "semgate/upstream.h"
+#include "semgate/log.h"
+#include "u64map.h"
 
 typedef struct sg_conn sg_conn_t;
 
@@ -61,6 +63,7 @@ typedef struct sg_proxy {
 	long status;                  /* upstream HTTP status */
 	char content_type[128];       /* upstream Content-Type */
 	sg_buf_t body;                /* buffered upstream body (non-streamed, or an error) */
+	size_t held;                  /* of it, bytes counted in the server's held_bytes */
 	sg_buf_t out;                 /* translated output */
 	int saw_done;                 /* "data: [DONE]" went through */
 	char tail[16];                /* last bytes seen, to find [DONE] across reads */
@@ -183,6 +186,18 @@ struct sg_server {
 	time_t date_sec;          /* the second date is for */
 	char rbuf[65536];         /* shared read buffer: parsed in the read callback */
 	int rbuf_busy;            /* handed to libuv for a read */
+	uv_idle_t ready_idle;     /* drains `ready` from the loop */
+	sg_conn_t *ready, *ready_tail; /* connections with pipelined requests to parse */
+	size_t nready;            /* on that list */
+	uv_timer_t sweep_timer;   /* slow requests and stalled writers, once a second */
+	size_t held_bytes;        /* unsent output + buffered upstream replies, all clients */
+	size_t noverflow;         /* connections beyond a limit (health only, then closed) */
+	sg_u64map_t clients;      /* peer address hash -> open connections (per-client cap) */
+	uint64_t refused_connections; /* beyond a connection limit, or accept failed */
+	uint64_t shed_requests;   /* answered 503 because of limits.max_held_bytes */
+	uint64_t slow_clients;    /* closed for a slow request or for not reading */
+	sg_log_limit_t shed_log;  /* rate limits for lines a client can cause */
+	sg_log_limit_t slow_log;
 };
 
 /* Response API for the handlers (server.c). Each of respond/respond_error/
@@ -191,6 +206,10 @@ struct sg_server {
 /** Send a complete response. extra_headers: preformatted "Name: v\r\n" lines or NULL. */
 void sg__respond(sg_req_t *req, int status, const char *content_type, const char *body,
                  size_t len, const char *extra_headers);
+/** sg__respond() with a body the caller hands over (malloc'd): what cannot
+ * be sent at once is queued without a copy; freed once written. */
+void sg__respond_owned(sg_req_t *req, int status, const char *content_type, char *body,
+                       size_t len, const char *extra_headers);
 /** Send an OpenAI-style error: {"error":{"message","type","code"}}. code may be NULL. */
 void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -206,6 +225,15 @@ void sg__stream_begin(sg_req_t *req, int status, const char *content_type,
 long sg__stream_write(sg_req_t *req, const char *p, size_t n);
 /** Finish a streamed response. */
 void sg__stream_end(sg_req_t *req);
+
+/** Whether the request must be refused before any work (it came on a
+ * connection beyond a limit, or the process holds limits.max_held_bytes for
+ * clients): if so it was answered with 503 and 1 is returned. Health checks
+ * ask before this. */
+int sg__req_refused(sg_req_t *req);
+/** Account bytes held for a client outside the connection's output (a
+ * buffered upstream reply): +n when taken, -n when released. */
+void sg__server_held(sg_server_t *srv, long delta);
 
 /** Look up a request header (case-insensitive). Borrowed until the request ends. */
 int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out);

@@ -86,6 +86,15 @@ typedef struct sg_limits {
 	long drain_timeout_ms;   /* grace period for in-flight work on SIGTERM */
 	long max_response_bytes; /* buffered upstream reply cap (502) */
 	long busy_poll_us;       /* poll without sleeping this long after activity */
+	long max_client_backlog_bytes; /* a connection's unsent output above this: read
+	                                * and parse no more of its requests */
+	long max_held_bytes;     /* bytes held for clients, all connections (unsent
+	                          * replies + buffered upstream replies): above it new
+	                          * requests are shed with 503; 0: no cap */
+	long max_connections_per_client; /* open connections from one address (0: no cap) */
+	long min_request_bytes_per_s; /* a request arriving slower (after a grace) gets 408 */
+	long health_connections; /* beyond max_connections, this many more may still
+	                          * ask /healthz and /readyz */
 } sg_limits_t;
 
 /** How prompts are embedded. */

@@ -358,9 +358,17 @@ def test_max_connections():
             c = sg.connect()
             conns.append(c)
             h.expect_status(c.request("GET", "/healthz"), 200)
+        # Beyond the limit health is still answered (limits.health_connections),
+        # anything else gets 503; either way the connection then closes.
         extra = sg.connect()
         conns.append(extra)
         extra.try_send(h.build_request("GET", "/healthz"))
+        r = extra.read_partial()
+        h.expect_status(r, 200)
+        h.expect(extra.wait_closed(10), "the over-limit connection was not closed")
+        extra = sg.connect()
+        conns.append(extra)
+        extra.try_send(h.build_request("GET", "/v1/models"))
         r = extra.read_partial()
         h.expect_error(r, 503, code="overloaded")
         h.expect(extra.wait_closed(10), "the over-limit connection was not closed")

@@ -127,6 +127,45 @@ static void test_listen_forms(void)
 	sg_buf_free(&e);
 }
 
+/* Issue 9, defect 6: a nameless model once a model has fallbacks crashed
+ * the fallback check (sg_config_find_model on a NULL name). */
+static void test_nameless_model_with_fallbacks(void)
+{
+	sg_config_t *cfg = NULL;
+	sg_buf_t e;
+	CHECK(parse("{\"models\":[{\"deployments\":[{\"base_url\":\"http://h\"}]},"
+	            "{\"name\":\"b\",\"fallbacks\":[\"a\"],\"deployments\":"
+	            "[{\"base_url\":\"http://h\"}]}]}", &cfg, &e) == SG_EINVAL);
+	CHECK(cfg == NULL);
+	CHECK_CONTAINS(e.data, "models[0].name");
+	CHECK_CONTAINS(e.data, "no model named \"a\"");
+	sg_buf_free(&e);
+}
+
+/* Issue 9, defect 4: admin_key_env naming an unset or empty variable is an
+ * error, not admin endpoints open to anyone. */
+static void test_admin_key_env_unset(void)
+{
+	sg_config_t *cfg = NULL;
+	sg_buf_t e;
+	const char *j = "{\"admin_key_env\":\"SG_TEST_ADMIN\",\"models\":[{\"name\":\"m\","
+	                "\"deployments\":[{\"base_url\":\"http://h\"}]}]}";
+	unsetenv("SG_TEST_ADMIN");
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	CHECK_CONTAINS(e.data, "admin_key_env: the environment variable \"SG_TEST_ADMIN\" is unset");
+	sg_buf_free(&e);
+	setenv("SG_TEST_ADMIN", "", 1);
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	sg_buf_free(&e);
+	setenv("SG_TEST_ADMIN", "k", 1);
+	CHECK(parse(j, &cfg, &e) == 0);
+	if (cfg)
+		CHECK_STR(cfg->admin_key, "k");
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+	unsetenv("SG_TEST_ADMIN");
+}
+
 static void test_load_missing_file(void)
 {
 	sg_config_t *cfg;
@@ -145,5 +184,7 @@ int main(void)
 	test_bad_json_and_types();
 	test_listen_forms();
 	test_load_missing_file();
+	test_nameless_model_with_fallbacks();
+	test_admin_key_env_unset();
 	CHECK_DONE();
 }

@@ -1,0 +1,346 @@
+"""Hostile clients (issue 9): one client must not take the gateway down.
+
+Pipelining without reading, very long pipelines, slow clients at the
+connection limit, floods of connections and per-client caps. Memory is
+asserted as an upper bound on the process's peak RSS, never a time.
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import harness as h
+
+
+def rss_kb(pid, field="VmHWM"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise h.TestFailure("no %s in /proc/%d/status" % (field, pid))
+
+
+def chat_req(prompt, headers=None):
+    hdrs = {"Content-Type": "application/json"}
+    hdrs.update(headers or {})
+    return h.build_request("POST", "/v1/chat/completions",
+                           body=json.dumps(h.chat_body(prompt)).encode(), headers=hdrs)
+
+
+def flood_without_reading(sg, data, seconds, max_bytes):
+    """Send data over and over on one connection without reading a byte, for
+    up to `seconds` or `max_bytes`; returns (socket, bytes sent). semgate must
+    stop reading (the send blocks) rather than queue answers without bound."""
+    s = socket.create_connection((sg.host, sg.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    block = data * max(1, (256 << 10) // len(data))
+    while time.monotonic() < deadline and sent < max_bytes:
+        try:
+            sent += s.send(block)
+        except BlockingIOError:
+            time.sleep(0.005)
+        except OSError as e:
+            raise h.TestFailure("semgate dropped the pipelining client after %d bytes: %r"
+                                % (sent, e))
+    return s, sent
+
+
+def test_pipelining_without_reading_memory_bounded():
+    """Defect 1: a client pipelining requests for a cached answer and never
+    reading made semgate queue a copy of the answer per request (136 MB ->
+    1.16 GB in 8 s). Reading must stop above the connection's backlog mark."""
+    mock, sg = h.start("--quiet", limits={"max_client_backlog_bytes": 1 << 20})
+    p = h.unique("cached answer for the pipelining test " + "x" * 4000)
+    h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p)), p)
+    idle = rss_kb(sg.proc.pid, "VmRSS")
+    s, sent = flood_without_reading(sg, chat_req(p), seconds=6, max_bytes=600 << 20)
+    try:
+        peak = rss_kb(sg.proc.pid)
+        # Each request is ~4.2 KB and its answer ~4.3 KB: without back-pressure
+        # every request sent is an answer queued.
+        h.expect(peak < idle + 64 * 1024,
+                 "peak RSS %d kB after pipelining %d MB without reading (idle %d kB)",
+                 peak, sent >> 20, idle)
+        # The gateway still answers everybody else.
+        h.expect_status(sg.request("GET", "/healthz"), 200)
+        p2 = h.unique()
+        h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p2)), p2)
+    finally:
+        s.close()
+    sg.assert_alive()
+
+
+def test_pipelining_big_answers_without_reading():
+    """Defect 1 with 1 MB answers (2.5 GB and /healthz unanswered for 3 s):
+    bounded too, and buffered upstream replies are not held twice."""
+    mock, sg = h.start("--quiet")
+    p = h.unique("big [[huge=1000000]]")
+    r = sg.post_json("/v1/chat/completions", h.chat_body(p))
+    h.expect_status(r, 200)
+    h.expect(len(r.body) > 1000000, "answer of %d bytes, want over 1 MB", len(r.body))
+    idle = rss_kb(sg.proc.pid, "VmRSS")
+    s, sent = flood_without_reading(sg, chat_req(p), seconds=4, max_bytes=64 << 20)
+    try:
+        peak = rss_kb(sg.proc.pid)
+        h.expect(peak < idle + 64 * 1024, "peak RSS %d kB (idle %d kB) with 1 MB answers",
+                 peak, idle)
+        h.expect_status(sg.request("GET", "/healthz"), 200)
+    finally:
+        s.close()
+    # Misses too: each reply comes from the upstream and is queued once.
+    s, sent = flood_without_reading(
+        sg, chat_req(h.unique("big [[huge=1000000]]"), {"Cache-Control": "no-store, no-cache"}),
+        seconds=4, max_bytes=16 << 20)
+    try:
+        peak = rss_kb(sg.proc.pid)
+        h.expect(peak < idle + 64 * 1024, "peak RSS %d kB (idle %d kB) with 1 MB misses",
+                 peak, idle)
+    finally:
+        s.close()
+    sg.assert_alive()
+
+
+def test_held_bytes_cap_sheds_new_work():
+    """Defect 1: past limits.max_held_bytes (bytes held for all clients) new
+    requests get 503 overloaded instead of memory growing; health is still
+    answered, and once the output drains requests are served again."""
+    mock, sg = h.start("--quiet", limits={"max_held_bytes": 4 << 20,
+                                          "max_client_backlog_bytes": 1 << 20})
+    p = h.unique("big [[huge=1000000]]")
+    h.expect_status(sg.post_json("/v1/chat/completions", h.chat_body(p)), 200)
+    socks = []
+    try:
+        # Eight clients that never read: each holds up to its backlog mark plus
+        # one answer, together past the 4 MB cap.
+        for _ in range(8):
+            s, _ = flood_without_reading(sg, chat_req(p), seconds=0.5, max_bytes=8 << 20)
+            socks.append(s)
+        r = sg.post_json("/v1/chat/completions", h.chat_body(h.unique()))
+        h.expect_error(r, 503, code="overloaded")
+        h.expect_eq(r.header("Retry-After"), "1", "Retry-After of a shed request")
+        h.expect_status(sg.request("GET", "/healthz"), 200)
+        h.expect_status(sg.request("GET", "/readyz"), 200)
+    finally:
+        for s in socks:
+            s.close()
+
+    def served():
+        r = sg.post_json("/v1/chat/completions", h.chat_body("after the drain"))
+        return r.status == 200
+    h.wait_for(served, timeout=15, what="requests served again once the clients left")
+    sg.assert_alive()
+
+
+def test_twenty_thousand_pipelined_answered_in_order():
+    """Defect 2: 20,000 pipelined chat requests on one connection were reset
+    after ~270 answers. Every one is answered, in order (each its own prompt,
+    forwarded to the upstream)."""
+    mock, sg = h.start("--quiet")
+    n = 20000
+    data = b"".join(chat_req("pipelined %d" % i, {"Cache-Control": "no-store"})
+                    for i in range(n))
+    with sg.connect(timeout=60) as c:
+        errors = []
+
+        def sender():
+            try:
+                c.sock.sendall(data)
+            except OSError as e:
+                errors.append(e)
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        for i in range(n):
+            try:
+                r = c.read_response("POST")
+            except h.ConnectionClosed as e:
+                raise h.TestFailure("connection closed after %d of %d answers: %s" % (i, n, e))
+            if r.status != 200:
+                raise h.TestFailure("request %d answered %d: %r" % (i, r.status, r.body[:200]))
+            want = "mock answer to: pipelined %d" % i
+            got = r.json()["choices"][0]["message"]["content"]
+            if got != want:
+                raise h.TestFailure("answer %d is %r, want %r (out of order)" % (i, got, want))
+        t.join(30)
+        h.expect(not errors, "sending failed: %r", errors)
+        h.expect_status(c.request("GET", "/healthz"), 200)
+    sg.assert_alive()
+
+
+def test_slow_clients_at_limit_health_answered():
+    """Weakness: slow clients holding every slot made /healthz 503. Health is
+    answered beyond the limit; other requests there get 503; and a request
+    arriving slower than limits.min_request_bytes_per_s gets 408 after its
+    grace, freeing its slot."""
+    mock, sg = h.start("--quiet", limits={"max_connections": 8, "health_connections": 4,
+                                          "min_request_bytes_per_s": 200,
+                                          "request_timeout_ms": 60000})
+    slow = []
+    try:
+        for _ in range(8):
+            c = sg.connect(timeout=30)
+            c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            slow.append(c)
+        # Every slot is held: health still answers, work is refused.
+        with sg.connect() as c:
+            r = c.request("GET", "/healthz")
+            h.expect_status(r, 200)
+            h.expect(c.wait_closed(10), "a health connection beyond the limit stays open")
+        with sg.connect() as c:
+            h.expect_status(c.request("GET", "/readyz"), 200)
+        with sg.connect() as c:
+            r = c.request("POST", "/v1/chat/completions", body=h.chat_body("refused"))
+            h.expect_error(r, 503, code="overloaded")
+        # The slow ones are cut off once their rate counts (5 s grace).
+        for c in slow:
+            r = c.read_partial()
+            h.expect_error(r, 408, code="request_timeout")
+        # Their slots come back once the 408s are out (after a short linger).
+        p = h.unique()
+        h.wait_for(lambda: sg.post_json("/v1/chat/completions", h.chat_body(p)).status == 200,
+                   timeout=15, what="a request served once the slow clients were cut off")
+    finally:
+        for c in slow:
+            c.close()
+    sg.assert_alive()
+
+
+def test_connection_flood_beyond_limit():
+    """Weakness: a flood of connections beyond the limit; each refusal logged
+    a WARN line (a log-flood vector). semgate stays up, answers health on its
+    reserve, and rate-limits the lines."""
+    mock, sg = h.start("--quiet", limits={"max_connections": 16, "health_connections": 8})
+    held = []
+    try:
+        for _ in range(16):
+            c = sg.connect()
+            h.expect_status(c.request("GET", "/healthz"), 200)
+            held.append(c)
+        flood = []
+        for _ in range(300):
+            try:
+                flood.append(socket.create_connection((sg.host, sg.port), timeout=5))
+            except OSError:
+                pass
+        time.sleep(0.5)
+        for s in flood:
+            s.close()
+        for c in held:
+            h.expect_status(c.request("GET", "/healthz"), 200)
+    finally:
+        for c in held:
+            c.close()
+
+    def fresh_ok():
+        try:
+            return h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200
+        except (OSError, h.TestFailure):
+            return False
+    h.wait_for(fresh_ok, timeout=10, what="a new connection after the flood")
+    lines = [l for l in sg.log().splitlines() if "refusing a connection" in l]
+    h.expect(0 < len(lines) <= 10, "%d 'refusing a connection' lines for 300 refusals",
+             len(lines))
+    sg.assert_alive()
+
+
+def test_per_client_connection_cap():
+    """Weakness: limits.max_connections_per_client caps what one address holds."""
+    mock, sg = h.start("--quiet", limits={"max_connections_per_client": 3})
+    conns = []
+    try:
+        for _ in range(3):
+            c = sg.connect()
+            h.expect_status(c.request("GET", "/healthz"), 200)
+            conns.append(c)
+        with sg.connect() as c:
+            r = c.request("GET", "/v1/models")
+            h.expect_error(r, 503, code="overloaded")
+        conns.pop().close()
+
+        def fresh_ok():
+            try:
+                return h.request(sg.host, sg.port, "GET", "/v1/models", timeout=5).status == 200
+            except (OSError, h.TestFailure):
+                return False
+        h.wait_for(fresh_ok, timeout=10, what="a connection after one of the three closed")
+    finally:
+        for c in conns:
+            c.close()
+    sg.assert_alive()
+
+
+def test_client_not_reading_is_closed():
+    """A client that takes none of its answer for idle_timeout_ms is closed
+    (it would otherwise hold its backlog, and an upstream, forever)."""
+    mock, sg = h.start("--quiet", limits={"idle_timeout_ms": 1500})
+    p = h.unique("big [[huge=1000000]]")
+    h.expect_status(sg.post_json("/v1/chat/completions", h.chat_body(p)), 200)
+    s, _ = flood_without_reading(sg, chat_req(p), seconds=0.5, max_bytes=8 << 20)
+    try:
+        def closed():
+            return "took none of its" in sg.log()
+        h.wait_for(closed, timeout=15, what="the non-reading client closed")
+    finally:
+        s.close()
+    sg.assert_alive()
+
+
+def test_admin_key_env_unset_refuses_to_start():
+    """Defect 4: admin_key_env naming an unset variable left every admin
+    endpoint open and --check said OK. Both refuse now, naming the variable."""
+    d = h.make_temp_dir()
+    cfg = h.base_config()
+    cfg["admin_key_env"] = "SG_TEST_ADMIN_KEY_UNSET"
+    cfg["listen"] = "127.0.0.1:0"
+    cfg["cache"] = {"path": os.path.join(d, "c")}
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    env = {"SG_TEST_ADMIN_KEY_UNSET": None}
+    rc, out, err = h.run_semgate(["--check", path], env=env)
+    h.expect(rc == 1, "--check exit %d, want 1: %s%s", rc, out, err)
+    h.expect("SG_TEST_ADMIN_KEY_UNSET" in out + err and "unset or empty" in out + err,
+             "--check output does not name the variable: %s%s", out, err)
+    rc, out, err = h.run_semgate(["--config", path], env=env, timeout=20)
+    h.expect(rc != 0, "semgate started with the admin key variable unset")
+    h.expect("SG_TEST_ADMIN_KEY_UNSET" in err, "start error does not name the variable: %s", err)
+    rc, out, err = h.run_semgate(["--check", path], env={"SG_TEST_ADMIN_KEY_UNSET": "k"})
+    h.expect(rc == 0, "--check with the variable set: %d %s%s", rc, out, err)
+
+
+def test_admin_open_on_public_address_warns():
+    """Weakness: admin endpoints open (no admin_key_env) on an address other
+    than loopback are warned about loudly at start."""
+    cfg = h.base_config()
+    cfg["listen"] = "0.0.0.0:%d" % h.free_port()
+    sg = h.Semgate(cfg)
+    h.expect("admin endpoints are open to anyone" in sg.log(),
+             "no warning for open admin endpoints on 0.0.0.0: %s", sg.log())
+    sg.stop()
+    sg2 = h.Semgate(h.base_config())
+    h.expect("admin endpoints are open" not in sg2.log(), "warned on loopback: %s", sg2.log())
+
+
+def test_check_nameless_model_with_fallbacks():
+    """Defect 6: --check crashed (SIGSEGV) on a model without a name once any
+    model had fallbacks."""
+    d = h.make_temp_dir()
+    cfg = h.base_config()
+    cfg["models"].append({"fallbacks": [h.MODEL],
+                          "deployments": [{"base_url": "http://127.0.0.1:1/v1"}]})
+    cfg["models"][0]["fallbacks"] = ["nope"]
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    rc, out, err = h.run_semgate(["--check", path])
+    h.expect(rc == 1, "--check exit %d (want 1, an error; negative is a crash): %s%s",
+             rc, out, err)
+    h.expect("models[1].name" in out + err, "no error for the nameless model: %s%s", out, err)
+
+
+if __name__ == "__main__":
+    h.main()
