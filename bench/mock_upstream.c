@@ -37,6 +37,53 @@
  * gets garbage is not counted as a stream; a stream ended by [[cut]] counts
  * as "streams_cut", not "streams_aborted".
  *
+ * Hostile-upstream markers (issue 9), combinable with the above. Streams:
+ * in the OpenAI format (chat and completions) unless said otherwise.
+ *   [[clean-end]]  a stream cut by [[cut=N]] still ends its HTTP response
+ *                  properly (the zero-size chunk; the connection stays open):
+ *                  only the missing events tell that it was cut. Any format.
+ *   [[done-in-content]]  every answer starts with the text
+ *                  "A stream of server-sent events ends with:\n\ndata: [DONE]\n\n"
+ *                  (an answer explaining SSE; streamed, it is a content piece
+ *                  of its own, the first one, so the bytes
+ *                  data: [DONE]\n\n stand contiguous inside a JSON string,
+ *                  newlines escaped). With [[cut=N]] [[clean-end]]: a stream
+ *                  that holds "data: [DONE]" yet was cut.
+ *   [[no-finish]]  streamed: the finish chunk (finish_reason "stop") is not
+ *                  sent, so no chunk carries a finish_reason, but [DONE] is;
+ *                  not streamed: "finish_reason":null.
+ *   [[sse=KIND]]   streamed only; several may be given. The junk of garbage,
+ *                  nofield and huge-line is sent in addition to the stream's
+ *                  own events, right after its first content piece (chat:
+ *                  after the role chunk and the first piece), so a reader
+ *                  that drops it still gets the whole answer:
+ *       garbage    a whole event "data: this is not json {\n\n"
+ *       nofield    a line without a field name nor a colon, then a blank
+ *                  line: "this line has no field name\n\n"
+ *       huge-line  "data: " + 2 MiB of 'x' (not JSON, no newline) + "\n\n"
+ *       comment    every event starts with a comment line ": keepalive\n"
+ *                  (valid SSE)
+ *       multiline  every JSON event is split over two data: lines after the
+ *                  comma before "choices": data: {"id":...,\ndata: "choices":...}
+ *                  (valid SSE: a reader joins data lines with "\n")
+ *       crlf       every line ends with CRLF (valid SSE)
+ *       cr         every line ends with a lone CR (valid SSE)
+ *       noblank    the last event, data: [DONE], ends with one line end
+ *                  instead of two: the stream ends without its blank line
+ *   [[body=KIND]]  non-streamed OpenAI chat/completions reply, status 200
+ *                  (a streamed request is not affected):
+ *       choices-null       the completion with "choices":[null]
+ *       choices-empty      the completion with "choices":[]
+ *       no-message         the completion with "choices":[{"index":0}]
+ *       error-and-choices  the valid completion with an "error" object first:
+ *                          {"error":{"message":"mock error beside choices",
+ *                          "type":"server_error","code":null},"id":...}
+ *       array              the body is [] (JSON, not an object)
+ *       string             the body is a JSON string: "mock answer to: ..."
+ *   [[ok-status=CODE]]  a successful reply (any API and format, streamed or
+ *                  not) is sent with status CODE (200-299), e.g. 201 or 206,
+ *                  its body unchanged.
+ *
  * Design: one thread, one loop. llhttp parses requests as bytes arrive; each
  * complete request becomes a reply. A reply that can go out at once is
  * serialised straight into the connection's output buffer, flushed once per
@@ -114,6 +161,37 @@ struct stream {
 	const char *text;	/* answers, concatenated (a tool call's arguments) */
 	const char *tool;	/* [[tool=NAME]]: NAME (not NUL-terminated), or NULL */
 	size_t tool_len;	/* bytes of tool */
+	int status;		/* [[ok-status=CODE]], or 0 for 200 */
+	int clean_end;		/* [[clean-end]]: a cut ends the HTTP reply properly */
+	int no_finish;		/* [[no-finish]]: no finish chunk */
+	unsigned sse;		/* [[sse=KIND]]: SSE_* bits */
+	size_t pre;		/* [[done-in-content]]: bytes of the first piece of an answer */
+};
+
+/* [[sse=KIND]] bits. */
+enum {
+	SSE_GARBAGE = 1,
+	SSE_NOFIELD = 2,
+	SSE_HUGE_LINE = 4,
+	SSE_COMMENT = 8,
+	SSE_MULTILINE = 16,
+	SSE_CRLF = 32,
+	SSE_CR = 64,
+	SSE_NOBLANK = 128
+};
+
+#define HUGE_LINE	((size_t)2 * 1024 * 1024)	/* [[sse=huge-line]] bytes of 'x' */
+#define DONE_TEXT	"A stream of server-sent events ends with:\n\ndata: [DONE]\n\n"
+
+/* [[body=KIND]]: a 200 that is not a chat completion. */
+enum {
+	BODY_ANSWER,		/* the real answer */
+	BODY_CHOICES_NULL,
+	BODY_CHOICES_EMPTY,
+	BODY_NO_MESSAGE,
+	BODY_ERROR_AND_CHOICES,
+	BODY_ARRAY,
+	BODY_STRING
 };
 
 enum {
@@ -438,6 +516,8 @@ static const char *reason(int status)
 {
 	switch (status) {
 	case 200: return "OK";
+	case 201: return "Created";
+	case 206: return "Partial Content";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
@@ -631,7 +711,33 @@ struct faults {
 	int64_t huge;		/* answer length, or -1 */
 	const char *tool;	/* [[tool=NAME]]: NAME, in the prompt, or NULL */
 	size_t tool_len;	/* bytes of tool */
+	int clean_end;		/* [[clean-end]] */
+	int done_in_content;	/* [[done-in-content]] */
+	int no_finish;		/* [[no-finish]] */
+	unsigned sse;		/* [[sse=KIND]]: SSE_* bits */
+	int body;		/* [[body=KIND]]: BODY_* */
+	int ok_status;		/* [[ok-status=CODE]], or 0 */
 };
+
+static const char *const sse_kinds[] = {
+	"garbage", "nofield", "huge-line", "comment", "multiline", "crlf", "cr", "noblank", NULL
+};
+
+static const char *const body_kinds[] = {
+	"answer", "choices-null", "choices-empty", "no-message", "error-and-choices", "array",
+	"string", NULL
+};
+
+/* Index of s (n bytes) in a NULL-terminated list of names, or -1. */
+static int name_index(const char *const *names, const char *s, size_t n)
+{
+	int i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (strlen(names[i]) == n && memcmp(names[i], s, n) == 0)
+			return i;
+	return -1;
+}
 
 static int marker_num(const char *s, size_t n, const char *key, uint64_t max,
 		      uint64_t *out)
@@ -678,6 +784,20 @@ static void parse_faults(const char *s, size_t n, struct faults *f)
 			f->cut = (int64_t)v;
 		else if (marker_num(in, len, "huge=", MAX_HUGE, &v))
 			f->huge = (int64_t)v;
+		else if (len == 9 && memcmp(in, "clean-end", 9) == 0)
+			f->clean_end = 1;
+		else if (len == 15 && memcmp(in, "done-in-content", 15) == 0)
+			f->done_in_content = 1;
+		else if (len == 9 && memcmp(in, "no-finish", 9) == 0)
+			f->no_finish = 1;
+		else if (len > 4 && memcmp(in, "sse=", 4) == 0 &&
+			 name_index(sse_kinds, in + 4, len - 4) >= 0)
+			f->sse |= 1u << name_index(sse_kinds, in + 4, len - 4);
+		else if (len > 5 && memcmp(in, "body=", 5) == 0 &&
+			 name_index(body_kinds, in + 5, len - 5) >= 0)
+			f->body = name_index(body_kinds, in + 5, len - 5);
+		else if (marker_num(in, len, "ok-status=", 299, &v) && v >= 200)
+			f->ok_status = (int)v;
 		else if (len > 5 && len <= 5 + 64 && memcmp(in, "tool=", 5) == 0 &&
 			 strspn(in + 5, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 				"0123456789_-") >= len - 5)
@@ -773,8 +893,11 @@ static void answers_begin(struct mock *m)
 	buf_add(&m->offs, &zero, sizeof(zero));
 }
 
-static void answers_add(struct mock *m, const char *prompt, size_t len, int64_t huge)
+static void answers_add(struct mock *m, const char *prompt, size_t len, int64_t huge,
+			int done_in_content)
 {
+	if (done_in_content)
+		buf_adds(&m->ans, DONE_TEXT);
 	if (huge >= 0) {
 		if (m->ans.len + (size_t)huge > MAX_HUGE)
 			m->ans.oom = 1;	/* [[huge]] times many prompts */
@@ -803,12 +926,26 @@ static void put_usage(struct buf *b, uint64_t pt, uint64_t ct)
 /* A complete (non-streamed) chat.completion or text_completion. */
 static void completion_body(struct mock *m, enum api api, struct buf *b,
 			    const char *model, size_t model_len, uint64_t pt, uint64_t ct,
-			    const char *tool, size_t tool_len)
+			    const char *tool, size_t tool_len, int kind, int no_finish)
 {
 	const size_t *off = (const size_t *)m->offs.base;
 	size_t n = m->offs.len / sizeof(size_t) - 1, i;
+	const char *fin = no_finish ? "null" : tool != NULL ? "\"tool_calls\"" : "\"stop\"";
 
-	buf_adds(b, api == API_CHAT ? "{\"id\":\"chatcmpl-mock-" : "{\"id\":\"cmpl-mock-");
+	if (kind == BODY_ARRAY) {
+		buf_adds(b, "[]");
+		return;
+	}
+	if (kind == BODY_STRING) {
+		buf_add_jstr(b, m->ans.base, off[1]);
+		return;
+	}
+	if (kind == BODY_ERROR_AND_CHOICES)
+		buf_adds(b, "{\"error\":{\"message\":\"mock error beside choices\","
+			 "\"type\":\"server_error\",\"code\":null},\"id\":");
+	else
+		buf_adds(b, "{\"id\":");
+	buf_adds(b, api == API_CHAT ? "\"chatcmpl-mock-" : "\"cmpl-mock-");
 	buf_add_u64(b, m->next_id++);
 	buf_adds(b, api == API_CHAT ? "\",\"object\":\"chat.completion\",\"created\":"
 				    : "\",\"object\":\"text_completion\",\"created\":");
@@ -816,7 +953,12 @@ static void completion_body(struct mock *m, enum api api, struct buf *b,
 	buf_adds(b, ",\"model\":");
 	buf_add_jstr(b, model, model_len);
 	buf_adds(b, ",\"choices\":[");
-	for (i = 0; i < n; i++) {
+	if (kind == BODY_CHOICES_NULL)
+		buf_adds(b, "null");
+	else if (kind == BODY_NO_MESSAGE)
+		buf_adds(b, "{\"index\":0}");
+	for (i = 0; i < n && kind != BODY_CHOICES_NULL && kind != BODY_CHOICES_EMPTY &&
+		    kind != BODY_NO_MESSAGE; i++) {
 		if (i > 0)
 			buf_addc(b, ',');
 		if (api == API_CHAT && tool != NULL) {
@@ -827,17 +969,23 @@ static void completion_body(struct mock *m, enum api api, struct buf *b,
 			buf_add_jstr(b, tool, tool_len);
 			buf_adds(b, ",\"arguments\":");
 			buf_add_jstr(b, m->ans.base + off[i], off[i + 1] - off[i]);
-			buf_adds(b, "}}]},\"finish_reason\":\"tool_calls\"}");
+			buf_adds(b, "}}]},\"finish_reason\":");
+			buf_adds(b, fin);
+			buf_addc(b, '}');
 		} else if (api == API_CHAT) {
 			buf_adds(b, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
 			buf_add_jstr(b, m->ans.base + off[i], off[i + 1] - off[i]);
-			buf_adds(b, "},\"finish_reason\":\"stop\"}");
+			buf_adds(b, "},\"finish_reason\":");
+			buf_adds(b, fin);
+			buf_addc(b, '}');
 		} else {
 			buf_adds(b, "{\"text\":");
 			buf_add_jstr(b, m->ans.base + off[i], off[i + 1] - off[i]);
 			buf_adds(b, ",\"index\":");
 			buf_add_u64(b, i);
-			buf_adds(b, ",\"logprobs\":null,\"finish_reason\":\"stop\"}");
+			buf_adds(b, ",\"logprobs\":null,\"finish_reason\":");
+			buf_adds(b, fin);
+			buf_addc(b, '}');
 		}
 	}
 	buf_adds(b, "],");
@@ -1507,7 +1655,7 @@ static void gemini_body(struct mock *m, const struct call *a, struct buf *b, uin
 
 /* A chat or text completion: complete in r->body, or as r->stream. */
 static void completion_reply(struct conn *c, struct reply *r, const struct call *a,
-			     const json_t *root, int64_t huge)
+			     const json_t *root, const struct faults *f)
 {
 	struct mock *m = c->m;
 	const json_t *t;
@@ -1523,11 +1671,12 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 		buf_addc(&m->ans, '}');
 		buf_add(&m->offs, &m->ans.len, sizeof(m->ans.len));
 	} else if (a->texts == NULL) {
-		answers_add(m, a->prompt, a->prompt_len, huge);
+		answers_add(m, a->prompt, a->prompt_len, f->huge, f->done_in_content);
 	} else {
 		for (i = 0; i < texts_count(a->texts); i++) {
 			t = texts_at(a->texts, i);
-			answers_add(m, json_string_value(t), json_string_length(t), huge);
+			answers_add(m, json_string_value(t), json_string_length(t), f->huge,
+				    f->done_in_content);
 		}
 	}
 	if (m->ans.oom || m->offs.oom) {
@@ -1545,7 +1694,8 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 			gemini_body(m, a, r->body, ct);
 		else
 			completion_body(m, a->api, r->body, a->model, a->model_len,
-					a->prompt_tokens, ct, a->tool, a->tool_len);
+					a->prompt_tokens, ct, a->tool, a->tool_len, f->body,
+					f->no_finish);
 		return;
 	}
 	r->stream = stream_new(m, a->api, a->model, a->model_len, a->prompt_tokens, ct,
@@ -1558,6 +1708,13 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 	r->stream->include_usage = json_is_true(json_object_get(
 		json_object_get(root, "stream_options"), "include_usage"));
 	r->stream->retry_after = r->retry_after;
+	r->stream->clean_end = f->clean_end;
+	if (a->fmt == FMT_OPENAI) {
+		r->stream->no_finish = f->no_finish;
+		r->stream->sse = f->sse;
+		if (f->done_in_content && a->tool == NULL)
+			r->stream->pre = sizeof(DONE_TEXT) - 1;
+	}
 	/* HTTP/1.0 has no chunked encoding: the stream ends with the connection. */
 	r->stream->chunked = llhttp_get_http_major(&c->parser) == 1 &&
 			     llhttp_get_http_minor(&c->parser) >= 1;
@@ -1646,6 +1803,11 @@ static void api_request(struct conn *c, struct reply *r, enum api api, enum fmt 
 		fprintf(stderr, "mock-upstream: fault: status=%d reset=%d delay=%" PRIu64
 			" cut=%" PRId64 " garbage=%d huge=%" PRId64 "\n", f.status,
 			f.reset, f.delay_ms, f.cut, f.garbage, f.huge);
+	if (!m->quiet && (f.clean_end || f.done_in_content || f.no_finish || f.sse || f.body ||
+			  f.ok_status))
+		fprintf(stderr, "mock-upstream: fault: clean-end=%d done-in-content=%d "
+			"no-finish=%d sse=%#x body=%s ok-status=%d\n", f.clean_end,
+			f.done_in_content, f.no_finish, f.sse, body_kinds[f.body], f.ok_status);
 	r->delay_ms += f.delay_ms;
 	r->retry_after = f.retry_after;
 	if (f.reset) {
@@ -1670,8 +1832,12 @@ static void api_request(struct conn *c, struct reply *r, enum api api, enum fmt 
 			a.tool = f.tool;
 			a.tool_len = f.tool_len;
 		}
-		completion_reply(c, r, &a, root, f.huge);
+		completion_reply(c, r, &a, root, &f);
 	}
+	if (f.ok_status && r->status == 200 && r->stream != NULL)
+		r->stream->status = f.ok_status;
+	else if (f.ok_status && r->status == 200 && !f.garbage && !f.status)
+		r->status = f.ok_status;
 	if (f.cut >= 0 && r->stream != NULL)
 		r->stream->cut = f.cut;
 	else if (f.cut >= 0)
@@ -2001,12 +2167,14 @@ static size_t utf8_boundary(const char *s, size_t len, size_t pos)
 
 static enum ev_kind stream_event(const struct stream *s, uint64_t idx, struct buf *b)
 {
-	uint64_t role = s->api == API_CHAT, pieces = s->n_answers * s->chunks, a, k;
+	uint64_t per = s->chunks + (s->pre > 0);	/* pieces of an answer */
+	uint64_t role = s->api == API_CHAT, pieces = s->n_answers * per, a, k;
+	uint64_t fin = s->no_finish ? 0 : s->n_answers;
 	const char *text;
 	size_t len, from, to;
 
-	if (idx >= role + pieces + s->n_answers + (s->include_usage ? 1 : 0))
-		idx -= role + pieces + s->n_answers + (s->include_usage ? 1 : 0);
+	if (idx >= role + pieces + fin + (s->include_usage ? 1 : 0))
+		idx -= role + pieces + fin + (s->include_usage ? 1 : 0);
 	else
 		goto data;
 	if (idx == 0) {
@@ -2020,12 +2188,22 @@ data:
 		buf_adds(b, "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
 			 "\"finish_reason\":null}]");
 	} else if ((idx -= role) < pieces) {
-		a = idx / s->chunks;
-		k = idx % s->chunks;
+		a = idx / per;
+		k = idx % per;
 		text = s->text + s->off[a];
 		len = s->off[a + 1] - s->off[a];
-		from = utf8_boundary(text, len, (size_t)(len * k / s->chunks));
-		to = utf8_boundary(text, len, (size_t)(len * (k + 1) / s->chunks));
+		if (s->pre > 0 && k == 0) {
+			from = 0;	/* [[done-in-content]]: a piece of its own */
+			to = s->pre;
+		} else {
+			if (s->pre > 0) {
+				k--;
+				text += s->pre;	/* every answer starts with it */
+				len -= s->pre;
+			}
+			from = utf8_boundary(text, len, (size_t)(len * k / s->chunks));
+			to = utf8_boundary(text, len, (size_t)(len * (k + 1) / s->chunks));
+		}
 		if (s->api == API_CHAT && s->tool != NULL) {
 			buf_adds(b, "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,");
 			if (k == 0) {
@@ -2050,7 +2228,7 @@ data:
 			buf_add_u64(b, a);
 			buf_adds(b, ",\"logprobs\":null,\"finish_reason\":null}]");
 		}
-	} else if ((idx -= pieces) < s->n_answers) {
+	} else if ((idx -= pieces) < fin) {
 		if (s->api == API_CHAT) {
 			buf_adds(b, s->tool ? "[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]"
 					    : "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]");
@@ -2154,6 +2332,62 @@ static enum ev_kind gemini_event(const struct stream *s, uint64_t idx, struct bu
 	return idx + 1 == n ? EV_DONE : EV_DATA;
 }
 
+/* [[sse=KIND]]: rewrite event idx of an OpenAI stream, in m->body, as the
+ * hostile upstream sends it (m->tmp is the scratch). */
+static void sse_mangle(struct mock *m, const struct stream *s, uint64_t idx, enum ev_kind ev)
+{
+	static const char choices[] = ",\"choices\":";
+	struct buf *b = &m->body, *t = &m->tmp;
+	const char *p = NULL, *run, *end;
+	uint64_t first_piece = s->api == API_CHAT;	/* after the role chunk */
+
+	buf_clear(t);
+	if (s->sse & SSE_COMMENT)
+		buf_adds(t, ": keepalive\n");
+	if ((s->sse & SSE_MULTILINE) && ev == EV_DATA)
+		p = memmem(b->base, b->len, choices, sizeof(choices) - 1);
+	if (p != NULL) {
+		buf_add(t, b->base, (size_t)(p + 1 - b->base));	/* through the comma */
+		buf_adds(t, "\ndata: ");
+		buf_add(t, p + 1, (size_t)(b->base + b->len - p - 1));
+	} else {
+		buf_add(t, b->base, b->len);
+	}
+	if (ev == EV_DONE && (s->sse & SSE_NOBLANK) && t->len > 0)
+		t->len--;	/* "data: [DONE]\n": no blank line */
+	if (ev == EV_DATA && idx == first_piece) {
+		if (s->sse & SSE_GARBAGE)
+			buf_adds(t, "data: this is not json {\n\n");
+		if (s->sse & SSE_NOFIELD)
+			buf_adds(t, "this line has no field name\n\n");
+		if ((s->sse & SSE_HUGE_LINE) && buf_grow(t, HUGE_LINE + 8) == 0) {
+			buf_adds(t, "data: ");
+			memset(t->base + t->len, 'x', HUGE_LINE);
+			t->len += HUGE_LINE;
+			buf_adds(t, "\n\n");
+		}
+	}
+	buf_clear(b);
+	if (!(s->sse & (SSE_CRLF | SSE_CR))) {
+		buf_add(b, t->base, t->len);
+	} else {
+		/* JSON strings hold no raw newline: every '\n' ends a line. */
+		end = t->base + t->len;
+		for (p = t->base; p < end; p = run + 1) {
+			run = memchr(p, '\n', (size_t)(end - p));
+			if (run == NULL) {
+				buf_add(b, p, (size_t)(end - p));
+				break;
+			}
+			buf_add(b, p, (size_t)(run - p));
+			buf_adds(b, (s->sse & SSE_CRLF) ? "\r\n" : "\r");
+		}
+	}
+	if (t->oom)
+		b->oom = 1;
+	buf_trim(t);
+}
+
 /* Send what is due of a stream; 1 when it is over (finished or cut), 0 when
  * it waits for the pacing timer. */
 static int stream_step(struct conn *c, struct req *q)
@@ -2163,8 +2397,8 @@ static int stream_step(struct conn *c, struct req *q)
 	enum ev_kind ev;
 
 	if (!s->started) {
-		put_head(&c->out, 200, "text/event-stream", SIZE_MAX, s->chunked,
-			 s->retry_after, !(q->flags & RF_CLOSE));
+		put_head(&c->out, s->status ? s->status : 200, "text/event-stream", SIZE_MAX,
+			 s->chunked, s->retry_after, !(q->flags & RF_CLOSE));
 		s->started = 1;
 	}
 	for (;;) {
@@ -2182,6 +2416,8 @@ static int stream_step(struct conn *c, struct req *q)
 			m->st.streams_completed++;
 			return 1;
 		}
+		if (s->sse != 0)
+			sse_mangle(m, s, s->next, ev);
 		s->next++;
 		if (s->chunked)
 			buf_addf(&c->out, "%zx\r\n", m->body.len);
@@ -2197,6 +2433,10 @@ static int stream_step(struct conn *c, struct req *q)
 		}
 	}
 	m->st.streams_cut++;
+	if (s->clean_end && s->chunked) {
+		buf_adds(&c->out, "0\r\n\r\n");	/* a proper end: the connection stays */
+		return 1;
+	}
 	q->flags |= RF_CLOSE;
 	return 1;
 }
