@@ -148,7 +148,7 @@ static int key_for(sg_cache_key_t *k, const char *prompt)
 {
 	json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "user",
 	                        "content", prompt);
-	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0};
+	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0, NULL};
 	int rc = sg_cache_key_build(k, req, SG_CACHE_CHAT, "default", "m", &ko);
 	json_decref(req);
 	return rc ? rc : k->bypass ? SG_EINVAL : 0;

@@ -105,12 +105,16 @@ typedef struct saver {
  * searches run on worker threads under its read side, and every change to an
  * index takes its write side (always inside `lock`).
  */
+/* Entries dropped from the LRU end to make room when the store is full. */
+#define FULL_EVICT 32
+
 struct sg_cache {
 	pthread_mutex_t lock;   /* everything below */
 	pthread_rwlock_t ixlock; /* scopes and their indexes */
 	sg_store_t *store;      /* LMDB */
 	sg_verify_t *verifier;  /* second look at semantic candidates, or NULL */
 	sg_cache_opts_t o;      /* options (strings borrowed from the config) */
+	sg_hash_key_t hash_key; /* the store's secret for scope and exact ids */
 	sg_u64map_t nodes;      /* id -> node_t */
 	sg_u64map_t scopes;     /* scope hash -> scope_t */
 	node_t *head, *tail;    /* LRU list, most recent first */
@@ -118,6 +122,9 @@ struct sg_cache {
 	uint64_t nbytes;        /* their bytes */
 	uint64_t evicted;       /* since start */
 	uint64_t expired;       /* since start */
+	uint64_t scope_mismatches; /* candidates of another scope under the same id */
+	int store_full;         /* the last store failed: the map is at map_size_mb */
+	uint64_t store_failures; /* stores that failed since start */
 	uint64_t *touched;      /* ids with hits_unsaved, since the last flush */
 	size_t ntouched, cap_touched; /* used, allocated */
 	size_t sweep_cursor;    /* next nodes slot the expiry sweep looks at */
@@ -523,6 +530,8 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 	sg__u64map_init(&c->nodes);
 	sg__u64map_init(&c->scopes);
 	rc = sg_store_open(&c->store, o->path, &so, err, errlen);
+	if (rc == 0)
+		sg_store_hash_key(c->store, &c->hash_key);
 	if (rc)
 		goto fail;
 	if (o->verify_hits && (rc = sg_verify_new(&c->verifier, NULL)) != 0) {
@@ -1149,6 +1158,13 @@ int sg_cache_resolve(sg_cache_t *c, const sg_cache_key_t *k, const sg_cache_cand
 		}
 		if (sg_store_get(c->store, node->id, &hit->entry) != 0)
 			continue;
+		/* The index was chosen by a 64-bit id: only an entry of this very
+		 * scope may answer, whatever collided with it. */
+		if (!same(hit->entry.m.scope_json, &k->scope)) {
+			sg_entry_free(&hit->entry);
+			c->scope_mismatches++;
+			continue;
+		}
 		hit->similarity = cand->scores[i];
 		if (c->verifier) {
 			/* The texts themselves: numbers, negations, question kinds and rare
@@ -1246,8 +1262,22 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 	}
 	drop_exact(c, k); /* a refresh (or a concurrent miss) replaces the old answer */
 	rc = sg_store_put(c->store, &in, vec, &id);
-	if (rc)
+	if (rc == SG_EFULL && c->tail) {
+		/* The store is at its configured maximum: make room the way a size cap
+		 * would, from the least recently used end, and try once more. */
+		for (int i = 0; i < FULL_EVICT && c->tail; i++) {
+			if (drop_entry(c, c->tail) != 0)
+				break;
+			c->evicted++;
+		}
+		rc = sg_store_put(c->store, &in, vec, &id);
+	}
+	if (rc) {
+		c->store_failures++;
+		c->store_full = rc == SG_EFULL;
 		goto out;
+	}
+	c->store_full = 0;
 	m.ns = in.ns;
 	m.model = in.model;
 	m.scope_json = in.scope_json;
@@ -1372,6 +1402,9 @@ void sg_cache_stats(sg_cache_t *c, sg_cache_stats_t *out)
 	}
 	out->evicted = c->evicted;
 	out->expired = c->expired;
+	out->scope_collisions = c->scope_mismatches;
+	out->store_full = c->store_full;
+	out->store_failures = c->store_failures;
 	if (sg_store_stats(c->store, &ss) == 0)
 		out->file_bytes = ss.file_bytes;
 	out->index_type = c->o.auto_hnsw ? "auto" : c->o.index_type == SG_INDEX_HNSW ? "hnsw" : "flat";
@@ -1404,4 +1437,9 @@ int sg_cache_get(sg_cache_t *c, uint64_t id, sg_entry_t *out)
 	rc = sg_store_get(c->store, id, out);
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+const sg_hash_key_t *sg_cache_hash_key(const sg_cache_t *c)
+{
+	return &c->hash_key;
 }

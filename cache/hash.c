@@ -1,4 +1,4 @@
-/* XXH64, written from the published algorithm description. */
+/* XXH64 and SipHash-2-4, written from their published descriptions. */
 #include "semgate/hash.h"
 
 #define P1 0x9E3779B185EBCA87ULL
@@ -88,4 +88,41 @@ uint64_t sg_hash64(const void *p, size_t n, uint64_t seed)
 	h *= P3;
 	h ^= h >> 32;
 	return h;
+}
+
+/* --- SipHash-2-4 ------------------------------------------------------------ */
+
+#define SIPROUND(v0, v1, v2, v3)                                                  \
+	do {                                                                      \
+		v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32);     \
+		v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                           \
+		v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                           \
+		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32);     \
+	} while (0)
+
+uint64_t sg_siphash(const sg_hash_key_t *key, const void *p, size_t n)
+{
+	const uint8_t *b = n ? p : (const uint8_t *)"";
+	uint64_t v0 = 0x736f6d6570736575ULL ^ key->k0, v1 = 0x646f72616e646f6dULL ^ key->k1;
+	uint64_t v2 = 0x6c7967656e657261ULL ^ key->k0, v3 = 0x7465646279746573ULL ^ key->k1;
+	size_t left = n;
+
+	for (; left >= 8; b += 8, left -= 8) {
+		uint64_t m = load64(b);
+		v3 ^= m;
+		SIPROUND(v0, v1, v2, v3);
+		SIPROUND(v0, v1, v2, v3);
+		v0 ^= m;
+	}
+	uint64_t last = (uint64_t)n << 56;
+	for (size_t i = 0; i < left; i++)
+		last |= (uint64_t)b[i] << (8 * i);
+	v3 ^= last;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	v0 ^= last;
+	v2 ^= 0xff;
+	for (int i = 0; i < 4; i++)
+		SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
 }

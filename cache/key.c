@@ -223,6 +223,26 @@ void sg_cache_key_free(sg_cache_key_t *k)
 	sg_buf_free(&k->prompt);
 }
 
+void sg_cache_key_ids(const sg_hash_key_t *key, const char *scope, size_t scope_len,
+                      const char *prompt, size_t prompt_len, uint64_t *scope_hash,
+                      uint64_t *exact_hash)
+{
+	static const sg_hash_key_t zero = {0, 0};
+	if (key == NULL)
+		key = &zero;
+	*scope_hash = sg_siphash(key, scope, scope_len);
+	/* the prompt under a key of its own per scope: same prompt, other scope,
+	 * unrelated ids */
+	sg_hash_key_t pk = {key->k0 ^ *scope_hash, key->k1 + 0x9E3779B97F4A7C15ULL};
+	*exact_hash = sg_siphash(&pk, prompt, prompt_len);
+}
+
+void sg_cache_key_hash(sg_cache_key_t *k, const sg_hash_key_t *key)
+{
+	sg_cache_key_ids(key, k->scope.data, k->scope.len, k->prompt.data, k->prompt.len,
+	                 &k->scope_hash, &k->exact_hash);
+}
+
 int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, const char *ns,
                        const char *model, const sg_cache_key_opts_t *opts)
 {
@@ -272,8 +292,7 @@ int sg_cache_key_build(sg_cache_key_t *k, void *rootp, enum sg_cache_kind kind, 
 	}
 	if ((rc = sg__key_canon_dump(&k->scope, scope)) != 0)
 		goto out;
-	k->scope_hash = sg_hash64(k->scope.data, k->scope.len, 0);
-	k->exact_hash = sg_hash64(k->prompt.data, k->prompt.len, k->scope_hash);
+	sg_cache_key_hash(k, opts->hash_key);
 out:
 	json_decref(scope);
 	return rc;

@@ -18,19 +18,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "semgate/cache_key.h"
 #include "semgate/hash.h"
 #include "semgate/log.h"
 #include "semgate/store.h"
 
 /* Bumped whenever the layout of any database or record changes. Format 1
- * lacked the chunked checkpoints (manifests, ckchunks): such a file is
- * upgraded in place at open, its single-record checkpoints still read. */
-#define STORE_FORMAT 2u
+ * lacked the chunked checkpoints (manifests, ckchunks), format 2 the secret
+ * scope ids are derived with (meta "hash_key": ids were an unkeyed hash that a
+ * client could collide): both are upgraded in place at open (a new secret,
+ * every entry's ids derived again, checkpoints dropped: indexes are rebuilt
+ * from the stored vectors once). */
+#define STORE_FORMAT 3u
+#define STORE_FORMAT_NO_KEY 2u
 #define STORE_FORMAT_NO_CHUNKS 1u
+#define REHASH_BATCH 1024u /* entries whose ids are derived again per write transaction */
 /* Version field of each entry record. */
 #define REC_VERSION 1u
 
@@ -82,6 +89,8 @@ struct sg_store {
 	char *scratch;        /* owned buffer for rewriting records (touch) */
 	size_t scratch_cap;   /* bytes allocated in scratch */
 	float *vecbuf;        /* owned, dim floats: aligned copy of a stored vector */
+	sg_hash_key_t hash_key; /* the secret scope and exact ids are derived under */
+	int rehash;           /* entries still carry ids of an older format: derive again */
 	char err[512];        /* last error message */
 };
 
@@ -91,7 +100,8 @@ static int drop_orphans(sg_store_t *s);
 
 static const char *const meta_format = "format", *const meta_embedder = "embedder",
 			 *const meta_dim = "dim", *const meta_next_id = "next_id",
-			 *const meta_bytes = "bytes";
+			 *const meta_bytes = "bytes", *const meta_hash_key = "hash_key",
+			 *const meta_rehash = "rehash";
 
 static void set_err(sg_store_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -597,7 +607,8 @@ static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *op
 
 	if ((err = meta_get_int(s, txn, meta_format, &format, sizeof(format))))
 		return err;
-	if (format != STORE_FORMAT && format != STORE_FORMAT_NO_CHUNKS) {
+	if (format != STORE_FORMAT && format != STORE_FORMAT_NO_KEY &&
+	    format != STORE_FORMAT_NO_CHUNKS) {
 		set_err(s, "cache at %s has store format %" PRIu32 "; this semgate uses %u: "
 			"remove the directory or start with --rebuild-cache",
 			s->dir, format, STORE_FORMAT);
@@ -623,6 +634,127 @@ static int check_identity(sg_store_t *s, MDB_txn *txn, const sg_store_opts_t *op
 	return 0;
 }
 
+/* A fresh random secret for the store's ids (getrandom: never blocks once the
+ * kernel's pool is seeded, which it is long before semgate starts). */
+static int new_hash_key(sg_store_t *s)
+{
+	uint8_t b[16];
+	size_t got = 0;
+	while (got < sizeof(b)) {
+		ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			set_err(s, "cache at %s: no random bytes for the store's secret: %s", s->dir,
+				strerror(errno));
+			return SG_EIO;
+		}
+		got += (size_t)n;
+	}
+	memcpy(&s->hash_key.k0, b, 8);
+	memcpy(&s->hash_key.k1, b + 8, 8);
+	return 0;
+}
+
+typedef struct rehash_ctx {
+	uint64_t after;  /* last id done */
+	int done;        /* no entries left */
+	uint64_t changed; /* entries whose ids changed */
+} rehash_ctx_t;
+
+/* Derive the ids of up to REHASH_BATCH entries after ctx->after again, under
+ * the store's secret: the record's header and the exact index. Idempotent: a
+ * crash in the middle is finished at the next open. */
+static int rehash_fn(sg_store_t *s, MDB_txn *txn, void *arg)
+{
+	rehash_ctx_t *c = arg;
+	MDB_cursor *cur;
+	uint8_t k[8];
+	MDB_val key = {8, k}, val;
+	unsigned n = 0;
+	uint64_t changed = 0, last = c->after;
+	int rc, err = 0;
+
+	if ((rc = mdb_cursor_open(txn, s->entries, &cur)))
+		return mdb_fail(s, rc, "mdb_cursor_open");
+	key_be(k, c->after + 1);
+	rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+	for (; rc == 0 && n < REHASH_BATCH; n++, rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		sg_entry_meta_t m;
+		uint64_t id = key_id(&key), sh, eh;
+		last = id;
+		if (rec_decode(s, &val, id, &m) != 0)
+			continue; /* a damaged record: what reads it reports it */
+		sg_cache_key_ids(&s->hash_key, m.scope_json.base, m.scope_json.len, m.prompt.base,
+				 m.prompt.len, &sh, &eh);
+		if (sh == m.scope_hash && eh == m.exact_hash)
+			continue;
+		if (val.mv_size > s->scratch_cap) {
+			char *p = realloc(s->scratch, val.mv_size);
+			if (!p) {
+				err = SG_ENOMEM;
+				break;
+			}
+			s->scratch = p;
+			s->scratch_cap = val.mv_size;
+		}
+		memcpy(s->scratch, val.mv_data, val.mv_size);
+		rec_hdr_t h;
+		memcpy(&h, s->scratch, sizeof(h));
+		h.scope_hash = sh;
+		h.exact_hash = eh;
+		h.checksum = rec_checksum(&h, s->scratch + sizeof(h), val.mv_size - sizeof(h));
+		memcpy(s->scratch, &h, sizeof(h));
+		MDB_val nv = {val.mv_size, s->scratch};
+		MDB_val ek = {sizeof(m.exact_hash), &m.exact_hash}, ev = {sizeof(id), &id};
+		rc = mdb_del(txn, s->exact, &ek, &ev);
+		if (rc && rc != MDB_NOTFOUND) {
+			err = mdb_fail(s, rc, "mdb_del(exact)");
+			break;
+		}
+		ek.mv_data = &eh;
+		if ((rc = mdb_put(txn, s->exact, &ek, &ev, 0)) ||
+		    (rc = mdb_cursor_put(cur, &key, &nv, MDB_CURRENT))) {
+			err = mdb_fail(s, rc, "mdb_put(rehash)");
+			break;
+		}
+		changed++;
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	if (rc && rc != MDB_NOTFOUND)
+		return mdb_fail(s, rc, "mdb_cursor_get(entries)");
+	c->done = rc == MDB_NOTFOUND;
+	if (c->done) {
+		MDB_val mk = {strlen(meta_rehash), (void *)meta_rehash};
+		rc = mdb_del(txn, s->meta, &mk, NULL);
+		if (rc && rc != MDB_NOTFOUND)
+			return mdb_fail(s, rc, "mdb_del(meta)");
+	}
+	c->after = last;
+	c->changed += changed;
+	return 0;
+}
+
+static int rehash_all(sg_store_t *s)
+{
+	rehash_ctx_t c = {0, 0, 0};
+	int err;
+	while (!c.done) {
+		uint64_t after = c.after, changed = c.changed;
+		if ((err = write_txn(s, rehash_fn, &c))) {
+			c.after = after; /* the transaction was rolled back */
+			c.changed = changed;
+			return err;
+		}
+	}
+	s->rehash = 0;
+	sg_log_info("cache at %s: ids of %" PRIu64 " entries derived under the store's secret",
+		    s->dir, c.changed);
+	return 0;
+}
+
 static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 {
 	const sg_store_opts_t *opts = ((open_ctx_t *)arg)->opts;
@@ -645,13 +777,6 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	}
 	if (!fresh && (err = check_identity(s, txn, opts, &format)))
 		return err;
-	/* A file of the current format opens without a write: one whose map is
-	 * full at its maximum size must still open. */
-	if (format == STORE_FORMAT_NO_CHUNKS) {
-		format = STORE_FORMAT;
-		if ((err = meta_put(s, txn, meta_format, &format, sizeof(format))))
-			return err;
-	}
 	if ((err = open_dbi(s, txn, "meta", 0, &s->meta)) ||
 	    (err = open_dbi(s, txn, "entries", 0, &s->entries)) ||
 	    (err = open_dbi(s, txn, "vectors", 0, &s->vectors)) ||
@@ -662,10 +787,41 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	    (err = open_dbi(s, txn, "manifests", MDB_INTEGERKEY, &s->manifests)) ||
 	    (err = open_dbi(s, txn, "ckchunks", 0, &s->ckchunks)))
 		return err;
+	/* A file of the current format opens without a write: one whose map is
+	 * full at its maximum size must still open. */
+	if (!fresh && format != STORE_FORMAT) {
+		/* No secret yet: make one; every entry's ids are derived again after
+		 * this transaction (sg_store_open), and checkpoints, keyed by the old
+		 * scope ids, go (the indexes are rebuilt from the vectors, once). */
+		format = STORE_FORMAT;
+		uint8_t one = 1;
+		if ((err = new_hash_key(s)) ||
+		    (err = meta_put(s, txn, meta_hash_key, &s->hash_key, sizeof(s->hash_key))) ||
+		    (err = meta_put(s, txn, meta_rehash, &one, 1)) ||
+		    (err = meta_put(s, txn, meta_format, &format, sizeof(format))))
+			return err;
+		if ((rc = mdb_drop(txn, s->checkpoints, 0)) || (rc = mdb_drop(txn, s->manifests, 0)) ||
+		    (rc = mdb_drop(txn, s->ckchunks, 0)))
+			return mdb_fail(s, rc, "mdb_drop");
+		sg_log_warn("cache at %s: upgrading to store format %u: entries get ids under a "
+			    "secret of this store; indexes are rebuilt from the stored vectors once",
+			    s->dir, STORE_FORMAT);
+	}
+	if (!fresh) {
+		MDB_val k = {strlen(meta_rehash), (void *)meta_rehash}, v;
+		if ((err = meta_get_int(s, txn, meta_hash_key, &s->hash_key, sizeof(s->hash_key))))
+			return err;
+		rc = mdb_get(txn, s->meta, &k, &v);
+		if (rc && rc != MDB_NOTFOUND)
+			return mdb_fail(s, rc, "mdb_get(meta)");
+		s->rehash = rc == 0;
+	}
 	if (fresh) {
 		uint64_t next_id = 1, bytes = 0;
 		format = STORE_FORMAT;
-		if ((err = meta_put(s, txn, meta_format, &format, sizeof(format))) ||
+		if ((err = new_hash_key(s)) ||
+		    (err = meta_put(s, txn, meta_hash_key, &s->hash_key, sizeof(s->hash_key))) ||
+		    (err = meta_put(s, txn, meta_format, &format, sizeof(format))) ||
 		    (err = meta_put(s, txn, meta_embedder, opts->embedder_id,
 				    strlen(opts->embedder_id))) ||
 		    (err = meta_put(s, txn, meta_dim, &opts->dim, sizeof(opts->dim))) ||
@@ -721,7 +877,8 @@ int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts
 		goto fail;
 	}
 	if ((err = prepare_dir(s, opts->rebuild)) || (err = env_open(s)) ||
-	    (opts->verify && (err = verify_pages(s))) || (err = write_txn(s, open_fn, &ctx)))
+	    (opts->verify && (err = verify_pages(s))) || (err = write_txn(s, open_fn, &ctx)) ||
+	    (s->rehash && (err = rehash_all(s))))
 		goto fail;
 	/* A save interrupted by a crash left chunks nothing refers to. Dropping
 	 * them needs room for the deletions: a full map keeps them (until the
@@ -2009,4 +2166,9 @@ int sg_store_stats(sg_store_t *s, sg_store_stats_t *out)
 out:
 	read_end(s);
 	return err;
+}
+
+void sg_store_hash_key(const sg_store_t *s, sg_hash_key_t *out)
+{
+	*out = s->hash_key;
 }

@@ -94,7 +94,8 @@ static void handle_stats(sg_req_t *req)
 		              "\"file_bytes\":%llu,\"index_type\":\"%s\",\"hnsw_scopes\":%llu,"
 		              "\"index_vectors\":%llu,\"unsaved_index_changes\":%llu,"
 		              "\"checkpoint_in_progress\":%s,\"checkpoint_last_ms\":%llu,"
-		              "\"scopes\":%llu,\"evicted\":%llu,\"expired\":%llu,\"threshold\":%.4f},",
+		              "\"scopes\":%llu,\"evicted\":%llu,\"expired\":%llu,\"threshold\":%.4f,"
+		              "\"store_full\":%s,\"store_failures\":%llu,\"scope_collisions\":%llu},",
 		              (unsigned long long)cs.entries, (unsigned long long)cs.bytes,
 		              (unsigned long long)cs.file_bytes, cs.index_type,
 		              (unsigned long long)cs.hnsw_scopes, (unsigned long long)cs.index_vectors,
@@ -102,15 +103,22 @@ static void handle_stats(sg_req_t *req)
 		              cs.checkpoint_in_progress ? "true" : "false",
 		              (unsigned long long)cs.checkpoint_last_ms, (unsigned long long)cs.scopes,
 		              (unsigned long long)cs.evicted, (unsigned long long)cs.expired,
-		              srv->cfg->cache.threshold);
+		              srv->cfg->cache.threshold, cs.store_full ? "true" : "false",
+		              (unsigned long long)cs.store_failures,
+		              (unsigned long long)cs.scope_collisions);
 	} else {
 		sg_buf_puts(&b, "\"cache\":{\"enabled\":false},");
 	}
 	sg_stats_json(srv->stats, &b);
 	sg_buf_puts(&b, ",\"deployments\":{");
 	sg_router_json(srv->router, sg_now_us(), &b);
-	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu}", srv->nconns,
-	              srv->upstream ? sg_upstream_active(srv->upstream) : 0);
+	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu,"
+	              "\"server\":{\"held_bytes\":%zu,\"refused_connections\":%llu,"
+	              "\"shed_requests\":%llu,\"slow_clients_closed\":%llu}}",
+	              srv->nconns, srv->upstream ? sg_upstream_active(srv->upstream) : 0,
+	              srv->held_bytes, (unsigned long long)srv->refused_connections,
+	              (unsigned long long)srv->shed_requests,
+	              (unsigned long long)srv->slow_clients);
 	respond_json(req, 200, &b);
 }
 

@@ -494,7 +494,8 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 		strcmp(cfg->cache.embed, "last_message") == 0 ? SG_EMBED_LAST_MESSAGE
 		: strcmp(cfg->cache.embed, "last_turns") == 0 ? SG_EMBED_LAST_TURNS
 		                                                : SG_EMBED_LAST_USER,
-		(int)cfg->cache.embed_turns, cfg->cache.max_temperature};
+		(int)cfg->cache.embed_turns, cfg->cache.max_temperature,
+		sg_cache_hash_key(srv->cache)};
 	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(rc), model->name,
 	                         &ko);
 	if (err == SG_ENOMEM) {
@@ -586,7 +587,12 @@ static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long
 	                         (uint32_t)(pt > 0 ? pt : 0), (uint32_t)(ct > 0 ? ct : 0), now_s(),
 	                         rc->ttl_s, &id);
 	if (err) {
-		sg_log_warn("%s: could not store the reply in the cache: %s", req->id, sg_strerror(err));
+		/* Every miss can fail the same way (a full store): one line per few. */
+		static sg_log_limit_t lim;
+		sg_log_limited(&lim, SG_LOG_WARN, "%s: could not store the reply in the cache: %s%s",
+		               req->id, sg_strerror(err),
+		               err == SG_EFULL ? " (the store is at cache.map_size_mb: requests are "
+		                                 "still served, nothing new is cached)" : "");
 		return 0;
 	}
 	return id;

@@ -76,7 +76,14 @@ typedef struct sg_cache_stats {
 	                           * start would recover from the stored vectors */
 	int checkpoint_in_progress; /* the saver thread has a checkpoint under way */
 	uint64_t checkpoint_last_ms; /* how long the last one took (0: none yet) */
+	uint64_t scope_collisions; /* candidates skipped: another scope under the same id */
+	int store_full;          /* the last store failed on a full map (map_size_mb) */
+	uint64_t store_failures; /* stores that failed since start */
 } sg_cache_stats_t;
+
+/** The secret under which this cache's scope and exact ids are derived:
+ * pass it as sg_cache_key_opts_t.hash_key. Valid while the cache is open. */
+const sg_hash_key_t *sg_cache_hash_key(const sg_cache_t *c);
 
 /**
  * Open (or create) the cache: opens the store, loads index checkpoints and

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "semgate/buf.h"
+#include "semgate/hash.h"
 
 /** Which endpoint a request is for (they never share entries). */
 enum sg_cache_kind { SG_CACHE_CHAT, SG_CACHE_COMPLETIONS };
@@ -31,18 +32,29 @@ typedef struct sg_cache_key_opts {
 	int embed_mode;         /* enum sg_cache_embed_mode */
 	int embed_turns;        /* N for SG_EMBED_LAST_TURNS */
 	double max_temperature; /* bypass above this */
+	const sg_hash_key_t *hash_key; /* the store's secret (sg_cache_hash_key()); NULL: an
+	                                * all-zero key, for tools without a store */
 } sg_cache_key_opts_t;
 
 /** A request's cache key. Owns its buffers: sg_cache_key_free(). */
 typedef struct sg_cache_key {
 	sg_buf_t scope;         /* canonical scope JSON */
 	sg_buf_t prompt;        /* the text to embed */
-	uint64_t scope_hash;    /* hash of scope */
-	uint64_t exact_hash;    /* hash of scope + prompt */
+	uint64_t scope_hash;    /* keyed hash of scope: which index (never trusted alone:
+	                         * a hit's whole scope is compared) */
+	uint64_t exact_hash;    /* keyed hash of scope + prompt */
 	const char *bypass;     /* static reason the cache must not serve it, or NULL */
 } sg_cache_key_t;
 
 void sg_cache_key_init(sg_cache_key_t *k);
+/** Derive k's scope_hash and exact_hash from its scope and prompt under key
+ * (NULL: all zero). sg_cache_key_build() does this; the store's migration of
+ * ids made by an older version does it on stored entries. */
+void sg_cache_key_hash(sg_cache_key_t *k, const sg_hash_key_t *key);
+/** The same for bytes: the ids of scope and prompt under key. */
+void sg_cache_key_ids(const sg_hash_key_t *key, const char *scope, size_t scope_len,
+                      const char *prompt, size_t prompt_len, uint64_t *scope_hash,
+                      uint64_t *exact_hash);
 void sg_cache_key_free(sg_cache_key_t *k);
 
 /**

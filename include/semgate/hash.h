@@ -1,4 +1,4 @@
-/* semgate: a fast 64-bit non-cryptographic hash for the cache's keys.
+/* semgate: the cache's hashes: a fast unkeyed one and a keyed one.
  *
  * sg_hash64() is XXH64 (Yann Collet's xxHash, 64-bit variant), written out
  * here: same constants, same output as the reference for any input and
@@ -20,5 +20,20 @@
  * of its inputs; borrows p for the duration of the call only.
  */
 uint64_t sg_hash64(const void *p, size_t n, uint64_t seed);
+
+/** A 128-bit secret key for sg_siphash(). */
+typedef struct sg_hash_key {
+	uint64_t k0, k1; /* the key's two halves (little-endian words of its 16 bytes) */
+} sg_hash_key_t;
+
+/**
+ * SipHash-2-4 (Aumasson and Bernstein), 64-bit output, of n bytes at p
+ * under key: a keyed hash whose collisions cannot be found without the key.
+ * The cache derives its scope and exact-match ids with it, from a random
+ * secret per store, so that no client can craft a prompt whose id is
+ * another tenant's. Same output as the reference for any input; borrows p
+ * for the call only.
+ */
+uint64_t sg_siphash(const sg_hash_key_t *key, const void *p, size_t n);
 
 #endif

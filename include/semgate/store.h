@@ -50,6 +50,7 @@
 #include <stdint.h>
 
 #include "semgate/common.h"
+#include "semgate/hash.h"
 
 typedef struct sg_store sg_store_t;
 
@@ -361,6 +362,11 @@ const char *sg_store_ckpt_error(const sg_store_ckpt_t *w);
  * leaves) goes with the scope's next sg_store_ckpt_begin() or the next open.
  */
 void sg_store_ckpt_free(sg_store_ckpt_t *w);
+
+/** The store's secret (random, made with the store) under which scope and
+ * exact-match ids are derived: sg_cache_key_build() with it gives the ids
+ * this store's entries carry. */
+void sg_store_hash_key(const sg_store_t *s, sg_hash_key_t *out);
 
 /**
  * Grow the map (owner only, up to max_map_size) until `bytes` more fit past

@@ -38,10 +38,13 @@ def flood_without_reading(sg, data, seconds, max_bytes):
     s.setblocking(False)
     sent = 0
     deadline = time.monotonic() + seconds
-    block = data * max(1, (256 << 10) // len(data))
+    block = memoryview(data * max(1, (256 << 10) // len(data)))
+    off = 0  # a partial send goes on where it stopped: whole requests, in order
     while time.monotonic() < deadline and sent < max_bytes:
         try:
-            sent += s.send(block)
+            k = s.send(block[off:])
+            sent += k
+            off = (off + k) % len(block)
         except BlockingIOError:
             time.sleep(0.005)
         except OSError as e:
@@ -54,13 +57,15 @@ def test_pipelining_without_reading_memory_bounded():
     """Defect 1: a client pipelining requests for a cached answer and never
     reading made semgate queue a copy of the answer per request (136 MB ->
     1.16 GB in 8 s). Reading must stop above the connection's backlog mark."""
-    mock, sg = h.start("--quiet", limits={"max_client_backlog_bytes": 1 << 20})
+    mock, sg = h.start("--quiet")  # the default mark: 1 MiB
     p = h.unique("cached answer for the pipelining test " + "x" * 4000)
     h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p)), p)
     idle = rss_kb(sg.proc.pid, "VmRSS")
     s, sent = flood_without_reading(sg, chat_req(p), seconds=6, max_bytes=600 << 20)
     try:
         peak = rss_kb(sg.proc.pid)
+        print("pipelined %d MB without reading: peak RSS %d kB (idle %d kB)"
+              % (sent >> 20, peak, idle))
         # Each request is ~4.2 KB and its answer ~4.3 KB: without back-pressure
         # every request sent is an answer queued.
         h.expect(peak < idle + 64 * 1024,
@@ -340,6 +345,30 @@ def test_check_nameless_model_with_fallbacks():
     h.expect(rc == 1, "--check exit %d (want 1, an error; negative is a crash): %s%s",
              rc, out, err)
     h.expect("models[1].name" in out + err, "no error for the nameless model: %s%s", out, err)
+
+
+def test_map_size_below_1gib_holds():
+    """Defect 7: cache.map_size_mb below 1024 was ignored (16 grew to 1 GiB).
+    The cap holds; a full store keeps serving (evicting the least recently
+    used to make room) and /stats says so."""
+    mock, sg = h.start("--quiet", config={"cache": {"map_size_mb": 16}})
+    for i in range(60):
+        p = h.unique("fill %d [[huge=400000]]" % i)
+        r = sg.post_json("/v1/chat/completions", h.chat_body(p))
+        h.expect_status(r, 200)
+    data = os.path.join(sg.config["cache"]["path"], "data.mdb")
+    size = os.path.getsize(data)
+    h.expect(size <= 16 << 20, "data.mdb is %d bytes with map_size_mb 16", size)
+    st = sg.request("GET", "/stats").json()["cache"]
+    h.expect(st["evicted"] > 0 or st["store_failures"] > 0,
+             "24 MB of answers in a 16 MB store: nothing evicted or refused: %r", st)
+    h.expect("store_full" in st, "/stats has no store_full: %r", st)
+    # still serving, and still caching what fits
+    p = h.unique("small one")
+    h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p)), p)
+    r = sg.post_json("/v1/chat/completions", h.chat_body(p))
+    h.expect_eq(r.header("X-Semgate-Cache"), "hit-exact", "X-Semgate-Cache of a repeat")
+    sg.assert_alive()
 
 
 if __name__ == "__main__":

@@ -30,13 +30,19 @@ static void vec(float *v, int a, int b, float mix)
 		v[i] /= n;
 }
 
-static void key(sg_cache_key_t *k, const char *ns, const char *prompt)
+static void key_with(sg_cache_key_t *k, const char *ns, const char *prompt,
+                     const sg_hash_key_t *hk)
 {
 	json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "user",
 	                        "content", prompt);
-	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0};
+	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0, hk};
 	sg_cache_key_build(k, req, SG_CACHE_CHAT, ns, "m", &ko);
 	json_decref(req);
+}
+
+static void key(sg_cache_key_t *k, const char *ns, const char *prompt)
+{
+	key_with(k, ns, prompt, NULL);
 }
 
 static sg_cache_t *open_cache(uint64_t max_entries, int auto_hnsw, int64_t now)
@@ -916,6 +922,136 @@ static void test_big_index_checkpoints(void)
 	sg_cache_close(c);
 }
 
+/* Issue 9, defect 3: the index is chosen by a 64-bit scope id; two scopes
+ * whose ids collide (crafted, when the ids were an unkeyed hash) must never
+ * answer each other, exactly or semantically, in either direction. */
+static void test_scope_id_collision_never_crosses(void)
+{
+	sg_cache_t *c = open_cache(0, 0, 1000);
+	sg_cache_key_t ka, kb;
+	sg_cache_hit_t hit;
+	float v[DIM], best;
+	uint64_t ida = 0, idb = 0;
+	static const sg_iovec_t ans_a = {"{\"choices\":[\"A\"]}", 18}, ans_b = {"{\"choices\":[\"B\"]}", 18};
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	sg_cache_key_init(&ka);
+	sg_cache_key_init(&kb);
+	key(&ka, "tenant-a", "what is the refund policy");
+	key(&kb, "tenant-b", "what is the refund policy");
+	CHECK(ka.scope_hash != kb.scope_hash);
+	kb.scope_hash = ka.scope_hash; /* the collision an attacker wanted */
+	kb.exact_hash = ka.exact_hash;
+	vec(v, 3, 4, 0.1f);
+	CHECK_RC(sg_cache_store(c, &ka, v, "tenant-a", "m", ans_a, 1, 1, 1000, 0, &ida), 0);
+	/* B reads nothing of A's */
+	CHECK_RC(sg_cache_lookup_exact(c, &kb, 1000, &hit), SG_ENOTFOUND);
+	CHECK_RC(sg_cache_lookup_semantic(c, &kb, v, 0.0f, 1000, &hit, &best), SG_ENOTFOUND);
+	/* B plants an answer under the same ids: A is still served its own */
+	CHECK_RC(sg_cache_store(c, &kb, v, "tenant-b", "m", ans_b, 1, 1, 1000, 0, &idb), 0);
+	for (int i = 0; i < 2; i++) {
+		int rc = i ? sg_cache_lookup_semantic(c, &ka, v, 0.0f, 1000, &hit, &best)
+		           : sg_cache_lookup_exact(c, &ka, 1000, &hit);
+		CHECK_RC(rc, 0);
+		if (rc == 0) {
+			CHECK(hit.entry.m.id == ida);
+			sg_cache_hit_free(&hit);
+		}
+	}
+	/* and with A's entry gone, A gets a miss, never B's */
+	CHECK_RC(sg_cache_delete(c, ida), 0);
+	CHECK_RC(sg_cache_lookup_exact(c, &ka, 1000, &hit), SG_ENOTFOUND);
+	CHECK_RC(sg_cache_lookup_semantic(c, &ka, v, 0.0f, 1000, &hit, &best), SG_ENOTFOUND);
+	int rc = sg_cache_lookup_semantic(c, &kb, v, 0.0f, 1000, &hit, &best);
+	CHECK_RC(rc, 0); /* B finds its own */
+	if (rc == 0) {
+		CHECK(hit.entry.m.id == idb);
+		sg_cache_hit_free(&hit);
+	}
+	sg_cache_key_free(&ka);
+	sg_cache_key_free(&kb);
+	sg_cache_close(c);
+}
+
+/* Issue 9, defect 3: ids are a keyed hash under a random secret per store;
+ * a store of format 2 (ids without a secret) gets one at open and its
+ * entries' ids are derived again, so that they are still found. */
+static void test_store_secret_and_upgrade(void)
+{
+	sg_cache_t *c = open_cache(0, 0, 1000);
+	sg_cache_key_t k;
+	sg_cache_hit_t hit;
+	float v[DIM], best;
+	uint64_t id = 0;
+	sg_hash_key_t first;
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	first = *sg_cache_hash_key(c);
+	CHECK(first.k0 != 0 || first.k1 != 0);
+	sg_cache_key_init(&k);
+	key_with(&k, "ns", "how do I reset my password", sg_cache_hash_key(c));
+	uint64_t keyed_scope = k.scope_hash;
+	vec(v, 5, 6, 0.1f);
+	CHECK_RC(sg_cache_store(c, &k, v, "ns", "m", (sg_iovec_t){"{\"choices\":[1]}", 15}, 1, 1,
+	                        1000, 0, &id), 0);
+	sg_cache_close(c);
+
+	/* Turn the file into a format-2 one: no secret, ids of the old kind. */
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta;
+	uint32_t two = 2;
+	CHECK(mdb_env_create(&env) == 0);
+	mdb_env_set_maxdbs(env, 8);
+	mdb_env_set_mapsize(env, 64u << 20);
+	CHECK(mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+	CHECK(mdb_dbi_open(txn, "meta", 0, &meta) == 0);
+	MDB_val mk = {8, "hash_key"}, fk = {6, "format"}, fv = {4, &two};
+	CHECK(mdb_del(txn, meta, &mk, NULL) == 0);
+	CHECK(mdb_put(txn, meta, &fk, &fv, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+
+	c = open_cache(0, 0, 1000);
+	CHECK(c != NULL);
+	if (!c) {
+		sg_cache_key_free(&k);
+		return;
+	}
+	const sg_hash_key_t *now = sg_cache_hash_key(c);
+	CHECK(now->k0 != first.k0 || now->k1 != first.k1); /* a new secret */
+	key_with(&k, "ns", "how do I reset my password", now);
+	CHECK(k.scope_hash != keyed_scope);
+	for (int i = 0; i < 2; i++) {
+		int rc = i ? sg_cache_lookup_semantic(c, &k, v, 0.5f, 1000, &hit, &best)
+		           : sg_cache_lookup_exact(c, &k, 1000, &hit);
+		CHECK_RC(rc, 0);
+		if (rc == 0) {
+			CHECK(hit.entry.m.id == id);
+			sg_cache_hit_free(&hit);
+		}
+	}
+	sg_cache_close(c);
+	/* the secret persists: a reopen keeps it */
+	c = open_cache(0, 0, 1000);
+	CHECK(c != NULL);
+	if (c) {
+		sg_hash_key_t again = *sg_cache_hash_key(c);
+		key_with(&k, "ns", "how do I reset my password", &again);
+		int rc = sg_cache_lookup_exact(c, &k, 1000, &hit);
+		CHECK_RC(rc, 0);
+		if (rc == 0)
+			sg_cache_hit_free(&hit);
+		sg_cache_close(c);
+	}
+	sg_cache_key_free(&k);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/sg-test-cache.%d", (int)getpid());
@@ -924,6 +1060,12 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_scopes_never_cross();
+	if (system(cmd) != 0)
+		return 1;
+	test_scope_id_collision_never_crosses();
+	if (system(cmd) != 0)
+		return 1;
+	test_store_secret_and_upgrade();
 	if (system(cmd) != 0)
 		return 1;
 	test_threshold_and_exact();

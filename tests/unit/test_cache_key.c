@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const sg_cache_key_opts_t defaults = {SG_EMBED_LAST_USER, 0, 1.0};
+static const sg_cache_key_opts_t defaults = {SG_EMBED_LAST_USER, 0, 1.0, NULL};
 
 /* Key of a JSON request text; returns 0 on success. */
 static int key_of(sg_cache_key_t *k, const char *json, enum sg_cache_kind kind, const char *ns,
@@ -108,8 +108,8 @@ static void test_modes_and_parts(void)
 	const char *other = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
 	                    "{\"role\":\"user\",\"content\":\"other\"},{\"role\":\"assistant\",\"content\":\"ans\"},"
 	                    "{\"role\":\"user\",\"content\":\"how old\\nis he?\"}]}";
-	sg_cache_key_opts_t last_msg = {SG_EMBED_LAST_MESSAGE, 0, 1.0};
-	sg_cache_key_opts_t turns = {SG_EMBED_LAST_TURNS, 2, 1.0};
+	sg_cache_key_opts_t last_msg = {SG_EMBED_LAST_MESSAGE, 0, 1.0, NULL};
+	sg_cache_key_opts_t turns = {SG_EMBED_LAST_TURNS, 2, 1.0, NULL};
 	sg_cache_key_t a, b;
 	sg_cache_key_init(&a);
 	sg_cache_key_init(&b);
@@ -239,8 +239,39 @@ static void test_canon_dump_matches_jansson(void)
 	CHECK(same == n);
 }
 
+/* SipHash-2-4 against the reference's vectors (key 00..0f, messages 00..n-1). */
+static void test_siphash_vectors(void)
+{
+	sg_hash_key_t k = {0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+	uint8_t m[64];
+	for (int i = 0; i < 64; i++)
+		m[i] = (uint8_t)i;
+	CHECK(sg_siphash(&k, m, 0) == 0x726fdb47dd0e0e31ULL);
+	CHECK(sg_siphash(&k, m, 1) == 0x74f839c593dc67fdULL);
+	CHECK(sg_siphash(&k, m, 8) == 0x93f5f5799a932462ULL);
+	CHECK(sg_siphash(&k, m, 15) == 0xa129ca6149be45e5ULL);
+	CHECK(sg_siphash(&k, m, 63) == 0x958a324ceb064572ULL);
+}
+
+/* Ids under two secrets are unrelated: a collision found under one (or
+ * without one) says nothing about another store's. */
+static void test_ids_depend_on_secret(void)
+{
+	sg_hash_key_t a = {1, 2}, b = {3, 4};
+	uint64_t sa, ea, sb, eb, s0, e0;
+	sg_cache_key_ids(&a, "scope", 5, "prompt", 6, &sa, &ea);
+	sg_cache_key_ids(&b, "scope", 5, "prompt", 6, &sb, &eb);
+	sg_cache_key_ids(NULL, "scope", 5, "prompt", 6, &s0, &e0);
+	CHECK(sa != sb && ea != eb && sa != s0 && ea != e0);
+	uint64_t s2, e2;
+	sg_cache_key_ids(&a, "scope2", 6, "prompt", 6, &s2, &e2);
+	CHECK(e2 != ea); /* same prompt, other scope */
+}
+
 int main(void)
 {
+	test_siphash_vectors();
+	test_ids_depend_on_secret();
 	test_canon_dump_matches_jansson();
 	test_canonical();
 	test_scope_separates();
