@@ -18,6 +18,7 @@
 
 #include "semgate/json_scan.h"
 #include "semgate/log.h"
+#include "semgate/sse.h"
 #include "fbuf_int.h"
 #include "server_int.h"
 
@@ -61,7 +62,8 @@ static void attempt_reset(sg_req_t *req)
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
 	px->saw_done = 0;
-	px->tail_len = 0;
+	sg_sse_reset(&px->sse);
+	sg_buf_reset(&px->sse_out);
 	sg_buf_reset(&px->body);
 	sg_buf_reset(&px->out);
 }
@@ -97,46 +99,87 @@ static void upstream_headers(const sg_req_t *req, char *out, size_t n)
 		sg__cache_headers(req, out + o.len, n - o.len);
 }
 
-/* Remember whether "data: [DONE]" has gone by, across read boundaries. */
-static void scan_done(sg_proxy_t *px, const char *p, size_t n)
-{
-	static const char marker[] = "data: [DONE]";
-	char joint[sizeof(px->tail) * 2];
-	size_t head = SG_MIN(n, sizeof(px->tail));
+static int relay_flush(sg_req_t *req);
 
-	if (px->saw_done)
-		return;
-	memcpy(joint, px->tail, px->tail_len);
-	memcpy(joint + px->tail_len, p, head);
-	if (memmem(joint, px->tail_len + head, marker, sizeof(marker) - 1) ||
-	    memmem(p, n, marker, sizeof(marker) - 1)) {
-		px->saw_done = 1;
-		return;
+/* Append one event of data d (lines joined by '\n') as "data:" lines. */
+static int put_event(sg_buf_t *o, const char *d, size_t n)
+{
+	for (;;) {
+		const char *nl = memchr(d, '\n', n);
+		size_t k = nl ? (size_t)(nl - d) : n;
+		if (sg_buf_append(o, "data: ", 6) || sg_buf_append(o, d, k) ||
+		    sg_buf_append(o, "\n", 1))
+			return SG_ENOMEM;
+		if (!nl)
+			break;
+		d += k + 1;
+		n -= k + 1;
 	}
-	if (n >= sizeof(px->tail)) {
-		memcpy(px->tail, p + n - sizeof(px->tail), sizeof(px->tail));
-		px->tail_len = sizeof(px->tail);
-	} else {
-		size_t keep = SG_MIN(px->tail_len, sizeof(px->tail) - n);
-		memmove(px->tail, px->tail + px->tail_len - keep, keep);
-		memcpy(px->tail + keep, p, n);
-		px->tail_len = keep + n;
-	}
+	return sg_buf_append(o, "\n", 1) ? SG_ENOMEM : 0;
 }
 
-/* Relay stream bytes (already in OpenAI's format) to the client. The bytes
- * are always consumed; when the socket is backed up the transfer pauses at
- * its next delivery (curl re-delivers what a pausing callback returns, so
- * pausing here would send these bytes twice). */
+/* One event of the upstream's stream (OpenAI's format, as sent or as
+ * translated): a JSON object is relayed and shown to the cache; [DONE] ends
+ * the stream; anything else is dropped and counted, so that the client
+ * always gets valid SSE. Events after [DONE] are ignored. */
+static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
+{
+	sg_req_t *req = ud;
+	sg_proxy_t *px = &req->proxy;
+
+	if (px->saw_done)
+		return 0;
+	if (kind == SG_SSE_COMMENT) {
+		/* keep-alives keep clients with read timeouts waiting: pass them on */
+		if (sg_buf_append(&px->sse_out, ":", 1) || sg_buf_append(&px->sse_out, d, n) ||
+		    sg_buf_append(&px->sse_out, "\n\n", 2))
+			return SG_ENOMEM;
+		return 0;
+	}
+	if (n == 6 && memcmp(d, "[DONE]", 6) == 0) {
+		px->saw_done = 1;
+		return sg_buf_append(&px->sse_out, "data: [DONE]\n\n", 14) ? SG_ENOMEM : 0;
+	}
+	size_t i = 0;
+	while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
+		i++;
+	if (i == n || d[i] != '{' || sg_json_scan(d, n, NULL, 0) != 0) {
+		static sg_log_limit_t lim;
+		px->sse_dropped++;
+		sg__cache_stream_broken(req);
+		sg_log_limited(&lim, SG_LOG_WARN, "upstream %s: dropped a stream event that is not "
+		               "a JSON object (%zu bytes: %.60s)", px->dep->id, n, d);
+		return 0;
+	}
+	sg__cache_stream_event(req, d, n);
+	return put_event(&px->sse_out, d, n);
+}
+
+/* Relay stream bytes (already in OpenAI's format) to the client, whole
+ * events only. The bytes are always consumed; when the socket is backed up
+ * the transfer pauses at its next delivery (curl re-delivers what a pausing
+ * callback returns, so pausing here would send these bytes twice). */
 static int relay(sg_req_t *req, const char *p, size_t n)
 {
 	sg_proxy_t *px = &req->proxy;
 
 	if (n == 0)
 		return 0;
-	scan_done(px, p, n);
-	sg__cache_stream_data(req, p, n);
-	long queued = sg__stream_write(req, p, n);
+	sg_buf_reset(&px->sse_out);
+	int rc = sg_sse_feed(&px->sse, p, n, on_event, req);
+	if (rc)
+		return rc; /* an event beyond limits.max_response_bytes, or no memory */
+	return relay_flush(req);
+}
+
+/* Write what on_event() prepared. */
+static int relay_flush(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+	if (px->sse_out.len == 0)
+		return 0;
+	long queued = sg__stream_write(req, px->sse_out.data, px->sse_out.len);
+	sg_buf_reset(&px->sse_out);
 	if (queued < 0)
 		return SG_ECANCELED;
 	if ((unsigned long)queued > SG_STREAM_HIGH_WATER)
@@ -157,7 +200,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 		px->round_retry_after_s = retry_after_s;
 	sg__fbuf_init(&o, px->content_type, sizeof(px->content_type));
 	sg__fbuf_str(&o, ctype ? ctype : "");
-	if (px->want_stream && status == 200 && ctype &&
+	if (px->want_stream && status >= 200 && status < 300 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
 		if (px->prov) {
 			px->pstream = px->prov->stream_new(px->model->name);
@@ -165,9 +208,10 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 				return SG_ENOMEM;
 		}
 		px->streaming = 1;
+		sg_sse_reset(&px->sse);
 		upstream_headers(req, extra, sizeof(extra));
 		strncat(extra, "Cache-Control: no-cache\r\n", sizeof(extra) - strlen(extra) - 1);
-		sg__stream_begin(req, 200, "text/event-stream", extra);
+		sg__stream_begin(req, (int)status, "text/event-stream", extra);
 	}
 	return 0;
 }
@@ -490,7 +534,8 @@ void sg__proxy_retry(sg_req_t *req)
 }
 
 /* The end of a streamed reply: a clean end only if the upstream's own
- * terminator came through; anything else is reported in-band. */
+ * terminator came through as an event of its own; anything else is
+ * reported in-band. */
 static void finish_stream(sg_req_t *req, int err)
 {
 	sg_proxy_t *px = &req->proxy;
@@ -498,25 +543,29 @@ static void finish_stream(sg_req_t *req, int err)
 
 	if (err == 0 && px->pstream) {
 		sg_buf_reset(&px->out);
-		if (px->prov->stream_end(px->pstream, &px->out) == 0) {
+		if (px->prov->stream_end(px->pstream, &px->out) == 0)
 			relay(req, px->out.data, px->out.len);
-			px->saw_done = 1;
-		}
+	}
+	if (err == 0 && !px->saw_done) {
+		/* "data: [DONE]\n" without its blank line, at the very end */
+		sg_buf_reset(&px->sse_out);
+		sg_sse_finish(&px->sse, on_event, req);
+		relay_flush(req);
 	}
 	if (err == 0 && px->saw_done) {
-		sg__cache_stream_end(req, 1);
+		sg__cache_stream_end(req, px->status == 200);
 		proxy_release(req);
 		sg__stream_end(req);
 		return;
 	}
+	sg__cache_stream_end(req, 0);
 	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
-	int sep = px->tail_len >= 2 && px->tail[px->tail_len - 1] == '\n' &&
-	          px->tail[px->tail_len - 2] == '\n';
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
+	/* The client has whole events only: the error event needs no separator. */
 	int n = snprintf(ev, sizeof(ev),
-	                 "%sdata: {\"error\":{\"message\":\"upstream stream interrupted: %s\","
+	                 "data: {\"error\":{\"message\":\"upstream stream interrupted: %s\","
 	                 "\"type\":\"upstream_error\",\"code\":\"upstream_stream_interrupted\"}}\n\n",
-	                 sep ? "" : "\n\n", why);
+	                 why);
 	proxy_release(req);
 	sg__stream_write(req, ev, (size_t)n);
 	sg__stream_end(req);
@@ -571,25 +620,33 @@ static void deliver(sg_req_t *req, uint64_t now)
 	 * is built (a jansson parse of the reply cost more than the rest of the
 	 * request: see semgate/json_scan.h).
 	 */
-	sg_json_field_t f[2] = {{"usage", 0, {0}}, {"choices", 0, {0}}};
-	int valid = body != NULL && sg_json_scan(body, len, f, 2) == 0;
+	sg_json_field_t f[3] = {{"usage", 0, {0}}, {"choices", 0, {0}}, {"error", 0, {0}}};
+	size_t i = 0;
+	while (body && i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' ||
+	                           body[i] == '\n'))
+		i++;
+	/* every OpenAI reply is an object: an array is not an answer either */
+	int valid = body != NULL && i < len && body[i] == '{' && sg_json_scan(body, len, f, 3) == 0;
 	usage_t use = {0, 0, 0};
 	if (valid) /* a failed scan may have filled fields: count nothing from it */
 		read_usage(&f[0], &use);
 	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us,
 		      use.total > 0 ? (uint64_t)use.total : 0, now);
 	if (!valid) {
-		sg_log_warn("upstream %s: status %ld with a body that is not JSON", px->dep->id,
-		            px->status);
+		sg_log_warn("upstream %s: status %ld with a body that is not a JSON object",
+		            px->dep->id, px->status);
 		long status = px->status;
 		proxy_release(req);
 		sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
-		                  "the upstream answered %ld with a body that is not JSON", status);
+		                  "the upstream answered %ld with a body that is not a JSON object",
+		                  status);
 		return;
 	}
 	upstream_headers(req, extra, sizeof(extra));
-	uint64_t id = sg__cache_store_reply(req, body, len, f[1].found &&
-					    sg_json_array_nonempty(f[1].value),
+	/* Only a 200 with choices and no error can be an answer worth keeping
+	 * (the cache looks at each choice before it stores anything). */
+	uint64_t id = sg__cache_store_reply(req, body, len, px->status == 200 && !f[2].found &&
+					    f[1].found && sg_json_array_nonempty(f[1].value),
 					    use.prompt, use.completion);
 	if (id) {
 		size_t k = strlen(extra);
@@ -677,6 +734,9 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 	if (px->body.max == 0) {
 		sg_buf_init(&px->body, (size_t)srv->cfg->limits.max_response_bytes);
 		sg_buf_init(&px->out, 0);
+		sg_buf_init(&px->sse_out, 0);
+		/* an event may be as large as a whole buffered reply */
+		sg_sse_init(&px->sse, (size_t)srv->cfg->limits.max_response_bytes);
 	}
 	if (px->tried == NULL) {
 		px->tried = calloc(srv->ndeps ? srv->ndeps : 1, 1);

@@ -282,7 +282,6 @@ static void after_search(sg_req_t *req)
 	rc_set_state(rc, rc->no_cache ? SG_RC_REFRESH : SG_RC_MISS);
 	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),
 	               rc->no_cache ? SG_STAT_REFRESH : SG_STAT_MISS, 0, 0, 0);
-	sg_buf_reset(&rc->line);
 	sg_buf_reset(&rc->text);
 	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
 	rc->created = 0;
@@ -598,11 +597,39 @@ static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long
 	return id;
 }
 
+/* Whether a 2xx body is a chat completion (or text completion) that can be
+ * replayed: every choice an object with a message object whose content is
+ * text or null (or that has tool calls) / with a text. */
+static int is_answer(const char *body, size_t len, int kind)
+{
+	json_t *root = sg_json_load(body, len, NULL);
+	json_t *choices = json_object_get(root, "choices"), *ch;
+	size_t i;
+	int ok = json_is_object(root) && json_object_get(root, "error") == NULL &&
+	         json_is_array(choices) && json_array_size(choices) > 0;
+	json_array_foreach(choices, i, ch) {
+		if (!ok)
+			break;
+		if (!json_is_object(ch)) {
+			ok = 0;
+		} else if (kind == SG_CACHE_CHAT) {
+			json_t *m = json_object_get(ch, "message"), *c = json_object_get(m, "content");
+			ok = json_is_object(m) && (json_is_string(c) || json_is_null(c) ||
+			                           json_is_array(json_object_get(m, "tool_calls")));
+		} else {
+			ok = json_is_string(json_object_get(ch, "text"));
+		}
+	}
+	json_decref(root);
+	return ok;
+}
+
 uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
 			       long prompt_tokens, long completion_tokens)
 {
-	if (!wants_store(&req->cache) || !replayable)
-		return 0; /* without choices there is no answer to replay */
+	if (!wants_store(&req->cache) || !replayable ||
+	    !is_answer(body, len, req->cache.kind))
+		return 0; /* not an answer to replay */
 	return store(req, body, len, prompt_tokens, completion_tokens);
 }
 
@@ -649,34 +676,20 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
 	json_decref(ev);
 }
 
-void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n)
+void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n)
 {
 	sg_reqcache_t *rc = &req->cache;
 
 	if (!wants_store(rc) || !rc->storable)
 		return;
-	if (rc->text.max != 16u << 20) {
-		sg_buf_init(&rc->line, 16u << 20);
+	if (rc->text.max != 16u << 20)
 		sg_buf_init(&rc->text, 16u << 20);
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] != '\n') {
-			if (sg_buf_append(&rc->line, p + i, 1)) {
-				rc->storable = 0;
-				return;
-			}
-			continue;
-		}
-		const char *l = rc->line.data ? rc->line.data : "";
-		size_t len = rc->line.len;
-		if (len && l[len - 1] == '\r')
-			len--;
-		if (len > 5 && memcmp(l, "data:", 5) == 0) {
-			size_t off = l[5] == ' ' ? 6 : 5;
-			fold_event(rc, l + off, len - off);
-		}
-		sg_buf_reset(&rc->line);
-	}
+	fold_event(rc, data, n);
+}
+
+void sg__cache_stream_broken(sg_req_t *req)
+{
+	req->cache.storable = 0;
 }
 
 void sg__cache_stream_end(sg_req_t *req, int ok)
@@ -684,15 +697,19 @@ void sg__cache_stream_end(sg_req_t *req, int ok)
 	sg_reqcache_t *rc = &req->cache;
 	json_t *resp;
 
-	if (!ok || !wants_store(rc) || !rc->storable || rc->text.len == 0)
+	/* Only an answer that ended as it should: its own [DONE] event and a
+	 * finish reason (a stream cut off upstream has neither, whatever bytes
+	 * its content held). */
+	if (!ok || !wants_store(rc) || !rc->storable || rc->text.len == 0 ||
+	    rc->finish_reason[0] == '\0')
 		return;
 	int chat = rc->kind == SG_CACHE_CHAT;
 	json_t *choice = chat ? json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role",
 	                                  "assistant", "content", rc->text.data, rc->text.len,
-	                                  "finish_reason", rc->finish_reason[0] ? rc->finish_reason : "stop")
+	                                  "finish_reason", rc->finish_reason)
 	                      : json_pack("{s:i,s:s%,s:n,s:s}", "index", 0, "text", rc->text.data,
 	                                  rc->text.len, "logprobs", "finish_reason",
-	                                  rc->finish_reason[0] ? rc->finish_reason : "stop");
+	                                  rc->finish_reason);
 	resp = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", rc->id[0] ? rc->id : "semgate",
 	                 "object", chat ? "chat.completion" : "text_completion", "created",
 	                 (json_int_t)rc->created, "model", rc->smodel, "choices", choice);
@@ -732,6 +749,5 @@ void sg__cache_req_free(sg_req_t *req)
 	free(rc->vec);
 	free(rc->embed_req);
 	sg_buf_free(&rc->embed_body);
-	sg_buf_free(&rc->line);
 	sg_buf_free(&rc->text);
 }

@@ -318,6 +318,8 @@ static void conn_free(sg_conn_t *c)
 	sg_buf_free(&c->req.body);
 	sg_buf_free(&c->req.proxy.body);
 	sg_buf_free(&c->req.proxy.out);
+	sg_buf_free(&c->req.proxy.sse_out);
+	sg_sse_free(&c->req.proxy.sse);
 	free(c->req.proxy.tried);
 	free(c->req.hdr);
 	sg__cache_req_free(&c->req);

@@ -14,6 +14,7 @@
 #include "semgate/embed.h"
 #include "semgate/provider.h"
 #include "semgate/router.h"
+#include "semgate/sse.h"
 #include "semgate/stats.h"
 #include "semgate/config.h"
 #include "semgate/server.h"
@@ -65,9 +66,10 @@ typedef struct sg_proxy {
 	sg_buf_t body;                /* buffered upstream body (non-streamed, or an error) */
 	size_t held;                  /* of it, bytes counted in the server's held_bytes */
 	sg_buf_t out;                 /* translated output */
-	int saw_done;                 /* "data: [DONE]" went through */
-	char tail[16];                /* last bytes seen, to find [DONE] across reads */
-	size_t tail_len;              /* bytes in tail */
+	int saw_done;                 /* a "data: [DONE]" event went through */
+	sg_sse_t sse;                 /* the stream's events (OpenAI's format) */
+	sg_buf_t sse_out;             /* whole events to write to the client */
+	uint64_t sse_dropped;         /* events dropped: not a JSON object */
 } sg_proxy_t;
 
 /* What the cache did with a request. */
@@ -109,7 +111,6 @@ typedef struct sg_reqcache {
 	float *vec;                  /* embedding (dim floats), allocated once */
 	int have_vec;                /* vec holds this request's embedding */
 	int storable;                /* the streamed reply can be reassembled */
-	sg_buf_t line;               /* partial SSE line across reads */
 	sg_buf_t text;               /* reassembled streamed content */
 	char finish_reason[32];      /* from the stream */
 	char id[128];                /* from the stream */
@@ -291,9 +292,11 @@ void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
  * wants that and it is replayable (has choices). Returns the new entry's id or 0. */
 uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
 			       long prompt_tokens, long completion_tokens);
-/** Streamed bytes as relayed to the client, for reassembly. */
-void sg__cache_stream_data(sg_req_t *req, const char *p, size_t n);
-/** The stream ended (ok: completed with [DONE]). */
+/** One event of a stream relayed to the client (a JSON object), for reassembly. */
+void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n);
+/** An event of the stream was dropped: what is reassembled is incomplete. */
+void sg__cache_stream_broken(sg_req_t *req);
+/** The stream ended (ok: completed with its own [DONE] event, status 200). */
 void sg__cache_stream_end(sg_req_t *req, int ok);
 /** The client went away: cancel an embedding in flight, drop references. */
 void sg__cache_abort(sg_req_t *req);
