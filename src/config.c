@@ -234,6 +234,8 @@ static const opt_t cache_opts[] = {
 	{"rebuild", OPT_BOOL, C(rebuild), 0, 1, 0, NULL, 0, NULL},
 	{"verify", OPT_BOOL, C(verify), 0, 1, 1, NULL, 0, NULL},
 	{"verifier", OPT_BOOL, C(verifier), 0, 1, 1, NULL, 0, NULL},
+	{"trust_client_headers", OPT_BOOL, C(trust_client_headers), 0, 1, 1, NULL, 0, NULL},
+	{"min_threshold", OPT_NUM, C(min_threshold), 0, 1, 0, NULL, 0, NULL},
 };
 #undef C
 

@@ -66,7 +66,10 @@ static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no
 		rc->no_store = has_token(v, "no-store");
 	}
 	rc->ns[0] = '\0';
-	if (sg__req_header(req, "X-Semgate-Namespace", &v) == 0) {
+	/* Without trust, a client's namespace and threshold are not its to choose
+	 * (a front that sets them, or keys that pin them, decide instead). */
+	int trusted = cfg->cache.trust_client_headers != 0;
+	if (trusted && sg__req_header(req, "X-Semgate-Namespace", &v) == 0) {
 		if (v.len == 0 || v.len >= sizeof(rc->ns))
 			return "X-Semgate-Namespace must be 1 to 128 characters";
 		for (size_t i = 0; i < v.len; i++) {
@@ -90,7 +93,7 @@ static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no
 			return "X-Semgate-TTL must be a whole number of seconds (0: never expires)";
 		rc->ttl_s = (int64_t)ttl;
 	}
-	if (sg__req_header(req, "X-Semgate-Threshold", &v) == 0) {
+	if (trusted && sg__req_header(req, "X-Semgate-Threshold", &v) == 0) {
 		if (v.len == 0 || v.len >= sizeof(tmp))
 			return "X-Semgate-Threshold must be a number in [0, 1]";
 		memcpy(tmp, v.base, v.len);
@@ -99,7 +102,7 @@ static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no
 		double t = strtod(tmp, &end);
 		if (*end || errno || !(t >= 0.0 && t <= 1.0))
 			return "X-Semgate-Threshold must be a number in [0, 1]";
-		*threshold = t;
+		*threshold = t < cfg->cache.min_threshold ? cfg->cache.min_threshold : t;
 	}
 	return NULL;
 }

@@ -127,6 +127,8 @@ typedef struct sg_cache_config {
 	long rebuild;            /* drop incompatible data at start (bool) */
 	long verify;             /* check every page of the store at start (bool) */
 	long verifier;           /* second look at semantic matches' texts (bool) */
+	long trust_client_headers; /* X-Semgate-Namespace / -Threshold from clients count (bool) */
+	double min_threshold;    /* X-Semgate-Threshold below this is raised to it */
 	sg_embedder_config_t embedder; /* the embedding provider */
 } sg_cache_config_t;
 

@@ -476,6 +476,29 @@ def test_threshold_header():
     expect_state(r, "miss", "threshold 1")
 
 
+def test_threshold_floor():
+    # cache.min_threshold: a client cannot ask for looser matches than this.
+    mock, sg = start_cached(cache={"threshold": 0.99, "min_threshold": 0.98})
+    h.expect_answer(chat(sg, FRANCE), FRANCE)
+    r = chat(sg, FRANCE_PARAPHRASE, headers={"X-Semgate-Threshold": "0.5",
+                                             "Cache-Control": "no-store"})
+    expect_state(r, "miss", "paraphrase with X-Semgate-Threshold 0.5 under a 0.98 floor")
+
+
+def test_untrusted_client_headers():
+    # cache.trust_client_headers false: X-Semgate-Namespace and -Threshold from
+    # clients are ignored (until a trusted front or keys set them).
+    mock, sg = start_cached(cache={"threshold": 0.99, "trust_client_headers": False})
+    h.expect_answer(chat(sg, FRANCE, headers={"X-Semgate-Namespace": "victim"}), FRANCE)
+    # another "tenant" reads the same entry: the namespace header is not honoured
+    expect_state(chat(sg, FRANCE, headers={"X-Semgate-Namespace": "other"}), "hit-exact",
+                 "a namespace header that is not trusted")
+    r = chat(sg, FRANCE_PARAPHRASE, headers={"X-Semgate-Threshold": "0.5",
+                                             "Cache-Control": "no-store"})
+    expect_state(r, "miss", "a threshold header that is not trusted")
+    h.expect_eq(list(stats(sg)["per_namespace"].keys()), ["default"], "namespaces in /stats")
+
+
 def test_model_cache_threshold():
     mock, sg = start_cached(cache={"threshold": 0.99}, model={"cache_threshold": 0.5})
     h.expect_answer(chat(sg, FRANCE), FRANCE)
