@@ -114,11 +114,13 @@ static void handle_stats(sg_req_t *req)
 	sg_router_json(srv->router, sg_now_us(), &b);
 	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu,"
 	              "\"server\":{\"held_bytes\":%zu,\"refused_connections\":%llu,"
-	              "\"shed_requests\":%llu,\"slow_clients_closed\":%llu}}",
+	              "\"shed_requests\":%llu,\"slow_clients_closed\":%llu,"
+	              "\"upstream_sse_events_dropped\":%llu}}",
 	              srv->nconns, srv->upstream ? sg_upstream_active(srv->upstream) : 0,
 	              srv->held_bytes, (unsigned long long)srv->refused_connections,
 	              (unsigned long long)srv->shed_requests,
-	              (unsigned long long)srv->slow_clients);
+	              (unsigned long long)srv->slow_clients,
+	              (unsigned long long)srv->sse_events_dropped);
 	respond_json(req, 200, &b);
 }
 

@@ -146,6 +146,7 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 	if (i == n || d[i] != '{' || sg_json_scan(d, n, NULL, 0) != 0) {
 		static sg_log_limit_t lim;
 		px->sse_dropped++;
+		sg__req_server(req)->sse_events_dropped++;
 		sg__cache_stream_broken(req);
 		sg_log_limited(&lim, SG_LOG_WARN, "upstream %s: dropped a stream event that is not "
 		               "a JSON object (%zu bytes: %.60s)", px->dep->id, n, d);

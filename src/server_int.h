@@ -197,6 +197,7 @@ struct sg_server {
 	uint64_t refused_connections; /* beyond a connection limit, or accept failed */
 	uint64_t shed_requests;   /* answered 503 because of limits.max_held_bytes */
 	uint64_t slow_clients;    /* closed for a slow request or for not reading */
+	uint64_t sse_events_dropped; /* upstream stream events that were not JSON objects */
 	sg_log_limit_t shed_log;  /* rate limits for lines a client can cause */
 	sg_log_limit_t slow_log;
 };

@@ -367,9 +367,10 @@ def test_stream_without_finish_reason_not_stored():
 # --- malformed and unusual SSE ------------------------------------------------------------
 
 
-def malformed(kind, paths=(CHAT,)):
+def malformed(kind, paths=(CHAT,), dropped=False):
     """[[sse=kind]] junk in an otherwise complete stream: valid SSE for the
-    client, nothing malformed stored, semgate still answering."""
+    client, nothing malformed stored, semgate still answering. dropped: the
+    junk is an event semgate must drop and count in /stats."""
     mock, sg = h.start("--quiet", "--stream-chunks", "4")
     pr = Problems()
     for path in paths:
@@ -378,6 +379,10 @@ def malformed(kind, paths=(CHAT,)):
         pr.check(path + " client", expect_valid_or_error, call(sg, path, body), answer(p))
         pr.check(path + " cache", expect_stored_well, sg, mock, path, body, answer(p),
                  "a stream with [[sse=%s]]" % kind)
+    if dropped:
+        st = sg.request("GET", "/stats").json()
+        h.expect(st["server"]["upstream_sse_events_dropped"] >= len(paths),
+                 "dropped events not counted: %r", st["server"])
     sg.assert_alive()
     pr.done()
 
@@ -386,7 +391,7 @@ def test_sse_event_not_json():
     """Defect: "malformed SSE events from an upstream are relayed as they are".
     An event `data: this is not json {` amid a stream (chat and completions)
     must not reach the client as it is."""
-    malformed("garbage", (CHAT, TEXT))
+    malformed("garbage", (CHAT, TEXT), dropped=True)
 
 
 def test_sse_line_without_field_name():
