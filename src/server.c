@@ -1172,8 +1172,10 @@ static void on_connection(uv_stream_t *l, int status)
 
 	const char *refuse = NULL;
 	uint64_t key = lim->max_connections_per_client > 0 ? client_key_of(&c->tcp) : 0;
-	if (srv->nconns >= (size_t)lim->max_connections)
-		refuse = "connection limit";
+	if (srv->nconns >= srv->max_conns)
+		refuse = srv->max_conns < (size_t)lim->max_connections
+		                 ? "connection limit of the file-descriptor limit"
+		                 : "connection limit";
 	else if (key && client_count(srv, key) >= (size_t)lim->max_connections_per_client)
 		refuse = "per-client connection limit";
 	else if (key && client_count_add(c, key) != 0)
@@ -1189,10 +1191,10 @@ static void on_connection(uv_stream_t *l, int status)
 		srv->noverflow++;
 		srv->refused_connections++;
 		sg_log_limited(&refused_log, SG_LOG_WARN, "%s reached (%ld): refusing a connection",
-		               refuse, strcmp(refuse, "connection limit") == 0
-		                               ? lim->max_connections
+		               refuse, strncmp(refuse, "connection limit", 16) == 0
+		                               ? (long)srv->max_conns
 		                               : lim->max_connections_per_client);
-		if (srv->noverflow > (size_t)lim->health_connections) {
+		if (srv->noverflow > srv->max_overflow) {
 			conn_close(c);
 			return;
 		}
@@ -1218,7 +1220,7 @@ int sg__req_refused(sg_req_t *req)
 	if (c->overflow) {
 		req->keep_alive = 0;
 		sg__respond_error_h(req, 503, "Retry-After: 1\r\n", "server_error", "overloaded",
-		                    "too many connections (limit %ld%s)", lim->max_connections,
+		                    "too many connections (limit %zu%s)", srv->max_conns,
 		                    lim->max_connections_per_client ? ", or per client" : "");
 		return 1;
 	}
@@ -1387,15 +1389,22 @@ static void on_maintenance(uv_timer_t *t)
 /*
  * Every client connection can have an upstream connection beside it, plus the
  * overflow connections, the store and the loop's own descriptors: check that
- * the process may open that many, raise the soft limit where the hard one
- * allows, and say so where it does not (connections past the limit would
- * otherwise be closed by libuv without a word).
+ * the process may open that many and raise the soft limit where the hard one
+ * allows. Where it does not, the connection limits are lowered to what the
+ * descriptors allow, so that semgate refuses (and says so) before the kernel
+ * does (libuv closes connections it cannot accept without a word).
  */
-static void check_fd_limit(const sg_limits_t *lim)
-{
-	struct rlimit rl;
-	rlim_t need = (rlim_t)lim->max_connections * 2 + (rlim_t)lim->health_connections + 128;
+#define FD_RESERVE 32 /* the loop, the listener, LMDB, curl's resolver, logs */
 
+static void fit_fd_limit(sg_server_t *srv)
+{
+	const sg_limits_t *lim = &srv->cfg->limits;
+	struct rlimit rl;
+	rlim_t need = (rlim_t)lim->max_connections * 2 + (rlim_t)lim->health_connections +
+	              FD_RESERVE;
+
+	srv->max_conns = (size_t)lim->max_connections;
+	srv->max_overflow = (size_t)lim->health_connections;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need)
 		return;
@@ -1407,12 +1416,17 @@ static void check_fd_limit(const sg_limits_t *lim)
 		            lim->max_connections);
 	else
 		rl.rlim_cur = old;
-	if (rl.rlim_cur < need)
-		sg_log_warn("the file-descriptor limit (%llu, hard %llu) is below the ~%llu that "
-		            "limits.max_connections %ld needs: connections past it are refused "
-		            "(raise `ulimit -n`, or lower limits.max_connections)",
-		            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
-		            (unsigned long long)need, lim->max_connections);
+	if (rl.rlim_cur >= need)
+		return;
+	size_t avail = rl.rlim_cur > FD_RESERVE + 3 ? (size_t)rl.rlim_cur - FD_RESERVE : 3;
+	srv->max_overflow = SG_MIN(srv->max_overflow, avail / 4);
+	srv->max_conns = SG_MAX((size_t)1, SG_MIN(srv->max_conns, (avail - srv->max_overflow) / 2));
+	sg_log_warn("the file-descriptor limit (%llu, hard %llu) is below the ~%llu that "
+	            "limits.max_connections %ld needs: at most %zu connections are taken (and %zu "
+	            "for health checks); raise `ulimit -n`, or lower limits.max_connections",
+	            (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+	            (unsigned long long)need, lim->max_connections, srv->max_conns,
+	            srv->max_overflow);
 }
 
 int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
@@ -1435,7 +1449,7 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		return SG_ENOMEM;
 	}
 	srv->id_seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
-	check_fd_limit(&cfg->limits);
+	fit_fd_limit(srv);
 	sg__u64map_init(&srv->clients);
 
 	llhttp_settings_init(&srv->parser_settings);

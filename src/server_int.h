@@ -193,6 +193,8 @@ struct sg_server {
 	uv_timer_t sweep_timer;   /* slow requests and stalled writers, once a second */
 	size_t held_bytes;        /* unsent output + buffered upstream replies, all clients */
 	size_t noverflow;         /* connections beyond a limit (health only, then closed) */
+	size_t max_conns;         /* limits.max_connections, or fewer if descriptors are short */
+	size_t max_overflow;      /* limits.health_connections, or fewer likewise */
 	sg_u64map_t clients;      /* peer address hash -> open connections (per-client cap) */
 	uint64_t refused_connections; /* beyond a connection limit, or accept failed */
 	uint64_t shed_requests;   /* answered 503 because of limits.max_held_bytes */

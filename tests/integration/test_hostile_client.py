@@ -294,6 +294,58 @@ def test_client_not_reading_is_closed():
     sg.assert_alive()
 
 
+def semgate_with_fd_limit(cfg, soft, hard=None):
+    """A Semgate started under `ulimit -n` (a wrapper that execs the real
+    binary, so the process is semgate itself)."""
+    d = h.make_temp_dir()
+    wrapper = os.path.join(d, "semgate-limited")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nulimit -Sn %d || exit 99\n%sexec %s \"$@\"\n"
+                % (soft, "ulimit -Hn %d || exit 99\n" % hard if hard else "", h.semgate_bin()))
+    os.chmod(wrapper, 0o755)
+    real = os.environ["SEMGATE_BIN"]
+    os.environ["SEMGATE_BIN"] = wrapper
+    try:
+        return h.Semgate(cfg)
+    finally:
+        os.environ["SEMGATE_BIN"] = real
+
+
+def test_fd_limit_checked_and_refusals_logged():
+    """Weakness: connections beyond the process's file-descriptor limit were
+    closed silently. At start max_connections is checked against
+    RLIMIT_NOFILE (raised where allowed, warned otherwise), and connections
+    refused for want of descriptors are logged, rate-limited."""
+    cfg = h.base_config()
+    cfg["limits"] = {"max_connections": 1000}
+    sg = semgate_with_fd_limit(cfg, 64, 64)
+    h.expect("file-descriptor limit (64, hard 64) is below" in sg.log(),
+             "no warning about the fd limit: %s", sg.log())
+    flood = []
+    try:
+        for _ in range(150):
+            try:
+                flood.append(socket.create_connection((sg.host, sg.port), timeout=5))
+            except OSError:
+                break
+        h.wait_for(lambda: "connection limit of the file-descriptor limit" in sg.log(),
+                   timeout=10, what="a log line for connections refused for want of descriptors")
+    finally:
+        for c in flood:
+            c.close()
+    lines = [l for l in sg.log().splitlines() if "refusing a connection" in l]
+    h.expect(len(lines) <= 10, "%d refusal lines: not rate-limited", len(lines))
+    h.wait_for(lambda: h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200,
+               timeout=10, what="health after the flood")
+    sg.assert_alive()
+    # Where the hard limit allows, the soft one is raised instead.
+    cfg2 = h.base_config()
+    cfg2["log_level"] = "info"
+    cfg2["limits"] = {"max_connections": 100}
+    sg2 = semgate_with_fd_limit(cfg2, 64)
+    h.expect("file-descriptor limit raised from 64" in sg2.log(), "no raise: %s", sg2.log())
+
+
 def test_admin_key_env_unset_refuses_to_start():
     """Defect 4: admin_key_env naming an unset variable left every admin
     endpoint open and --check said OK. Both refuse now, naming the variable."""
