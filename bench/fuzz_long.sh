@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The long fuzz run: each libFuzzer target of tests/fuzz for MINUTES minutes
+# on both cores (libFuzzer's -fork=2), one target after the other, then a
+# table of what each did: executions, speed, coverage (edges), corpus size
+# and crashes. CI only runs the short smoke (tests/fuzz/run.sh).
+#
+#   bash bench/fuzz_long.sh MINUTES [TARGET...]          (default: 10, all)
+#
+# Builds what is missing first (bash .ci/setup fuzz). The working corpus of
+# each target lives outside the repository, in build-fuzz/corpus/TARGET/, and
+# grows from run to run (it starts from tests/fuzz/corpus/TARGET/); crashes,
+# leaks, timeouts and OOMs go to build-fuzz/crashes/TARGET/, logs to
+# build-fuzz/logs/. A crash does not stop the run: the table counts them.
+# Reproduce one with build-fuzz/fuzz/fuzz_TARGET FILE; worth keeping, it goes to
+# tests/fuzz/crashes/ (never to the seed corpus, which CI runs).
+#
+# Environment: JOBS (parallel jobs, default: the number of cores),
+# SEMGATE_FUZZ_FORGE=1 (cache_open forges index checksums: FAISS's reader
+# then gets arbitrary bytes, see tests/fuzz/crashes/README.md),
+# SEMGATE_FUZZ_BUILD (another build directory).
+#
+# To grow the seed corpus from a long run's (rarely: keep it small):
+#   build-fuzz/fuzz/fuzz_T -merge=1 -max_len=4096 NEWDIR tests/fuzz/corpus/T build-fuzz/corpus/T
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+bdir=${SEMGATE_FUZZ_BUILD:-$top/build-fuzz}
+minutes=${1:-10}
+shift || true
+jobs=${JOBS:-$(nproc)}
+
+if [ ! -f "$bdir/fuzz/targets.txt" ]; then
+	bash "$top/.ci/setup" fuzz
+fi
+if [ $# -gt 0 ]; then
+	targets=("$@")
+else
+	mapfile -t targets < <(grep -v '^$' "$bdir/fuzz/targets.txt")
+fi
+
+dict_of() {
+	case "$1" in
+	http) echo "$top/tests/fuzz/dict/http.dict" ;;
+	*_stream) echo "$top/tests/fuzz/dict/sse.dict" ;;
+	store | cache_open) ;;
+	*) echo "$top/tests/fuzz/dict/json.dict" ;;
+	esac
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/fuzz/lsan.supp:print_suppressions=0}
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && ! command -v llvm-symbolizer >/dev/null; then
+	for s in /usr/lib/llvm-*/bin/llvm-symbolizer; do
+		[ -x "$s" ] && export ASAN_SYMBOLIZER_PATH=$s
+	done
+fi
+
+mkdir -p "$bdir/logs"
+summary="$bdir/logs/fuzz_long-$(date +%Y%m%d-%H%M%S).txt"
+echo "fuzz_long: ${#targets[@]} targets x $minutes min, $jobs jobs each; table in $summary"
+{
+	echo "# bench/fuzz_long.sh $minutes ${*:-} ($(date -u +%Y-%m-%dT%H:%MZ), $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'), $jobs jobs)"
+	printf '%-20s %11s %8s %7s %8s %7s %8s\n' target execs exec/s cov ft corpus crashes
+} >"$summary"
+for t in "${targets[@]}"; do
+	bin="$bdir/fuzz/fuzz_$t"
+	corpus="$bdir/corpus/$t"
+	crashes="$bdir/crashes/$t"
+	log="$bdir/logs/$t.log"
+	mkdir -p "$corpus" "$crashes"
+	args=(-fork="$jobs" -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1
+		-max_total_time=$((minutes * 60)) -timeout=10 -rss_limit_mb=2048
+		-artifact_prefix="$crashes/")
+	d=$(dict_of "$t")
+	[ -n "$d" ] && args+=(-dict="$d")
+	before=$(find "$crashes" -type f | wc -l)
+	echo "fuzz_long: $t ..."
+	"$bin" "${args[@]}" "$corpus" "$top/tests/fuzz/corpus/$t" >"$log" 2>&1 || true
+	# fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s: S oom/timeout/crash: ..."
+	last=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -1)
+	execs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' <<<"$last")
+	cov=$(grep -o 'cov: [0-9]*' <<<"$last" | cut -d' ' -f2)
+	ft=$(grep -o 'ft: [0-9]*' <<<"$last" | cut -d' ' -f2)
+	speed=$(grep -o 'exec/s:\? [0-9]*' <<<"$last" | grep -o '[0-9]*$')
+	found=$(($(find "$crashes" -type f | wc -l) - before))
+	printf '%-20s %11s %8s %7s %8s %7s %8s\n' "$t" "${execs:--}" "${speed:--}" "${cov:--}" \
+		"${ft:--}" "$(find "$corpus" -type f | wc -l)" "$found" | tee -a "$summary"
+done
+cat "$summary"

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The fuzz smoke run: every libFuzzer target of tests/fuzz for a fixed short
+# time, starting from its seed corpus (tests/fuzz/corpus/TARGET/). Fails on
+# any crash, sanitizer report, leak, timeout or out-of-memory.
+#
+#   bash tests/fuzz/run.sh [SECONDS [TARGET...]]     (default: 4 s each, all)
+#
+# Needs the fuzz build: bash .ci/setup fuzz (build-fuzz/; another with
+# SEMGATE_FUZZ_BUILD=DIR). What a run finds is not added to the seed corpus:
+# it goes to a scratch corpus in build-fuzz/smoke/TARGET/, crashes to
+# build-fuzz/smoke/TARGET-crash-* (reproduce with build-fuzz/fuzz/fuzz_TARGET
+# FILE). For long runs, see bench/fuzz_long.sh.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+bdir=${SEMGATE_FUZZ_BUILD:-$top/build-fuzz}
+secs=${1:-4}
+shift || true
+
+if [ ! -f "$bdir/fuzz/targets.txt" ]; then
+	echo "fuzz: no fuzz build in $bdir (bash .ci/setup fuzz)" >&2
+	exit 1
+fi
+if [ $# -gt 0 ]; then
+	targets=("$@")
+else
+	mapfile -t targets < <(grep -v '^$' "$bdir/fuzz/targets.txt")
+fi
+
+# The dictionary of a target: its input's tokens.
+dict_of() {
+	case "$1" in
+	http) echo "$top/tests/fuzz/dict/http.dict" ;;
+	*_stream) echo "$top/tests/fuzz/dict/sse.dict" ;;
+	store | cache_open) ;;
+	*) echo "$top/tests/fuzz/dict/json.dict" ;;
+	esac
+}
+
+# Sanitizers: stop at the first report, with a symbolised stack.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/fuzz/lsan.supp:print_suppressions=0}
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && ! command -v llvm-symbolizer >/dev/null; then
+	for s in /usr/lib/llvm-*/bin/llvm-symbolizer; do
+		[ -x "$s" ] && export ASAN_SYMBOLIZER_PATH=$s
+	done
+fi
+
+work="$bdir/smoke"
+mkdir -p "$work"
+passed=0
+failed=0
+printf '%-20s %9s %8s %7s %7s  %s\n' target execs exec/s cov ft result
+for t in "${targets[@]}"; do
+	bin="$bdir/fuzz/fuzz_$t"
+	seeds="$top/tests/fuzz/corpus/$t"
+	log="$work/$t.log"
+	if [ ! -x "$bin" ] || [ ! -d "$seeds" ]; then
+		printf '%-20s %s\n' "$t" "FAILED: no $bin or no $seeds"
+		failed=$((failed + 1))
+		continue
+	fi
+	rm -rf "${work:?}/$t" "$work/$t"-crash-* "$work/$t"-leak-* "$work/$t"-timeout-* \
+		"$work/$t"-oom-*
+	mkdir -p "$work/$t"
+	args=(-max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+		-artifact_prefix="$work/$t-")
+	d=$(dict_of "$t")
+	[ -n "$d" ] && args+=(-dict="$d")
+	rc=0
+	"$bin" "${args[@]}" "$work/$t" "$seeds" >"$log" 2>&1 || rc=$?
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	if [ $rc -eq 0 ]; then
+		result=ok
+		passed=$((passed + 1))
+	else
+		result="FAILED (exit $rc): log $log"
+		failed=$((failed + 1))
+	fi
+	printf '%-20s %9s %8s %7s %7s  %s\n' "$t" "${execs:--}" "${speed:--}" "${cov:--}" \
+		"${ft:--}" "$result"
+	if [ $rc -ne 0 ]; then
+		grep -E 'ERROR|SUMMARY|FUZZ_CHECK|Test unit written|^    #[0-9]' "$log" | head -40 |
+			sed 's/^/    /'
+	fi
+done
+echo "fuzz: $passed passed, $failed failed"
+[ $failed -eq 0 ]
