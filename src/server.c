@@ -1247,7 +1247,8 @@ static void on_sweep(uv_timer_t *t)
 
 	for (sg_conn_t *c = srv->conns, *next; c; c = next) {
 		next = c->next;
-		if (c->state != CONN_OPEN)
+		/* A closing reply the client never takes would hold its shutdown open. */
+		if (c->state != CONN_OPEN && c->state != CONN_SHUTDOWN)
 			continue;
 		if (c->write_queued > 0 &&
 		    now - c->write_progress_us > (uint64_t)lim->idle_timeout_ms * 1000u) {
@@ -1258,6 +1259,8 @@ static void on_sweep(uv_timer_t *t)
 			conn_close(c);
 			continue;
 		}
+		if (c->state != CONN_OPEN)
+			continue;
 		if (lim->min_request_bytes_per_s > 0 && c->req.state == SG_REQ_READING &&
 		    c->req_start_us && now - c->req_start_us > grace_us) {
 			uint64_t got = c->rx_bytes - c->req_rx_start;

@@ -291,6 +291,18 @@ def test_client_not_reading_is_closed():
         h.wait_for(closed, timeout=15, what="the non-reading client closed")
     finally:
         s.close()
+    # The same for a last answer (Connection: close): its shutdown waits for
+    # the output, which must not wait forever. (8 MB: more than the kernel's
+    # socket buffers take.)
+    before = sg.log().count("took none of its")
+    s = socket.create_connection((sg.host, sg.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        s.sendall(chat_req(h.unique("bigger [[huge=8000000]]"), {"Connection": "close"}))
+        h.wait_for(lambda: sg.log().count("took none of its") > before, timeout=15,
+                   what="the non-reading client of a closing answer closed")
+    finally:
+        s.close()
     sg.assert_alive()
 
 
