@@ -91,6 +91,9 @@ int sg_sse_feed(sg_sse_t *s, const char *p, size_t n, sg_sse_cb cb, void *ud)
 			rc = line(s, s->line.data, s->line.len, cb, ud);
 			sg_buf_reset(&s->line);
 		} else {
+			/* a line read in one piece obeys the same cap as one that was not */
+			if (s->line.max && (size_t)(q - p) > s->line.max)
+				return SG_ETOOBIG;
 			rc = line(s, p, (size_t)(q - p), cb, ud);
 		}
 		if (rc)

@@ -88,6 +88,15 @@ static void test_caps(void)
 	CHECK(rc == SG_ETOOBIG);
 	CHECK(got.len == 0);
 	sg_sse_free(&s);
+	/* a line that arrives in one piece is held to the same cap */
+	char line[310];
+	line[0] = ':';
+	memset(line + 1, 'c', 300);
+	line[301] = '\n';
+	sg_sse_init(&s, 256);
+	CHECK(sg_sse_feed(&s, line, 302, collect, &got) == SG_ETOOBIG);
+	CHECK(got.len == 0);
+	sg_sse_free(&s);
 	sg_buf_free(&got);
 }
 
