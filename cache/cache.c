@@ -105,8 +105,12 @@ typedef struct saver {
  * searches run on worker threads under its read side, and every change to an
  * index takes its write side (always inside `lock`).
  */
-/* Entries dropped from the LRU end to make room when the store is full. */
-#define FULL_EVICT 32
+/* When the store is full, entries are dropped from the LRU end until twice
+ * the new one's bytes are freed, FULL_EVICT_MAX at most; a new entry larger
+ * than 1/FULL_EVICT_SHARE of the store evicts nothing (room for it would
+ * cost too much of what is there). */
+#define FULL_EVICT_MAX 256
+#define FULL_EVICT_SHARE 16
 
 struct sg_cache {
 	pthread_mutex_t lock;   /* everything below */
@@ -1265,12 +1269,21 @@ int sg_cache_store(sg_cache_t *c, const sg_cache_key_t *k, const float *vec, con
 	if (rc == SG_EFULL && c->tail) {
 		/* The store is at its configured maximum: make room the way a size cap
 		 * would, from the least recently used end, and try once more. */
-		for (int i = 0; i < FULL_EVICT && c->tail; i++) {
-			if (drop_entry(c, c->tail) != 0)
-				break;
-			c->evicted++;
+		sg_entry_meta_t need_m = {.ns = in.ns, .model = in.model, .scope_json = in.scope_json,
+		                          .prompt = in.prompt, .response = in.response};
+		uint64_t need = 2 * entry_bytes(c, &need_m), freed = 0;
+		sg_store_stats_t ss;
+		if (sg_store_stats(c->store, &ss) == 0 &&
+		    need / 2 <= ss.max_map_size / FULL_EVICT_SHARE) {
+			for (int i = 0; i < FULL_EVICT_MAX && c->tail && freed < need; i++) {
+				uint64_t b = c->tail->bytes;
+				if (drop_entry(c, c->tail) != 0)
+					break;
+				freed += b;
+				c->evicted++;
+			}
+			rc = sg_store_put(c->store, &in, vec, &id);
 		}
-		rc = sg_store_put(c->store, &in, vec, &id);
 	}
 	if (rc) {
 		c->store_failures++;

@@ -656,10 +656,14 @@ static int new_hash_key(sg_store_t *s)
 	return 0;
 }
 
+/* write_txn() may run a function again (a commit that hit a full map is
+ * rolled back, the map grown, the function re-run): inputs stay fixed, and
+ * results are taken only once write_txn() has returned 0. */
 typedef struct rehash_ctx {
-	uint64_t after;  /* last id done */
-	int done;        /* no entries left */
-	uint64_t changed; /* entries whose ids changed */
+	uint64_t after;   /* in: last id done */
+	uint64_t last;    /* out: last id of this batch */
+	int done;         /* out: no entries left */
+	uint64_t changed; /* out: entries of this batch whose ids changed */
 } rehash_ctx_t;
 
 /* Derive the ids of up to REHASH_BATCH entries after ctx->after again, under
@@ -669,6 +673,7 @@ static int rehash_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 {
 	rehash_ctx_t *c = arg;
 	MDB_cursor *cur;
+	c->done = 0;
 	uint8_t k[8];
 	MDB_val key = {8, k}, val;
 	unsigned n = 0;
@@ -732,26 +737,25 @@ static int rehash_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 		if (rc && rc != MDB_NOTFOUND)
 			return mdb_fail(s, rc, "mdb_del(meta)");
 	}
-	c->after = last;
-	c->changed += changed;
+	c->last = last;
+	c->changed = changed;
 	return 0;
 }
 
 static int rehash_all(sg_store_t *s)
 {
-	rehash_ctx_t c = {0, 0, 0};
+	rehash_ctx_t c = {0, 0, 0, 0};
+	uint64_t changed = 0;
 	int err;
-	while (!c.done) {
-		uint64_t after = c.after, changed = c.changed;
-		if ((err = write_txn(s, rehash_fn, &c))) {
-			c.after = after; /* the transaction was rolled back */
-			c.changed = changed;
-			return err;
-		}
-	}
+	do {
+		if ((err = write_txn(s, rehash_fn, &c)))
+			return err; /* rolled back: the next open starts over */
+		c.after = c.last;
+		changed += c.changed;
+	} while (!c.done);
 	s->rehash = 0;
 	sg_log_info("cache at %s: ids of %" PRIu64 " entries derived under the store's secret",
-		    s->dir, c.changed);
+		    s->dir, changed);
 	return 0;
 }
 
@@ -787,8 +791,9 @@ static int open_fn(sg_store_t *s, MDB_txn *txn, void *arg)
 	    (err = open_dbi(s, txn, "manifests", MDB_INTEGERKEY, &s->manifests)) ||
 	    (err = open_dbi(s, txn, "ckchunks", 0, &s->ckchunks)))
 		return err;
-	/* A file of the current format opens without a write: one whose map is
-	 * full at its maximum size must still open. */
+	/* An older format is upgraded here. (A file of the current format opens
+	 * without writing anything: one whose map is full at its maximum size
+	 * must still open.) */
 	if (!fresh && format != STORE_FORMAT) {
 		/* No secret yet: make one; every entry's ids are derived again after
 		 * this transaction (sg_store_open), and checkpoints, keyed by the old
@@ -877,8 +882,18 @@ int sg_store_open(sg_store_t **out, const char *dir, const sg_store_opts_t *opts
 		goto fail;
 	}
 	if ((err = prepare_dir(s, opts->rebuild)) || (err = env_open(s)) ||
-	    (opts->verify && (err = verify_pages(s))) || (err = write_txn(s, open_fn, &ctx)) ||
-	    (s->rehash && (err = rehash_all(s))))
+	    (opts->verify && (err = verify_pages(s))) || (err = write_txn(s, open_fn, &ctx)))
+		goto fail;
+	/* Entries not derived again yet are only unreachable (a miss), never
+	 * wrong: a store too full for the rewrite still opens, and the next open
+	 * goes on with it. */
+	if (s->rehash && (err = rehash_all(s)) == SG_EFULL) {
+		sg_log_warn("cache at %s: no room to derive every entry's ids under the store's "
+			    "secret (%s): entries not done yet are not found until a later start "
+			    "finishes it", s->dir, s->err);
+		err = 0;
+	}
+	if (err)
 		goto fail;
 	/* A save interrupted by a crash left chunks nothing refers to. Dropping
 	 * them needs room for the deletions: a full map keeps them (until the

@@ -161,10 +161,13 @@ void sg__handle(sg_req_t *req)
 		static const char ready[] = "{\"status\":\"ready\"}\n";
 		return sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
 	}
-	/* Health is answered above even under overload; everything else may be shed. */
+	/* Health is answered above even beyond the connection limit, admin even
+	 * under memory pressure (/stats says what is held); the rest may be shed. */
 	if (sg__req_refused(req))
 		return;
 	if (sg__admin(req, path))
+		return;
+	if (sg__req_shed(req))
 		return;
 	/* OpenAI clients whose base URL lacks "/v1" call the bare paths. */
 	if (path.len >= 4 && memcmp(path.base, "/v1/", 4) == 0) {

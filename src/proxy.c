@@ -70,11 +70,27 @@ static void attempt_reset(sg_req_t *req)
 
 /* The request is over: drop what it holds. The body buffers stay valid (a
  * response may still be written from them); the next request resets them. */
+/* A stream's buffers grow with its largest event (a hostile upstream can
+ * send megabytes in one): a connection that goes back to idle keeps none
+ * of that. */
+#define KEEP_STREAM_BUF (64u << 10)
+
+static void stream_bufs_trim(sg_proxy_t *px)
+{
+	if (px->sse.line.cap > KEEP_STREAM_BUF || px->sse.data.cap > KEEP_STREAM_BUF)
+		sg_sse_free(&px->sse); /* caps stay: sg_buf_free keeps max */
+	if (px->sse_out.cap > KEEP_STREAM_BUF)
+		sg_buf_free(&px->sse_out);
+	if (px->out.cap > KEEP_STREAM_BUF)
+		sg_buf_free(&px->out);
+}
+
 static void proxy_release(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
 	body_unhold(req);
 	attempt_free(px);
+	stream_bufs_trim(px);
 	json_decref(px->root);
 	px->root = NULL;
 }
@@ -144,12 +160,17 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 	while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
 		i++;
 	if (i == n || d[i] != '{' || sg_json_scan(d, n, NULL, 0) != 0) {
-		static sg_log_limit_t lim;
-		px->sse_dropped++;
-		sg__req_server(req)->sse_events_dropped++;
+		sg_server_t *srv = sg__req_server(req);
+		char shown[64];
+		size_t k = 0;
+		/* what the upstream sent, printable only: it goes into the log */
+		for (; k < n && k < sizeof(shown) - 1; k++)
+			shown[k] = d[k] >= 0x20 && d[k] < 0x7f ? d[k] : '?';
+		shown[k] = '\0';
+		srv->sse_events_dropped++;
 		sg__cache_stream_broken(req);
-		sg_log_limited(&lim, SG_LOG_WARN, "upstream %s: dropped a stream event that is not "
-		               "a JSON object (%zu bytes: %.60s)", px->dep->id, n, d);
+		sg_log_limited(&srv->sse_log, SG_LOG_WARN, "upstream %s: dropped a stream event that "
+		               "is not a JSON object (%zu bytes: %s)", px->dep->id, n, shown);
 		return 0;
 	}
 	sg__cache_stream_event(req, d, n);
@@ -168,9 +189,10 @@ static int relay(sg_req_t *req, const char *p, size_t n)
 		return 0;
 	sg_buf_reset(&px->sse_out);
 	int rc = sg_sse_feed(&px->sse, p, n, on_event, req);
+	int wrc = relay_flush(req); /* the events before a failure are the client's */
 	if (rc)
 		return rc; /* an event beyond limits.max_response_bytes, or no memory */
-	return relay_flush(req);
+	return wrc;
 }
 
 /* Write what on_event() prepared. */

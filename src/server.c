@@ -28,6 +28,7 @@
 #define SWEEP_MS 1000            /* slow clients and stalled writers are checked this often */
 #define MIN_RATE_GRACE_MS 5000   /* a request gets this long before its data rate counts */
 #define OVERFLOW_TIMEOUT_MS 2000 /* a connection beyond the limit must ask within this */
+#define OVERFLOW_KEY_SALT 0x9E3779B97F4A7C15ULL /* a client's overflow connections, counted apart */
 #define BUSY_POLL_MAX_CONNS 8    /* busy polling only up to this many connections */
 #define HITS_FLUSH_MS 20         /* hit counters reach the store this soon after a hit */
 
@@ -54,8 +55,8 @@ struct sg_conn {
 	int handles_closed;       /* both handles closed: free once holds is 0 */
 	int on_ready;             /* on srv->ready: pipelined requests wait for the loop */
 	uint64_t client_key;      /* hash of the peer address, counted in srv->clients (0: not) */
-	uint64_t rx_bytes;        /* bytes read from the client, all requests */
-	uint64_t req_rx_start;    /* rx_bytes when the current request began */
+	uint64_t req_bytes;       /* bytes of the current request parsed so far (its rate) */
+	size_t last_write_queue;  /* the socket's write queue at the last sweep (progress) */
 	uint64_t req_start_us;    /* when the current request's first byte was parsed */
 	uint64_t write_progress_us; /* last time unsent output shrank (or began) */
 	sg_conn_t *prev, *next;   /* srv->conns list */
@@ -67,7 +68,6 @@ typedef struct wreq {
 	sg_conn_t *conn; /* owner */
 	size_t len;      /* bytes queued: data, then owned */
 	char *owned;     /* a body handed over by the caller (freed when written), or NULL */
-	size_t ncopy;    /* bytes in data */
 	char data[];     /* copy of what uv_try_write could not send (heads) */
 } wreq_t;
 
@@ -270,7 +270,6 @@ static int conn_write_owned(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs, char *
 	}
 	wr->conn = c;
 	wr->len = total - done;
-	wr->ncopy = copy_len;
 	wr->owned = owned;
 	char *o = wr->data;
 	size_t skip = done;
@@ -368,8 +367,8 @@ static uint64_t client_key_of(const uv_tcp_t *tcp)
 	uint64_t k;
 	if (a.ss_family == AF_INET)
 		k = sg_hash64(&((struct sockaddr_in *)&a)->sin_addr, 4, 4);
-	else if (a.ss_family == AF_INET6)
-		k = sg_hash64(&((struct sockaddr_in6 *)&a)->sin6_addr, 16, 6);
+	else if (a.ss_family == AF_INET6) /* its /64: one host has a whole one */
+		k = sg_hash64(&((struct sockaddr_in6 *)&a)->sin6_addr, 8, 6);
 	else
 		return 0;
 	return k ? k : 1; /* 0 means "not counted" */
@@ -830,7 +829,7 @@ static int on_message_begin(llhttp_t *p)
 	r->id[0] = '\0';
 	r->cache.state = SG_RC_OFF;
 	c->req_start_us = sg_now_us();
-	c->req_rx_start = c->rx_bytes;
+	c->req_bytes = 0;
 	timer_arm(c, TIMER_REQUEST, c->overflow ? SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
 	                                                 (uint64_t)c->srv->cfg->limits.request_timeout_ms)
 	                                        : (uint64_t)c->srv->cfg->limits.request_timeout_ms);
@@ -840,6 +839,7 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
 	sg_conn_t *c = CONN(p);
+	c->req_bytes += n;
 	return sg_buf_append(&c->req.url, at, n) ? fail(c, 414) : 0;
 }
 
@@ -848,6 +848,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 	sg_conn_t *c = CONN(p);
 	sg_req_t *r = &c->req;
 
+	c->req_bytes += n;
 	r->value_done = 0;
 	if (r->nhdr == 0 || r->in_header_value) {
 		/* a new header begins */
@@ -875,6 +876,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	sg_conn_t *c = CONN(p);
 	sg_req_t *r = &c->req;
 
+	c->req_bytes += n;
 	/* A value with no name before it: llhttp reports no empty field names. */
 	if (r->nhdr == 0 || r->value_done)
 		return fail(c, 400);
@@ -954,6 +956,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
 	sg_conn_t *c = CONN(p);
+	c->req_bytes += n;
 	return sg_buf_append(&c->req.body, at, n) ? fail(c, 413) : 0;
 }
 
@@ -1041,15 +1044,20 @@ static void conn_process(sg_conn_t *c)
 	if (c->in_process)
 		return;
 	c->in_process = 1;
-	while (c->pending.len > 0 && conn_can_parse(c) && batch > 0) {
+	/* One move of what is left per call, not per request (pending may hold
+	 * a megabyte of small requests). */
+	size_t off = 0;
+	while (off < c->pending.len && conn_can_parse(c) && batch > 0) {
 		int was_reading = c->req.state == SG_REQ_READING;
-		size_t used = feed(c, c->pending.data, c->pending.len);
-		sg_buf_consume(&c->pending, used);
+		size_t used = feed(c, c->pending.data + off, c->pending.len - off);
+		off += used;
 		if (!was_reading || c->req.state != SG_REQ_READING)
 			batch--;
 		if (used == 0)
 			break;
 	}
+	if (c->state != CONN_CLOSING)
+		sg_buf_consume(&c->pending, off);
 	c->in_process = 0;
 	conn_schedule(c); /* more to do: next turn */
 	conn_update_read(c);
@@ -1086,7 +1094,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (c->state == CONN_LINGER || c->state == CONN_SHUTDOWN || n == 0)
 		goto out;
-	c->rx_bytes += n;
 	if (c->pending.len == 0 && !c->in_process && conn_can_parse(c)) {
 		/* The common case: parse straight out of the read buffer. */
 		sg__server_kick(srv);
@@ -1122,8 +1129,6 @@ out:
 
 /* --- accepting ------------------------------------------------------------------------ */
 
-static sg_log_limit_t refused_log; /* refused connections: a flood must not flood the log */
-
 static void on_connection(uv_stream_t *l, int status)
 {
 	sg_server_t *srv = l->data;
@@ -1133,7 +1138,7 @@ static void on_connection(uv_stream_t *l, int status)
 	if (status < 0) {
 		/* EMFILE and the like: libuv accepts and closes the connection itself. */
 		srv->refused_connections++;
-		sg_log_limited(&refused_log, SG_LOG_WARN, "accept: %s%s", uv_strerror(status),
+		sg_log_limited(&srv->refused_log, SG_LOG_WARN, "accept: %s%s", uv_strerror(status),
 		               status == UV_EMFILE || status == UV_ENFILE
 		                       ? " (file-descriptor limit reached: connection refused; raise "
 		                         "`ulimit -n` or lower limits.max_connections)"
@@ -1142,7 +1147,7 @@ static void on_connection(uv_stream_t *l, int status)
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
-		sg_log_limited(&refused_log, SG_LOG_ERROR, "accept: out of memory");
+		sg_log_limited(&srv->refused_log, SG_LOG_ERROR, "accept: out of memory");
 		return;
 	}
 	c->srv = srv;
@@ -1190,11 +1195,16 @@ static void on_connection(uv_stream_t *l, int status)
 		c->overflow = 1;
 		srv->noverflow++;
 		srv->refused_connections++;
-		sg_log_limited(&refused_log, SG_LOG_WARN, "%s reached (%ld): refusing a connection",
+		sg_log_limited(&srv->refused_log, SG_LOG_WARN, "%s reached (%ld): refusing a connection",
 		               refuse, strncmp(refuse, "connection limit", 16) == 0
 		                               ? (long)srv->max_conns
 		                               : lim->max_connections_per_client);
-		if (srv->noverflow > srv->max_overflow) {
+		/* One client cannot take every one of those: a flood from one address
+		 * leaves room for the orchestrator's probes from another. */
+		uint64_t okey = (key ? key : client_key_of(&c->tcp)) ^ OVERFLOW_KEY_SALT;
+		size_t per_client = SG_MAX((size_t)2, srv->max_overflow / 4);
+		if (srv->noverflow > srv->max_overflow || client_count(srv, okey) >= per_client ||
+		    client_count_add(c, okey) != 0) {
 			conn_close(c);
 			return;
 		}
@@ -1224,6 +1234,14 @@ int sg__req_refused(sg_req_t *req)
 		                    lim->max_connections_per_client ? ", or per client" : "");
 		return 1;
 	}
+	return 0;
+}
+
+int sg__req_shed(sg_req_t *req)
+{
+	sg_server_t *srv = req->conn->srv;
+	const sg_limits_t *lim = &srv->cfg->limits;
+
 	if (lim->max_held_bytes > 0 && srv->held_bytes > (size_t)lim->max_held_bytes) {
 		srv->shed_requests++;
 		sg_log_limited(&srv->shed_log, SG_LOG_WARN,
@@ -1250,6 +1268,11 @@ static void on_sweep(uv_timer_t *t)
 		/* A closing reply the client never takes would hold its shutdown open. */
 		if (c->state != CONN_OPEN && c->state != CONN_SHUTDOWN)
 			continue;
+		/* The socket's own queue: a request of many MB moves on byte by byte. */
+		size_t wq = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+		if (wq < c->last_write_queue)
+			c->write_progress_us = now;
+		c->last_write_queue = wq;
 		if (c->write_queued > 0 &&
 		    now - c->write_progress_us > (uint64_t)lim->idle_timeout_ms * 1000u) {
 			sg_log_limited(&srv->slow_log, SG_LOG_WARN,
@@ -1263,7 +1286,7 @@ static void on_sweep(uv_timer_t *t)
 			continue;
 		if (lim->min_request_bytes_per_s > 0 && c->req.state == SG_REQ_READING &&
 		    c->req_start_us && now - c->req_start_us > grace_us) {
-			uint64_t got = c->rx_bytes - c->req_rx_start;
+			uint64_t got = c->req_bytes;
 			uint64_t want = (uint64_t)lim->min_request_bytes_per_s * (now - c->req_start_us) /
 			                1000000u;
 			if (got < want) {
@@ -1453,6 +1476,13 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	}
 	srv->id_seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
 	fit_fd_limit(srv);
+	srv->test_id_bits = 64;
+	const char *bits = getenv("SEMGATE_TEST_SCOPE_ID_BITS");
+	if (bits && *bits) {
+		srv->test_id_bits = SG_MIN(64, SG_MAX(0, atoi(bits)));
+		sg_log_warn("SEMGATE_TEST_SCOPE_ID_BITS: cache ids cut to %d bits, so that they "
+		            "collide (a test hook)", srv->test_id_bits);
+	}
 	sg__u64map_init(&srv->clients);
 
 	llhttp_settings_init(&srv->parser_settings);

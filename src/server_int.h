@@ -69,7 +69,6 @@ typedef struct sg_proxy {
 	int saw_done;                 /* a "data: [DONE]" event went through */
 	sg_sse_t sse;                 /* the stream's events (OpenAI's format) */
 	sg_buf_t sse_out;             /* whole events to write to the client */
-	uint64_t sse_dropped;         /* events dropped: not a JSON object */
 } sg_proxy_t;
 
 /* What the cache did with a request. */
@@ -200,8 +199,12 @@ struct sg_server {
 	uint64_t shed_requests;   /* answered 503 because of limits.max_held_bytes */
 	uint64_t slow_clients;    /* closed for a slow request or for not reading */
 	uint64_t sse_events_dropped; /* upstream stream events that were not JSON objects */
-	sg_log_limit_t shed_log;  /* rate limits for lines a client can cause */
+	int test_id_bits;         /* SEMGATE_TEST_SCOPE_ID_BITS (a test hook; 64: off) */
+	sg_log_limit_t shed_log;  /* rate limits for lines a client or upstream can cause */
 	sg_log_limit_t slow_log;
+	sg_log_limit_t refused_log;
+	sg_log_limit_t store_log;
+	sg_log_limit_t sse_log;
 };
 
 /* Response API for the handlers (server.c). Each of respond/respond_error/
@@ -230,11 +233,15 @@ long sg__stream_write(sg_req_t *req, const char *p, size_t n);
 /** Finish a streamed response. */
 void sg__stream_end(sg_req_t *req);
 
-/** Whether the request must be refused before any work (it came on a
- * connection beyond a limit, or the process holds limits.max_held_bytes for
- * clients): if so it was answered with 503 and 1 is returned. Health checks
- * ask before this. */
+/** Whether the request must be refused before any work because it came on
+ * a connection beyond a limit: if so it was answered with 503 and 1 is
+ * returned. Health checks ask before this. */
 int sg__req_refused(sg_req_t *req);
+/** Whether new work must be shed because the process holds more than
+ * limits.max_held_bytes for clients: if so it was answered with 503 and 1
+ * is returned. Health checks and admin endpoints (/stats shows why) ask
+ * before this. */
+int sg__req_shed(sg_req_t *req);
 /** Account bytes held for a client outside the connection's output (a
  * buffered upstream reply): +n when taken, -n when released. */
 void sg__server_held(sg_server_t *srv, long delta);

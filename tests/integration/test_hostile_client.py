@@ -29,6 +29,19 @@ def chat_req(prompt, headers=None):
                            body=json.dumps(h.chat_body(prompt)).encode(), headers=hdrs)
 
 
+def connect_from(sg, src, timeout=h.IO_TIMEOUT_S):
+    """A harness connection from source address src (any of 127.0.0.0/8 is
+    this machine): distinct clients as semgate sees them."""
+    c = h.Conn.__new__(h.Conn)
+    c.host, c.port, c.buf, c.eof = sg.host, sg.port, b"", False
+    c.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.sock.settimeout(timeout)
+    c.sock.bind((src, 0))
+    c.sock.connect((sg.host, sg.port))
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return c
+
+
 def flood_without_reading(sg, data, seconds, max_bytes):
     """Send data over and over on one connection without reading a byte, for
     up to `seconds` or `max_bytes`; returns (socket, bytes sent). semgate must
@@ -130,6 +143,9 @@ def test_held_bytes_cap_sheds_new_work():
         h.expect_eq(r.header("Retry-After"), "1", "Retry-After of a shed request")
         h.expect_status(sg.request("GET", "/healthz"), 200)
         h.expect_status(sg.request("GET", "/readyz"), 200)
+        # admin still answers, and says why
+        st = sg.request("GET", "/stats").json()["server"]
+        h.expect(st["held_bytes"] > 4 << 20 and st["shed_requests"] >= 1, "/stats: %r", st)
     finally:
         for s in socks:
             s.close()
@@ -190,14 +206,15 @@ def test_slow_clients_at_limit_health_answered():
             c = sg.connect(timeout=30)
             c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
             slow.append(c)
-        # Every slot is held: health still answers, work is refused.
-        with sg.connect() as c:
+        # Every slot is held: health still answers, work is refused (each from
+        # a client of its own: one client gets a share of the reserve only).
+        with connect_from(sg, "127.0.0.11") as c:
             r = c.request("GET", "/healthz")
             h.expect_status(r, 200)
             h.expect(c.wait_closed(10), "a health connection beyond the limit stays open")
-        with sg.connect() as c:
+        with connect_from(sg, "127.0.0.12") as c:
             h.expect_status(c.request("GET", "/readyz"), 200)
-        with sg.connect() as c:
+        with connect_from(sg, "127.0.0.13") as c:
             r = c.request("POST", "/v1/chat/completions", body=h.chat_body("refused"))
             h.expect_error(r, 503, code="overloaded")
         # The slow ones are cut off once their rate counts (5 s grace).
@@ -216,27 +233,36 @@ def test_slow_clients_at_limit_health_answered():
 
 def test_connection_flood_beyond_limit():
     """Weakness: a flood of connections beyond the limit; each refusal logged
-    a WARN line (a log-flood vector). semgate stays up, answers health on its
-    reserve, and rate-limits the lines."""
+    a WARN line (a log-flood vector). semgate stays up, answers an
+    orchestrator's health checks from another address while the flood holds
+    its connections open, and rate-limits the lines."""
     mock, sg = h.start("--quiet", limits={"max_connections": 16, "health_connections": 8})
     held = []
+    flood = []
     try:
         for _ in range(16):
             c = sg.connect()
             h.expect_status(c.request("GET", "/healthz"), 200)
             held.append(c)
-        flood = []
         for _ in range(300):
             try:
-                flood.append(socket.create_connection((sg.host, sg.port), timeout=5))
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(5)
+                s.bind(("127.0.0.2", 0))
+                s.connect((sg.host, sg.port))
+                flood.append(s)
             except OSError:
                 pass
         time.sleep(0.5)
-        for s in flood:
-            s.close()
+        # the flood is still open: the probe gets its answer all the same
+        for _ in range(3):
+            with connect_from(sg, "127.0.0.3") as c:
+                h.expect_status(c.request("GET", "/healthz"), 200)
         for c in held:
             h.expect_status(c.request("GET", "/healthz"), 200)
     finally:
+        for s in flood:
+            s.close()
         for c in held:
             c.close()
 
@@ -347,8 +373,12 @@ def test_fd_limit_checked_and_refusals_logged():
             c.close()
     lines = [l for l in sg.log().splitlines() if "refusing a connection" in l]
     h.expect(len(lines) <= 10, "%d refusal lines: not rate-limited", len(lines))
-    h.wait_for(lambda: h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200,
-               timeout=10, what="health after the flood")
+    def fresh_ok():
+        try:
+            return h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200
+        except (OSError, h.TestFailure):
+            return False
+    h.wait_for(fresh_ok, timeout=15, what="health after the flood")
     sg.assert_alive()
     # Where the hard limit allows, the soft one is raised instead.
     cfg2 = h.base_config()
@@ -356,6 +386,46 @@ def test_fd_limit_checked_and_refusals_logged():
     cfg2["limits"] = {"max_connections": 100}
     sg2 = semgate_with_fd_limit(cfg2, 64)
     h.expect("file-descriptor limit raised from 64" in sg2.log(), "no raise: %s", sg2.log())
+
+
+def test_scope_collision_never_crosses():
+    """Defect 3: a semantic lookup served any candidate of the index a 64-bit
+    id chose, so a system prompt crafted to collide with tenant A's read A's
+    answers and planted answers A was served. Here every id collides (a test
+    hook cuts them to 0 bits): no request is ever answered from another scope,
+    exactly or semantically, in either direction."""
+    mock, sg = h.start("--quiet", config={"cache": {"threshold": 0.8}},
+                       env={"SEMGATE_TEST_SCOPE_ID_BITS": "0"})
+    h.expect("SEMGATE_TEST_SCOPE_ID_BITS" in sg.log(), "the test hook is not on")
+    question = "what is the refund policy for annual plans"
+    a = {"X-Semgate-Namespace": "tenant-a"}
+    b = {"X-Semgate-Namespace": "tenant-b"}
+    sys_b = {"role": "system", "content": "You are tenant B's bot."}
+    ra = sg.post_json("/v1/chat/completions", h.chat_body(question), headers=a)
+    h.expect_eq(ra.header("X-Semgate-Cache"), "miss", "tenant A's first request")
+    ida = ra.header("X-Semgate-Cache-Id")
+    h.expect_eq(sg.post_json("/v1/chat/completions", h.chat_body(question),
+                             headers=a).header("X-Semgate-Cache"), "hit-exact", "A again")
+    # B: same prompt, a paraphrase, and another system prompt: all misses
+    # (no-store: each probe sees A's entry alone under the colliding ids)
+    probes = (h.chat_body(question), h.chat_body("what's the refund policy for annual plans?"),
+              {"model": h.MODEL, "messages": [sys_b, {"role": "user", "content": question}]})
+    for body in probes:
+        r = sg.post_json("/v1/chat/completions", body, headers=dict(b, **{"Cache-Control": "no-store"}))
+        h.expect_eq(r.header("X-Semgate-Cache"), "miss", "tenant B on A's colliding id")
+        h.expect(r.header("X-Semgate-Cache-Id") != ida, "B was given A's entry")
+    # B plants answers under the same ids: A is still served its own
+    for body in probes:
+        r = sg.post_json("/v1/chat/completions", body, headers=b)
+        h.expect(r.header("X-Semgate-Cache-Id") != ida, "B was given A's entry")
+    for body in (h.chat_body(question), h.chat_body("what is the refund policy for annual plans?")):
+        r = sg.post_json("/v1/chat/completions", body, headers=a)
+        h.expect(r.header("X-Semgate-Cache") in ("hit-exact", "hit-semantic"),
+                 "A's own question: %r", r.header("X-Semgate-Cache"))
+        h.expect_eq(r.header("X-Semgate-Cache-Id"), ida, "the entry A was served")
+    st = sg.request("GET", "/stats").json()["cache"]
+    h.expect(st["scope_collisions"] > 0, "no collision counted: %r", st)
+    sg.assert_alive()
 
 
 def test_admin_key_env_unset_refuses_to_start():

@@ -1052,6 +1052,157 @@ static void test_store_secret_and_upgrade(void)
 	sg_cache_key_free(&k);
 }
 
+/* A full store: a reply too large to make room for evicts nothing (it used
+ * to drain entries on every such miss); a small one evicts what it needs
+ * from the LRU end, not more. */
+static void test_full_store_eviction(void)
+{
+	sg_cache_opts_t o = {
+		.path = dir, .embedder_id = "test", .dim = DIM, .index_type = SG_INDEX_FLAT,
+		.map_size = 4 << 20, .max_map_size = 4 << 20,
+	};
+	sg_cache_t *c = NULL;
+	sg_cache_stats_t st;
+	char err[512];
+	int n = 0;
+
+	if (sg_cache_open(&c, &o, 1000, err, sizeof(err))) {
+		CHECK_MSG(0, "open: %s", err);
+		return;
+	}
+	while (n < 100000 && put_filler(c, n, NULL) == 0)
+		n++;
+	sg_cache_stats(c, &st);
+	uint64_t before = st.entries, evicted = st.evicted;
+	CHECK(before > 100);
+	size_t big_len = 3 << 20;
+	char *big = malloc(big_len);
+	sg_cache_key_t k;
+	sg_cache_key_init(&k);
+	key(&k, "f", "big one");
+	if (big) {
+		memset(big, 'y', big_len);
+		CHECK_RC(sg_cache_store(c, &k, NULL, "f", "m", (sg_iovec_t){big, big_len}, 1, 1, 1000,
+		                        0, NULL), SG_EFULL);
+		free(big);
+	}
+	sg_cache_key_free(&k);
+	sg_cache_stats(c, &st);
+	CHECK(st.entries == before && st.evicted == evicted);
+	CHECK(st.store_full == 1 && st.store_failures >= 1);
+	int rc = put_filler(c, n + 1, NULL);
+	sg_cache_stats(c, &st);
+	if (rc == 0) {
+		CHECK(st.store_full == 0);
+		CHECK(st.evicted - evicted <= 256);
+	}
+	sg_cache_close(c);
+}
+
+/* Run fn on the store's meta database in a write transaction (raw LMDB). */
+static int meta_edit(int (*fn)(MDB_txn *txn, MDB_dbi meta))
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta;
+	int rc;
+	if ((rc = mdb_env_create(&env)))
+		return rc;
+	mdb_env_set_maxdbs(env, 8);
+	mdb_env_set_mapsize(env, 256u << 20);
+	if (!(rc = mdb_env_open(env, dir, 0, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+		if ((rc = mdb_dbi_open(txn, "meta", 0, &meta)) || (rc = fn(txn, meta)))
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+	}
+	mdb_env_close(env);
+	return rc;
+}
+
+static int to_format2(MDB_txn *txn, MDB_dbi meta)
+{
+	uint32_t two = 2;
+	MDB_val mk = {8, "hash_key"}, fk = {6, "format"}, fv = {4, &two};
+	int rc = mdb_del(txn, meta, &mk, NULL);
+	return rc ? rc : mdb_put(txn, meta, &fk, &fv, 0);
+}
+
+/* What a crash right after the upgrade's first transaction leaves: a new
+ * secret and the marker, the entries' ids still of the old secret. */
+static int crashed_upgrade(MDB_txn *txn, MDB_dbi meta)
+{
+	uint8_t key[16] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6}, one = 1;
+	MDB_val mk = {8, "hash_key"}, mv = {16, key}, rk = {6, "rehash"}, rv = {1, &one};
+	int rc = mdb_put(txn, meta, &mk, &mv, 0);
+	return rc ? rc : mdb_put(txn, meta, &rk, &rv, 0);
+}
+
+/* Every stored prompt q0..q(n-1) is found, exactly and semantically, under
+ * the cache's secret. */
+static int all_found(sg_cache_t *c, int n)
+{
+	sg_cache_key_t k;
+	sg_cache_hit_t hit;
+	float v[DIM], best;
+	int missing = 0;
+	char prompt[32];
+	sg_cache_key_init(&k);
+	for (int i = 0; i < n; i++) {
+		snprintf(prompt, sizeof(prompt), "q%d", i);
+		key_with(&k, "ns", prompt, sg_cache_hash_key(c));
+		if (sg_cache_lookup_exact(c, &k, 1000, &hit) == 0)
+			sg_cache_hit_free(&hit);
+		else
+			missing++;
+		if (i % 250 == 0) {
+			vec(v, i, i + 1, 0.3f);
+			if (sg_cache_lookup_semantic(c, &k, v, 0.99f, 1000, &hit, &best) == 0)
+				sg_cache_hit_free(&hit);
+			else
+				missing++;
+		}
+	}
+	sg_cache_key_free(&k);
+	return missing;
+}
+
+/* The upgrade of a store of several batches (1,024 entries each), and its
+ * resumption after a crash in the middle. */
+static void test_upgrade_many_and_resume(void)
+{
+	enum { N = 2500 };
+	sg_cache_t *c = open_cache(0, 0, 1000);
+	float v[DIM];
+	char prompt[32];
+	int ok = 1;
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	for (int i = 0; i < N; i++) {
+		snprintf(prompt, sizeof(prompt), "q%d", i);
+		vec(v, i, i + 1, 0.3f);
+		ok &= put(c, "ns", prompt, v, 1000, 0, NULL) == 0;
+	}
+	CHECK(ok);
+	sg_cache_close(c);
+	CHECK(meta_edit(to_format2) == 0);
+	c = open_cache(0, 0, 1000);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_MSG(all_found(c, N) == 0, "%d lookups missed after the upgrade", all_found(c, N));
+	sg_cache_close(c);
+	CHECK(meta_edit(crashed_upgrade) == 0);
+	c = open_cache(0, 0, 1000);
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	CHECK_MSG(all_found(c, N) == 0, "%d lookups missed after a resumed upgrade",
+	          all_found(c, N));
+	sg_cache_close(c);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/sg-test-cache.%d", (int)getpid());
@@ -1066,6 +1217,12 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_store_secret_and_upgrade();
+	if (system(cmd) != 0)
+		return 1;
+	test_upgrade_many_and_resume();
+	if (system(cmd) != 0)
+		return 1;
+	test_full_store_eviction();
 	if (system(cmd) != 0)
 		return 1;
 	test_threshold_and_exact();
