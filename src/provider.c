@@ -24,107 +24,41 @@ const sg_provider_t *sg_provider_find(const char *name)
 
 /* ---- SSE ------------------------------------------------------------------ */
 
+/* The providers read their streams with the one SSE reader (semgate/sse.h);
+ * this keeps their callback shape (event name, data). */
+
 void sg__sse_init(sg__sse_t *s, size_t max)
 {
-	sg_buf_init(&s->line, max);
-	sg_buf_init(&s->data, max);
-	s->event[0] = '\0';
-	s->has_data = 0;
-	s->skip_lf = 0;
+	sg_sse_init(&s->r, max);
 }
 
 void sg__sse_free(sg__sse_t *s)
 {
-	sg_buf_free(&s->line);
-	sg_buf_free(&s->data);
+	sg_sse_free(&s->r);
 }
 
-static int sse_dispatch(sg__sse_t *s, sg__sse_cb cb, void *ctx)
+typedef struct sse_adapt {
+	sg__sse_t *s;   /* the reader */
+	sg__sse_cb cb;  /* the provider's callback */
+	void *ctx;      /* its argument */
+} sse_adapt_t;
+
+static int sse_event(void *ud, enum sg_sse_kind kind, const char *data, size_t len)
 {
-	int rc = 0;
-
-	if (s->has_data)
-		rc = cb(ctx, s->event, s->data.data ? s->data.data : "", s->data.len);
-	sg_buf_reset(&s->data);
-	s->event[0] = '\0';
-	s->has_data = 0;
-	return rc;
-}
-
-/* One complete line (without its end). Comments (":...") and fields other
- * than event/data (id, retry) are ignored, as the spec allows. */
-static int sse_line(sg__sse_t *s, const char *l, size_t n, sg__sse_cb cb, void *ctx)
-{
-	const char *colon, *v;
-	size_t name_len, vlen;
-	int rc;
-
-	if (n == 0)
-		return sse_dispatch(s, cb, ctx);
-	colon = memchr(l, ':', n);
-	name_len = colon ? (size_t)(colon - l) : n;
-	v = colon ? colon + 1 : l + n;
-	vlen = (size_t)(l + n - v);
-	if (vlen > 0 && *v == ' ')
-		v++, vlen--;
-	if (name_len == 5 && memcmp(l, "event", 5) == 0) {
-		vlen = SG_MIN(vlen, sizeof(s->event) - 1);
-		memcpy(s->event, v, vlen);
-		s->event[vlen] = '\0';
-	} else if (name_len == 4 && memcmp(l, "data", 4) == 0) {
-		if (s->has_data && (rc = sg_buf_append(&s->data, "\n", 1)) != 0)
-			return rc;
-		if ((rc = sg_buf_append(&s->data, v, vlen)) != 0)
-			return rc;
-		s->has_data = 1;
-	}
-	return 0;
+	sse_adapt_t *a = ud;
+	return kind == SG_SSE_DATA ? a->cb(a->ctx, a->s->r.event, data, len) : 0;
 }
 
 int sg__sse_feed(sg__sse_t *s, const char *p, size_t n, sg__sse_cb cb, void *ctx)
 {
-	const char *end = p + n, *eol;
-	int rc;
-
-	while (p < end) {
-		if (s->skip_lf) {
-			s->skip_lf = 0;
-			if (*p == '\n') {
-				p++;
-				continue;
-			}
-		}
-		for (eol = p; eol < end && *eol != '\n' && *eol != '\r'; eol++)
-			;
-		if (eol == end) {
-			/* No line end yet: keep the piece for the next feed. */
-			return sg_buf_append(&s->line, p, (size_t)(end - p));
-		}
-		if (s->line.len > 0) {
-			if ((rc = sg_buf_append(&s->line, p, (size_t)(eol - p))) != 0)
-				return rc;
-			rc = sse_line(s, s->line.data, s->line.len, cb, ctx);
-			sg_buf_reset(&s->line);
-		} else {
-			rc = sse_line(s, p, (size_t)(eol - p), cb, ctx);
-		}
-		if (rc)
-			return rc;
-		s->skip_lf = *eol == '\r';
-		p = eol + 1;
-	}
-	return 0;
+	sse_adapt_t a = {s, cb, ctx};
+	return sg_sse_feed(&s->r, p, n, sse_event, &a);
 }
 
 int sg__sse_flush(sg__sse_t *s, sg__sse_cb cb, void *ctx)
 {
-	int rc = 0;
-
-	if (s->line.len > 0) {
-		rc = sse_line(s, s->line.data, s->line.len, cb, ctx);
-		sg_buf_reset(&s->line);
-	}
-	return rc ? rc : sse_dispatch(s, cb, ctx);
+	sse_adapt_t a = {s, cb, ctx};
+	return sg_sse_finish(&s->r, sse_event, &a);
 }
 
 /* ---- JSON and errors ------------------------------------------------------ */

@@ -11,17 +11,13 @@
 
 #include "semgate/buf.h"
 #include "semgate/provider.h"
+#include "semgate/sse.h"
 
 /* ---- SSE ------------------------------------------------------------------ */
 
-/* An incremental Server-Sent-Events reader: lines may be split anywhere,
- * end in "\n", "\r\n" or "\r"; "event:" and "data:" fields are kept. */
+/* The SSE reader (semgate/sse.h) as the providers call it. */
 typedef struct sg__sse {
-	sg_buf_t line;  /* the line being read (capped: SG_ETOOBIG past the cap) */
-	sg_buf_t data;  /* "data:" lines of the event being read, joined by '\n' */
-	char event[64]; /* "event:" of the event being read, or "" */
-	int has_data;   /* a data: line was seen in this event */
-	int skip_lf;    /* the previous byte was '\r': a '\n' now ends nothing */
+	sg_sse_t r; /* the reader; r.event names the event being delivered */
 } sg__sse_t;
 
 /* Called once per complete event; data is NUL-terminated. Non-zero stops the feed. */

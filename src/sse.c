@@ -1,6 +1,8 @@
 /* Server-sent events: see include/semgate/sse.h. */
 #include <string.h>
 
+#include "semgate/common.h"
+
 #include "semgate/sse.h"
 
 void sg_sse_init(sg_sse_t *s, size_t max_event)
@@ -9,6 +11,7 @@ void sg_sse_init(sg_sse_t *s, size_t max_event)
 	sg_buf_init(&s->data, max_event);
 	s->has_data = 0;
 	s->after_cr = 0;
+	s->event[0] = '\0';
 }
 
 void sg_sse_reset(sg_sse_t *s)
@@ -17,6 +20,7 @@ void sg_sse_reset(sg_sse_t *s)
 	sg_buf_reset(&s->data);
 	s->has_data = 0;
 	s->after_cr = 0;
+	s->event[0] = '\0';
 }
 
 void sg_sse_free(sg_sse_t *s)
@@ -35,6 +39,7 @@ static int dispatch(sg_sse_t *s, sg_sse_cb cb, void *ud)
 		rc = cb(ud, SG_SSE_DATA, s->data.data ? s->data.data : "", s->data.len);
 	sg_buf_reset(&s->data);
 	s->has_data = 0;
+	s->event[0] = '\0';
 	return rc;
 }
 
@@ -47,14 +52,20 @@ static int line(sg_sse_t *s, const char *l, size_t n, sg_sse_cb cb, void *ud)
 		return cb(ud, SG_SSE_COMMENT, l + 1, n - 1);
 	const char *colon = memchr(l, ':', n);
 	size_t name_len = colon ? (size_t)(colon - l) : n;
-	if (name_len != 4 || memcmp(l, "data", 4) != 0)
-		return 0; /* event, id, retry, or no field at all: nothing the relay needs */
 	const char *v = colon ? colon + 1 : l + n;
 	size_t vlen = colon ? n - name_len - 1 : 0;
 	if (vlen && v[0] == ' ') {
 		v++;
 		vlen--;
 	}
+	if (name_len == 5 && memcmp(l, "event", 5) == 0) {
+		vlen = SG_MIN(vlen, sizeof(s->event) - 1);
+		memcpy(s->event, v, vlen);
+		s->event[vlen] = '\0';
+		return 0;
+	}
+	if (name_len != 4 || memcmp(l, "data", 4) != 0)
+		return 0; /* id, retry, or no field at all: nothing anyone here needs */
 	if (s->has_data && sg_buf_append(&s->data, "\n", 1))
 		return SG_ETOOBIG;
 	if (vlen && sg_buf_append(&s->data, v, vlen))
@@ -106,7 +117,9 @@ int sg_sse_feed(sg_sse_t *s, const char *p, size_t n, sg_sse_cb cb, void *ud)
 int sg_sse_finish(sg_sse_t *s, sg_sse_cb cb, void *ud)
 {
 	int rc = 0;
-	if (s->line.len == 0)
+	if (s->line.len)
+		rc = line(s, s->line.data, s->line.len, cb, ud);
+	if (rc == 0)
 		rc = dispatch(s, cb, ud);
 	sg_sse_reset(s);
 	return rc;

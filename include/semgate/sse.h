@@ -3,9 +3,10 @@
  * An upstream's stream is parsed here once, and only whole events reach the
  * client and the cache: lines end with CRLF, LF or CR (in any mix, split
  * anywhere across reads), a line starting with ':' is a comment, `data`
- * lines of one event are joined with '\n', a blank line ends the event, and
- * lines of other fields (`event`, `id`, `retry`, or a line with no field name
- * at all) are read and ignored. So `data: [DONE]` counts only as an event of
+ * lines of one event are joined with '\n', a blank line ends the event, an
+ * `event` field names it (sg_sse_t.event, for the providers whose streams
+ * say what an event is that way), and lines of other fields (`id`, `retry`,
+ * or a line with no field name at all) are read and ignored. So `data: [DONE]` counts only as an event of
  * its own, never as bytes inside another event's JSON.
  *
  * Pure (no I/O); the reader owns two growable buffers, each capped at the
@@ -26,8 +27,10 @@ enum sg_sse_kind {
 
 /**
  * Called for each complete event (with at least one data line) and each
- * comment. p[0..n) is borrowed until the callback returns. A non-zero return
- * stops the feed and is returned by it.
+ * comment. p[0..n) is borrowed until the callback returns and is followed by
+ * a NUL for an event's data. During an event's callback the reader's `event`
+ * holds its name ("" when it had none). A non-zero return stops the feed and
+ * is returned by it.
  */
 typedef int (*sg_sse_cb)(void *ud, enum sg_sse_kind kind, const char *p, size_t n);
 
@@ -37,6 +40,7 @@ typedef struct sg_sse {
 	sg_buf_t data;   /* the data of the event being read */
 	int has_data;    /* the event has a data line (possibly empty) */
 	int after_cr;    /* the last byte was CR: a LF right after it ends nothing */
+	char event[64];  /* the `event` field of the event being read (truncated), or "" */
 } sg_sse_t;
 
 /** Prepare s; events and lines longer than max_event bytes are refused. */
@@ -54,10 +58,10 @@ void sg_sse_free(sg_sse_t *s);
 int sg_sse_feed(sg_sse_t *s, const char *p, size_t n, sg_sse_cb cb, void *ud);
 
 /**
- * The stream ended. An event whose last line was complete but that lacks
- * its closing blank line is delivered (a lenient reading of servers that end
- * with "data: [DONE]\n"); a partial line is dropped. Returns 0 or cb's
- * non-zero return. The reader is reset.
+ * The stream ended. A last line without its end is read as a line, and an
+ * event without its closing blank line is delivered (a lenient reading of
+ * servers that end with "data: [DONE]\n" or less). Returns 0, SG_ETOOBIG or
+ * cb's non-zero return. The reader is reset.
  */
 int sg_sse_finish(sg_sse_t *s, sg_sse_cb cb, void *ud);
 

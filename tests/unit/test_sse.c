@@ -65,8 +65,40 @@ static void test_finish(void)
 {
 	/* lenient: the last event's lines complete, the blank line missing */
 	expect_events("data: {\"a\":1}\n\ndata: [DONE]\n", "D{\"a\":1}|D[DONE]|", 1);
-	/* a partial last line is dropped with its event */
-	expect_events("data: {\"a\":1}\n\ndata: [DO", "D{\"a\":1}|", 1);
+	/* a last line without its end is read as a line (the relay then judges
+	 * what it holds: "[DO" is neither JSON nor [DONE]) */
+	expect_events("data: {\"a\":1}\n\ndata: [DO", "D{\"a\":1}|D[DO|", 1);
+	expect_events("data: [DONE]", "D[DONE]|", 1);
+}
+
+/* An event's name, for the providers (Anthropic's streams say what an event
+ * is with it). */
+typedef struct named {
+	sg_buf_t got; /* "name=data|" per event */
+	sg_sse_t s;   /* the reader, whose event the callback reads */
+} named_t;
+
+static int names(void *ud, enum sg_sse_kind kind, const char *p, size_t n)
+{
+	named_t *t = ud;
+	sg_buf_append(&t->got, t->s.event, strlen(t->s.event));
+	sg_buf_append(&t->got, "=", 1);
+	sg_buf_append(&t->got, p, n);
+	sg_buf_append(&t->got, "|", 1);
+	return 0;
+}
+
+static void test_event_names(void)
+{
+	named_t t;
+	const char *in = "event: message_start\ndata: {}\n\ndata: x\n\nevent: ping\n\n"
+	                 "event: delta\ndata: y\n\n";
+	sg_buf_init(&t.got, 0);
+	sg_sse_init(&t.s, 1024);
+	CHECK(sg_sse_feed(&t.s, in, strlen(in), names, &t) == 0);
+	CHECK_STR(t.got.data, "message_start={}|=x|delta=y|");
+	sg_sse_free(&t.s);
+	sg_buf_free(&t.got);
 }
 
 static void test_caps(void)
@@ -122,6 +154,7 @@ int main(void)
 	test_line_ends_and_fields();
 	test_done_inside_json_is_not_done();
 	test_finish();
+	test_event_names();
 	test_caps();
 	test_callback_stops();
 	CHECK_DONE();
