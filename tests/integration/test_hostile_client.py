@@ -29,6 +29,15 @@ def chat_req(prompt, headers=None):
                            body=json.dumps(h.chat_body(prompt)).encode(), headers=hdrs)
 
 
+def answers(sg, path="/healthz"):
+    """True when a new connection gets 200 for GET path (False on any failure:
+    for waiting until semgate takes connections again)."""
+    try:
+        return h.request(sg.host, sg.port, "GET", path, timeout=5).status == 200
+    except (OSError, h.TestFailure):
+        return False
+
+
 def connect_from(sg, src, timeout=h.IO_TIMEOUT_S):
     """A harness connection from source address src (any of 127.0.0.0/8 is
     this machine): distinct clients as semgate sees them."""
@@ -266,12 +275,7 @@ def test_connection_flood_beyond_limit():
         for c in held:
             c.close()
 
-    def fresh_ok():
-        try:
-            return h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200
-        except (OSError, h.TestFailure):
-            return False
-    h.wait_for(fresh_ok, timeout=10, what="a new connection after the flood")
+    h.wait_for(lambda: answers(sg), timeout=10, what="a new connection after the flood")
     lines = [l for l in sg.log().splitlines() if "refusing a connection" in l]
     h.expect(0 < len(lines) <= 10, "%d 'refusing a connection' lines for 300 refusals",
              len(lines))
@@ -292,12 +296,8 @@ def test_per_client_connection_cap():
             h.expect_error(r, 503, code="overloaded")
         conns.pop().close()
 
-        def fresh_ok():
-            try:
-                return h.request(sg.host, sg.port, "GET", "/v1/models", timeout=5).status == 200
-            except (OSError, h.TestFailure):
-                return False
-        h.wait_for(fresh_ok, timeout=10, what="a connection after one of the three closed")
+        h.wait_for(lambda: answers(sg, "/v1/models"), timeout=10,
+                   what="a connection after one of the three closed")
     finally:
         for c in conns:
             c.close()
@@ -373,12 +373,7 @@ def test_fd_limit_checked_and_refusals_logged():
             c.close()
     lines = [l for l in sg.log().splitlines() if "refusing a connection" in l]
     h.expect(len(lines) <= 10, "%d refusal lines: not rate-limited", len(lines))
-    def fresh_ok():
-        try:
-            return h.request(sg.host, sg.port, "GET", "/healthz", timeout=5).status == 200
-        except (OSError, h.TestFailure):
-            return False
-    h.wait_for(fresh_ok, timeout=15, what="health after the flood")
+    h.wait_for(lambda: answers(sg), timeout=15, what="health after the flood")
     sg.assert_alive()
     # Where the hard limit allows, the soft one is raised instead.
     cfg2 = h.base_config()
