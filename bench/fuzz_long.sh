@@ -77,12 +77,12 @@ for t in "${targets[@]}"; do
 	before=$(find "$crashes" -type f | wc -l)
 	echo "fuzz_long: $t ..."
 	"$bin" "${args[@]}" "$corpus" "$top/tests/fuzz/corpus/$t" >"$log" 2>&1 || true
-	# fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s: S oom/timeout/crash: ..."
-	last=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -1)
+	# fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s S oom/timeout/crash: ..."
+	last=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -1) || true
 	execs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' <<<"$last")
-	cov=$(grep -o 'cov: [0-9]*' <<<"$last" | cut -d' ' -f2)
-	ft=$(grep -o 'ft: [0-9]*' <<<"$last" | cut -d' ' -f2)
-	speed=$(grep -o 'exec/s:\? [0-9]*' <<<"$last" | grep -o '[0-9]*$')
+	cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+	ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+	speed=$(sed -n 's/.* exec\/s:\{0,1\} \([0-9]*\).*/\1/p' <<<"$last")
 	found=$(($(find "$crashes" -type f | wc -l) - before))
 	printf '%-20s %11s %8s %7s %8s %7s %8s\n' "$t" "${execs:--}" "${speed:--}" "${cov:--}" \
 		"${ft:--}" "$(find "$corpus" -type f | wc -l)" "$found" | tee -a "$summary"

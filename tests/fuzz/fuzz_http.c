@@ -167,6 +167,28 @@ static void settle(client_t *c, uint64_t deadline)
 	}
 }
 
+/* Connect fd (non-blocking) to the server: 1, or 0 when no local port is
+ * left. libFuzzer's timer signals interrupt a blocking connect: poll for it. */
+static int client_connect(int fd)
+{
+	struct pollfd p = {fd, POLLOUT, 0};
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+		return 1;
+	if (errno == EADDRNOTAVAIL || errno == EAGAIN)
+		return 0;
+	FUZZ_CHECK(errno == EINPROGRESS || errno == EINTR, "connect: %s", strerror(errno));
+	while (poll(&p, 1, 1000) < 0)
+		FUZZ_CHECK(errno == EINTR, "poll: %s", strerror(errno));
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	if (err == EADDRNOTAVAIL || err == EAGAIN)
+		return 0;
+	FUZZ_CHECK(err == 0 && (p.revents & POLLOUT), "connect: %s", strerror(err));
+	return 1;
+}
+
 static void client_send(client_t *c, const char *p, size_t n, uint64_t deadline)
 {
 	while (n > 0 && !c->eof && now_ms() < deadline) {
@@ -194,17 +216,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t cuts[32], ncuts, at = 0;
 
 	FUZZ_CHECK(c.fd >= 0, "socket: %s", strerror(errno));
-	/* loopback: the handshake completes before the server accepts. Out of
-	 * local ports (TIME_WAIT), the input is skipped: not the server's doing. */
-	if (connect(c.fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
-		FUZZ_CHECK(errno == EADDRNOTAVAIL || errno == EAGAIN, "connect: %s",
-			   strerror(errno));
+	fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+	setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+	/* Out of local ports (TIME_WAIT), the input is skipped: not the server's
+	 * doing. The handshake needs no accept: the server need not run. */
+	if (!client_connect(c.fd)) {
 		close(c.fd);
 		settle(NULL, now_ms() + 50);
 		return 0;
 	}
-	fcntl(c.fd, F_SETFL, fcntl(c.fd, F_GETFL) | O_NONBLOCK);
-	setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 
 	ncuts = fuzz_cuts(seed, in.n, cuts, SG_ARRAY_SIZE(cuts));
 	for (size_t i = 0; i < ncuts && !c.eof; i++) {

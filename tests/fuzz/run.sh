@@ -70,10 +70,11 @@ for t in "${targets[@]}"; do
 	[ -n "$d" ] && args+=(-dict="$d")
 	rc=0
 	"$bin" "${args[@]}" "$work/$t" "$seeds" >"$log" 2>&1 || rc=$?
+	# (a target that died early printed none of these)
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-	ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2) || true
+	ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2) || true
 	if [ $rc -eq 0 ]; then
 		result=ok
 		passed=$((passed + 1))
@@ -84,8 +85,8 @@ for t in "${targets[@]}"; do
 	printf '%-20s %9s %8s %7s %7s  %s\n' "$t" "${execs:--}" "${speed:--}" "${cov:--}" \
 		"${ft:--}" "$result"
 	if [ $rc -ne 0 ]; then
-		grep -E 'ERROR|SUMMARY|FUZZ_CHECK|Test unit written|^    #[0-9]' "$log" | head -40 |
-			sed 's/^/    /'
+		{ grep -E 'ERROR|SUMMARY|FUZZ_CHECK|Test unit written|^    #[0-9]' "$log" || tail -20 "$log"; } |
+			head -40 | sed 's/^/    /'
 	fi
 done
 echo "fuzz: $passed passed, $failed failed"
