@@ -21,7 +21,9 @@
  * Then the attacker's connection is closed and VmRSS read again 1 s later.
  * Prints one line of key=value figures (sizes in kB, times in microseconds).
  */
+#ifndef _GNU_SOURCE /* the project's build defines it; the script's cc does not */
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
