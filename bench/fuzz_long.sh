@@ -16,7 +16,8 @@
 #
 # Environment: JOBS (parallel jobs, default: the number of cores),
 # SEMGATE_FUZZ_FORGE=1 (cache_open forges index checksums: FAISS's reader
-# then gets arbitrary bytes, see tests/fuzz/crashes/README.md),
+# and the HNSW searches then get arbitrary bytes, and crash within minutes
+# until that is fixed: tests/fuzz/crashes/README.md),
 # SEMGATE_FUZZ_BUILD (another build directory).
 #
 # To grow the seed corpus from a long run's (rarely: keep it small):
