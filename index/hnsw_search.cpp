@@ -272,3 +272,52 @@ extern "C" int sg__hnsw_search(const void *fx, const float *query, int k, int ef
 		return -1;
 	}
 }
+
+extern "C" int sg__hnsw_check(const void *fx)
+{
+	try {
+		auto *m = dynamic_cast<const faiss::IndexIDMap2 *>(static_cast<const faiss::Index *>(fx));
+		if (m == nullptr || dynamic_cast<const faiss::IndexHNSW *>(m->index) == nullptr)
+			return 0;
+		graph gr(fx); // sizes of levels, offsets, storage and ids against ntotal
+		if (!gr.ok())
+			return -1;
+		const faiss::HNSW &g = gr.h->hnsw;
+		const size_t n = (size_t)gr.h->ntotal;
+		const auto &cum = g.cum_nneighbor_per_level;
+		const size_t nlevels = cum.size() - 1; // levels a node can have
+		if (n == 0)
+			return g.entry_point == -1 ? 0 : -1;
+		if (g.entry_point < 0 || g.max_level < 0 || (size_t)g.max_level >= nlevels ||
+		    g.levels[(size_t)g.entry_point] != g.max_level + 1)
+			return -1;
+		for (size_t l = 0; l < nlevels; l++)
+			if (cum[l + 1] < cum[l])
+				return -1;
+		for (size_t i = 0; i < n; i++) {
+			int lv = g.levels[i];
+			// a node's links: cum[lv] slots from its offset, within the next one's
+			if (lv < 1 || (size_t)lv > nlevels || lv > g.max_level + 1 ||
+			    g.offsets[i] > g.offsets[i + 1] ||
+			    g.offsets[i + 1] - g.offsets[i] < (size_t)cum[(size_t)lv] ||
+			    g.offsets[i + 1] > g.neighbors.size())
+				return -1;
+			// a link at level l goes to a node that has level l too: the walk
+			// reads that node's links at l
+			for (int l = 0; l < lv; l++) {
+				size_t b, e;
+				g.neighbor_range((storage_idx_t)i, l, &b, &e);
+				for (size_t j = b; j < e; j++) {
+					storage_idx_t v = g.neighbors[j];
+					if (v < 0)
+						break;
+					if ((size_t)v >= n || g.levels[(size_t)v] <= l)
+						return -1;
+				}
+			}
+		}
+		return 0;
+	} catch (...) {
+		return -1;
+	}
+}

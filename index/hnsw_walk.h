@@ -24,6 +24,15 @@ extern "C" {
 int sg__hnsw_search(const void *fx, const float *query, int k, int ef, int64_t *labels,
 		    float *sims);
 
+/*
+ * Check once that an HNSW graph read from a checkpoint is one a search can
+ * walk: every level, offset, link and the entry point within bounds and
+ * consistent with each other and with the vectors stored (a checksum catches
+ * damage, not a file made to pass it). 0 when it is (or fx is not an HNSW
+ * index: nothing to check), -1 when it is not.
+ */
+int sg__hnsw_check(const void *fx);
+
 #ifdef __cplusplus
 }
 

@@ -615,6 +615,9 @@ static int check_loaded(const sg_index_t *ix, FaissIndex *fx)
 	/* a flat index downcasts to IndexFlatIP; HNSW's storage does not */
 	if ((faiss_IndexFlatIP_cast(sub) != NULL) != (ix->type == SG_INDEX_FLAT))
 		return SG_ECORRUPT;
+	/* a graph is walked without bounds checks: check it once here */
+	if (ix->type == SG_INDEX_HNSW && sg__hnsw_check(fx) != 0)
+		return SG_ECORRUPT;
 	return 0;
 }
 
