@@ -33,29 +33,7 @@ jobs=${JOBS:-$(nproc)}
 if [ ! -f "$bdir/fuzz/targets.txt" ]; then
 	bash "$top/.ci/setup" fuzz
 fi
-if [ $# -gt 0 ]; then
-	targets=("$@")
-else
-	mapfile -t targets < <(grep -v '^$' "$bdir/fuzz/targets.txt")
-fi
-
-dict_of() {
-	case "$1" in
-	http) echo "$top/tests/fuzz/dict/http.dict" ;;
-	*_stream) echo "$top/tests/fuzz/dict/sse.dict" ;;
-	store | cache_open) ;;
-	*) echo "$top/tests/fuzz/dict/json.dict" ;;
-	esac
-}
-
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$top/tests/fuzz/lsan.supp:print_suppressions=0}
-if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && ! command -v llvm-symbolizer >/dev/null; then
-	for s in /usr/lib/llvm-*/bin/llvm-symbolizer; do
-		[ -x "$s" ] && export ASAN_SYMBOLIZER_PATH=$s
-	done
-fi
+. "$top/tests/fuzz/common.sh"
 
 mkdir -p "$bdir/logs"
 summary="$bdir/logs/fuzz_long-$(date +%Y%m%d-%H%M%S).txt"
