@@ -643,13 +643,13 @@ static void deliver(sg_req_t *req, uint64_t now)
 	 * is built (a jansson parse of the reply cost more than the rest of the
 	 * request: see semgate/json_scan.h).
 	 */
-	sg_json_field_t f[3] = {{"usage", 0, {0}}, {"choices", 0, {0}}, {"error", 0, {0}}};
+	sg_json_field_t f[1] = {{"usage", 0, {0}}};
 	size_t i = 0;
 	while (body && i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' ||
 	                           body[i] == '\n'))
 		i++;
 	/* every OpenAI reply is an object: an array is not an answer either */
-	int valid = body != NULL && i < len && body[i] == '{' && sg_json_scan(body, len, f, 3) == 0;
+	int valid = body != NULL && i < len && body[i] == '{' && sg_json_scan(body, len, f, 1) == 0;
 	usage_t use = {0, 0, 0};
 	if (valid) /* a failed scan may have filled fields: count nothing from it */
 		read_usage(&f[0], &use);
@@ -666,11 +666,10 @@ static void deliver(sg_req_t *req, uint64_t now)
 		return;
 	}
 	upstream_headers(req, extra, sizeof(extra));
-	/* Only a 200 with choices and no error can be an answer worth keeping
-	 * (the cache looks at each choice before it stores anything). */
-	uint64_t id = sg__cache_store_reply(req, body, len, px->status == 200 && !f[2].found &&
-					    f[1].found && sg_json_array_nonempty(f[1].value),
-					    use.prompt, use.completion);
+	/* Only a 200 can be an answer worth keeping (the cache looks at the
+	 * body, each choice, before it stores anything). */
+	uint64_t id = sg__cache_store_reply(req, body, len, px->status == 200, use.prompt,
+					    use.completion);
 	if (id) {
 		size_t k = strlen(extra);
 		sg__fbuf_t o = {extra, k, sizeof(extra), 0};

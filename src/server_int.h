@@ -299,7 +299,9 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int k
 /** Extra response headers for a forwarded request ("X-Semgate-Cache: ..."). */
 void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
 /** A complete non-streamed 2xx reply (body borrowed): store it if the request
- * wants that and it is replayable (has choices). Returns the new entry's id or 0. */
+ * wants that, replayable says the status allows it (200) and the body is a
+ * chat or text completion (an object without `error`, every choice a message
+ * or a text). Returns the new entry's id or 0. */
 uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
 			       long prompt_tokens, long completion_tokens);
 /** One event of a stream relayed to the client (a JSON object), for reassembly. */
