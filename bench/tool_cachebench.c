@@ -38,7 +38,7 @@
 #include <time.h>
 
 #include "semgate/cache.h"
-#include "semgate/embed.h"
+#include "semgate/embed_local.h"
 
 static uint64_t rng_state;
 

@@ -51,7 +51,7 @@
 
 #include <jansson.h>
 
-#include "semgate/embed.h"
+#include "semgate/embed_local.h"
 #include "semgate/index.h"
 #include "semgate/verify.h"
 

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "semgate/embed.h"
+#include "semgate/embed_local.h"
 
 /* How informative a word is, from the embedder's hand-written bands. The
  * values are the embedder's enum band (checked there), plus NUMBER. */
@@ -43,5 +43,20 @@ typedef void (*sg__embed_word_cb)(void *ud, const sg__embed_word_t *word);
  * caps it). A NULL text with len 0 is fine. */
 void sg__embed_local_words(const sg_embed_local_t *e, const char *text, size_t len,
                            sg__embed_word_cb cb, void *ud);
+
+/* --- the kinds behind include/semgate/embed.h (cache/embedder.c dispatches) --- */
+
+struct uv_loop_s;
+struct sg_embedder_config;
+struct sg_embedder;
+
+/* The `model` kind (cache/embed_model.c): the model in dir, threads and
+ * batching from cfg. */
+int sg__embed_model_new(struct sg_embedder **out, struct uv_loop_s *loop,
+                        const struct sg_embedder_config *cfg, const char *dir, char *err,
+                        size_t errlen);
+
+/* The `static` kind (cache/embed_static.c): the table in path. */
+int sg__embed_static_new(struct sg_embedder **out, const char *path, char *err, size_t errlen);
 
 #endif

@@ -44,7 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "semgate/embed.h"
+#include "semgate/embed_local.h"
 #include "embed_int.h"
 
 /* Bump whenever the output for some input changes: it is part of the id. */

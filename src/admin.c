@@ -109,6 +109,24 @@ static void handle_stats(sg_req_t *req)
 	} else {
 		sg_buf_puts(&b, "\"cache\":{\"enabled\":false},");
 	}
+	if (srv->embedder) {
+		sg_embed_stats_t es;
+		sg_embed_stats(srv->embedder, &es);
+		sg_buf_printf(&b,
+		              "\"embedder\":{\"kind\":\"%s\",\"dim\":%d,\"embedded\":%llu,"
+		              "\"queue_full\":%llu,\"timeouts\":%llu,\"failures\":%llu,"
+		              "\"batches\":%llu,\"mean_batch\":%.2f,\"busy_ms\":%.1f,"
+		              "\"queue_depth\":%llu,\"queue_max\":%llu,\"id\":",
+		              sg_embed_kind(srv->embedder), sg_embed_dim(srv->embedder),
+		              (unsigned long long)es.embedded, (unsigned long long)es.queue_full,
+		              (unsigned long long)es.timeouts, (unsigned long long)es.failures,
+		              (unsigned long long)es.batches,
+		              es.batches ? (double)es.embedded / (double)es.batches : 0.0,
+		              (double)es.busy_us / 1000.0, (unsigned long long)es.queue_depth,
+		              (unsigned long long)es.queue_max);
+		sg_buf_json_str(&b, sg_embed_id(srv->embedder), strlen(sg_embed_id(srv->embedder)));
+		sg_buf_puts(&b, "},");
+	}
 	sg_stats_json(srv->stats, &b);
 	sg_buf_puts(&b, ",\"deployments\":{");
 	sg_router_json(srv->router, sg_now_us(), &b);

@@ -12,7 +12,8 @@
 
 #define SG_CONFIG_MAX_FILE (4u << 20)
 
-enum opt_type { OPT_INT, OPT_NUM, OPT_STR, OPT_BOOL, OPT_ENUM };
+enum opt_type { OPT_INT, OPT_NUM, OPT_STR, OPT_ANYSTR, OPT_BOOL, OPT_ENUM };
+/* OPT_STR: a non-empty string; OPT_ANYSTR: any string, "" included */
 
 /* One scalar option of an object: where it goes and what it may be. */
 typedef struct opt {
@@ -181,11 +182,13 @@ static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
 			*(char **)field = xstrdup(c, json_string_value(v));
 			break;
 		case OPT_STR:
+		case OPT_ANYSTR:
 			if (!json_is_string(v)) {
 				err(c, p, "must be a string");
 				break;
 			}
-			if (json_string_length(v) == 0 || strlen(json_string_value(v)) != json_string_length(v)) {
+			if ((o->type == OPT_STR && json_string_length(v) == 0) ||
+			    strlen(json_string_value(v)) != json_string_length(v)) {
 				err(c, p, "must be a non-empty string without NUL bytes");
 				break;
 			}
@@ -241,8 +244,17 @@ static const opt_t cache_opts[] = {
 
 #define E(f) offsetof(sg_embedder_config_t, f)
 static const opt_t embedder_opts[] = {
-	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "local", 0, "local|openai"},
+	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "model", 0, "model|static|local|openai"},
 	{"dim", OPT_INT, E(dim), 16, 4096, 128, NULL, 0, NULL},
+	{"model_path", OPT_STR, E(model_path), 0, 0, 0, "models/all-minilm-l6-v2", 0, NULL},
+	{"static_path", OPT_STR, E(static_path), 0, 0, 0, "models/static-minilm.safetensors", 0, NULL},
+	{"prefix", OPT_ANYSTR, E(prefix), 0, 0, 0, NULL, 0, NULL},
+	{"max_tokens", OPT_INT, E(max_tokens), 0, 8192, 0, NULL, 0, NULL},
+	{"threads", OPT_INT, E(threads), 0, 64, 0, NULL, 0, NULL},
+	{"blas_threads", OPT_INT, E(blas_threads), 0, 64, 0, NULL, 0, NULL},
+	{"max_batch", OPT_INT, E(max_batch), 1, 256, 32, NULL, 0, NULL},
+	{"batch_wait_us", OPT_INT, E(batch_wait_us), 0, 100000, 500, NULL, 0, NULL},
+	{"queue_max", OPT_INT, E(queue_max), 1, 1000000, 1024, NULL, 0, NULL},
 	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL},
 	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL},
 	{"api_key_env", OPT_STR, E(api_key_env), 0, 0, 0, NULL, 0, NULL},
@@ -722,6 +734,9 @@ void sg_config_free(sg_config_t *cfg)
 	free(cfg->cache.embedder.provider);
 	free(cfg->cache.embedder.base_url);
 	free(cfg->cache.embedder.model);
+	free(cfg->cache.embedder.model_path);
+	free(cfg->cache.embedder.static_path);
+	free(cfg->cache.embedder.prefix);
 	free(cfg->cache.embedder.api_key_env);
 	free(cfg->cache.embedder.api_key);
 	free(cfg->admin_key_env);

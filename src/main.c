@@ -10,12 +10,17 @@
 #include <uv.h>
 
 #include "semgate/config.h"
+#include "semgate/embed.h"
+#include "semgate/encoder.h"
 #include "semgate/log.h"
 #include "semgate/server.h"
+#include "pull_model.h"
 
 static const char usage[] =
 	"usage: semgate [--config FILE]      run (without --config: the built-in default)\n"
-	"       semgate --check FILE         validate a configuration and exit\n"
+	"       semgate --check FILE         validate a configuration (and its embedding model) and exit\n"
+	"       semgate --pull-model NAME[@REV] [--to DIR] [--hub URL] [--force]\n"
+	"                                    download an embedding model from the Hugging Face hub\n"
 	"       semgate --config FILE --rebuild-cache   drop a cache made by another embedder\n"
 	"       semgate --print-default-config\n"
 	"       semgate --version | --help\n";
@@ -24,7 +29,7 @@ static const char usage[] =
 typedef struct app {
 	sg_server_t *srv;   /* the server */
 	sg_cache_t *cache;  /* the semantic cache, or NULL when off */
-	sg_embed_local_t *embedder; /* the local embedder */
+	sg_embedder_t *embedder; /* the in-process embedder, or NULL (openai, or no cache) */
 	uv_signal_t sigterm; /* graceful drain */
 	uv_signal_t sigint;  /* graceful drain */
 } app_t;
@@ -40,14 +45,24 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static int check(const char *path)
 {
-	sg_config_t *cfg;
+	sg_config_t *cfg = NULL;
 	sg_buf_t errors;
 	int rc;
 
 	sg_buf_init(&errors, 0);
 	rc = sg_config_load(&cfg, path, &errors);
+	if (rc == 0 && cfg->cache.enabled) {
+		char err[1200], desc[512];
+		rc = sg_embed_check(&cfg->cache.embedder, err, sizeof(err), desc, sizeof(desc));
+		if (rc)
+			printf("%s\n", err);
+		else
+			printf("embedder: %s\n", desc);
+	}
 	if (rc == 0) {
 		printf("configuration OK\n");
+		sg_config_free(cfg);
+	} else if (cfg) {
 		sg_config_free(cfg);
 	} else {
 		fputs(errors.data ? errors.data : "invalid configuration\n", stdout);
@@ -71,10 +86,9 @@ static int hold_checkpoint(void *ud, int stage)
 	return 0;
 }
 
-static int open_cache(sg_config_t *cfg, app_t *app)
+static int open_cache(sg_config_t *cfg, app_t *app, uv_loop_t *loop)
 {
 	const sg_cache_config_t *cc = &cfg->cache;
-	sg_embed_local_opts_t eo = {0};
 	char err[1024] = "";
 	int rc;
 
@@ -82,16 +96,19 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 	const char *id;
 	int dim = (int)cc->embedder.dim;
 
-	if (strcmp(cc->embedder.provider, "local") == 0) {
-		eo.dim = dim;
-		rc = sg_embed_local_new(&app->embedder, &eo);
+	if (strcmp(cc->embedder.provider, "openai") != 0) {
+		uint64_t t0 = sg_now_us();
+		rc = sg_embed_new(&app->embedder, loop, &cc->embedder, err, sizeof(err));
 		if (rc) {
-			sg_log_error("local embedder: %s", sg_strerror(rc));
+			sg_log_error("%s", err);
 			return rc;
 		}
-		id = sg_embed_local_id(app->embedder);
-		dim = sg_embed_local_dim(app->embedder);
+		id = sg_embed_id(app->embedder);
+		dim = sg_embed_dim(app->embedder);
+		sg_log_info("embedder: %s (loaded in %.1f ms)", app->embedder->describe,
+		            (double)(sg_now_us() - t0) / 1000.0);
 	} else {
+		/* the server creates it: it needs the upstream client */
 		snprintf(remote_id, sizeof(remote_id), "openai:%s@%s:d%d", cc->embedder.model,
 		         cc->embedder.base_url, dim);
 		id = remote_id;
@@ -123,8 +140,6 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 	rc = sg_cache_open(&app->cache, &co, (int64_t)time(NULL), err, sizeof(err));
 	if (rc) {
 		sg_log_error("cache: %s", err[0] ? err : sg_strerror(rc));
-		sg_embed_local_free(app->embedder);
-		app->embedder = NULL;
 		return rc;
 	}
 	sg_index_set_threads(1); /* loading is done: searches run on the loop alone */
@@ -134,6 +149,17 @@ static int open_cache(sg_config_t *cfg, app_t *app)
 	            cc->path, (unsigned long long)st.entries, (unsigned long long)st.scopes,
 	            st.index_type, co.embedder_id, (double)(sg_now_us() - t0) / 1000.0);
 	return 0;
+}
+
+/* Stop the embedder's threads, close its handles, free it. */
+static void close_embedder(app_t *app, uv_loop_t *loop)
+{
+	if (app->embedder == NULL)
+		return;
+	sg_embed_close(app->embedder);
+	uv_run(loop, UV_RUN_NOWAIT); /* its close callbacks */
+	sg_embed_free(app->embedder);
+	app->embedder = NULL;
 }
 
 /* Whether host is a loopback address (only this machine can connect). */
@@ -186,19 +212,21 @@ static int run(const char *path, int rebuild)
 
 	if (rebuild)
 		cfg->cache.rebuild = 1;
-	if (cfg->cache.enabled && open_cache(cfg, &app) != 0) {
+	uv_loop_init(&loop);
+	if (cfg->cache.enabled && open_cache(cfg, &app, &loop) != 0) {
+		close_embedder(&app, &loop);
+		uv_loop_close(&loop);
 		sg_config_free(cfg);
 		return 1;
 	}
 
-	uv_loop_init(&loop);
 	rc = sg_server_new(&app.srv, &loop, cfg, app.cache, app.embedder);
 	if (rc) {
 		uv_run(&loop, UV_RUN_DEFAULT);
 		sg_server_free(app.srv);
+		close_embedder(&app, &loop);
 		uv_loop_close(&loop);
 		sg_cache_close(app.cache);
-		sg_embed_local_free(app.embedder);
 		sg_config_free(cfg);
 		return 1;
 	}
@@ -215,10 +243,10 @@ static int run(const char *path, int rebuild)
 	sg_log_info("stopped");
 
 	sg_server_free(app.srv);
+	close_embedder(&app, &loop);
 	if (uv_loop_close(&loop) != 0)
 		sg_log_warn("loop closed with handles still open");
 	sg_cache_close(app.cache);
-	sg_embed_local_free(app.embedder);
 	sg_config_free(cfg);
 	return 0;
 }
@@ -228,6 +256,7 @@ int main(int argc, char **argv)
 	const char *config = NULL;
 	int rebuild = 0;
 
+	sg_encoder_fix_blas(argv); /* may execute us again, with OpenBLAS's right kernels */
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -243,6 +272,8 @@ int main(int argc, char **argv)
 			fputs(sg_config_default_json(), stdout);
 			return 0;
 		}
+		if (strcmp(a, "--pull-model") == 0)
+			return sg_pull_model_main(argc - i - 1, argv + i + 1);
 		if (strcmp(a, "--check") == 0 && i + 1 < argc)
 			return check(argv[i + 1]);
 		if (strcmp(a, "--rebuild-cache") == 0) {

@@ -351,110 +351,54 @@ static void embed_failed(sg_req_t *req, const char *why)
 	req->cache.have_vec = 0;
 }
 
-/* --- the remote (OpenAI-compatible) embedder ---------------------------------- */
+/* --- embedding ---------------------------------------------------------------- */
 
-static int embed_on_headers(void *ud, long status, const char *ctype, long retry_after_s)
+/* The embedder finished later (on the loop). */
+static void embed_done(sg_embed_req_t *er, int status)
 {
-	sg_req_t *req = ud;
-	req->cache.embed_status = status;
-	return 0;
-}
+	sg_req_t *req = er->data;
+	sg_server_t *srv = sg__req_server(req);
 
-static int embed_on_data(void *ud, const char *p, size_t n)
-{
-	sg_req_t *req = ud;
-	return sg_buf_append(&req->cache.embed_body, p, n) ? SG_ETOOBIG : 0;
-}
-
-/* Parse {"data":[{"embedding":[...]}]} into rc->vec, normalised. */
-static const char *parse_embedding(sg_reqcache_t *rc, int dim)
-{
-	json_t *root = json_loadb(rc->embed_body.data, rc->embed_body.len, 0, NULL);
-	json_t *v = json_object_get(json_array_get(json_object_get(root, "data"), 0), "embedding");
-	const char *why = NULL;
-	double norm = 0;
-	size_t i;
-	json_t *x;
-
-	if (!json_is_array(v)) {
-		why = "no data[0].embedding in the reply";
-		goto out;
-	}
-	if (json_array_size(v) != (size_t)dim) {
-		why = "the embedding has the wrong dimension (check cache.embedder.dim)";
-		goto out;
-	}
-	json_array_foreach(v, i, x) {
-		if (!json_is_number(x)) {
-			why = "the embedding holds a non-number";
-			goto out;
-		}
-		rc->vec[i] = (float)json_number_value(x);
-		norm += (double)rc->vec[i] * rc->vec[i];
-	}
-	if (!(norm > 0) || norm != norm) {
-		why = "the embedding is zero or not finite";
-		goto out;
-	}
-	norm = sqrt(norm);
-	for (i = 0; i < (size_t)dim; i++)
-		rc->vec[i] = (float)(rc->vec[i] / norm);
-out:
-	json_decref(root);
-	return why;
-}
-
-static void embed_on_done(void *ud, int err)
-{
-	sg_req_t *req = ud;
-	sg_reqcache_t *rc = &req->cache;
-	const char *why = NULL;
-	char tmp[64];
-
-	rc->embed_xfer = NULL;
-	if (err) {
-		why = sg_strerror(err);
-	} else if (rc->embed_status != 200) {
-		snprintf(tmp, sizeof(tmp), "status %ld", rc->embed_status);
-		why = tmp;
+	if (status == 0) {
+		req->cache.have_vec = 1;
+	} else if (status == SG_ETIMEDOUT || status == SG_EFULL) {
+		sg_stats_embed_skip(srv->stats);
+		sg_log_debug("%s: embedder busy (%s): no semantic lookup", req->id, sg_strerror(status));
 	} else {
-		why = parse_embedding(rc, (int)sg__req_server(req)->cfg->cache.embedder.dim);
+		embed_failed(req, sg_strerror(status));
 	}
-	if (why)
-		embed_failed(req, why);
-	else
-		rc->have_vec = 1;
-	sg_buf_reset(&rc->embed_body);
 	after_embed(req);
 }
 
-static const sg_xfer_cbs_t embed_cbs = {embed_on_headers, embed_on_data, embed_on_done};
-
-static int embed_remote(sg_req_t *req)
+/* Embed the prompt: in line (local, static), or later (model, openai). A busy
+ * embedder (full queue) means no semantic lookup, never a failed request. */
+static void embed(sg_req_t *req)
 {
 	sg_server_t *srv = sg__req_server(req);
-	const sg_embedder_config_t *ec = &srv->cfg->cache.embedder;
 	sg_reqcache_t *rc = &req->cache;
-	sg_xfer_req_t xr;
+	int err;
 
-	if (rc->embed_body.max == 0)
-		sg_buf_init(&rc->embed_body, 64u << 20);
-	sg_buf_reset(&rc->embed_body);
-	json_t *body = json_pack("{s:s,s:s%}", "model", ec->model, "input", rc->key.prompt.data,
-	                         rc->key.prompt.len);
-	free(rc->embed_req);
-	rc->embed_req = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
-	if (rc->embed_req == NULL)
-		return SG_ENOMEM;
-	xr.url = srv->embed_url;
-	xr.headers = srv->embed_headers;
-	xr.body = rc->embed_req;
-	xr.body_len = strlen(rc->embed_req);
-	xr.connect_timeout_ms = ec->timeout_ms;
-	xr.timeout_ms = ec->timeout_ms;
-	rc->embed_status = 0;
-	return sg_xfer_start(srv->upstream, &xr, &embed_cbs, req, &rc->embed_xfer);
+	if (rc->vec == NULL)
+		rc->vec = malloc(sizeof(float) * (size_t)sg_embed_dim(srv->embedder));
+	if (rc->vec == NULL) {
+		embed_failed(req, "out of memory");
+		return after_embed(req);
+	}
+	rc->embed.data = req;
+	rc->embed.out = rc->vec;
+	rc->embed.cb = embed_done;
+	err = sg_embed_start(srv->embedder, &rc->embed, rc->key.prompt.data, rc->key.prompt.len);
+	if (err == SG_EMBED_PENDING)
+		return; /* continues in embed_done */
+	if (err == 0) {
+		rc->have_vec = 1;
+	} else if (err == SG_EFULL) {
+		sg_stats_embed_skip(srv->stats);
+		sg_log_debug("%s: embedder queue full: no semantic lookup", req->id);
+	} else {
+		embed_failed(req, sg_strerror(err));
+	}
+	after_embed(req);
 }
 
 void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind,
@@ -530,24 +474,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 		sg_cache_hit_free(&hit);
 		return;
 	}
-	if (rc->vec == NULL)
-		rc->vec = malloc(sizeof(float) * (size_t)cfg->cache.embedder.dim);
-	if (rc->vec == NULL) {
-		embed_failed(req, "out of memory");
-		return after_embed(req);
-	}
-	if (srv->embedder == NULL) {
-		err = embed_remote(req);
-		if (err == 0)
-			return; /* continues in embed_on_done */
-		embed_failed(req, sg_strerror(err));
-		return after_embed(req);
-	}
-	if (sg_embed_local_embed(srv->embedder, rc->key.prompt.data, rc->key.prompt.len, rc->vec) == 0)
-		rc->have_vec = 1;
-	else
-		embed_failed(req, "local embedder error");
-	after_embed(req);
+	embed(req);
 }
 
 void sg__cache_abort(sg_req_t *req)
@@ -558,10 +485,8 @@ void sg__cache_abort(sg_req_t *req)
 		rc->search_abandoned = 1;
 		uv_cancel((uv_req_t *)&rc->search);
 	}
-	if (rc->embed_xfer) {
-		sg_xfer_cancel(rc->embed_xfer);
-		rc->embed_xfer = NULL;
-	}
+	if (rc->embed.impl)
+		sg_embed_cancel(sg__req_server(req)->embedder, &rc->embed);
 	json_decref(rc->root);
 	rc->root = NULL;
 }
@@ -747,16 +672,12 @@ void sg__cache_stream_end(sg_req_t *req, int ok)
 void sg__cache_req_free(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
-	if (rc->embed_xfer) {
-		sg_xfer_cancel(rc->embed_xfer); /* the connection goes: nothing may call back */
-		rc->embed_xfer = NULL;
-	}
+	if (rc->embed.impl) /* the connection goes: nothing may call back */
+		sg_embed_cancel(sg__req_server(req)->embedder, &rc->embed);
 	json_decref(rc->root);
 	rc->root = NULL;
 	if (rc->key.prompt.max)
 		sg_cache_key_free(&rc->key);
 	free(rc->vec);
-	free(rc->embed_req);
-	sg_buf_free(&rc->embed_body);
 	sg_buf_free(&rc->text);
 }

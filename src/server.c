@@ -1456,7 +1456,7 @@ static void fit_fd_limit(sg_server_t *srv)
 }
 
 int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
-                  sg_cache_t *cache, sg_embed_local_t *embedder)
+                  sg_cache_t *cache, sg_embedder_t *embedder)
 {
 	struct sockaddr_storage addr;
 	sg_server_t *srv;
@@ -1534,16 +1534,11 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	}
 
 	if (cache && embedder == NULL) {
-		const sg_embedder_config_t *ec = &cfg->cache.embedder;
-		char auth[1024];
-		snprintf(srv->embed_url, sizeof(srv->embed_url), "%s/embeddings", ec->base_url);
-		if (ec->api_key)
-			snprintf(auth, sizeof(auth), "Authorization: Bearer %s", ec->api_key);
-		srv->embed_headers = sg__json_headers(ec->api_key ? auth : NULL, NULL, 0);
-		if (srv->embed_headers == NULL) {
-			rc = SG_ENOMEM;
+		/* the openai embedder: a transfer on this server's upstream client */
+		if ((rc = sg__embed_openai_new(&srv->owned_embedder, srv->upstream,
+		                               &cfg->cache.embedder)) != 0)
 			goto fail_headers;
-		}
+		srv->embedder = srv->owned_embedder;
 	}
 	if (uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr) != 0 &&
 	    uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr) != 0) {
@@ -1611,7 +1606,7 @@ void sg_server_free(sg_server_t *srv)
 			if (srv->dep_headers)
 				sg_upstream_headers_free(srv->dep_headers[k]);
 	free(srv->dep_headers);
-	sg_upstream_headers_free(srv->embed_headers);
+	sg_embed_free(srv->owned_embedder);
 	sg_router_free(srv->router);
 	sg_stats_free(srv->stats);
 	sg__u64map_free(&srv->clients);

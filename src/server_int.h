@@ -94,15 +94,12 @@ typedef struct sg_reqcache {
 	double threshold;            /* similarity needed for a hit */
 	uint64_t t0;                 /* lookup start (µs) */
 	void *root;                  /* parsed request body (json_t, one reference) */
-	sg_xfer_t *embed_xfer;       /* remote embedding in flight */
+	sg_embed_req_t embed;        /* the embedding (embed.impl: in flight) */
 	uv_work_t search;            /* vector search on the thread pool */
 	int searching;               /* search is queued or running */
 	int search_abandoned;        /* the client left while it ran */
 	int search_rc;               /* its result */
 	sg_cache_candidates_t cand;  /* its candidates */
-	char *embed_req;             /* its request body (owned) */
-	sg_buf_t embed_body;         /* its reply */
-	long embed_status;           /* its HTTP status */
 	int include_usage;           /* stream_options.include_usage */
 	int64_t ttl_s;               /* time to live of what is stored */
 	char ns[129];                /* namespace */
@@ -160,9 +157,8 @@ struct sg_server {
 	uv_timer_t date_timer;    /* refreshes the cached Date header */
 	sg_upstream_t *upstream;  /* libcurl multi on the loop */
 	sg_cache_t *cache;        /* the semantic cache, or NULL when off (borrowed) */
-	sg_embed_local_t *embedder; /* local embedder (borrowed), NULL: remote */
-	char embed_url[1024];     /* remote embedder: base_url + "/embeddings" */
-	sg_upstream_headers_t *embed_headers; /* remote embedder's request headers */
+	sg_embedder_t *embedder;  /* the cache's embedder (borrowed or owned_embedder) */
+	sg_embedder_t *owned_embedder; /* the openai one, made here with upstream */
 	sg_stats_t *stats;        /* statistics (owned) */
 	uv_timer_t maint_timer;   /* cache maintenance */
 	uv_timer_t hits_timer;    /* cache hit counters to the store, often */
@@ -279,6 +275,12 @@ void sg__handle_writable(sg_req_t *req);
  * 100-continue, then auth (a "Name: value" line, or NULL) and the extra lines.
  * NULL on allocation failure; free with sg_upstream_headers_free(). */
 sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *extra, size_t n);
+
+/** The `openai` embedder (src/embed_openai.c): its identity, and one made on
+ * the server's upstream client (ec borrowed for its life). */
+void sg__embed_openai_id(const sg_embedder_config_t *ec, char *out, size_t n);
+int sg__embed_openai_new(sg_embedder_t **out, sg_upstream_t *upstream,
+                         const sg_embedder_config_t *ec);
 
 /** Run sg__proxy_retry(req) after ms (the connection's timer). */
 void sg__req_retry_after(sg_req_t *req, uint64_t ms);

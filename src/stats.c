@@ -32,6 +32,7 @@ struct sg_stats {
 	groups_t models;            /* per model */
 	groups_t namespaces;        /* per namespace */
 	uint64_t embed_errors;      /* embedding failures */
+	uint64_t embed_skipped;     /* embedder busy (queue full, timeout): no semantic lookup */
 	uint64_t lookups;           /* lookups timed */
 	uint64_t lat[NBUCKETS];     /* lookup latency histogram */
 };
@@ -108,6 +109,11 @@ void sg_stats_embed_error(sg_stats_t *s)
 	s->embed_errors++;
 }
 
+void sg_stats_embed_skip(sg_stats_t *s)
+{
+	s->embed_skipped++;
+}
+
 void sg_stats_lookup_us(sg_stats_t *s, uint64_t us)
 {
 	int b = us <= 1 ? 0 : (int)(4.0 * log2((double)us));
@@ -171,8 +177,10 @@ int sg_stats_json(const sg_stats_t *s, sg_buf_t *o)
 	sg_buf_puts(o, ",\"per_namespace\":");
 	groups_json(o, &s->namespaces);
 	return sg_buf_printf(o,
-	                     ",\"embed_errors\":%llu,\"lookup_latency_us\":{\"count\":%llu,"
+	                     ",\"embed_errors\":%llu,\"embed_skipped\":%llu,"
+	                     "\"lookup_latency_us\":{\"count\":%llu,"
 	                     "\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f}",
-	                     (unsigned long long)s->embed_errors, (unsigned long long)s->lookups,
+	                     (unsigned long long)s->embed_errors,
+	                     (unsigned long long)s->embed_skipped, (unsigned long long)s->lookups,
 	                     percentile(s, 0.5), percentile(s, 0.9), percentile(s, 0.99));
 }

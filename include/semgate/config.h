@@ -99,8 +99,19 @@ typedef struct sg_limits {
 
 /** How prompts are embedded. */
 typedef struct sg_embedder_config {
-	char *provider;      /* "local" or "openai" */
-	long dim;            /* vector dimension */
+	char *provider;      /* "model", "static", "local" or "openai" */
+	long dim;            /* vector dimension (local, openai; model and static
+	                      * take theirs from the model) */
+	char *model_path;    /* model: directory of a BERT-family model */
+	char *static_path;   /* static: the distilled table (a .safetensors file) */
+	char *prefix;        /* model: text put before every prompt ("" none; unset:
+	                      * the model's own query prompt) */
+	long max_tokens;     /* model: tokens embedded per prompt (0: the model's) */
+	long threads;        /* model: embedding threads (0: cores - 1, at least 1) */
+	long blas_threads;   /* model: OpenBLAS threads per sgemm (0: fit the cores) */
+	long max_batch;      /* model: texts embedded together at most */
+	long batch_wait_us;  /* model: how long a thread waits for a batch to fill */
+	long queue_max;      /* model: texts waiting at most (beyond: no semantic lookup) */
 	char *base_url;      /* openai: e.g. "http://127.0.0.1:11434/v1" */
 	char *model;         /* openai: embedding model name */
 	char *api_key_env;   /* openai: env var holding the key */

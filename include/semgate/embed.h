@@ -1,100 +1,136 @@
-/* semgate: the built-in `local` embedder.
+/* semgate: the embedder interface. One interface for every way of turning a
+ * prompt into a vector, so that the cache never knows which one it has:
  *
- * Turns a prompt into an L2-normalised vector of `dim` floats so that
- * paraphrases land close together under cosine similarity, with no network,
- * no model files and no corpus statistics at run time: a few microseconds a
- * prompt, deterministic across runs and machines.
+ *   local   the lexical hashing embedder (cache/embed_local.c): microseconds,
+ *           in line on the loop
+ *   static  a static token-embedding table distilled from a model
+ *           (cache/embed_static.c): microseconds, in line
+ *   model   a BERT-family transformer (cache/model.c) run by a pool of
+ *           embedding threads with batching (cache/embed_model.c)
+ *   openai  an OpenAI-compatible /embeddings endpoint (src/embed_openai.c),
+ *           a transfer on the loop
  *
- * How (details in cache/embed_local.c):
- *   1. normalise: ASCII case folding, punctuation as separators (operator
- *      symbols such as "++", "#", "==", "$" kept as words), contractions
- *      expanded ("don't" -> "do not"), a small table of generic English
- *      variants ("bought" -> "buy", "quickly" -> "fast"), light stemming;
- *   2. weight each word by how informative it is in general English: a
- *      hand-written table of common words in bands (function words,
- *      pronouns, modals, question words, template words, everyday words)
- *      weighs them below words outside the table, which are rare in general
- *      English; sublinear term frequency (1 + ln tf);
- *   3. hash word unigrams, bigrams of neighbouring content words, character
- *      n-grams of content words and one "kind of question" feature (why /
- *      how / what / yes-no...) into `dim` signed buckets;
- *   4. L2-normalise.
- *
- * An embedder is read-only after creation: any number of threads may call
- * sg_embed_local_embed() on it concurrently.
+ * Calls are made on the loop thread. sg_embed_start() either finishes at
+ * once (returns 0; the vector is in req->out) or later (returns
+ * SG_EINPROGRESS... see below), calling req->cb on the loop thread exactly once
+ * unless the request is cancelled first. The request struct belongs to the
+ * caller (like uv_req_t) and must stay put until its callback ran or
+ * sg_embed_cancel() returned; after sg_embed_cancel() nothing touches it.
  */
 #ifndef SEMGATE_EMBED_H
 #define SEMGATE_EMBED_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "semgate/common.h"
 
-typedef struct sg_embed_local sg_embed_local_t;
+typedef struct sg_embedder sg_embedder_t;
+typedef struct sg_embed_req sg_embed_req_t;
 
 /**
- * Knobs. Zero-initialise and set what you need: every 0 field means "the
- * default", which is what the quality measurements in bench/QUALITY.md used;
- * a negative weight switches that feature family off. Any change to a knob
- * changes sg_embed_local_id().
+ * Completion. status: 0 (the vector is in req->out), SG_EFULL (the queue was
+ * full), SG_ETIMEDOUT (not embedded within the embedder's timeout), or another
+ * SG_E* failure. Either way the caller goes on without a vector.
  */
-typedef struct sg_embed_local_opts {
-	int dim;               /* output dimension, [16, 4096]; default 384 */
-	float word_weight;     /* scale of word unigram features; default 1 */
-	float bigram_weight;   /* scale of content-word bigrams; default 0.2 */
-	float char_weight;     /* scale of a word's char n-grams (all of them
-				  together); default 0.5 */
-	int char_min;          /* shortest char n-gram; default 3 */
-	int char_max;          /* longest char n-gram; default 5 (max 8) */
-	float stop_weight;     /* weight of function words; default 0.2 */
-	float qword_weight;    /* weight of question words (what, how...);
-				  default 0.3 */
-	float pronoun_weight;  /* weight of pronouns (I, your...); default 0.4 */
-	float modal_weight;    /* weight of modals (can, should...); default 0.2 */
-	float number_weight;   /* weight of tokens with digits; default 1.2 */
-	float qtype_weight;    /* weight of the question-kind feature (first
-				  word: why/how/what/who/when/where/yes-no);
-				  default 0.3 */
-	int no_stem;           /* 1: no stemming or variant table */
-	size_t max_bytes;      /* longest text accepted; default 65536 */
-} sg_embed_local_opts_t;
+typedef void (*sg_embed_cb)(sg_embed_req_t *req, int status);
 
-/** Default output dimension. */
-#define SG_EMBED_LOCAL_DEFAULT_DIM 384
+struct sg_embed_req {
+	void *data;        /* the caller's */
+	float *out;        /* the caller's: room for sg_embed_dim() floats */
+	sg_embed_cb cb;    /* called on the loop thread when the result is ready */
+	void *impl;        /* private to the embedder */
+};
+
+/** What a `started later` embed returns. */
+#define SG_EMBED_PENDING 1
+
+/** Counters, for /stats. All since start. */
+typedef struct sg_embed_stats {
+	uint64_t embedded;      /* texts embedded */
+	uint64_t queue_full;    /* refused: the queue was full */
+	uint64_t timeouts;      /* given up: waited longer than the timeout */
+	uint64_t failures;      /* other errors */
+	uint64_t batches;       /* batches run (model) */
+	uint64_t busy_us;       /* time spent embedding, all threads */
+	uint64_t queue_depth;   /* waiting now */
+	uint64_t queue_max;     /* the most ever waiting */
+} sg_embed_stats_t;
+
+/** The table behind an embedder: one per kind. */
+typedef struct sg_embedder_ops {
+	const char *kind; /* "local", "static", "model", "openai" */
+	int (*start)(sg_embedder_t *e, sg_embed_req_t *req, const char *text, size_t len);
+	void (*cancel)(sg_embedder_t *e, sg_embed_req_t *req);
+	void (*stats)(const sg_embedder_t *e, sg_embed_stats_t *out);
+	/* stop threads and close loop handles; the loop must run once more */
+	void (*close)(sg_embedder_t *e);
+	void (*free)(sg_embedder_t *e);
+} sg_embedder_ops_t;
+
+/** The common head of every embedder. */
+struct sg_embedder {
+	const sg_embedder_ops_t *ops;
+	int dim;            /* vector size */
+	char id[512];       /* identity stored with the cache (changes with any
+	                     * setting that changes the vectors) */
+	char describe[256]; /* one line for the log */
+};
 
 /**
- * Create an embedder. opts may be NULL for all defaults; it is copied.
- * On success *out is owned by the caller: free with sg_embed_local_free().
- * Errors: SG_EINVAL (a knob out of range), SG_ENOMEM.
+ * Embed len bytes of text into req->out (req->out, req->cb, req->data set by
+ * the caller). Returns 0 (done, vector in req->out, no callback),
+ * SG_EMBED_PENDING (req->cb will be called), or SG_E* (failed now, no
+ * callback; SG_EFULL: the queue is full; SG_ETOOBIG: the text is too long to
+ * embed).
  */
-int sg_embed_local_new(sg_embed_local_t **out, const sg_embed_local_opts_t *opts);
+static inline int sg_embed_start(sg_embedder_t *e, sg_embed_req_t *req, const char *text,
+                                 size_t len)
+{
+	return e->ops->start(e, req, text, len);
+}
 
-/** Free an embedder. NULL is a no-op. */
-void sg_embed_local_free(sg_embed_local_t *e);
+/** Cancel a pending request: its callback will not run. No-op once done. */
+static inline void sg_embed_cancel(sg_embedder_t *e, sg_embed_req_t *req)
+{
+	if (e->ops->cancel)
+		e->ops->cancel(e, req);
+}
 
-/** The output dimension (the number of floats sg_embed_local_embed writes). */
-int sg_embed_local_dim(const sg_embed_local_t *e);
+static inline int sg_embed_dim(const sg_embedder_t *e) { return e->dim; }
+static inline const char *sg_embed_id(const sg_embedder_t *e) { return e->id; }
+static inline const char *sg_embed_kind(const sg_embedder_t *e) { return e->ops->kind; }
+
+/** Counters (zeros where a kind has none). */
+void sg_embed_stats(const sg_embedder_t *e, sg_embed_stats_t *out);
+
+/** Stop threads and close handles (pending requests are cancelled without
+ * callbacks); run the loop once more before sg_embed_free(). NULL: no-op. */
+void sg_embed_close(sg_embedder_t *e);
+
+/** Free. NULL is a no-op. */
+void sg_embed_free(sg_embedder_t *e);
+
+/* --- the in-process kinds --------------------------------------------------- */
+
+struct uv_loop_s;
+struct sg_embedder_config;
 
 /**
- * Embed len bytes of text (any bytes: invalid UTF-8 and NULs are fine; the
- * text need not be NUL-terminated) into out, which the caller provides with
- * room for sg_embed_local_dim() floats. The result always has unit L2 norm
- * and no NaN: a text with no words (empty, only punctuation) still gets a
- * deterministic vector of its own. Thread-safe.
- * Errors: SG_ETOOBIG (len > max_bytes; out untouched: such prompts should not
- * be matched semantically), SG_EINVAL (NULL text with len > 0).
+ * Create a local, static or model embedder from its configuration (the
+ * `openai` kind lives with the upstream code: src/embed_openai.c). loop is
+ * where completions are delivered (used by `model`). Errors: SG_E* with a
+ * message in err naming the setting or file.
  */
-int sg_embed_local_embed(const sg_embed_local_t *e, const char *text, size_t len,
-			 float *out);
+int sg_embed_new(sg_embedder_t **out, struct uv_loop_s *loop,
+                 const struct sg_embedder_config *cfg, char *err, size_t errlen);
 
 /**
- * A stable identity for the vectors this embedder produces, e.g.
- * "local/2:d384:w1:b0.2:c0.5:n3-5:s0.2:q0.3:qt0.3:p0.4:m0.2:num1.2:stem".
- * It changes whenever
- * the algorithm version, the dimension or any knob changes, so a cache can
- * refuse vectors made by another embedder. Borrowed: valid until
- * sg_embed_local_free().
+ * Check that an embedder configuration would load (its model files read and
+ * validated; no threads started), for `semgate --check`. 0, or SG_E* with the
+ * message in err; on success desc gets the one-line description.
  */
-const char *sg_embed_local_id(const sg_embed_local_t *e);
+int sg_embed_check(const struct sg_embedder_config *cfg, char *err, size_t errlen, char *desc,
+                   size_t desclen);
 
 #endif

@@ -24,7 +24,7 @@ typedef struct sg_server sg_server_t;
  * are borrowed and must outlive the server.
  */
 int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
-                  sg_cache_t *cache, sg_embed_local_t *embedder);
+                  sg_cache_t *cache, sg_embedder_t *embedder);
 
 /** The port actually bound (useful when the config asked for port 0). */
 int sg_server_port(const sg_server_t *srv);

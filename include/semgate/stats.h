@@ -33,6 +33,9 @@ void sg_stats_count(sg_stats_t *s, const char *model, const char *ns, enum sg_st
                     double money_saved);
 /** Count an embedding failure (the request went upstream uncached). */
 void sg_stats_embed_error(sg_stats_t *s);
+/** Count a prompt the embedder was too busy for (queue full or timed out):
+ * it skipped the semantic lookup and went upstream. */
+void sg_stats_embed_skip(sg_stats_t *s);
 /** Record a cache lookup's duration (embed + search), in microseconds. */
 void sg_stats_lookup_us(sg_stats_t *s, uint64_t us);
 /** Append the statistics as a JSON object's members (no braces) to out. */

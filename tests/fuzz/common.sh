@@ -18,6 +18,7 @@ dict_of() {
 	http) echo "$top/tests/fuzz/dict/http.dict" ;;
 	*_stream | sse) echo "$top/tests/fuzz/dict/sse.dict" ;;
 	store | cache_open) ;;
+	safetensors) echo "$top/tests/fuzz/dict/json.dict" ;;
 	*) echo "$top/tests/fuzz/dict/json.dict" ;;
 	esac
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "semgate/embed.h"
+#include "semgate/embed_local.h"
 
 #define MAX_DIM 4096
 
