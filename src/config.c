@@ -253,7 +253,7 @@ static const opt_t embedder_opts[] = {
 	{"threads", OPT_INT, E(threads), 0, 64, 0, NULL, 0, NULL},
 	{"blas_threads", OPT_INT, E(blas_threads), 0, 64, 0, NULL, 0, NULL},
 	{"max_batch", OPT_INT, E(max_batch), 1, 256, 32, NULL, 0, NULL},
-	{"batch_wait_us", OPT_INT, E(batch_wait_us), 0, 100000, 500, NULL, 0, NULL},
+	{"batch_wait_us", OPT_INT, E(batch_wait_us), 0, 1000000, 500, NULL, 0, NULL},
 	{"queue_max", OPT_INT, E(queue_max), 1, 1000000, 1024, NULL, 0, NULL},
 	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL},
 	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL},
