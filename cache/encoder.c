@@ -22,6 +22,7 @@
 
 #include "semgate/hash.h"
 #include "semgate/encoder.h"
+#include "gemm_nt_int.h"
 #include "safetensors_int.h"
 
 #define MAX_LAYERS 64
@@ -706,12 +707,28 @@ static int ws_reserve(const sg_encoder_t *m, sg_encoder_ws_t *ws, size_t rows)
 
 /* --- the forward pass ------------------------------------------------------- */
 
+/* Below this many rows the in-place kernel of gemm_nt.c beats sgemm, whose
+ * packing of W costs more than the arithmetic on a few rows (measured on
+ * MiniLM: bench/RESULTS.md). SEMGATE_GEMM_NT_ROWS overrides it (0: always
+ * sgemm), for measuring. */
+static int small_rows(void)
+{
+	static int rows = -1;
+	if (rows < 0) {
+		const char *v = getenv("SEMGATE_GEMM_NT_ROWS");
+		rows = v && *v ? atoi(v) : 24;
+	}
+	return rows;
+}
+
 /* y[T, out] = x[T, in] W^T + b, W [out, in]. */
 static void linear(const float *x, int T, int in, const float *w, const float *b, int out,
                    float *y)
 {
 	for (int t = 0; t < T; t++)
 		memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
+	if (T <= small_rows() && sg__gemm_nt(x, T, in, w, out, y, out) == 0)
+		return;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, w, in, 1.0f, y,
 	            out);
 }

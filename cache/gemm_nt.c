@@ -1,0 +1,173 @@
+/* y[M, N] += x[M, K] W[N, K]^T for a few rows of x: see gemm_nt_int.h. */
+#include <stddef.h>
+#include <string.h>
+
+#include "gemm_nt_int.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/*
+ * The loop order: a block of 4 rows of W (4 K floats each: 6 KiB for K 384,
+ * 24 KiB for 1536, in L1 or L2) against every block of MR rows of x (x is
+ * small and stays in cache), so that W, the big operand, is read from memory
+ * once. Each output element is a dot product along K, accumulated 16 (8) at a
+ * time in a vector register and summed across the register at the end.
+ */
+#define MR 4
+
+/* The sums of four registers at once: halves added, then horizontal adds
+ * that interleave the four (a quarter of the shuffles of four reductions). */
+__attribute__((target("avx512f,avx512dq"))) static void hsum4_512(const __m512 v[4], float out[4])
+{
+	__m256 a = _mm256_add_ps(_mm512_castps512_ps256(v[0]), _mm512_extractf32x8_ps(v[0], 1));
+	__m256 b = _mm256_add_ps(_mm512_castps512_ps256(v[1]), _mm512_extractf32x8_ps(v[1], 1));
+	__m256 c = _mm256_add_ps(_mm512_castps512_ps256(v[2]), _mm512_extractf32x8_ps(v[2], 1));
+	__m256 d = _mm256_add_ps(_mm512_castps512_ps256(v[3]), _mm512_extractf32x8_ps(v[3], 1));
+	__m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+	_mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+__attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const float *x, int M, int K,
+                                                             const float *w, int N, float *y,
+                                                             int ldy)
+{
+	int K16 = K & ~15;
+	__mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
+	for (int n = 0; n < N; n += 4) {
+		int nc = N - n < 4 ? N - n : 4;
+		const float *w0 = w + (size_t)n * K;
+		const float *w1 = nc > 1 ? w0 + K : w0, *w2 = nc > 2 ? w0 + 2 * (size_t)K : w0;
+		const float *w3 = nc > 3 ? w0 + 3 * (size_t)K : w0;
+		for (int m = 0; m < M; m += MR) {
+			int mc = M - m < MR ? M - m : MR;
+			__m512 acc[MR][4];
+			const float *xr[MR];
+			for (int r = 0; r < MR; r++) {
+				xr[r] = x + (size_t)(m + (r < mc ? r : 0)) * K;
+				for (int c = 0; c < 4; c++)
+					acc[r][c] = _mm512_setzero_ps();
+			}
+			for (int k = 0; k < K16; k += 16) {
+				__m512 b0 = _mm512_loadu_ps(w0 + k), b1 = _mm512_loadu_ps(w1 + k);
+				__m512 b2 = _mm512_loadu_ps(w2 + k), b3 = _mm512_loadu_ps(w3 + k);
+				for (int r = 0; r < MR; r++) {
+					__m512 a = _mm512_loadu_ps(xr[r] + k);
+					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+				}
+			}
+			if (tail) {
+				__m512 b0 = _mm512_maskz_loadu_ps(tail, w0 + K16);
+				__m512 b1 = _mm512_maskz_loadu_ps(tail, w1 + K16);
+				__m512 b2 = _mm512_maskz_loadu_ps(tail, w2 + K16);
+				__m512 b3 = _mm512_maskz_loadu_ps(tail, w3 + K16);
+				for (int r = 0; r < MR; r++) {
+					__m512 a = _mm512_maskz_loadu_ps(tail, xr[r] + K16);
+					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+				}
+			}
+			for (int r = 0; r < mc; r++) {
+				float s[4];
+				hsum4_512(acc[r], s);
+				for (int c = 0; c < nc; c++)
+					y[(size_t)(m + r) * ldy + n + c] += s[c];
+			}
+		}
+	}
+}
+
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(const float *x, int M, int K,
+                                                            const float *w, int N, float *y,
+                                                            int ldy)
+{
+	int K8 = K & ~7;
+	for (int n = 0; n < N; n += 4) {
+		int nc = N - n < 4 ? N - n : 4;
+		const float *w0 = w + (size_t)n * K;
+		const float *w1 = nc > 1 ? w0 + K : w0, *w2 = nc > 2 ? w0 + 2 * (size_t)K : w0;
+		const float *w3 = nc > 3 ? w0 + 3 * (size_t)K : w0;
+		for (int m = 0; m < M; m += MR) {
+			int mc = M - m < MR ? M - m : MR;
+			__m256 acc[MR][4];
+			const float *xr[MR];
+			for (int r = 0; r < MR; r++) {
+				xr[r] = x + (size_t)(m + (r < mc ? r : 0)) * K;
+				for (int c = 0; c < 4; c++)
+					acc[r][c] = _mm256_setzero_ps();
+			}
+			for (int k = 0; k < K8; k += 8) {
+				__m256 b0 = _mm256_loadu_ps(w0 + k), b1 = _mm256_loadu_ps(w1 + k);
+				__m256 b2 = _mm256_loadu_ps(w2 + k), b3 = _mm256_loadu_ps(w3 + k);
+				for (int r = 0; r < MR; r++) {
+					__m256 a = _mm256_loadu_ps(xr[r] + k);
+					acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+					acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+					acc[r][2] = _mm256_fmadd_ps(a, b2, acc[r][2]);
+					acc[r][3] = _mm256_fmadd_ps(a, b3, acc[r][3]);
+				}
+			}
+			for (int r = 0; r < mc; r++)
+				for (int c = 0; c < nc; c++) {
+					float s = hsum256(acc[r][c]);
+					const float *wc = c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3;
+					for (int k = K8; k < K; k++)
+						s += xr[r][k] * wc[k];
+					y[(size_t)(m + r) * ldy + n + c] += s;
+				}
+		}
+	}
+}
+
+int sg__gemm_nt_level(void)
+{
+	static int level = -1;
+	if (level < 0) {
+		__builtin_cpu_init();
+		level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? 2
+		        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+		                                                                         : 0;
+	}
+	return level;
+}
+
+int sg__gemm_nt(const float *x, int M, int K, const float *w, int N, float *y, int ldy)
+{
+	switch (sg__gemm_nt_level()) {
+	case 2:
+		kernel_avx512(x, M, K, w, N, y, ldy);
+		return 0;
+	case 1:
+		kernel_avx2(x, M, K, w, N, y, ldy);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+#else
+
+int sg__gemm_nt_level(void)
+{
+	return 0;
+}
+
+int sg__gemm_nt(const float *x, int M, int K, const float *w, int N, float *y, int ldy)
+{
+	return -1;
+}
+
+#endif
