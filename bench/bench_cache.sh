@@ -2,7 +2,9 @@
 # Cache-hit throughput through the real server:
 #   bash bench/bench_cache.sh [--entries 100000] [--duration 10] [--build build]
 # Builds a cache of N synthetic FAQ-style entries with build/cachebench (which also
-# prints in-process lookup latency, recall and sizes), starts semgate on it with the
+# prints in-process lookup latency, recall and sizes), embedded with the local embedder
+# (set in semgate's config too: the default is the model embedder; for that one, see
+# bench/bench_cache_model.sh), starts semgate on it with the
 # mock upstream, and runs wrk (64 connections, then 1) with paraphrased queries
 # (semantic hits: never byte-identical to a stored prompt), then with one repeated
 # prompt (exact hits). Loopback only; everything it starts is stopped on exit.
@@ -32,7 +34,8 @@ pids+=($!)
 cat >"$work/semgate.json" <<JSON
 {"listen":"127.0.0.1:$port","log_level":"warn",
  "models":[{"name":"m","deployments":[{"base_url":"http://127.0.0.1:$mock_port/v1"}]}],
- "cache":{"path":"$work/cache","max_entries":0,"max_bytes":0,"ttl_s":0,"verify":false}}
+ "cache":{"path":"$work/cache","max_entries":0,"max_bytes":0,"ttl_s":0,"verify":false,
+  "embedder":{"provider":"local"}}}
 JSON
 start=$(date +%s.%N)
 "$bdir/semgate" --config "$work/semgate.json" 2>"$work/semgate.log" &

@@ -4,10 +4,14 @@
  *                    [--queries 2000] [--m 32] [--ef 64] [--seed 1]
  *                    [--search walk|faiss|all] [--rounds R]
  *                    [--emit-queries FILE] [--stall S]
+ *                    [--embedder local|model] [--model-path DIR] [--blas-threads T]
  *
  * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
  *    them; see sentence()) straight into a fresh store: embedded with the
- *    local embedder, ~300-byte answers;
+ *    local embedder (--embedder model: the model embedder's encoder,
+ *    cache/encoder.c, on the model in --model-path, in batches of 32 on T
+ *    OpenBLAS threads, stored under the id the server's `model` embedder
+ *    gives that model with default settings), ~300-byte answers;
  * 2. opens the cache, which builds the index from the stored vectors, and
  *    closes it (writing the index checkpoint);
  * 3. opens it again: the start-to-ready time of a restart;
@@ -39,6 +43,31 @@
 
 #include "semgate/cache.h"
 #include "semgate/embed_local.h"
+#include "semgate/encoder.h"
+
+/* OpenBLAS's own knob (declared here to keep cblas.h out of this file). */
+void openblas_set_num_threads(int num_threads);
+
+/* The embedder the entries and queries are embedded with: the local one (the
+ * default) or a model's encoder (--embedder model). */
+static sg_embed_local_t *g_local;
+static sg_encoder_t *g_model;
+static sg_encoder_ws_t *g_ws;
+
+static const char *embedder_id(void)
+{
+	return g_model ? sg_encoder_id(g_model) : sg_embed_local_id(g_local);
+}
+
+static void embed_one(const char *text, size_t len, float *out)
+{
+	if (g_model == NULL) {
+		sg_embed_local_embed(g_local, text, len, out);
+	} else if (sg_encoder_embed(g_model, g_ws, &text, &len, 1, out) != 0) {
+		fprintf(stderr, "cachebench: embedding failed\n");
+		exit(1);
+	}
+}
 
 static uint64_t rng_state;
 
@@ -144,11 +173,16 @@ static long rss_kb(void)
 	return kb;
 }
 
+/* The store's secret, under which the server derives scope and exact ids
+ * (sg_store_hash_key): keys built without it would land in a scope the
+ * server never searches. */
+static sg_hash_key_t g_hkey;
+
 static int key_for(sg_cache_key_t *k, const char *prompt)
 {
 	json_t *req = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "user",
 	                        "content", prompt);
-	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0, NULL};
+	sg_cache_key_opts_t ko = {SG_EMBED_LAST_USER, 0, 1.0, &g_hkey};
 	int rc = sg_cache_key_build(k, req, SG_CACHE_CHAT, "default", "m", &ko);
 	json_decref(req);
 	return rc ? rc : k->bypass ? SG_EINVAL : 0;
@@ -165,7 +199,7 @@ static int cmp_u64(const void *a, const void *b)
  * timed with the monotonic clock; the first maintain call is made at once,
  * so the checkpoint starts at the beginning of the window.
  */
-static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, char **prompts,
+static int stall_run(sg_cache_t *c, sg_cache_key_t *key, char **prompts,
                      long entries, long dim, double seconds)
 {
 	size_t cap = 1 << 20, n = 0, nstored = 0;
@@ -182,7 +216,7 @@ static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, 
 		snprintf(prompt, sizeof(prompt), "stall bench extra %ld %s", i, prompts[i % entries]);
 		if (key_for(key, prompt) != 0)
 			return 1;
-		sg_embed_local_embed(emb, key->prompt.data, key->prompt.len, v);
+		embed_one(key->prompt.data, key->prompt.len, v);
 		if (sg_cache_store(c, key, v, "default", "m", (sg_iovec_t){answer, sizeof(answer) - 1},
 		                   20, 60, (int64_t)time(NULL), 0, NULL) != 0)
 			return 1;
@@ -210,7 +244,7 @@ static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, 
 			         prompts[rnd() % (uint64_t)entries]);
 			if (key_for(key, prompt) != 0)
 				return 1;
-			sg_embed_local_embed(emb, key->prompt.data, key->prompt.len, v);
+			embed_one(key->prompt.data, key->prompt.len, v);
 			if (sg_cache_store(c, key, v, "default", "m",
 			                   (sg_iovec_t){answer, sizeof(answer) - 1}, 20, 60,
 			                   (int64_t)time(NULL), 0, NULL) == 0)
@@ -247,7 +281,9 @@ static int stall_run(sg_cache_t *c, sg_embed_local_t *emb, sg_cache_key_t *key, 
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *index = "auto", *emit = NULL, *search = "walk";
+	const char *embedder = "local", *model_path = "models/all-minilm-l6-v2";
 	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1, rounds = 0;
+	long blas_threads = 0;
 	double stall = 0;
 	char err[1024], cmd[1200], prompt[512], answer[512];
 
@@ -264,16 +300,22 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--search")) search = argv[i + 1];
 		else if (!strcmp(argv[i], "--rounds")) rounds = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--stall")) stall = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--embedder")) embedder = argv[i + 1];
+		else if (!strcmp(argv[i], "--model-path")) model_path = argv[i + 1];
+		else if (!strcmp(argv[i], "--blas-threads")) blas_threads = atol(argv[i + 1]);
 		else {
 			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
 			return 2;
 		}
 	}
-	if (path == NULL || entries < 1 || queries < 1) {
+	int use_model = !strcmp(embedder, "model");
+	if (path == NULL || entries < 1 || queries < 1 || (!use_model && strcmp(embedder, "local"))) {
 		fprintf(stderr, "usage: cachebench --path DIR --entries N [--index auto|flat|hnsw] "
 		                "[--dim D] [--queries Q] [--m M] [--ef EF] [--seed S]\n"
 		                "                  [--search walk|faiss|all] [--rounds R] "
-		                "[--emit-queries FILE] [--stall S]\n");
+		                "[--emit-queries FILE] [--stall S]\n"
+		                "                  [--embedder local|model] [--model-path DIR] "
+		                "[--blas-threads T]\n");
 		return 2;
 	}
 	rng_state = (uint64_t)seed;
@@ -282,12 +324,29 @@ int main(int argc, char **argv)
 	if (system(cmd) != 0)
 		return 1;
 
-	sg_embed_local_t *emb;
-	sg_embed_local_opts_t eo = {0};
-	eo.dim = (int)dim;
-	if (sg_embed_local_new(&emb, &eo) != 0)
-		return 1;
-	dim = sg_embed_local_dim(emb);
+	if (use_model) {
+		/* as the server loads it (cache.embedder defaults): the same id */
+		sg_encoder_opts_t mo = {0, NULL, 0};
+		sg_encoder_fix_blas(argv); /* (re-executes at most once, before any thread) */
+		if (sg_encoder_load(&g_model, model_path, &mo, err, sizeof(err)) != 0) {
+			fprintf(stderr, "cachebench: %s\n", err);
+			return 1;
+		}
+		if (blas_threads > 0)
+			openblas_set_num_threads((int)blas_threads);
+		g_ws = sg_encoder_ws_new(g_model, 32);
+		if (g_ws == NULL)
+			return 1;
+		dim = sg_encoder_dim(g_model);
+		fprintf(stderr, "cachebench: model %s, OpenBLAS %s\n", sg_encoder_describe(g_model),
+		        sg_encoder_blas_core());
+	} else {
+		sg_embed_local_opts_t eo = {0};
+		eo.dim = (int)dim;
+		if (sg_embed_local_new(&g_local, &eo) != 0)
+			return 1;
+		dim = sg_embed_local_dim(g_local);
+	}
 	float *vecs = malloc((size_t)entries * (size_t)dim * sizeof(float));
 	char **prompts = calloc((size_t)entries, sizeof(char *));
 	sg_cache_key_t key;
@@ -295,19 +354,53 @@ int main(int argc, char **argv)
 
 	/* 1. populate */
 	sg_store_t *st;
-	sg_store_opts_t so = {0, (size_t)64 << 30, sg_embed_local_id(emb), (uint32_t)dim, 0, 0};
+	sg_store_opts_t so = {0, (size_t)64 << 30, embedder_id(), (uint32_t)dim, 0, 0};
 	if (!vecs || !prompts || sg_store_open(&st, path, &so, err, sizeof(err)) != 0) {
 		fprintf(stderr, "cachebench: %s\n", err);
 		return 1;
 	}
-	double t0 = now_s();
+	sg_store_hash_key(st, &g_hkey);
+	double t0 = now_s(), t_embed = 0;
 	for (long i = 0; i < entries; i++) {
 		sentence(prompt, sizeof(prompt));
 		prompts[i] = strdup(prompt);
-		if (key_for(&key, prompt) != 0)
+	}
+	if (use_model) {
+		/* the model's vectors first, in batches of 32 (what the server's
+		 * embedding threads do with concurrent requests) */
+		char *btext[32];
+		size_t blen[32];
+		double next_report = now_s() + 30;
+		for (long i = 0; i < entries; i += 32) {
+			int nb = entries - i < 32 ? (int)(entries - i) : 32;
+			for (int j = 0; j < nb; j++) {
+				if (key_for(&key, prompts[i + j]) != 0)
+					return 1;
+				btext[j] = malloc(key.prompt.len + 1);
+				memcpy(btext[j], key.prompt.data, key.prompt.len);
+				blen[j] = key.prompt.len;
+			}
+			if (sg_encoder_embed(g_model, g_ws, (const char *const *)btext, blen, nb,
+			                     vecs + (size_t)i * (size_t)dim) != 0) {
+				fprintf(stderr, "cachebench: embedding failed\n");
+				return 1;
+			}
+			for (int j = 0; j < nb; j++)
+				free(btext[j]);
+			if (now_s() >= next_report) {
+				fprintf(stderr, "cachebench: embedded %ld of %ld (%.0f/s)\n", i + nb,
+				        entries, (i + nb) / (now_s() - t0));
+				next_report = now_s() + 30;
+			}
+		}
+		t_embed = now_s() - t0;
+	}
+	for (long i = 0; i < entries; i++) {
+		if (key_for(&key, prompts[i]) != 0)
 			return 1;
 		float *v = vecs + (size_t)i * (size_t)dim;
-		sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, v);
+		if (!use_model)
+			embed_one(key.prompt.data, key.prompt.len, v);
 		int n = snprintf(answer, sizeof(answer),
 		                 "{\"id\":\"chatcmpl-%ld\",\"object\":\"chat.completion\",\"created\":0,"
 		                 "\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
@@ -329,7 +422,7 @@ int main(int argc, char **argv)
 
 	/* 2. cold build, 3. restart from the checkpoint */
 	sg_cache_opts_t co = {
-		.path = path, .embedder_id = sg_embed_local_id(emb), .dim = (int)dim,
+		.path = path, .embedder_id = embedder_id(), .dim = (int)dim,
 		.index_type = strcmp(index, "flat") == 0 ? SG_INDEX_FLAT : SG_INDEX_HNSW,
 		.auto_hnsw = strcmp(index, "auto") == 0, .hnsw_min_entries = 512,
 		.index_opts = {(int)m, (int)ef, 0.25,
@@ -416,7 +509,7 @@ int main(int argc, char **argv)
 				float best;
 				uint64_t s0 = sg_now_us();
 				key_for(&key, qtext[i]);
-				sg_embed_local_embed(emb, key.prompt.data, key.prompt.len, q);
+				embed_one(key.prompt.data, key.prompt.len, q);
 				uint64_t s1 = sg_now_us();
 				int rc = sg_cache_lookup_semantic(c, &key, q, 0.0f, (int64_t)time(NULL),
 				                                  &hit, &best);
@@ -472,8 +565,12 @@ int main(int argc, char **argv)
 	long long file = stat(cmd, &sb) == 0 ? (long long)sb.st_size : -1;
 
 	printf("entries %ld, dim %ld, index %s (m %ld, ef %ld), embedder %s\n", entries, dim, index,
-	       m, ef, sg_embed_local_id(emb));
-	printf("populate (embed + LMDB put): %.1f s (%.0f entries/s)\n", t_fill, entries / t_fill);
+	       m, ef, embedder_id());
+	printf("populate (embed + LMDB put): %.1f s (%.0f entries/s)", t_fill, entries / t_fill);
+	if (use_model)
+		printf(", of which embedding in batches of 32: %.1f s (%.0f texts/s)", t_embed,
+		       entries / t_embed);
+	printf("\n");
 	printf("first open, index built from stored vectors: %.2f s; close with checkpoint: %.2f s\n",
 	       t_build, t_ckpt);
 	printf("restart to ready (checkpoint load): %.2f s\n", t_ready);
@@ -502,7 +599,7 @@ int main(int argc, char **argv)
 	       "hnsw scopes %llu\n",
 	       (double)file / 1e6, (double)file / (double)entries, dim * 4, rss_kb() / 1024.0,
 	       (unsigned long long)cs.hnsw_scopes);
-	if (stall > 0 && stall_run(c, emb, &key, prompts, entries, dim, stall) != 0)
+	if (stall > 0 && stall_run(c, &key, prompts, entries, dim, stall) != 0)
 		return 1;
 	sg_cache_close(c);
 	sg_cache_key_free(&key);
@@ -517,6 +614,8 @@ int main(int argc, char **argv)
 	for (long i = 0; i < queries; i++)
 		free(qtext[i]);
 	free(qtext);
-	sg_embed_local_free(emb);
+	sg_embed_local_free(g_local);
+	sg_encoder_ws_free(g_ws);
+	sg_encoder_free(g_model);
 	return 0;
 }

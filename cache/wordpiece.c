@@ -24,6 +24,7 @@
  * run checks every code point against the reference.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,6 @@
 #include <jansson.h>
 #include <utf8proc.h>
 
-#include "semgate/hash.h"
 #include "semgate/wordpiece.h"
 
 #define MAX_FILE_BYTES (64u << 20) /* vocab.txt or tokenizer.json */
@@ -219,21 +219,6 @@ static int in_table(const range_t *r, size_t n, uint32_t c)
 	return 0;
 }
 
-/* ASCII classes, the hot path: what clean_text drops, what the
- * pre-tokeniser splits on (whitespace) or isolates (punctuation). */
-enum { A_LETTER, A_CONTROL, A_SPACE, A_PUNCT };
-static uint8_t ascii_class(uint32_t c)
-{
-	if (c == '\t' || c == '\n' || c == '\r' || c == ' ')
-		return A_SPACE;
-	if (c < 0x20 || c == 0x7F)
-		return A_CONTROL;
-	if ((c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') ||
-	    (c >= '{' && c <= '~'))
-		return A_PUNCT;
-	return A_LETTER;
-}
-
 /* Rust's char::is_whitespace (the White_Space property). */
 static int is_whitespace(uint32_t c)
 {
@@ -246,26 +231,6 @@ static int is_whitespace(uint32_t c)
 	}
 }
 
-/* clean_text's "control": Cc, Cf, Co of Unicode 8, less \t \n \r. */
-static int is_control(uint32_t c)
-{
-	if (c < 0x80)
-		return ascii_class(c) == A_CONTROL;
-	return in_table(control, SG_ARRAY_SIZE(control), c);
-}
-
-static int is_punct(uint32_t c)
-{
-	if (c < 0x80)
-		return ascii_class(c) == A_PUNCT;
-	return in_table(punctuation, SG_ARRAY_SIZE(punctuation), c);
-}
-
-static int is_nonspacing_mark(uint32_t c)
-{
-	return c >= 0x300 && in_table(mark_nonspacing, SG_ARRAY_SIZE(mark_nonspacing), c);
-}
-
 /* The "Chinese characters" BERT surrounds with spaces: the CJK ideograph blocks
  * (not kana, not Hangul). */
 static int is_chinese(uint32_t c)
@@ -276,6 +241,106 @@ static int is_chinese(uint32_t c)
 	       (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 
+/* What each step asks of a character, as bits. */
+enum {
+	F_CONTROL = 1,  /* clean_text drops it (U+0000 and U+FFFD are dropped by name) */
+	F_SPACE = 2,    /* whitespace: ends a word */
+	F_PUNCT = 4,    /* punctuation: a word of its own */
+	F_MARK = 8,     /* a non-spacing mark: strip_accents drops it */
+	F_CHINESE = 16, /* a CJK ideograph: handle_chinese puts spaces around it */
+	F_PLAIN = 32,   /* NFD leaves it as it is: no decomposition, combining class 0 */
+	F_CASED = 64,   /* lower-casing changes it */
+};
+
+/* The flags that need no table of ours. */
+static uint8_t base_flags(uint32_t c)
+{
+	const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
+	uint8_t f = 0;
+
+	if (is_whitespace(c))
+		f |= F_SPACE;
+	if ((c >= '!' && c <= '/') || (c >= ':' && c <= '@') || (c >= '[' && c <= '`') ||
+	    (c >= '{' && c <= '~'))
+		f |= F_PUNCT;
+	if (is_chinese(c))
+		f |= F_CHINESE;
+	/* no canonical decomposition (a compatibility one is no matter), and
+	 * not a Hangul syllable (decomposed by rule, not by table) */
+	if (p->combining_class == 0 && (p->decomp_seqindex == UINT16_MAX || p->decomp_type != 0) &&
+	    !(c >= 0xAC00 && c <= 0xD7A3))
+		f |= F_PLAIN;
+	if (c == 0x130 || p->lowercase_seqindex != UINT16_MAX)
+		f |= F_CASED;
+	return f;
+}
+
+static uint8_t char_flags(uint32_t c)
+{
+	uint8_t f = base_flags(c);
+
+	if (in_table(control, SG_ARRAY_SIZE(control), c))
+		f |= F_CONTROL;
+	if (in_table(punctuation, SG_ARRAY_SIZE(punctuation), c))
+		f |= F_PUNCT;
+	if (in_table(mark_nonspacing, SG_ARRAY_SIZE(mark_nonspacing), c))
+		f |= F_MARK;
+	if (in_table(nfd_frozen, SG_ARRAY_SIZE(nfd_frozen), c))
+		f |= F_PLAIN;
+	return f;
+}
+
+static void or_ranges(uint8_t *bmp, const range_t *r, size_t n, uint8_t flag)
+{
+	for (size_t i = 0; i < n && r[i].lo < 0x10000; i++)
+		for (uint32_t c = r[i].lo; c <= r[i].hi && c < 0x10000; c++)
+			bmp[c] |= flag;
+}
+
+/* char_flags() of every BMP code point, in a table: one load per character
+ * on the hot path instead of four binary searches. The same for every
+ * tokenizer, so built once per process (the first load) and only read after. */
+static uint8_t bmp[0x10000];
+static pthread_once_t bmp_once = PTHREAD_ONCE_INIT;
+
+static void fill_bmp(void)
+{
+	for (uint32_t c = 0; c < 0x10000; c++)
+		bmp[c] = base_flags(c);
+	or_ranges(bmp, control, SG_ARRAY_SIZE(control), F_CONTROL);
+	or_ranges(bmp, punctuation, SG_ARRAY_SIZE(punctuation), F_PUNCT);
+	or_ranges(bmp, mark_nonspacing, SG_ARRAY_SIZE(mark_nonspacing), F_MARK);
+	or_ranges(bmp, nfd_frozen, SG_ARRAY_SIZE(nfd_frozen), F_PLAIN);
+}
+
+/* From the table for the BMP, computed beyond it. */
+static inline unsigned flags_of(uint32_t c)
+{
+	return c < 0x10000 ? bmp[c] : char_flags(c);
+}
+
+/* The vocabulary's hash: FNV-1a, whose value for each prefix of a string comes
+ * on the way to the whole (a piece search looks up prefixes of one string),
+ * then mixed so that low bits pick the slot and high ones make the tag. */
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+
+static inline uint64_t hash_mix(uint64_t h)
+{
+	h ^= h >> 32;
+	h *= 0xd6e8feb86659fd93ull;
+	return h ^ (h >> 32);
+}
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+	uint64_t h = FNV_OFFSET;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
+	return hash_mix(h);
+}
+
 /* --- encoding ------------------------------------------------------------- */
 
 /* The state of one encode call; lives on the caller's stack. */
@@ -284,7 +349,7 @@ typedef struct enc {
 	int32_t *ids;       /* output */
 	int n;              /* ids written */
 	int cap;            /* room in ids */
-	int stop;           /* ids is full: no later token can be kept */
+	int stop;           /* ids is full (or memory ran out): no later token is kept */
 	int nomem;          /* the mark buffer could not grow */
 	int wchars;         /* characters of the current word, also past its buffer */
 	size_t wlen;        /* bytes of the current word in word[] */
@@ -293,6 +358,7 @@ typedef struct enc {
 	size_t marks_cap;   /* room in marks */
 	uint32_t marks_local[LOCAL_MARKS]; /* marks' first home */
 	char word[4 * MAX_WORD_CHARS + 4]; /* the current word, UTF-8 */
+	uint64_t prefix_hash[MAX_TOKEN_BYTES + 1]; /* FNV state after k bytes of a piece */
 } enc_t;
 
 static void emit(enc_t *e, int32_t id)
@@ -302,10 +368,11 @@ static void emit(enc_t *e, int32_t id)
 		e->stop = 1;
 }
 
+/* The id of the n bytes at s in tab (keys less skip leading bytes), with
+ * h = hash_bytes(s, n); -1 if absent. */
 static int32_t lookup(const sg_wordpiece_t *t, const slot_t *tab, uint32_t skip, const char *s,
-                      size_t n)
+                      size_t n, uint64_t h)
 {
-	uint64_t h = sg_hash64(s, n, 0);
 	uint32_t tag = (uint32_t)(h >> 32);
 
 	for (uint32_t i = (uint32_t)h & t->mask;; i = (i + 1) & t->mask) {
@@ -330,7 +397,7 @@ static void wordpiece(enc_t *e)
 	size_t start = 0, len = e->wlen;
 	int n = e->n;
 
-	if (e->wchars >= t->opts.max_chars_per_word) {
+	if (e->wchars > t->opts.max_chars_per_word) {
 		emit(e, t->unk_id);
 		return;
 	}
@@ -338,6 +405,7 @@ static void wordpiece(enc_t *e)
 		const slot_t *tab = start ? t->cont : t->whole;
 		uint32_t skip = start ? t->prefix_len : 0;
 		size_t end = start + (start ? t->max_cont : t->max_whole);
+		uint64_t h = FNV_OFFSET;
 		int32_t id = -1;
 
 		if (end >= len)
@@ -345,8 +413,13 @@ static void wordpiece(enc_t *e)
 		else
 			while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80)
 				end--;
+		for (size_t k = start; k < end; k++) {
+			h = (h ^ (unsigned char)w[k]) * FNV_PRIME;
+			e->prefix_hash[k - start + 1] = h;
+		}
 		while (end > start) {
-			id = lookup(t, tab, skip, w + start, end - start);
+			id = lookup(t, tab, skip, w + start, end - start,
+			            hash_mix(e->prefix_hash[end - start]));
 			if (id >= 0)
 				break;
 			do
@@ -354,12 +427,11 @@ static void wordpiece(enc_t *e)
 			while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80);
 		}
 		if (id < 0) {
-			/* over the pieces written so far, if any */
-			emit(e, t->unk_id);
+			emit(e, t->unk_id); /* over the pieces written so far, if any */
 			return;
 		}
-		/* past the end of ids the word still has to be matched to the end
-		 * (an [UNK] later would replace its kept pieces) */
+		/* past the end of ids the word still has to be matched to its end
+		 * (an [UNK] later would replace the pieces kept) */
 		if (n < e->cap)
 			e->ids[n] = id;
 		n++;
@@ -384,20 +456,19 @@ static void add_char(enc_t *e, uint32_t c)
 {
 	if (++e->wchars > e->t->opts.max_chars_per_word)
 		return; /* an [UNK] whatever follows: only count */
-	if (c < 0x80) {
+	if (c < 0x80)
 		e->word[e->wlen++] = (char)c;
-	} else {
+	else
 		e->wlen += (size_t)utf8proc_encode_char((utf8proc_int32_t)c,
 		                                        (utf8proc_uint8_t *)e->word + e->wlen);
-	}
 }
 
 /* Pre-tokeniser: whitespace ends a word, punctuation is a word of its own. */
-static void pre_tokenize(enc_t *e, uint32_t c)
+static void pre_tokenize(enc_t *e, uint32_t c, unsigned f)
 {
-	if (is_whitespace(c)) {
+	if (f & F_SPACE) {
 		end_word(e);
-	} else if (is_punct(c)) {
+	} else if (f & F_PUNCT) {
 		end_word(e);
 		add_char(e, c);
 		end_word(e);
@@ -408,23 +479,23 @@ static void pre_tokenize(enc_t *e, uint32_t c)
 
 /* Rust's char::to_lowercase: the simple mapping, except that U+0130 becomes
  * two characters (its only unconditional special casing). */
-static void lower(enc_t *e, uint32_t c)
+static void lower(enc_t *e, uint32_t c, unsigned f)
 {
-	if (!e->t->opts.lowercase) {
-		pre_tokenize(e, c);
-	} else if (c < 0x80) {
-		pre_tokenize(e, c >= 'A' && c <= 'Z' ? c + 32 : c);
-	} else if (c == 0x130) {
-		pre_tokenize(e, 'i');
-		pre_tokenize(e, 0x307);
-	} else {
-		pre_tokenize(e, (uint32_t)utf8proc_tolower((utf8proc_int32_t)c));
+	if (e->t->opts.lowercase && (f & F_CASED)) {
+		if (c == 0x130) {
+			pre_tokenize(e, 'i', 0);
+			c = 0x307;
+		} else {
+			c = (uint32_t)utf8proc_tolower((utf8proc_int32_t)c);
+		}
+		f = flags_of(c);
 	}
+	pre_tokenize(e, c, f);
 }
 
 /* Canonical ordering ends at a starter: the pending marks go on, stably sorted
- * by combining class. Only marks that survive stripping are kept here (the
- * non-spacing ones are dropped whatever their place), so the run is short. */
+ * by combining class. Only marks that survive stripping wait here (the
+ * non-spacing ones are dropped wherever they stand), so the run is short. */
 static void flush_marks(enc_t *e)
 {
 	uint32_t *m = e->marks;
@@ -437,16 +508,15 @@ static void flush_marks(enc_t *e)
 		m[j] = v;
 	}
 	for (size_t i = 0; i < e->n_marks; i++)
-		lower(e, m[i] & 0xFFFFFF);
+		lower(e, m[i] & 0xFFFFFF, flags_of(m[i] & 0xFFFFFF));
 	e->n_marks = 0;
 }
 
-static void push_mark(enc_t *e, uint32_t c, int ccc)
+static void push_mark(enc_t *e, uint32_t c, unsigned ccc)
 {
 	if (e->n_marks == e->marks_cap) {
 		size_t cap = e->marks_cap * 2;
-		uint32_t *m = e->marks == e->marks_local ? NULL : e->marks;
-		m = realloc(m, cap * sizeof(*m));
+		uint32_t *m = realloc(e->marks == e->marks_local ? NULL : e->marks, cap * sizeof(*m));
 		if (m == NULL) {
 			e->nomem = 1;
 			e->stop = 1;
@@ -457,35 +527,26 @@ static void push_mark(enc_t *e, uint32_t c, int ccc)
 		e->marks = m;
 		e->marks_cap = cap;
 	}
-	e->marks[e->n_marks++] = (uint32_t)ccc << 24 | c;
+	e->marks[e->n_marks++] = ccc << 24 | c;
 }
 
-/* One decomposed character: starters flush the pending marks. */
-static void strip_one(enc_t *e, uint32_t d, int ccc)
+/* strip_accents: NFD, then drop the non-spacing marks. A starter (class 0)
+ * ends the run of marks before it. */
+static void strip_accents(enc_t *e, uint32_t c, unsigned f)
 {
-	if (ccc == 0) {
-		if (e->n_marks)
-			flush_marks(e);
-		if (!is_nonspacing_mark(d))
-			lower(e, d);
-	} else if (!is_nonspacing_mark(d)) {
-		push_mark(e, d, ccc);
-	}
-}
-
-/* strip_accents: NFD, then drop the non-spacing marks (Mn). */
-static void strip_accents(enc_t *e, uint32_t c)
-{
-	utf8proc_int32_t d[16];
+	utf8proc_int32_t d[8];
 	utf8proc_ssize_t n;
 	int boundclass = 0;
 
 	if (!e->t->strip) {
-		lower(e, c);
+		lower(e, c, f);
 		return;
 	}
-	if (c < 0xC0 || in_table(nfd_frozen, SG_ARRAY_SIZE(nfd_frozen), c)) {
-		strip_one(e, c, 0);
+	if (f & F_PLAIN) {
+		if (e->n_marks)
+			flush_marks(e);
+		if (!(f & F_MARK))
+			lower(e, c, f);
 		return;
 	}
 	n = utf8proc_decompose_char((utf8proc_int32_t)c, d, SG_ARRAY_SIZE(d), UTF8PROC_DECOMPOSE,
@@ -494,27 +555,42 @@ static void strip_accents(enc_t *e, uint32_t c)
 		d[0] = (utf8proc_int32_t)c;
 		n = 1;
 	}
-	for (utf8proc_ssize_t i = 0; i < n; i++)
-		strip_one(e, (uint32_t)d[i], utf8proc_get_property(d[i])->combining_class);
+	for (utf8proc_ssize_t i = 0; i < n; i++) {
+		uint32_t x = (uint32_t)d[i];
+		unsigned fx = flags_of(x);
+		unsigned ccc = fx & F_PLAIN ? 0 : utf8proc_get_property(d[i])->combining_class;
+
+		if (ccc == 0) {
+			if (e->n_marks)
+				flush_marks(e);
+			if (!(fx & F_MARK))
+				lower(e, x, fx);
+		} else if (!(fx & F_MARK)) {
+			push_mark(e, x, ccc);
+		}
+	}
 }
 
 /* One code point of the text through the normaliser. */
 static void normalize(enc_t *e, uint32_t c)
 {
 	const sg_wordpiece_opts_t *o = &e->t->opts;
+	unsigned f = flags_of(c);
 
 	if (o->clean_text) {
-		if (c == 0 || c == 0xFFFD || is_control(c))
+		if (c == 0 || c == 0xFFFD || (f & F_CONTROL))
 			return;
-		if (is_whitespace(c))
+		if (f & F_SPACE) {
 			c = ' ';
+			f = F_SPACE | F_PLAIN;
+		}
 	}
-	if (o->handle_chinese && c >= 0x3400 && is_chinese(c)) {
-		strip_accents(e, ' ');
-		strip_accents(e, c);
-		strip_accents(e, ' ');
+	if (o->handle_chinese && (f & F_CHINESE)) {
+		strip_accents(e, ' ', F_SPACE | F_PLAIN);
+		strip_accents(e, c, f);
+		strip_accents(e, ' ', F_SPACE | F_PLAIN);
 	} else {
-		strip_accents(e, c);
+		strip_accents(e, c, f);
 	}
 }
 
@@ -587,11 +663,17 @@ static const added_t *match_added(const sg_wordpiece_t *t, const char *s, size_t
 	return NULL;
 }
 
+static inline int may_start_added(const sg_wordpiece_t *t, unsigned char b)
+{
+	return t->added_at[b] != t->added_at[b + 1];
+}
+
 /* Tokenise text into e->ids (room for e->cap). */
 static int run(enc_t *e, const sg_wordpiece_t *t, const char *text, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)text;
-	const sg_wordpiece_opts_t *o = &t->opts;
+	const int clean = t->opts.clean_text, lowercase = t->opts.lowercase;
+	const int max_chars = t->opts.max_chars_per_word;
 	size_t i = 0;
 
 	e->t = t;
@@ -601,40 +683,42 @@ static int run(enc_t *e, const sg_wordpiece_t *t, const char *text, size_t len)
 	while (i < len && !e->stop) {
 		unsigned char b = s[i];
 		const added_t *a;
+		unsigned f;
 
-		if (t->added_at[b] != t->added_at[b + 1] && (a = match_added(t, text + i, len - i))) {
+		if (may_start_added(t, b) && (a = match_added(t, text + i, len - i))) {
 			end_segment(e);
 			if (!e->stop)
 				emit(e, a->id);
 			i += a->len;
 			continue;
 		}
-		if (b < 0x80 && o->clean_text) {
-			/* the common case, short-circuited: same steps as normalize() */
-			i++;
-			switch (ascii_class(b)) {
-			case A_CONTROL:
-				break;
-			case A_SPACE:
-				if (e->n_marks)
-					flush_marks(e);
-				end_word(e);
-				break;
-			case A_PUNCT:
-				if (e->n_marks)
-					flush_marks(e);
-				end_word(e);
-				add_char(e, b);
-				end_word(e);
-				break;
-			default:
-				if (e->n_marks)
-					flush_marks(e);
-				add_char(e, o->lowercase && b >= 'A' && b <= 'Z' ? b + 32u : b);
-			}
+		if (b >= 0x80 || !clean) {
+			normalize(e, next_char(s, len, &i));
 			continue;
 		}
-		normalize(e, next_char(s, len, &i));
+		/* ASCII under clean_text, the common case: normalize() in short */
+		f = bmp[b];
+		i++;
+		if (f & F_CONTROL)
+			continue;
+		if (e->n_marks) /* ASCII characters are all starters */
+			flush_marks(e);
+		if (f & (F_SPACE | F_PUNCT)) {
+			pre_tokenize(e, b, f);
+			continue;
+		}
+		/* a run of letters and digits goes into the word at once */
+		for (;;) {
+			if (++e->wchars <= max_chars)
+				e->word[e->wlen++] = (char)(lowercase && b >= 'A' && b <= 'Z' ? b + 32 : b);
+			if (i == len)
+				break;
+			b = s[i];
+			if (b >= 0x80 || (bmp[b] & (F_CONTROL | F_SPACE | F_PUNCT)) ||
+			    may_start_added(t, b))
+				break;
+			i++;
+		}
 	}
 	if (!e->stop)
 		end_segment(e);
@@ -677,7 +761,8 @@ int sg_wordpiece_encode(const sg_wordpiece_t *t, const char *text, size_t len, i
 
 /* --- loading -------------------------------------------------------------- */
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static void fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -783,7 +868,7 @@ static int32_t insert(sg_wordpiece_t *t, slot_t *tab, uint32_t skip, int32_t id,
 {
 	const char *s = t->text + t->off[id] + skip;
 	size_t n = t->len[id] - skip;
-	uint64_t h = sg_hash64(s, n, 0);
+	uint64_t h = hash_bytes(s, n);
 	uint32_t tag = (uint32_t)(h >> 32);
 
 	for (uint32_t i = (uint32_t)h & t->mask;; i = (i + 1) & t->mask) {
@@ -803,7 +888,7 @@ static int32_t insert(sg_wordpiece_t *t, slot_t *tab, uint32_t skip, int32_t id,
 }
 
 /* The hash tables over t->n tokens (t->text, t->off, t->len set), the
- * longest lengths and the special ids from t->opts. */
+ * longest lengths, and the id of t->opts.unk. */
 static int build(sg_wordpiece_t *t, int replace, const char *path, char *err, size_t errlen)
 {
 	const sg_wordpiece_opts_t *o = &t->opts;
@@ -816,6 +901,7 @@ static int build(sg_wordpiece_t *t, int replace, const char *path, char *err, si
 	t->cont = malloc(slots * sizeof(slot_t));
 	if (t->whole == NULL || t->cont == NULL)
 		return SG_ENOMEM;
+	pthread_once(&bmp_once, fill_bmp);
 	memset(t->whole, 0xFF, slots * sizeof(slot_t));
 	memset(t->cont, 0xFF, slots * sizeof(slot_t));
 	t->prefix_len = (uint32_t)strlen(o->prefix);
@@ -835,11 +921,8 @@ static int build(sg_wordpiece_t *t, int replace, const char *path, char *err, si
 		}
 	}
 	t->unk_id = sg_wordpiece_id(t, o->unk);
-	t->cls_id = sg_wordpiece_id(t, o->cls);
-	t->sep_id = sg_wordpiece_id(t, o->sep);
-	if (t->unk_id < 0 || t->cls_id < 0 || t->sep_id < 0) {
-		fail(err, errlen, "%s: the vocabulary has no %s token",
-		     path, t->unk_id < 0 ? o->unk : t->cls_id < 0 ? o->cls : o->sep);
+	if (t->unk_id < 0) {
+		fail(err, errlen, "%s: the vocabulary has no %s token", path, o->unk);
 		return SG_ECORRUPT;
 	}
 	return 0;
@@ -983,6 +1066,14 @@ int sg_wordpiece_load_vocab(sg_wordpiece_t **out, const char *path, const sg_wor
 	rc = build(t, 1, path, err, errlen);
 	if (rc)
 		goto fail;
+	t->cls_id = sg_wordpiece_id(t, o.cls);
+	t->sep_id = sg_wordpiece_id(t, o.sep);
+	if (t->cls_id < 0 || t->sep_id < 0) {
+		fail(err, errlen, "%s: the vocabulary has no %s token", path,
+		     t->cls_id < 0 ? o.cls : o.sep);
+		rc = SG_ECORRUPT;
+		goto fail;
+	}
 	/* as the reference's BertWordPieceTokenizer: these, when in the
 	 * vocabulary, are matched in the text as they are */
 	added = calloc(5, sizeof(*added));
@@ -1116,10 +1207,14 @@ static int json_model(jctx_t *c, sg_wordpiece_t *t, json_t *m)
 		size_t klen = json_object_iter_key_len(json_object_key_to_iter(key));
 		json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
 
+		if (!json_is_integer(v)) {
+			fail(c->err, c->errlen, "%s: model.vocab: \"%.64s\": the id is not an integer",
+			     c->path, key);
+			return SG_ECORRUPT;
+		}
 		if (id < 0 || (size_t)id >= n) {
-			fail(c->err, c->errlen,
-			     "%s: model.vocab: \"%.64s\": id %s outside [0, %zu) (ids must number "
-			     "the tokens from 0)", c->path, key, json_is_integer(v) ? "is" : "is not an integer,", n);
+			fail(c->err, c->errlen, "%s: model.vocab: \"%.64s\": id %lld is outside [0, %zu) "
+			     "(the ids must number the tokens from 0)", c->path, key, (long long)id, n);
 			return SG_ECORRUPT;
 		}
 		if (t->off[id] != UINT32_MAX) {
@@ -1444,23 +1539,13 @@ int sg_wordpiece_load_json(sg_wordpiece_t **out, const char *path, char *err, si
 		goto out;
 	}
 	t->opts = sg_wordpiece_opts_default();
+	/* (truncation and padding are the caller's: see sg_wordpiece_encode) */
 	if ((rc = json_model(&c, t, json_object_get(root, "model"))) ||
 	    (rc = json_normalizer(&c, &t->opts, json_object_get(root, "normalizer"))) ||
-	    (rc = json_pre_tokenizer(&c, json_object_get(root, "pre_tokenizer"))))
-		goto out;
-	/* the post-processor names [CLS] and [SEP]; build() wants them in opts */
-	{
-		int32_t cls, sep;
-		if ((rc = json_post_processor(&c, t, json_object_get(root, "post_processor"))))
-			goto out;
-		cls = t->cls_id;
-		sep = t->sep_id;
-		if ((rc = build(t, 0, path, err, errlen)))
-			goto out;
-		t->cls_id = cls; /* the template's ids, whatever the token texts say */
-		t->sep_id = sep;
-	}
-	if ((rc = json_added(&c, t, json_object_get(root, "added_tokens"))))
+	    (rc = json_pre_tokenizer(&c, json_object_get(root, "pre_tokenizer"))) ||
+	    (rc = json_post_processor(&c, t, json_object_get(root, "post_processor"))) ||
+	    (rc = build(t, 0, path, err, errlen)) ||
+	    (rc = json_added(&c, t, json_object_get(root, "added_tokens"))))
 		goto out;
 	*out = t;
 	t = NULL;
@@ -1478,7 +1563,7 @@ int32_t sg_wordpiece_id(const sg_wordpiece_t *t, const char *token)
 {
 	if (t == NULL || token == NULL || t->whole == NULL)
 		return -1;
-	return lookup(t, t->whole, 0, token, strlen(token));
+	return lookup(t, t->whole, 0, token, strlen(token), hash_bytes(token, strlen(token)));
 }
 
 const char *sg_wordpiece_token(const sg_wordpiece_t *t, int32_t id)

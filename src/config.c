@@ -247,7 +247,7 @@ static const opt_t embedder_opts[] = {
 	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "model", 0, "model|static|local|openai"},
 	{"dim", OPT_INT, E(dim), 16, 4096, 128, NULL, 0, NULL},
 	{"model_path", OPT_STR, E(model_path), 0, 0, 0, "models/all-minilm-l6-v2", 0, NULL},
-	{"static_path", OPT_STR, E(static_path), 0, 0, 0, "models/static-minilm.safetensors", 0, NULL},
+	{"static_path", OPT_STR, E(static_path), 0, 0, 0, "models/static-minilm", 0, NULL},
 	{"prefix", OPT_ANYSTR, E(prefix), 0, 0, 0, NULL, 0, NULL},
 	{"max_tokens", OPT_INT, E(max_tokens), 0, 8192, 0, NULL, 0, NULL},
 	{"threads", OPT_INT, E(threads), 0, 64, 0, NULL, 0, NULL},

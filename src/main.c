@@ -14,6 +14,7 @@
 #include "semgate/encoder.h"
 #include "semgate/log.h"
 #include "semgate/server.h"
+#include "distill.h"
 #include "pull_model.h"
 
 static const char usage[] =
@@ -21,6 +22,8 @@ static const char usage[] =
 	"       semgate --check FILE         validate a configuration (and its embedding model) and exit\n"
 	"       semgate --pull-model NAME[@REV] [--to DIR] [--hub URL] [--force]\n"
 	"                                    download an embedding model from the Hugging Face hub\n"
+	"       semgate --distill-static MODEL_DIR OUT [--dim N] [--sif A] [--force]\n"
+	"                                    distill the `static` embedder's table from a model\n"
 	"       semgate --config FILE --rebuild-cache   drop a cache made by another embedder\n"
 	"       semgate --print-default-config\n"
 	"       semgate --version | --help\n";
@@ -272,6 +275,8 @@ int main(int argc, char **argv)
 			fputs(sg_config_default_json(), stdout);
 			return 0;
 		}
+		if (strcmp(a, "--distill-static") == 0)
+			return sg_distill_main(argc - i - 1, argv + i + 1);
 		if (strcmp(a, "--pull-model") == 0)
 			return sg_pull_model_main(argc - i - 1, argv + i + 1);
 		if (strcmp(a, "--check") == 0 && i + 1 < argc)

@@ -104,12 +104,15 @@ int main(int argc, char **argv)
 		bytes += len;
 	}
 	if (rounds > 0) {
-		int32_t ids[512];
+		int cap_ids = max_len ? max_len : 512;
+		int32_t *ids = malloc((size_t)cap_ids * sizeof(*ids));
 		uint64_t t0 = sg_now_us(), total = 0;
+		if (ids == NULL)
+			return 1;
 		for (int r = 0; r < rounds; r++)
 			for (size_t i = 0; i < n; i++)
-				total += (uint64_t)sg_wordpiece_encode(t, texts[i], lens[i], ids,
-				                                       max_len ? max_len : 512);
+				total += (uint64_t)sg_wordpiece_encode(t, texts[i], lens[i], ids, cap_ids);
+		free(ids);
 		double us = (double)(sg_now_us() - t0);
 		printf("%zu texts x %d rounds, %zu bytes each round: %.3f us/text, %.1f MB/s, "
 		       "%llu ids\n", n, rounds, bytes, us / ((double)n * rounds),

@@ -14,8 +14,9 @@ past the maximum length, invalid UTF-8):
   (a) synthetic tokenizers written here (a ~2000-token vocabulary with ##
       pieces, accented and CJK entries), in several normaliser settings,
       each through both of semgate's loaders (tokenizer.json, and vocab.txt
-      with options) against the reference; plus a sweep of every Unicode
-      code point through the normaliser and pre-tokeniser;
+      with options) against the reference; plus a sweep of the Unicode code
+      points (all of those in planes with characters, a sample of the rest)
+      through the normaliser and pre-tokeniser;
   (b) every real model found: <models-dir>/*/tokenizer.json, and the
       directories or files listed in $SEMGATE_WORDPIECE_MODELS (colon-
       separated), at max_len 128, 512 and without a limit.
@@ -171,6 +172,25 @@ def reference_from_vocab(vocab_txt, norm, model_args, template):
     return tk
 
 
+def more_added_tokens(path):
+    """Added tokens as fine-tuned models have them: [MASK] taking the
+    whitespace around it (lstrip, rstrip), and some that are not special: two
+    where one is a prefix of the other (the longest match wins), and a word
+    (matched inside other words, and only in that case)."""
+    with open(path, encoding="utf-8") as f:
+        tj = json.load(f)
+    vocab = tj["model"]["vocab"]
+    for a in tj["added_tokens"]:
+        if a["content"] == "[MASK]":
+            a["lstrip"] = a["rstrip"] = True
+    for s in ("[unused1]", "[unused10]", "the"):
+        tj["added_tokens"].append({"id": vocab[s], "content": s, "single_word": False,
+                                   "lstrip": False, "rstrip": False, "normalized": False,
+                                   "special": False})
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False)
+
+
 def vocab_args(norm, model_args):
     """wordpiece_dump's options for the vocab.txt loader."""
     strip = norm["strip_accents"]
@@ -275,7 +295,8 @@ def mixed(rnd, vocab):
             parts.append(rnd.choice(MATH))
         elif r < 0.82:
             parts.append(rnd.choice(SPECIALS + ["[sep]", "[Mask]", "[SEP", "SEP]", "[[SEP]]",
-                                                "[CLS][SEP]", "x[MASK]y"]))
+                                                "[CLS][SEP]", "x[MASK]y", " [MASK] ", "[unused1]",
+                                                "[unused10]", "[unused100]", "a\u3000[MASK]\tb"]))
         elif r < 0.87:
             parts.append("".join(rand_char(rnd) for _ in range(rnd.randint(1, 4))))
         elif r < 0.92:
@@ -316,12 +337,14 @@ def texts(vocab):
     out += LONG_WORDS + SCRIPTS + PUNCT + CONTROL + MARKS
     out += ["".join(PUNCT), " ".join(SPACES), "".join(CONTROL) + "x", "".join(MARKS)]
     for i in range(N_RANDOM):
-        r = i % 10
-        if r < 3:
+        r = i % 20
+        if r < 6:
             out.append(question(rnd, vocab, rnd.randint(3, 25)))
-        elif r < 8:
+        elif r < 17:
             out.append(mixed(rnd, vocab))
-        elif r < 9:
+        elif r < 18:  # past 128 tokens
+            out.append(question(rnd, vocab, rnd.randint(100, 200)))
+        elif r < 19:  # past 512
             out.append(question(rnd, vocab, rnd.randint(300, 700)))
         else:
             out.append(" ".join(mixed(rnd, vocab) for _ in range(rnd.randint(5, 40))))
@@ -372,11 +395,22 @@ class Report:
                                          else d[:2000], w, g))
 
 
-def compare(report, label, dump, args, tk, data):
+def compare(report, runs, tk, data):
+    """semgate's runs [(label, dump command)] against the reference tk, at
+    every max_len. The reference cuts only texts longer than the limit: the
+    others keep the output it gave without one (and are not run again)."""
+    full = run_reference(tk, data, 0)
     for max_len in LENGTHS:
-        want = run_reference(tk, data, max_len)
-        got = run_dump(dump, args, data, max_len)
-        report.compare("%s max_len=%s" % (label, max_len or "none"), data, want, got)
+        want = full
+        if max_len:
+            long_ = [i for i, ids in enumerate(full) if len(ids) > max_len]
+            cut = run_reference(tk, [data[i] for i in long_], max_len)
+            want = list(full)
+            for i, ids in zip(long_, cut):
+                want[i] = ids
+        for label, cmd in runs:
+            got = run_dump(cmd[0], cmd[1:], data, max_len)
+            report.compare("%s max_len=%s" % (label, max_len or "none"), data, want, got)
 
 
 # --- the sweep of every code point ----------------------------------------
@@ -390,12 +424,21 @@ def every_char():
     return [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
 
 
+def sweep_chars():
+    """Every code point of the planes where Unicode has characters (0-3, 14),
+    and a sample of the others, which are unassigned or private use
+    throughout."""
+    for c in every_char():
+        if c >> 16 in (0, 1, 2, 3, 14) or c % 97 == 0 or (c & 0xFFFF) in (0, 1, 0xFFFE, 0xFFFF):
+            yield c
+
+
 def sweep(report, dump, tmp, name, norm, model_args):
-    """Every code point c as the word "q" c "q", with a vocabulary made of
+    """Each code point c as the word "q" c "q", with a vocabulary made of
     every character the reference's normaliser produces (and its ## form):
     a character semgate drops, keeps, splits or maps differently shows as
     another id. Pairs of combining marks check canonical ordering."""
-    words = ["q%sq" % chr(c) for c in every_char()]
+    words = ["q%sq" % chr(c) for c in sweep_chars()]
     marks = [chr(c) for c in range(0x300, 0x370)] + MARKS + [chr(c) for c in range(0x8d4, 0x900)]
     for a in marks:
         for b in ["\u0301", "\u0316", "\U0001d165", "\U0001d16d", "\u08d4", "\u302e", "\u0334"]:
@@ -406,7 +449,7 @@ def sweep(report, dump, tmp, name, norm, model_args):
         part = words[i:i + chunk]
         n = normalizers.BertNormalizer(**norm)
         # (whitespace never is in a word; vocab.txt cannot hold NUL)
-        chars = sorted(set("".join(n.normalize_str(w) for w in part)) - RUST_WHITESPACE - {"\0"})
+        chars = sorted(set(n.normalize_str(" ".join(part))) - RUST_WHITESPACE - {"\0"})
         toks = SPECIALS + chars + ["##" + c for c in chars]
         toks = list(dict.fromkeys(toks))
         vocab_txt = os.path.join(tmp, "sweep_vocab.txt")
@@ -536,11 +579,17 @@ def main():
             tk = reference_from_vocab(vocab_txt, norm, model_args, template=i % 2 == 0)
             tok_json = os.path.join(tmp, "tokenizer_%s.json" % name)
             tk.save(tok_json)
-            if not args.no_texts:
-                compare(report, "%s vocab.txt" % name, args.dump,
-                        ["--vocab", vocab_txt] + vocab_args(norm, model_args), tk, data)
-                compare(report, "%s tokenizer.json" % name, args.dump, ["--json", tok_json],
-                        Tokenizer.from_file(tok_json), data)
+            from_vocab = ("%s vocab.txt" % name,
+                          [args.dump, "--vocab", vocab_txt] + vocab_args(norm, model_args))
+            from_json = ("%s tokenizer.json" % name, [args.dump, "--json", tok_json])
+            if args.no_texts:
+                pass
+            elif i % 2 == 0:  # both loaders, one tokenizer
+                compare(report, [from_vocab, from_json], tk, data)
+            else:  # the tokenizer.json gets more added tokens
+                more_added_tokens(tok_json)
+                compare(report, [from_vocab], tk, data)
+                compare(report, [from_json], Tokenizer.from_file(tok_json), data)
             if not args.no_sweep and name in ("uncased", "cased", "lower_nostrip", "raw"):
                 sweep(report, args.dump, tmp, name, norm, model_args)
         for path in real_models(args.models_dir):
@@ -554,7 +603,7 @@ def main():
             if kind != "WordPiece":
                 print("wordpiece_parity: %s: a %s model, not WordPiece: skipped" % (path, kind))
                 continue
-            compare(report, path, args.dump, ["--json", path], tk, data)
+            compare(report, [(path, [args.dump, "--json", path])], tk, data)
             print("wordpiece_parity: compared %s" % path)
     for line in report.lines:
         print(line)
