@@ -415,6 +415,10 @@ int sg__embed_static_new(sg_embedder_t **out, const char *path, char *err, size_
 	}
 	if ((rc = check_values(se, table, err, errlen)))
 		goto fail;
+	/* The check read every page. Hand them back (they stay in the page
+	 * cache): the process then holds only the rows its prompts use. */
+	if (se->owned == NULL)
+		madvise(se->map, se->map_len, MADV_DONTNEED);
 
 	int name_len;
 	const char *name = base_name(path, &name_len);

@@ -103,7 +103,8 @@ typedef struct sg_embedder_config {
 	long dim;            /* vector dimension (local, openai; model and static
 	                      * take theirs from the model) */
 	char *model_path;    /* model: directory of a BERT-family model */
-	char *static_path;   /* static: the distilled table (a .safetensors file) */
+	char *static_path;   /* static: the distilled table (a directory made by
+	                      * semgate --distill-static) */
 	char *prefix;        /* model: text put before every prompt ("" none; unset:
 	                      * the model's own query prompt) */
 	long max_tokens;     /* model: tokens embedded per prompt (0: the model's) */

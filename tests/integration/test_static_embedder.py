@@ -154,7 +154,7 @@ def test_distill_then_serve():
     h.expect_eq((t["dtype"], t["shape"]), ("F32", [len(VOCAB), 16]), "dtype, shape")
     meta = hdr["__metadata__"]
     h.expect(meta["source"].startswith("model/1:tiny-bert:"), "source %r", meta["source"])
-    h.expect_eq((meta["format"], meta["dim"]), ("semgate-static/1", "16"), "format, dim")
+    h.expect_eq((meta["format"], meta["dim"]), ("semgate-static/2", "16"), "format, dim")
     rows = struct.unpack("<%df" % (len(VOCAB) * 16), data[t["data_offsets"][0]:t["data_offsets"][1]])
     norms = []
     for i, tok in enumerate(VOCAB):
