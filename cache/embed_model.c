@@ -282,13 +282,6 @@ static int me_start(sg_embedder_t *e, sg_embed_req_t *req, const char *text, siz
 
 	if (!me->handles_open)
 		return SG_ECANCELED;
-	pthread_mutex_lock(&me->lock);
-	int full = me->queue.n >= (size_t)me->queue_max;
-	if (full)
-		me->st.queue_full++;
-	pthread_mutex_unlock(&me->lock);
-	if (full)
-		return SG_EFULL;
 	j = malloc(sizeof(*j) + sizeof(float) * (size_t)e->dim);
 	if (j == NULL)
 		return SG_ENOMEM;
@@ -302,11 +295,17 @@ static int me_start(sg_embedder_t *e, sg_embed_req_t *req, const char *text, siz
 		memcpy(j->text, text, len);
 	j->text[len] = '\0';
 	j->len = len;
-	j->req = req;
 	j->deadline_us = mono_us() + me->timeout_us;
-	req->impl = j;
 
 	pthread_mutex_lock(&me->lock);
+	if (me->queue.n >= (size_t)me->queue_max) {
+		me->st.queue_full++;
+		pthread_mutex_unlock(&me->lock);
+		job_free(j);
+		return SG_EFULL;
+	}
+	j->req = req;
+	req->impl = j;
 	list_push(&me->queue, j);
 	me->st.queue_depth = me->queue.n;
 	if (me->queue.n > me->st.queue_max)

@@ -247,35 +247,12 @@ static void source_of(const uint8_t *map, size_t len, char *out, size_t n)
 /* Map, parse and check the table; sets table, rows, dim. */
 static int load_table(static_embedder_t *se, const char *path, char *err, size_t errlen)
 {
-	struct stat sb;
 	sg_st_t st = {0};
 	const sg_st_tensor_t *t;
-	char sterr[512];
-	int fd, rc = 0;
+	int rc = 0;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return SG_EIO;
-	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
-		close(fd);
-		snprintf(err, errlen, "%s: not a safetensors file (too short)", path);
-		return SG_ECORRUPT;
-	}
-	se->map_len = (size_t)sb.st_size;
-	se->map = mmap(NULL, se->map_len, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (se->map == MAP_FAILED) {
-		se->map = NULL;
-		snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
-		return SG_EIO;
-	}
-	if ((rc = sg__st_parse(&st, se->map, se->map_len, sterr, sizeof(sterr)))) {
-		snprintf(err, errlen, "%s: %s", path, sterr);
+	if ((rc = sg__st_map(path, &se->map, &se->map_len, &st, err, errlen)))
 		return rc;
-	}
 	if ((t = sg__st_find(&st, TABLE_TENSOR)) == NULL) {
 		snprintf(err, errlen, "%s: no tensor \"" TABLE_TENSOR "\" (not a table made by "
 		         "semgate --distill-static?)", path);

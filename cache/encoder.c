@@ -404,13 +404,13 @@ static int tensor(sg_encoder_t *m, const char *prefix, const char *name, int64_t
 	}
 	int rank = d1 ? 2 : 1;
 	if (t->rank != rank || t->shape[0] != d0 || (rank == 2 && t->shape[1] != d1)) {
-		snprintf(err, errlen,
-		         "%s/model.safetensors: tensor \"%s\" has the wrong shape (want [%lld%s%lld])",
-		         dir, full, (long long)d0, rank == 2 ? ", " : "", rank == 2 ? (long long)d1 : 0LL);
-		if (rank == 1)
-			snprintf(err, errlen,
-			         "%s/model.safetensors: tensor \"%s\" has the wrong shape (want [%lld])",
-			         dir, full, (long long)d0);
+		char want[64];
+		if (rank == 2)
+			snprintf(want, sizeof(want), "[%lld, %lld]", (long long)d0, (long long)d1);
+		else
+			snprintf(want, sizeof(want), "[%lld]", (long long)d0);
+		snprintf(err, errlen, "%s/model.safetensors: tensor \"%s\" has the wrong shape (want %s)",
+		         dir, full, want);
 		return SG_EINVAL;
 	}
 	snprintf(m->dtype, sizeof(m->dtype), "%s", t->dtype_name);
@@ -457,34 +457,11 @@ static int read_weights(sg_encoder_t *m, const char *dir, int skip_hash, uint64_
                         size_t errlen)
 {
 	char p[4096], name[128];
-	struct stat sb;
-	int fd, rc;
+	int rc;
 
 	path_join(p, sizeof(p), dir, "model.safetensors");
-	if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
-		snprintf(err, errlen, "%s: %s", p, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return SG_EIO;
-	}
-	if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
-		close(fd);
-		snprintf(err, errlen, "%s: not a safetensors file (too short)", p);
-		return SG_ECORRUPT;
-	}
-	m->map_len = (size_t)sb.st_size;
-	m->map = mmap(NULL, m->map_len, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (m->map == MAP_FAILED) {
-		m->map = NULL;
-		snprintf(err, errlen, "%s: mmap: %s", p, strerror(errno));
-		return SG_EIO;
-	}
-	char sterr[512];
-	if ((rc = sg__st_parse(&m->st, m->map, m->map_len, sterr, sizeof(sterr)))) {
-		snprintf(err, errlen, "%s: %s", p, sterr);
+	if ((rc = sg__st_map(p, &m->map, &m->map_len, &m->st, err, errlen)))
 		return rc;
-	}
 	*hash = skip_hash ? 0 : sg_hash64(m->map, m->map_len, 0x5e3a9e7);
 
 	/* The tensors' names: BertModel's own, or under a "bert." (BertFor*) or

@@ -1,7 +1,12 @@
 /* The safetensors reader: see safetensors_int.h. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -162,6 +167,43 @@ out:
 	if (rc)
 		sg__st_free(out);
 	return rc;
+}
+
+int sg__st_map(const char *path, uint8_t **map, size_t *len, sg_st_t *out, char *err,
+               size_t errlen)
+{
+	struct stat sb;
+	char why[512];
+	int fd, rc;
+
+	*map = NULL;
+	*len = 0;
+	memset(out, 0, sizeof(*out));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &sb) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return SG_EIO;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
+		close(fd);
+		snprintf(err, errlen, "%s: not a safetensors file (too short)", path);
+		return SG_ECORRUPT;
+	}
+	uint8_t *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED) {
+		snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
+		return SG_EIO;
+	}
+	if ((rc = sg__st_parse(out, m, (size_t)sb.st_size, why, sizeof(why)))) {
+		snprintf(err, errlen, "%s: %s", path, why);
+		munmap(m, (size_t)sb.st_size);
+		return rc;
+	}
+	*map = m;
+	*len = (size_t)sb.st_size;
+	return 0;
 }
 
 void sg__st_free(sg_st_t *st)

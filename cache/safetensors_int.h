@@ -41,6 +41,15 @@ typedef struct sg_st {
  */
 int sg__st_parse(sg_st_t *out, const uint8_t *data, size_t size, char *err, size_t errlen);
 
+/**
+ * Map the file at path read-only (shared: processes mapping the same file
+ * share its pages) and parse it. On success *map and *len are the mapping
+ * (munmap them after sg__st_free); on failure nothing stays mapped and err
+ * names the file: SG_EIO (cannot open or map), SG_ECORRUPT, SG_ENOMEM.
+ */
+int sg__st_map(const char *path, uint8_t **map, size_t *len, sg_st_t *out, char *err,
+               size_t errlen);
+
 /** Free what sg__st_parse allocated (not the data). */
 void sg__st_free(sg_st_t *st);
 

@@ -112,8 +112,7 @@ static int open_cache(sg_config_t *cfg, app_t *app, uv_loop_t *loop)
 		            (double)(sg_now_us() - t0) / 1000.0);
 	} else {
 		/* the server creates it: it needs the upstream client */
-		snprintf(remote_id, sizeof(remote_id), "openai:%s@%s:d%d", cc->embedder.model,
-		         cc->embedder.base_url, dim);
+		sg__embed_openai_id(&cc->embedder, remote_id, sizeof(remote_id));
 		id = remote_id;
 	}
 	sg_cache_opts_t co = {

@@ -276,9 +276,8 @@ void sg__handle_writable(sg_req_t *req);
  * NULL on allocation failure; free with sg_upstream_headers_free(). */
 sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *extra, size_t n);
 
-/** The `openai` embedder (src/embed_openai.c): its identity, and one made on
- * the server's upstream client (ec borrowed for its life). */
-void sg__embed_openai_id(const sg_embedder_config_t *ec, char *out, size_t n);
+/** The `openai` embedder (src/embed_openai.c), made on the server's upstream
+ * client (ec borrowed for its life); its identity: sg__embed_openai_id(). */
 int sg__embed_openai_new(sg_embedder_t **out, sg_upstream_t *upstream,
                          const sg_embedder_config_t *ec);
 

@@ -126,6 +126,13 @@ int sg_embed_new(sg_embedder_t **out, struct uv_loop_s *loop,
                  const struct sg_embedder_config *cfg, char *err, size_t errlen);
 
 /**
+ * The identity of the `openai` kind's vectors for cfg (src/embed_openai.c,
+ * which makes that embedder with the server's upstream client): needed to
+ * open the cache before the server exists.
+ */
+void sg__embed_openai_id(const struct sg_embedder_config *cfg, char *out, size_t n);
+
+/**
  * Check that an embedder configuration would load (its model files read and
  * validated; no threads started), for `semgate --check`. 0, or SG_E* with the
  * message in err; on success desc gets the one-line description.
