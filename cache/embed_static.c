@@ -1,5 +1,5 @@
 /* The `static` embedder: a table of token vectors distilled from a sentence
- * encoder (Model2Vec's recipe; `semgate --distill-static`, src/distill.c),
+ * encoder (Model2Vec's recipe; `semgate --distill-static`, src/cli/distill.c),
  * so that a prompt is embedded in microseconds, in line on the loop, with
  * the semantics the encoder put into each token.
  *

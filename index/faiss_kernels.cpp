@@ -5,8 +5,8 @@
 // scalar loop (fvec_inner_product_ref; the SIMD variants need SSE3/AVX2 at
 // compile time). This file defines the same two symbols with a kernel chosen
 // at run time for the CPU (AVX2+FMA, else a portable 8-lane loop the compiler
-// vectorises), and the link puts it ahead of libfaiss.a
-// (--allow-multiple-definition: the first definition wins). Cosine search over
+// vectorises); the build links a copy of libfaiss.a in which FAISS's two are
+// weak (objcopy --weaken-symbol, top CMakeLists.txt), so these win. Cosine search over
 // normalised vectors is this one dot product; results differ from the scalar
 // loop only in the order of the additions.
 //

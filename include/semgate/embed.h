@@ -7,7 +7,7 @@
  *           (cache/embed_static.c): microseconds, in line
  *   model   a BERT-family transformer (cache/model.c) run by a pool of
  *           embedding threads with batching (cache/embed_model.c)
- *   openai  an OpenAI-compatible /embeddings endpoint (src/embed_openai.c),
+ *   openai  an OpenAI-compatible /embeddings endpoint (src/upstream/embed_openai.c),
  *           a transfer on the loop
  *
  * Calls are made on the loop thread. sg_embed_start() either finishes at
@@ -118,7 +118,7 @@ struct sg_embedder_config;
 
 /**
  * Create a local, static or model embedder from its configuration (the
- * `openai` kind lives with the upstream code: src/embed_openai.c). loop is
+ * `openai` kind lives with the upstream code: src/upstream/embed_openai.c). loop is
  * where completions are delivered (used by `model`). Errors: SG_E* with a
  * message in err naming the setting or file.
  */
@@ -126,7 +126,7 @@ int sg_embed_new(sg_embedder_t **out, struct uv_loop_s *loop,
                  const struct sg_embedder_config *cfg, char *err, size_t errlen);
 
 /**
- * The identity of the `openai` kind's vectors for cfg (src/embed_openai.c,
+ * The identity of the `openai` kind's vectors for cfg (src/upstream/embed_openai.c,
  * which makes that embedder with the server's upstream client): needed to
  * open the cache before the server exists.
  */

@@ -1,4 +1,4 @@
-/* Fuzz target: the HTTP front end (src/server.c on llhttp) and the handlers
+/* Fuzz target: the HTTP front end (src/http/server.c on llhttp) and the handlers
  * behind it, on real traffic.
  *
  * The real server runs in this process on a libuv loop, on a loopback port,

@@ -1,4 +1,4 @@
-/* Fuzz target: the hot-path JSON scanner (src/json_scan.c), differentially
+/* Fuzz target: the hot-path JSON scanner (lib/json_scan.c), differentially
  * against jansson, whose acceptance it promises to match (semgate/json_scan.h):
  *   - sg_json_scan() accepts exactly what json_loadb(.., 0, ..) accepts,
  *     except that a raw NUL byte makes the text invalid;

@@ -1,4 +1,4 @@
-/* Fuzz target: the server-sent events reader (src/sse.c), which every
+/* Fuzz target: the server-sent events reader (lib/sse.c), which every
  * upstream stream goes through before a byte of it reaches a client. Input:
  * one byte choosing a cap, two bytes choosing where the stream is split,
  * then the stream. Checked:

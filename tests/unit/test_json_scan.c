@@ -1,4 +1,4 @@
-/* Unit tests for the hot-path JSON scanner (src/json_scan.c): fixed cases,
+/* Unit tests for the hot-path JSON scanner (lib/json_scan.c): fixed cases,
  * then a differential test against jansson on mutated documents. */
 #include <jansson.h>
 #include <stdio.h>

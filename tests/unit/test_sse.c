@@ -1,4 +1,4 @@
-/* Unit tests: the server-sent events reader (src/sse.c). */
+/* Unit tests: the server-sent events reader (lib/sse.c). */
 #include <stdlib.h>
 
 #include "check.h"

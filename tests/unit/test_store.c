@@ -1,4 +1,4 @@
-/* Unit tests: the LMDB store (cache/store.c) and sg_hash64 (cache/hash.c).
+/* Unit tests: the LMDB store (cache/store.c) and sg_hash64 (lib/hash.c).
  * Everything happens in a fresh directory under $TMPDIR, removed at the end. */
 #include <errno.h>
 #include <fcntl.h>

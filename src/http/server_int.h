@@ -82,7 +82,7 @@ enum sg_rc_state {
 	SG_RC__LAST
 };
 
-/* The cache's part of a request (src/semcache.c). */
+/* The cache's part of a request (src/gateway/semcache.c). */
 typedef struct sg_reqcache {
 	enum sg_rc_state state;      /* one setter: rc_set_state() */
 	const sg_model_t *model;     /* model group */
@@ -276,7 +276,7 @@ void sg__handle_writable(sg_req_t *req);
  * NULL on allocation failure; free with sg_upstream_headers_free(). */
 sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *extra, size_t n);
 
-/** The `openai` embedder (src/embed_openai.c), made on the server's upstream
+/** The `openai` embedder (src/upstream/embed_openai.c), made on the server's upstream
  * client (ec borrowed for its life); its identity: sg__embed_openai_id(). */
 int sg__embed_openai_new(sg_embedder_t **out, sg_upstream_t *upstream,
                          const sg_embedder_config_t *ec);
