@@ -5,22 +5,13 @@
 
 static const char *const sg_errors[] = {
 	[0] = "success",
-	[-SG_ENOMEM] = "out of memory",
-	[-SG_EINVAL] = "invalid argument",
-	[-SG_EIO] = "I/O error",
-	[-SG_ENOTFOUND] = "not found",
-	[-SG_ETOOBIG] = "size limit exceeded",
-	[-SG_ETIMEDOUT] = "timed out",
-	[-SG_ECONNECT] = "could not connect",
-	[-SG_EUPSTREAM] = "upstream transfer failed",
-	[-SG_ECORRUPT] = "data is corrupt or truncated",
-	[-SG_EMISMATCH] = "incompatible stored data",
-	[-SG_EINDEX] = "vector index error",
-	[-SG_ESTORE] = "store error",
-	[-SG_ECANCELED] = "canceled",
-	[-SG_EFULL] = "capacity exhausted",
-	[-SG_EEXIST] = "already exists",
+#define SG__ERROR_TEXT(name, value, text) [-(value)] = text,
+	SG_ERRORS(SG__ERROR_TEXT)
+#undef SG__ERROR_TEXT
 };
+
+/* The sentinel follows the last code of the list. */
+_Static_assert(SG_ARRAY_SIZE(sg_errors) == -SG__ELAST, "SG__ELAST is not one past the last code");
 
 const char *sg_strerror(int err)
 {

@@ -18,25 +18,33 @@ typedef struct sg_iovec {
 
 #define SG_IOV(s) ((sg_iovec_t){(s), sizeof(s) - 1})
 
-/** Error codes: all negative, 0 is success. */
+/**
+ * Error codes: all negative, 0 is success. One list, X(name, value, text):
+ * the enum and sg_strerror()'s table are both made from it.
+ */
+#define SG_ERRORS(X)                                                                  \
+	X(ENOMEM, -1, "out of memory")                                                \
+	X(EINVAL, -2, "invalid argument")              /* invalid argument or input */ \
+	X(EIO, -3, "I/O error")                        /* errno-level */               \
+	X(ENOTFOUND, -4, "not found")                                                  \
+	X(ETOOBIG, -5, "size limit exceeded")                                          \
+	X(ETIMEDOUT, -6, "timed out")                                                  \
+	X(ECONNECT, -7, "could not connect")                                           \
+	X(EUPSTREAM, -8, "upstream transfer failed")   /* after connecting */          \
+	X(ECORRUPT, -9, "data is corrupt or truncated")                                \
+	X(EMISMATCH, -10, "incompatible stored data")  /* made by something else */    \
+	X(EINDEX, -11, "vector index error")           /* FAISS */                     \
+	X(ESTORE, -12, "store error")                  /* LMDB */                      \
+	X(ECANCELED, -13, "canceled")                                                  \
+	X(EFULL, -14, "capacity exhausted")                                            \
+	X(EEXIST, -15, "already exists")
+
 enum {
 	SG_OK = 0,
-	SG_ENOMEM = -1,     /* out of memory */
-	SG_EINVAL = -2,     /* invalid argument or input */
-	SG_EIO = -3,        /* I/O error (errno-level) */
-	SG_ENOTFOUND = -4,  /* no such thing */
-	SG_ETOOBIG = -5,    /* a size limit was hit */
-	SG_ETIMEDOUT = -6,  /* a timeout expired */
-	SG_ECONNECT = -7,   /* could not connect */
-	SG_EUPSTREAM = -8,  /* upstream transfer failed after connecting */
-	SG_ECORRUPT = -9,   /* stored data is corrupt or truncated */
-	SG_EMISMATCH = -10, /* stored data was made by something incompatible */
-	SG_EINDEX = -11,    /* vector index (FAISS) error */
-	SG_ESTORE = -12,    /* key-value store (LMDB) error */
-	SG_ECANCELED = -13, /* operation canceled */
-	SG_EFULL = -14,     /* a capacity is exhausted */
-	SG_EEXIST = -15,    /* already exists */
-	SG__ELAST = -16     /* sentinel: one past the last code */
+#define SG__ERROR_ENUM(name, value, text) SG_##name = value,
+	SG_ERRORS(SG__ERROR_ENUM)
+#undef SG__ERROR_ENUM
+	SG__ELAST = -16 /* sentinel: one past the last code */
 };
 
 /** Text for an SG_E* code; a static string, never NULL. */

@@ -72,7 +72,7 @@ static void respond_json(sg_req_t *req, int status, sg_buf_t *b)
 {
 	if (sg_buf_puts(b, "\n") != 0) {
 		sg_buf_free(b);
-		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		return;
 	}
 	sg__respond(req, status, "application/json", b->data, b->len, NULL);
@@ -190,11 +190,11 @@ static void handle_list(sg_req_t *req, sg_cache_t *cache)
 
 	const char *a = query_param(req, "after", tmp, sizeof(tmp));
 	if (a && parse_u64(a, &after))
-		return sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "'after' must be an entry id");
 	const char *l = query_param(req, "limit", tmp, sizeof(tmp));
 	if (l && (parse_u64(l, &limit) || limit == 0 || limit > LIST_MAX))
-		return sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "'limit' must be in [1, %d]", LIST_MAX);
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
@@ -202,7 +202,7 @@ static void handle_list(sg_req_t *req, sg_cache_t *cache)
 	int rc = sg_cache_list(cache, after, (size_t)limit, list_one, &lc);
 	if (rc) {
 		sg_buf_free(&b);
-		return sg__respond_error(req, 500, "server_error", "cache_error", "listing failed: %s",
+		return sg__respond_error(req, SG_CE_CACHE_ERROR, "listing failed: %s",
 		                         sg_strerror(rc));
 	}
 	if (lc.n == limit)
@@ -229,31 +229,28 @@ static void handle_entry(sg_req_t *req, sg_cache_t *cache, sg_iovec_t idtext)
 	if (req->method == HTTP_DELETE) {
 		int rc = sg_cache_delete(cache, id);
 		if (rc == SG_ENOTFOUND)
-			return sg__respond_error(req, 404, "invalid_request_error", "not_found",
+			return sg__respond_error(req, SG_CE_NOT_FOUND,
 			                         "no cache entry %llu", (unsigned long long)id);
 		if (rc)
-			return sg__respond_error(req, 500, "server_error", "cache_error", "delete failed: %s",
+			return sg__respond_error(req, SG_CE_CACHE_ERROR, "delete failed: %s",
 			                         sg_strerror(rc));
 		sg_buf_init(&b, 0);
 		sg_buf_printf(&b, "{\"id\":%llu,\"deleted\":true}", (unsigned long long)id);
 		return respond_json(req, 200, &b);
 	}
-	if (req->method != HTTP_GET)
-		return sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed",
-		                         "use GET or DELETE");
 	int rc = sg_cache_get(cache, id, &e);
 	if (rc == SG_ENOTFOUND)
-		return sg__respond_error(req, 404, "invalid_request_error", "not_found",
+		return sg__respond_error(req, SG_CE_NOT_FOUND,
 		                         "no cache entry %llu", (unsigned long long)id);
 	if (rc)
-		return sg__respond_error(req, 500, "server_error", "cache_error", "read failed: %s",
+		return sg__respond_error(req, SG_CE_CACHE_ERROR, "read failed: %s",
 		                         sg_strerror(rc));
 	sg_buf_init(&b, 0);
 	entry_json(&b, &e.m, 1);
 	sg_entry_free(&e);
 	return respond_json(req, 200, &b);
 bad:
-	sg__respond_error(req, 400, "invalid_request_error", "invalid_request",
+	sg__respond_error(req, SG_CE_INVALID_REQUEST,
 	                  "cache entry ids are positive integers");
 }
 
@@ -266,7 +263,7 @@ static void handle_clear(sg_req_t *req, sg_cache_t *cache)
 	const char *which = query_param(req, "namespace", ns, sizeof(ns));
 	int rc = sg_cache_clear(cache, which, &n);
 	if (rc)
-		return sg__respond_error(req, 500, "server_error", "cache_error", "clear failed: %s",
+		return sg__respond_error(req, SG_CE_CACHE_ERROR, "clear failed: %s",
 		                         sg_strerror(rc));
 	sg_buf_init(&b, 0);
 	sg_buf_printf(&b, "{\"deleted\":%zu,\"namespace\":", n);
@@ -278,51 +275,19 @@ static void handle_clear(sg_req_t *req, sg_cache_t *cache)
 	respond_json(req, 200, &b);
 }
 
-int sg__admin(sg_req_t *req, sg_iovec_t path)
+/* The admin routes (their table is src/gateway/routes.c, which has checked
+ * the admin key, the method and that the cache is on). */
+int sg__admin_authorized(sg_req_t *req) { return authorized(req); }
+void sg__admin_stats(sg_req_t *req, sg_iovec_t rest) { handle_stats(req); }
+void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest)
 {
-	sg_server_t *srv = sg__req_server(req);
-	int is_stats = path.len == 6 && memcmp(path.base, "/stats", 6) == 0;
-	int is_cache = path.len >= 6 && memcmp(path.base, "/cache", 6) == 0 &&
-	               (path.len == 6 || path.base[6] == '/');
-
-	if (!is_stats && !is_cache)
-		return 0;
-	if (!authorized(req)) {
-		sg__respond_error(req, 401, "invalid_request_error", "unauthorized",
-		                  "admin endpoints need 'Authorization: Bearer <admin key>'");
-		return 1;
-	}
-	if (is_stats) {
-		if (req->method != HTTP_GET)
-			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed", "use GET");
-		else
-			handle_stats(req);
-		return 1;
-	}
-	if (srv->cache == NULL) {
-		sg__respond_error(req, 404, "invalid_request_error", "cache_disabled",
-		                  "the cache is disabled in the configuration");
-		return 1;
-	}
-	if (path.len == 6) {
-		if (req->method != HTTP_DELETE)
-			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed",
-			                  "use DELETE /cache[?namespace=NS]");
-		else
-			handle_clear(req, srv->cache);
-		return 1;
-	}
-	if (path.len == 14 && memcmp(path.base, "/cache/entries", 14) == 0) {
-		if (req->method != HTTP_GET)
-			sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed", "use GET");
-		else
-			handle_list(req, srv->cache);
-		return 1;
-	}
-	if (path.len > 15 && memcmp(path.base, "/cache/entries/", 15) == 0) {
-		handle_entry(req, srv->cache, (sg_iovec_t){path.base + 15, path.len - 15});
-		return 1;
-	}
-	sg__respond_error(req, 404, "invalid_request_error", "not_found", "no such cache endpoint");
-	return 1;
+	handle_clear(req, sg__req_server(req)->cache);
+}
+void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest)
+{
+	handle_list(req, sg__req_server(req)->cache);
+}
+void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest)
+{
+	handle_entry(req, sg__req_server(req)->cache, rest);
 }

@@ -1,5 +1,5 @@
-/* Routing: which endpoint a request is for, and validation of the OpenAI
- * request bodies before anything is forwarded. */
+/* The OpenAI endpoints (routed by routes.c): validation of the request
+ * bodies before anything is forwarded, /models, and health. */
 #include <string.h>
 
 #include <jansson.h>
@@ -9,18 +9,6 @@
 #include "server_int.h"
 
 enum kind { KIND_CHAT, KIND_COMPLETIONS, KIND_EMBEDDINGS };
-
-static int path_is(sg_iovec_t path, const char *s)
-{
-	size_t n = strlen(s);
-	return path.len == n && memcmp(path.base, s, n) == 0;
-}
-
-static void method_not_allowed(sg_req_t *req, const char *allow)
-{
-	sg__respond_error(req, 405, "invalid_request_error", "method_not_allowed",
-	                  "method not allowed here (use %s)", allow);
-}
 
 static void handle_models(sg_req_t *req)
 {
@@ -36,7 +24,7 @@ static void handle_models(sg_req_t *req)
 	}
 	if (sg_buf_puts(&b, "]}\n") != 0) {
 		sg_buf_free(&b);
-		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		return;
 	}
 	sg__respond(req, 200, "application/json", b.data, b.len, NULL);
@@ -103,26 +91,26 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 	json_t *root;
 
 	if (req->body.len == 0) {
-		sg__respond_error(req, 400, "invalid_request_error", "invalid_json",
+		sg__respond_error(req, SG_CE_INVALID_JSON,
 		                  "the request body is empty; expected a JSON object");
 		return;
 	}
 	root = sg_json_load(req->body.data, req->body.len, &jerr);
 	if (root == NULL) {
-		sg__respond_error(req, 400, "invalid_request_error", "invalid_json",
+		sg__respond_error(req, SG_CE_INVALID_JSON,
 		                  "invalid JSON in request body at line %d, column %d: %s",
 		                  jerr.line, jerr.column, jerr.text);
 		return;
 	}
 	problem = validate(root, kind);
 	if (problem) {
-		sg__respond_error(req, 400, "invalid_request_error", "invalid_request", "%s", problem);
+		sg__respond_error(req, SG_CE_INVALID_REQUEST, "%s", problem);
 		goto out;
 	}
 	json_t *mv = json_object_get(root, "model");
 	model = sg_config_find_model(cfg, json_string_value(mv), json_string_length(mv));
 	if (model == NULL) {
-		sg__respond_error(req, 404, "invalid_request_error", "model_not_found",
+		sg__respond_error(req, SG_CE_MODEL_NOT_FOUND,
 		                  "the model '%s' does not exist on this gateway",
 		                  json_string_value(mv));
 		goto out;
@@ -138,53 +126,26 @@ out:
 	json_decref(root);
 }
 
-void sg__handle(sg_req_t *req)
+void sg__route_chat(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, KIND_CHAT); }
+void sg__route_completions(sg_req_t *req, sg_iovec_t rest)
 {
-	sg_iovec_t path = {req->url.data ? req->url.data : "", req->url.len};
-	const char *q = memchr(path.base, '?', path.len);
-	int get = req->method == HTTP_GET, post = req->method == HTTP_POST;
+	handle_inference(req, KIND_COMPLETIONS);
+}
+void sg__route_embeddings(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, KIND_EMBEDDINGS); }
+void sg__route_models(sg_req_t *req, sg_iovec_t rest) { handle_models(req); }
 
-	if (q)
-		path.len = (size_t)(q - path.base);
-	if (path_is(path, "/healthz")) {
-		if (!get)
-			return method_not_allowed(req, "GET");
-		static const char ok[] = "{\"status\":\"ok\"}\n";
-		return sg__respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
-	}
-	if (path_is(path, "/readyz")) {
-		if (!get)
-			return method_not_allowed(req, "GET");
-		if (sg__req_server(req)->draining)
-			return sg__respond_error(req, 503, "server_error", "draining",
-			                         "semgate is shutting down");
-		static const char ready[] = "{\"status\":\"ready\"}\n";
-		return sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
-	}
-	/* Health is answered above even beyond the connection limit, admin even
-	 * under memory pressure (/stats says what is held); the rest may be shed. */
-	if (sg__req_refused(req))
-		return;
-	if (sg__admin(req, path))
-		return;
-	if (sg__req_shed(req))
-		return;
-	/* OpenAI clients whose base URL lacks "/v1" call the bare paths. */
-	if (path.len >= 4 && memcmp(path.base, "/v1/", 4) == 0) {
-		path.base += 3;
-		path.len -= 3;
-	}
-	if (path_is(path, "/chat/completions"))
-		return post ? handle_inference(req, KIND_CHAT) : method_not_allowed(req, "POST");
-	if (path_is(path, "/completions"))
-		return post ? handle_inference(req, KIND_COMPLETIONS) : method_not_allowed(req, "POST");
-	if (path_is(path, "/embeddings"))
-		return post ? handle_inference(req, KIND_EMBEDDINGS) : method_not_allowed(req, "POST");
-	if (path_is(path, "/models"))
-		return get ? handle_models(req) : method_not_allowed(req, "GET");
-	sg__respond_error(req, 404, "invalid_request_error", "not_found", "no route for %s %.*s",
-	                  llhttp_method_name((llhttp_method_t)req->method),
-	                  (int)SG_MIN(path.len, 200), path.base);
+void sg__route_healthz(sg_req_t *req, sg_iovec_t rest)
+{
+	static const char ok[] = "{\"status\":\"ok\"}\n";
+	sg__respond(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
+void sg__route_readyz(sg_req_t *req, sg_iovec_t rest)
+{
+	static const char ready[] = "{\"status\":\"ready\"}\n";
+	if (sg__req_server(req)->draining)
+		return sg__respond_error(req, SG_CE_DRAINING, "semgate is shutting down");
+	sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
 }
 
 void sg__handle_abort(sg_req_t *req)

@@ -430,7 +430,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 	if (problem) {
 		json_decref(rc->root);
 		rc->root = NULL;
-		sg__respond_error(req, 400, "invalid_request_error", "invalid_cache_control", "%s",
+		sg__respond_error(req, SG_CE_INVALID_CACHE_CONTROL, "%s",
 		                  problem);
 		return;
 	}
@@ -454,7 +454,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 	if (err == SG_ENOMEM) {
 		json_decref(rc->root);
 		rc->root = NULL;
-		sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		return;
 	}
 	if (rc->key.bypass) {

@@ -20,6 +20,7 @@
 #include "semgate/hash.h"
 #include "semgate/log.h"
 #include "fbuf_int.h"
+#include "openai_wire.h"
 #include "server_int.h"
 
 #define LINGER_MS 2000           /* read and discard after a closing reply */
@@ -553,7 +554,7 @@ static void on_timer(uv_timer_t *t)
 	case TIMER_REQUEST:
 		if (c->state == CONN_OPEN && c->req.state == SG_REQ_READING) {
 			c->req.keep_alive = 0;
-			sg__respond_error(&c->req, 408, "invalid_request_error", "request_timeout",
+			sg__respond_error(&c->req, SG_CE_REQUEST_TIMEOUT,
 			                  "the request did not arrive within %ld ms",
 			                  c->srv->cfg->limits.request_timeout_ms);
 			return;
@@ -669,47 +670,60 @@ void sg__respond_owned(sg_req_t *req, int status, const char *ctype, char *body,
 	respond(req, status, ctype, body, len, extra, body);
 }
 
-static void respond_error_v(sg_req_t *req, int status, const char *extra, const char *type,
-                            const char *code, const char *fmt, va_list ap)
+static const sg_client_error_info_t client_errors[SG_CE__LAST] = {
+#define SG__CE_INFO(name, status, type, code) [SG_CE_##name] = {status, type, code},
+	SG_CLIENT_ERRORS(SG__CE_INFO)
+#undef SG__CE_INFO
+};
+
+const sg_client_error_info_t *sg__client_error(enum sg_client_error e)
 {
+	assert(e >= 0 && e < SG_CE__LAST);
+	return &client_errors[e];
+}
+
+static void respond_error_v(sg_req_t *req, enum sg_client_error e, int status, const char *extra,
+                            const char *fmt, va_list ap)
+{
+	const sg_client_error_info_t *ce = sg__client_error(e);
 	char msg[1024];
 	sg_buf_t b;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	sg_buf_init(&b, 0);
-	sg_buf_puts(&b, "{\"error\":{\"message\":");
-	sg_buf_json_str(&b, msg, strlen(msg));
-	sg_buf_puts(&b, ",\"type\":");
-	sg_buf_json_str(&b, type, strlen(type));
-	sg_buf_puts(&b, ",\"code\":");
-	if (code)
-		sg_buf_json_str(&b, code, strlen(code));
-	else
-		sg_buf_puts(&b, "null");
-	if (sg_buf_puts(&b, "}}\n") != 0) {
+	if (sg__error_body(&b, msg, strlen(msg), ce->type, ce->code) != 0 ||
+	    sg_buf_puts(&b, "\n") != 0) {
 		sg_buf_free(&b);
 		conn_close(req->conn);
 		return;
 	}
-	sg__respond(req, status, "application/json", b.data, b.len, extra);
+	sg__respond(req, status ? status : ce->status, "application/json", b.data, b.len, extra);
 	sg_buf_free(&b);
 }
 
-void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
-                       const char *fmt, ...)
+void sg__respond_error(sg_req_t *req, enum sg_client_error e, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	respond_error_v(req, status, NULL, type, code, fmt, ap);
+	respond_error_v(req, e, 0, NULL, fmt, ap);
 	va_end(ap);
 }
 
-void sg__respond_error_h(sg_req_t *req, int status, const char *extra, const char *type,
-                         const char *code, const char *fmt, ...)
+void sg__respond_error_h(sg_req_t *req, enum sg_client_error e, const char *extra,
+                         const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	respond_error_v(req, status, extra, type, code, fmt, ap);
+	respond_error_v(req, e, 0, extra, fmt, ap);
+	va_end(ap);
+}
+
+void sg__respond_error_status(sg_req_t *req, enum sg_client_error e, int status,
+                              const char *extra, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	respond_error_v(req, e, status, extra, fmt, ap);
 	va_end(ap);
 }
 
@@ -980,27 +994,27 @@ static void respond_parse_error(sg_conn_t *c, llhttp_errno_t e)
 		set_request_id(r);
 	switch (status) {
 	case 413:
-		sg__respond_error(r, 413, "invalid_request_error", "body_too_large",
+		sg__respond_error(r, SG_CE_BODY_TOO_LARGE,
 		                  "request body exceeds %ld bytes", c->srv->cfg->limits.max_body_bytes);
 		break;
 	case 414:
-		sg__respond_error(r, 414, "invalid_request_error", "uri_too_long",
+		sg__respond_error(r, SG_CE_URI_TOO_LONG,
 		                  "request target exceeds %ld bytes", c->srv->cfg->limits.max_url_bytes);
 		break;
 	case 417:
-		sg__respond_error(r, 417, "invalid_request_error", "expectation_failed",
+		sg__respond_error(r, SG_CE_EXPECTATION_FAILED,
 		                  "only \"Expect: 100-continue\" is supported");
 		break;
 	case 431:
-		sg__respond_error(r, 431, "invalid_request_error", "headers_too_large",
+		sg__respond_error(r, SG_CE_HEADERS_TOO_LARGE,
 		                  "request headers exceed %ld bytes or %ld fields",
 		                  c->srv->cfg->limits.max_header_bytes, c->srv->cfg->limits.max_headers);
 		break;
 	case 503:
-		sg__respond_error(r, 503, "server_error", "overloaded", "out of memory");
+		sg__respond_error(r, SG_CE_OVERLOADED, "out of memory");
 		break;
 	default:
-		sg__respond_error(r, 400, "invalid_request_error", "bad_request",
+		sg__respond_error(r, SG_CE_BAD_REQUEST,
 		                  "malformed HTTP request: %s", llhttp_errno_name(e));
 		break;
 	}
@@ -1229,7 +1243,7 @@ int sg__req_refused(sg_req_t *req)
 
 	if (c->overflow) {
 		req->keep_alive = 0;
-		sg__respond_error_h(req, 503, "Retry-After: 1\r\n", "server_error", "overloaded",
+		sg__respond_error_h(req, SG_CE_OVERLOADED, "Retry-After: 1\r\n",
 		                    "too many connections (limit %zu%s)", srv->max_conns,
 		                    lim->max_connections_per_client ? ", or per client" : "");
 		return 1;
@@ -1247,7 +1261,7 @@ int sg__req_shed(sg_req_t *req)
 		sg_log_limited(&srv->shed_log, SG_LOG_WARN,
 		               "%zu bytes held for clients (limits.max_held_bytes %ld): shedding "
 		               "requests with 503", srv->held_bytes, lim->max_held_bytes);
-		sg__respond_error_h(req, 503, "Retry-After: 1\r\n", "server_error", "overloaded",
+		sg__respond_error_h(req, SG_CE_OVERLOADED, "Retry-After: 1\r\n",
 		                    "semgate holds too much unsent output; retry shortly");
 		return 1;
 	}
@@ -1299,7 +1313,7 @@ static void on_sweep(uv_timer_t *t)
 				c->req.keep_alive = 0;
 				if (c->req.id[0] == '\0')
 					set_request_id(&c->req);
-				sg__respond_error(&c->req, 408, "invalid_request_error", "request_timeout",
+				sg__respond_error(&c->req, SG_CE_REQUEST_TIMEOUT,
 				                  "the request arrived slower than %ld bytes/s",
 				                  lim->min_request_bytes_per_s);
 			}

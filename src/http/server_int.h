@@ -20,6 +20,7 @@
 #include "semgate/server.h"
 #include "semgate/upstream.h"
 #include "semgate/log.h"
+#include "client_errors.h"
 #include "u64map.h"
 
 typedef struct sg_conn sg_conn_t;
@@ -213,13 +214,17 @@ void sg__respond(sg_req_t *req, int status, const char *content_type, const char
  * be sent at once is queued without a copy; freed once written. */
 void sg__respond_owned(sg_req_t *req, int status, const char *content_type, char *body,
                        size_t len, const char *extra_headers);
-/** Send an OpenAI-style error: {"error":{"message","type","code"}}. code may be NULL. */
-void sg__respond_error(sg_req_t *req, int status, const char *type, const char *code,
-                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/** Send one of the catalogue's errors (client_errors.h) as OpenAI's
+ * {"error":{"message","type","code"}} with the printf-style message. */
+void sg__respond_error(sg_req_t *req, enum sg_client_error e, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /** The same with extra headers (preformatted "Name: v\r\n" lines). */
-void sg__respond_error_h(sg_req_t *req, int status, const char *extra, const char *type,
-                         const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 6, 7)));
+void sg__respond_error_h(sg_req_t *req, enum sg_client_error e, const char *extra,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/** The same with another HTTP status than the catalogue's (an upstream's). */
+void sg__respond_error_status(sg_req_t *req, enum sg_client_error e, int status,
+                              const char *extra, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 /** Start a chunked (HTTP/1.1) or close-delimited (HTTP/1.0) response. */
 void sg__stream_begin(sg_req_t *req, int status, const char *content_type,
                       const char *extra_headers);
@@ -248,8 +253,20 @@ int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out);
 /** The server of a request. */
 sg_server_t *sg__req_server(const sg_req_t *req);
 
-/** Admin endpoints (admin.c): returns 1 if path was one (and answered). */
-int sg__admin(sg_req_t *req, sg_iovec_t path);
+/* Route handlers (the table is src/gateway/routes.c): rest is what follows
+ * a prefix route's path. Admin ones (admin.c), after the table's checks: */
+int sg__admin_authorized(sg_req_t *req);
+void sg__admin_stats(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest);
+/* The OpenAI endpoints and health (handler.c). */
+void sg__route_chat(sg_req_t *req, sg_iovec_t rest);
+void sg__route_completions(sg_req_t *req, sg_iovec_t rest);
+void sg__route_embeddings(sg_req_t *req, sg_iovec_t rest);
+void sg__route_models(sg_req_t *req, sg_iovec_t rest);
+void sg__route_healthz(sg_req_t *req, sg_iovec_t rest);
+void sg__route_readyz(sg_req_t *req, sg_iovec_t rest);
 
 /** Keep the connection's memory alive past its close until a matching
  * sg__req_release() (work on the thread pool still refers to it). */
@@ -264,7 +281,7 @@ void sg__server_kick(sg_server_t *srv);
  * (small writes often, none while idle; see sg_cache_flush_hits()). */
 void sg__server_hit_counted(sg_server_t *srv);
 
-/** Route a complete request (handler.c). */
+/** Route a complete request (routes.c). */
 void sg__handle(sg_req_t *req);
 /** The connection went away: release whatever the handler holds (handler.c). */
 void sg__handle_abort(sg_req_t *req);

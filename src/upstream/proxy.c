@@ -20,6 +20,7 @@
 #include "semgate/log.h"
 #include "semgate/sse.h"
 #include "fbuf_int.h"
+#include "openai_wire.h"
 #include "server_int.h"
 
 #define DEFAULT_AZURE_API_VERSION "2024-10-21"
@@ -275,22 +276,22 @@ static void respond_transport_error(sg_req_t *req, int err)
 	upstream_headers(req, extra, sizeof(extra));
 	switch (err) {
 	case SG_ECONNECT:
-		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_unreachable",
+		sg__respond_error_h(req, SG_CE_UPSTREAM_UNREACHABLE, extra,
 		                    "could not connect to the upstream for model deployment %s "
 		                    "(%d attempt%s)", d->id, px->attempts, s);
 		break;
 	case SG_ETIMEDOUT:
-		sg__respond_error_h(req, 504, extra, "upstream_error", "upstream_timeout",
+		sg__respond_error_h(req, SG_CE_UPSTREAM_TIMEOUT, extra,
 		                    "the upstream did not answer within %ld ms (%d attempt%s)",
 		                    d->timeout_ms, px->attempts, s);
 		break;
 	case SG_ETOOBIG:
-		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_response_too_large",
+		sg__respond_error_h(req, SG_CE_UPSTREAM_TOO_LARGE, extra,
 		                    "the upstream reply exceeds %ld bytes",
 		                    sg__req_server(req)->cfg->limits.max_response_bytes);
 		break;
 	default:
-		sg__respond_error_h(req, 502, extra, "upstream_error", "upstream_error",
+		sg__respond_error_h(req, SG_CE_UPSTREAM_ERROR, extra,
 		                    "the upstream transfer failed: %s (%d attempt%s)", sg_strerror(err),
 		                    px->attempts, s);
 		break;
@@ -319,7 +320,7 @@ static void respond_upstream_error(sg_req_t *req)
 		sg__respond(req, status, "application/json", px->body.data, px->body.len, extra);
 		return;
 	}
-	sg__respond_error_h(req, status, extra, "upstream_error", "upstream_error",
+	sg__respond_error_status(req, SG_CE_UPSTREAM_ERROR, status, extra,
 	                    "the upstream answered %d: %.200s", status,
 	                    px->body.len ? px->body.data : "(empty body)");
 }
@@ -331,7 +332,7 @@ static void give_up(sg_req_t *req)
 
 	proxy_release(req);
 	if (px->dep == NULL) {
-		sg__respond_error(req, 503, "server_error", "no_healthy_upstream",
+		sg__respond_error(req, SG_CE_NO_HEALTHY_UPSTREAM,
 		                  "no deployment of model '%s' can take requests now (all cooling "
 		                  "down after failures or at their rate limits)", px->origin->name);
 		return;
@@ -533,9 +534,9 @@ static void attempt(sg_req_t *req)
 	if (prc) {
 		proxy_release(req);
 		if (prc == SG_ENOMEM)
-			sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		else
-			sg__respond_error(req, 400, "invalid_request_error", "unsupported_for_provider",
+			sg__respond_error(req, SG_CE_UNSUPPORTED_FOR_PROVIDER,
 			                  "%s: %s", dep->provider, why[0] ? why : "request not supported");
 		return;
 	}
@@ -544,7 +545,7 @@ static void attempt(sg_req_t *req)
 	if (rc) {
 		sg_router_end(srv->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
 		proxy_release(req);
-		sg__respond_error(req, 503, "server_error", "overloaded",
+		sg__respond_error(req, SG_CE_OVERLOADED,
 		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
 		return;
 	}
@@ -562,7 +563,6 @@ void sg__proxy_retry(sg_req_t *req)
 static void finish_stream(sg_req_t *req, int err)
 {
 	sg_proxy_t *px = &req->proxy;
-	char ev[512];
 
 	if (err == 0 && px->pstream) {
 		sg_buf_reset(&px->out);
@@ -585,12 +585,15 @@ static void finish_stream(sg_req_t *req, int err)
 	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
 	/* The client has whole events only: the error event needs no separator. */
-	int n = snprintf(ev, sizeof(ev),
-	                 "data: {\"error\":{\"message\":\"upstream stream interrupted: %s\","
-	                 "\"type\":\"upstream_error\",\"code\":\"upstream_stream_interrupted\"}}\n\n",
-	                 why);
+	char msg[256];
+	sg_buf_t ev;
+	snprintf(msg, sizeof(msg), "upstream stream interrupted: %s", why);
+	sg_buf_init(&ev, 0);
+	int rc = sg__chunk_error(&ev, msg, "upstream_error", "upstream_stream_interrupted");
 	proxy_release(req);
-	sg__stream_write(req, ev, (size_t)n);
+	if (rc == 0)
+		sg__stream_write(req, ev.data, ev.len);
+	sg_buf_free(&ev);
 	sg__stream_end(req);
 }
 
@@ -630,7 +633,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 			sg_log_warn("upstream %s: a %s reply semgate cannot read", px->dep->id,
 			            px->dep->provider);
 			proxy_release(req);
-			sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
+			sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 			                  "the upstream's reply is not a valid %s response",
 			                  req->proxy.dep->provider);
 			return;
@@ -660,7 +663,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 		            px->dep->id, px->status);
 		long status = px->status;
 		proxy_release(req);
-		sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
+		sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 		                  "the upstream answered %ld with a body that is not a JSON object",
 		                  status);
 		return;
@@ -740,7 +743,7 @@ static void on_done(void *ud, int err)
 		return;
 	}
 	proxy_release(req);
-	sg__respond_error(req, 502, "upstream_error", "upstream_invalid_response",
+	sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 	                  "the upstream answered with unexpected status %ld", req->proxy.status);
 }
 
@@ -763,7 +766,7 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 	if (px->tried == NULL) {
 		px->tried = calloc(srv->ndeps ? srv->ndeps : 1, 1);
 		if (px->tried == NULL) {
-			sg__respond_error(req, 503, "server_error", "overloaded", "out of memory");
+			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 			return;
 		}
 		px->ntried = srv->ndeps ? srv->ndeps : 1;

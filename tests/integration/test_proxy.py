@@ -198,11 +198,14 @@ def test_not_found():
 
 def test_method_not_allowed():
     mock, sg = h.start("--quiet")
-    for method, path in (("GET", "/v1/chat/completions"), ("PUT", "/v1/chat/completions"),
-                         ("DELETE", "/v1/completions"), ("GET", "/v1/embeddings"),
-                         ("POST", "/v1/models"), ("POST", "/healthz"), ("DELETE", "/readyz")):
+    for method, path, allow in (("GET", "/v1/chat/completions", "POST"),
+                                ("PUT", "/chat/completions", "POST"),
+                                ("DELETE", "/v1/completions", "POST"),
+                                ("GET", "/v1/embeddings", "POST"), ("POST", "/v1/models", "GET"),
+                                ("POST", "/healthz", "GET"), ("DELETE", "/readyz", "GET")):
         r = sg.request(method, path, body=b"{}" if method in ("POST", "PUT") else None)
         h.expect_error(r, 405, code="method_not_allowed", type_="invalid_request_error")
+        h.expect_eq(r.headers.get("Allow"), allow, f"Allow of {method} {path}")
     sg.assert_alive()
 
 
