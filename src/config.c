@@ -25,7 +25,10 @@ typedef struct opt {
 	const char *def_str; /* default for strings (NULL: none) */
 	int required;      /* missing is an error */
 	const char *choices; /* OPT_ENUM: "a|b|c" */
+	int fixed;         /* FIXED: a reload keeps the running value (and says so); LIVE: may change */
 } opt_t;
+
+enum { LIVE = 0, FIXED = 1 };
 
 /* Where validation is: the JSON path and the error sink. */
 typedef struct ctx {
@@ -200,99 +203,99 @@ static void apply_opts(ctx_t *c, const char *path, json_t *obj, void *base,
 
 #define MS_DAY 86400000.0
 static const opt_t limits_opts[] = {
-	{"max_body_bytes", OPT_INT, offsetof(sg_limits_t, max_body_bytes), 1, 1 << 30, 1 << 20, NULL, 0, NULL},
-	{"max_header_bytes", OPT_INT, offsetof(sg_limits_t, max_header_bytes), 256, 1 << 20, 16384, NULL, 0, NULL},
-	{"max_headers", OPT_INT, offsetof(sg_limits_t, max_headers), 1, 10000, 100, NULL, 0, NULL},
-	{"max_url_bytes", OPT_INT, offsetof(sg_limits_t, max_url_bytes), 16, 1 << 20, 8192, NULL, 0, NULL},
-	{"request_timeout_ms", OPT_INT, offsetof(sg_limits_t, request_timeout_ms), 1, MS_DAY, 30000, NULL, 0, NULL},
-	{"idle_timeout_ms", OPT_INT, offsetof(sg_limits_t, idle_timeout_ms), 1, MS_DAY, 60000, NULL, 0, NULL},
-	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0, NULL},
-	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0, NULL},
-	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0, NULL},
-	{"busy_poll_us", OPT_INT, offsetof(sg_limits_t, busy_poll_us), 0, 10000, 100, NULL, 0, NULL},
-	{"max_client_backlog_bytes", OPT_INT, offsetof(sg_limits_t, max_client_backlog_bytes), 4096, 1 << 30, 1 << 20, NULL, 0, NULL},
-	{"max_held_bytes", OPT_INT, offsetof(sg_limits_t, max_held_bytes), 0, 1e12, 256.0 * 1024 * 1024, NULL, 0, NULL},
-	{"max_connections_per_client", OPT_INT, offsetof(sg_limits_t, max_connections_per_client), 0, 1000000, 0, NULL, 0, NULL},
-	{"min_request_bytes_per_s", OPT_INT, offsetof(sg_limits_t, min_request_bytes_per_s), 0, 1 << 30, 1024, NULL, 0, NULL},
-	{"health_connections", OPT_INT, offsetof(sg_limits_t, health_connections), 0, 100000, 64, NULL, 0, NULL},
+	{"max_body_bytes", OPT_INT, offsetof(sg_limits_t, max_body_bytes), 1, 1 << 30, 1 << 20, NULL, 0, NULL, LIVE},
+	{"max_header_bytes", OPT_INT, offsetof(sg_limits_t, max_header_bytes), 256, 1 << 20, 16384, NULL, 0, NULL, LIVE},
+	{"max_headers", OPT_INT, offsetof(sg_limits_t, max_headers), 1, 10000, 100, NULL, 0, NULL, LIVE},
+	{"max_url_bytes", OPT_INT, offsetof(sg_limits_t, max_url_bytes), 16, 1 << 20, 8192, NULL, 0, NULL, LIVE},
+	{"request_timeout_ms", OPT_INT, offsetof(sg_limits_t, request_timeout_ms), 1, MS_DAY, 30000, NULL, 0, NULL, LIVE},
+	{"idle_timeout_ms", OPT_INT, offsetof(sg_limits_t, idle_timeout_ms), 1, MS_DAY, 60000, NULL, 0, NULL, LIVE},
+	{"max_connections", OPT_INT, offsetof(sg_limits_t, max_connections), 1, 1000000, 10000, NULL, 0, NULL, FIXED},
+	{"drain_timeout_ms", OPT_INT, offsetof(sg_limits_t, drain_timeout_ms), 0, MS_DAY, 10000, NULL, 0, NULL, LIVE},
+	{"max_response_bytes", OPT_INT, offsetof(sg_limits_t, max_response_bytes), 1024, 1 << 30, 16 << 20, NULL, 0, NULL, LIVE},
+	{"busy_poll_us", OPT_INT, offsetof(sg_limits_t, busy_poll_us), 0, 10000, 100, NULL, 0, NULL, LIVE},
+	{"max_client_backlog_bytes", OPT_INT, offsetof(sg_limits_t, max_client_backlog_bytes), 4096, 1 << 30, 1 << 20, NULL, 0, NULL, LIVE},
+	{"max_held_bytes", OPT_INT, offsetof(sg_limits_t, max_held_bytes), 0, 1e12, 256.0 * 1024 * 1024, NULL, 0, NULL, LIVE},
+	{"max_connections_per_client", OPT_INT, offsetof(sg_limits_t, max_connections_per_client), 0, 1000000, 0, NULL, 0, NULL, LIVE},
+	{"min_request_bytes_per_s", OPT_INT, offsetof(sg_limits_t, min_request_bytes_per_s), 0, 1 << 30, 1024, NULL, 0, NULL, LIVE},
+	{"health_connections", OPT_INT, offsetof(sg_limits_t, health_connections), 0, 100000, 64, NULL, 0, NULL, FIXED},
 };
 
 #define C(f) offsetof(sg_cache_config_t, f)
 static const opt_t cache_opts[] = {
-	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL},
-	{"path", OPT_STR, C(path), 0, 0, 0, "./semgate-data", 0, NULL},
-	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.95, NULL, 0, NULL},
-	{"ttl_s", OPT_INT, C(ttl_s), 0, 100 * 365 * 86400.0, 7 * 86400, NULL, 0, NULL},
-	{"max_entries", OPT_INT, C(max_entries), 0, 1e12, 1000000, NULL, 0, NULL},
-	{"max_bytes", OPT_INT, C(max_bytes), 0, 1e15, 1024.0 * 1024 * 1024, NULL, 0, NULL},
-	{"map_size_mb", OPT_INT, C(map_size_mb), 16, 1 << 24, 16384, NULL, 0, NULL},
-	{"index", OPT_ENUM, C(index), 0, 0, 0, "auto", 0, "auto|flat|hnsw"},
-	{"hnsw_min_entries", OPT_INT, C(hnsw_min_entries), 2, 1e9, 512, NULL, 0, NULL},
-	{"hnsw_m", OPT_INT, C(hnsw_m), 4, 128, 32, NULL, 0, NULL},
-	{"hnsw_ef_search", OPT_INT, C(hnsw_ef_search), 1, 4096, 64, NULL, 0, NULL},
-	{"embed", OPT_ENUM, C(embed), 0, 0, 0, "last_user", 0, "last_user|last_message|last_turns"},
-	{"embed_turns", OPT_INT, C(embed_turns), 1, 64, 2, NULL, 0, NULL},
-	{"max_temperature", OPT_NUM, C(max_temperature), 0, 2, 1.0, NULL, 0, NULL},
-	{"checkpoint_interval_s", OPT_INT, C(checkpoint_interval_s), 1, 86400, 60, NULL, 0, NULL},
-	{"rebuild", OPT_BOOL, C(rebuild), 0, 1, 0, NULL, 0, NULL},
-	{"verify", OPT_BOOL, C(verify), 0, 1, 1, NULL, 0, NULL},
-	{"verifier", OPT_BOOL, C(verifier), 0, 1, 1, NULL, 0, NULL},
-	{"trust_client_headers", OPT_BOOL, C(trust_client_headers), 0, 1, 1, NULL, 0, NULL},
-	{"min_threshold", OPT_NUM, C(min_threshold), 0, 1, 0, NULL, 0, NULL},
+	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL, FIXED},
+	{"path", OPT_STR, C(path), 0, 0, 0, "./semgate-data", 0, NULL, FIXED},
+	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.95, NULL, 0, NULL, LIVE},
+	{"ttl_s", OPT_INT, C(ttl_s), 0, 100 * 365 * 86400.0, 7 * 86400, NULL, 0, NULL, LIVE},
+	{"max_entries", OPT_INT, C(max_entries), 0, 1e12, 1000000, NULL, 0, NULL, FIXED},
+	{"max_bytes", OPT_INT, C(max_bytes), 0, 1e15, 1024.0 * 1024 * 1024, NULL, 0, NULL, FIXED},
+	{"map_size_mb", OPT_INT, C(map_size_mb), 16, 1 << 24, 16384, NULL, 0, NULL, FIXED},
+	{"index", OPT_ENUM, C(index), 0, 0, 0, "auto", 0, "auto|flat|hnsw", FIXED},
+	{"hnsw_min_entries", OPT_INT, C(hnsw_min_entries), 2, 1e9, 512, NULL, 0, NULL, FIXED},
+	{"hnsw_m", OPT_INT, C(hnsw_m), 4, 128, 32, NULL, 0, NULL, FIXED},
+	{"hnsw_ef_search", OPT_INT, C(hnsw_ef_search), 1, 4096, 64, NULL, 0, NULL, FIXED},
+	{"embed", OPT_ENUM, C(embed), 0, 0, 0, "last_user", 0, "last_user|last_message|last_turns", LIVE},
+	{"embed_turns", OPT_INT, C(embed_turns), 1, 64, 2, NULL, 0, NULL, LIVE},
+	{"max_temperature", OPT_NUM, C(max_temperature), 0, 2, 1.0, NULL, 0, NULL, LIVE},
+	{"checkpoint_interval_s", OPT_INT, C(checkpoint_interval_s), 1, 86400, 60, NULL, 0, NULL, LIVE},
+	{"rebuild", OPT_BOOL, C(rebuild), 0, 1, 0, NULL, 0, NULL, LIVE}, /* a start-up action (as --rebuild-cache) */
+	{"verify", OPT_BOOL, C(verify), 0, 1, 1, NULL, 0, NULL, FIXED},
+	{"verifier", OPT_BOOL, C(verifier), 0, 1, 1, NULL, 0, NULL, FIXED},
+	{"trust_client_headers", OPT_BOOL, C(trust_client_headers), 0, 1, 1, NULL, 0, NULL, LIVE},
+	{"min_threshold", OPT_NUM, C(min_threshold), 0, 1, 0, NULL, 0, NULL, LIVE},
 };
 #undef C
 
 #define E(f) offsetof(sg_embedder_config_t, f)
 static const opt_t embedder_opts[] = {
-	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "model", 0, "model|static|local|openai"},
-	{"dim", OPT_INT, E(dim), 16, 4096, 128, NULL, 0, NULL},
-	{"model_path", OPT_STR, E(model_path), 0, 0, 0, "models/all-minilm-l6-v2", 0, NULL},
-	{"static_path", OPT_STR, E(static_path), 0, 0, 0, "models/static-minilm", 0, NULL},
-	{"prefix", OPT_ANYSTR, E(prefix), 0, 0, 0, NULL, 0, NULL},
-	{"max_tokens", OPT_INT, E(max_tokens), 0, 8192, 0, NULL, 0, NULL},
-	{"threads", OPT_INT, E(threads), 0, 64, 0, NULL, 0, NULL},
-	{"blas_threads", OPT_INT, E(blas_threads), 0, 64, 0, NULL, 0, NULL},
-	{"max_batch", OPT_INT, E(max_batch), 1, 256, 32, NULL, 0, NULL},
-	{"batch_wait_us", OPT_INT, E(batch_wait_us), 0, 1000000, 500, NULL, 0, NULL},
-	{"queue_max", OPT_INT, E(queue_max), 1, 1000000, 1024, NULL, 0, NULL},
-	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL},
-	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL},
-	{"api_key_env", OPT_STR, E(api_key_env), 0, 0, 0, NULL, 0, NULL},
-	{"timeout_ms", OPT_INT, E(timeout_ms), 1, 600000, 2000, NULL, 0, NULL},
+	{"provider", OPT_ENUM, E(provider), 0, 0, 0, "model", 0, "model|static|local|openai", FIXED},
+	{"dim", OPT_INT, E(dim), 16, 4096, 128, NULL, 0, NULL, FIXED},
+	{"model_path", OPT_STR, E(model_path), 0, 0, 0, "models/all-minilm-l6-v2", 0, NULL, FIXED},
+	{"static_path", OPT_STR, E(static_path), 0, 0, 0, "models/static-minilm", 0, NULL, FIXED},
+	{"prefix", OPT_ANYSTR, E(prefix), 0, 0, 0, NULL, 0, NULL, FIXED},
+	{"max_tokens", OPT_INT, E(max_tokens), 0, 8192, 0, NULL, 0, NULL, FIXED},
+	{"threads", OPT_INT, E(threads), 0, 64, 0, NULL, 0, NULL, FIXED},
+	{"blas_threads", OPT_INT, E(blas_threads), 0, 64, 0, NULL, 0, NULL, FIXED},
+	{"max_batch", OPT_INT, E(max_batch), 1, 256, 32, NULL, 0, NULL, FIXED},
+	{"batch_wait_us", OPT_INT, E(batch_wait_us), 0, 1000000, 500, NULL, 0, NULL, FIXED},
+	{"queue_max", OPT_INT, E(queue_max), 1, 1000000, 1024, NULL, 0, NULL, FIXED},
+	{"base_url", OPT_STR, E(base_url), 0, 0, 0, NULL, 0, NULL, FIXED},
+	{"model", OPT_STR, E(model), 0, 0, 0, NULL, 0, NULL, FIXED},
+	{"api_key_env", OPT_STR, E(api_key_env), 0, 0, 0, NULL, 0, NULL, FIXED},
+	{"timeout_ms", OPT_INT, E(timeout_ms), 1, 600000, 2000, NULL, 0, NULL, FIXED},
 };
 #undef E
 
 static const opt_t deployment_opts[] = {
-	{"provider", OPT_STR, offsetof(sg_deployment_t, provider), 0, 0, 0, "openai", 0, NULL},
-	{"base_url", OPT_STR, offsetof(sg_deployment_t, base_url), 0, 0, 0, NULL, 1, NULL},
-	{"api_key_env", OPT_STR, offsetof(sg_deployment_t, api_key_env), 0, 0, 0, NULL, 0, NULL},
-	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0, NULL},
-	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0, NULL},
-	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0, NULL},
-	{"api_version", OPT_STR, offsetof(sg_deployment_t, api_version), 0, 0, 0, NULL, 0, NULL},
-	{"weight", OPT_NUM, offsetof(sg_deployment_t, weight), 0, 1e6, 1, NULL, 0, NULL},
-	{"priority", OPT_INT, offsetof(sg_deployment_t, priority), 0, 1000, 0, NULL, 0, NULL},
-	{"rpm", OPT_INT, offsetof(sg_deployment_t, rpm), 0, 1e9, 0, NULL, 0, NULL},
-	{"tpm", OPT_INT, offsetof(sg_deployment_t, tpm), 0, 1e12, 0, NULL, 0, NULL},
-	{"input_per_mtok", OPT_NUM, offsetof(sg_deployment_t, input_per_mtok), 0, 1e6, -1, NULL, 0, NULL},
-	{"output_per_mtok", OPT_NUM, offsetof(sg_deployment_t, output_per_mtok), 0, 1e6, -1, NULL, 0, NULL},
+	{"provider", OPT_STR, offsetof(sg_deployment_t, provider), 0, 0, 0, "openai", 0, NULL, LIVE},
+	{"base_url", OPT_STR, offsetof(sg_deployment_t, base_url), 0, 0, 0, NULL, 1, NULL, LIVE},
+	{"api_key_env", OPT_STR, offsetof(sg_deployment_t, api_key_env), 0, 0, 0, NULL, 0, NULL, LIVE},
+	{"model", OPT_STR, offsetof(sg_deployment_t, model), 0, 0, 0, NULL, 0, NULL, LIVE},
+	{"connect_timeout_ms", OPT_INT, offsetof(sg_deployment_t, connect_timeout_ms), 1, MS_DAY, 5000, NULL, 0, NULL, LIVE},
+	{"timeout_ms", OPT_INT, offsetof(sg_deployment_t, timeout_ms), 1, MS_DAY, 600000, NULL, 0, NULL, LIVE},
+	{"api_version", OPT_STR, offsetof(sg_deployment_t, api_version), 0, 0, 0, NULL, 0, NULL, LIVE},
+	{"weight", OPT_NUM, offsetof(sg_deployment_t, weight), 0, 1e6, 1, NULL, 0, NULL, LIVE},
+	{"priority", OPT_INT, offsetof(sg_deployment_t, priority), 0, 1000, 0, NULL, 0, NULL, LIVE},
+	{"rpm", OPT_INT, offsetof(sg_deployment_t, rpm), 0, 1e9, 0, NULL, 0, NULL, LIVE},
+	{"tpm", OPT_INT, offsetof(sg_deployment_t, tpm), 0, 1e12, 0, NULL, 0, NULL, LIVE},
+	{"input_per_mtok", OPT_NUM, offsetof(sg_deployment_t, input_per_mtok), 0, 1e6, -1, NULL, 0, NULL, LIVE},
+	{"output_per_mtok", OPT_NUM, offsetof(sg_deployment_t, output_per_mtok), 0, 1e6, -1, NULL, 0, NULL, LIVE},
 };
 
 static const opt_t model_opts[] = {
-	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1, NULL},
-	{"cache", OPT_BOOL, offsetof(sg_model_t, cache_enabled), 0, 1, 1, NULL, 0, NULL},
-	{"cache_threshold", OPT_NUM, offsetof(sg_model_t, cache_threshold), 0, 1, -1, NULL, 0, NULL},
-	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
-	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, 0, NULL, 0, NULL},
+	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1, NULL, LIVE},
+	{"cache", OPT_BOOL, offsetof(sg_model_t, cache_enabled), 0, 1, 1, NULL, 0, NULL, LIVE},
+	{"cache_threshold", OPT_NUM, offsetof(sg_model_t, cache_threshold), 0, 1, -1, NULL, 0, NULL, LIVE},
+	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, 0, NULL, 0, NULL, LIVE},
+	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, 0, NULL, 0, NULL, LIVE},
 	{"strategy", OPT_ENUM, offsetof(sg_model_t, strategy_name), 0, 0, 0, "weighted", 0,
-	 "weighted|round-robin|least-busy|latency|cost|usage"},
-	{"max_attempts", OPT_INT, offsetof(sg_model_t, max_attempts), 1, 20, 3, NULL, 0, NULL},
-	{"budget_ms", OPT_INT, offsetof(sg_model_t, budget_ms), 1, MS_DAY, 120000, NULL, 0, NULL},
-	{"backoff_ms", OPT_INT, offsetof(sg_model_t, backoff_ms), 0, 600000, 100, NULL, 0, NULL},
-	{"max_backoff_ms", OPT_INT, offsetof(sg_model_t, max_backoff_ms), 0, 600000, 5000, NULL, 0, NULL},
-	{"circuit_failures", OPT_INT, offsetof(sg_model_t, circuit_failures), 1, 1000000, 5, NULL, 0, NULL},
-	{"circuit_window_s", OPT_INT, offsetof(sg_model_t, circuit_window_s), 1, 86400, 30, NULL, 0, NULL},
-	{"cooldown_s", OPT_INT, offsetof(sg_model_t, cooldown_s), 0, 86400, 30, NULL, 0, NULL},
+	 "weighted|round-robin|least-busy|latency|cost|usage", LIVE},
+	{"max_attempts", OPT_INT, offsetof(sg_model_t, max_attempts), 1, 20, 3, NULL, 0, NULL, LIVE},
+	{"budget_ms", OPT_INT, offsetof(sg_model_t, budget_ms), 1, MS_DAY, 120000, NULL, 0, NULL, LIVE},
+	{"backoff_ms", OPT_INT, offsetof(sg_model_t, backoff_ms), 0, 600000, 100, NULL, 0, NULL, LIVE},
+	{"max_backoff_ms", OPT_INT, offsetof(sg_model_t, max_backoff_ms), 0, 600000, 5000, NULL, 0, NULL, LIVE},
+	{"circuit_failures", OPT_INT, offsetof(sg_model_t, circuit_failures), 1, 1000000, 5, NULL, 0, NULL, LIVE},
+	{"circuit_window_s", OPT_INT, offsetof(sg_model_t, circuit_window_s), 1, 86400, 30, NULL, 0, NULL, LIVE},
+	{"cooldown_s", OPT_INT, offsetof(sg_model_t, cooldown_s), 0, 86400, 30, NULL, 0, NULL, LIVE},
 };
 
 /* Top-level string options live in a scratch struct until checked. */
@@ -303,9 +306,9 @@ typedef struct top_opts {
 } top_opts_t;
 
 static const opt_t top_opts[] = {
-	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0, NULL},
-	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0, NULL},
-	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0, NULL},
+	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0, NULL, FIXED},
+	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0, NULL, LIVE},
+	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0, NULL, LIVE},
 };
 
 static char *env_value(ctx_t *c, const char *name)
@@ -706,6 +709,87 @@ static void free_deployment(sg_deployment_t *d)
 	for (size_t i = 0; i < d->nheaders; i++)
 		free(d->headers[i]);
 	free(d->headers);
+}
+
+/* One table's FIXED options: where cfg differs from old, note the path and
+ * put old's value back. */
+static int keep_fixed(const char *path, const void *old, void *cur, const opt_t *opts,
+                      size_t nopts, sg_buf_t *changed)
+{
+	for (size_t i = 0; i < nopts; i++) {
+		const opt_t *o = &opts[i];
+		const char *a = (const char *)old + o->off;
+		char *b = (char *)cur + o->off;
+		int same;
+
+		if (!o->fixed)
+			continue;
+		switch (o->type) {
+		case OPT_INT:
+		case OPT_BOOL:
+			same = *(const long *)a == *(long *)b;
+			if (!same)
+				*(long *)b = *(const long *)a;
+			break;
+		case OPT_NUM:
+			same = *(const double *)a == *(double *)b;
+			if (!same)
+				*(double *)b = *(const double *)a;
+			break;
+		default: {
+			const char *x = *(char *const *)a, *y = *(char **)b;
+			same = x == y || (x && y && strcmp(x, y) == 0);
+			if (!same) {
+				char *dup = x ? strdup(x) : NULL;
+				if (x && !dup)
+					return SG_ENOMEM;
+				free(*(char **)b);
+				*(char **)b = dup;
+			}
+			break;
+		}
+		}
+		if (!same && sg_buf_printf(changed, "%s%s%s\n", path, *path ? "." : "", o->name) != 0)
+			return SG_ENOMEM;
+	}
+	return 0;
+}
+
+int sg_config_keep_fixed(const sg_config_t *old, sg_config_t *cfg, sg_buf_t *changed)
+{
+	int rc;
+
+	if (old->listen_port != cfg->listen_port || strcmp(old->listen_host, cfg->listen_host) != 0) {
+		char *h = strdup(old->listen_host);
+		if (h == NULL)
+			return SG_ENOMEM;
+		free(cfg->listen_host);
+		cfg->listen_host = h;
+		cfg->listen_port = old->listen_port;
+		if (sg_buf_puts(changed, "listen\n") != 0)
+			return SG_ENOMEM;
+	}
+	if ((rc = keep_fixed("limits", &old->limits, &cfg->limits, limits_opts,
+	                     SG_ARRAY_SIZE(limits_opts), changed)) != 0 ||
+	    (rc = keep_fixed("cache", &old->cache, &cfg->cache, cache_opts,
+	                     SG_ARRAY_SIZE(cache_opts), changed)) != 0)
+		return rc;
+	size_t before = changed->len;
+	if ((rc = keep_fixed("cache.embedder", &old->cache.embedder, &cfg->cache.embedder,
+	                     embedder_opts, SG_ARRAY_SIZE(embedder_opts), changed)) != 0)
+		return rc;
+	if (changed->len != before || (old->cache.embedder.api_key != cfg->cache.embedder.api_key &&
+	                                !(old->cache.embedder.api_key && cfg->cache.embedder.api_key &&
+	                                  strcmp(old->cache.embedder.api_key,
+	                                         cfg->cache.embedder.api_key) == 0))) {
+		/* the key goes with its variable: the embedder in use keeps both */
+		char *k = old->cache.embedder.api_key ? strdup(old->cache.embedder.api_key) : NULL;
+		if (old->cache.embedder.api_key && !k)
+			return SG_ENOMEM;
+		free(cfg->cache.embedder.api_key);
+		cfg->cache.embedder.api_key = k;
+	}
+	return 0;
 }
 
 void sg_config_free(sg_config_t *cfg)

@@ -35,7 +35,14 @@ typedef struct app {
 	sg_embedder_t *embedder; /* the in-process embedder, or NULL (openai, or no cache) */
 	uv_signal_t sigterm; /* graceful drain */
 	uv_signal_t sigint;  /* graceful drain */
+	uv_signal_t sighup;  /* reload the configuration file */
 } app_t;
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+	app_t *app = s->data;
+	sg_server_reload(app->srv, NULL); /* logs what happened */
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -43,6 +50,7 @@ static void on_signal(uv_signal_t *s, int signum)
 	sg_log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	uv_close((uv_handle_t *)&app->sigterm, NULL);
 	uv_close((uv_handle_t *)&app->sigint, NULL);
+	uv_close((uv_handle_t *)&app->sighup, NULL);
 	sg_server_drain(app->srv);
 }
 
@@ -237,6 +245,12 @@ static int run(const char *path, int rebuild)
 	app.sigterm.data = app.sigint.data = &app;
 	uv_signal_start(&app.sigterm, on_signal, SIGTERM);
 	uv_signal_start(&app.sigint, on_signal, SIGINT);
+	if (path && sg_server_set_config_path(app.srv, path) != 0)
+		sg_log_warn("out of memory: SIGHUP and POST /admin/reload will not reload");
+	uv_signal_init(&loop, &app.sighup);
+	app.sighup.data = &app;
+	uv_signal_start(&app.sighup, on_hup, SIGHUP);
+	uv_unref((uv_handle_t *)&app.sighup); /* it must not keep a drained loop running */
 
 	sg_log_info("semgate %s listening on http://%s:%d (%zu model%s)", SEMGATE_VERSION,
 	            cfg->listen_host, sg_server_port(app.srv), cfg->nmodels,

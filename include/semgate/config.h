@@ -173,6 +173,15 @@ const char *sg_config_default_json(void);
 /** Find a model group by name; NULL if none. Borrowed from cfg. */
 const sg_model_t *sg_config_find_model(const sg_config_t *cfg, const char *name, size_t len);
 
+/**
+ * For a reload: every option that cannot change at run time (the listen
+ * address, the cache's storage and index, the embedder, the connection caps:
+ * the FIXED rows of src/config.c's tables) takes old's value in cfg, and
+ * the JSON path of each one that differed is appended to changed, one per
+ * line ("cache.path\n"). Returns 0 or SG_ENOMEM.
+ */
+int sg_config_keep_fixed(const sg_config_t *old, sg_config_t *cfg, sg_buf_t *changed);
+
 /** Free a configuration and everything it owns; NULL is fine. */
 void sg_config_free(sg_config_t *cfg);
 

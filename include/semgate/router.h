@@ -30,6 +30,18 @@ sg_router_t *sg_router_new(const sg_config_t *cfg, uint64_t seed);
 void sg_router_free(sg_router_t *r);
 
 /**
+ * Carry prev's state over to r (both made by sg_router_new) for every
+ * deployment of r's configuration that prev's has too (same model group name,
+ * provider, base URL, upstream model, API version, key variable and headers;
+ * weights, limits, prices and timeouts may differ): its circuit, cooldown,
+ * in-flight count, latency and rpm/tpm window are then one state shared by
+ * both routers, so that attempts still running under prev count in r. The
+ * shared state is freed with the last router holding it. Deployments new in
+ * r start fresh. On allocation failure r keeps fresh state everywhere.
+ */
+void sg_router_adopt(sg_router_t *r, sg_router_t *prev);
+
+/**
  * Pick a deployment of model m for a request that already tried the
  * deployments whose seq has tried[seq] != 0 (tried: one byte per deployment
  * of the config, may be NULL). now_us: monotonic time. Returns NULL when

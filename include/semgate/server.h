@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+#include "semgate/buf.h"
 #include "semgate/cache.h"
 #include "semgate/config.h"
 #include "semgate/embed.h"
@@ -35,6 +36,26 @@ int sg_server_port(const sg_server_t *srv);
  * loop ends once all handles are closed. Safe to call more than once.
  */
 void sg_server_drain(sg_server_t *srv);
+
+/** The configuration file a reload reads (NULL: the built-in one, which
+ * cannot be reloaded). Returns 0 or SG_ENOMEM. */
+int sg_server_set_config_path(sg_server_t *srv, const char *path);
+
+/**
+ * Reload: read the configuration file again, validate all of it, and swap it
+ * in as a new generation. New requests use it; requests and streams in
+ * flight finish on the generation they started on; no connection is closed.
+ * A deployment that is unchanged (same model group, provider, URL, upstream
+ * model, API version, key variable and headers) keeps its health, cooldown
+ * and rate windows. Options that cannot change at run time keep their value
+ * and are reported. An invalid file changes nothing. Both outcomes are
+ * logged; when report is not NULL a JSON object is appended to it:
+ * {"reloaded":true,"generation":N,"models":M,"not_applied":["cache.path",...]}
+ * or {"reloaded":false,"generation":N,"errors":["path: problem",...]}.
+ * Returns 0, SG_EINVAL (invalid or no file), SG_EIO or SG_ENOMEM.
+ * Loop thread only (SIGHUP and POST /admin/reload call it).
+ */
+int sg_server_reload(sg_server_t *srv, sg_buf_t *report);
 
 /** Free what the server owns once the loop has finished. */
 void sg_server_free(sg_server_t *srv);

@@ -86,6 +86,15 @@ static void handle_stats(sg_req_t *req)
 
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"object\":\"semgate.stats\",");
+	sg_buf_printf(&b, "\"config\":{\"generation\":%llu,\"loaded_at_ms\":%lld,\"reloads\":%llu,"
+	              "\"reload_failures\":%llu,\"file\":",
+	              (unsigned long long)srv->gen->number, (long long)srv->gen->loaded_unix_ms,
+	              (unsigned long long)srv->reloads, (unsigned long long)srv->reload_failures);
+	if (srv->config_path)
+		sg_buf_json_str(&b, srv->config_path, strlen(srv->config_path));
+	else
+		sg_buf_puts(&b, "null");
+	sg_buf_puts(&b, "},");
 	if (srv->cache) {
 		sg_cache_stats_t cs;
 		sg_cache_stats(srv->cache, &cs);
@@ -129,7 +138,7 @@ static void handle_stats(sg_req_t *req)
 	}
 	sg_stats_json(srv->stats, &b);
 	sg_buf_puts(&b, ",\"deployments\":{");
-	sg_router_json(srv->router, sg_now_us(), &b);
+	sg_router_json(srv->gen->router, sg_now_us(), &b);
 	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu,"
 	              "\"server\":{\"held_bytes\":%zu,\"refused_connections\":%llu,"
 	              "\"shed_requests\":%llu,\"slow_clients_closed\":%llu,"
@@ -279,6 +288,15 @@ static void handle_clear(sg_req_t *req, sg_cache_t *cache)
  * the admin key, the method and that the cache is on). */
 int sg__admin_authorized(sg_req_t *req) { return authorized(req); }
 void sg__admin_stats(sg_req_t *req, sg_iovec_t rest) { handle_stats(req); }
+/* POST /admin/reload: 200 with the report, or 400 with why nothing changed. */
+void sg__admin_reload(sg_req_t *req, sg_iovec_t rest)
+{
+	sg_buf_t b;
+	sg_buf_init(&b, 0);
+	int rc = sg_server_reload(sg__req_server(req), &b);
+	respond_json(req, rc == 0 ? 200 : rc == SG_ENOMEM ? 503 : 400, &b);
+}
+
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest)
 {
 	handle_clear(req, sg__req_server(req)->cache);

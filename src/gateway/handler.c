@@ -12,7 +12,7 @@ enum kind { KIND_CHAT, KIND_COMPLETIONS, KIND_EMBEDDINGS };
 
 static void handle_models(sg_req_t *req)
 {
-	const sg_config_t *cfg = sg__req_server(req)->cfg;
+	const sg_config_t *cfg = req->gen->cfg;
 	sg_buf_t b;
 
 	sg_buf_init(&b, 0);
@@ -84,7 +84,7 @@ static const char *validate(json_t *root, enum kind kind)
 static void handle_inference(sg_req_t *req, enum kind kind)
 {
 	static const char *const paths[] = {"/chat/completions", "/completions", "/embeddings"};
-	const sg_config_t *cfg = sg__req_server(req)->cfg;
+	const sg_config_t *cfg = req->gen->cfg;
 	const sg_model_t *model;
 	json_error_t jerr;
 	const char *problem;

@@ -35,6 +35,7 @@ static const route_t routes[] = {
 	{"/healthz", 0, 0, AUTH_PUBLIC, M(HTTP_GET), "GET", sg__route_healthz},
 	{"/readyz", 0, 0, AUTH_PUBLIC, M(HTTP_GET), "GET", sg__route_readyz},
 	{"/stats", 0, 0, AUTH_ADMIN, M(HTTP_GET), "GET", sg__admin_stats},
+	{"/admin/reload", 0, 0, AUTH_ADMIN, M(HTTP_POST), "POST", sg__admin_reload},
 	{"/cache", 0, 0, AUTH_CACHE, M(HTTP_DELETE), "DELETE", sg__admin_cache_clear},
 	{"/cache/entries", 0, 0, AUTH_CACHE, M(HTTP_GET), "GET", sg__admin_cache_list},
 	{"/cache/entries/", 1, 0, AUTH_CACHE, M(HTTP_GET) | M(HTTP_DELETE), "GET, DELETE",
@@ -70,6 +71,12 @@ void sg__handle(sg_req_t *req)
 
 	if (q)
 		path.len = (size_t)(q - path.base);
+	/* the request runs on the generation current now, whatever reloads come */
+	sg_server_t *srv = sg__req_server(req);
+	if (req->gen != srv->gen) {
+		sg__gen_unref(req->gen);
+		req->gen = sg__gen_ref(srv->gen);
+	}
 	for (size_t i = 0; i < SG_ARRAY_SIZE(routes) && r == NULL; i++)
 		if (match(&routes[i], path, &rest))
 			r = &routes[i];

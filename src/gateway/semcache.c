@@ -405,7 +405,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
                        const char *path, int stream)
 {
 	sg_server_t *srv = sg__req_server(req);
-	const sg_config_t *cfg = srv->cfg;
+	const sg_config_t *cfg = req->gen->cfg;
 	sg_reqcache_t *rc = &req->cache;
 	sg_cache_hit_t hit;
 	const char *problem;

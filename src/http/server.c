@@ -323,6 +323,7 @@ static void conn_free(sg_conn_t *c)
 	free(c->req.proxy.tried);
 	free(c->req.hdr);
 	sg__cache_req_free(&c->req);
+	sg__gen_unref(c->req.gen); /* after everything that may still read it */
 	sg_buf_free(&c->pending);
 	free(c);
 }
@@ -1474,7 +1475,7 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 {
 	struct sockaddr_storage addr;
 	sg_server_t *srv;
-	int rc, ndeps = 0;
+	int rc;
 
 	srv = calloc(1, sizeof(*srv));
 	if (srv == NULL)
@@ -1512,40 +1513,10 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	rc = sg_upstream_new(&srv->upstream, loop);
 	if (rc)
 		goto fail_upstream;
-	srv->router = sg_router_new(cfg, sg_now_us() ^ srv->id_seed);
-	if (srv->router == NULL) {
-		rc = SG_ENOMEM;
+	/* generation 1: the configuration main loaded (borrowed: it outlives us) */
+	rc = sg__gen_new(&srv->gen, (sg_config_t *)cfg, 0, NULL, 1, sg_now_us() ^ srv->id_seed);
+	if (rc)
 		goto fail_headers;
-	}
-
-	/* One prebuilt upstream header list per deployment. */
-	for (size_t i = 0; i < cfg->nmodels; i++)
-		ndeps += (int)cfg->models[i].ndeployments;
-	srv->ndeps = (size_t)ndeps;
-	srv->dep_headers = calloc((size_t)ndeps, sizeof(*srv->dep_headers));
-	if (srv->dep_headers == NULL) {
-		rc = SG_ENOMEM;
-		goto fail_headers;
-	}
-	ndeps = 0;
-	for (size_t i = 0; i < cfg->nmodels; i++) {
-		for (size_t j = 0; j < cfg->models[i].ndeployments; j++) {
-			const sg_deployment_t *d = &cfg->models[i].deployments[j];
-			char auth[1024];
-			if (d->api_key)
-				/* Azure OpenAI authenticates with an api-key header. */
-				snprintf(auth, sizeof(auth), strcmp(d->provider, "azure") == 0
-				                                 ? "api-key: %s" : "Authorization: Bearer %s",
-				         d->api_key);
-			srv->dep_headers[ndeps] = sg__json_headers(d->api_key ? auth : NULL,
-			                                           (const char *const *)d->headers,
-			                                           d->nheaders);
-			if (srv->dep_headers[ndeps++] == NULL) {
-				rc = SG_ENOMEM;
-				goto fail_headers;
-			}
-		}
-	}
 
 	if (cache && embedder == NULL) {
 		/* the openai embedder: a transfer on this server's upstream client */
@@ -1614,14 +1585,9 @@ void sg_server_free(sg_server_t *srv)
 {
 	if (srv == NULL)
 		return;
-	size_t k = 0;
-	for (size_t i = 0; i < srv->cfg->nmodels; i++)
-		for (size_t j = 0; j < srv->cfg->models[i].ndeployments; j++, k++)
-			if (srv->dep_headers)
-				sg_upstream_headers_free(srv->dep_headers[k]);
-	free(srv->dep_headers);
+	sg__gen_unref(srv->gen);
+	free(srv->config_path);
 	sg_embed_free(srv->owned_embedder);
-	sg_router_free(srv->router);
 	sg_stats_free(srv->stats);
 	sg__u64map_free(&srv->clients);
 	free(srv);

@@ -21,6 +21,7 @@
 #include "semgate/upstream.h"
 #include "semgate/log.h"
 #include "client_errors.h"
+#include "gen.h"
 #include "u64map.h"
 
 typedef struct sg_conn sg_conn_t;
@@ -144,6 +145,9 @@ typedef struct sg_req {
 	size_t hdr_cap;           /* entries allocated in hdr */
 	sg_buf_t body;            /* request body (cap: limits.max_body_bytes) */
 	char id[65];              /* X-Request-Id */
+	sg_gen_t *gen;            /* the config generation the request runs on: pinned
+	                           * when it is routed, dropped when the next request on
+	                           * the connection is routed or the connection ends */
 	uint64_t start_us;        /* when the head was complete */
 	sg_proxy_t proxy;         /* proxy state, when forwarded */
 	sg_reqcache_t cache;      /* cache state */
@@ -152,7 +156,7 @@ typedef struct sg_req {
 /* Server-wide state: the only mutable state there is. */
 struct sg_server {
 	uv_loop_t *loop;          /* borrowed */
-	const sg_config_t *cfg;   /* borrowed */
+	const sg_config_t *cfg;   /* the current generation's (gen->cfg) */
 	uv_tcp_t listener;        /* accepting socket */
 	uv_timer_t drain_timer;   /* drain deadline */
 	uv_timer_t date_timer;    /* refreshes the cached Date header */
@@ -169,9 +173,10 @@ struct sg_server {
 	int syncing;              /* sync_work is queued or running */
 	int sync_rc;              /* its result */
 	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
-	sg_upstream_headers_t **dep_headers; /* per deployment, flat in config order */
-	size_t ndeps;             /* deployments in the config */
-	sg_router_t *router;      /* deployment choice and health */
+	sg_gen_t *gen;            /* the current config generation (a reference) */
+	char *config_path;        /* the file a reload reads, or NULL (built-in config) */
+	uint64_t reloads;         /* reloads that took effect */
+	uint64_t reload_failures; /* reloads refused (an invalid file) */
 	llhttp_settings_t parser_settings; /* shared llhttp callbacks */
 	sg_conn_t *conns;         /* all open connections */
 	size_t nconns;            /* in conns, overflow ones excluded */
@@ -257,6 +262,7 @@ sg_server_t *sg__req_server(const sg_req_t *req);
  * a prefix route's path. Admin ones (admin.c), after the table's checks: */
 int sg__admin_authorized(sg_req_t *req);
 void sg__admin_stats(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_reload(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest);

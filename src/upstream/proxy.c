@@ -288,7 +288,7 @@ static void respond_transport_error(sg_req_t *req, int err)
 	case SG_ETOOBIG:
 		sg__respond_error_h(req, SG_CE_UPSTREAM_TOO_LARGE, extra,
 		                    "the upstream reply exceeds %ld bytes",
-		                    sg__req_server(req)->cfg->limits.max_response_bytes);
+		                    req->gen->cfg->limits.max_response_bytes);
 		break;
 	default:
 		sg__respond_error_h(req, SG_CE_UPSTREAM_ERROR, extra,
@@ -366,7 +366,7 @@ static int context_window_error(const sg_proxy_t *px)
 static const sg_model_t *next_fallback(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
-	const sg_config_t *cfg = sg__req_server(req)->cfg;
+	const sg_config_t *cfg = req->gen->cfg;
 	char **names = px->using_ctx ? px->origin->context_fallbacks : px->origin->fallbacks;
 	size_t n = px->using_ctx ? px->origin->ncontext_fallbacks : px->origin->nfallbacks;
 
@@ -400,7 +400,6 @@ sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *ext
 static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr, char *err,
                    size_t errlen)
 {
-	sg_server_t *srv = sg__req_server(req);
 	sg_proxy_t *px = &req->proxy;
 	json_t *root = px->root;
 	const char *asked = json_string_value(json_object_get(root, "model"));
@@ -445,7 +444,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 		sg__fbuf_str(&o, px->path);
 	}
 	xr->url = px->url;
-	xr->headers = srv->dep_headers[dep->seq];
+	xr->headers = req->gen->dep_headers[dep->seq];
 	xr->body = req->body.data;
 	xr->body_len = req->body.len;
 	if (asked == NULL || strcmp(asked, dep->model) != 0) {
@@ -478,7 +477,7 @@ static void attempt(sg_req_t *req)
 		if (px->attempts >= origin->max_attempts ||
 		    (px->attempts > 0 && now - px->start_us >= (uint64_t)origin->budget_ms * 1000u))
 			return give_up(req);
-		dep = sg_router_pick(srv->router, px->model, px->tried, now);
+		dep = sg_router_pick(req->gen->router, px->model, px->tried, now);
 		if (dep)
 			break;
 		const sg_model_t *next = next_fallback(req);
@@ -540,10 +539,10 @@ static void attempt(sg_req_t *req)
 			                  "%s: %s", dep->provider, why[0] ? why : "request not supported");
 		return;
 	}
-	sg_router_begin(srv->router, dep, now);
+	sg_router_begin(req->gen->router, dep, now);
 	int rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
 	if (rc) {
-		sg_router_end(srv->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
+		sg_router_end(req->gen->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
 		proxy_release(req);
 		sg__respond_error(req, SG_CE_OVERLOADED,
 		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
@@ -621,7 +620,7 @@ static void read_usage(const sg_json_field_t *u, usage_t *out)
 static void deliver(sg_req_t *req, uint64_t now)
 {
 	sg_proxy_t *px = &req->proxy;
-	sg_router_t *router = sg__req_server(req)->router;
+	sg_router_t *router = req->gen->router;
 	char extra[768];
 	const char *body = px->body.data;
 	size_t len = px->body.len;
@@ -693,20 +692,19 @@ static void on_done(void *ud, int err)
 {
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
-	sg_server_t *srv = sg__req_server(req);
 	uint64_t now = sg_now_us();
 	int failed = err != 0 || retryable(px->status);
 
 	px->xfer = NULL;
 	if (px->streaming) {
-		sg_router_end(srv->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
+		sg_router_end(req->gen->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
 		              now - px->attempt_us, 0, now);
 		finish_stream(req, err);
 		return;
 	}
 	if (!failed && px->status >= 200 && px->status < 300)
 		return deliver(req, now);
-	sg_router_end(srv->router, px->dep, failed ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
+	sg_router_end(req->gen->router, px->dep, failed ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
 	              now - px->attempt_us, 0, now);
 
 	if (err || retryable(px->status)) {
@@ -751,25 +749,27 @@ static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
 
 void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *path, int stream)
 {
-	sg_server_t *srv = sg__req_server(req);
 	sg_proxy_t *px = &req->proxy;
 
 	proxy_release(req);
 	attempt_reset(req);
 	if (px->body.max == 0) {
-		sg_buf_init(&px->body, (size_t)srv->cfg->limits.max_response_bytes);
+		sg_buf_init(&px->body, (size_t)req->gen->cfg->limits.max_response_bytes);
 		sg_buf_init(&px->out, 0);
 		sg_buf_init(&px->sse_out, 0);
 		/* an event may be as large as a whole buffered reply */
-		sg_sse_init(&px->sse, (size_t)srv->cfg->limits.max_response_bytes);
+		sg_sse_init(&px->sse, (size_t)req->gen->cfg->limits.max_response_bytes);
 	}
-	if (px->tried == NULL) {
-		px->tried = calloc(srv->ndeps ? srv->ndeps : 1, 1);
-		if (px->tried == NULL) {
+	px->body.max = (size_t)req->gen->cfg->limits.max_response_bytes; /* a reload may change it */
+	size_t ndeps = req->gen->ndeps ? req->gen->ndeps : 1; /* the generation's, which a reload changes */
+	if (px->tried == NULL || px->ntried < ndeps) {
+		uint8_t *t = realloc(px->tried, ndeps);
+		if (t == NULL) {
 			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 			return;
 		}
-		px->ntried = srv->ndeps ? srv->ndeps : 1;
+		px->tried = t;
+		px->ntried = ndeps;
 	}
 	memset(px->tried, 0, px->ntried);
 	px->root = json_incref(rootp);
@@ -792,13 +792,12 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 void sg__proxy_abort(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
-	sg_server_t *srv = sg__req_server(req);
 
 	if (px->xfer) {
 		sg_xfer_cancel(px->xfer);
 		px->xfer = NULL; /* the pool hands the handle to the next transfer */
 		uint64_t now = sg_now_us();
-		sg_router_end(srv->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
+		sg_router_end(req->gen->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
 	}
 	proxy_release(req);
 }

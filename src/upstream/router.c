@@ -12,7 +12,9 @@
 
 /* Runtime state of one deployment. */
 typedef struct dep_state {
-	const sg_deployment_t *d;   /* its configuration */
+	unsigned refs;              /* routers sharing it (a reload keeps an unchanged
+	                             * deployment's state: sg_router_adopt) */
+	const sg_deployment_t *d;   /* its configuration (the newest router's) */
 	const sg_model_t *m;        /* its model group */
 	enum sg_circuit circuit;    /* one setter: set_circuit() */
 	uint64_t cooldown_until_us; /* COOLING until then */
@@ -31,7 +33,7 @@ typedef struct dep_state {
 } dep_state_t;
 
 struct sg_router {
-	dep_state_t *deps;  /* by sg_deployment_t.seq */
+	dep_state_t **deps; /* by sg_deployment_t.seq; shared with other routers */
 	size_t ndeps;       /* entries in deps */
 	uint64_t *rr;       /* round-robin counters, by model index */
 	const sg_config_t *cfg; /* borrowed */
@@ -78,21 +80,83 @@ sg_router_t *sg_router_new(const sg_config_t *cfg, uint64_t seed)
 	for (size_t i = 0; i < cfg->nmodels; i++) {
 		for (size_t j = 0; j < cfg->models[i].ndeployments; j++) {
 			const sg_deployment_t *d = &cfg->models[i].deployments[j];
-			r->deps[d->seq].d = d;
-			r->deps[d->seq].m = &cfg->models[i];
-			r->deps[d->seq].ewma_ms = -1;
+			dep_state_t *s = calloc(1, sizeof(*s));
+			if (s == NULL) {
+				sg_router_free(r);
+				return NULL;
+			}
+			s->refs = 1;
+			s->d = d;
+			s->m = &cfg->models[i];
+			s->ewma_ms = -1;
+			r->deps[d->seq] = s;
 		}
 	}
 	return r;
+}
+
+static void state_unref(dep_state_t *s)
+{
+	if (s != NULL && --s->refs == 0)
+		free(s);
 }
 
 void sg_router_free(sg_router_t *r)
 {
 	if (r == NULL)
 		return;
+	for (size_t i = 0; r->deps && i < r->ndeps; i++)
+		state_unref(r->deps[i]);
 	free(r->deps);
 	free(r->rr);
 	free(r);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The same deployment in two configurations: same group name, provider,
+ * endpoint, upstream model, API version, key variable and extra headers.
+ * Weights, priorities, limits, prices and timeouts may differ. */
+static int same_deployment(const dep_state_t *a, const dep_state_t *b)
+{
+	const sg_deployment_t *x = a->d, *y = b->d;
+	if (!str_eq(a->m->name, b->m->name) || !str_eq(x->provider, y->provider) ||
+	    !str_eq(x->base_url, y->base_url) || !str_eq(x->model, y->model) ||
+	    !str_eq(x->api_version, y->api_version) || !str_eq(x->api_key_env, y->api_key_env) ||
+	    x->nheaders != y->nheaders)
+		return 0;
+	for (size_t i = 0; i < x->nheaders; i++)
+		if (!str_eq(x->headers[i], y->headers[i]))
+			return 0;
+	return 1;
+}
+
+void sg_router_adopt(sg_router_t *r, sg_router_t *prev)
+{
+	if (prev == NULL)
+		return;
+	uint8_t *taken = calloc(prev->ndeps ? prev->ndeps : 1, 1);
+	if (taken == NULL)
+		return; /* the new router starts fresh: correct, only forgetful */
+	for (size_t i = 0; i < r->ndeps; i++) {
+		dep_state_t *s = r->deps[i];
+		for (size_t j = 0; j < prev->ndeps; j++) {
+			dep_state_t *o = prev->deps[j];
+			if (taken[j] || !same_deployment(s, o))
+				continue;
+			taken[j] = 1;
+			o->refs++;
+			o->d = s->d; /* the newest configuration's (same identity) */
+			o->m = s->m;
+			r->deps[i] = o;
+			state_unref(s);
+			break;
+		}
+	}
+	free(taken);
 }
 
 static void roll_window(dep_state_t *s, uint64_t now_us)
@@ -106,7 +170,7 @@ static void roll_window(dep_state_t *s, uint64_t now_us)
 
 enum sg_circuit sg_router_state(sg_router_t *r, const sg_deployment_t *d, uint64_t now_us)
 {
-	dep_state_t *s = &r->deps[d->seq];
+	dep_state_t *s = r->deps[d->seq];
 	if (s->circuit == SG_CIRCUIT_COOLING && now_us >= s->cooldown_until_us) {
 		set_circuit(s, SG_CIRCUIT_PROBING);
 		s->probe_busy = 0;
@@ -155,7 +219,7 @@ const sg_deployment_t *sg_router_pick(sg_router_t *r, const sg_model_t *m, const
 
 	/* Candidates: usable, untried, of the best priority present. */
 	for (size_t i = 0; i < m->ndeployments && n < SG_ARRAY_SIZE(cand); i++) {
-		dep_state_t *s = &r->deps[m->deployments[i].seq];
+		dep_state_t *s = r->deps[m->deployments[i].seq];
 		if ((tried && tried[s->d->seq]) || !usable(r, s, now_us))
 			continue;
 		if (best_prio < 0 || s->d->priority < best_prio) {
@@ -237,7 +301,7 @@ const sg_deployment_t *sg_router_pick(sg_router_t *r, const sg_model_t *m, const
 
 void sg_router_begin(sg_router_t *r, const sg_deployment_t *d, uint64_t now_us)
 {
-	dep_state_t *s = &r->deps[d->seq];
+	dep_state_t *s = r->deps[d->seq];
 	roll_window(s, now_us);
 	s->window_requests++;
 	s->in_flight++;
@@ -261,7 +325,7 @@ static int others_healthy(sg_router_t *r, const dep_state_t *s, uint64_t now_us)
 void sg_router_end(sg_router_t *r, const sg_deployment_t *d, enum sg_attempt how,
                    uint64_t latency_us, uint64_t tokens, uint64_t now_us)
 {
-	dep_state_t *s = &r->deps[d->seq];
+	dep_state_t *s = r->deps[d->seq];
 	const sg_model_t *m = s->m;
 
 	if (s->in_flight)
@@ -307,7 +371,7 @@ int sg_router_json(sg_router_t *r, uint64_t now_us, sg_buf_t *out)
 {
 	static const char *const names[] = {"healthy", "cooling", "probing"};
 	for (size_t i = 0; i < r->ndeps; i++) {
-		dep_state_t *s = &r->deps[i];
+		dep_state_t *s = r->deps[i];
 		enum sg_circuit c = sg_router_state(r, s->d, now_us);
 		if (i)
 			sg_buf_puts(out, ",");

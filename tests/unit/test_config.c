@@ -176,6 +176,45 @@ static void test_load_missing_file(void)
 	sg_buf_free(&e);
 }
 
+/* A reload keeps what cannot change at run time and names it; the rest changes. */
+static void test_keep_fixed(void)
+{
+	sg_config_t *a, *b;
+	sg_buf_t e, kept;
+	CHECK(parse("{\"listen\":\"127.0.0.1:1000\",\"models\":[{\"name\":\"m\",\"deployments\":"
+	            "[{\"base_url\":\"http://a\"}]}],\"cache\":{\"path\":\"/p1\",\"threshold\":0.9,"
+	            "\"embedder\":{\"provider\":\"local\",\"dim\":64}}}", &a, &e) == 0);
+	sg_buf_free(&e);
+	CHECK(parse("{\"listen\":\"127.0.0.1:2000\",\"models\":[{\"name\":\"n\",\"deployments\":"
+	            "[{\"base_url\":\"http://b\"}]}],\"limits\":{\"max_connections\":5,"
+	            "\"max_body_bytes\":4096},\"cache\":{\"path\":\"/p2\",\"threshold\":0.8,"
+	            "\"index\":\"flat\",\"embedder\":{\"provider\":\"local\",\"dim\":128}}}",
+	            &b, &e) == 0);
+	sg_buf_free(&e);
+	sg_buf_init(&kept, 0);
+	if (a && b) {
+		CHECK(sg_config_keep_fixed(a, b, &kept) == 0);
+		CHECK_STR(kept.data, "listen\nlimits.max_connections\ncache.path\ncache.index\n"
+		                     "cache.embedder.dim\n");
+		CHECK(b->listen_port == 1000);
+		CHECK(b->limits.max_connections == a->limits.max_connections);
+		CHECK_STR(b->cache.path, "/p1");
+		CHECK_STR(b->cache.index, "auto");
+		CHECK(b->cache.embedder.dim == 64);
+		/* what may change did */
+		CHECK(b->limits.max_body_bytes == 4096);
+		CHECK(b->cache.threshold > 0.79 && b->cache.threshold < 0.81);
+		CHECK_STR(b->models[0].name, "n");
+		/* the same file again: nothing to report */
+		sg_buf_reset(&kept);
+		CHECK(sg_config_keep_fixed(a, b, &kept) == 0);
+		CHECK(kept.len == 0);
+	}
+	sg_buf_free(&kept);
+	sg_config_free(a);
+	sg_config_free(b);
+}
+
 int main(void)
 {
 	test_default_config();
@@ -184,6 +223,7 @@ int main(void)
 	test_bad_json_and_types();
 	test_listen_forms();
 	test_load_missing_file();
+	test_keep_fixed();
 	test_nameless_model_with_fallbacks();
 	test_admin_key_env_unset();
 	CHECK_DONE();

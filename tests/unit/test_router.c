@@ -203,6 +203,49 @@ static void test_last_deployment_never_cools(void)
 	sg_config_free(cfg);
 }
 
+/* A reload: the new router keeps an unchanged deployment's circuit, window
+ * and in-flight count (shared, so an attempt that began under the old router
+ * ends in both), keyed by identity, not position; a changed one starts fresh. */
+static void test_adopt(void)
+{
+	sg_config_t *c1 = config(",\"circuit_failures\":2,\"cooldown_s\":60",
+	                         "{\"base_url\":\"http://a\",\"rpm\":5},{\"base_url\":\"http://b\"}");
+	/* b moved to the front, a's rpm changed (not part of its identity), c is new */
+	sg_config_t *c2 = config(",\"circuit_failures\":2,\"cooldown_s\":60",
+	                         "{\"base_url\":\"http://b\"},{\"base_url\":\"http://a\",\"rpm\":3},"
+	                         "{\"base_url\":\"http://c\"}");
+	sg_router_t *r1 = sg_router_new(c1, 1), *r2 = sg_router_new(c2, 1);
+	const sg_deployment_t *a1 = &c1->models[0].deployments[0], *b1 = &c1->models[0].deployments[1];
+	const sg_deployment_t *b2 = &c2->models[0].deployments[0], *a2 = &c2->models[0].deployments[1];
+	const sg_deployment_t *x2 = &c2->models[0].deployments[2];
+	uint64_t t = 1000000;
+
+	for (int i = 0; i < 2; i++) {
+		sg_router_begin(r1, b1, t);
+		sg_router_end(r1, b1, SG_ATTEMPT_FAILED, 100, 0, t);
+	}
+	CHECK(sg_router_state(r1, b1, t) == SG_CIRCUIT_COOLING);
+	sg_router_begin(r1, a1, t); /* in flight across the reload */
+	sg_router_begin(r1, a1, t);
+	sg_router_end(r1, a1, SG_ATTEMPT_OK, 100, 0, t);
+	sg_router_adopt(r2, r1);
+	CHECK(sg_router_state(r2, b2, t) == SG_CIRCUIT_COOLING);
+	CHECK(sg_router_state(r2, x2, t) == SG_CIRCUIT_HEALTHY);
+	sg_router_free(r1); /* the old generation goes; its states live on in r2 */
+	sg_buf_t j;
+	sg_buf_init(&j, 0);
+	CHECK(sg_router_json(r2, t, &j) == 0);
+	CHECK_CONTAINS(j.data, "\"m/1\":{\"state\":\"healthy\",\"requests\":2");
+	CHECK_CONTAINS(j.data, "\"in_flight\":1");
+	/* the window carried over: 2 of a's new rpm of 3 are used */
+	sg_router_begin(r2, a2, t);
+	CHECK(sg_router_pick(r2, &c2->models[0], (const uint8_t *)"\1\0\1", t) == NULL);
+	sg_buf_free(&j);
+	sg_router_free(r2);
+	sg_config_free(c1);
+	sg_config_free(c2);
+}
+
 static void test_config_checks(void)
 {
 	sg_config_t *cfg;
@@ -229,6 +272,7 @@ int main(void)
 	test_cost_and_usage();
 	test_circuit();
 	test_last_deployment_never_cools();
+	test_adopt();
 	test_config_checks();
 	CHECK_DONE();
 }
