@@ -7,7 +7,9 @@
 
 #include <jansson.h>
 
+#include "semgate/cache_key.h"
 #include "semgate/config.h"
+#include "semgate/provider.h"
 #include "default_config.h" /* generated from default_config.json */
 
 #define SG_CONFIG_MAX_FILE (4u << 20)
@@ -411,7 +413,7 @@ static void parse_deployment(ctx_t *c, const char *path, json_t *obj, sg_model_t
 		return;
 	}
 	apply_opts(c, path, obj, d, deployment_opts, SG_ARRAY_SIZE(deployment_opts), extra);
-	if (d->provider && !in_choices("openai|azure|anthropic|gemini", d->provider)) {
+	if (d->provider && (d->prov = sg_provider_find(d->provider)) == NULL) {
 		pathf(p, sizeof(p), "%s.provider", path);
 		err(c, p, "unknown provider \"%s\" (supported: openai, azure, anthropic, gemini)",
 		    d->provider);
@@ -607,6 +609,11 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	cache = json_is_object(cache) ? cache : NULL;
 	apply_opts(&c, "cache", cache, &cfg->cache, cache_opts, SG_ARRAY_SIZE(cache_opts),
 	           cache_extra);
+	/* resolved once here, not compared per request */
+	cfg->cache.embed_mode = cfg->cache.embed == NULL ? SG_EMBED_LAST_USER
+	                        : strcmp(cfg->cache.embed, "last_message") == 0 ? SG_EMBED_LAST_MESSAGE
+	                        : strcmp(cfg->cache.embed, "last_turns") == 0   ? SG_EMBED_LAST_TURNS
+	                                                                        : SG_EMBED_LAST_USER;
 	json_t *emb = cache ? json_object_get(cache, "embedder") : NULL;
 	if (emb && !json_is_object(emb))
 		err(&c, "cache.embedder", "must be an object");

@@ -21,7 +21,8 @@ enum sg_log_level { SG_LOG_ERROR, SG_LOG_WARN, SG_LOG_INFO, SG_LOG_DEBUG };
 typedef struct sg_deployment {
 	size_t seq;             /* position among all deployments of the config */
 	char *id;               /* "<model name>/<index>", for X-Semgate-Upstream */
-	char *provider;         /* "openai" */
+	char *provider;         /* "openai", "azure", "anthropic", "gemini" */
+	const struct sg_provider *prov; /* its entry of the provider table (resolved at load) */
 	char *base_url;         /* e.g. "http://127.0.0.1:9000/v1", no trailing '/' */
 	char *api_key_env;      /* environment variable holding the key, or NULL */
 	char *api_key;          /* its value at start-up, or NULL when unset */
@@ -133,6 +134,7 @@ typedef struct sg_cache_config {
 	long hnsw_m;             /* HNSW links per node */
 	long hnsw_ef_search;     /* HNSW search breadth */
 	char *embed;             /* "last_user", "last_message" or "last_turns" */
+	int embed_mode;          /* enum sg_cache_embed_mode (resolved at load) */
 	long embed_turns;        /* turns embedded for "last_turns" */
 	double max_temperature;  /* requests above it bypass the cache */
 	long checkpoint_interval_s; /* how often changed indexes are saved */

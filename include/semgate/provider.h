@@ -32,7 +32,19 @@ typedef struct sg_provider_deployment {
 } sg_provider_deployment_t;
 
 struct sg_provider {
-	const char *name; /* "anthropic", "gemini", ... */
+	const char *name; /* "openai", "azure", "anthropic", "gemini" */
+
+	/**
+	 * OpenAI's own wire format (openai, azure): the client's body is
+	 * forwarded as it is (with the deployment's model name), and replies,
+	 * errors and streams are relayed untranslated; request, response, error
+	 * and stream_* are NULL. Only url and auth differ.
+	 */
+	int passthrough;
+	/** passthrough: the URL of OpenAI path `path` ("/chat/completions") on d, into out. */
+	void (*url)(const sg_provider_deployment_t *d, const char *path, char *out, size_t n);
+	/** passthrough: the header line carrying api_key ("Authorization: Bearer ..."), into out. */
+	void (*auth)(const char *api_key, char *out, size_t n);
 
 	/**
 	 * Translate an OpenAI chat-completions request (`req`: a parsed json_t
@@ -79,7 +91,9 @@ struct sg_provider {
 	void (*stream_free)(sg_provider_stream_t *s);
 };
 
-/** The provider of that name, or NULL ("openai" and "azure" are handled by the proxy itself). */
+/** The provider table's entry of that name ("openai", "azure", "anthropic",
+ * "gemini"), or NULL. The configuration resolves it once, at load
+ * (sg_deployment_t.prov). */
 const sg_provider_t *sg_provider_find(const char *name);
 
 #endif

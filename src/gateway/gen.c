@@ -51,12 +51,10 @@ int sg__gen_new(sg_gen_t **out, sg_config_t *cfg, int owns_cfg, sg_gen_t *prev,
 		for (size_t j = 0; j < cfg->models[i].ndeployments; j++) {
 			const sg_deployment_t *d = &cfg->models[i].deployments[j];
 			char auth[1024];
-			if (d->api_key)
-				/* Azure OpenAI authenticates with an api-key header. */
-				snprintf(auth, sizeof(auth), strcmp(d->provider, "azure") == 0
-				                                 ? "api-key: %s" : "Authorization: Bearer %s",
-				         d->api_key);
-			g->dep_headers[d->seq] = sg__json_headers(d->api_key ? auth : NULL,
+			int with_key = d->api_key && d->prov->passthrough; /* others: per request */
+			if (with_key)
+				d->prov->auth(d->api_key, auth, sizeof(auth));
+			g->dep_headers[d->seq] = sg__json_headers(with_key ? auth : NULL,
 			                                          (const char *const *)d->headers,
 			                                          d->nheaders);
 			if (g->dep_headers[d->seq] == NULL)

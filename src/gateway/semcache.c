@@ -437,9 +437,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 	if (rc->key.prompt.max == 0)
 		sg_cache_key_init(&rc->key);
 	sg_cache_key_opts_t ko = {
-		strcmp(cfg->cache.embed, "last_message") == 0 ? SG_EMBED_LAST_MESSAGE
-		: strcmp(cfg->cache.embed, "last_turns") == 0 ? SG_EMBED_LAST_TURNS
-		                                                : SG_EMBED_LAST_USER,
+		(enum sg_cache_embed_mode)cfg->cache.embed_mode,
 		(int)cfg->cache.embed_turns, cfg->cache.max_temperature,
 		sg_cache_hash_key(srv->cache)};
 	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(rc), model->name,

@@ -38,7 +38,7 @@ typedef struct sg_proxy {
 	const sg_model_t *origin;     /* the model group the client asked for */
 	const sg_model_t *model;      /* the group being tried (origin or a fallback) */
 	const sg_deployment_t *dep;   /* deployment of the current (or last) attempt */
-	const sg_provider_t *prov;    /* its translation (NULL: OpenAI-compatible) */
+	const sg_provider_t *prov;    /* its entry of the provider table (NULL before the first attempt) */
 	sg_provider_stream_t *pstream; /* stream translation of the current attempt */
 	sg_upstream_headers_t *hdrs;  /* headers built for this attempt (owned), or NULL */
 	void *root;                   /* parsed request body (json_t reference) */

@@ -23,9 +23,15 @@
 #include "openai_wire.h"
 #include "server_int.h"
 
-#define DEFAULT_AZURE_API_VERSION "2024-10-21"
 
 /* What an attempt allocates for its transfer. */
+/* The attempt's provider translates (Anthropic, Gemini), rather than relaying
+ * OpenAI's wire format as it is (OpenAI, Azure). */
+static int translating(const sg_proxy_t *px)
+{
+	return px->prov != NULL && !px->prov->passthrough;
+}
+
 static void attempt_free(sg_proxy_t *px)
 {
 	free(px->upstream_body);
@@ -226,7 +232,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 	sg__fbuf_str(&o, ctype ? ctype : "");
 	if (px->want_stream && status >= 200 && status < 300 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
-		if (px->prov) {
+		if (translating(px)) {
 			px->pstream = px->prov->stream_new(px->model->name);
 			if (px->pstream == NULL)
 				return SG_ENOMEM;
@@ -307,7 +313,7 @@ static void respond_upstream_error(sg_req_t *req)
 	int status = (int)px->status;
 
 	upstream_headers(req, extra, sizeof(extra));
-	if (px->prov) {
+	if (translating(px)) {
 		sg_buf_reset(&px->out);
 		px->prov->error(px->body.data ? px->body.data : "", px->body.len, &status, &px->out);
 		sg__respond(req, status, "application/json", px->out.data, px->out.len, extra);
@@ -404,12 +410,12 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 	json_t *root = px->root;
 	const char *asked = json_string_value(json_object_get(root, "model"));
 
-	px->prov = sg_provider_find(dep->provider);
+	sg_provider_deployment_t pd = {dep->base_url, dep->model, dep->api_key, dep->api_version};
+
+	px->prov = dep->prov;
 	xr->connect_timeout_ms = dep->connect_timeout_ms;
 	xr->timeout_ms = dep->timeout_ms;
-	if (px->prov) {
-		sg_provider_deployment_t pd = {dep->base_url, dep->model, dep->api_key,
-		                               dep->api_version};
+	if (!px->prov->passthrough) {
 		sg_provider_target_t target;
 		const char *extra[SG_ARRAY_SIZE(target.headers)];
 		sg_buf_t body;
@@ -434,15 +440,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 		xr->body_len = px->upstream_body_len;
 		return 0;
 	}
-	if (strcmp(dep->provider, "azure") == 0)
-		snprintf(px->url, sizeof(px->url), "%s%s?api-version=%s", dep->base_url, px->path,
-		         dep->api_version ? dep->api_version : DEFAULT_AZURE_API_VERSION);
-	else {
-		sg__fbuf_t o;
-		sg__fbuf_init(&o, px->url, sizeof(px->url));
-		sg__fbuf_str(&o, dep->base_url);
-		sg__fbuf_str(&o, px->path);
-	}
+	px->prov->url(&pd, px->path, px->url, sizeof(px->url));
 	xr->url = px->url;
 	xr->headers = req->gen->dep_headers[dep->seq];
 	xr->body = req->body.data;
@@ -625,7 +623,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 	const char *body = px->body.data;
 	size_t len = px->body.len;
 
-	if (px->prov) {
+	if (translating(px)) {
 		sg_buf_reset(&px->out);
 		if (px->prov->response(body ? body : "", len, px->model->name, &px->out) != 0) {
 			sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us, 0, now);

@@ -456,7 +456,28 @@ static void test_stream_error(void)
 
 int main(void)
 {
-	CHECK(sg_provider_find("openai") == NULL && sg_provider_find(NULL) == NULL);
+	CHECK(sg_provider_find("acme") == NULL && sg_provider_find(NULL) == NULL);
+	/* OpenAI and Azure: entries of the table that relay OpenAI's format */
+	{
+		const sg_provider_t *o = sg_provider_find("openai"), *a = sg_provider_find("azure");
+		sg_provider_deployment_t d = {"https://h/v1", "m", "k", NULL};
+		char url[256], auth[128];
+		CHECK(o && o->passthrough && o->request == NULL);
+		CHECK(a && a->passthrough && a->request == NULL);
+		if (o && a) {
+			o->url(&d, "/chat/completions", url, sizeof(url));
+			CHECK_STR(url, "https://h/v1/chat/completions");
+			o->auth("k", auth, sizeof(auth));
+			CHECK_STR(auth, "Authorization: Bearer k");
+			a->url(&d, "/embeddings", url, sizeof(url));
+			CHECK_STR(url, "https://h/v1/embeddings?api-version=2024-10-21");
+			d.api_version = "2025-01-01";
+			a->url(&d, "/embeddings", url, sizeof(url));
+			CHECK_STR(url, "https://h/v1/embeddings?api-version=2025-01-01");
+			a->auth("k", auth, sizeof(auth));
+			CHECK_STR(auth, "api-key: k");
+		}
+	}
 	if (use_provider("anthropic", &test_deployment, "claude-x") != 0)
 		CHECK_DONE();
 	test_request_basic();

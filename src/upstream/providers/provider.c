@@ -8,11 +8,56 @@
 
 #include <jansson.h>
 
+#include "fbuf_int.h"
 #include "provider_int.h"
+
+/* ---- OpenAI and Azure: OpenAI's wire format, relayed as it is ------------- */
+
+#define DEFAULT_AZURE_API_VERSION "2024-10-21"
+
+static void openai_url(const sg_provider_deployment_t *d, const char *path, char *out, size_t n)
+{
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, out, n);
+	sg__fbuf_str(&o, d->base_url);
+	sg__fbuf_str(&o, path);
+}
+
+static void openai_auth(const char *key, char *out, size_t n)
+{
+	snprintf(out, n, "Authorization: Bearer %s", key);
+}
+
+static void azure_url(const sg_provider_deployment_t *d, const char *path, char *out, size_t n)
+{
+	snprintf(out, n, "%s%s?api-version=%s", d->base_url, path,
+	         d->api_version ? d->api_version : DEFAULT_AZURE_API_VERSION);
+}
+
+/* Azure OpenAI authenticates with an api-key header. */
+static void azure_auth(const char *key, char *out, size_t n)
+{
+	snprintf(out, n, "api-key: %s", key);
+}
+
+const sg_provider_t sg__provider_openai = {
+	.name = "openai",
+	.passthrough = 1,
+	.url = openai_url,
+	.auth = openai_auth,
+};
+
+const sg_provider_t sg__provider_azure = {
+	.name = "azure",
+	.passthrough = 1,
+	.url = azure_url,
+	.auth = azure_auth,
+};
 
 const sg_provider_t *sg_provider_find(const char *name)
 {
-	static const sg_provider_t *const all[] = {&sg__provider_anthropic, &sg__provider_gemini};
+	static const sg_provider_t *const all[] = {&sg__provider_openai, &sg__provider_azure,
+	                                           &sg__provider_anthropic, &sg__provider_gemini};
 
 	if (name == NULL)
 		return NULL;

@@ -114,6 +114,8 @@ int sg__tools(const json_t *req, const json_t **tools, enum sg__tool_choice *cho
  * {"name":...}}; NULL (with a message in err) when it is not. */
 const json_t *sg__tool_function(const json_t *tool, size_t i, char *err, size_t errlen);
 
+extern const sg_provider_t sg__provider_openai;
+extern const sg_provider_t sg__provider_azure;
 extern const sg_provider_t sg__provider_anthropic;
 extern const sg_provider_t sg__provider_gemini;
 
