@@ -83,6 +83,13 @@
  *   [[ok-status=CODE]]  a successful reply (any API and format, streamed or
  *                  not) is sent with status CODE (200-299), e.g. 201 or 206,
  *                  its body unchanged.
+ *   [[no-done]]    streamed: every event is sent (the finish chunk, the usage
+ *                  chunk if asked for) except the final data: [DONE]; the HTTP
+ *                  reply then ends properly (the zero-size chunk; the
+ *                  connection stays open). Counted as completed, not cut.
+ *   [[no-done=close]]  the same, but the stream is not chunked: no
+ *                  Content-Length, Connection: close, and it ends when the
+ *                  mock closes the connection.
  *
  * Design: one thread, one loop. llhttp parses requests as bytes arrive; each
  * complete request becomes a reply. A reply that can go out at once is
@@ -164,6 +171,7 @@ struct stream {
 	int status;		/* [[ok-status=CODE]], or 0 for 200 */
 	int clean_end;		/* [[clean-end]]: a cut ends the HTTP reply properly */
 	int no_finish;		/* [[no-finish]]: no finish chunk */
+	int no_done;		/* [[no-done]]: 1, [[no-done=close]]: 2, else 0 */
 	unsigned sse;		/* [[sse=KIND]]: SSE_* bits */
 	size_t pre;		/* [[done-in-content]]: bytes of the first piece of an answer */
 };
@@ -714,6 +722,7 @@ struct faults {
 	int clean_end;		/* [[clean-end]] */
 	int done_in_content;	/* [[done-in-content]] */
 	int no_finish;		/* [[no-finish]] */
+	int no_done;		/* [[no-done]]: 1, [[no-done=close]]: 2 */
 	unsigned sse;		/* [[sse=KIND]]: SSE_* bits */
 	int body;		/* [[body=KIND]]: BODY_* */
 	int ok_status;		/* [[ok-status=CODE]], or 0 */
@@ -790,6 +799,10 @@ static void parse_faults(const char *s, size_t n, struct faults *f)
 			f->done_in_content = 1;
 		else if (len == 9 && memcmp(in, "no-finish", 9) == 0)
 			f->no_finish = 1;
+		else if (len == 7 && memcmp(in, "no-done", 7) == 0)
+			f->no_done = 1;
+		else if (len == 13 && memcmp(in, "no-done=close", 13) == 0)
+			f->no_done = 2;
 		else if (len > 4 && memcmp(in, "sse=", 4) == 0 &&
 			 name_index(sse_kinds, in + 4, len - 4) >= 0)
 			f->sse |= 1u << name_index(sse_kinds, in + 4, len - 4);
@@ -1711,13 +1724,15 @@ static void completion_reply(struct conn *c, struct reply *r, const struct call 
 	r->stream->clean_end = f->clean_end;
 	if (a->fmt == FMT_OPENAI) {
 		r->stream->no_finish = f->no_finish;
+		r->stream->no_done = f->no_done;
 		r->stream->sse = f->sse;
 		if (f->done_in_content && a->tool == NULL)
 			r->stream->pre = sizeof(DONE_TEXT) - 1;
 	}
 	/* HTTP/1.0 has no chunked encoding: the stream ends with the connection. */
 	r->stream->chunked = llhttp_get_http_major(&c->parser) == 1 &&
-			     llhttp_get_http_minor(&c->parser) >= 1;
+			     llhttp_get_http_minor(&c->parser) >= 1 &&
+			     r->stream->no_done != 2;
 	if (!r->stream->chunked)
 		r->flags |= RF_CLOSE;
 	m->st.streams_started++;
@@ -1803,11 +1818,12 @@ static void api_request(struct conn *c, struct reply *r, enum api api, enum fmt 
 		fprintf(stderr, "mock-upstream: fault: status=%d reset=%d delay=%" PRIu64
 			" cut=%" PRId64 " garbage=%d huge=%" PRId64 "\n", f.status,
 			f.reset, f.delay_ms, f.cut, f.garbage, f.huge);
-	if (!m->quiet && (f.clean_end || f.done_in_content || f.no_finish || f.sse || f.body ||
-			  f.ok_status))
+	if (!m->quiet && (f.clean_end || f.done_in_content || f.no_finish || f.no_done ||
+			  f.sse || f.body || f.ok_status))
 		fprintf(stderr, "mock-upstream: fault: clean-end=%d done-in-content=%d "
-			"no-finish=%d sse=%#x body=%s ok-status=%d\n", f.clean_end,
-			f.done_in_content, f.no_finish, f.sse, body_kinds[f.body], f.ok_status);
+			"no-finish=%d no-done=%d sse=%#x body=%s ok-status=%d\n", f.clean_end,
+			f.done_in_content, f.no_finish, f.no_done, f.sse, body_kinds[f.body],
+			f.ok_status);
 	r->delay_ms += f.delay_ms;
 	r->retry_after = f.retry_after;
 	if (f.reset) {
@@ -2177,7 +2193,7 @@ static enum ev_kind stream_event(const struct stream *s, uint64_t idx, struct bu
 		idx -= role + pieces + fin + (s->include_usage ? 1 : 0);
 	else
 		goto data;
-	if (idx == 0) {
+	if (idx == 0 && !s->no_done) {
 		buf_adds(b, "data: [DONE]\n\n");
 		return EV_DONE;
 	}
