@@ -288,8 +288,6 @@ static void after_search(sg_req_t *req)
 	sg_buf_reset(&rc->text);
 	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
 	rc->created = 0;
-	rc->prompt_tokens = -1;
-	rc->completion_tokens = 0;
 	forward(req);
 }
 
@@ -584,11 +582,6 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
 		snprintf(rc->smodel, sizeof(rc->smodel), "%s", json_string_value(json_object_get(ev, "model")));
 	if (json_is_integer(json_object_get(ev, "created")))
 		rc->created = (int64_t)json_integer_value(json_object_get(ev, "created"));
-	v = json_object_get(ev, "usage");
-	if (json_is_object(v)) {
-		rc->prompt_tokens = (long)json_integer_value(json_object_get(v, "prompt_tokens"));
-		rc->completion_tokens = (long)json_integer_value(json_object_get(v, "completion_tokens"));
-	}
 	if (json_object_get(ev, "error"))
 		rc->storable = 0;
 	ch = json_array_get(json_object_get(ev, "choices"), 0);
@@ -624,9 +617,10 @@ void sg__cache_stream_broken(sg_req_t *req)
 	req->cache.storable = 0;
 }
 
-void sg__cache_stream_end(sg_req_t *req, int ok)
+void sg__cache_stream_end(sg_req_t *req, int ok, const sg_usage_t *usage)
 {
 	sg_reqcache_t *rc = &req->cache;
+	long prompt_tokens = (long)usage->prompt, completion_tokens = (long)usage->completion;
 	json_t *resp;
 
 	/* Only an answer that ended as it should: its own [DONE] event and a
@@ -647,22 +641,22 @@ void sg__cache_stream_end(sg_req_t *req, int ok)
 	                 (json_int_t)rc->created, "model", rc->smodel, "choices", choice);
 	if (resp == NULL)
 		return;
-	if (rc->prompt_tokens < 0) {
+	if (prompt_tokens < 0) {
 		/* The stream carried no usage (the client did not ask for it): store an
 		 * estimate, about four bytes a token, so that hits still count savings
 		 * and replays can report usage. */
-		rc->prompt_tokens = (long)(rc->key.prompt.len + 3) / 4;
-		rc->completion_tokens = (long)(rc->text.len + 3) / 4;
+		prompt_tokens = (long)(rc->key.prompt.len + 3) / 4;
+		completion_tokens = (long)(rc->text.len + 3) / 4;
 	}
-	if (rc->prompt_tokens >= 0)
+	if (prompt_tokens >= 0)
 		json_object_set_new(resp, "usage",
-		                    json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)rc->prompt_tokens,
-		                              "completion_tokens", (int)rc->completion_tokens,
-		                              "total_tokens", (int)(rc->prompt_tokens + rc->completion_tokens)));
+		                    json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)prompt_tokens,
+		                              "completion_tokens", (int)completion_tokens,
+		                              "total_tokens", (int)(prompt_tokens + completion_tokens)));
 	char *body = json_dumps(resp, JSON_COMPACT);
 	json_decref(resp);
 	if (body) {
-		store(req, body, strlen(body), rc->prompt_tokens, rc->completion_tokens);
+		store(req, body, strlen(body), prompt_tokens, completion_tokens);
 		free(body);
 	}
 }

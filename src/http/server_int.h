@@ -32,6 +32,11 @@ typedef struct sg_hdr {
 	uint32_t value_off, value_len; /* value */
 } sg_hdr_t;
 
+/* A reply's usage: the numbers of its `usage` object (prompt -1: none seen). */
+typedef struct sg_usage {
+	long long prompt, completion, total;
+} sg_usage_t;
+
 /* What the proxy keeps for one forwarded request, across its attempts. */
 typedef struct sg_proxy {
 	sg_xfer_t *xfer;              /* attempt in flight, or NULL */
@@ -69,6 +74,7 @@ typedef struct sg_proxy {
 	size_t held;                  /* of it, bytes counted in the server's held_bytes */
 	sg_buf_t out;                 /* translated output */
 	int saw_done;                 /* a "data: [DONE]" event went through */
+	sg_usage_t stream_usage;      /* the stream's last `usage` object (for tpm and the cache) */
 	sg_sse_t sse;                 /* the stream's events (OpenAI's format) */
 	sg_buf_t sse_out;             /* whole events to write to the client */
 } sg_proxy_t;
@@ -114,8 +120,6 @@ typedef struct sg_reqcache {
 	char id[128];                /* from the stream */
 	char smodel[128];            /* model reported by the stream */
 	int64_t created;             /* from the stream */
-	long prompt_tokens;          /* usage from the stream (-1: none) */
-	long completion_tokens;      /* usage from the stream */
 } sg_reqcache_t;
 
 /* Where a request is in its life. One setter: req_set_state() in server.c. */
@@ -332,8 +336,9 @@ uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int 
 void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n);
 /** An event of the stream was dropped: what is reassembled is incomplete. */
 void sg__cache_stream_broken(sg_req_t *req);
-/** The stream ended (ok: completed with its own [DONE] event, status 200). */
-void sg__cache_stream_end(sg_req_t *req, int ok);
+/** The stream ended (ok: completed with its own [DONE] event, status 200);
+ * usage: what the stream reported (prompt -1: it carried none). */
+void sg__cache_stream_end(sg_req_t *req, int ok, const sg_usage_t *usage);
 /** The client went away: cancel an embedding in flight, drop references. */
 void sg__cache_abort(sg_req_t *req);
 /** Release the request's cache state (connection teardown). */

@@ -69,6 +69,7 @@ static void attempt_reset(sg_req_t *req)
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
 	px->saw_done = 0;
+	px->stream_usage = (sg_usage_t){-1, 0, 0};
 	sg_sse_reset(&px->sse);
 	sg_buf_reset(&px->sse_out);
 	sg_buf_reset(&px->body);
@@ -141,6 +142,24 @@ static int put_event(sg_buf_t *o, const char *d, size_t n)
 	return sg_buf_append(o, "\n", 1) ? SG_ENOMEM : 0;
 }
 
+/* A reply's usage: the numbers in its top-level `usage` object (0 when
+ * absent). Returns 1 when u is an object it read, else 0. */
+static int read_usage(const sg_json_field_t *u, sg_usage_t *out)
+{
+	sg_json_field_t f[3] = {{"prompt_tokens", 0, {0}}, {"completion_tokens", 0, {0}},
+				{"total_tokens", 0, {0}}};
+	long long *v[3] = {&out->prompt, &out->completion, &out->total};
+
+	memset(out, 0, sizeof(*out));
+	if (!u->found || u->value.len == 0 || u->value.base[0] != '{' ||
+	    sg_json_scan(u->value.base, u->value.len, f, 3) != 0)
+		return 0;
+	for (int i = 0; i < 3; i++)
+		if (f[i].found && sg_json_integer(f[i].value, v[i]) != 0)
+			*v[i] = 0;
+	return 1;
+}
+
 /* One event of the upstream's stream (OpenAI's format, as sent or as
  * translated): a JSON object is relayed and shown to the cache; [DONE] ends
  * the stream; anything else is dropped and counted, so that the client
@@ -163,10 +182,14 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 		px->saw_done = 1;
 		return sg_buf_append(&px->sse_out, "data: [DONE]\n\n", 14) ? SG_ENOMEM : 0;
 	}
+	/* The one place a stream's usage is read (the last `usage` object wins):
+	 * for the router (tpm, the usage strategy) and the cache alike. */
+	sg_json_field_t f[1] = {{"usage", 0, {0}}};
+	sg_usage_t use;
 	size_t i = 0;
 	while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
 		i++;
-	if (i == n || d[i] != '{' || sg_json_scan(d, n, NULL, 0) != 0) {
+	if (i == n || d[i] != '{' || sg_json_scan(d, n, f, 1) != 0) {
 		sg_server_t *srv = sg__req_server(req);
 		char shown[64];
 		size_t k = 0;
@@ -180,6 +203,8 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 		               "is not a JSON object (%zu bytes: %s)", px->dep->id, n, shown);
 		return 0;
 	}
+	if (read_usage(&f[0], &use))
+		px->stream_usage = use;
 	sg__cache_stream_event(req, d, n);
 	return put_event(&px->sse_out, d, n);
 }
@@ -557,7 +582,7 @@ void sg__proxy_retry(sg_req_t *req)
 /* The end of a streamed reply: a clean end only if the upstream's own
  * terminator came through as an event of its own; anything else is
  * reported in-band. */
-static void finish_stream(sg_req_t *req, int err)
+static void finish_stream(sg_req_t *req, int err, uint64_t now)
 {
 	sg_proxy_t *px = &req->proxy;
 
@@ -572,13 +597,18 @@ static void finish_stream(sg_req_t *req, int err)
 		sg_sse_finish(&px->sse, on_event, req);
 		relay_flush(req);
 	}
+	/* Every event is in: the stream's tokens count toward the deployment's
+	 * tpm as a buffered reply's do (deliver()). */
+	sg_router_end(req->gen->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
+	              now - px->attempt_us,
+	              px->stream_usage.total > 0 ? (uint64_t)px->stream_usage.total : 0, now);
 	if (err == 0 && px->saw_done) {
-		sg__cache_stream_end(req, px->status == 200);
+		sg__cache_stream_end(req, px->status == 200, &px->stream_usage);
 		proxy_release(req);
 		sg__stream_end(req);
 		return;
 	}
-	sg__cache_stream_end(req, 0);
+	sg__cache_stream_end(req, 0, &px->stream_usage);
 	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
 	/* The client has whole events only: the error event needs no separator. */
@@ -592,26 +622,6 @@ static void finish_stream(sg_req_t *req, int err)
 		sg__stream_write(req, ev.data, ev.len);
 	sg_buf_free(&ev);
 	sg__stream_end(req);
-}
-
-/* A reply's usage: the numbers in its top-level `usage` object (0 when absent). */
-typedef struct usage {
-	long long prompt, completion, total;
-} usage_t;
-
-static void read_usage(const sg_json_field_t *u, usage_t *out)
-{
-	sg_json_field_t f[3] = {{"prompt_tokens", 0, {0}}, {"completion_tokens", 0, {0}},
-				{"total_tokens", 0, {0}}};
-	long long *v[3] = {&out->prompt, &out->completion, &out->total};
-
-	memset(out, 0, sizeof(*out));
-	if (!u->found || u->value.len == 0 || u->value.base[0] != '{' ||
-	    sg_json_scan(u->value.base, u->value.len, f, 3) != 0)
-		return;
-	for (int i = 0; i < 3; i++)
-		if (f[i].found && sg_json_integer(f[i].value, v[i]) != 0)
-			*v[i] = 0;
 }
 
 /* A complete 2xx reply: check (translate), account, store in the cache, answer. */
@@ -650,7 +660,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 		i++;
 	/* every OpenAI reply is an object: an array is not an answer either */
 	int valid = body != NULL && i < len && body[i] == '{' && sg_json_scan(body, len, f, 1) == 0;
-	usage_t use = {0, 0, 0};
+	sg_usage_t use = {0, 0, 0};
 	if (valid) /* a failed scan may have filled fields: count nothing from it */
 		read_usage(&f[0], &use);
 	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us,
@@ -695,9 +705,7 @@ static void on_done(void *ud, int err)
 
 	px->xfer = NULL;
 	if (px->streaming) {
-		sg_router_end(req->gen->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
-		              now - px->attempt_us, 0, now);
-		finish_stream(req, err);
+		finish_stream(req, err, now);
 		return;
 	}
 	if (!failed && px->status >= 200 && px->status < 300)
