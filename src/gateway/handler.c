@@ -116,12 +116,10 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 		goto out;
 	}
 	int stream = kind != KIND_EMBEDDINGS && json_is_true(json_object_get(root, "stream"));
-	if (kind == KIND_EMBEDDINGS)
-		sg__proxy(req, model, root, paths[kind], 0);
-	else
-		sg__cache_request(req, model, root,
-		                  kind == KIND_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS, paths[kind],
-		                  stream);
+	sg__call_start(req, model, root,
+	               kind == KIND_CHAT ? SG_CALL_CHAT
+	               : kind == KIND_COMPLETIONS ? SG_CALL_COMPLETIONS : SG_CALL_EMBEDDINGS,
+	               paths[kind], stream);
 out:
 	json_decref(root);
 }
@@ -148,13 +146,4 @@ void sg__route_readyz(sg_req_t *req, sg_iovec_t rest)
 	sg__respond(req, 200, "application/json", ready, sizeof(ready) - 1, NULL);
 }
 
-void sg__handle_abort(sg_req_t *req)
-{
-	sg__cache_abort(req);
-	sg__proxy_abort(req);
-}
 
-void sg__handle_writable(sg_req_t *req)
-{
-	sg__proxy_writable(req);
-}

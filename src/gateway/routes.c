@@ -119,3 +119,13 @@ void sg__handle(sg_req_t *req)
 	}
 	r->handler(req, rest);
 }
+
+void sg__handle_abort(sg_req_t *req)
+{
+	sg__call_abort(req);
+}
+
+void sg__handle_writable(sg_req_t *req)
+{
+	sg__call_writable(req);
+}

@@ -134,6 +134,7 @@ static int write_event(sg_req_t *req, json_t *ev)
 	memcpy(framed, "data: ", 6);
 	memcpy(framed + 6, s, n);
 	memcpy(framed + 6 + n, "\n\n", 2);
+	sg__call_event(req, s, n); /* the steps before see a replay as any stream */
 	long q = sg__stream_write(req, framed, n + 8);
 	free(framed);
 	free(s);
@@ -225,6 +226,7 @@ static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 	static const char done[] = "data: [DONE]\n\n";
 	sg__stream_write(req, done, sizeof(done) - 1);
 	json_decref(resp);
+	sg__call_end(req, 1);
 	sg__stream_end(req);
 }
 
@@ -243,22 +245,32 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 	               rc->state == SG_RC_HIT_EXACT ? SG_STAT_HIT_EXACT : SG_STAT_HIT_SEMANTIC,
 	               m->prompt_tokens, m->completion_tokens, money);
 	hit_headers(rc, hit, extra, sizeof(extra));
-	if (stream)
+	/* A hit runs back through the steps before the cache like any answer;
+	 * its usage is what it saved. */
+	sg__fbuf_t o = {extra, strlen(extra), sizeof(extra), 0};
+	req->call.cached = 1;
+	req->call.usage = (sg_usage_t){m->prompt_tokens, m->completion_tokens,
+	                               (long long)m->prompt_tokens + m->completion_tokens};
+	sg__call_head(req, 200, stream, &o);
+	if (stream) {
 		replay_stream(req, extra, m->response);
-	else
-		sg__respond(req, 200, "application/json", m->response.base, m->response.len, extra);
+		return;
+	}
+	sg__call_reply(req, 200, m->response.base, m->response.len, &o);
+	sg__call_end(req, 1);
+	sg__respond(req, 200, "application/json", m->response.base, m->response.len, extra);
 }
 
 /* --- the step ------------------------------------------------------------------------- */
 
+/* A miss, a bypass or the cache off: the next step (upstream) answers. */
 static void forward(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
-	json_t *root = rc->root;
 
+	json_decref(rc->root);
 	rc->root = NULL;
-	sg__proxy(req, rc->model, root, rc->path, rc->stream);
-	json_decref(root);
+	sg__call_next(req);
 }
 
 /* Search done: serve the hit or forward. */
@@ -399,9 +411,14 @@ static void embed(sg_req_t *req)
 	after_embed(req);
 }
 
-void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int kind,
-                       const char *path, int stream)
+static void cache_request(sg_req_t *req)
 {
+	const sg_call_t *call = &req->call;
+	const sg_model_t *model = call->model;
+	void *rootp = call->root;
+	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
+	const char *path = call->path;
+	int stream = call->stream;
 	sg_server_t *srv = sg__req_server(req);
 	const sg_config_t *cfg = req->gen->cfg;
 	sg_reqcache_t *rc = &req->cache;
@@ -473,7 +490,7 @@ void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *rootp, int 
 	embed(req);
 }
 
-void sg__cache_abort(sg_req_t *req)
+static void cache_abort(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
 	if (rc->searching) {
@@ -487,18 +504,15 @@ void sg__cache_abort(sg_req_t *req)
 	rc->root = NULL;
 }
 
-void sg__cache_headers(const sg_req_t *req, char *out, size_t n)
+/* X-Semgate-Cache on what the upstream answered. */
+static void cache_head(sg_req_t *req, int status, int stream, sg__fbuf_t *o)
 {
 	const sg_reqcache_t *rc = &req->cache;
-	if (rc->state == SG_RC_OFF) {
-		out[0] = '\0';
+	if (rc->state == SG_RC_OFF)
 		return;
-	}
-	sg__fbuf_t o;
-	sg__fbuf_init(&o, out, n);
-	sg__fbuf_str(&o, "X-Semgate-Cache: ");
-	sg__fbuf_str(&o, state_names[rc->state]);
-	sg__fbuf_mem(&o, "\r\n", 2);
+	sg__fbuf_str(o, "X-Semgate-Cache: ");
+	sg__fbuf_str(o, state_names[rc->state]);
+	sg__fbuf_mem(o, "\r\n", 2);
 }
 
 static int wants_store(const sg_reqcache_t *rc)
@@ -554,13 +568,21 @@ static int is_answer(const char *body, size_t len, int kind)
 	return ok;
 }
 
-uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
-			       long prompt_tokens, long completion_tokens)
+/* A complete buffered reply: stored when the request wants that, the status
+ * is 200 (only a 200 can be an answer worth keeping) and the body is a chat
+ * or text completion (an object without `error`, every choice a message or a
+ * text); X-Semgate-Cache-Id names the new entry. */
+static void cache_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *o)
 {
-	if (!wants_store(&req->cache) || !replayable ||
-	    !is_answer(body, len, req->cache.kind))
-		return 0; /* not an answer to replay */
-	return store(req, body, len, prompt_tokens, completion_tokens);
+	if (!wants_store(&req->cache) || status != 200 || !is_answer(body, len, req->cache.kind))
+		return; /* not an answer to replay */
+	uint64_t id = store(req, body, len, (long)req->call.usage.prompt,
+	                    (long)req->call.usage.completion);
+	if (id) {
+		sg__fbuf_str(o, "X-Semgate-Cache-Id: ");
+		sg__fbuf_u64(o, id);
+		sg__fbuf_mem(o, "\r\n", 2);
+	}
 }
 
 /* One SSE data line of a streamed reply, folded into the reassembly. */
@@ -601,10 +623,14 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
 	json_decref(ev);
 }
 
-void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n)
+/* One event of a stream relayed to the client, for reassembly (data NULL:
+ * one was dropped, so what is reassembled is incomplete). */
+static void cache_event(sg_req_t *req, const char *data, size_t n)
 {
 	sg_reqcache_t *rc = &req->cache;
 
+	if (data == NULL)
+		rc->storable = 0;
 	if (!wants_store(rc) || !rc->storable)
 		return;
 	if (rc->text.max != 16u << 20)
@@ -612,14 +638,15 @@ void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n)
 	fold_event(rc, data, n);
 }
 
-void sg__cache_stream_broken(sg_req_t *req)
-{
-	req->cache.storable = 0;
-}
-
-void sg__cache_stream_end(sg_req_t *req, int ok, const sg_usage_t *usage)
+/* The answer ended: a stream that completed (ok: its own [DONE], status
+ * 200) is stored; the call's usage has what the stream reported (prompt -1:
+ * it carried none). A buffered reply was stored by cache_reply(). */
+static void cache_end(sg_req_t *req, int ok)
 {
 	sg_reqcache_t *rc = &req->cache;
+	const sg_usage_t *usage = &req->call.usage;
+	if (!req->call.streamed)
+		return;
 	long prompt_tokens = (long)usage->prompt, completion_tokens = (long)usage->completion;
 	json_t *resp;
 
@@ -673,3 +700,13 @@ void sg__cache_req_free(sg_req_t *req)
 	free(rc->vec);
 	sg_buf_free(&rc->text);
 }
+
+const sg_step_t sg__step_cache = {
+	.name = "cache",
+	.request = cache_request,
+	.head = cache_head,
+	.reply = cache_reply,
+	.event = cache_event,
+	.end = cache_end,
+	.abort = cache_abort,
+};

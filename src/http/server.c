@@ -323,6 +323,7 @@ static void conn_free(sg_conn_t *c)
 	free(c->req.proxy.tried);
 	free(c->req.hdr);
 	sg__cache_req_free(&c->req);
+	sg__call_free(&c->req);
 	sg__gen_unref(c->req.gen); /* after everything that may still read it */
 	sg_buf_free(&c->pending);
 	free(c);

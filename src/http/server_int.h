@@ -20,6 +20,7 @@
 #include "semgate/server.h"
 #include "semgate/upstream.h"
 #include "semgate/log.h"
+#include "call.h"
 #include "client_errors.h"
 #include "gen.h"
 #include "u64map.h"
@@ -33,9 +34,6 @@ typedef struct sg_hdr {
 } sg_hdr_t;
 
 /* A reply's usage: the numbers of its `usage` object (prompt -1: none seen). */
-typedef struct sg_usage {
-	long long prompt, completion, total;
-} sg_usage_t;
 
 /* What the proxy keeps for one forwarded request, across its attempts. */
 typedef struct sg_proxy {
@@ -153,6 +151,7 @@ typedef struct sg_req {
 	                           * when it is routed, dropped when the next request on
 	                           * the connection is routed or the connection ends */
 	uint64_t start_us;        /* when the head was complete */
+	sg_call_t call;           /* the call it is (inference endpoints) */
 	sg_proxy_t proxy;         /* proxy state, when forwarded */
 	sg_reqcache_t cache;      /* cache state */
 } sg_req_t;
@@ -293,9 +292,9 @@ void sg__server_hit_counted(sg_server_t *srv);
 
 /** Route a complete request (routes.c). */
 void sg__handle(sg_req_t *req);
-/** The connection went away: release whatever the handler holds (handler.c). */
+/** The connection went away: release whatever the handler holds (routes.c). */
 void sg__handle_abort(sg_req_t *req);
-/** The socket drained below the backpressure mark (handler.c). */
+/** The socket drained below the backpressure mark (routes.c). */
 void sg__handle_writable(sg_req_t *req);
 
 /** Headers for a JSON POST upstream (proxy.c): Content-Type, no wait for
@@ -313,34 +312,12 @@ void sg__req_retry_after(sg_req_t *req, uint64_t ms);
 /** The retry timer fired (proxy.c). */
 void sg__proxy_retry(sg_req_t *req);
 
-/** Forward a chat/completions/embeddings request (proxy.c); root is the
- * parsed body (a reference is taken), path the upstream path ("/chat/completions"). */
-void sg__proxy(sg_req_t *req, const sg_model_t *model, void *root, const char *path, int stream);
+/* Forwarding upstream is sg__step_upstream (proxy.c, call.h), the last step. */
 /** Release proxy state; cancels a transfer in flight. */
 void sg__proxy_abort(sg_req_t *req);
 void sg__proxy_writable(sg_req_t *req);
 
-/* The cache step (semcache.c). */
-/** Serve a chat/completions request from the cache, or forward it. */
-void sg__cache_request(sg_req_t *req, const sg_model_t *model, void *root, int kind,
-                       const char *path, int stream);
-/** Extra response headers for a forwarded request ("X-Semgate-Cache: ..."). */
-void sg__cache_headers(const sg_req_t *req, char *out, size_t n);
-/** A complete non-streamed 2xx reply (body borrowed): store it if the request
- * wants that, replayable says the status allows it (200) and the body is a
- * chat or text completion (an object without `error`, every choice a message
- * or a text). Returns the new entry's id or 0. */
-uint64_t sg__cache_store_reply(sg_req_t *req, const char *body, size_t len, int replayable,
-			       long prompt_tokens, long completion_tokens);
-/** One event of a stream relayed to the client (a JSON object), for reassembly. */
-void sg__cache_stream_event(sg_req_t *req, const char *data, size_t n);
-/** An event of the stream was dropped: what is reassembled is incomplete. */
-void sg__cache_stream_broken(sg_req_t *req);
-/** The stream ended (ok: completed with its own [DONE] event, status 200);
- * usage: what the stream reported (prompt -1: it carried none). */
-void sg__cache_stream_end(sg_req_t *req, int ok, const sg_usage_t *usage);
-/** The client went away: cancel an embedding in flight, drop references. */
-void sg__cache_abort(sg_req_t *req);
+/* The cache step is sg__step_cache (semcache.c, call.h). */
 /** Release the request's cache state (connection teardown). */
 void sg__cache_req_free(sg_req_t *req);
 

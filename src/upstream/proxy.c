@@ -103,8 +103,10 @@ static void proxy_release(sg_req_t *req)
 	px->root = NULL;
 }
 
-/* X-Semgate-Upstream/-Attempts/-Fallback and the cache's headers. */
-static void upstream_headers(const sg_req_t *req, char *out, size_t n)
+/* X-Semgate-Upstream/-Attempts/-Fallback, then the head callbacks of the
+ * steps before this one (the cache's X-Semgate-Cache). */
+static void upstream_headers(sg_req_t *req, int status, int stream, sg__fbuf_t *op, char *out,
+                             size_t n)
 {
 	const sg_proxy_t *px = &req->proxy;
 	sg__fbuf_t o;
@@ -119,8 +121,9 @@ static void upstream_headers(const sg_req_t *req, char *out, size_t n)
 		sg__fbuf_str(&o, px->model->name);
 		sg__fbuf_mem(&o, "\r\n", 2);
 	}
-	if (!sg__fbuf_full(&o))
-		sg__cache_headers(req, out + o.len, n - o.len);
+	sg__call_head(req, status, stream, &o);
+	if (op)
+		*op = o;
 }
 
 static int relay_flush(sg_req_t *req);
@@ -198,14 +201,14 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 			shown[k] = d[k] >= 0x20 && d[k] < 0x7f ? d[k] : '?';
 		shown[k] = '\0';
 		srv->sse_events_dropped++;
-		sg__cache_stream_broken(req);
+		sg__call_event(req, NULL, 0);
 		sg_log_limited(&srv->sse_log, SG_LOG_WARN, "upstream %s: dropped a stream event that "
 		               "is not a JSON object (%zu bytes: %s)", px->dep->id, n, shown);
 		return 0;
 	}
 	if (read_usage(&f[0], &use))
 		px->stream_usage = use;
-	sg__cache_stream_event(req, d, n);
+	sg__call_event(req, d, n);
 	return put_event(&px->sse_out, d, n);
 }
 
@@ -264,7 +267,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 		}
 		px->streaming = 1;
 		sg_sse_reset(&px->sse);
-		upstream_headers(req, extra, sizeof(extra));
+		upstream_headers(req, (int)status, 1, NULL, extra, sizeof(extra));
 		strncat(extra, "Cache-Control: no-cache\r\n", sizeof(extra) - strlen(extra) - 1);
 		sg__stream_begin(req, (int)status, "text/event-stream", extra);
 	}
@@ -304,7 +307,8 @@ static void respond_transport_error(sg_req_t *req, int err)
 	const char *s = px->attempts == 1 ? "" : "s";
 	char extra[768];
 
-	upstream_headers(req, extra, sizeof(extra));
+	upstream_headers(req, err == SG_ETIMEDOUT ? 504 : 502, 0, NULL, extra, sizeof(extra));
+	sg__call_end(req, 0);
 	switch (err) {
 	case SG_ECONNECT:
 		sg__respond_error_h(req, SG_CE_UPSTREAM_UNREACHABLE, extra,
@@ -337,7 +341,8 @@ static void respond_upstream_error(sg_req_t *req)
 	char extra[768];
 	int status = (int)px->status;
 
-	upstream_headers(req, extra, sizeof(extra));
+	upstream_headers(req, status, 0, NULL, extra, sizeof(extra));
+	sg__call_end(req, 0);
 	if (translating(px)) {
 		sg_buf_reset(&px->out);
 		px->prov->error(px->body.data ? px->body.data : "", px->body.len, &status, &px->out);
@@ -363,6 +368,7 @@ static void give_up(sg_req_t *req)
 
 	proxy_release(req);
 	if (px->dep == NULL) {
+		sg__call_end(req, 0);
 		sg__respond_error(req, SG_CE_NO_HEALTHY_UPSTREAM,
 		                  "no deployment of model '%s' can take requests now (all cooling "
 		                  "down after failures or at their rate limits)", px->origin->name);
@@ -555,6 +561,7 @@ static void attempt(sg_req_t *req)
 	int prc = prepare(req, dep, &xr, why, sizeof(why));
 	if (prc) {
 		proxy_release(req);
+		sg__call_end(req, 0);
 		if (prc == SG_ENOMEM)
 			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		else
@@ -567,6 +574,7 @@ static void attempt(sg_req_t *req)
 	if (rc) {
 		sg_router_end(req->gen->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
 		proxy_release(req);
+		sg__call_end(req, 0);
 		sg__respond_error(req, SG_CE_OVERLOADED,
 		                  "cannot start the upstream transfer: %s", sg_strerror(rc));
 		return;
@@ -602,13 +610,14 @@ static void finish_stream(sg_req_t *req, int err, uint64_t now)
 	sg_router_end(req->gen->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
 	              now - px->attempt_us,
 	              px->stream_usage.total > 0 ? (uint64_t)px->stream_usage.total : 0, now);
+	req->call.usage = px->stream_usage;
 	if (err == 0 && px->saw_done) {
-		sg__cache_stream_end(req, px->status == 200, &px->stream_usage);
+		sg__call_end(req, px->status == 200);
 		proxy_release(req);
 		sg__stream_end(req);
 		return;
 	}
-	sg__cache_stream_end(req, 0, &px->stream_usage);
+	sg__call_end(req, 0);
 	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
 	/* The client has whole events only: the error event needs no separator. */
@@ -640,6 +649,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 			sg_log_warn("upstream %s: a %s reply semgate cannot read", px->dep->id,
 			            px->dep->provider);
 			proxy_release(req);
+			sg__call_end(req, 0);
 			sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 			                  "the upstream's reply is not a valid %s response",
 			                  req->proxy.dep->provider);
@@ -670,24 +680,19 @@ static void deliver(sg_req_t *req, uint64_t now)
 		            px->dep->id, px->status);
 		long status = px->status;
 		proxy_release(req);
+		sg__call_end(req, 0);
 		sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 		                  "the upstream answered %ld with a body that is not a JSON object",
 		                  status);
 		return;
 	}
-	upstream_headers(req, extra, sizeof(extra));
-	/* Only a 200 can be an answer worth keeping (the cache looks at the
-	 * body, each choice, before it stores anything). */
-	uint64_t id = sg__cache_store_reply(req, body, len, px->status == 200, use.prompt,
-					    use.completion);
-	if (id) {
-		size_t k = strlen(extra);
-		sg__fbuf_t o = {extra, k, sizeof(extra), 0};
-		sg__fbuf_str(&o, "X-Semgate-Cache-Id: ");
-		sg__fbuf_u64(&o, id);
-		sg__fbuf_mem(&o, "\r\n", 2);
-	}
 	int status = (int)px->status;
+	sg__fbuf_t o;
+	req->call.usage = use;
+	upstream_headers(req, status, 0, &o, extra, sizeof(extra));
+	/* the steps before see the reply (the cache stores it) and its end */
+	sg__call_reply(req, status, body, len, &o);
+	sg__call_end(req, 1);
 	/* The reply goes to the connection as it is: held once, not twice (the
 	 * buffer and a queued copy), and the connection keeps no buffer sized
 	 * for its largest reply. */
@@ -747,13 +752,15 @@ static void on_done(void *ud, int err)
 		return;
 	}
 	proxy_release(req);
+	sg__call_end(req, 0);
 	sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 	                  "the upstream answered with unexpected status %ld", req->proxy.status);
 }
 
 static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
 
-void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *path, int stream)
+static void proxy_start(sg_req_t *req, const sg_model_t *model, void *rootp, const char *path,
+                        int stream)
 {
 	sg_proxy_t *px = &req->proxy;
 
@@ -771,6 +778,7 @@ void sg__proxy(sg_req_t *req, const sg_model_t *model, void *rootp, const char *
 	if (px->tried == NULL || px->ntried < ndeps) {
 		uint8_t *t = realloc(px->tried, ndeps);
 		if (t == NULL) {
+			sg__call_end(req, 0);
 			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 			return;
 		}
@@ -817,3 +825,17 @@ void sg__proxy_writable(sg_req_t *req)
 		sg_xfer_resume(px->xfer);
 	}
 }
+
+/* The last step: forward the call upstream. */
+static void upstream_request(sg_req_t *req)
+{
+	const sg_call_t *c = &req->call;
+	proxy_start(req, c->model, c->root, c->path, c->stream);
+}
+
+const sg_step_t sg__step_upstream = {
+	.name = "upstream",
+	.request = upstream_request,
+	.abort = sg__proxy_abort,
+	.writable = sg__proxy_writable,
+};

@@ -1,0 +1,101 @@
+/* The call and its steps: see call.h. */
+#include <assert.h>
+
+#include <jansson.h>
+
+#include "call.h"
+#include "server_int.h"
+
+/* Chains by endpoint: the cache for completions, then upstream. */
+static const sg_step_t *const chain_cached[] = {&sg__step_cache, &sg__step_upstream};
+static const sg_step_t *const chain_direct[] = {&sg__step_upstream};
+
+void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
+                    const char *path, int stream)
+{
+	sg_call_t *c = &req->call;
+
+	json_decref(c->root);
+	c->model = model;
+	c->root = json_incref(root);
+	c->kind = kind;
+	c->path = path;
+	c->stream = stream;
+	if (kind == SG_CALL_EMBEDDINGS) {
+		c->steps = chain_direct;
+		c->nsteps = SG_ARRAY_SIZE(chain_direct);
+	} else {
+		c->steps = chain_cached;
+		c->nsteps = SG_ARRAY_SIZE(chain_cached);
+	}
+	c->at = 0;
+	c->streamed = 0;
+	c->cached = 0;
+	c->usage = (sg_usage_t){0, 0, 0};
+	c->steps[0]->request(req);
+}
+
+void sg__call_next(sg_req_t *req)
+{
+	sg_call_t *c = &req->call;
+	assert(c->at + 1 < c->nsteps); /* the last step never continues */
+	c->steps[++c->at]->request(req);
+}
+
+/* The response callbacks run on the steps before the one that answered, latest first. */
+#define BEFORE(c, i) for (size_t i = (c)->at; i-- > 0;)
+
+void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra)
+{
+	sg_call_t *c = &req->call;
+	c->streamed = stream;
+	BEFORE(c, i)
+	if (c->steps[i]->head)
+		c->steps[i]->head(req, status, stream, extra);
+}
+
+void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra)
+{
+	sg_call_t *c = &req->call;
+	BEFORE(c, i)
+	if (c->steps[i]->reply)
+		c->steps[i]->reply(req, status, body, len, extra);
+}
+
+void sg__call_event(sg_req_t *req, const char *data, size_t n)
+{
+	sg_call_t *c = &req->call;
+	BEFORE(c, i)
+	if (c->steps[i]->event)
+		c->steps[i]->event(req, data, n);
+}
+
+void sg__call_end(sg_req_t *req, int ok)
+{
+	sg_call_t *c = &req->call;
+	BEFORE(c, i)
+	if (c->steps[i]->end)
+		c->steps[i]->end(req, ok);
+}
+
+void sg__call_abort(sg_req_t *req)
+{
+	sg_call_t *c = &req->call;
+	for (size_t i = c->nsteps; i-- > 0;)
+		if (c->steps[i]->abort)
+			c->steps[i]->abort(req);
+}
+
+void sg__call_writable(sg_req_t *req)
+{
+	sg_call_t *c = &req->call;
+	for (size_t i = 0; i < c->nsteps; i++)
+		if (c->steps[i]->writable)
+			c->steps[i]->writable(req);
+}
+
+void sg__call_free(sg_req_t *req)
+{
+	json_decref(req->call.root);
+	req->call.root = NULL;
+}

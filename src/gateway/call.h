@@ -1,0 +1,90 @@
+/*
+ * The call and its steps.
+ *
+ * A call is what one inference request is to the gateway: the parsed body,
+ * the model group, the endpoint, one usage record. Its steps are a table of
+ * interfaces run in order: each step's request callback continues
+ * (sg__call_next), answers, or goes asynchronous and does one of the two
+ * later. The last step forwards upstream and knows nothing of the others.
+ * Whatever answers (a step, or the upstream through the last step), the
+ * answer runs back through the response callbacks of every step before the
+ * one that answered, latest first: head (add headers), reply (a complete
+ * buffered body, before it is sent), event (one event of a stream), end (the
+ * call is over; its usage is in call.usage). abort runs on every step when
+ * the client goes away. So an observer (the cache's store today; spend,
+ * limits and metrics next) sees cache hits, buffered replies and streams
+ * alike. Every callback but request may be NULL. Loop thread only.
+ */
+#ifndef SEMGATE_CALL_H
+#define SEMGATE_CALL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fbuf_int.h"
+#include "semgate/config.h"
+
+typedef struct sg_req sg_req_t;
+
+/** Token counts of a reply (0 when it said nothing). */
+typedef struct sg_usage {
+	long long prompt, completion, total;
+} sg_usage_t;
+
+/** The endpoints a call can be for. */
+enum sg_call_kind { SG_CALL_CHAT, SG_CALL_COMPLETIONS, SG_CALL_EMBEDDINGS };
+
+typedef struct sg_step {
+	const char *name;
+	/** Continue with sg__call_next(req), answer, or go asynchronous. */
+	void (*request)(sg_req_t *req);
+	/** The answer's head: status, whether it streams; append header lines to extra. */
+	void (*head)(sg_req_t *req, int status, int stream, sg__fbuf_t *extra);
+	/** A complete buffered 2xx reply (OpenAI's format) about to be sent; may add headers. */
+	void (*reply)(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra);
+	/** One event of a streamed answer (a JSON object); data NULL: one was dropped. */
+	void (*event)(sg_req_t *req, const char *data, size_t n);
+	/** The answer ended; ok: completely (a stream with its [DONE]). */
+	void (*end)(sg_req_t *req, int ok);
+	/** The client went away: release what the step holds. */
+	void (*abort)(sg_req_t *req);
+	/** The client's socket drained (back-pressure). */
+	void (*writable)(sg_req_t *req);
+} sg_step_t;
+
+typedef struct sg_call {
+	const sg_model_t *model;           /* the model group asked for */
+	void *root;                        /* the parsed body (json_t, a reference) */
+	enum sg_call_kind kind;            /* endpoint */
+	const char *path;                  /* upstream path ("/chat/completions", ...) */
+	int stream;                        /* the client asked for a stream */
+	const sg_step_t *const *steps;     /* the chain, the upstream step last */
+	size_t nsteps;                     /* entries in steps */
+	size_t at;                         /* the step running (or that answered) */
+	int streamed;                      /* the answer is a stream */
+	int cached;                        /* the cache answered: usage is what it saved */
+	sg_usage_t usage;                  /* the one usage record */
+} sg_call_t;
+
+/** Start a call on req (root: a reference is taken) and run its first step. */
+void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
+                    const char *path, int stream);
+/** The running step continues: run the next one's request callback. */
+void sg__call_next(sg_req_t *req);
+/* The answering step reports its answer (see above). */
+void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra);
+void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra);
+void sg__call_event(sg_req_t *req, const char *data, size_t n);
+void sg__call_end(sg_req_t *req, int ok);
+/** The client went away (every step's abort). */
+void sg__call_abort(sg_req_t *req);
+/** The client's socket drained. */
+void sg__call_writable(sg_req_t *req);
+/** Release what the call holds (the connection's end). */
+void sg__call_free(sg_req_t *req);
+
+/* The steps (gateway/semcache.c, upstream/proxy.c). */
+extern const sg_step_t sg__step_cache;
+extern const sg_step_t sg__step_upstream;
+
+#endif
