@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fsm.h"
 #include "semgate/cache.h"
 #include "semgate/log.h"
 #include "semgate/verify.h"
@@ -769,9 +770,20 @@ static void mark_saved(const save_item_t *it)
 	s->ckpt_bytes = it->bytes;
 }
 
+/* One job at a time, round the cycle: idle -> queued (the loop) -> running
+ * (the saver) -> done (the saver) -> idle (the loop reaps it). */
+static const char *const save_state_names[SAVE__LAST] = {"idle", "queued", "running", "done"};
+static const uint32_t save_next[SAVE__LAST] = {
+	[SAVE_IDLE] = SG_FSM_TO(SAVE_QUEUED),
+	[SAVE_QUEUED] = SG_FSM_TO(SAVE_RUNNING),
+	[SAVE_RUNNING] = SG_FSM_TO(SAVE_DONE),
+	[SAVE_DONE] = SG_FSM_TO(SAVE_IDLE),
+};
+static const sg_fsm_t save_fsm = {"checkpoint job", save_state_names, save_next, SAVE__LAST};
+
 static void save_set_state(saver_t *sv, save_state_t st)
 {
-	assert(st < SAVE__LAST);
+	sg_fsm_move(&save_fsm, sv, sv->state, st);
 	sv->state = st;
 	pthread_cond_broadcast(&sv->cv);
 }

@@ -12,6 +12,7 @@
 #include "semgate/json_scan.h"
 #include "semgate/log.h"
 #include "fbuf_int.h"
+#include "fsm.h"
 #include "server_int.h"
 
 static const char *const state_names[SG_RC__LAST] = {
@@ -20,8 +21,23 @@ static const char *const state_names[SG_RC__LAST] = {
 	[SG_RC_HIT_EXACT] = "hit-exact", [SG_RC_HIT_SEMANTIC] = "hit-semantic",
 };
 
+/* Each call starts off (cache_request); then the lookup decides once, after
+ * the exact lookup or after the embedding and the search. */
+static const uint32_t rc_next[SG_RC__LAST] = {
+	[SG_RC_OFF] = SG_FSM_TO(SG_RC_OFF) | SG_FSM_TO(SG_RC_BYPASS) | SG_FSM_TO(SG_RC_MISS) |
+	              SG_FSM_TO(SG_RC_REFRESH) | SG_FSM_TO(SG_RC_HIT_EXACT) |
+	              SG_FSM_TO(SG_RC_HIT_SEMANTIC),
+	[SG_RC_BYPASS] = SG_FSM_TO(SG_RC_OFF),
+	[SG_RC_MISS] = SG_FSM_TO(SG_RC_OFF),
+	[SG_RC_REFRESH] = SG_FSM_TO(SG_RC_OFF),
+	[SG_RC_HIT_EXACT] = SG_FSM_TO(SG_RC_OFF),
+	[SG_RC_HIT_SEMANTIC] = SG_FSM_TO(SG_RC_OFF),
+};
+static const sg_fsm_t rc_fsm = {"cache lookup", state_names, rc_next, SG_RC__LAST};
+
 static void rc_set_state(sg_reqcache_t *rc, enum sg_rc_state s)
 {
+	sg_fsm_move(&rc_fsm, rc, rc->state, s);
 	rc->state = s;
 }
 
@@ -426,6 +442,7 @@ static void cache_request(sg_req_t *req)
 	const char *problem;
 	int err;
 
+	rc_set_state(rc, SG_RC_OFF); /* a new call */
 	rc->model = model;
 	rc->kind = kind;
 	rc->path = path;

@@ -20,6 +20,7 @@
 #include "semgate/hash.h"
 #include "semgate/log.h"
 #include "fbuf_int.h"
+#include "fsm.h"
 #include "openai_wire.h"
 #include "server_int.h"
 
@@ -110,13 +111,38 @@ static const char *status_text(int status)
 	}
 }
 
+/* A connection only moves towards its close: open -> shutdown (flushing its
+ * last reply) -> linger (reading what the client still sends) -> closing. */
+static const char *const conn_state_names[CONN__LAST] = {"open", "shutdown", "linger", "closing"};
+static const uint32_t conn_next[CONN__LAST] = {
+	[CONN_OPEN] = SG_FSM_TO(CONN_SHUTDOWN) | SG_FSM_TO(CONN_CLOSING),
+	[CONN_SHUTDOWN] = SG_FSM_TO(CONN_LINGER) | SG_FSM_TO(CONN_CLOSING),
+	[CONN_LINGER] = SG_FSM_TO(CONN_CLOSING),
+	[CONN_CLOSING] = 0,
+};
+static const sg_fsm_t conn_fsm = {"connection", conn_state_names, conn_next, CONN__LAST};
+
 static void conn_set_state(sg_conn_t *c, enum conn_state s)
 {
+	sg_fsm_move(&conn_fsm, c, c->state, s);
 	c->state = s;
 }
 
+/* A request is read, handled, maybe streamed, and done; a close ends it in
+ * any state. */
+static const char *const req_state_names[SG_REQ__LAST] = {"none", "reading", "handling",
+                                                          "streaming"};
+static const uint32_t req_next[SG_REQ__LAST] = {
+	[SG_REQ_NONE] = SG_FSM_TO(SG_REQ_NONE) | SG_FSM_TO(SG_REQ_READING),
+	[SG_REQ_READING] = SG_FSM_TO(SG_REQ_NONE) | SG_FSM_TO(SG_REQ_HANDLING),
+	[SG_REQ_HANDLING] = SG_FSM_TO(SG_REQ_NONE) | SG_FSM_TO(SG_REQ_STREAMING),
+	[SG_REQ_STREAMING] = SG_FSM_TO(SG_REQ_NONE),
+};
+static const sg_fsm_t req_fsm = {"request", req_state_names, req_next, SG_REQ__LAST};
+
 static void req_set_state(sg_req_t *req, enum sg_req_state s)
 {
+	sg_fsm_move(&req_fsm, req, req->state, s);
 	req->state = s;
 }
 
@@ -843,7 +869,6 @@ static int on_message_begin(llhttp_t *p)
 	r->expect_continue = 0;
 	r->keep_alive = 1;
 	r->id[0] = '\0';
-	r->cache.state = SG_RC_OFF;
 	c->req_start_us = sg_now_us();
 	c->req_bytes = 0;
 	timer_arm(c, TIMER_REQUEST, c->overflow ? SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
@@ -1171,7 +1196,7 @@ static void on_connection(uv_stream_t *l, int status)
 	c->tcp.data = c;
 	if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
 		c->handles_open = 1;
-		c->state = CONN_CLOSING;
+		conn_set_state(c, CONN_CLOSING);
 		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 		return;
 	}

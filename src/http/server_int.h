@@ -35,8 +35,19 @@ typedef struct sg_hdr {
 
 /* A reply's usage: the numbers of its `usage` object (prompt -1: none seen). */
 
+/* Where the current attempt's transfer is (one setter: at_set_state() in proxy.c). */
+enum sg_attempt_state {
+	SG_AT_NONE,      /* no transfer: before the first attempt, between two, after the last */
+	SG_AT_WAITING,   /* transfer started: no reply yet, or a reply being buffered */
+	SG_AT_STREAMING, /* relaying the reply's events to the client */
+	SG_AT_PAUSING,   /* streaming; the client's socket backed up: pause at the next delivery */
+	SG_AT_PAUSED,    /* streaming; the transfer waits for the socket to drain */
+	SG_AT__LAST
+};
+
 /* What the proxy keeps for one forwarded request, across its attempts. */
 typedef struct sg_proxy {
+	enum sg_attempt_state at;     /* the current attempt (one setter: at_set_state()) */
 	sg_xfer_t *xfer;              /* attempt in flight, or NULL */
 	const sg_model_t *origin;     /* the model group the client asked for */
 	const sg_model_t *model;      /* the group being tried (origin or a fallback) */
@@ -62,9 +73,6 @@ typedef struct sg_proxy {
 	size_t upstream_body_len;     /* bytes in upstream_body */
 	char url[2048];               /* upstream URL */
 	int want_stream;              /* client asked for stream: true */
-	int streaming;                /* relaying SSE to the client */
-	int paused;                   /* xfer paused for client backpressure */
-	int want_pause;               /* pause at the next delivery (socket backed up) */
 	long round_retry_after_s;     /* largest Retry-After seen this round (-1: none) */
 	long status;                  /* upstream HTTP status */
 	char content_type[128];       /* upstream Content-Type */

@@ -20,6 +20,7 @@
 #include "semgate/log.h"
 #include "semgate/sse.h"
 #include "fbuf_int.h"
+#include "fsm.h"
 #include "openai_wire.h"
 #include "server_int.h"
 
@@ -30,6 +31,32 @@
 static int translating(const sg_proxy_t *px)
 {
 	return px->prov != NULL && !px->prov->passthrough;
+}
+
+/* An attempt: none -> waiting (transfer started) -> streaming <-> pausing ->
+ * paused -> streaming ...; any -> none when it ends, fails or is canceled. */
+static const char *const at_state_names[SG_AT__LAST] = {"none", "waiting", "streaming",
+                                                        "pausing", "paused"};
+static const uint32_t at_next[SG_AT__LAST] = {
+	[SG_AT_NONE] = SG_FSM_TO(SG_AT_NONE) | SG_FSM_TO(SG_AT_WAITING),
+	[SG_AT_WAITING] = SG_FSM_TO(SG_AT_NONE) | SG_FSM_TO(SG_AT_STREAMING),
+	[SG_AT_STREAMING] = SG_FSM_TO(SG_AT_NONE) | SG_FSM_TO(SG_AT_PAUSING),
+	[SG_AT_PAUSING] = SG_FSM_TO(SG_AT_NONE) | SG_FSM_TO(SG_AT_PAUSED) |
+	                  SG_FSM_TO(SG_AT_STREAMING),
+	[SG_AT_PAUSED] = SG_FSM_TO(SG_AT_NONE) | SG_FSM_TO(SG_AT_STREAMING),
+};
+static const sg_fsm_t at_fsm = {"upstream attempt", at_state_names, at_next, SG_AT__LAST};
+
+static void at_set_state(sg_proxy_t *px, enum sg_attempt_state s)
+{
+	sg_fsm_move(&at_fsm, px, px->at, s);
+	px->at = s;
+}
+
+/* The attempt relays a stream (paused or not). */
+static int streaming(const sg_proxy_t *px)
+{
+	return px->at >= SG_AT_STREAMING;
 }
 
 static void attempt_free(sg_proxy_t *px)
@@ -62,9 +89,7 @@ static void attempt_reset(sg_req_t *req)
 	body_unhold(req);
 	attempt_free(px);
 	px->xfer = NULL;
-	px->streaming = 0;
-	px->paused = 0;
-	px->want_pause = 0;
+	at_set_state(px, SG_AT_NONE);
 	px->status = 0;
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
@@ -240,8 +265,8 @@ static int relay_flush(sg_req_t *req)
 	sg_buf_reset(&px->sse_out);
 	if (queued < 0)
 		return SG_ECANCELED;
-	if ((unsigned long)queued > SG_STREAM_HIGH_WATER)
-		px->want_pause = 1;
+	if ((unsigned long)queued > SG_STREAM_HIGH_WATER && px->at == SG_AT_STREAMING)
+		at_set_state(px, SG_AT_PAUSING);
 	return 0;
 }
 
@@ -265,7 +290,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 			if (px->pstream == NULL)
 				return SG_ENOMEM;
 		}
-		px->streaming = 1;
+		at_set_state(px, SG_AT_STREAMING);
 		sg_sse_reset(&px->sse);
 		upstream_headers(req, (int)status, 1, NULL, extra, sizeof(extra));
 		strncat(extra, "Cache-Control: no-cache\r\n", sizeof(extra) - strlen(extra) - 1);
@@ -279,17 +304,16 @@ static int on_data(void *ud, const char *p, size_t n)
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->proxy;
 
-	if (!px->streaming) {
+	if (!streaming(px)) {
 		if (sg_buf_append(&px->body, p, n))
 			return SG_ETOOBIG;
 		px->held += n;
 		sg__server_held(sg__req_server(req), (long)n);
 		return 0;
 	}
-	if (px->want_pause) {
+	if (px->at == SG_AT_PAUSING) {
 		/* nothing of this delivery is consumed: curl hands it over again on resume */
-		px->want_pause = 0;
-		px->paused = 1;
+		at_set_state(px, SG_AT_PAUSED);
 		return SG_XFER_PAUSE;
 	}
 	if (px->pstream == NULL)
@@ -570,8 +594,10 @@ static void attempt(sg_req_t *req)
 		return;
 	}
 	sg_router_begin(req->gen->router, dep, now);
+	at_set_state(px, SG_AT_WAITING);
 	int rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
 	if (rc) {
+		at_set_state(px, SG_AT_NONE);
 		sg_router_end(req->gen->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
 		proxy_release(req);
 		sg__call_end(req, 0);
@@ -709,7 +735,9 @@ static void on_done(void *ud, int err)
 	int failed = err != 0 || retryable(px->status);
 
 	px->xfer = NULL;
-	if (px->streaming) {
+	int was_streaming = streaming(px);
+	at_set_state(px, SG_AT_NONE);
+	if (was_streaming) {
 		finish_stream(req, err, now);
 		return;
 	}
@@ -810,6 +838,7 @@ void sg__proxy_abort(sg_req_t *req)
 	if (px->xfer) {
 		sg_xfer_cancel(px->xfer);
 		px->xfer = NULL; /* the pool hands the handle to the next transfer */
+		at_set_state(px, SG_AT_NONE);
 		uint64_t now = sg_now_us();
 		sg_router_end(req->gen->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
 	}
@@ -819,9 +848,10 @@ void sg__proxy_abort(sg_req_t *req)
 void sg__proxy_writable(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->proxy;
-	px->want_pause = 0;
-	if (px->paused && px->xfer) {
-		px->paused = 0;
+	if (px->at == SG_AT_PAUSING) {
+		at_set_state(px, SG_AT_STREAMING); /* drained before the next delivery */
+	} else if (px->at == SG_AT_PAUSED && px->xfer) {
+		at_set_state(px, SG_AT_STREAMING);
 		sg_xfer_resume(px->xfer);
 	}
 }

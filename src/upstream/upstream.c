@@ -10,6 +10,7 @@
 
 #include <curl/curl.h>
 
+#include "fsm.h"
 #include "semgate/upstream.h"
 
 struct sg_upstream_headers {
@@ -51,8 +52,19 @@ struct sg_upstream {
 	int closing;         /* sg_upstream_close() ran */
 };
 
+/* A pooled transfer: free -> running -> (canceled ->) free. A running one
+ * that curl cannot take goes back to free at once. */
+static const char *const xfer_state_names[XFER__LAST] = {"free", "running", "canceled"};
+static const uint32_t xfer_next[XFER__LAST] = {
+	[XFER_FREE] = SG_FSM_TO(XFER_RUNNING) | SG_FSM_TO(XFER_FREE), /* a new one is free */
+	[XFER_RUNNING] = SG_FSM_TO(XFER_FREE) | SG_FSM_TO(XFER_CANCELED),
+	[XFER_CANCELED] = SG_FSM_TO(XFER_FREE),
+};
+static const sg_fsm_t xfer_fsm = {"transfer", xfer_state_names, xfer_next, XFER__LAST};
+
 static void xfer_set_state(sg_xfer_t *x, enum xfer_state s)
 {
+	sg_fsm_move(&xfer_fsm, x, x->state, s);
 	x->state = s;
 }
 

@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "fsm.h"
 #include "provider_int.h"
 
 #define STREAM_LINE_MAX ((size_t)16 * 1024 * 1024) /* one SSE line or event */
@@ -513,11 +514,23 @@ typedef struct anthropic_stream {
 	int model_given;           /* head.model came from the caller */
 } anthropic_stream;
 
+/* start -> message -> done; an error event fails it from any state (final:
+ * later events change nothing). */
+static const char *const astream_state_names[AS_LAST] = {"start", "message", "done", "failed"};
+static const uint32_t astream_next[AS_LAST] = {
+	[AS_START] = SG_FSM_TO(AS_MESSAGE) | SG_FSM_TO(AS_FAILED),
+	[AS_MESSAGE] = SG_FSM_TO(AS_DONE) | SG_FSM_TO(AS_FAILED),
+	[AS_DONE] = SG_FSM_TO(AS_DONE) | SG_FSM_TO(AS_FAILED),
+	[AS_FAILED] = SG_FSM_TO(AS_FAILED),
+};
+static const sg_fsm_t astream_fsm = {"anthropic stream", astream_state_names, astream_next,
+                                     AS_LAST};
+
 static void set_state(anthropic_stream *s, enum astream_state st)
 {
-	assert(st < AS_LAST);
 	if (s->state == AS_FAILED)
 		return; /* final */
+	sg_fsm_move(&astream_fsm, s, s->state, st);
 	s->state = st;
 }
 
@@ -654,7 +667,7 @@ static sg_provider_stream_t *anthropic_stream_new(const char *model)
 	s->model_given = sg__chunk_head_init(&s->head, "msg_unknown", model);
 	for (size_t i = 0; i < MAX_BLOCKS; i++)
 		s->block_tool[i] = -1;
-	s->state = AS_START;
+	/* s->state: AS_START (0), from calloc */
 	return (sg_provider_stream_t *)s;
 }
 

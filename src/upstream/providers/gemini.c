@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "fsm.h"
 #include "provider_int.h"
 
 #define STREAM_LINE_MAX ((size_t)16 * 1024 * 1024) /* one SSE line or event */
@@ -636,6 +637,20 @@ typedef struct gemini_stream {
 	long long completion_tokens;   /* from the latest usageMetadata */
 } gemini_stream;
 
+/* streaming -> failed (an error object; final) */
+static const char *const gstream_state_names[GS_LAST] = {"streaming", "failed"};
+static const uint32_t gstream_next[GS_LAST] = {
+	[GS_STREAMING] = SG_FSM_TO(GS_FAILED),
+	[GS_FAILED] = SG_FSM_TO(GS_FAILED),
+};
+static const sg_fsm_t gstream_fsm = {"gemini stream", gstream_state_names, gstream_next, GS_LAST};
+
+static void set_state(gemini_stream *s, enum gstream_state st)
+{
+	sg_fsm_move(&gstream_fsm, s, s->state, st);
+	s->state = st;
+}
+
 static int start_choice(gemini_stream *s, int ci)
 {
 	if (s->started[ci])
@@ -656,7 +671,7 @@ static int on_reply(gemini_stream *s, const json_t *r, const char *data, size_t 
 	if ((e = json_object_get(r, "error")) != NULL) {
 		const char *msg = json_string_value(json_object_get(e, "message"));
 		const char *st = json_string_value(json_object_get(e, "status"));
-		s->state = GS_FAILED;
+		set_state(s, GS_FAILED);
 		return sg__chunk_error(s->out, msg ? msg : "gemini stream error",
 		                       error_type(st, 500), st);
 	}
@@ -760,8 +775,7 @@ static sg_provider_stream_t *gemini_stream_new(const char *model)
 		return NULL;
 	sg__sse_init(&s->sse, STREAM_LINE_MAX);
 	s->model_given = sg__chunk_head_init(&s->head, "chatcmpl-gemini", model);
-	s->state = GS_STREAMING;
-	return (sg_provider_stream_t *)s;
+	return (sg_provider_stream_t *)s; /* GS_STREAMING (0) */
 }
 
 static int gemini_stream_feed(sg_provider_stream_t *ps, const char *p, size_t n, sg_buf_t *out)
