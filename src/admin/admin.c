@@ -15,7 +15,7 @@
 
 static int authorized(sg_req_t *req)
 {
-	const char *key = sg__req_server(req)->cfg->admin_key;
+	const char *key = sg__req_gateway(req)->cfg->admin_key;
 	sg_iovec_t v;
 	size_t n;
 
@@ -81,23 +81,24 @@ static void respond_json(sg_req_t *req, int status, sg_buf_t *b)
 
 static void handle_stats(sg_req_t *req)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_server_t *srv = sg__req_server(req); /* the front end's figures */
 	sg_buf_t b;
 
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"object\":\"semgate.stats\",");
 	sg_buf_printf(&b, "\"config\":{\"generation\":%llu,\"loaded_at_ms\":%lld,\"reloads\":%llu,"
 	              "\"reload_failures\":%llu,\"file\":",
-	              (unsigned long long)srv->gen->number, (long long)srv->gen->loaded_unix_ms,
-	              (unsigned long long)srv->reloads, (unsigned long long)srv->reload_failures);
-	if (srv->config_path)
-		sg_buf_json_str(&b, srv->config_path, strlen(srv->config_path));
+	              (unsigned long long)gw->gen->number, (long long)gw->gen->loaded_unix_ms,
+	              (unsigned long long)gw->reloads, (unsigned long long)gw->reload_failures);
+	if (gw->config_path)
+		sg_buf_json_str(&b, gw->config_path, strlen(gw->config_path));
 	else
 		sg_buf_puts(&b, "null");
 	sg_buf_puts(&b, "},");
-	if (srv->cache) {
+	if (gw->cache) {
 		sg_cache_stats_t cs;
-		sg_cache_stats(srv->cache, &cs);
+		sg_cache_stats(gw->cache, &cs);
 		sg_buf_printf(&b,
 		              "\"cache\":{\"enabled\":true,\"entries\":%llu,\"bytes\":%llu,"
 		              "\"file_bytes\":%llu,\"index_type\":\"%s\",\"hnsw_scopes\":%llu,"
@@ -112,42 +113,42 @@ static void handle_stats(sg_req_t *req)
 		              cs.checkpoint_in_progress ? "true" : "false",
 		              (unsigned long long)cs.checkpoint_last_ms, (unsigned long long)cs.scopes,
 		              (unsigned long long)cs.evicted, (unsigned long long)cs.expired,
-		              srv->cfg->cache.threshold, cs.store_full ? "true" : "false",
+		              gw->cfg->cache.threshold, cs.store_full ? "true" : "false",
 		              (unsigned long long)cs.store_failures,
 		              (unsigned long long)cs.scope_collisions);
 	} else {
 		sg_buf_puts(&b, "\"cache\":{\"enabled\":false},");
 	}
-	if (srv->embedder) {
+	if (gw->embedder) {
 		sg_embed_stats_t es;
-		sg_embed_stats(srv->embedder, &es);
+		sg_embed_stats(gw->embedder, &es);
 		sg_buf_printf(&b,
 		              "\"embedder\":{\"kind\":\"%s\",\"dim\":%d,\"embedded\":%llu,"
 		              "\"queue_full\":%llu,\"timeouts\":%llu,\"failures\":%llu,"
 		              "\"batches\":%llu,\"mean_batch\":%.2f,\"busy_ms\":%.1f,"
 		              "\"queue_depth\":%llu,\"queue_max\":%llu,\"id\":",
-		              sg_embed_kind(srv->embedder), sg_embed_dim(srv->embedder),
+		              sg_embed_kind(gw->embedder), sg_embed_dim(gw->embedder),
 		              (unsigned long long)es.embedded, (unsigned long long)es.queue_full,
 		              (unsigned long long)es.timeouts, (unsigned long long)es.failures,
 		              (unsigned long long)es.batches,
 		              es.batches ? (double)es.embedded / (double)es.batches : 0.0,
 		              (double)es.busy_us / 1000.0, (unsigned long long)es.queue_depth,
 		              (unsigned long long)es.queue_max);
-		sg_buf_json_str(&b, sg_embed_id(srv->embedder), strlen(sg_embed_id(srv->embedder)));
+		sg_buf_json_str(&b, sg_embed_id(gw->embedder), strlen(sg_embed_id(gw->embedder)));
 		sg_buf_puts(&b, "},");
 	}
-	sg_stats_json(srv->stats, &b);
+	sg_stats_json(gw->stats, &b);
 	sg_buf_puts(&b, ",\"deployments\":{");
-	sg_router_json(srv->gen->router, sg_now_us(), &b);
+	sg_router_json(gw->gen->router, sg_now_us(), &b);
 	sg_buf_printf(&b, "},\"connections\":%zu,\"upstream_in_flight\":%zu,"
 	              "\"server\":{\"held_bytes\":%zu,\"refused_connections\":%llu,"
 	              "\"shed_requests\":%llu,\"slow_clients_closed\":%llu,"
 	              "\"upstream_sse_events_dropped\":%llu}}",
-	              srv->nconns, srv->upstream ? sg_upstream_active(srv->upstream) : 0,
+	              srv->nconns, gw->upstream ? sg_upstream_active(gw->upstream) : 0,
 	              srv->held_bytes, (unsigned long long)srv->refused_connections,
 	              (unsigned long long)srv->shed_requests,
 	              (unsigned long long)srv->slow_clients,
-	              (unsigned long long)srv->sse_events_dropped);
+	              (unsigned long long)gw->sse_events_dropped);
 	respond_json(req, 200, &b);
 }
 
@@ -293,19 +294,19 @@ void sg__admin_reload(sg_req_t *req, sg_iovec_t rest)
 {
 	sg_buf_t b;
 	sg_buf_init(&b, 0);
-	int rc = sg_server_reload(sg__req_server(req), &b);
+	int rc = sg__gateway_reload(sg__req_gateway(req), &b);
 	respond_json(req, rc == 0 ? 200 : rc == SG_ENOMEM ? 503 : 400, &b);
 }
 
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest)
 {
-	handle_clear(req, sg__req_server(req)->cache);
+	handle_clear(req, sg__req_gateway(req)->cache);
 }
 void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest)
 {
-	handle_list(req, sg__req_server(req)->cache);
+	handle_list(req, sg__req_gateway(req)->cache);
 }
 void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest)
 {
-	handle_entry(req, sg__req_server(req)->cache, rest);
+	handle_entry(req, sg__req_gateway(req)->cache, rest);
 }

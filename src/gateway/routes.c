@@ -72,10 +72,10 @@ void sg__handle(sg_req_t *req)
 	if (q)
 		path.len = (size_t)(q - path.base);
 	/* the request runs on the generation current now, whatever reloads come */
-	sg_server_t *srv = sg__req_server(req);
-	if (req->gen != srv->gen) {
+	sg_gateway_t *gw = sg__req_gateway(req);
+	if (req->gen != gw->gen) {
 		sg__gen_unref(req->gen);
-		req->gen = sg__gen_ref(srv->gen);
+		req->gen = sg__gen_ref(gw->gen);
 	}
 	for (size_t i = 0; i < SG_ARRAY_SIZE(routes) && r == NULL; i++)
 		if (match(&routes[i], path, &rest))
@@ -100,7 +100,7 @@ void sg__handle(sg_req_t *req)
 			return sg__respond_error(
 				req, SG_CE_UNAUTHORIZED,
 				"admin endpoints need 'Authorization: Bearer <admin key>'");
-		if (r->auth == AUTH_CACHE && sg__req_server(req)->cache == NULL)
+		if (r->auth == AUTH_CACHE && sg__req_gateway(req)->cache == NULL)
 			return sg__respond_error(req, SG_CE_CACHE_DISABLED,
 			                         "the cache is disabled in the configuration");
 		break;

@@ -248,16 +248,16 @@ static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 
 static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_reqcache_t *rc = &req->cache;
 	const sg_entry_meta_t *m = &hit->entry.m;
 	char extra[512];
 
-	sg__server_hit_counted(srv);
+	sg__gateway_hit_counted(gw);
 
 	double money = (double)m->prompt_tokens * rc->model->input_per_mtok / 1e6 +
 	               (double)m->completion_tokens * rc->model->output_per_mtok / 1e6;
-	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),
+	sg_stats_count(gw->stats, rc->model->name, ns_of(rc),
 	               rc->state == SG_RC_HIT_EXACT ? SG_STAT_HIT_EXACT : SG_STAT_HIT_SEMANTIC,
 	               m->prompt_tokens, m->completion_tokens, money);
 	hit_headers(rc, hit, extra, sizeof(extra));
@@ -292,15 +292,15 @@ static void forward(sg_req_t *req)
 /* Search done: serve the hit or forward. */
 static void after_search(sg_req_t *req)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_reqcache_t *rc = &req->cache;
 	sg_cache_hit_t hit;
 	float best;
 
 	if (rc->search_rc == 0 &&
-	    sg_cache_resolve(srv->cache, &rc->key, &rc->cand, (float)rc->threshold, now_s(), &hit,
+	    sg_cache_resolve(gw->cache, &rc->key, &rc->cand, (float)rc->threshold, now_s(), &hit,
 	                     &best) == 0) {
-		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
+		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
 		json_decref(rc->root);
 		rc->root = NULL;
@@ -309,9 +309,9 @@ static void after_search(sg_req_t *req)
 		return;
 	}
 	if (!rc->no_cache)
-		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
+		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 	rc_set_state(rc, rc->no_cache ? SG_RC_REFRESH : SG_RC_MISS);
-	sg_stats_count(srv->stats, rc->model->name, ns_of(rc),
+	sg_stats_count(gw->stats, rc->model->name, ns_of(rc),
 	               rc->no_cache ? SG_STAT_REFRESH : SG_STAT_MISS, 0, 0, 0);
 	sg_buf_reset(&rc->text);
 	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
@@ -325,7 +325,7 @@ static void search_work(uv_work_t *w)
 	sg_reqcache_t *rc = &req->cache;
 
 	sg_index_set_threads(1); /* one query: no OpenMP team on this worker */
-	rc->search_rc = sg_cache_search(sg__req_server(req)->cache, rc->key.scope_hash, rc->vec,
+	rc->search_rc = sg_cache_search(sg__req_gateway(req)->cache, rc->key.scope_hash, rc->vec,
 	                                &rc->cand);
 }
 
@@ -352,7 +352,7 @@ static void search_done(uv_work_t *w, int status)
  * hundreds of µs; the loop serves other connections meanwhile). */
 static void after_embed(sg_req_t *req)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_reqcache_t *rc = &req->cache;
 
 	rc->search_rc = SG_ENOTFOUND;
@@ -361,7 +361,7 @@ static void after_embed(sg_req_t *req)
 		return after_search(req);
 	rc->search.data = req;
 	rc->search_abandoned = 0;
-	if (uv_queue_work(srv->loop, &rc->search, search_work, search_done) != 0) {
+	if (uv_queue_work(gw->loop, &rc->search, search_work, search_done) != 0) {
 		/* cannot queue: search here */
 		search_work(&rc->search);
 		return after_search(req);
@@ -372,7 +372,7 @@ static void after_embed(sg_req_t *req)
 
 static void embed_failed(sg_req_t *req, const char *why)
 {
-	sg_stats_embed_error(sg__req_server(req)->stats);
+	sg_stats_embed_error(sg__req_gateway(req)->stats);
 	sg_log_warn("%s: embedding failed (%s): the request skips the semantic lookup", req->id, why);
 	req->cache.have_vec = 0;
 }
@@ -383,12 +383,12 @@ static void embed_failed(sg_req_t *req, const char *why)
 static void embed_done(sg_embed_req_t *er, int status)
 {
 	sg_req_t *req = er->data;
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 
 	if (status == 0) {
 		req->cache.have_vec = 1;
 	} else if (status == SG_ETIMEDOUT || status == SG_EFULL) {
-		sg_stats_embed_skip(srv->stats);
+		sg_stats_embed_skip(gw->stats);
 		sg_log_debug("%s: embedder busy (%s): no semantic lookup", req->id, sg_strerror(status));
 	} else {
 		embed_failed(req, sg_strerror(status));
@@ -400,12 +400,12 @@ static void embed_done(sg_embed_req_t *er, int status)
  * embedder (full queue) means no semantic lookup, never a failed request. */
 static void embed(sg_req_t *req)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_reqcache_t *rc = &req->cache;
 	int err;
 
 	if (rc->vec == NULL)
-		rc->vec = malloc(sizeof(float) * (size_t)sg_embed_dim(srv->embedder));
+		rc->vec = malloc(sizeof(float) * (size_t)sg_embed_dim(gw->embedder));
 	if (rc->vec == NULL) {
 		embed_failed(req, "out of memory");
 		return after_embed(req);
@@ -413,13 +413,13 @@ static void embed(sg_req_t *req)
 	rc->embed.data = req;
 	rc->embed.out = rc->vec;
 	rc->embed.cb = embed_done;
-	err = sg_embed_start(srv->embedder, &rc->embed, rc->key.prompt.data, rc->key.prompt.len);
+	err = sg_embed_start(gw->embedder, &rc->embed, rc->key.prompt.data, rc->key.prompt.len);
 	if (err == SG_EMBED_PENDING)
 		return; /* continues in embed_done */
 	if (err == 0) {
 		rc->have_vec = 1;
 	} else if (err == SG_EFULL) {
-		sg_stats_embed_skip(srv->stats);
+		sg_stats_embed_skip(gw->stats);
 		sg_log_debug("%s: embedder queue full: no semantic lookup", req->id);
 	} else {
 		embed_failed(req, sg_strerror(err));
@@ -435,7 +435,7 @@ static void cache_request(sg_req_t *req)
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
 	const char *path = call->path;
 	int stream = call->stream;
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	const sg_config_t *cfg = req->gen->cfg;
 	sg_reqcache_t *rc = &req->cache;
 	sg_cache_hit_t hit;
@@ -454,7 +454,7 @@ static void cache_request(sg_req_t *req)
 	rc->threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
 	rc->include_usage = json_is_true(json_object_get(json_object_get(rc->root, "stream_options"),
 	                                                 "include_usage"));
-	if (srv->cache == NULL || !model->cache_enabled) {
+	if (gw->cache == NULL || !model->cache_enabled) {
 		rc_set_state(rc, SG_RC_OFF);
 		return forward(req);
 	}
@@ -471,13 +471,13 @@ static void cache_request(sg_req_t *req)
 	sg_cache_key_opts_t ko = {
 		(enum sg_cache_embed_mode)cfg->cache.embed_mode,
 		(int)cfg->cache.embed_turns, cfg->cache.max_temperature,
-		sg_cache_hash_key(srv->cache)};
+		sg_cache_hash_key(gw->cache)};
 	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(rc), model->name,
 	                         &ko);
-	if (srv->test_id_bits < 64) {
+	if (gw->test_id_bits < 64) {
 		/* SEMGATE_TEST_SCOPE_ID_BITS: ids that collide at will, for the test
 		 * that no collision becomes a cross-scope hit */
-		uint64_t mask = srv->test_id_bits ? (1ULL << srv->test_id_bits) - 1 : 0;
+		uint64_t mask = gw->test_id_bits ? (1ULL << gw->test_id_bits) - 1 : 0;
 		rc->key.scope_hash &= mask;
 		rc->key.exact_hash &= mask;
 	}
@@ -490,13 +490,13 @@ static void cache_request(sg_req_t *req)
 	if (rc->key.bypass) {
 		rc_set_state(rc, SG_RC_BYPASS);
 		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
-		sg_stats_count(srv->stats, model->name, ns_of(rc), SG_STAT_BYPASS, 0, 0, 0);
+		sg_stats_count(gw->stats, model->name, ns_of(rc), SG_STAT_BYPASS, 0, 0, 0);
 		return forward(req);
 	}
 
 	rc->t0 = sg_now_us();
-	if (!rc->no_cache && sg_cache_lookup_exact(srv->cache, &rc->key, now_s(), &hit) == 0) {
-		sg_stats_lookup_us(srv->stats, sg_now_us() - rc->t0);
+	if (!rc->no_cache && sg_cache_lookup_exact(gw->cache, &rc->key, now_s(), &hit) == 0) {
+		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_EXACT);
 		json_decref(rc->root);
 		rc->root = NULL;
@@ -516,7 +516,7 @@ static void cache_abort(sg_req_t *req)
 		uv_cancel((uv_req_t *)&rc->search);
 	}
 	if (rc->embed.impl)
-		sg_embed_cancel(sg__req_server(req)->embedder, &rc->embed);
+		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
 	json_decref(rc->root);
 	rc->root = NULL;
 }
@@ -539,17 +539,17 @@ static int wants_store(const sg_reqcache_t *rc)
 
 static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long ct)
 {
-	sg_server_t *srv = sg__req_server(req);
+	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_reqcache_t *rc = &req->cache;
 	uint64_t id = 0;
 
-	int err = sg_cache_store(srv->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(rc),
+	int err = sg_cache_store(gw->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(rc),
 	                         rc->model->name, (sg_iovec_t){body, len},
 	                         (uint32_t)(pt > 0 ? pt : 0), (uint32_t)(ct > 0 ? ct : 0), now_s(),
 	                         rc->ttl_s, &id);
 	if (err) {
 		/* Every miss can fail the same way (a full store): one line per few. */
-		sg_log_limited(&srv->store_log, SG_LOG_WARN, "%s: could not store the reply in the cache: %s%s",
+		sg_log_limited(&gw->store_log, SG_LOG_WARN, "%s: could not store the reply in the cache: %s%s",
 		               req->id, sg_strerror(err),
 		               err == SG_EFULL ? " (the store is at cache.map_size_mb: requests are "
 		                                 "still served, nothing new is cached)" : "");
@@ -709,7 +709,7 @@ void sg__cache_req_free(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->cache;
 	if (rc->embed.impl) /* the connection goes: nothing may call back */
-		sg_embed_cancel(sg__req_server(req)->embedder, &rc->embed);
+		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
 	json_decref(rc->root);
 	rc->root = NULL;
 	if (rc->key.prompt.max)

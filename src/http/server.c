@@ -337,20 +337,12 @@ static int conn_write(sg_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
 
 static void conn_free(sg_conn_t *c)
 {
-	if (!c->overflow && c->req.conn)
-		sg__proxy_abort(&c->req); /* what a finished request still holds */
+	if (c->req.conn)
+		c->srv->handler->release(&c->req); /* what a finished request still holds */
 	sg_buf_free(&c->req.url);
 	sg_buf_free(&c->req.hdrs);
 	sg_buf_free(&c->req.body);
-	sg_buf_free(&c->req.proxy.body);
-	sg_buf_free(&c->req.proxy.out);
-	sg_buf_free(&c->req.proxy.sse_out);
-	sg_sse_free(&c->req.proxy.sse);
-	free(c->req.proxy.tried);
 	free(c->req.hdr);
-	sg__cache_req_free(&c->req);
-	sg__call_free(&c->req);
-	sg__gen_unref(c->req.gen); /* after everything that may still read it */
 	sg_buf_free(&c->pending);
 	free(c);
 }
@@ -1357,8 +1349,9 @@ static void noop_close(uv_handle_t *h)
 
 static void server_maybe_done(sg_server_t *srv)
 {
-	if (!srv->draining || srv->conns != NULL || srv->upstream == NULL)
+	if (!srv->draining || srv->conns != NULL || srv->drained)
 		return;
+	srv->drained = 1;
 	sg_log_info("drained: all connections closed");
 	uv_timer_stop(&srv->drain_timer);
 	uv_close((uv_handle_t *)&srv->drain_timer, noop_close);
@@ -1368,14 +1361,7 @@ static void server_maybe_done(sg_server_t *srv)
 	uv_close((uv_handle_t *)&srv->ready_idle, noop_close);
 	uv_timer_stop(&srv->sweep_timer);
 	uv_close((uv_handle_t *)&srv->sweep_timer, noop_close);
-	if (srv->cache) {
-		uv_timer_stop(&srv->maint_timer);
-		uv_close((uv_handle_t *)&srv->maint_timer, noop_close);
-		uv_timer_stop(&srv->hits_timer);
-		uv_close((uv_handle_t *)&srv->hits_timer, noop_close);
-	}
-	sg_upstream_close(srv->upstream);
-	srv->upstream = NULL;
+	srv->handler->drained(srv->app);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
@@ -1404,53 +1390,6 @@ void sg_server_drain(sg_server_t *srv)
 	uv_timer_start(&srv->drain_timer, on_drain_timeout,
 	               (uint64_t)srv->cfg->limits.drain_timeout_ms, 0);
 	server_maybe_done(srv);
-}
-
-static void sync_work(uv_work_t *w)
-{
-	sg_server_t *srv = w->data;
-	srv->sync_rc = sg_cache_sync(srv->cache);
-}
-
-static void sync_done(uv_work_t *w, int status)
-{
-	sg_server_t *srv = w->data;
-	srv->syncing = 0;
-	if (status == 0 && srv->sync_rc)
-		sg_log_warn("cache: fsync failed: %s", sg_strerror(srv->sync_rc));
-}
-
-/* Hit counters go to the store in small writes: see sg_cache_flush_hits(). */
-static void on_hits_flush(uv_timer_t *t)
-{
-	sg_server_t *srv = t->data;
-	sg_cache_flush_hits(srv->cache);
-}
-
-void sg__server_hit_counted(sg_server_t *srv)
-{
-	/* one shot, armed by the first hit after a flush: an idle gateway sleeps */
-	if (srv->cache && !srv->draining && !uv_is_active((uv_handle_t *)&srv->hits_timer))
-		uv_timer_start(&srv->hits_timer, on_hits_flush, HITS_FLUSH_MS, 0);
-}
-
-static void on_maintenance(uv_timer_t *t)
-{
-	sg_server_t *srv = t->data;
-	int64_t now = (int64_t)time(NULL);
-	int checkpoint = now - srv->last_checkpoint_s >= srv->cfg->cache.checkpoint_interval_s;
-	int rc = sg_cache_maintain(srv->cache, now, checkpoint);
-	if (rc)
-		sg_log_warn("cache maintenance: %s", sg_strerror(rc));
-	if (checkpoint)
-		srv->last_checkpoint_s = now;
-	/* Committed data survives a crash of the process as it is; the fsync
-	 * guards against power loss, on a thread of its own. */
-	if (!srv->syncing && !srv->draining) {
-		srv->sync_work.data = srv;
-		if (uv_queue_work(srv->loop, &srv->sync_work, sync_work, sync_done) == 0)
-			srv->syncing = 1;
-	}
 }
 
 /*
@@ -1496,8 +1435,8 @@ static void fit_fd_limit(sg_server_t *srv)
 	            srv->max_overflow);
 }
 
-int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
-                  sg_cache_t *cache, sg_embedder_t *embedder)
+int sg__http_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
+                 const sg_http_handler_t *handler, void *app)
 {
 	struct sockaddr_storage addr;
 	sg_server_t *srv;
@@ -1508,22 +1447,10 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		return SG_ENOMEM;
 	srv->loop = loop;
 	srv->cfg = cfg;
-	srv->cache = cache;
-	srv->embedder = embedder;
-	srv->stats = sg_stats_new();
-	if (srv->stats == NULL) {
-		free(srv);
-		return SG_ENOMEM;
-	}
+	srv->handler = handler;
+	srv->app = app;
 	srv->id_seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
 	fit_fd_limit(srv);
-	srv->test_id_bits = 64;
-	const char *bits = getenv("SEMGATE_TEST_SCOPE_ID_BITS");
-	if (bits && *bits) {
-		srv->test_id_bits = SG_MIN(64, SG_MAX(0, atoi(bits)));
-		sg_log_warn("SEMGATE_TEST_SCOPE_ID_BITS: cache ids cut to %d bits, so that they "
-		            "collide (a test hook)", srv->test_id_bits);
-	}
 	sg__u64map_init(&srv->clients);
 
 	llhttp_settings_init(&srv->parser_settings);
@@ -1536,26 +1463,11 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	srv->parser_settings.on_body = on_body;
 	srv->parser_settings.on_message_complete = on_message_complete;
 
-	rc = sg_upstream_new(&srv->upstream, loop);
-	if (rc)
-		goto fail_upstream;
-	/* generation 1: the configuration main loaded (borrowed: it outlives us) */
-	rc = sg__gen_new(&srv->gen, (sg_config_t *)cfg, 0, NULL, 1, sg_now_us() ^ srv->id_seed);
-	if (rc)
-		goto fail_headers;
-
-	if (cache && embedder == NULL) {
-		/* the openai embedder: a transfer on this server's upstream client */
-		if ((rc = sg__embed_openai_new(&srv->owned_embedder, srv->upstream,
-		                               &cfg->cache.embedder)) != 0)
-			goto fail_headers;
-		srv->embedder = srv->owned_embedder;
-	}
 	if (uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&addr) != 0 &&
 	    uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&addr) != 0) {
 		sg_log_error("listen: \"%s\" is not an IPv4 or IPv6 address", cfg->listen_host);
 		rc = SG_EINVAL;
-		goto fail_headers;
+		goto fail;
 	}
 	uv_tcp_init(loop, &srv->listener);
 	srv->listener.data = srv;
@@ -1566,7 +1478,7 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		sg_log_error("listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, uv_strerror(rc));
 		uv_close((uv_handle_t *)&srv->listener, noop_close);
 		rc = SG_EIO;
-		goto fail_headers;
+		goto fail;
 	}
 	int len = sizeof(addr);
 	uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&addr, &len);
@@ -1582,22 +1494,11 @@ int sg_server_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	srv->sweep_timer.data = srv;
 	uv_timer_start(&srv->sweep_timer, on_sweep, SWEEP_MS, SWEEP_MS);
 	uv_unref((uv_handle_t *)&srv->sweep_timer);
-	if (cache) {
-		srv->last_checkpoint_s = (int64_t)time(NULL);
-		uv_timer_init(loop, &srv->maint_timer);
-		srv->maint_timer.data = srv;
-		uv_timer_start(&srv->maint_timer, on_maintenance, 1000, 1000);
-		uv_timer_init(loop, &srv->hits_timer);
-		srv->hits_timer.data = srv;
-	}
 	*out = srv;
 	return 0;
 
-fail_headers:
-	sg_upstream_close(srv->upstream);
-	srv->upstream = NULL;
-fail_upstream:
-	srv->draining = 1;
+fail:
+	srv->draining = srv->drained = 1;
 	*out = srv;
 	return rc;
 }
@@ -1607,14 +1508,20 @@ int sg_server_port(const sg_server_t *srv)
 	return srv->port;
 }
 
-void sg_server_free(sg_server_t *srv)
+void sg__http_free(sg_server_t *srv)
 {
 	if (srv == NULL)
 		return;
-	sg__gen_unref(srv->gen);
-	free(srv->config_path);
-	sg_embed_free(srv->owned_embedder);
-	sg_stats_free(srv->stats);
 	sg__u64map_free(&srv->clients);
 	free(srv);
+}
+
+void sg__server_set_config(sg_server_t *srv, const sg_config_t *cfg)
+{
+	srv->cfg = cfg;
+}
+
+void *sg__req_app(const sg_req_t *req)
+{
+	return req->conn->srv->app;
 }

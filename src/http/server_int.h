@@ -22,6 +22,7 @@
 #include "semgate/log.h"
 #include "call.h"
 #include "client_errors.h"
+#include "gateway.h"
 #include "gen.h"
 #include "u64map.h"
 
@@ -165,34 +166,32 @@ typedef struct sg_req {
 } sg_req_t;
 
 /* Server-wide state: the only mutable state there is. */
+/* What the front end calls: all it knows of what serves its requests. */
+typedef struct sg_http_handler {
+	void (*request)(sg_req_t *req);   /* a complete request: answer it (now or later) */
+	void (*abort)(sg_req_t *req);     /* the client went away while it was answered */
+	void (*writable)(sg_req_t *req);  /* the socket drained below the back-pressure mark */
+	void (*release)(sg_req_t *req);   /* the connection is freed: drop what req holds */
+	void (*drained)(void *app);       /* draining, and every connection has closed */
+} sg_http_handler_t;
+
+/* The HTTP/1.1 front end (server.c): listener, connections, parsing, limits. */
 struct sg_server {
 	uv_loop_t *loop;          /* borrowed */
-	const sg_config_t *cfg;   /* the current generation's (gen->cfg) */
+	const sg_config_t *cfg;   /* the current configuration (its limits; sg__server_set_config) */
+	const sg_http_handler_t *handler; /* who answers requests */
+	void *app;                /* the handler's object (the gateway) */
 	uv_tcp_t listener;        /* accepting socket */
 	uv_timer_t drain_timer;   /* drain deadline */
 	uv_timer_t date_timer;    /* refreshes the cached Date header */
-	sg_upstream_t *upstream;  /* libcurl multi on the loop */
-	sg_cache_t *cache;        /* the semantic cache, or NULL when off (borrowed) */
-	sg_embedder_t *embedder;  /* the cache's embedder (borrowed or owned_embedder) */
-	sg_embedder_t *owned_embedder; /* the openai one, made here with upstream */
-	sg_stats_t *stats;        /* statistics (owned) */
-	uv_timer_t maint_timer;   /* cache maintenance */
-	uv_timer_t hits_timer;    /* cache hit counters to the store, often */
 	uv_idle_t spin;           /* busy polling: keeps the loop from sleeping */
 	uint64_t spin_until_us;   /* when busy polling stops */
-	uv_work_t sync_work;      /* fsync of the cache off the loop */
-	int syncing;              /* sync_work is queued or running */
-	int sync_rc;              /* its result */
-	int64_t last_checkpoint_s; /* when indexes were last checkpointed */
-	sg_gen_t *gen;            /* the current config generation (a reference) */
-	char *config_path;        /* the file a reload reads, or NULL (built-in config) */
-	uint64_t reloads;         /* reloads that took effect */
-	uint64_t reload_failures; /* reloads refused (an invalid file) */
 	llhttp_settings_t parser_settings; /* shared llhttp callbacks */
 	sg_conn_t *conns;         /* all open connections */
 	size_t nconns;            /* in conns, overflow ones excluded */
 	int port;                 /* bound port */
 	int draining;             /* sg_server_drain() ran */
+	int drained;              /* ... and every connection closed (handler->drained ran) */
 	uint64_t next_req_id;     /* request id counter */
 	uint32_t id_seed;         /* random per process, in request ids */
 	char date[64];            /* "Date: ...\r\n" for the current second */
@@ -211,14 +210,26 @@ struct sg_server {
 	uint64_t refused_connections; /* beyond a connection limit, or accept failed */
 	uint64_t shed_requests;   /* answered 503 because of limits.max_held_bytes */
 	uint64_t slow_clients;    /* closed for a slow request or for not reading */
-	uint64_t sse_events_dropped; /* upstream stream events that were not JSON objects */
-	int test_id_bits;         /* SEMGATE_TEST_SCOPE_ID_BITS (a test hook; 64: off) */
-	sg_log_limit_t shed_log;  /* rate limits for lines a client or upstream can cause */
+	sg_log_limit_t shed_log;  /* rate limits for lines a client can cause */
 	sg_log_limit_t slow_log;
 	sg_log_limit_t refused_log;
-	sg_log_limit_t store_log;
-	sg_log_limit_t sse_log;
 };
+
+/** Start a front end on cfg->listen_* handing requests to handler (app: its
+ * object). As sg_server_new(): even on failure *out may be set. */
+int sg__http_new(sg_server_t **out, uv_loop_t *loop, const sg_config_t *cfg,
+                 const sg_http_handler_t *handler, void *app);
+/** A reload's configuration (its limits apply from now on). */
+void sg__server_set_config(sg_server_t *srv, const sg_config_t *cfg);
+/** Free the front end once the loop has finished. */
+void sg__http_free(sg_server_t *srv);
+/** The handler's object of the front end a request came in on (the gateway). */
+void *sg__req_app(const sg_req_t *req);
+/** The gateway serving a request. */
+static inline sg_gateway_t *sg__req_gateway(const sg_req_t *req)
+{
+	return (sg_gateway_t *)sg__req_app(req);
+}
 
 /* Response API for the handlers (server.c). Each of respond/respond_error/
  * stream_end ends the request; after it the handler must not touch req. */
@@ -294,11 +305,9 @@ int sg__req_release(sg_req_t *req);
 
 /** Note activity: the loop busy-polls for limits.busy_poll_us from now. */
 void sg__server_kick(sg_server_t *srv);
-/** A cache hit was counted: its counter reaches the store within a few ms
- * (small writes often, none while idle; see sg_cache_flush_hits()). */
-void sg__server_hit_counted(sg_server_t *srv);
 
-/** Route a complete request (routes.c). */
+/** Route a complete request (routes.c); with sg__handle_abort and
+ * sg__handle_writable, the gateway's handler of the front end (gateway.c). */
 void sg__handle(sg_req_t *req);
 /** The connection went away: release whatever the handler holds (routes.c). */
 void sg__handle_abort(sg_req_t *req);
@@ -323,6 +332,8 @@ void sg__proxy_retry(sg_req_t *req);
 /* Forwarding upstream is sg__step_upstream (proxy.c, call.h), the last step. */
 /** Release proxy state; cancels a transfer in flight. */
 void sg__proxy_abort(sg_req_t *req);
+/** The same, and free the proxy's buffers (the connection's end). */
+void sg__proxy_req_free(sg_req_t *req);
 void sg__proxy_writable(sg_req_t *req);
 
 /* The cache step is sg__step_cache (semcache.c, call.h). */

@@ -218,16 +218,16 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 	while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
 		i++;
 	if (i == n || d[i] != '{' || sg_json_scan(d, n, f, 1) != 0) {
-		sg_server_t *srv = sg__req_server(req);
+		sg_gateway_t *gw = sg__req_gateway(req);
 		char shown[64];
 		size_t k = 0;
 		/* what the upstream sent, printable only: it goes into the log */
 		for (; k < n && k < sizeof(shown) - 1; k++)
 			shown[k] = d[k] >= 0x20 && d[k] < 0x7f ? d[k] : '?';
 		shown[k] = '\0';
-		srv->sse_events_dropped++;
+		gw->sse_events_dropped++;
 		sg__call_event(req, NULL, 0);
-		sg_log_limited(&srv->sse_log, SG_LOG_WARN, "upstream %s: dropped a stream event that "
+		sg_log_limited(&gw->sse_log, SG_LOG_WARN, "upstream %s: dropped a stream event that "
 		               "is not a JSON object (%zu bytes: %s)", px->dep->id, n, shown);
 		return 0;
 	}
@@ -595,7 +595,7 @@ static void attempt(sg_req_t *req)
 	}
 	sg_router_begin(req->gen->router, dep, now);
 	at_set_state(px, SG_AT_WAITING);
-	int rc = sg_xfer_start(srv->upstream, &xr, &proxy_cbs, req, &px->xfer);
+	int rc = sg_xfer_start(sg__req_gateway(req)->upstream, &xr, &proxy_cbs, req, &px->xfer);
 	if (rc) {
 		at_set_state(px, SG_AT_NONE);
 		sg_router_end(req->gen->router, dep, SG_ATTEMPT_CANCELED, 0, 0, now);
@@ -843,6 +843,20 @@ void sg__proxy_abort(sg_req_t *req)
 		sg_router_end(req->gen->router, px->dep, SG_ATTEMPT_CANCELED, now - px->attempt_us, 0, now);
 	}
 	proxy_release(req);
+}
+
+void sg__proxy_req_free(sg_req_t *req)
+{
+	sg_proxy_t *px = &req->proxy;
+
+	sg__proxy_abort(req);
+	sg_buf_free(&px->body);
+	sg_buf_free(&px->out);
+	sg_buf_free(&px->sse_out);
+	sg_sse_free(&px->sse);
+	free(px->tried);
+	px->tried = NULL;
+	px->ntried = 0;
 }
 
 void sg__proxy_writable(sg_req_t *req)
