@@ -85,6 +85,21 @@ int sg__chunk_head_init(sg__chunk_head_t *h, const char *id, const char *model)
 	return 1;
 }
 
+int sg__chunk_event(sg_buf_t *out, const char *id, const char *object, long long created,
+                    const char *model, json_t *choice, const json_t *usage)
+{
+	json_t *v = json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", object, "created",
+	                      (json_int_t)created, "model", model);
+
+	if (v == NULL || json_object_set_new(v, "choices", choice ? json_pack("[o]", choice)
+	                                                          : json_array()) != 0 ||
+	    (usage && json_object_set(v, "usage", (json_t *)usage) != 0)) {
+		json_decref(v);
+		return SG_ENOMEM;
+	}
+	return append_event(out, v);
+}
+
 int sg__chunk(sg_buf_t *out, const sg__chunk_head_t *h, int index, json_t *delta,
               const char *finish_reason)
 {
@@ -94,23 +109,27 @@ int sg__chunk(sg_buf_t *out, const sg__chunk_head_t *h, int index, json_t *delta
 
 	if (choice == NULL)
 		return SG_ENOMEM;
-	return append_event(out, json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", h->id, "object",
-	                                   "chat.completion.chunk", "created",
-	                                   (json_int_t)h->created, "model", h->model,
-	                                   "choices", choice));
+	return sg__chunk_event(out, h->id, "chat.completion.chunk", h->created, h->model, choice,
+	                       NULL);
+}
+
+/* OpenAI's usage object of those counts; NULL on allocation failure. */
+static json_t *usage_of(long long prompt_tokens, long long completion_tokens)
+{
+	return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)prompt_tokens,
+	                 "completion_tokens", (json_int_t)completion_tokens, "total_tokens",
+	                 (json_int_t)(prompt_tokens + completion_tokens));
 }
 
 int sg__chunk_usage_done(sg_buf_t *out, const sg__chunk_head_t *h, long long prompt_tokens,
                          long long completion_tokens)
 {
-	int rc = append_event(out, json_pack("{s:s,s:s,s:I,s:s,s:[],s:{s:I,s:I,s:I}}", "id",
-	                                     h->id, "object", "chat.completion.chunk",
-	                                     "created", (json_int_t)h->created, "model",
-	                                     h->model, "choices", "usage", "prompt_tokens",
-	                                     (json_int_t)prompt_tokens, "completion_tokens",
-	                                     (json_int_t)completion_tokens, "total_tokens",
-	                                     (json_int_t)(prompt_tokens + completion_tokens)));
+	json_t *usage = usage_of(prompt_tokens, completion_tokens);
+	int rc = usage ? sg__chunk_event(out, h->id, "chat.completion.chunk", h->created, h->model,
+	                                 NULL, usage)
+	               : SG_ENOMEM;
 
+	json_decref(usage);
 	return rc ? rc : sg_buf_puts(out, "data: [DONE]\n\n");
 }
 
@@ -143,23 +162,37 @@ json_t *sg__assistant_message(const char *text, size_t len, int has_calls)
 	return msg;
 }
 
-int sg__completion(sg_buf_t *out, const char *id, const char *model, json_t *choices,
-                   long long prompt_tokens, long long completion_tokens)
+int sg__completion_object(sg_buf_t *out, const char *id, const char *object, long long created,
+                          const char *model, json_t *choices, json_t *usage)
 {
 	json_t *v;
 	int rc;
 
-	if (choices == NULL)
+	if (choices == NULL) {
+		json_decref(usage);
 		return SG_ENOMEM;
-	v = json_pack("{s:s,s:s,s:I,s:s,s:o,s:{s:I,s:I,s:I}}", "id", id, "object",
-	              "chat.completion", "created", (json_int_t)time(NULL), "model", model,
-	              "choices", choices, "usage", "prompt_tokens", (json_int_t)prompt_tokens,
-	              "completion_tokens", (json_int_t)completion_tokens, "total_tokens",
-	              (json_int_t)(prompt_tokens + completion_tokens));
-	if (v == NULL)
+	}
+	v = json_pack("{s:s,s:s,s:I,s:s,s:o}", "id", id, "object", object, "created",
+	              (json_int_t)created, "model", model, "choices", choices);
+	if (v == NULL || (usage && json_object_set_new(v, "usage", usage) != 0)) {
+		json_decref(v);
 		return SG_ENOMEM;
+	}
 	rc = sg__json_append(out, v);
 	json_decref(v);
 	return rc;
+}
+
+int sg__completion(sg_buf_t *out, const char *id, const char *model, json_t *choices,
+                   long long prompt_tokens, long long completion_tokens)
+{
+	json_t *usage = usage_of(prompt_tokens, completion_tokens);
+
+	if (usage == NULL) {
+		json_decref(choices);
+		return SG_ENOMEM;
+	}
+	return sg__completion_object(out, id, "chat.completion", (long long)time(NULL), model,
+	                             choices, usage);
 }
 

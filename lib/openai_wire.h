@@ -31,6 +31,12 @@ typedef struct sg__chunk_head {
 /* Set id, created (now) and, when model is not NULL, model. Returns whether
  * the model was given. */
 int sg__chunk_head_init(sg__chunk_head_t *h, const char *id, const char *model);
+/* The one writer of a stream's chunk events: append "data: {"id","object",
+ * "created","model","choices":[choice],"usage"}\n\n". object:
+ * "chat.completion.chunk" or "text_completion"; choice is stolen (NULL:
+ * "choices":[]); usage is borrowed (NULL: no "usage"). */
+int sg__chunk_event(sg_buf_t *out, const char *id, const char *object, long long created,
+                    const char *model, json_t *choice, const json_t *usage);
 /* Append one SSE event "data: {chat.completion.chunk}\n\n" for choice
  * index with that delta (stolen; NULL: {}) and finish_reason (NULL: null). */
 int sg__chunk(sg_buf_t *out, const sg__chunk_head_t *h, int index, json_t *delta,
@@ -47,7 +53,12 @@ void sg__out_rewind(sg_buf_t *out, size_t mark);
  * or null when it is empty and the message has tool calls. NULL on
  * allocation failure. */
 json_t *sg__assistant_message(const char *text, size_t len, int has_calls);
-/* Append a chat.completion object; choices is stolen. */
+/* The one writer of a completion object: {"id","object","created","model",
+ * "choices","usage"}. object: "chat.completion" or "text_completion";
+ * choices and usage are stolen (usage NULL: none). */
+int sg__completion_object(sg_buf_t *out, const char *id, const char *object, long long created,
+                          const char *model, json_t *choices, json_t *usage);
+/* Append a chat.completion object created now; choices is stolen. */
 int sg__completion(sg_buf_t *out, const char *id, const char *model, json_t *choices,
                    long long prompt_tokens, long long completion_tokens);
 

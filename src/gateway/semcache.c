@@ -13,6 +13,7 @@
 #include "semgate/log.h"
 #include "fbuf_int.h"
 #include "fsm.h"
+#include "openai_wire.h"
 #include "server_int.h"
 
 static const char *const state_names[SG_RC__LAST] = {
@@ -135,39 +136,31 @@ static void hit_headers(const sg_reqcache_t *rc, const sg_cache_hit_t *hit, char
 		snprintf(out + k, n - (size_t)k, "X-Semgate-Similarity: %.4f\r\n", hit->similarity);
 }
 
-static int write_event(sg_req_t *req, json_t *ev)
+/* One replayed event: choice (stolen; NULL: "choices":[]) or usage
+ * (borrowed) with the stored reply's id, created and model, written by the one
+ * chunk writer (lib/openai_wire.c). */
+static int write_event(sg_req_t *req, const json_t *resp, const char *object, json_t *choice,
+                       const json_t *usage)
 {
-	char *s = json_dumps(ev, JSON_COMPACT);
-	json_decref(ev);
-	if (s == NULL)
-		return SG_ENOMEM;
-	size_t n = strlen(s);
-	char *framed = malloc(n + 8);
-	if (framed == NULL) {
-		free(s);
-		return SG_ENOMEM;
-	}
-	memcpy(framed, "data: ", 6);
-	memcpy(framed + 6, s, n);
-	memcpy(framed + 6 + n, "\n\n", 2);
-	sg__call_event(req, s, n); /* the steps before see a replay as any stream */
-	long q = sg__stream_write(req, framed, n + 8);
-	free(framed);
-	free(s);
-	return q < 0 ? (int)q : 0;
-}
+	const json_t *id = json_object_get(resp, "id"), *created = json_object_get(resp, "created");
+	const json_t *model = json_object_get(resp, "model");
+	sg_buf_t ev;
+	long q = 0;
 
-static json_t *chunk_base(json_t *resp, const char *object)
-{
-	json_t *c = json_object();
-	json_t *id = json_object_get(resp, "id"), *created = json_object_get(resp, "created");
-	json_t *model = json_object_get(resp, "model");
-	/* borrowed values are shared (incref), fresh ones handed over */
-	json_object_set_new(c, "id", id ? json_incref(id) : json_string("chatcmpl-semgate"));
-	json_object_set_new(c, "object", json_string(object));
-	json_object_set_new(c, "created", created ? json_incref(created) : json_integer(0));
-	json_object_set_new(c, "model", model ? json_incref(model) : json_string(""));
-	return c;
+	if (choice == NULL && usage == NULL)
+		return SG_ENOMEM; /* the caller's json_pack failed */
+	sg_buf_init(&ev, 0);
+	int rc = sg__chunk_event(&ev, json_is_string(id) ? json_string_value(id) : "chatcmpl-semgate",
+	                         object, json_is_integer(created) ? json_integer_value(created) : 0,
+	                         json_is_string(model) ? json_string_value(model) : "", choice,
+	                         usage);
+	if (rc == 0) {
+		/* the steps before see a replay as any stream: the event's JSON object */
+		sg__call_event(req, ev.data + 6, ev.len - 8);
+		q = sg__stream_write(req, ev.data, ev.len);
+	}
+	sg_buf_free(&ev);
+	return rc ? rc : q < 0 ? (int)q : 0;
 }
 
 /* Send a stored chat.completion / text_completion as server-sent events. */
@@ -184,15 +177,13 @@ static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 	sg__stream_begin(req, 200, "text/event-stream", extra);
 	json_array_foreach(choices, i, ch) {
 		json_t *idx = json_object_get(ch, "index");
-		json_t *c, *choice, *delta;
+		json_t *choice, *delta;
 		if (chat) {
 			json_t *msg = json_object_get(ch, "message");
 			/* first: the role */
-			c = chunk_base(resp, object);
 			choice = json_pack("{s:O?,s:{s:s,s:s},s:n}", "index", idx, "delta", "role",
 			                   "assistant", "content", "", "finish_reason");
-			json_object_set_new(c, "choices", json_pack("[o]", choice));
-			write_event(req, c);
+			write_event(req, resp, object, choice, NULL);
 			/* then the content and tool calls, as one delta */
 			delta = json_object();
 			if (json_is_string(json_object_get(msg, "content")))
@@ -210,35 +201,23 @@ static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 			}
 			if (json_object_get(msg, "refusal") && !json_is_null(json_object_get(msg, "refusal")))
 				json_object_set(delta, "refusal", json_object_get(msg, "refusal"));
-			c = chunk_base(resp, object);
 			choice = json_pack("{s:O?,s:o,s:n}", "index", idx, "delta", delta, "finish_reason");
-			json_object_set_new(c, "choices", json_pack("[o]", choice));
-			write_event(req, c);
+			write_event(req, resp, object, choice, NULL);
 			/* last: the finish reason */
-			c = chunk_base(resp, object);
 			choice = json_pack("{s:O?,s:{},s:O?}", "index", idx, "delta", "finish_reason",
 			                   json_object_get(ch, "finish_reason"));
-			json_object_set_new(c, "choices", json_pack("[o]", choice));
-			write_event(req, c);
+			write_event(req, resp, object, choice, NULL);
 		} else {
-			c = chunk_base(resp, object);
 			choice = json_pack("{s:O?,s:O?,s:n,s:n}", "index", idx, "text",
 			                   json_object_get(ch, "text"), "logprobs", "finish_reason");
-			json_object_set_new(c, "choices", json_pack("[o]", choice));
-			write_event(req, c);
-			c = chunk_base(resp, object);
+			write_event(req, resp, object, choice, NULL);
 			choice = json_pack("{s:O?,s:s,s:n,s:O?}", "index", idx, "text", "", "logprobs",
 			                   "finish_reason", json_object_get(ch, "finish_reason"));
-			json_object_set_new(c, "choices", json_pack("[o]", choice));
-			write_event(req, c);
+			write_event(req, resp, object, choice, NULL);
 		}
 	}
-	if (rc->include_usage && json_object_get(resp, "usage")) {
-		json_t *c = chunk_base(resp, object);
-		json_object_set_new(c, "choices", json_array());
-		json_object_set(c, "usage", json_object_get(resp, "usage"));
-		write_event(req, c);
-	}
+	if (rc->include_usage && json_object_get(resp, "usage"))
+		write_event(req, resp, object, NULL, json_object_get(resp, "usage"));
 	static const char done[] = "data: [DONE]\n\n";
 	sg__stream_write(req, done, sizeof(done) - 1);
 	json_decref(resp);
@@ -665,7 +644,6 @@ static void cache_end(sg_req_t *req, int ok)
 	if (!req->call.streamed)
 		return;
 	long prompt_tokens = (long)usage->prompt, completion_tokens = (long)usage->completion;
-	json_t *resp;
 
 	/* Only an answer that ended as it should: its own [DONE] event and a
 	 * finish reason (a stream cut off upstream has neither, whatever bytes
@@ -680,11 +658,6 @@ static void cache_end(sg_req_t *req, int ok)
 	                      : json_pack("{s:i,s:s%,s:n,s:s}", "index", 0, "text", rc->text.data,
 	                                  rc->text.len, "logprobs", "finish_reason",
 	                                  rc->finish_reason);
-	resp = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", rc->id[0] ? rc->id : "semgate",
-	                 "object", chat ? "chat.completion" : "text_completion", "created",
-	                 (json_int_t)rc->created, "model", rc->smodel, "choices", choice);
-	if (resp == NULL)
-		return;
 	if (prompt_tokens < 0) {
 		/* The stream carried no usage (the client did not ask for it): store an
 		 * estimate, about four bytes a token, so that hits still count savings
@@ -692,17 +665,22 @@ static void cache_end(sg_req_t *req, int ok)
 		prompt_tokens = (long)(rc->key.prompt.len + 3) / 4;
 		completion_tokens = (long)(rc->text.len + 3) / 4;
 	}
-	if (prompt_tokens >= 0)
-		json_object_set_new(resp, "usage",
-		                    json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)prompt_tokens,
-		                              "completion_tokens", (int)completion_tokens,
-		                              "total_tokens", (int)(prompt_tokens + completion_tokens)));
-	char *body = json_dumps(resp, JSON_COMPACT);
-	json_decref(resp);
-	if (body) {
-		store(req, body, strlen(body), prompt_tokens, completion_tokens);
-		free(body);
+	json_t *u = json_pack("{s:i,s:i,s:i}", "prompt_tokens", (int)prompt_tokens,
+	                          "completion_tokens", (int)completion_tokens, "total_tokens",
+	                          (int)(prompt_tokens + completion_tokens));
+	sg_buf_t body;
+	sg_buf_init(&body, 0);
+	/* the one completion writer (lib/openai_wire.c) */
+	if (choice && u &&
+	    sg__completion_object(&body, rc->id[0] ? rc->id : "semgate",
+	                          chat ? "chat.completion" : "text_completion", rc->created,
+	                          rc->smodel, json_pack("[o]", choice), u) == 0)
+		store(req, body.data, body.len, prompt_tokens, completion_tokens);
+	else if (!(choice && u)) {
+		json_decref(choice);
+		json_decref(u);
 	}
+	sg_buf_free(&body);
 }
 
 void sg__cache_req_free(sg_req_t *req)
