@@ -283,7 +283,7 @@ static void after_search(sg_req_t *req)
 		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
 		json_decref(rc->root);
 		rc->root = NULL;
-		serve_hit(req, &hit, rc->stream);
+		serve_hit(req, &hit, req->call.stream);
 		sg_cache_hit_free(&hit);
 		return;
 	}
@@ -412,7 +412,6 @@ static void cache_request(sg_req_t *req)
 	const sg_model_t *model = call->model;
 	void *rootp = call->root;
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
-	const char *path = call->path;
 	int stream = call->stream;
 	sg_gateway_t *gw = sg__req_gateway(req);
 	const sg_config_t *cfg = req->gen->cfg;
@@ -424,8 +423,6 @@ static void cache_request(sg_req_t *req)
 	rc_set_state(rc, SG_RC_OFF); /* a new call */
 	rc->model = model;
 	rc->kind = kind;
-	rc->path = path;
-	rc->stream = stream;
 	rc->no_store = 0;
 	rc->have_vec = 0;
 	rc->storable = 1;

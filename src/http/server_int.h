@@ -102,8 +102,6 @@ typedef struct sg_reqcache {
 	enum sg_rc_state state;      /* one setter: rc_set_state() */
 	const sg_model_t *model;     /* model group */
 	int kind;                    /* enum sg_cache_kind */
-	int stream;                  /* the client asked for a stream */
-	const char *path;            /* upstream path ("/chat/completions", ...) */
 	int no_cache;                /* Cache-Control: no-cache */
 	int no_store;                /* Cache-Control: no-store */
 	double threshold;            /* similarity needed for a hit */
