@@ -27,7 +27,7 @@ config (the cache on) and checked against what a correct gateway must do:
 sent and repeated until it is an exact hit (stores happen in completion
 order), then the faulty request is repeated.
 
-The fault markers are documented at the top of bench/mock_upstream.c.
+The fault markers are documented at the top of bench/mock/main.c.
 """
 
 import json
@@ -41,7 +41,7 @@ import harness as h  # noqa: E402
 CHAT = "/v1/chat/completions"
 TEXT = "/v1/completions"
 HITS = ("hit-exact", "hit-semantic")
-# [[done-in-content]]: the text every answer starts with (bench/mock_upstream.c).
+# [[done-in-content]]: the text every answer starts with (DONE_TEXT in bench/mock/mock.h).
 DONE_TEXT = "A stream of server-sent events ends with:\n\ndata: [DONE]\n\n"
 
 

@@ -19,7 +19,7 @@
   exhaust a tpm limit and steer the `usage` strategy.
 
 The fault markers ([[no-done]], [[no-done=close]], [[status=N]]) are
-documented at the top of bench/mock_upstream.c.
+documented at the top of bench/mock/main.c.
 """
 
 import json
