@@ -1,56 +1,178 @@
 #!/usr/bin/env bash
-# A/B of two semgate binaries on the proxy path, interleaved in one run:
-#   bash bench/bench_ab.sh BIN_A BIN_B [--rounds 3] [--duration 8] [--build build]
-# Both serve one model on the same mock upstream with the cache off; each round runs
-# wrk at 64 connections (req/s) and at 1 connection (p50/p99) on A, then on B.
-# Prints per-round figures and the medians. Loopback only; stops what it starts.
+# A/B of two semgate binaries, interleaved in one run:
+#   bash bench/bench_ab.sh BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds 3]
+#        [--duration 8] [--build build] [--entries 2000]
+# Modes (all: the three in that order, each on its own pair of servers):
+#   proxy     cache off, one model on the mock upstream: every request goes upstream.
+#   exact     cache on (local embedder, a fresh cache dir per side), one repeated prompt
+#             (bench/wrk/chat.lua), primed by one request: every request is an exact hit.
+#   semantic  cache on (local embedder), each side on its own copy of a cache of --entries
+#             synthetic entries written by its own cachebench (the one next to BIN, else
+#             --build's), wrk sending paraphrases of stored prompts (bench/wrk/semantic.lua,
+#             queries from cachebench --emit-queries): semantic hits, never byte-identical.
+# Each round runs wrk at 64 connections (req/s) and at 1 connection (p50/p99) on A, then on
+# B. Prints per-round figures, the medians, B/A of the medians, the lowest and highest
+# per-round B/A, and each side's own round-to-round range, then /stats's hit counters of
+# each server (exact and semantic hits must dominate in their modes). --build is the dir
+# with mock-upstream (relative to the repository root, or absolute).
+# Exits 3 if wrk saw non-2xx responses or socket errors, 4 if a cache mode's hits were not
+# of its kind. Loopback only; stops what it starts.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-[ $# -ge 2 ] || { echo "usage: $0 BIN_A BIN_B [--rounds N] [--duration S] [--build DIR]" >&2; exit 2; }
+usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N]"
+[ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$1 bin_b=$2; shift 2
-rounds=3 duration=8 build=build
+rounds=3 duration=8 build=build mode=proxy entries=2000
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
 	--duration) duration=$2; shift 2 ;;
 	--build) build=$2; shift 2 ;;
-	*) echo "unknown option $1" >&2; exit 2 ;;
+	--mode) mode=$2; shift 2 ;;
+	--entries) entries=$2; shift 2 ;;
+	*) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
 	esac
 done
+case "$mode" in
+proxy | exact | semantic) modes=$mode ;;
+all) modes="proxy exact semantic" ;;
+*) echo "unknown mode $mode" >&2; exit 2 ;;
+esac
+case "$build" in /*) bdir=$build ;; *) bdir=$top/$build ;; esac
 bench_name=ab
 . "$top/bench/common.sh"
-mock=$(free_port)
-"$top/$build/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null & pids+=($!)
-declare -A port
-for side in a b; do
-	port[$side]=$(free_port)
-	printf '{"listen":"127.0.0.1:%s","log_level":"error","cache":{"enabled":false},"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
-		"${port[$side]}" "$mock" >"$work/$side.json"
-done
-"$bin_a" --config "$work/a.json" & pids+=($!)
-"$bin_b" --config "$work/b.json" & pids+=($!)
-for side in a b; do
-	until curl -fsS "http://127.0.0.1:${port[$side]}/healthz" >/dev/null 2>&1; do sleep 0.05; done
-done
-lua=$top/bench/wrk/chat.lua
-url() { echo "http://127.0.0.1:${port[$1]}/v1/chat/completions"; }
-us() { awk '{v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000000} print v}'; }
-for side in a b; do : >"$work/$side.rps"; : >"$work/$side.p50"; : >"$work/$side.p99"; done
-for r in $(seq "$rounds"); do
-	for side in a b; do
-		rps=$(timeout $((duration + 30)) wrk -t2 -c64 -d"${duration}s" -s "$lua" "$(url $side)" | awk '/Requests\/sec/ {print $2}')
-		out=$(timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency -s "$lua" "$(url $side)")
-		p50=$(echo "$out" | grep -E '^ +50%' | us) p99=$(echo "$out" | grep -E '^ +99%' | us)
-		echo "$rps" >>"$work/$side.rps"; echo "$p50" >>"$work/$side.p50"; echo "$p99" >>"$work/$side.p99"
-		echo "round $r $side: $rps req/s at 64 connections; p50 ${p50} us, p99 ${p99} us at 1"
-	done
-done
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo
-printf '%-28s %12s %12s %8s\n' "median of $rounds rounds" "A" "B" "B/A"
-for m in rps p50 p99; do
-	a=$(median "$work/a.$m") b=$(median "$work/b.$m")
-	printf '%-28s %12s %12s %8.2f\n' "$m" "$a" "$b" "$(echo "$b / $a" | bc -l)"
-done
+declare -A bin=([a]=$bin_a [b]=$bin_b)
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "A: $bin_a"
 echo "B: $bin_b"
+echo "modes: $modes; $rounds rounds of ${duration} s per wrk run; mock: $bdir/mock-upstream"
+
+mock=$(free_port)
+"$bdir/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null & pids+=($!)
+declare -A port pid
+wait_ready() { # side: until /healthz answers, 60 s at most, or the process died
+	local i
+	for i in $(seq 1200); do
+		curl -fsS "http://127.0.0.1:${port[$1]}/healthz" >/dev/null 2>&1 && return 0
+		kill -0 "${pid[$1]}" 2>/dev/null || { echo "semgate $1 exited; log:" >&2; cat "$work/$1.log" >&2; exit 1; }
+		sleep 0.05
+	done
+	echo "semgate $1 not ready after 60 s" >&2; exit 1
+}
+chat='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+# Writes the configs of mode $1 and anything the cache needs; sets lua and queries.
+prepare() {
+	local m=$1 side cb
+	for side in a b; do
+		port[$side]=$(free_port)
+		case "$m" in
+		proxy)
+			printf '{"listen":"127.0.0.1:%s","log_level":"error","cache":{"enabled":false},"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
+				"${port[$side]}" "$mock" >"$work/$side.json" ;;
+		exact)
+			rm -rf "$work/exact-$side"
+			printf '{"listen":"127.0.0.1:%s","log_level":"error","cache":{"path":"%s","embedder":{"provider":"local"}},"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
+				"${port[$side]}" "$work/exact-$side" "$mock" >"$work/$side.json" ;;
+		semantic)
+			cb=$(dirname "${bin[$side]}")/cachebench
+			[ -x "$cb" ] || cb=$bdir/cachebench
+			rm -rf "$work/sem-$side"
+			echo "side $side: $cb --entries $entries"
+			"$cb" --path "$work/sem-$side" --entries "$entries" --queries 1000 \
+				--emit-queries "$work/queries-$side.txt" >"$work/cachebench-$side.log" 2>&1 ||
+				{ cat "$work/cachebench-$side.log" >&2; exit 1; }
+			grep -E '^(lookup|disk)' "$work/cachebench-$side.log" | sed 's/^/  /'
+			printf '{"listen":"127.0.0.1:%s","log_level":"error","models":[{"name":"m","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}],"cache":{"path":"%s","max_entries":0,"max_bytes":0,"ttl_s":0,"verify":false,"embedder":{"provider":"local"}}}\n' \
+				"${port[$side]}" "$mock" "$work/sem-$side" >"$work/$side.json" ;;
+		esac
+	done
+	lua=$top/bench/wrk/chat.lua
+	if [ "$m" = semantic ]; then
+		lua=$top/bench/wrk/semantic.lua
+		cmp -s "$work/queries-a.txt" "$work/queries-b.txt" &&
+			echo "both cachebench runs emitted the same $(wc -l <"$work/queries-a.txt") queries" ||
+			echo "note: the two cachebench runs emitted different queries; each side gets its own"
+	fi
+}
+start() {
+	local side
+	for side in a b; do
+		"${bin[$side]}" --config "$work/$side.json" 2>"$work/$side.log" & pid[$side]=$!; pids+=($!)
+	done
+	for side in a b; do wait_ready $side; done
+	if [ "$1" = exact ]; then # the one miss, stored before wrk starts
+		for side in a b; do
+			curl -fsS -o /dev/null -H 'Content-Type: application/json' -d "$chat" "$(url $side)"
+			for i in $(seq 200); do
+				[ "$(stats_field $side 'c["cache"]["entries"]')" -ge 1 ] && break
+				sleep 0.05
+			done
+		done
+	fi
+}
+stop() {
+	local side
+	for side in a b; do kill "${pid[$side]}" 2>/dev/null || true; wait "${pid[$side]}" 2>/dev/null || true; done
+}
+url() { echo "http://127.0.0.1:${port[$1]}/v1/chat/completions"; }
+stats_field() { curl -fsS "http://127.0.0.1:${port[$1]}/stats" | python3 -c "import json,sys; c=json.load(sys.stdin); print($2)"; }
+us() { awk '{v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000000} print v}'; }
+# wrk's own error lines: non-2xx/3xx responses and socket errors, summed.
+errs() { awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}'; }
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+status=0
+summary=$work/summary.txt
+: >"$summary"
+for m in $modes; do
+	echo
+	echo "== mode $m (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+	prepare "$m"
+	start "$m"
+	export QUERIES=""
+	for side in a b; do : >"$work/$m.$side.rps"; : >"$work/$m.$side.p50"; : >"$work/$m.$side.p99"; echo 0 >"$work/$m.$side.err"; done
+	for r in $(seq "$rounds"); do
+		for side in a b; do
+			[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
+			out1=$(timeout $((duration + 30)) wrk -t2 -c64 -d"${duration}s" -s "$lua" "$(url $side)")
+			out=$(timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency -s "$lua" "$(url $side)")
+			rps=$(echo "$out1" | awk '/Requests\/sec/ {print $2}')
+			p50=$(echo "$out" | grep -E '^ +50%' | us) p99=$(echo "$out" | grep -E '^ +99%' | us)
+			e=$(( $(cat "$work/$m.$side.err") + $(echo "$out1" | errs) + $(echo "$out" | errs) ))
+			echo "$e" >"$work/$m.$side.err"
+			echo "$rps" >>"$work/$m.$side.rps"; echo "$p50" >>"$work/$m.$side.p50"; echo "$p99" >>"$work/$m.$side.p99"
+			echo "round $r $side: $rps req/s at 64 connections; p50 ${p50} us, p99 ${p99} us at 1"
+		done
+	done
+	echo
+	printf '%-22s %10s %10s %6s %15s %19s %19s\n' "$m, $rounds rounds" "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
+	for k in rps p50 p99; do
+		a=$(median "$work/$m.a.$k" | awk '{printf "%.0f", $1}') b=$(median "$work/$m.b.$k" | awk '{printf "%.0f", $1}')
+		# per-round B/A (B's round r over A's round r), lowest and highest
+		rr=$(paste "$work/$m.a.$k" "$work/$m.b.$k" | awk '{r=$2/$1; if (NR==1||r<lo) lo=r; if (NR==1||r>hi) hi=r} END {printf "%.2f-%.2f", lo, hi}')
+		ra=$(sort -n "$work/$m.a.$k" | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}')
+		rb=$(sort -n "$work/$m.b.$k" | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}')
+		ratio=$(echo "$(median "$work/$m.b.$k") / $(median "$work/$m.a.$k")" | bc -l)
+		printf '%-22s %10s %10s %6.2f %15s %19s %19s\n' "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb"
+		printf '%-9s %-4s %10s %10s %6.2f %11s %19s %19s\n' "$m" "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb" >>"$summary"
+	done
+	for side in a b; do
+		line=$(stats_field $side '"; ".join(["%s %s" % (k, c.get("overall", {}).get(k, "-")) for k in ("requests", "hits_exact", "hits_semantic", "misses", "bypasses")] + ["cache entries %s" % c.get("cache", {}).get("entries", "-")])')
+		e=$(cat "$work/$m.$side.err")
+		echo "$side /stats: $line; wrk non-2xx + socket errors: $e"
+		[ "$e" -eq 0 ] || status=3
+		if [ "$m" != proxy ]; then
+			kind=hits_$m
+			ok=$(stats_field $side "int(c['overall']['$kind'] >= 0.99 * c['overall']['requests'])")
+			[ "$ok" = 1 ] || { echo "  $side: $kind do not dominate: these are not $m-hit figures" >&2; [ $status -ne 0 ] || status=4; }
+		fi
+	done
+	stop
+done
+echo
+echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "summary (req/s; p50/p99 in us at 1 connection; B/A min-max: per-round ratios; A, B min-max: each side's range over rounds)"
+printf '%-9s %-4s %10s %10s %6s %11s %19s %19s\n' mode fig "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
+cat "$summary"
+echo "A: $bin_a"
+echo "B: $bin_b"
+exit $status
