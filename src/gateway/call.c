@@ -1,5 +1,6 @@
 /* The call and its steps: see call.h. */
 #include <assert.h>
+#include <stdlib.h>
 
 #include <jansson.h>
 
@@ -13,7 +14,11 @@ static const sg_step_t *const chain_direct[] = {&sg__step_upstream};
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
                     const char *path, int stream)
 {
-	sg_call_t *c = &req->call;
+	if (req->call == NULL && (req->call = calloc(1, sizeof(*req->call))) == NULL) {
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
+		return;
+	}
+	sg_call_t *c = req->call;
 
 	json_decref(c->root);
 	c->model = model;
@@ -37,7 +42,7 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 
 void sg__call_next(sg_req_t *req)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
 	assert(c->at + 1 < c->nsteps); /* the last step never continues */
 	c->steps[++c->at]->request(req);
 }
@@ -47,7 +52,7 @@ void sg__call_next(sg_req_t *req)
 
 void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
 	c->streamed = stream;
 	BEFORE(c, i)
 	if (c->steps[i]->head)
@@ -56,7 +61,7 @@ void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra)
 
 void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
 	BEFORE(c, i)
 	if (c->steps[i]->reply)
 		c->steps[i]->reply(req, status, body, len, extra);
@@ -64,7 +69,7 @@ void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg_
 
 void sg__call_event(sg_req_t *req, const char *data, size_t n)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
 	BEFORE(c, i)
 	if (c->steps[i]->event)
 		c->steps[i]->event(req, data, n);
@@ -72,7 +77,7 @@ void sg__call_event(sg_req_t *req, const char *data, size_t n)
 
 void sg__call_end(sg_req_t *req, int ok)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
 	BEFORE(c, i)
 	if (c->steps[i]->end)
 		c->steps[i]->end(req, ok);
@@ -80,7 +85,9 @@ void sg__call_end(sg_req_t *req, int ok)
 
 void sg__call_abort(sg_req_t *req)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
+	if (c == NULL)
+		return; /* no call on this connection yet */
 	for (size_t i = c->nsteps; i-- > 0;)
 		if (c->steps[i]->abort)
 			c->steps[i]->abort(req);
@@ -88,7 +95,9 @@ void sg__call_abort(sg_req_t *req)
 
 void sg__call_writable(sg_req_t *req)
 {
-	sg_call_t *c = &req->call;
+	sg_call_t *c = req->call;
+	if (c == NULL)
+		return;
 	for (size_t i = 0; i < c->nsteps; i++)
 		if (c->steps[i]->writable)
 			c->steps[i]->writable(req);
@@ -96,6 +105,11 @@ void sg__call_writable(sg_req_t *req)
 
 void sg__call_free(sg_req_t *req)
 {
-	json_decref(req->call.root);
-	req->call.root = NULL;
+	if (req->call == NULL)
+		return;
+	sg__proxy_req_free(req);
+	sg__cache_req_free(req);
+	json_decref(req->call->root);
+	free(req->call);
+	req->call = NULL;
 }

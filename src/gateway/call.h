@@ -52,19 +52,8 @@ typedef struct sg_step {
 	void (*writable)(sg_req_t *req);
 } sg_step_t;
 
-typedef struct sg_call {
-	const sg_model_t *model;           /* the model group asked for */
-	void *root;                        /* the parsed body (json_t, a reference) */
-	enum sg_call_kind kind;            /* endpoint */
-	const char *path;                  /* upstream path ("/chat/completions", ...) */
-	int stream;                        /* the client asked for a stream */
-	const sg_step_t *const *steps;     /* the chain, the upstream step last */
-	size_t nsteps;                     /* entries in steps */
-	size_t at;                         /* the step running (or that answered) */
-	int streamed;                      /* the answer is a stream */
-	int cached;                        /* the cache answered: usage is what it saved */
-	sg_usage_t usage;                  /* the one usage record */
-} sg_call_t;
+/* The call: defined in server_int.h, next to the steps' per-call state it holds. */
+typedef struct sg_call sg_call_t;
 
 /** Start a call on req (root: a reference is taken) and run its first step. */
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
@@ -80,7 +69,7 @@ void sg__call_end(sg_req_t *req, int ok);
 void sg__call_abort(sg_req_t *req);
 /** The client's socket drained. */
 void sg__call_writable(sg_req_t *req);
-/** Release what the call holds (the connection's end). */
+/** Free the connection's call and the steps' state in it (the connection's end). */
 void sg__call_free(sg_req_t *req);
 
 /* The steps (gateway/semcache.c, upstream/proxy.c). */

@@ -238,9 +238,7 @@ int sg__gateway_set_config_path(sg_gateway_t *gw, const char *path)
 /* The connection is freed: drop what its last request still holds. */
 static void gw_release(sg_req_t *req)
 {
-	sg__proxy_req_free(req);
-	sg__cache_req_free(req);
-	sg__call_free(req);
+	sg__call_free(req); /* the steps' state with it */
 	sg__gen_unref(req->gen); /* after everything that may still read it */
 	req->gen = NULL;
 }

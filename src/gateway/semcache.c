@@ -73,7 +73,7 @@ static int has_token(sg_iovec_t v, const char *tok)
 static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no_cache,
                                   double *threshold)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	sg_iovec_t v;
 	char tmp[64], *end;
 
@@ -166,7 +166,7 @@ static int write_event(sg_req_t *req, const json_t *resp, const char *object, js
 /* Send a stored chat.completion / text_completion as server-sent events. */
 static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	json_t *resp = sg_json_load(body.base, body.len, NULL);
 	json_t *choices = json_object_get(resp, "choices");
 	int chat = rc->kind == SG_CACHE_CHAT;
@@ -228,7 +228,7 @@ static void replay_stream(sg_req_t *req, const char *extra, sg_iovec_t body)
 static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	const sg_entry_meta_t *m = &hit->entry.m;
 	char extra[512];
 
@@ -243,8 +243,8 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 	/* A hit runs back through the steps before the cache like any answer;
 	 * its usage is what it saved. */
 	sg__fbuf_t o = {extra, strlen(extra), sizeof(extra), 0};
-	req->call.cached = 1;
-	req->call.usage = (sg_usage_t){m->prompt_tokens, m->completion_tokens,
+	req->call->cached = 1;
+	req->call->usage = (sg_usage_t){m->prompt_tokens, m->completion_tokens,
 	                               (long long)m->prompt_tokens + m->completion_tokens};
 	sg__call_head(req, 200, stream, &o);
 	if (stream) {
@@ -261,7 +261,7 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 /* A miss, a bypass or the cache off: the next step (upstream) answers. */
 static void forward(sg_req_t *req)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 
 	json_decref(rc->root);
 	rc->root = NULL;
@@ -272,7 +272,7 @@ static void forward(sg_req_t *req)
 static void after_search(sg_req_t *req)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	sg_cache_hit_t hit;
 	float best;
 
@@ -283,7 +283,7 @@ static void after_search(sg_req_t *req)
 		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
 		json_decref(rc->root);
 		rc->root = NULL;
-		serve_hit(req, &hit, req->call.stream);
+		serve_hit(req, &hit, req->call->stream);
 		sg_cache_hit_free(&hit);
 		return;
 	}
@@ -301,7 +301,7 @@ static void after_search(sg_req_t *req)
 static void search_work(uv_work_t *w)
 {
 	sg_req_t *req = w->data;
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 
 	sg_index_set_threads(1); /* one query: no OpenMP team on this worker */
 	rc->search_rc = sg_cache_search(sg__req_gateway(req)->cache, rc->key.scope_hash, rc->vec,
@@ -311,7 +311,7 @@ static void search_work(uv_work_t *w)
 static void search_done(uv_work_t *w, int status)
 {
 	sg_req_t *req = w->data;
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 
 	rc->searching = 0;
 	if (rc->search_abandoned || status != 0) {
@@ -332,7 +332,7 @@ static void search_done(uv_work_t *w, int status)
 static void after_embed(sg_req_t *req)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 
 	rc->search_rc = SG_ENOTFOUND;
 	rc->cand.n = 0;
@@ -353,7 +353,7 @@ static void embed_failed(sg_req_t *req, const char *why)
 {
 	sg_stats_embed_error(sg__req_gateway(req)->stats);
 	sg_log_warn("%s: embedding failed (%s): the request skips the semantic lookup", req->id, why);
-	req->cache.have_vec = 0;
+	req->call->cache.have_vec = 0;
 }
 
 /* --- embedding ---------------------------------------------------------------- */
@@ -365,7 +365,7 @@ static void embed_done(sg_embed_req_t *er, int status)
 	sg_gateway_t *gw = sg__req_gateway(req);
 
 	if (status == 0) {
-		req->cache.have_vec = 1;
+		req->call->cache.have_vec = 1;
 	} else if (status == SG_ETIMEDOUT || status == SG_EFULL) {
 		sg_stats_embed_skip(gw->stats);
 		sg_log_debug("%s: embedder busy (%s): no semantic lookup", req->id, sg_strerror(status));
@@ -380,7 +380,7 @@ static void embed_done(sg_embed_req_t *er, int status)
 static void embed(sg_req_t *req)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	int err;
 
 	if (rc->vec == NULL)
@@ -408,14 +408,14 @@ static void embed(sg_req_t *req)
 
 static void cache_request(sg_req_t *req)
 {
-	const sg_call_t *call = &req->call;
+	const sg_call_t *call = req->call;
 	const sg_model_t *model = call->model;
 	void *rootp = call->root;
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
 	int stream = call->stream;
 	sg_gateway_t *gw = sg__req_gateway(req);
 	const sg_config_t *cfg = req->gen->cfg;
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	sg_cache_hit_t hit;
 	const char *problem;
 	int err;
@@ -485,7 +485,7 @@ static void cache_request(sg_req_t *req)
 
 static void cache_abort(sg_req_t *req)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	if (rc->searching) {
 		/* The worker may be running: its completion drops the hold. */
 		rc->search_abandoned = 1;
@@ -500,7 +500,7 @@ static void cache_abort(sg_req_t *req)
 /* X-Semgate-Cache on what the upstream answered. */
 static void cache_head(sg_req_t *req, int status, int stream, sg__fbuf_t *o)
 {
-	const sg_reqcache_t *rc = &req->cache;
+	const sg_reqcache_t *rc = &req->call->cache;
 	if (rc->state == SG_RC_OFF)
 		return;
 	sg__fbuf_str(o, "X-Semgate-Cache: ");
@@ -516,7 +516,7 @@ static int wants_store(const sg_reqcache_t *rc)
 static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long ct)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	uint64_t id = 0;
 
 	int err = sg_cache_store(gw->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(rc),
@@ -567,10 +567,10 @@ static int is_answer(const char *body, size_t len, int kind)
  * text); X-Semgate-Cache-Id names the new entry. */
 static void cache_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *o)
 {
-	if (!wants_store(&req->cache) || status != 200 || !is_answer(body, len, req->cache.kind))
+	if (!wants_store(&req->call->cache) || status != 200 || !is_answer(body, len, req->call->cache.kind))
 		return; /* not an answer to replay */
-	uint64_t id = store(req, body, len, (long)req->call.usage.prompt,
-	                    (long)req->call.usage.completion);
+	uint64_t id = store(req, body, len, (long)req->call->usage.prompt,
+	                    (long)req->call->usage.completion);
 	if (id) {
 		sg__fbuf_str(o, "X-Semgate-Cache-Id: ");
 		sg__fbuf_u64(o, id);
@@ -620,7 +620,7 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
  * one was dropped, so what is reassembled is incomplete). */
 static void cache_event(sg_req_t *req, const char *data, size_t n)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 
 	if (data == NULL)
 		rc->storable = 0;
@@ -636,9 +636,9 @@ static void cache_event(sg_req_t *req, const char *data, size_t n)
  * it carried none). A buffered reply was stored by cache_reply(). */
 static void cache_end(sg_req_t *req, int ok)
 {
-	sg_reqcache_t *rc = &req->cache;
-	const sg_usage_t *usage = &req->call.usage;
-	if (!req->call.streamed)
+	sg_reqcache_t *rc = &req->call->cache;
+	const sg_usage_t *usage = &req->call->usage;
+	if (!req->call->streamed)
 		return;
 	long prompt_tokens = (long)usage->prompt, completion_tokens = (long)usage->completion;
 
@@ -682,7 +682,7 @@ static void cache_end(sg_req_t *req, int ok)
 
 void sg__cache_req_free(sg_req_t *req)
 {
-	sg_reqcache_t *rc = &req->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	if (rc->embed.impl) /* the connection goes: nothing may call back */
 		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
 	json_decref(rc->root);

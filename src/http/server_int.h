@@ -127,6 +127,27 @@ typedef struct sg_reqcache {
 	int64_t created;             /* from the stream */
 } sg_reqcache_t;
 
+/* A call: what one inference request is to the gateway, and the steps'
+ * state for it. Allocated by the first call on a connection and reused by
+ * the next ones there (its buffers keep their capacity); freed with the
+ * connection (the gateway's release callback). The HTTP request only points
+ * to it. */
+struct sg_call {
+	const sg_model_t *model;           /* the model group asked for */
+	void *root;                        /* the parsed body (json_t, a reference) */
+	enum sg_call_kind kind;            /* endpoint */
+	const char *path;                  /* upstream path ("/chat/completions", ...) */
+	int stream;                        /* the client asked for a stream */
+	const sg_step_t *const *steps;     /* the chain, the upstream step last */
+	size_t nsteps;                     /* entries in steps */
+	size_t at;                         /* the step running (or that answered) */
+	int streamed;                      /* the answer is a stream */
+	int cached;                        /* the cache answered: usage is what it saved */
+	sg_usage_t usage;                  /* the one usage record */
+	sg_proxy_t proxy;                  /* the upstream step's state */
+	sg_reqcache_t cache;               /* the cache step's state */
+};
+
 /* Where a request is in its life. One setter: req_set_state() in server.c. */
 enum sg_req_state {
 	SG_REQ_NONE,      /* no request on the connection */
@@ -158,9 +179,7 @@ typedef struct sg_req {
 	                           * when it is routed, dropped when the next request on
 	                           * the connection is routed or the connection ends */
 	uint64_t start_us;        /* when the head was complete */
-	sg_call_t call;           /* the call it is (inference endpoints) */
-	sg_proxy_t proxy;         /* proxy state, when forwarded */
-	sg_reqcache_t cache;      /* cache state */
+	sg_call_t *call;          /* the gateway's call (inference endpoints), or NULL */
 } sg_req_t;
 
 /* Server-wide state: the only mutable state there is. */

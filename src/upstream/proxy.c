@@ -75,7 +75,7 @@ static void attempt_free(sg_proxy_t *px)
  * is being dropped). */
 static void body_unhold(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	if (px->held) {
 		sg__server_held(sg__req_server(req), -(long)px->held);
 		px->held = 0;
@@ -85,7 +85,7 @@ static void body_unhold(sg_req_t *req)
 /* State of one attempt, cleared before the next. */
 static void attempt_reset(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	body_unhold(req);
 	attempt_free(px);
 	px->xfer = NULL;
@@ -120,7 +120,7 @@ static void stream_bufs_trim(sg_proxy_t *px)
 
 static void proxy_release(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	body_unhold(req);
 	attempt_free(px);
 	stream_bufs_trim(px);
@@ -133,7 +133,7 @@ static void proxy_release(sg_req_t *req)
 static void upstream_headers(sg_req_t *req, int status, int stream, sg__fbuf_t *op, char *out,
                              size_t n)
 {
-	const sg_proxy_t *px = &req->proxy;
+	const sg_proxy_t *px = &req->call->proxy;
 	sg__fbuf_t o;
 	sg__fbuf_init(&o, out, n);
 	sg__fbuf_str(&o, "X-Semgate-Upstream: ");
@@ -195,7 +195,7 @@ static int read_usage(const sg_json_field_t *u, sg_usage_t *out)
 static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 {
 	sg_req_t *req = ud;
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	if (px->saw_done)
 		return 0;
@@ -243,7 +243,7 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
  * callback returns, so pausing here would send these bytes twice). */
 static int relay(sg_req_t *req, const char *p, size_t n)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	if (n == 0)
 		return 0;
@@ -258,7 +258,7 @@ static int relay(sg_req_t *req, const char *p, size_t n)
 /* Write what on_event() prepared. */
 static int relay_flush(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	if (px->sse_out.len == 0)
 		return 0;
 	long queued = sg__stream_write(req, px->sse_out.data, px->sse_out.len);
@@ -273,7 +273,7 @@ static int relay_flush(sg_req_t *req)
 static int on_headers(void *ud, long status, const char *ctype, long retry_after_s)
 {
 	sg_req_t *req = ud;
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	char extra[768];
 	sg__fbuf_t o;
 
@@ -302,7 +302,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 static int on_data(void *ud, const char *p, size_t n)
 {
 	sg_req_t *req = ud;
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	if (!streaming(px)) {
 		if (sg_buf_append(&px->body, p, n))
@@ -326,7 +326,7 @@ static int on_data(void *ud, const char *p, size_t n)
 
 static void respond_transport_error(sg_req_t *req, int err)
 {
-	const sg_proxy_t *px = &req->proxy;
+	const sg_proxy_t *px = &req->call->proxy;
 	const sg_deployment_t *d = px->dep;
 	const char *s = px->attempts == 1 ? "" : "s";
 	char extra[768];
@@ -361,7 +361,7 @@ static void respond_transport_error(sg_req_t *req, int err)
  * wrapped in OpenAI's shape when it is not JSON). */
 static void respond_upstream_error(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	char extra[768];
 	int status = (int)px->status;
 
@@ -388,7 +388,7 @@ static void respond_upstream_error(sg_req_t *req)
 /* Out of attempts, time or deployments: answer with the last failure. */
 static void give_up(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	proxy_release(req);
 	if (px->dep == NULL) {
@@ -426,7 +426,7 @@ static int context_window_error(const sg_proxy_t *px)
 
 static const sg_model_t *next_fallback(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	const sg_config_t *cfg = req->gen->cfg;
 	char **names = px->using_ctx ? px->origin->context_fallbacks : px->origin->fallbacks;
 	size_t n = px->using_ctx ? px->origin->ncontext_fallbacks : px->origin->nfallbacks;
@@ -461,7 +461,7 @@ sg_upstream_headers_t *sg__json_headers(const char *auth, const char *const *ext
 static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr, char *err,
                    size_t errlen)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	json_t *root = px->root;
 	const char *asked = json_string_value(json_object_get(root, "model"));
 
@@ -519,7 +519,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 static void attempt(sg_req_t *req)
 {
 	sg_server_t *srv = sg__req_server(req);
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	const sg_model_t *origin = px->origin;
 	const sg_deployment_t *dep;
 	sg_xfer_req_t xr;
@@ -618,7 +618,7 @@ void sg__proxy_retry(sg_req_t *req)
  * reported in-band. */
 static void finish_stream(sg_req_t *req, int err, uint64_t now)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	if (err == 0 && px->pstream) {
 		sg_buf_reset(&px->out);
@@ -636,7 +636,7 @@ static void finish_stream(sg_req_t *req, int err, uint64_t now)
 	sg_router_end(req->gen->router, px->dep, err ? SG_ATTEMPT_FAILED : SG_ATTEMPT_OK,
 	              now - px->attempt_us,
 	              px->stream_usage.total > 0 ? (uint64_t)px->stream_usage.total : 0, now);
-	req->call.usage = px->stream_usage;
+	req->call->usage = px->stream_usage;
 	if (err == 0 && px->saw_done) {
 		sg__call_end(req, px->status == 200);
 		proxy_release(req);
@@ -662,7 +662,7 @@ static void finish_stream(sg_req_t *req, int err, uint64_t now)
 /* A complete 2xx reply: check (translate), account, store in the cache, answer. */
 static void deliver(sg_req_t *req, uint64_t now)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	sg_router_t *router = req->gen->router;
 	char extra[768];
 	const char *body = px->body.data;
@@ -678,7 +678,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 			sg__call_end(req, 0);
 			sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
 			                  "the upstream's reply is not a valid %s response",
-			                  req->proxy.dep->provider);
+			                  req->call->proxy.dep->provider);
 			return;
 		}
 		body = px->out.data;
@@ -714,7 +714,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 	}
 	int status = (int)px->status;
 	sg__fbuf_t o;
-	req->call.usage = use;
+	req->call->usage = use;
 	upstream_headers(req, status, 0, &o, extra, sizeof(extra));
 	/* the steps before see the reply (the cache stores it) and its end */
 	sg__call_reply(req, status, body, len, &o);
@@ -730,7 +730,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 static void on_done(void *ud, int err)
 {
 	sg_req_t *req = ud;
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	uint64_t now = sg_now_us();
 	int failed = err != 0 || retryable(px->status);
 
@@ -782,7 +782,7 @@ static void on_done(void *ud, int err)
 	proxy_release(req);
 	sg__call_end(req, 0);
 	sg__respond_error(req, SG_CE_UPSTREAM_INVALID_RESPONSE,
-	                  "the upstream answered with unexpected status %ld", req->proxy.status);
+	                  "the upstream answered with unexpected status %ld", req->call->proxy.status);
 }
 
 static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
@@ -790,7 +790,7 @@ static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
 static void proxy_start(sg_req_t *req, const sg_model_t *model, void *rootp, const char *path,
                         int stream)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	proxy_release(req);
 	attempt_reset(req);
@@ -833,7 +833,7 @@ static void proxy_start(sg_req_t *req, const sg_model_t *model, void *rootp, con
 
 void sg__proxy_abort(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	if (px->xfer) {
 		sg_xfer_cancel(px->xfer);
@@ -847,7 +847,7 @@ void sg__proxy_abort(sg_req_t *req)
 
 void sg__proxy_req_free(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 
 	sg__proxy_abort(req);
 	sg_buf_free(&px->body);
@@ -861,7 +861,7 @@ void sg__proxy_req_free(sg_req_t *req)
 
 void sg__proxy_writable(sg_req_t *req)
 {
-	sg_proxy_t *px = &req->proxy;
+	sg_proxy_t *px = &req->call->proxy;
 	if (px->at == SG_AT_PAUSING) {
 		at_set_state(px, SG_AT_STREAMING); /* drained before the next delivery */
 	} else if (px->at == SG_AT_PAUSED && px->xfer) {
@@ -873,7 +873,7 @@ void sg__proxy_writable(sg_req_t *req)
 /* The last step: forward the call upstream. */
 static void upstream_request(sg_req_t *req)
 {
-	const sg_call_t *c = &req->call;
+	const sg_call_t *c = req->call;
 	proxy_start(req, c->model, c->root, c->path, c->stream);
 }
 
