@@ -182,7 +182,6 @@ typedef struct sg_req {
 	sg_call_t *call;          /* the gateway's call (inference endpoints), or NULL */
 } sg_req_t;
 
-/* Server-wide state: the only mutable state there is. */
 /* What the front end calls: all it knows of what serves its requests. */
 typedef struct sg_http_handler {
 	void (*request)(sg_req_t *req);   /* a complete request: answer it (now or later) */
