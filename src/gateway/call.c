@@ -14,9 +14,13 @@ static const sg_step_t *const chain_direct[] = {&sg__step_upstream};
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
                     const char *path, int stream)
 {
-	if (req->call == NULL && (req->call = calloc(1, sizeof(*req->call))) == NULL) {
-		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
-		return;
+	if (req->call == NULL) {
+		if ((req->call = calloc(1, sizeof(*req->call))) == NULL) {
+			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
+			return;
+		}
+		sg_buf_init(&req->call->rewrite[0], 0);
+		sg_buf_init(&req->call->rewrite[1], 0);
 	}
 	sg_call_t *c = req->call;
 
@@ -35,7 +39,9 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	}
 	c->at = 0;
 	c->streamed = 0;
-	c->cached = 0;
+	c->outcome = SG_CALL_PENDING;
+	c->status = 0;
+	c->ns[0] = '\0';
 	c->usage = (sg_usage_t){0, 0, 0};
 	c->steps[0]->request(req);
 }
@@ -54,30 +60,52 @@ void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra)
 {
 	sg_call_t *c = req->call;
 	c->streamed = stream;
+	c->status = status;
 	BEFORE(c, i)
 	if (c->steps[i]->head)
 		c->steps[i]->head(req, status, stream, extra);
 }
 
-void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra)
+/* Each step sees what the one after it made: a rewrite goes to the scratch
+ * buffer the current data is not in (two, used in turn). */
+static sg_buf_t *scratch(sg_call_t *c, const char *cur)
 {
-	sg_call_t *c = req->call;
-	BEFORE(c, i)
-	if (c->steps[i]->reply)
-		c->steps[i]->reply(req, status, body, len, extra);
+	sg_buf_t *b = cur == c->rewrite[0].data && cur ? &c->rewrite[1] : &c->rewrite[0];
+	sg_buf_reset(b);
+	return b;
 }
 
-void sg__call_event(sg_req_t *req, const char *data, size_t n)
+void sg__call_reply(sg_req_t *req, int status, const char **body, size_t *len, sg__fbuf_t *extra)
 {
 	sg_call_t *c = req->call;
 	BEFORE(c, i)
-	if (c->steps[i]->event)
-		c->steps[i]->event(req, data, n);
+	if (c->steps[i]->reply) {
+		sg_buf_t *out = scratch(c, *body);
+		if (c->steps[i]->reply(req, status, *body, *len, extra, out) == 1) {
+			*body = out->data ? out->data : "";
+			*len = out->len;
+		}
+	}
+}
+
+void sg__call_event(sg_req_t *req, const char **data, size_t *n)
+{
+	sg_call_t *c = req->call;
+	BEFORE(c, i)
+	if (c->steps[i]->event) {
+		sg_buf_t *out = scratch(c, *data);
+		if (c->steps[i]->event(req, *data, *n, out) == 1 && *data != NULL) {
+			*data = out->data ? out->data : "";
+			*n = out->len;
+		}
+	}
 }
 
 void sg__call_end(sg_req_t *req, int ok)
 {
 	sg_call_t *c = req->call;
+	if (c->outcome == SG_CALL_PENDING)
+		c->outcome = ok ? SG_CALL_UPSTREAM : SG_CALL_FAILED;
 	BEFORE(c, i)
 	if (c->steps[i]->end)
 		c->steps[i]->end(req, ok);
@@ -110,6 +138,8 @@ void sg__call_free(sg_req_t *req)
 	sg__proxy_req_free(req);
 	sg__cache_req_free(req);
 	json_decref(req->call->root);
+	sg_buf_free(&req->call->rewrite[0]);
+	sg_buf_free(&req->call->rewrite[1]);
 	free(req->call);
 	req->call = NULL;
 }

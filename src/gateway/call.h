@@ -31,6 +31,14 @@ typedef struct sg_usage {
 	long long prompt, completion, total;
 } sg_usage_t;
 
+/** How a call was answered. */
+enum sg_call_outcome {
+	SG_CALL_PENDING,      /* not yet */
+	SG_CALL_HIT,          /* from the cache */
+	SG_CALL_UPSTREAM,     /* by the upstream, completely (a 2xx, or a stream with its end) */
+	SG_CALL_FAILED,       /* an error answer, or a stream cut short */
+};
+
 /** The endpoints a call can be for. */
 enum sg_call_kind { SG_CALL_CHAT, SG_CALL_COMPLETIONS, SG_CALL_EMBEDDINGS };
 
@@ -40,10 +48,14 @@ typedef struct sg_step {
 	void (*request)(sg_req_t *req);
 	/** The answer's head: status, whether it streams; append header lines to extra. */
 	void (*head)(sg_req_t *req, int status, int stream, sg__fbuf_t *extra);
-	/** A complete buffered 2xx reply (OpenAI's format) about to be sent; may add headers. */
-	void (*reply)(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra);
-	/** One event of a streamed answer (a JSON object); data NULL: one was dropped. */
-	void (*event)(sg_req_t *req, const char *data, size_t n);
+	/** A complete buffered 2xx reply (OpenAI's format) about to be sent; may add
+	 * headers. To change the body, append the new one to out and return 1 (the
+	 * steps before and the client get it); 0 leaves it as it is. */
+	int (*reply)(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra,
+	             sg_buf_t *out);
+	/** One event of a streamed answer (a JSON object; data NULL: one was dropped).
+	 * To change it, append the new event's data to out and return 1; 0 leaves it. */
+	int (*event)(sg_req_t *req, const char *data, size_t n, sg_buf_t *out);
 	/** The answer ended; ok: completely (a stream with its [DONE]). */
 	void (*end)(sg_req_t *req, int ok);
 	/** The client went away: release what the step holds. */
@@ -60,10 +72,12 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
                     const char *path, int stream);
 /** The running step continues: run the next one's request callback. */
 void sg__call_next(sg_req_t *req);
-/* The answering step reports its answer (see above). */
+/* The answering step reports its answer (see above). reply and event take
+ * the body or event data by reference: on return it is what the steps made of
+ * it (valid until the next reply or event of the call), to be sent as it is. */
 void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra);
-void sg__call_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra);
-void sg__call_event(sg_req_t *req, const char *data, size_t n);
+void sg__call_reply(sg_req_t *req, int status, const char **body, size_t *len, sg__fbuf_t *extra);
+void sg__call_event(sg_req_t *req, const char **data, size_t *n);
 void sg__call_end(sg_req_t *req, int ok);
 /** The client went away (every step's abort). */
 void sg__call_abort(sg_req_t *req);

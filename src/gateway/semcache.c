@@ -47,9 +47,10 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
-static const char *ns_of(const sg_reqcache_t *rc)
+/* The call's namespace (a step before the cache, or the client's header, set it). */
+static const char *ns_of(const sg_req_t *req)
 {
-	return rc->ns[0] ? rc->ns : "default";
+	return req->call->ns[0] ? req->call->ns : "default";
 }
 
 /* --- request controls --------------------------------------------------------------- */
@@ -82,12 +83,13 @@ static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no
 		*no_cache = has_token(v, "no-cache");
 		rc->no_store = has_token(v, "no-store");
 	}
-	rc->ns[0] = '\0';
 	/* Without trust, a client's namespace and threshold are not its to choose
-	 * (a front that sets them, or keys that pin them, decide instead). */
+	 * (a front that sets them, or keys that pin them, decide instead); nor is
+	 * it when a step before the cache (a key's) set the namespace already. */
 	int trusted = cfg->cache.trust_client_headers != 0;
-	if (trusted && sg__req_header(req, "X-Semgate-Namespace", &v) == 0) {
-		if (v.len == 0 || v.len >= sizeof(rc->ns))
+	char *ns = req->call->ns;
+	if (trusted && ns[0] == '\0' && sg__req_header(req, "X-Semgate-Namespace", &v) == 0) {
+		if (v.len == 0 || v.len >= sizeof(req->call->ns))
 			return "X-Semgate-Namespace must be 1 to 128 characters";
 		for (size_t i = 0; i < v.len; i++) {
 			char c = v.base[i];
@@ -95,8 +97,8 @@ static const char *parse_controls(sg_req_t *req, const sg_config_t *cfg, int *no
 			      c == '-' || c == '_' || c == '.' || c == ':' || c == '/'))
 				return "X-Semgate-Namespace may only contain letters, digits and -_.:/";
 		}
-		memcpy(rc->ns, v.base, v.len);
-		rc->ns[v.len] = '\0';
+		memcpy(ns, v.base, v.len);
+		ns[v.len] = '\0';
 	}
 	rc->ttl_s = cfg->cache.ttl_s;
 	if (sg__req_header(req, "X-Semgate-TTL", &v) == 0) {
@@ -156,8 +158,19 @@ static int write_event(sg_req_t *req, const json_t *resp, const char *object, js
 	                         usage);
 	if (rc == 0) {
 		/* the steps before see a replay as any stream: the event's JSON object */
-		sg__call_event(req, ev.data + 6, ev.len - 8);
-		q = sg__stream_write(req, ev.data, ev.len);
+		const char *d = ev.data + 6;
+		size_t n = ev.len - 8;
+		sg__call_event(req, &d, &n);
+		if (d == ev.data + 6 && n == ev.len - 8) {
+			q = sg__stream_write(req, ev.data, ev.len);
+		} else { /* a step rewrote it */
+			sg_buf_reset(&ev);
+			if (sg_buf_append(&ev, "data: ", 6) || sg_buf_append(&ev, d, n) ||
+			    sg_buf_append(&ev, "\n\n", 2))
+				rc = SG_ENOMEM;
+			else
+				q = sg__stream_write(req, ev.data, ev.len);
+		}
 	}
 	sg_buf_free(&ev);
 	return rc ? rc : q < 0 ? (int)q : 0;
@@ -236,14 +249,14 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 
 	double money = (double)m->prompt_tokens * rc->model->input_per_mtok / 1e6 +
 	               (double)m->completion_tokens * rc->model->output_per_mtok / 1e6;
-	sg_stats_count(gw->stats, rc->model->name, ns_of(rc),
+	sg_stats_count(gw->stats, rc->model->name, ns_of(req),
 	               rc->state == SG_RC_HIT_EXACT ? SG_STAT_HIT_EXACT : SG_STAT_HIT_SEMANTIC,
 	               m->prompt_tokens, m->completion_tokens, money);
 	hit_headers(rc, hit, extra, sizeof(extra));
 	/* A hit runs back through the steps before the cache like any answer;
 	 * its usage is what it saved. */
 	sg__fbuf_t o = {extra, strlen(extra), sizeof(extra), 0};
-	req->call->cached = 1;
+	req->call->outcome = SG_CALL_HIT;
 	req->call->usage = (sg_usage_t){m->prompt_tokens, m->completion_tokens,
 	                               (long long)m->prompt_tokens + m->completion_tokens};
 	sg__call_head(req, 200, stream, &o);
@@ -251,9 +264,11 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 		replay_stream(req, extra, m->response);
 		return;
 	}
-	sg__call_reply(req, 200, m->response.base, m->response.len, &o);
+	const char *body = m->response.base;
+	size_t len = m->response.len;
+	sg__call_reply(req, 200, &body, &len, &o); /* they may rewrite it */
 	sg__call_end(req, 1);
-	sg__respond(req, 200, "application/json", m->response.base, m->response.len, extra);
+	sg__respond(req, 200, "application/json", body, len, extra);
 }
 
 /* --- the step ------------------------------------------------------------------------- */
@@ -290,7 +305,7 @@ static void after_search(sg_req_t *req)
 	if (!rc->no_cache)
 		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 	rc_set_state(rc, rc->no_cache ? SG_RC_REFRESH : SG_RC_MISS);
-	sg_stats_count(gw->stats, rc->model->name, ns_of(rc),
+	sg_stats_count(gw->stats, rc->model->name, ns_of(req),
 	               rc->no_cache ? SG_STAT_REFRESH : SG_STAT_MISS, 0, 0, 0);
 	sg_buf_reset(&rc->text);
 	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
@@ -448,7 +463,7 @@ static void cache_request(sg_req_t *req)
 		(enum sg_cache_embed_mode)cfg->cache.embed_mode,
 		(int)cfg->cache.embed_turns, cfg->cache.max_temperature,
 		sg_cache_hash_key(gw->cache)};
-	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(rc), model->name,
+	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(req), model->name,
 	                         &ko);
 	if (gw->test_id_bits < 64) {
 		/* SEMGATE_TEST_SCOPE_ID_BITS: ids that collide at will, for the test
@@ -466,7 +481,7 @@ static void cache_request(sg_req_t *req)
 	if (rc->key.bypass) {
 		rc_set_state(rc, SG_RC_BYPASS);
 		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
-		sg_stats_count(gw->stats, model->name, ns_of(rc), SG_STAT_BYPASS, 0, 0, 0);
+		sg_stats_count(gw->stats, model->name, ns_of(req), SG_STAT_BYPASS, 0, 0, 0);
 		return forward(req);
 	}
 
@@ -519,7 +534,7 @@ static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long
 	sg_reqcache_t *rc = &req->call->cache;
 	uint64_t id = 0;
 
-	int err = sg_cache_store(gw->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(rc),
+	int err = sg_cache_store(gw->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(req),
 	                         rc->model->name, (sg_iovec_t){body, len},
 	                         (uint32_t)(pt > 0 ? pt : 0), (uint32_t)(ct > 0 ? ct : 0), now_s(),
 	                         rc->ttl_s, &id);
@@ -565,10 +580,12 @@ static int is_answer(const char *body, size_t len, int kind)
  * is 200 (only a 200 can be an answer worth keeping) and the body is a chat
  * or text completion (an object without `error`, every choice a message or a
  * text); X-Semgate-Cache-Id names the new entry. */
-static void cache_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *o)
+static int cache_reply(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *o,
+                       sg_buf_t *out)
 {
-	if (!wants_store(&req->call->cache) || status != 200 || !is_answer(body, len, req->call->cache.kind))
-		return; /* not an answer to replay */
+	if (!wants_store(&req->call->cache) || status != 200 ||
+	    !is_answer(body, len, req->call->cache.kind))
+		return 0; /* not an answer to replay */
 	uint64_t id = store(req, body, len, (long)req->call->usage.prompt,
 	                    (long)req->call->usage.completion);
 	if (id) {
@@ -576,6 +593,7 @@ static void cache_reply(sg_req_t *req, int status, const char *body, size_t len,
 		sg__fbuf_u64(o, id);
 		sg__fbuf_mem(o, "\r\n", 2);
 	}
+	return 0; /* observed, not changed */
 }
 
 /* One SSE data line of a streamed reply, folded into the reassembly. */
@@ -618,17 +636,18 @@ static void fold_event(sg_reqcache_t *rc, const char *p, size_t n)
 
 /* One event of a stream relayed to the client, for reassembly (data NULL:
  * one was dropped, so what is reassembled is incomplete). */
-static void cache_event(sg_req_t *req, const char *data, size_t n)
+static int cache_event(sg_req_t *req, const char *data, size_t n, sg_buf_t *out)
 {
 	sg_reqcache_t *rc = &req->call->cache;
 
 	if (data == NULL)
 		rc->storable = 0;
 	if (!wants_store(rc) || !rc->storable)
-		return;
+		return 0;
 	if (rc->text.max != 16u << 20)
 		sg_buf_init(&rc->text, 16u << 20);
 	fold_event(rc, data, n);
+	return 0; /* observed, not changed */
 }
 
 /* The answer ended: a stream that completed (ok: its own [DONE], status

@@ -115,7 +115,6 @@ typedef struct sg_reqcache {
 	sg_cache_candidates_t cand;  /* its candidates */
 	int include_usage;           /* stream_options.include_usage */
 	int64_t ttl_s;               /* time to live of what is stored */
-	char ns[129];                /* namespace */
 	sg_cache_key_t key;          /* scope + prompt */
 	float *vec;                  /* embedding (dim floats), allocated once */
 	int have_vec;                /* vec holds this request's embedding */
@@ -142,7 +141,11 @@ struct sg_call {
 	size_t nsteps;                     /* entries in steps */
 	size_t at;                         /* the step running (or that answered) */
 	int streamed;                      /* the answer is a stream */
-	int cached;                        /* the cache answered: usage is what it saved */
+	enum sg_call_outcome outcome;      /* how it was answered (set by sg__call_end) */
+	int status;                        /* the answer's HTTP status (its head) */
+	char ns[129];                      /* the cache namespace ("": the default); a step
+	                                    * before the cache (auth) may set it */
+	sg_buf_t rewrite[2];               /* what steps' response callbacks rewrote */
 	sg_usage_t usage;                  /* the one usage record */
 	sg_proxy_t proxy;                  /* the upstream step's state */
 	sg_reqcache_t cache;               /* the cache step's state */

@@ -226,14 +226,16 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 			shown[k] = d[k] >= 0x20 && d[k] < 0x7f ? d[k] : '?';
 		shown[k] = '\0';
 		gw->sse_events_dropped++;
-		sg__call_event(req, NULL, 0);
+		const char *dropped = NULL;
+		size_t zero = 0;
+		sg__call_event(req, &dropped, &zero);
 		sg_log_limited(&gw->sse_log, SG_LOG_WARN, "upstream %s: dropped a stream event that "
 		               "is not a JSON object (%zu bytes: %s)", px->dep->id, n, shown);
 		return 0;
 	}
 	if (read_usage(&f[0], &use))
 		px->stream_usage = use;
-	sg__call_event(req, d, n);
+	sg__call_event(req, &d, &n); /* the steps before may rewrite it */
 	return put_event(&px->sse_out, d, n);
 }
 
@@ -717,12 +719,23 @@ static void deliver(sg_req_t *req, uint64_t now)
 	req->call->usage = use;
 	upstream_headers(req, status, 0, &o, extra, sizeof(extra));
 	/* the steps before see the reply (the cache stores it) and its end */
-	sg__call_reply(req, status, body, len, &o);
+	sg__call_reply(req, status, &body, &len, &o); /* they may rewrite it */
 	sg__call_end(req, 1);
 	/* The reply goes to the connection as it is: held once, not twice (the
 	 * buffer and a queued copy), and the connection keeps no buffer sized
 	 * for its largest reply. */
-	char *owned = sg_buf_steal(body == px->body.data ? &px->body : &px->out, NULL);
+	char *owned;
+	if (body == px->body.data)
+		owned = sg_buf_steal(&px->body, NULL);
+	else if (body == px->out.data)
+		owned = sg_buf_steal(&px->out, NULL);
+	else if ((owned = malloc(len + 1)) != NULL) /* a step rewrote it */
+		memcpy(owned, body, len);
+	if (owned == NULL) {
+		proxy_release(req);
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
+		return;
+	}
 	proxy_release(req);
 	sg__respond_owned(req, status, "application/json", owned, len, extra);
 }
