@@ -2,15 +2,17 @@
  * The call and its steps.
  *
  * A call is what one inference request is to the gateway: the parsed body,
- * the model group, the endpoint, one usage record. Its steps are a table of
+ * the model group, the endpoint, the cache namespace, one usage record, the
+ * outcome, and the steps' own state (struct sg_call, server_int.h). Its steps are a table of
  * interfaces run in order: each step's request callback continues
  * (sg__call_next), answers, or goes asynchronous and does one of the two
  * later. The last step forwards upstream and knows nothing of the others.
  * Whatever answers (a step, or the upstream through the last step), the
  * answer runs back through the response callbacks of every step before the
  * one that answered, latest first: head (add headers), reply (a complete
- * buffered body, before it is sent), event (one event of a stream), end (the
- * call is over; its usage is in call.usage). abort runs on every step when
+ * buffered body, before it is sent; may rewrite it), event (one event of a
+ * stream; may rewrite it), end (the call is over; its usage is in
+ * call->usage, its outcome in call->outcome). abort runs on every step when
  * the client goes away. So an observer (the cache's store today; spend,
  * limits and metrics next) sees cache hits, buffered replies and streams
  * alike. Every callback but request may be NULL. Loop thread only.
