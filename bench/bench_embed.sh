@@ -18,11 +18,14 @@
 # prompt repeated in batches of 1..6 (exactly 16..96 rows), sgemm always (0) against the
 # kernel always (256).
 # Prints medians over the rounds (wall and CPU time) and the ratios, per-round ratios' medians.
-# Needs $PY (default /work/venv-bench/bin/python) with torch, sentence-transformers,
-# onnxruntime, tokenizers, and $ONNX (default the local fp32 export of all-MiniLM-L6-v2).
+# Needs $PY (default bench/.venv-bench/bin/python) with torch, sentence-transformers,
+# onnxruntime, tokenizers, and $ONNX (default bench/.onnx/all-MiniLM-L6-v2.onnx, the fp32
+# export of all-MiniLM-L6-v2): `bash bench/setup_embed_bench.sh` makes both (pinned versions;
+# --setup here runs it first when either is missing). --build DIR: relative to the
+# repository's top, or absolute.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=build rounds=3 limit=1000 limit2=250 rows=1 main=1 out=""
+build=build rounds=3 limit=1000 limit2=250 rows=1 main=1 out="" setup=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--build) build=$2; shift 2 ;;
@@ -32,12 +35,25 @@ while [ $# -gt 0 ]; do
 	--no-rows) rows=0; shift ;;
 	--rows-only) main=0; shift ;;
 	--out) out=$2; shift 2 ;;
-	*) echo "usage: $0 [--build DIR] [--rounds R] [--limit N] [--limit2 N] [--no-rows] [--rows-only] [--out FILE]" >&2; exit 2 ;;
+	--setup) setup=1; shift ;;
+	*) echo "usage: $0 [--build DIR] [--rounds R] [--limit N] [--limit2 N] [--no-rows] [--rows-only] [--out FILE] [--setup]" >&2; exit 2 ;;
 	esac
 done
-bdir=$top/$build
-PY=${PY:-/work/venv-bench/bin/python}
-ONNX=${ONNX:-/work/research/onnx-export/all-MiniLM-L6-v2.onnx}
+case "$build" in /*) bdir=$build ;; *) bdir=$top/$build ;; esac
+PY=${PY:-$top/bench/.venv-bench/bin/python}
+ONNX=${ONNX:-$top/bench/.onnx/all-MiniLM-L6-v2.onnx}
+ready() { [ -s "$ONNX" ] && [ -x "$PY" ] &&
+	"$PY" -c 'import torch, sentence_transformers, onnxruntime, tokenizers' 2>/dev/null; }
+if [ "$main" = 1 ] && ! ready; then
+	if [ "$setup" = 1 ]; then
+		bash "$top/bench/setup_embed_bench.sh" --venv "$(dirname "$(dirname "$PY")")" --onnx "$ONNX"
+	else
+		echo "$0: PY=$PY (with torch, sentence-transformers, onnxruntime, tokenizers) or ONNX=$ONNX is missing:" >&2
+		echo "  run bash bench/setup_embed_bench.sh first (or pass --setup)" >&2
+		exit 1
+	fi
+fi
+[ -x "$bdir/embedbench" ] || { echo "$0: no $bdir/embedbench: build it (cmake --build $build --target embedbench)" >&2; exit 1; }
 QQP=${QQP:-/work/shared/data/qqp-dev.jsonl}
 MODEL=${MODEL:-$top/models/all-minilm-l6-v2}
 # 16 ids with [CLS] and [SEP] in all-MiniLM-L6-v2's WordPiece (each tool prints its count)

@@ -6,7 +6,7 @@
                       [--probe TEXT] [--probe-reps K]
 
 Run with an interpreter that has torch (CPU), sentence-transformers, onnxruntime and
-tokenizers (bench/bench_embed.sh uses /work/venv-bench; none of it is a semgate dependency).
+tokenizers (bench/setup_embed_bench.sh installs them into bench/.venv-bench; none of it is a semgate dependency).
 
   st   sentence-transformers on PyTorch: torch.set_num_threads(T), then per group of B texts
        model.encode(group, batch_size=B, normalize_embeddings=True).
