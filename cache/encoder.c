@@ -684,16 +684,17 @@ static int ws_reserve(const sg_encoder_t *m, sg_encoder_ws_t *ws, size_t rows)
 
 /* --- the forward pass ------------------------------------------------------- */
 
-/* Below this many rows the in-place kernel of gemm_nt.c beats sgemm, whose
+/* Up to this many rows the in-place kernel of gemm_nt.c beats sgemm, whose
  * packing of W costs more than the arithmetic on a few rows (measured on
- * MiniLM: bench/RESULTS.md). SEMGATE_GEMM_NT_ROWS overrides it (0: always
+ * MiniLM: bench/RESULTS.md; 48 since the kernel prefetches W, with OpenBLAS's
+ * AVX2 and AVX-512 sgemm alike). SEMGATE_GEMM_NT_ROWS overrides it (0: always
  * sgemm), for measuring. */
 static int small_rows(void)
 {
 	static int rows = -1;
 	if (rows < 0) {
 		const char *v = getenv("SEMGATE_GEMM_NT_ROWS");
-		rows = v && *v ? atoi(v) : 24;
+		rows = v && *v ? atoi(v) : 48;
 	}
 	return rows;
 }
