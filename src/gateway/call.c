@@ -53,6 +53,14 @@ void sg__call_next(sg_req_t *req)
 	c->steps[++c->at]->request(req);
 }
 
+/* The call is over: its parsed body goes now, not when the connection's next
+ * call starts (an idle keep-alive connection holds no request's JSON). */
+static void drop_body(sg_call_t *c)
+{
+	json_decref(c->root);
+	c->root = NULL;
+}
+
 /* The response callbacks run on the steps before the one that answered, latest first. */
 #define BEFORE(c, i) for (size_t i = (c)->at; i-- > 0;)
 
@@ -109,6 +117,7 @@ void sg__call_end(sg_req_t *req, int ok)
 	BEFORE(c, i)
 	if (c->steps[i]->end)
 		c->steps[i]->end(req, ok);
+	drop_body(c);
 }
 
 void sg__call_abort(sg_req_t *req)
@@ -119,6 +128,7 @@ void sg__call_abort(sg_req_t *req)
 	for (size_t i = c->nsteps; i-- > 0;)
 		if (c->steps[i]->abort)
 			c->steps[i]->abort(req);
+	drop_body(c);
 }
 
 void sg__call_writable(sg_req_t *req)

@@ -247,9 +247,9 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 
 	sg__gateway_hit_counted(gw);
 
-	double money = (double)m->prompt_tokens * rc->model->input_per_mtok / 1e6 +
-	               (double)m->completion_tokens * rc->model->output_per_mtok / 1e6;
-	sg_stats_count(gw->stats, rc->model->name, ns_of(req),
+	double money = (double)m->prompt_tokens * req->call->model->input_per_mtok / 1e6 +
+	               (double)m->completion_tokens * req->call->model->output_per_mtok / 1e6;
+	sg_stats_count(gw->stats, req->call->model->name, ns_of(req),
 	               rc->state == SG_RC_HIT_EXACT ? SG_STAT_HIT_EXACT : SG_STAT_HIT_SEMANTIC,
 	               m->prompt_tokens, m->completion_tokens, money);
 	hit_headers(rc, hit, extra, sizeof(extra));
@@ -276,10 +276,6 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 /* A miss, a bypass or the cache off: the next step (upstream) answers. */
 static void forward(sg_req_t *req)
 {
-	sg_reqcache_t *rc = &req->call->cache;
-
-	json_decref(rc->root);
-	rc->root = NULL;
 	sg__call_next(req);
 }
 
@@ -296,8 +292,6 @@ static void after_search(sg_req_t *req)
 	                     &best) == 0) {
 		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_SEMANTIC);
-		json_decref(rc->root);
-		rc->root = NULL;
 		serve_hit(req, &hit, req->call->stream);
 		sg_cache_hit_free(&hit);
 		return;
@@ -305,7 +299,7 @@ static void after_search(sg_req_t *req)
 	if (!rc->no_cache)
 		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 	rc_set_state(rc, rc->no_cache ? SG_RC_REFRESH : SG_RC_MISS);
-	sg_stats_count(gw->stats, rc->model->name, ns_of(req),
+	sg_stats_count(gw->stats, req->call->model->name, ns_of(req),
 	               rc->no_cache ? SG_STAT_REFRESH : SG_STAT_MISS, 0, 0, 0);
 	sg_buf_reset(&rc->text);
 	rc->finish_reason[0] = rc->id[0] = rc->smodel[0] = '\0';
@@ -425,7 +419,6 @@ static void cache_request(sg_req_t *req)
 {
 	const sg_call_t *call = req->call;
 	const sg_model_t *model = call->model;
-	void *rootp = call->root;
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
 	int stream = call->stream;
 	sg_gateway_t *gw = sg__req_gateway(req);
@@ -436,14 +429,12 @@ static void cache_request(sg_req_t *req)
 	int err;
 
 	rc_set_state(rc, SG_RC_OFF); /* a new call */
-	rc->model = model;
 	rc->kind = kind;
 	rc->no_store = 0;
 	rc->have_vec = 0;
 	rc->storable = 1;
-	rc->root = json_incref(rootp);
 	rc->threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
-	rc->include_usage = json_is_true(json_object_get(json_object_get(rc->root, "stream_options"),
+	rc->include_usage = json_is_true(json_object_get(json_object_get(call->root, "stream_options"),
 	                                                 "include_usage"));
 	if (gw->cache == NULL || !model->cache_enabled) {
 		rc_set_state(rc, SG_RC_OFF);
@@ -451,10 +442,8 @@ static void cache_request(sg_req_t *req)
 	}
 	problem = parse_controls(req, cfg, &rc->no_cache, &rc->threshold);
 	if (problem) {
-		json_decref(rc->root);
-		rc->root = NULL;
-		sg__respond_error(req, SG_CE_INVALID_CACHE_CONTROL, "%s",
-		                  problem);
+		sg__call_end(req, 0);
+		sg__respond_error(req, SG_CE_INVALID_CACHE_CONTROL, "%s", problem);
 		return;
 	}
 	if (rc->key.prompt.max == 0)
@@ -463,7 +452,7 @@ static void cache_request(sg_req_t *req)
 		(enum sg_cache_embed_mode)cfg->cache.embed_mode,
 		(int)cfg->cache.embed_turns, cfg->cache.max_temperature,
 		sg_cache_hash_key(gw->cache)};
-	err = sg_cache_key_build(&rc->key, rc->root, (enum sg_cache_kind)kind, ns_of(req), model->name,
+	err = sg_cache_key_build(&rc->key, call->root, (enum sg_cache_kind)kind, ns_of(req), model->name,
 	                         &ko);
 	if (gw->test_id_bits < 64) {
 		/* SEMGATE_TEST_SCOPE_ID_BITS: ids that collide at will, for the test
@@ -473,8 +462,7 @@ static void cache_request(sg_req_t *req)
 		rc->key.exact_hash &= mask;
 	}
 	if (err == SG_ENOMEM) {
-		json_decref(rc->root);
-		rc->root = NULL;
+		sg__call_end(req, 0);
 		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		return;
 	}
@@ -489,8 +477,6 @@ static void cache_request(sg_req_t *req)
 	if (!rc->no_cache && sg_cache_lookup_exact(gw->cache, &rc->key, now_s(), &hit) == 0) {
 		sg_stats_lookup_us(gw->stats, sg_now_us() - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_EXACT);
-		json_decref(rc->root);
-		rc->root = NULL;
 		serve_hit(req, &hit, stream);
 		sg_cache_hit_free(&hit);
 		return;
@@ -508,8 +494,6 @@ static void cache_abort(sg_req_t *req)
 	}
 	if (rc->embed.impl)
 		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
-	json_decref(rc->root);
-	rc->root = NULL;
 }
 
 /* X-Semgate-Cache on what the upstream answered. */
@@ -535,7 +519,7 @@ static uint64_t store(sg_req_t *req, const char *body, size_t len, long pt, long
 	uint64_t id = 0;
 
 	int err = sg_cache_store(gw->cache, &rc->key, rc->have_vec ? rc->vec : NULL, ns_of(req),
-	                         rc->model->name, (sg_iovec_t){body, len},
+	                         req->call->model->name, (sg_iovec_t){body, len},
 	                         (uint32_t)(pt > 0 ? pt : 0), (uint32_t)(ct > 0 ? ct : 0), now_s(),
 	                         rc->ttl_s, &id);
 	if (err) {
@@ -704,8 +688,6 @@ void sg__cache_req_free(sg_req_t *req)
 	sg_reqcache_t *rc = &req->call->cache;
 	if (rc->embed.impl) /* the connection goes: nothing may call back */
 		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
-	json_decref(rc->root);
-	rc->root = NULL;
 	if (rc->key.prompt.max)
 		sg_cache_key_free(&rc->key);
 	free(rc->vec);

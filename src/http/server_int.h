@@ -50,14 +50,11 @@ enum sg_attempt_state {
 typedef struct sg_proxy {
 	enum sg_attempt_state at;     /* the current attempt (one setter: at_set_state()) */
 	sg_xfer_t *xfer;              /* attempt in flight, or NULL */
-	const sg_model_t *origin;     /* the model group the client asked for */
-	const sg_model_t *model;      /* the group being tried (origin or a fallback) */
+	const sg_model_t *model;      /* the group being tried (the call's or a fallback) */
 	const sg_deployment_t *dep;   /* deployment of the current (or last) attempt */
 	const sg_provider_t *prov;    /* its entry of the provider table (NULL before the first attempt) */
 	sg_provider_stream_t *pstream; /* stream translation of the current attempt */
 	sg_upstream_headers_t *hdrs;  /* headers built for this attempt (owned), or NULL */
-	void *root;                   /* parsed request body (json_t reference) */
-	const char *path;             /* "/chat/completions", "/completions", "/embeddings" */
 	uint8_t *tried;               /* deployments tried this round, by seq (owned) */
 	size_t ntried;                /* bytes in tried */
 	size_t fallback_next;         /* next name in the fallback list being walked */
@@ -73,7 +70,6 @@ typedef struct sg_proxy {
 	char *upstream_body;          /* body built for this attempt (owned), or NULL */
 	size_t upstream_body_len;     /* bytes in upstream_body */
 	char url[2048];               /* upstream URL */
-	int want_stream;              /* client asked for stream: true */
 	long round_retry_after_s;     /* largest Retry-After seen this round (-1: none) */
 	long status;                  /* upstream HTTP status */
 	char content_type[128];       /* upstream Content-Type */
@@ -100,13 +96,11 @@ enum sg_rc_state {
 /* The cache's part of a request (src/gateway/semcache.c). */
 typedef struct sg_reqcache {
 	enum sg_rc_state state;      /* one setter: rc_set_state() */
-	const sg_model_t *model;     /* model group */
 	int kind;                    /* enum sg_cache_kind */
 	int no_cache;                /* Cache-Control: no-cache */
 	int no_store;                /* Cache-Control: no-store */
 	double threshold;            /* similarity needed for a hit */
 	uint64_t t0;                 /* lookup start (µs) */
-	void *root;                  /* parsed request body (json_t, one reference) */
 	sg_embed_req_t embed;        /* the embedding (embed.impl: in flight) */
 	uv_work_t search;            /* vector search on the thread pool */
 	int searching;               /* search is queued or running */
@@ -133,7 +127,7 @@ typedef struct sg_reqcache {
  * to it. */
 struct sg_call {
 	const sg_model_t *model;           /* the model group asked for */
-	void *root;                        /* the parsed body (json_t, a reference) */
+	void *root;                        /* the parsed body (json_t, a reference, dropped at end or abort) */
 	enum sg_call_kind kind;            /* endpoint */
 	const char *path;                  /* upstream path ("/chat/completions", ...) */
 	int stream;                        /* the client asked for a stream */

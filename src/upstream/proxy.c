@@ -124,8 +124,6 @@ static void proxy_release(sg_req_t *req)
 	body_unhold(req);
 	attempt_free(px);
 	stream_bufs_trim(px);
-	json_decref(px->root);
-	px->root = NULL;
 }
 
 /* X-Semgate-Upstream/-Attempts/-Fallback, then the head callbacks of the
@@ -285,7 +283,7 @@ static int on_headers(void *ud, long status, const char *ctype, long retry_after
 		px->round_retry_after_s = retry_after_s;
 	sg__fbuf_init(&o, px->content_type, sizeof(px->content_type));
 	sg__fbuf_str(&o, ctype ? ctype : "");
-	if (px->want_stream && status >= 200 && status < 300 && ctype &&
+	if (req->call->stream && status >= 200 && status < 300 && ctype &&
 	    strncasecmp(ctype, "text/event-stream", 17) == 0) {
 		if (translating(px)) {
 			px->pstream = px->prov->stream_new(px->model->name);
@@ -397,10 +395,10 @@ static void give_up(sg_req_t *req)
 		sg__call_end(req, 0);
 		sg__respond_error(req, SG_CE_NO_HEALTHY_UPSTREAM,
 		                  "no deployment of model '%s' can take requests now (all cooling "
-		                  "down after failures or at their rate limits)", px->origin->name);
+		                  "down after failures or at their rate limits)", req->call->model->name);
 		return;
 	}
-	sg_log_warn("%s: giving up on model %s after %d attempt(s)", req->id, px->origin->name,
+	sg_log_warn("%s: giving up on model %s after %d attempt(s)", req->id, req->call->model->name,
 	            px->attempts);
 	if (px->last_err)
 		respond_transport_error(req, px->last_err);
@@ -430,8 +428,8 @@ static const sg_model_t *next_fallback(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->call->proxy;
 	const sg_config_t *cfg = req->gen->cfg;
-	char **names = px->using_ctx ? px->origin->context_fallbacks : px->origin->fallbacks;
-	size_t n = px->using_ctx ? px->origin->ncontext_fallbacks : px->origin->nfallbacks;
+	char **names = px->using_ctx ? req->call->model->context_fallbacks : req->call->model->fallbacks;
+	size_t n = px->using_ctx ? req->call->model->ncontext_fallbacks : req->call->model->nfallbacks;
 
 	while (px->fallback_next < n) {
 		const char *name = names[px->fallback_next++];
@@ -464,7 +462,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
                    size_t errlen)
 {
 	sg_proxy_t *px = &req->call->proxy;
-	json_t *root = px->root;
+	json_t *root = req->call->root;
 	const char *asked = json_string_value(json_object_get(root, "model"));
 
 	sg_provider_deployment_t pd = {dep->base_url, dep->model, dep->api_key, dep->api_version};
@@ -479,7 +477,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 
 		memset(&target, 0, sizeof(target));
 		sg_buf_init(&body, 0);
-		int rc = px->prov->request(root, &pd, px->want_stream, &body, &target, err, errlen);
+		int rc = px->prov->request(root, &pd, req->call->stream, &body, &target, err, errlen);
 		if (rc) {
 			sg_buf_free(&body);
 			return rc;
@@ -497,7 +495,7 @@ static int prepare(sg_req_t *req, const sg_deployment_t *dep, sg_xfer_req_t *xr,
 		xr->body_len = px->upstream_body_len;
 		return 0;
 	}
-	px->prov->url(&pd, px->path, px->url, sizeof(px->url));
+	px->prov->url(&pd, req->call->path, px->url, sizeof(px->url));
 	xr->url = px->url;
 	xr->headers = req->gen->dep_headers[dep->seq];
 	xr->body = req->body.data;
@@ -522,7 +520,7 @@ static void attempt(sg_req_t *req)
 {
 	sg_server_t *srv = sg__req_server(req);
 	sg_proxy_t *px = &req->call->proxy;
-	const sg_model_t *origin = px->origin;
+	const sg_model_t *origin = req->call->model;
 	const sg_deployment_t *dep;
 	sg_xfer_req_t xr;
 	uint64_t now;
@@ -774,7 +772,7 @@ static void on_done(void *ud, int err)
 		return attempt(req);
 	}
 	px->last_err = 0;
-	if (context_window_error(px) && px->origin->ncontext_fallbacks && !px->using_ctx) {
+	if (context_window_error(px) && req->call->model->ncontext_fallbacks && !px->using_ctx) {
 		px->using_ctx = 1;
 		px->fallback_next = 0;
 		const sg_model_t *next = next_fallback(req);
@@ -800,8 +798,7 @@ static void on_done(void *ud, int err)
 
 static const sg_xfer_cbs_t proxy_cbs = {on_headers, on_data, on_done};
 
-static void proxy_start(sg_req_t *req, const sg_model_t *model, void *rootp, const char *path,
-                        int stream)
+static void proxy_start(sg_req_t *req)
 {
 	sg_proxy_t *px = &req->call->proxy;
 
@@ -827,11 +824,8 @@ static void proxy_start(sg_req_t *req, const sg_model_t *model, void *rootp, con
 		px->ntried = ndeps;
 	}
 	memset(px->tried, 0, px->ntried);
-	px->root = json_incref(rootp);
-	px->origin = px->model = model;
+	px->model = req->call->model;
 	px->dep = NULL;
-	px->path = path;
-	px->want_stream = stream;
 	px->fallback_next = 0;
 	px->using_ctx = 0;
 	px->fallback_used = 0;
@@ -886,8 +880,7 @@ void sg__proxy_writable(sg_req_t *req)
 /* The last step: forward the call upstream. */
 static void upstream_request(sg_req_t *req)
 {
-	const sg_call_t *c = req->call;
-	proxy_start(req, c->model, c->root, c->path, c->stream);
+	proxy_start(req);
 }
 
 const sg_step_t sg__step_upstream = {

@@ -4,6 +4,8 @@
  * client get; end records the outcome. Fake steps, no server. */
 #include <stdlib.h>
 
+#include <jansson.h>
+
 #include "check.h"
 #include "server_int.h"
 
@@ -154,6 +156,17 @@ int main(void)
 	req.call->outcome = SG_CALL_HIT; /* set by the cache before its end */
 	sg__call_end(&req, 1);
 	CHECK(req.call->outcome == SG_CALL_HIT);
+
+	/* the call lets go of the parsed body when it ends or is aborted, not when
+	 * the connection's next call starts */
+	json_t *body = json_object();
+	req.call->root = json_incref(body);
+	sg__call_end(&req, 1);
+	CHECK(req.call->root == NULL && body->refcount == 1);
+	req.call->root = json_incref(body);
+	sg__call_abort(&req);
+	CHECK(req.call->root == NULL && body->refcount == 1);
+	json_decref(body);
 
 	sg_buf_free(&req.call->rewrite[0]);
 	sg_buf_free(&req.call->rewrite[1]);
