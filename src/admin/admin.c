@@ -15,7 +15,7 @@
 
 static int authorized(sg_req_t *req)
 {
-	const char *key = sg__req_gateway(req)->cfg->admin_key;
+	const char *key = sg__req_gateway(req)->gen->cfg->admin_key;
 	sg_iovec_t v;
 	size_t n;
 
@@ -113,7 +113,7 @@ static void handle_stats(sg_req_t *req)
 		              cs.checkpoint_in_progress ? "true" : "false",
 		              (unsigned long long)cs.checkpoint_last_ms, (unsigned long long)cs.scopes,
 		              (unsigned long long)cs.evicted, (unsigned long long)cs.expired,
-		              gw->cfg->cache.threshold, cs.store_full ? "true" : "false",
+		              gw->gen->cfg->cache.threshold, cs.store_full ? "true" : "false",
 		              (unsigned long long)cs.store_failures,
 		              (unsigned long long)cs.scope_collisions);
 	} else {

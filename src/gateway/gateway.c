@@ -45,7 +45,7 @@ static void on_maintenance(uv_timer_t *t)
 {
 	sg_gateway_t *gw = t->data;
 	int64_t now = (int64_t)time(NULL);
-	int checkpoint = now - gw->last_checkpoint_s >= gw->cfg->cache.checkpoint_interval_s;
+	int checkpoint = now - gw->last_checkpoint_s >= gw->gen->cfg->cache.checkpoint_interval_s;
 	int rc = sg_cache_maintain(gw->cache, now, checkpoint);
 	if (rc)
 		sg_log_warn("cache maintenance: %s", sg_strerror(rc));
@@ -70,7 +70,6 @@ int sg__gateway_new(sg_gateway_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	if (gw == NULL)
 		return SG_ENOMEM;
 	gw->loop = loop;
-	gw->cfg = cfg;
 	gw->cache = cache;
 	gw->embedder = embedder;
 	gw->seed = (uint32_t)(sg_now_us() ^ ((uint64_t)uv_os_getpid() << 16));
@@ -171,7 +170,7 @@ int sg__gateway_reload(sg_gateway_t *gw, sg_buf_t *report)
 		                     "there is nothing to reload\n");
 		rc = SG_EINVAL;
 	} else if ((rc = sg_config_load(&cfg, gw->config_path, &errors)) == 0 &&
-	           (rc = sg_config_keep_fixed(gw->cfg, cfg, &kept)) == 0) {
+	           (rc = sg_config_keep_fixed(gw->gen->cfg, cfg, &kept)) == 0) {
 		rc = sg__gen_new(&g, cfg, 1, gw->gen, gw->gen->number + 1,
 		                 sg_now_us() ^ gw->seed ^ gw->gen->number);
 		cfg = NULL; /* the generation has it, or freed it */
@@ -199,7 +198,6 @@ int sg__gateway_reload(sg_gateway_t *gw, sg_buf_t *report)
 	/* the swap: new requests take g; the old one lives while requests pin it */
 	sg_gen_t *old = gw->gen;
 	gw->gen = g;
-	gw->cfg = g->cfg;
 	if (gw->http)
 		sg__server_set_config(gw->http, g->cfg); /* its limits */
 	sg__gen_unref(old);

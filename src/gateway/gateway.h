@@ -27,7 +27,6 @@ typedef struct sg_server sg_server_t;
 typedef struct sg_gateway {
 	uv_loop_t *loop;              /* borrowed */
 	sg_gen_t *gen;                /* the current config generation (a reference) */
-	const sg_config_t *cfg;       /* gen->cfg */
 	char *config_path;            /* the file a reload reads, or NULL (built-in config) */
 	uint64_t reloads;             /* reloads that took effect */
 	uint64_t reload_failures;     /* reloads refused (an invalid file) */
