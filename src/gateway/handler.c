@@ -8,8 +8,6 @@
 #include "semgate/log.h"
 #include "server_int.h"
 
-enum kind { KIND_CHAT, KIND_COMPLETIONS, KIND_EMBEDDINGS };
-
 static void handle_models(sg_req_t *req)
 {
 	const sg_config_t *cfg = req->gen->cfg;
@@ -32,7 +30,7 @@ static void handle_models(sg_req_t *req)
 }
 
 /* Checks the fields each endpoint needs; returns a message or NULL. */
-static const char *validate(json_t *root, enum kind kind)
+static const char *validate(json_t *root, enum sg_call_kind kind)
 {
 	json_t *v;
 
@@ -47,7 +45,7 @@ static const char *validate(json_t *root, enum kind kind)
 	if (v && !json_is_boolean(v) && !json_is_null(v))
 		return "'stream' must be a boolean";
 	switch (kind) {
-	case KIND_CHAT: {
+	case SG_CALL_CHAT: {
 		json_t *msgs = json_object_get(root, "messages");
 		size_t i;
 		json_t *m;
@@ -63,14 +61,14 @@ static const char *validate(json_t *root, enum kind kind)
 		}
 		break;
 	}
-	case KIND_COMPLETIONS:
+	case SG_CALL_COMPLETIONS:
 		v = json_object_get(root, "prompt");
 		if (v == NULL)
 			return "missing required field 'prompt'";
 		if (!json_is_string(v) && !json_is_array(v))
 			return "'prompt' must be a string or an array";
 		break;
-	case KIND_EMBEDDINGS:
+	case SG_CALL_EMBEDDINGS:
 		v = json_object_get(root, "input");
 		if (v == NULL)
 			return "missing required field 'input'";
@@ -81,9 +79,11 @@ static const char *validate(json_t *root, enum kind kind)
 	return NULL;
 }
 
-static void handle_inference(sg_req_t *req, enum kind kind)
+static void handle_inference(sg_req_t *req, enum sg_call_kind kind)
 {
-	static const char *const paths[] = {"/chat/completions", "/completions", "/embeddings"};
+	static const char *const paths[] = {[SG_CALL_CHAT] = "/chat/completions",
+	                                    [SG_CALL_COMPLETIONS] = "/completions",
+	                                    [SG_CALL_EMBEDDINGS] = "/embeddings"};
 	const sg_config_t *cfg = req->gen->cfg;
 	const sg_model_t *model;
 	json_error_t jerr;
@@ -115,21 +115,18 @@ static void handle_inference(sg_req_t *req, enum kind kind)
 		                  json_string_value(mv));
 		goto out;
 	}
-	int stream = kind != KIND_EMBEDDINGS && json_is_true(json_object_get(root, "stream"));
-	sg__call_start(req, model, root,
-	               kind == KIND_CHAT ? SG_CALL_CHAT
-	               : kind == KIND_COMPLETIONS ? SG_CALL_COMPLETIONS : SG_CALL_EMBEDDINGS,
-	               paths[kind], stream);
+	int stream = kind != SG_CALL_EMBEDDINGS && json_is_true(json_object_get(root, "stream"));
+	sg__call_start(req, model, root, kind, paths[kind], stream);
 out:
 	json_decref(root);
 }
 
-void sg__route_chat(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, KIND_CHAT); }
+void sg__route_chat(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, SG_CALL_CHAT); }
 void sg__route_completions(sg_req_t *req, sg_iovec_t rest)
 {
-	handle_inference(req, KIND_COMPLETIONS);
+	handle_inference(req, SG_CALL_COMPLETIONS);
 }
-void sg__route_embeddings(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, KIND_EMBEDDINGS); }
+void sg__route_embeddings(sg_req_t *req, sg_iovec_t rest) { handle_inference(req, SG_CALL_EMBEDDINGS); }
 void sg__route_models(sg_req_t *req, sg_iovec_t rest) { handle_models(req); }
 
 void sg__route_healthz(sg_req_t *req, sg_iovec_t rest)
