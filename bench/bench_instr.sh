@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Instructions per request: semgate under valgrind's callgrind while wrk sends
-# one request at a time, for the proxy path (cache off) and for exact cache
-# hits. Instruction counts do not depend on what else the machine is doing,
+# one request at a time, for the proxy path (cache off), exact cache hits and
+# semantic cache hits (a 2,000-entry cache written by cachebench, the local
+# embedder: the model embedder's start under valgrind would take minutes). Instruction counts do not depend on what else the machine is doing,
 # so unlike the timings of bench.sh they compare builds exactly.
 #   bash bench/bench_instr.sh [--build build] [--duration 8] [--semgate PATH]
 # (--semgate: another semgate binary, e.g. an older build, on the same mock)
 # Prints, per path: requests, instructions in the event loop (startup
-# excluded: libuv's uv_run, inclusive), and their quotient.
+# excluded: libuv's uv_run, inclusive) plus those of the worker threads (the
+# vector search runs on libuv's pool), and their quotient.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=build duration=8 bin=
@@ -27,14 +29,14 @@ mock=$(free_port)
 "$top/$build/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null &
 pids+=($!)
 
-measure() { # name (a file name), label, cache json
-	local name=$1 label=$2 cache=$3 port out sg
+measure() { # name (a file name), label, cache json, model, wrk script
+	local name=$1 label=$2 cache=$3 model=$4 lua=$5 port out sg
 	port=$(free_port)
 	out=$work/$name.callgrind
 	# busy polling off: its spinning between requests would be counted too,
 	# and that depends on timing, not on the work a request needs
-	printf '{"listen":"127.0.0.1:%s","log_level":"error","limits":{"busy_poll_us":0},"cache":%s,"models":[{"name":"gpt-4o-mini","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
-		"$port" "$cache" "$mock" >"$work/$name.json"
+	printf '{"listen":"127.0.0.1:%s","log_level":"error","limits":{"busy_poll_us":0},"cache":%s,"models":[{"name":"%s","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
+		"$port" "$cache" "$model" "$mock" >"$work/$name.json"
 	valgrind --tool=callgrind --callgrind-out-file="$out" \
 		"$bin" --config "$work/$name.json" 2>"$work/$name.log" &
 	sg=$!
@@ -44,17 +46,27 @@ measure() { # name (a file name), label, cache json
 		sleep 0.1
 	done
 	local n
-	n=$(wrk -t1 -c1 -d"${duration}s" -s "$top/bench/wrk/chat.lua" \
+	n=$(wrk -t1 -c1 -d"${duration}s" -s "$top/bench/wrk/$lua" \
 		"http://127.0.0.1:$port/v1/chat/completions" | awk '/requests in/ {print $1}')
 	kill -TERM "$sg"
 	wait "$sg" 2>/dev/null || true
-	local ir
+	local ir th
 	ir=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
 		awk '/uv_run \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
+	th=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
+		awk '/start_thread \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
 	printf '%-28s %8s requests  %14s instructions  %8.0f per request\n' \
-		"$label" "$n" "$ir" "$(echo "$ir / $n" | bc -l)"
+		"$label" "$n" "$((ir + ${th:-0}))" "$(echo "($ir + ${th:-0}) / $n" | bc -l)"
 }
 
 echo "$bin: $("$bin" --version 2>/dev/null | head -1) (tree at $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-measure proxy "proxy (cache off)" '{"enabled":false}'
-measure hits "exact hits (cache on)" "{\"path\":\"$work/cache\"}"
+measure proxy "proxy (cache off)" '{"enabled":false}' gpt-4o-mini chat.lua
+# wrk repeats one prompt: every request after the first is an exact hit
+measure hits "exact hits (cache on)" \
+	"{\"path\":\"$work/cache\",\"embedder\":{\"provider\":\"local\"}}" gpt-4o-mini chat.lua
+"$top/$build/cachebench" --path "$work/sem" --entries 2000 --queries 1000 \
+	--emit-queries "$work/queries.txt" >/dev/null 2>&1
+export QUERIES=$work/queries.txt
+measure semantic "semantic hits (cache on)" \
+	"{\"path\":\"$work/sem\",\"max_entries\":0,\"max_bytes\":0,\"ttl_s\":0,\"verify\":false,\"embedder\":{\"provider\":\"local\"}}" \
+	m semantic.lua
