@@ -126,3 +126,14 @@ uint64_t sg_siphash(const sg_hash_key_t *key, const void *p, size_t n)
 		SIPROUND(v0, v1, v2, v3);
 	return v0 ^ v1 ^ v2 ^ v3;
 }
+
+int sg_ct_equal(const void *a, const void *b, size_t n)
+{
+	/* volatile: the compiler may not turn the loop into one that stops at
+	 * the first difference */
+	const volatile uint8_t *x = a, *y = b;
+	uint8_t diff = 0;
+	for (size_t i = 0; i < n; i++)
+		diff |= (uint8_t)(x[i] ^ y[i]);
+	return diff == 0;
+}

@@ -287,8 +287,9 @@ static const opt_t model_opts[] = {
 	{"name", OPT_STR, offsetof(sg_model_t, name), 0, 0, 0, NULL, 1, NULL, LIVE},
 	{"cache", OPT_BOOL, offsetof(sg_model_t, cache_enabled), 0, 1, 1, NULL, 0, NULL, LIVE},
 	{"cache_threshold", OPT_NUM, offsetof(sg_model_t, cache_threshold), 0, 1, -1, NULL, 0, NULL, LIVE},
-	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, 0, NULL, 0, NULL, LIVE},
-	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, 0, NULL, 0, NULL, LIVE},
+	{"input_per_mtok", OPT_NUM, offsetof(sg_model_t, input_per_mtok), 0, 1e6, -1, NULL, 0, NULL, LIVE},
+	{"output_per_mtok", OPT_NUM, offsetof(sg_model_t, output_per_mtok), 0, 1e6, -1, NULL, 0, NULL, LIVE},
+	{"cached_input_per_mtok", OPT_NUM, offsetof(sg_model_t, cached_input_per_mtok), 0, 1e6, -1, NULL, 0, NULL, LIVE},
 	{"strategy", OPT_ENUM, offsetof(sg_model_t, strategy_name), 0, 0, 0, "weighted", 0,
 	 "weighted|round-robin|least-busy|latency|cost|usage", LIVE},
 	{"max_attempts", OPT_INT, offsetof(sg_model_t, max_attempts), 1, 20, 3, NULL, 0, NULL, LIVE},
@@ -300,17 +301,39 @@ static const opt_t model_opts[] = {
 	{"cooldown_s", OPT_INT, offsetof(sg_model_t, cooldown_s), 0, 86400, 30, NULL, 0, NULL, LIVE},
 };
 
+#define A(f) offsetof(sg_auth_config_t, f)
+static const opt_t auth_opts[] = {
+	{"mode", OPT_ENUM, A(mode), 0, 0, 0, "off", 0, "off|keys", FIXED},
+	{"secret_env", OPT_STR, A(secret_env), 0, 0, 0, NULL, 0, NULL, FIXED},
+	{"path", OPT_STR, A(path), 0, 0, 0, "./semgate-auth", 0, NULL, FIXED},
+	{"map_size_mb", OPT_INT, A(map_size_mb), 16, 1 << 24, 4096, NULL, 0, NULL, FIXED},
+	{"burst", OPT_NUM, A(burst), 0.001, 1, 1, NULL, 0, NULL, FIXED},
+	{"default_completion_tokens", OPT_INT, A(default_completion_tokens), 0, 1e9, 1024, NULL, 0, NULL, LIVE},
+	{"hits_count_tokens", OPT_BOOL, A(hits_count_tokens), 0, 1, 0, NULL, 0, NULL, LIVE},
+	{"record_spend", OPT_BOOL, A(record_spend), 0, 1, 0, NULL, 0, NULL, FIXED},
+	{"retention_days", OPT_INT, A(retention_days), 0, 100000, 90, NULL, 0, NULL, FIXED},
+	{"flush_ms", OPT_INT, A(flush_ms), 1, 60000, 200, NULL, 0, NULL, FIXED},
+};
+static const opt_t budget_opts[] = {
+	{"timezone", OPT_STR, A(timezone), 0, 0, 0, "UTC", 0, NULL, FIXED},
+	{"unpriced", OPT_ENUM, A(unpriced), 0, 0, 0, "refuse", 0, "refuse|admit", LIVE},
+	{"stop_streams", OPT_BOOL, A(stop_streams), 0, 1, 0, NULL, 0, NULL, LIVE},
+};
+#undef A
+
 /* Top-level string options live in a scratch struct until checked. */
 typedef struct top_opts {
 	char *listen;        /* "host:port" */
 	char *log_level;     /* error|warn|info|debug */
 	char *admin_key_env; /* env var name */
+	char *prices_file;   /* LiteLLM's price file */
 } top_opts_t;
 
 static const opt_t top_opts[] = {
 	{"listen", OPT_STR, offsetof(top_opts_t, listen), 0, 0, 0, "127.0.0.1:8080", 0, NULL, FIXED},
 	{"log_level", OPT_STR, offsetof(top_opts_t, log_level), 0, 0, 0, "info", 0, NULL, LIVE},
 	{"admin_key_env", OPT_STR, offsetof(top_opts_t, admin_key_env), 0, 0, 0, NULL, 0, NULL, LIVE},
+	{"prices_file", OPT_STR, offsetof(top_opts_t, prices_file), 0, 0, 0, NULL, 0, NULL, LIVE},
 };
 
 static char *env_value(ctx_t *c, const char *name)
@@ -555,9 +578,106 @@ static void parse_models(ctx_t *c, sg_config_t *cfg, json_t *arr)
 	}
 }
 
+/* The auth, budget and spend options ("auth" and "budget" objects). */
+static void parse_auth(ctx_t *c, sg_config_t *cfg, json_t *root)
+{
+	sg_auth_config_t *a = &cfg->auth;
+	json_t *auth = json_object_get(root, "auth"), *budget = json_object_get(root, "budget");
+
+	if (auth && !json_is_object(auth))
+		err(c, "auth", "must be an object");
+	if (budget && !json_is_object(budget))
+		err(c, "budget", "must be an object");
+	apply_opts(c, "auth", json_is_object(auth) ? auth : NULL, a, auth_opts,
+	           SG_ARRAY_SIZE(auth_opts), NULL);
+	apply_opts(c, "budget", json_is_object(budget) ? budget : NULL, a, budget_opts,
+	           SG_ARRAY_SIZE(budget_opts), NULL);
+	a->keys = a->mode && strcmp(a->mode, "keys") == 0;
+	a->admit_unpriced = a->unpriced && strcmp(a->unpriced, "admit") == 0;
+	a->secret = env_value(c, a->secret_env);
+	if (a->keys && a->secret_env == NULL)
+		err(c, "auth.secret_env", "is required when auth.mode is \"keys\" (the environment "
+		    "variable holding the secret that keys are hashed with)");
+	else if (a->secret_env && a->secret == NULL && !c->oom)
+		err(c, "auth.secret_env", "the environment variable \"%s\" is unset or empty",
+		    a->secret_env);
+	else if (a->secret && strlen(a->secret) < 16)
+		err(c, "auth.secret_env", "the secret in \"%s\" is shorter than 16 bytes",
+		    a->secret_env);
+	if (a->keys)
+		a->record_spend = 1;
+	if (a->keys && cfg->admin_key_env == NULL)
+		err(c, "auth.mode", "\"keys\" needs admin_key_env: without an admin key anyone "
+		    "could create keys");
+	if (a->timezone && (strlen(a->timezone) > 64 || strstr(a->timezone, "..") ||
+	                    strspn(a->timezone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                                        "0123456789/_+-:") != strlen(a->timezone)))
+		err(c, "budget.timezone", "must be a time zone name such as \"UTC\" or \"Europe/Paris\"");
+}
+
+/* A LiteLLM price entry for name, or NULL. */
+static json_t *litellm_entry(json_t *prices, const char *provider, const char *name)
+{
+	char k[512];
+	json_t *e = json_object_get(prices, name);
+	if (!json_is_object(e) && provider) {
+		pathf(k, sizeof(k), "%s/%s", provider, name);
+		e = json_object_get(prices, k);
+	}
+	return json_is_object(e) && json_is_number(json_object_get(e, "input_cost_per_token")) &&
+	               json_is_number(json_object_get(e, "output_cost_per_token"))
+	               ? e
+	               : NULL;
+}
+
+/* Each model group's prices: its own, else LiteLLM's file's for its name or
+ * a deployment's model, else none (priced = 0: a budget cannot price it). */
+static void resolve_prices(ctx_t *c, sg_config_t *cfg)
+{
+	json_t *prices = NULL;
+	if (cfg->auth.prices_file) {
+		json_error_t je;
+		prices = json_load_file(cfg->auth.prices_file, JSON_REJECT_DUPLICATES, &je);
+		if (!json_is_object(prices))
+			err(c, "prices_file", "%s: %s", cfg->auth.prices_file,
+			    prices ? "must be a JSON object of model names" : je.text);
+	}
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		sg_model_t *m = &cfg->models[i];
+		json_t *e = NULL;
+		if (m->input_per_mtok < 0 && m->output_per_mtok < 0 && json_is_object(prices)) {
+			e = m->name ? litellm_entry(prices, NULL, m->name) : NULL;
+			for (size_t j = 0; e == NULL && j < m->ndeployments; j++)
+				if (m->deployments[j].model)
+					e = litellm_entry(prices, m->deployments[j].provider,
+					                  m->deployments[j].model);
+		}
+		if (e) {
+			double in = json_number_value(json_object_get(e, "input_cost_per_token"));
+			double out = json_number_value(json_object_get(e, "output_cost_per_token"));
+			json_t *cr = json_object_get(e, "cache_read_input_token_cost");
+			if (in >= 0 && out >= 0) {
+				m->input_per_mtok = in * 1e6;
+				m->output_per_mtok = out * 1e6;
+				if (m->cached_input_per_mtok < 0 && json_is_number(cr) &&
+				    json_number_value(cr) >= 0)
+					m->cached_input_per_mtok = json_number_value(cr) * 1e6;
+			}
+		}
+		m->priced = m->input_per_mtok >= 0 || m->output_per_mtok >= 0;
+		if (m->input_per_mtok < 0)
+			m->input_per_mtok = 0;
+		if (m->output_per_mtok < 0)
+			m->output_per_mtok = 0;
+		if (m->cached_input_per_mtok < 0)
+			m->cached_input_per_mtok = m->input_per_mtok;
+	}
+	json_decref(prices);
+}
+
 int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *errors)
 {
-	static const char *const extra[] = {"limits", "models", "cache", NULL};
+	static const char *const extra[] = {"limits", "models", "cache", "auth", "budget", NULL};
 	ctx_t c = {errors, 0, 0, 0};
 	top_opts_t top = {0};
 	json_error_t jerr;
@@ -639,8 +759,14 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 		parse_models(&c, cfg, json_object_get(root, "models"));
 	if (!c.oom)
 		check_fallbacks(&c, cfg);
+	cfg->auth.prices_file = top.prices_file;
+	top.prices_file = NULL;
+	parse_auth(&c, cfg, root);
+	if (!c.oom && cfg->nmodels)
+		resolve_prices(&c, cfg);
 
 out:
+	free(top.prices_file);
 	free(top.listen);
 	free(top.log_level);
 	free(top.admin_key_env);
@@ -779,8 +905,22 @@ int sg_config_keep_fixed(const sg_config_t *old, sg_config_t *cfg, sg_buf_t *cha
 	if ((rc = keep_fixed("limits", &old->limits, &cfg->limits, limits_opts,
 	                     SG_ARRAY_SIZE(limits_opts), changed)) != 0 ||
 	    (rc = keep_fixed("cache", &old->cache, &cfg->cache, cache_opts,
-	                     SG_ARRAY_SIZE(cache_opts), changed)) != 0)
+	                     SG_ARRAY_SIZE(cache_opts), changed)) != 0 ||
+	    (rc = keep_fixed("auth", &old->auth, &cfg->auth, auth_opts, SG_ARRAY_SIZE(auth_opts),
+	                     changed)) != 0 ||
+	    (rc = keep_fixed("budget", &old->auth, &cfg->auth, budget_opts,
+	                     SG_ARRAY_SIZE(budget_opts), changed)) != 0)
 		return rc;
+	/* the secret goes with its variable (a new one would orphan every key's hash) */
+	cfg->auth.keys = old->auth.keys;
+	if (cfg->auth.secret != old->auth.secret &&
+	    !(cfg->auth.secret && old->auth.secret && strcmp(cfg->auth.secret, old->auth.secret) == 0)) {
+		char *s = old->auth.secret ? strdup(old->auth.secret) : NULL;
+		if (old->auth.secret && !s)
+			return SG_ENOMEM;
+		free(cfg->auth.secret);
+		cfg->auth.secret = s;
+	}
 	size_t before = changed->len;
 	if ((rc = keep_fixed("cache.embedder", &old->cache.embedder, &cfg->cache.embedder,
 	                     embedder_opts, SG_ARRAY_SIZE(embedder_opts), changed)) != 0)
@@ -832,5 +972,12 @@ void sg_config_free(sg_config_t *cfg)
 	free(cfg->cache.embedder.api_key);
 	free(cfg->admin_key_env);
 	free(cfg->admin_key);
+	free(cfg->auth.mode);
+	free(cfg->auth.secret_env);
+	free(cfg->auth.secret);
+	free(cfg->auth.path);
+	free(cfg->auth.unpriced);
+	free(cfg->auth.timezone);
+	free(cfg->auth.prices_file);
 	free(cfg);
 }

@@ -56,8 +56,10 @@ typedef struct sg_model {
 	char *name;                   /* the name clients use */
 	long cache_enabled;           /* cache this model's requests (bool) */
 	double cache_threshold;       /* similarity for a hit; < 0: cache.threshold */
-	double input_per_mtok;        /* price of a million prompt tokens (for stats) */
+	double input_per_mtok;        /* price of a million prompt tokens (0 when unpriced) */
 	double output_per_mtok;       /* price of a million completion tokens */
+	double cached_input_per_mtok; /* price of a million cached prompt tokens */
+	int priced;                   /* a price was configured or found in prices_file */
 	sg_deployment_t *deployments; /* at least one */
 	size_t ndeployments;          /* entries in deployments */
 	int strategy;                 /* enum sg_strategy */
@@ -146,6 +148,27 @@ typedef struct sg_cache_config {
 	sg_embedder_config_t embedder; /* the embedding provider */
 } sg_cache_config_t;
 
+/** Virtual keys, rate limits, budgets and spend (src/gateway/auth.c, limits.c, spend.c). */
+typedef struct sg_auth_config {
+	char *mode;                /* "off" or "keys" */
+	int keys;                  /* mode is "keys" (resolved at load) */
+	char *secret_env;          /* env var with the server secret keys are hashed with */
+	char *secret;              /* its value, or NULL */
+	char *path;                /* directory of the LMDB environment of keys, teams, spend */
+	long map_size_mb;          /* its map size cap */
+	double burst;              /* rate limits: capacity as a fraction of a minute's allowance */
+	long default_completion_tokens; /* tokens reserved for a completion without max_tokens */
+	long hits_count_tokens;    /* cache hits count toward tpm too (bool) */
+	char *unpriced;            /* "refuse" or "admit": a budgeted call that cannot be priced */
+	int admit_unpriced;        /* resolved */
+	long stop_streams;         /* end a stream that crosses a hard budget (bool) */
+	char *timezone;            /* budget periods are aligned to this zone's calendar */
+	long record_spend;         /* keep spend records (always when mode is "keys") (bool) */
+	long retention_days;       /* spend records older than this are deleted (0: never) */
+	long flush_ms;             /* spend records are written in batches this often */
+	char *prices_file;         /* LiteLLM's model_prices_and_context_window.json, or NULL */
+} sg_auth_config_t;
+
 typedef struct sg_config {
 	char *listen_host;        /* address to bind */
 	int listen_port;          /* port to bind (0: any free port) */
@@ -156,6 +179,7 @@ typedef struct sg_config {
 	sg_cache_config_t cache;  /* semantic cache */
 	char *admin_key_env;      /* env var with the admin bearer key, or NULL */
 	char *admin_key;          /* its value, or NULL */
+	sg_auth_config_t auth;    /* keys, limits, budgets, spend */
 } sg_config_t;
 
 /**

@@ -36,4 +36,12 @@ typedef struct sg_hash_key {
  */
 uint64_t sg_siphash(const sg_hash_key_t *key, const void *p, size_t n);
 
+/**
+ * Whether the n bytes at a and b are equal, in time that does not depend on
+ * where they differ: every byte of both is read, whatever differs first (no
+ * early exit; tests/unit/test_hash.c checks it by placing the bytes after the
+ * first one on an unreadable page). For secrets and their digests.
+ */
+int sg_ct_equal(const void *a, const void *b, size_t n);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "semgate/hash.h"
 #include "server_int.h"
 
 #define LIST_DEFAULT 50
@@ -26,10 +27,7 @@ static int authorized(sg_req_t *req)
 	    strncasecmp(v.base, "Bearer ", 7) != 0)
 		return 0;
 	/* constant-time compare: no timing hints about the key */
-	unsigned char diff = 0;
-	for (size_t i = 0; i < n; i++)
-		diff |= (unsigned char)(v.base[7 + i] ^ key[i]);
-	return diff == 0;
+	return sg_ct_equal(v.base + 7, key, n);
 }
 
 /* Value of a query parameter, or NULL. Copies into out (NUL-terminated). */

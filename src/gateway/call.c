@@ -8,8 +8,32 @@
 #include "server_int.h"
 
 /* Chains by endpoint: the cache for completions, then upstream. */
-static const sg_step_t *const chain_cached[] = {&sg__step_cache, &sg__step_upstream};
-static const sg_step_t *const chain_direct[] = {&sg__step_upstream};
+static const sg_step_t *const chain_cached[] = {&sg__step_auth, &sg__step_limits,
+                                                &sg__step_spend, &sg__step_cache,
+                                                &sg__step_upstream};
+static const sg_step_t *const chain_direct[] = {&sg__step_auth, &sg__step_limits,
+                                                &sg__step_spend, &sg__step_upstream};
+
+/* The call's token estimates, for limits and budgets to reserve before it
+ * is forwarded: prompt tokens as a quarter of the request's bytes (settled
+ * with the real usage later); the completion's bound from max_tokens (or
+ * max_completion_tokens), else auth.default_completion_tokens. */
+static void estimate(sg_req_t *req)
+{
+	sg_call_t *c = req->call;
+	c->gov.body_bytes = (int64_t)req->body.len;
+	c->gov.est_prompt = ((int64_t)req->body.len + 3) / 4;
+	c->gov.est_completion = 0;
+	if (c->kind == SG_CALL_EMBEDDINGS)
+		return;
+	json_t *v = json_object_get(c->root, "max_completion_tokens");
+	if (!json_is_integer(v))
+		v = json_object_get(c->root, "max_tokens");
+	if (json_is_integer(v) && json_integer_value(v) > 0)
+		c->gov.est_completion = SG_MIN(json_integer_value(v), (json_int_t)1000000000);
+	else
+		c->gov.est_completion = req->gen->cfg->auth.default_completion_tokens;
+}
 
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
                     const char *path, int stream)
@@ -42,7 +66,16 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->outcome = SG_CALL_PENDING;
 	c->status = 0;
 	c->ns[0] = '\0';
-	c->usage = (sg_usage_t){0, 0, 0};
+	c->usage = (sg_usage_t){0, 0, 0, 0};
+	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
+	c->gov.nitems = 0;
+	c->gov.taken = c->gov.budgeted = c->gov.cost_shown = c->gov.unpriced = 0;
+	c->gov.settled = 1; /* nothing to settle until the spend step runs */
+	c->gov.hdrs_len = 0;
+	c->gov.events = 0;
+	c->gov.cost = c->gov.cost_reserved = 0;
+	c->proxy.attempts = 0;
+	estimate(req);
 	c->steps[0]->request(req);
 }
 
@@ -147,9 +180,33 @@ void sg__call_free(sg_req_t *req)
 		return;
 	sg__proxy_req_free(req);
 	sg__cache_req_free(req);
+	sg__principal_unref(req->call->key);
+	sg__principal_unref(req->call->team);
 	json_decref(req->call->root);
 	sg_buf_free(&req->call->rewrite[0]);
 	sg_buf_free(&req->call->rewrite[1]);
 	free(req->call);
 	req->call = NULL;
+}
+
+void sg__call_billable(const sg_req_t *req, int aborted, sg_usage_t *out, int *estimated)
+{
+	const sg_call_t *c = req->call;
+	*out = (sg_usage_t){0, 0, 0, 0};
+	*estimated = 0;
+	if (c->outcome == SG_CALL_HIT || (!aborted && c->status >= 300 && !c->streamed))
+		return; /* the cache answered, or an error reply: nothing charged */
+	if (c->usage.prompt > 0 || c->usage.completion > 0) {
+		*out = c->usage;
+		if (out->total < out->prompt + out->completion)
+			out->total = out->prompt + out->completion;
+		return;
+	}
+	if (c->proxy.attempts == 0)
+		return; /* never reached an upstream */
+	/* no usage came: the prompt estimate, one token per content event */
+	out->prompt = c->gov.est_prompt;
+	out->completion = c->gov.events;
+	out->total = out->prompt + out->completion;
+	*estimated = 1;
 }

@@ -31,6 +31,7 @@ typedef struct sg_req sg_req_t;
 /** Token counts of a reply (0 when it said nothing). */
 typedef struct sg_usage {
 	long long prompt, completion, total;
+	long long cached; /* of prompt, tokens the provider served from its prompt cache */
 } sg_usage_t;
 
 /** How a call was answered. */
@@ -88,7 +89,17 @@ void sg__call_writable(sg_req_t *req);
 /** Free the connection's call and the steps' state in it (the connection's end). */
 void sg__call_free(sg_req_t *req);
 
-/* The steps (gateway/semcache.c, upstream/proxy.c). */
+/** What a call is billed for (tokens the provider charged or, where no usage
+ * came, an estimate: *estimated set): nothing for a cache hit or an upstream
+ * error reply; the reported usage for an answer; for a stream cut short or a
+ * client that left, the prompt estimate plus one token per content event
+ * streamed. aborted: the client left (the abort callbacks). */
+void sg__call_billable(const sg_req_t *req, int aborted, sg_usage_t *out, int *estimated);
+
+/* The steps (gateway/auth.c, limits.c, spend.c, semcache.c, upstream/proxy.c). */
+extern const sg_step_t sg__step_auth;
+extern const sg_step_t sg__step_limits;
+extern const sg_step_t sg__step_spend;
 extern const sg_step_t sg__step_cache;
 extern const sg_step_t sg__step_upstream;
 

@@ -60,6 +60,13 @@ static void on_maintenance(uv_timer_t *t)
 	}
 }
 
+/* Idle rate-limit counters go (a key unused for a minute holds no memory). */
+static void on_gov_sweep(uv_timer_t *t)
+{
+	sg_gateway_t *gw = t->data;
+	sg_ctr_sweep(gw->counters, sg_now_us());
+}
+
 int sg__gateway_new(sg_gateway_t **out, uv_loop_t *loop, const sg_config_t *cfg,
                     sg_cache_t *cache, sg_embedder_t *embedder)
 {
@@ -95,6 +102,26 @@ int sg__gateway_new(sg_gateway_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 			goto fail;
 		gw->embedder = gw->owned_embedder;
 	}
+	if (cfg->auth.keys || cfg->auth.record_spend) {
+		char err[512];
+		/* budget periods follow this zone's calendar (the logs stay in UTC) */
+		setenv("TZ", cfg->auth.timezone ? cfg->auth.timezone : "UTC", 1);
+		tzset();
+		if ((rc = sg__authdb_open(&gw->authdb, loop, &cfg->auth, err, sizeof(err))) != 0) {
+			sg_log_error("%s", err);
+			goto fail;
+		}
+	}
+	if (cfg->auth.keys) {
+		if ((gw->counters = sg_counters_local_new(cfg->auth.burst)) == NULL) {
+			rc = SG_ENOMEM;
+			goto fail;
+		}
+		uv_timer_init(loop, &gw->gov_timer);
+		gw->gov_timer.data = gw;
+		uv_timer_start(&gw->gov_timer, on_gov_sweep, 10000, 10000);
+		uv_unref((uv_handle_t *)&gw->gov_timer);
+	}
 	if (cache) {
 		gw->last_checkpoint_s = (int64_t)time(NULL);
 		uv_timer_init(loop, &gw->maint_timer);
@@ -106,6 +133,7 @@ int sg__gateway_new(sg_gateway_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 	*out = gw;
 	return 0;
 fail:
+	sg__authdb_close(gw->authdb);
 	if (gw->upstream)
 		sg_upstream_close(gw->upstream); /* its handles close as the loop runs */
 	gw->upstream = NULL;
@@ -125,6 +153,11 @@ void sg__gateway_close(sg_gateway_t *gw)
 		uv_timer_stop(&gw->hits_timer);
 		uv_close((uv_handle_t *)&gw->hits_timer, noop_close);
 	}
+	if (gw->counters) {
+		uv_timer_stop(&gw->gov_timer);
+		uv_close((uv_handle_t *)&gw->gov_timer, noop_close);
+	}
+	sg__authdb_close(gw->authdb);
 	sg_upstream_close(gw->upstream);
 	gw->upstream = NULL;
 }
@@ -134,6 +167,8 @@ void sg__gateway_free(sg_gateway_t *gw)
 	if (gw == NULL)
 		return;
 	sg__gen_unref(gw->gen);
+	sg__authdb_free(gw->authdb); /* writes the spend still queued */
+	sg_ctr_free(gw->counters);
 	free(gw->config_path);
 	sg_embed_free(gw->owned_embedder);
 	sg_stats_free(gw->stats);

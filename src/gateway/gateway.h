@@ -15,6 +15,8 @@
 
 #include <uv.h>
 
+#include "authdb.h"
+#include "counter.h"
 #include "gen.h"
 #include "semgate/cache.h"
 #include "semgate/embed.h"
@@ -48,6 +50,14 @@ typedef struct sg_gateway {
 	sg_log_limit_t store_log;     /* rate limits for lines an upstream can cause */
 	sg_log_limit_t sse_log;
 	sg_server_t *http;            /* the front end attached (for its figures in /stats) */
+	sg_authdb_t *authdb;          /* keys, teams, budgets, spend (auth.mode keys or
+	                               * auth.record_spend), or NULL */
+	sg_counters_t *counters;      /* rate-limit counters (auth.mode keys), or NULL */
+	uv_timer_t gov_timer;         /* forgets idle counters */
+	uint64_t auth_refused;        /* requests refused by the auth step */
+	uint64_t limited;             /* ... by a rate or concurrency limit */
+	uint64_t budget_refused;      /* ... by a budget (or an unpriced model under one) */
+	sg_log_limit_t gov_log;
 } sg_gateway_t;
 
 /** Make the gateway for cfg (borrowed: generation 1, it must outlive the

@@ -258,7 +258,7 @@ static void serve_hit(sg_req_t *req, sg_cache_hit_t *hit, int stream)
 	sg__fbuf_t o = {extra, strlen(extra), sizeof(extra), 0};
 	req->call->outcome = SG_CALL_HIT;
 	req->call->usage = (sg_usage_t){m->prompt_tokens, m->completion_tokens,
-	                               (long long)m->prompt_tokens + m->completion_tokens};
+	                               (long long)m->prompt_tokens + m->completion_tokens, 0};
 	sg__call_head(req, 200, stream, &o);
 	if (stream) {
 		replay_stream(req, extra, m->response);

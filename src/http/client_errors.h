@@ -16,6 +16,15 @@
 	X(INVALID_CACHE_CONTROL, 400, "invalid_request_error", "invalid_cache_control") \
 	X(UNSUPPORTED_FOR_PROVIDER, 400, "invalid_request_error", "unsupported_for_provider") \
 	X(UNAUTHORIZED, 401, "invalid_request_error", "unauthorized")                \
+	/* keys, limits, budgets (src/gateway/auth.c, limits.c, spend.c) */          \
+	X(MISSING_API_KEY, 401, "invalid_request_error", "missing_api_key")          \
+	X(INVALID_API_KEY, 401, "invalid_request_error", "invalid_api_key")          \
+	X(KEY_EXPIRED, 401, "invalid_request_error", "key_expired")                  \
+	X(KEY_DISABLED, 403, "permission_error", "key_disabled")                     \
+	X(MODEL_NOT_ALLOWED, 403, "permission_error", "model_not_allowed")           \
+	X(MODEL_UNPRICED, 403, "permission_error", "model_unpriced")                 \
+	X(RATE_LIMITED, 429, "rate_limit_error", "rate_limit_exceeded")              \
+	X(BUDGET_EXCEEDED, 429, "insufficient_quota", "budget_exceeded")             \
 	X(NOT_FOUND, 404, "invalid_request_error", "not_found")                      \
 	X(MODEL_NOT_FOUND, 404, "invalid_request_error", "model_not_found")          \
 	X(CACHE_DISABLED, 404, "invalid_request_error", "cache_disabled")            \

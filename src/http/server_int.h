@@ -20,7 +20,9 @@
 #include "semgate/server.h"
 #include "semgate/upstream.h"
 #include "semgate/log.h"
+#include "authdb.h"
 #include "call.h"
+#include "counter.h"
 #include "client_errors.h"
 #include "gateway.h"
 #include "gen.h"
@@ -120,6 +122,28 @@ typedef struct sg_reqcache {
 	int64_t created;             /* from the stream */
 } sg_reqcache_t;
 
+/* The limits and spend steps' part of a call (limits.c, spend.c). */
+#define SG_GOV_ITEMS 9 /* rpm, tpm, concurrency for the key, its team, key × model */
+typedef struct sg_gov {
+	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
+	char names[SG_GOV_ITEMS][160];
+	size_t nitems;                /* of them */
+	int taken;                    /* the counters hold this call's reservation */
+	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
+	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
+	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */
+	double cost_reserved;         /* USD reserved on the budgets of key and team */
+	int budgeted;                 /* cost_reserved is held on their windows */
+	int unpriced;                 /* the model has no price */
+	int64_t events;               /* content events streamed (an estimate if the client leaves) */
+	int cost_shown;               /* X-Semgate-Cost was added */
+	int settled;                  /* spend settled and recorded (end or abort) */
+	int hits_tokens;              /* hits count toward tpm (auth.hits_count_tokens) */
+	double cost;                  /* this call's cost (settled) */
+	char hdrs[1024];              /* header lines every answer of the call carries */
+	size_t hdrs_len;
+} sg_gov_t;
+
 /* A call: what one inference request is to the gateway, and the steps'
  * state for it. Allocated by the first call on a connection and reused by
  * the next ones there (its buffers keep their capacity); freed with the
@@ -141,6 +165,9 @@ struct sg_call {
 	                                    * before the cache (auth) may set it */
 	sg_buf_t rewrite[2];               /* what steps' response callbacks rewrote */
 	sg_usage_t usage;                  /* the one usage record */
+	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
+	sg_principal_t *team;              /* its team (a reference), or NULL */
+	sg_gov_t gov;                      /* the limits and spend steps' state */
 	sg_proxy_t proxy;                  /* the upstream step's state */
 	sg_reqcache_t cache;               /* the cache step's state */
 };
@@ -177,6 +204,9 @@ typedef struct sg_req {
 	                           * the connection is routed or the connection ends */
 	uint64_t start_us;        /* when the head was complete */
 	sg_call_t *call;          /* the gateway's call (inference endpoints), or NULL */
+	const char *resp_hdrs;    /* header lines every answer to this request carries (a
+	                           * handler's; reset for each request), or NULL */
+	size_t resp_hdrs_len;
 } sg_req_t;
 
 /* What the front end calls: all it knows of what serves its requests. */
@@ -301,6 +331,10 @@ void sg__admin_reload(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest);
+/* Keys, teams and spend (govern.c). */
+void sg__admin_keys(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_teams(sg_req_t *req, sg_iovec_t rest);
+void sg__admin_spend(sg_req_t *req, sg_iovec_t rest);
 /* The OpenAI endpoints and health (handler.c). */
 void sg__route_chat(sg_req_t *req, sg_iovec_t rest);
 void sg__route_completions(sg_req_t *req, sg_iovec_t rest);

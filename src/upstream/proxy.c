@@ -94,7 +94,7 @@ static void attempt_reset(sg_req_t *req)
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
 	px->saw_done = 0;
-	px->stream_usage = (sg_usage_t){-1, 0, 0};
+	px->stream_usage = (sg_usage_t){-1, 0, 0, 0};
 	sg_sse_reset(&px->sse);
 	sg_buf_reset(&px->sse_out);
 	sg_buf_reset(&px->body);
@@ -172,17 +172,24 @@ static int put_event(sg_buf_t *o, const char *d, size_t n)
  * absent). Returns 1 when u is an object it read, else 0. */
 static int read_usage(const sg_json_field_t *u, sg_usage_t *out)
 {
-	sg_json_field_t f[3] = {{"prompt_tokens", 0, {0}}, {"completion_tokens", 0, {0}},
-				{"total_tokens", 0, {0}}};
+	sg_json_field_t f[4] = {{"prompt_tokens", 0, {0}}, {"completion_tokens", 0, {0}},
+				{"total_tokens", 0, {0}}, {"prompt_tokens_details", 0, {0}}};
 	long long *v[3] = {&out->prompt, &out->completion, &out->total};
 
 	memset(out, 0, sizeof(*out));
 	if (!u->found || u->value.len == 0 || u->value.base[0] != '{' ||
-	    sg_json_scan(u->value.base, u->value.len, f, 3) != 0)
+	    sg_json_scan(u->value.base, u->value.len, f, 4) != 0)
 		return 0;
 	for (int i = 0; i < 3; i++)
 		if (f[i].found && sg_json_integer(f[i].value, v[i]) != 0)
 			*v[i] = 0;
+	/* OpenAI's prompt cache: prompt_tokens_details.cached_tokens (priced apart) */
+	sg_json_field_t d[1] = {{"cached_tokens", 0, {0}}};
+	if (f[3].found && f[3].value.len && f[3].value.base[0] == '{' &&
+	    sg_json_scan(f[3].value.base, f[3].value.len, d, 1) == 0 && d[0].found &&
+	    (sg_json_integer(d[0].value, &out->cached) != 0 || out->cached < 0 ||
+	     out->cached > out->prompt))
+		out->cached = 0;
 	return 1;
 }
 
@@ -696,7 +703,7 @@ static void deliver(sg_req_t *req, uint64_t now)
 		i++;
 	/* every OpenAI reply is an object: an array is not an answer either */
 	int valid = body != NULL && i < len && body[i] == '{' && sg_json_scan(body, len, f, 1) == 0;
-	sg_usage_t use = {0, 0, 0};
+	sg_usage_t use = {0, 0, 0, 0};
 	if (valid) /* a failed scan may have filled fields: count nothing from it */
 		read_usage(&f[0], &use);
 	sg_router_end(router, px->dep, SG_ATTEMPT_OK, now - px->attempt_us,

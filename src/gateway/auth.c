@@ -1,0 +1,130 @@
+/*
+ * The auth step, first of every inference call when auth.mode is "keys": it
+ * finds the caller's virtual key ("Authorization: Bearer sg-<id>-<secret>",
+ * or "x-api-key: sg-..." as Anthropic's clients send it), checks it (the
+ * secret's HMAC in constant time, expiry, disabled, the key's and its team's
+ * model lists) and puts the key, its team and the cache namespace it is
+ * confined to on the call. Every refusal names the public id at most: the
+ * secret is never echoed, logged or stored.
+ */
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "server_int.h"
+
+/* The key a request carries: 1 found (*out), 0 none, -1 an Authorization
+ * header that is not a bearer token. */
+static int find_key(const sg_req_t *req, sg_iovec_t *out)
+{
+	sg_iovec_t v;
+	if (sg__req_header(req, "Authorization", &v) == 0) {
+		if (v.len < 7 || strncasecmp(v.base, "Bearer ", 7) != 0)
+			return -1;
+		v.base += 7;
+		v.len -= 7;
+		while (v.len && *v.base == ' ')
+			v.base++, v.len--;
+		*out = v;
+		return 1;
+	}
+	if (sg__req_header(req, "x-api-key", &v) == 0) {
+		*out = v;
+		return 1;
+	}
+	return 0;
+}
+
+/* A refusal before any other step ran. */
+#define REFUSE(req, gw, e, ...)                                                   \
+	do {                                                                      \
+		(gw)->auth_refused++;                                             \
+		sg__call_end(req, 0);                                             \
+		sg__respond_error(req, e, __VA_ARGS__);                           \
+		return;                                                           \
+	} while (0)
+
+static void auth_request(sg_req_t *req)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_iovec_t k;
+
+	if (!gw->gen->cfg->auth.keys || gw->authdb == NULL)
+		return sg__call_next(req);
+	int found = find_key(req, &k);
+	if (found == 0)
+		REFUSE(req, gw, SG_CE_MISSING_API_KEY,
+		       "this gateway needs a key: send 'Authorization: Bearer sg-...'");
+	/* sg-<id>-<secret> */
+	if (found < 0 || k.len < 3 + SG_KEY_ID_LEN + 2 || k.len > 3 + SG_KEY_ID_LEN + 1 + 256 ||
+	    memcmp(k.base, "sg-", 3) != 0 || k.base[3 + SG_KEY_ID_LEN] != '-')
+		REFUSE(req, gw, SG_CE_INVALID_API_KEY,
+		       "the key is not a semgate key (sg-<id>-<secret>)");
+	const char *id = k.base + 3;
+	for (size_t i = 0; i < SG_KEY_ID_LEN; i++)
+		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
+			REFUSE(req, gw, SG_CE_INVALID_API_KEY,
+			       "the key is not a semgate key (sg-<id>-<secret>)");
+	const char *secret = id + SG_KEY_ID_LEN + 1;
+	size_t slen = k.len - 3 - SG_KEY_ID_LEN - 1;
+	sg_principal_t *key = sg__authdb_find(gw->authdb, 0, id, SG_KEY_ID_LEN);
+	int64_t now = (int64_t)time(NULL);
+	if (key == NULL)
+		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "unknown key sg-%.*s", SG_KEY_ID_LEN, id);
+	if (!sg__authdb_verify(gw->authdb, key, secret, slen, now))
+		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "wrong secret for key sg-%s", key->id);
+	if (key->expires_at && now >= key->expires_at)
+		REFUSE(req, gw, SG_CE_KEY_EXPIRED, "key sg-%s expired at %lld (Unix time)", key->id,
+		       (long long)key->expires_at);
+	if (key->disabled)
+		REFUSE(req, gw, SG_CE_KEY_DISABLED, "key sg-%s is disabled", key->id);
+	sg_principal_t *team = key->team[0]
+	                       ? sg__authdb_find(gw->authdb, 1, key->team, SG_KEY_ID_LEN)
+	                       : NULL;
+	if (team && team->disabled)
+		REFUSE(req, gw, SG_CE_KEY_DISABLED, "the team %s of key sg-%s is disabled", team->id,
+		       key->id);
+	const char *model = c->model->name;
+	if (!sg__principal_allows(key, model) || (team && !sg__principal_allows(team, model)))
+		REFUSE(req, gw, SG_CE_MODEL_NOT_ALLOWED, "key sg-%s may not use model '%s'", key->id,
+		       model);
+	/* the key's namespace, else its team's, else one of its own: whatever
+	 * X-Semgate-Namespace says, the cache step keeps to it */
+	if (key->ns[0])
+		memcpy(c->ns, key->ns, strlen(key->ns) + 1);
+	else if (team && team->ns[0])
+		memcpy(c->ns, team->ns, strlen(team->ns) + 1);
+	else if (team)
+		snprintf(c->ns, sizeof(c->ns), "team-%s", team->id);
+	else
+		snprintf(c->ns, sizeof(c->ns), "key-%s", key->id);
+	sg__principal_ref(key);
+	c->key = key;
+	if (team) {
+		sg__principal_ref(team);
+		c->team = team;
+	}
+	sg__call_next(req);
+}
+
+static void auth_release(sg_req_t *req)
+{
+	sg_call_t *c = req->call;
+	sg__principal_unref(c->key);
+	sg__principal_unref(c->team);
+	c->key = c->team = NULL;
+}
+
+static void auth_end(sg_req_t *req, int ok)
+{
+	(void)ok;
+	auth_release(req);
+}
+
+const sg_step_t sg__step_auth = {
+	.name = "auth",
+	.request = auth_request,
+	.end = auth_end,
+	.abort = auth_release,
+};

@@ -1,0 +1,1498 @@
+/* The governance store: see authdb.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <fnmatch.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <lmdb.h>
+#include <openssl/hmac.h>
+#include <openssl/evp.h>
+
+#include "authdb.h"
+#include "semgate/common.h"
+#include "semgate/hash.h"
+#include "semgate/log.h"
+#include "u64map.h"
+
+#define MAX_DOC_BYTES 65536   /* one key's or team's record */
+#define MAX_MODELS 256        /* entries of "models" and "model_limits" */
+#define MAX_QUEUE 1000000     /* spend records waiting for a batch */
+#define RETENTION_EVERY_S 60  /* how often old records are deleted */
+
+typedef struct queued {
+	sg_spend_rec_t r;  /* strings point into text */
+	char *text;        /* the strings, back to back (owned) */
+} queued_t;
+
+typedef struct win_snap {
+	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */
+	int64_t start;
+	double spent;
+} win_snap_t;
+
+
+/* One batch on its way to the disk. */
+typedef struct batch {
+	queued_t *recs;
+	size_t nrecs;
+	win_snap_t *wins;
+	size_t nwins;
+	int64_t retention_before_us; /* delete records before this (0: not this time) */
+	int rc;                      /* the write's result */
+	size_t deleted;              /* records retention removed */
+} batch_t;
+
+struct sg_authdb {
+	uv_loop_t *loop;
+	const sg_auth_config_t *cfg;
+	MDB_env *env;
+	MDB_dbi keys_db, teams_db, windows_db, spend_db;
+	sg_u64map_t keys, teams;   /* hash of id -> sg_principal_t (ids are unique per table) */
+	queued_t *queue;           /* records waiting for the next batch */
+	size_t nqueue, capqueue;
+	sg_window_t **dirty;       /* windows changed since the last batch (references) */
+	size_t ndirty, capdirty;
+	uv_timer_t timer;
+	uv_work_t work;
+	batch_t *flushing;         /* the batch being written, or NULL */
+	uint64_t seq;              /* record key sequence within a microsecond */
+	int64_t last_retention_s;
+	uint64_t written, dropped, write_errors, retention_deleted;
+	int closed;
+	sg_log_limit_t err_log;
+};
+
+/* --- small helpers --------------------------------------------------------------------- */
+
+static uint64_t id_hash(const char *id, size_t len)
+{
+	return sg_hash64(id, len, 0x5e11a7e5ULL);
+}
+
+static void random_chars(char *out, size_t n, const char *alphabet, size_t na)
+{
+	uint8_t b[64];
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = getrandom(b, sizeof(b), 0);
+		if (r <= 0)
+			continue; /* EINTR; getrandom never fails otherwise once seeded */
+		for (ssize_t i = 0; i < r && got < n; i++) {
+			/* rejection sampling: no bias towards the first letters */
+			if (b[i] >= 256 - 256 % na)
+				continue;
+			out[got++] = alphabet[b[i] % na];
+		}
+	}
+	out[n] = '\0';
+}
+
+static void hmac_secret(const char *server_secret, const char *s, size_t n, uint8_t out[32])
+{
+	unsigned int len = 32;
+	HMAC(EVP_sha256(), server_secret, (int)strlen(server_secret), (const unsigned char *)s, n,
+	     out, &len);
+}
+
+static void hex32(const uint8_t *h, char out[65])
+{
+	static const char x[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = x[h[i] >> 4];
+		out[2 * i + 1] = x[h[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static int unhex32(const char *s, uint8_t out[32])
+{
+	if (s == NULL || strlen(s) != 64)
+		return -1;
+	for (int i = 0; i < 64; i++) {
+		int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (v < 0)
+			return -1;
+		out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+	}
+	return 0;
+}
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* --- periods ---------------------------------------------------------------------------- */
+
+/* Start of the calendar period holding t, in the process's time zone
+ * (budget.timezone, set at start-up). */
+static int64_t period_start(const sg_principal_t *p, int64_t t)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+	switch (p->period) {
+	case SG_PERIOD_NONE:
+		return 0;
+	case SG_PERIOD_SECONDS:
+		return t - t % p->period_s;
+	default:
+		break;
+	}
+	localtime_r(&tt, &tm);
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	if (p->period == SG_PERIOD_WEEKLY)
+		tm.tm_mday -= (tm.tm_wday + 6) % 7; /* weeks start on Monday (ISO 8601) */
+	else if (p->period == SG_PERIOD_MONTHLY)
+		tm.tm_mday = 1;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm);
+}
+
+int64_t sg__authdb_period_end(const sg_principal_t *p, int64_t start)
+{
+	struct tm tm;
+	time_t tt = (time_t)start;
+	switch (p->period) {
+	case SG_PERIOD_NONE:
+		return INT64_MAX;
+	case SG_PERIOD_SECONDS:
+		return start + p->period_s;
+	default:
+		break;
+	}
+	localtime_r(&tt, &tm);
+	if (p->period == SG_PERIOD_DAILY)
+		tm.tm_mday += 1;
+	else if (p->period == SG_PERIOD_WEEKLY)
+		tm.tm_mday += 7;
+	else
+		tm.tm_mon += 1;
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm);
+}
+
+static void window_unref(sg_window_t *w)
+{
+	if (w && --w->refs == 0)
+		free(w);
+}
+
+void sg__authdb_window_dirty(sg_authdb_t *db, sg_window_t *w)
+{
+	if (w->dirty)
+		return;
+	if (db->ndirty == db->capdirty) {
+		size_t cap = db->capdirty ? db->capdirty * 2 : 64;
+		sg_window_t **d = realloc(db->dirty, cap * sizeof(*d));
+		if (d == NULL)
+			return; /* written with a later batch, when memory allows */
+		db->dirty = d;
+		db->capdirty = cap;
+	}
+	w->dirty = 1;
+	w->refs++;
+	db->dirty[db->ndirty++] = w;
+}
+
+void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t t)
+{
+	int64_t start = period_start(p, t);
+	sg_window_t *w = p->win;
+	if (start == w->start)
+		return;
+	w->start = start;
+	w->spent = 0;
+	w->soft_noted = 0;
+	sg__authdb_window_dirty(db, w);
+}
+
+/* --- principals: parse and validate ------------------------------------------------- */
+
+void sg__principal_ref(sg_principal_t *p)
+{
+	p->refs++;
+}
+
+static void principal_free(sg_principal_t *p)
+{
+	window_unref(p->win);
+	json_decref(p->doc);
+	for (size_t i = 0; i < p->nmodels; i++)
+		free(p->models[i]);
+	free(p->models);
+	for (size_t i = 0; i < p->nmlim; i++)
+		free(p->mlim[i].model);
+	free(p->mlim);
+	free(p);
+}
+
+void sg__principal_unref(sg_principal_t *p)
+{
+	if (p && --p->refs == 0)
+		principal_free(p);
+}
+
+static int parse_time(const char *s, int64_t *out)
+{
+	struct tm tm = {0};
+	int y, mo, d, h, mi, sec, n = 0;
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+	    mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+		return -1;
+	const char *p = s + n;
+	if (*p == '.')
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			;
+	long off = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int oh, om, k = 0;
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+			return -1;
+		off = (oh * 3600L + om * 60L) * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return -1;
+	}
+	if (*p)
+		return -1;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	*out = (int64_t)timegm(&tm) - off;
+	return 0;
+}
+
+int sg__parse_time_arg(const char *s, int64_t *out)
+{
+	char *end;
+	if (s[0] >= '0' && s[0] <= '9' && strchr(s, '-') == NULL) {
+		errno = 0;
+		long long v = strtoll(s, &end, 10);
+		if (*end || errno || v < 0)
+			return -1;
+		*out = v;
+		return 0;
+	}
+	return parse_time(s, out);
+}
+
+static int parse_period(const char *s, int *period, int64_t *secs)
+{
+	static const char *const names[] = {"none", "daily", "weekly", "monthly"};
+	for (int i = 0; i < 4; i++)
+		if (strcmp(s, names[i]) == 0) {
+			*period = i;
+			return 0;
+		}
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (end != s && strcmp(end, "s") == 0 && !errno && v >= 1 && v <= 366LL * 86400) {
+		*period = SG_PERIOD_SECONDS;
+		*secs = v;
+		return 0;
+	}
+	return -1;
+}
+
+static int valid_ns(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 0 && n <= SG_NS_MAX &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n;
+}
+
+#define PERR(...) (errors ? (void)sg_buf_printf(errors, __VA_ARGS__) : (void)0, bad++)
+
+static int check_limitset(json_t *obj, const char *path, sg_limitset_t *l, sg_buf_t *errors)
+{
+	static const char *const names[] = {"rpm", "tpm", "max_concurrent"};
+	long *f[] = {&l->rpm, &l->tpm, &l->max_concurrent};
+	int bad = 0;
+	for (int i = 0; i < 3; i++) {
+		json_t *v = json_object_get(obj, names[i]);
+		if (v == NULL || json_is_null(v)) {
+			*f[i] = 0;
+			continue;
+		}
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) > 1000000000000LL)
+			PERR("%s%s: must be an integer >= 0 (0 or null: no limit)\n", path, names[i]);
+		else
+			*f[i] = (long)json_integer_value(v);
+	}
+	return bad;
+}
+
+/* Parse a whole record (admin view) into p, checking every field. Returns
+ * the number of problems (each appended to errors). */
+static int parse_doc(sg_authdb_t *db, int is_team, json_t *doc, sg_principal_t *p,
+                     sg_buf_t *errors)
+{
+	static const char *const key_fields[] = {
+		"id", "name", "team", "models", "metadata", "expires_at", "rpm", "tpm",
+		"max_concurrent", "model_limits", "budget", "namespace", "disabled", "created_at",
+		"updated_at", NULL};
+	const char *k;
+	json_t *v;
+	int bad = 0;
+
+	json_object_foreach(doc, k, v) {
+		int known = 0;
+		for (const char *const *f = key_fields; *f; f++)
+			known |= strcmp(*f, k) == 0;
+		if (!known || (is_team && (strcmp(k, "team") == 0 || strcmp(k, "expires_at") == 0)))
+			PERR("%s: unknown field\n", k);
+	}
+	v = json_object_get(doc, "name");
+	if (v && !json_is_null(v) && (!json_is_string(v) || json_string_length(v) > 256))
+		PERR("name: must be a string of at most 256 bytes\n");
+	v = json_object_get(doc, "team");
+	p->team[0] = '\0';
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || json_string_length(v) != SG_KEY_ID_LEN)
+			PERR("team: must be a team id\n");
+		else if (db && sg__authdb_find(db, 1, json_string_value(v), SG_KEY_ID_LEN) == NULL)
+			PERR("team: no team \"%s\"\n", json_string_value(v));
+		else
+			memcpy(p->team, json_string_value(v), SG_KEY_ID_LEN + 1);
+	}
+	v = json_object_get(doc, "models");
+	if (v && !json_is_null(v)) {
+		size_t i;
+		json_t *m;
+		if (!json_is_array(v) || json_array_size(v) > MAX_MODELS) {
+			PERR("models: must be an array of at most %d model names or patterns\n",
+			     MAX_MODELS);
+		} else if ((p->models = calloc(json_array_size(v) + 1, sizeof(char *))) != NULL) {
+			json_array_foreach(v, i, m) {
+				if (!json_is_string(m) || json_string_length(m) == 0 ||
+				    json_string_length(m) > 256) {
+					PERR("models[%zu]: must be a model name or pattern\n", i);
+					continue;
+				}
+				if ((p->models[p->nmodels] = strdup(json_string_value(m))) != NULL)
+					p->nmodels++;
+			}
+		}
+	}
+	v = json_object_get(doc, "metadata");
+	if (v && !json_is_null(v) && !json_is_object(v))
+		PERR("metadata: must be an object\n");
+	p->expires_at = 0;
+	v = json_object_get(doc, "expires_at");
+	if (v && !json_is_null(v)) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			PERR("expires_at: must be Unix seconds or an RFC 3339 time\n");
+		else
+			p->expires_at = json_integer_value(v);
+	}
+	bad += check_limitset(doc, "", &p->lim, errors);
+	v = json_object_get(doc, "model_limits");
+	if (v && !json_is_null(v)) {
+		const char *mk;
+		json_t *mv;
+		if (!json_is_object(v) || json_object_size(v) > MAX_MODELS) {
+			PERR("model_limits: must be an object of model names to {rpm, tpm, "
+			     "max_concurrent}\n");
+		} else if ((p->mlim = calloc(json_object_size(v) + 1, sizeof(*p->mlim))) != NULL) {
+			json_object_foreach(v, mk, mv) {
+				char path[300];
+				snprintf(path, sizeof(path), "model_limits.%.256s.", mk);
+				const char *f;
+				json_t *fv;
+				if (!json_is_object(mv)) {
+					PERR("%s: must be an object\n", path);
+					continue;
+				}
+				json_object_foreach(mv, f, fv) if (strcmp(f, "rpm") && strcmp(f, "tpm") &&
+				                                   strcmp(f, "max_concurrent"))
+					PERR("%s%s: unknown field\n", path, f);
+				sg_model_limit_t *ml = &p->mlim[p->nmlim];
+				bad += check_limitset(mv, path, &ml->lim, errors);
+				if ((ml->model = strdup(mk)) != NULL)
+					p->nmlim++;
+			}
+		}
+	}
+	p->max_usd = p->soft_usd = -1;
+	p->period = SG_PERIOD_NONE;
+	v = json_object_get(doc, "budget");
+	if (v && !json_is_null(v)) {
+		json_t *mx = json_object_get(v, "max_usd"), *so = json_object_get(v, "soft_usd"),
+		       *pe = json_object_get(v, "period");
+		const char *f;
+		json_t *fv;
+		if (!json_is_object(v)) {
+			PERR("budget: must be an object {max_usd, soft_usd, period}\n");
+		} else {
+			json_object_foreach(v, f, fv) if (strcmp(f, "max_usd") && strcmp(f, "soft_usd") &&
+			                                  strcmp(f, "period"))
+				PERR("budget.%s: unknown field\n", f);
+			if (mx && !json_is_null(mx)) {
+				if (!json_is_number(mx) || !(json_number_value(mx) >= 0) ||
+				    json_number_value(mx) > 1e12)
+					PERR("budget.max_usd: must be a number >= 0\n");
+				else
+					p->max_usd = json_number_value(mx);
+			}
+			if (so && !json_is_null(so)) {
+				if (!json_is_number(so) || !(json_number_value(so) >= 0) ||
+				    json_number_value(so) > 1e12)
+					PERR("budget.soft_usd: must be a number >= 0\n");
+				else
+					p->soft_usd = json_number_value(so);
+			}
+			if (p->max_usd >= 0 && p->soft_usd > p->max_usd)
+				PERR("budget.soft_usd: must not be above budget.max_usd\n");
+			if (pe && !json_is_null(pe) &&
+			    (!json_is_string(pe) ||
+			     parse_period(json_string_value(pe), &p->period, &p->period_s) != 0))
+				PERR("budget.period: must be \"none\", \"daily\", \"weekly\", \"monthly\" or "
+				     "a length in seconds such as \"3600s\"\n");
+		}
+	}
+	p->ns[0] = '\0';
+	v = json_object_get(doc, "namespace");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || !valid_ns(json_string_value(v)))
+			PERR("namespace: must be 1 to %d characters of [A-Za-z0-9._:-]\n", SG_NS_MAX);
+		else
+			strcpy(p->ns, json_string_value(v));
+	}
+	v = json_object_get(doc, "disabled");
+	if (v && !json_is_boolean(v))
+		PERR("disabled: must be true or false\n");
+	p->disabled = json_is_true(v);
+	return bad;
+}
+
+/* What an admin may send: the fields above but the ones semgate keeps. A
+ * time may come as RFC 3339 text: made Unix seconds here. */
+static int check_input(int is_team, json_t *body, sg_buf_t *errors)
+{
+	static const char *const own[] = {"id", "disabled", "created_at", "updated_at", NULL};
+	const char *k;
+	json_t *v;
+	int bad = 0;
+
+	if (!json_is_object(body))
+		return PERR("the body must be a JSON object\n");
+	json_object_foreach(body, k, v) {
+		for (const char *const *f = own; *f; f++)
+			if (strcmp(*f, k) == 0)
+				PERR("%s: is set by semgate, not by a request\n", k);
+	}
+	v = json_object_get(body, "expires_at");
+	if (!is_team && json_is_string(v)) {
+		int64_t t;
+		if (sg__parse_time_arg(json_string_value(v), &t) != 0)
+			PERR("expires_at: must be Unix seconds or an RFC 3339 time\n");
+		else
+			json_object_set_new(body, "expires_at", json_integer(t));
+	}
+	return bad;
+}
+
+/* A record's stored form: the view plus the secret's digests. */
+static char *stored_text(const sg_principal_t *p)
+{
+	json_t *o = json_deep_copy(p->doc);
+	char hex[65];
+	if (o == NULL)
+		return NULL;
+	if (!p->is_team) {
+		hex32(p->hash, hex);
+		json_object_set_new(o, "secret_hmac", json_string(hex));
+		if (p->old_until) {
+			hex32(p->old_hash, hex);
+			json_object_set_new(o, "old_secret_hmac", json_string(hex));
+			json_object_set_new(o, "old_until", json_integer(p->old_until));
+		}
+	}
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+/* Write (or with p NULL delete) one record, synced, before it applies. */
+static int put_record(sg_authdb_t *db, int is_team, const char *id, const sg_principal_t *p)
+{
+	MDB_txn *txn;
+	MDB_val k = {strlen(id), (void *)id}, v;
+	char *text = p ? stored_text(p) : NULL;
+	int rc;
+
+	if (p && text == NULL)
+		return SG_ENOMEM;
+	if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)) == 0) {
+		MDB_dbi dbi = is_team ? db->teams_db : db->keys_db;
+		if (p) {
+			v = (MDB_val){strlen(text), text};
+			rc = mdb_put(txn, dbi, &k, &v, 0);
+		} else {
+			rc = mdb_del(txn, dbi, &k, NULL);
+			if (rc == 0 || rc == MDB_NOTFOUND) {
+				char w[SG_KEY_ID_LEN + 3];
+				snprintf(w, sizeof(w), "%c:%s", is_team ? 't' : 'k', id);
+				MDB_val wk = {strlen(w), w};
+				rc = mdb_del(txn, db->windows_db, &wk, NULL);
+				rc = rc == MDB_NOTFOUND ? 0 : rc;
+			}
+		}
+		rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+	}
+	free(text);
+	if (rc != 0) {
+		sg_log_error("auth store: cannot write %s %s: %s", is_team ? "team" : "key", id,
+		             mdb_strerror(rc));
+		return SG_EIO;
+	}
+	return 0;
+}
+
+/* --- the tables ------------------------------------------------------------------------ */
+
+sg_principal_t *sg__authdb_find(sg_authdb_t *db, int is_team, const char *id, size_t len)
+{
+	if (len != SG_KEY_ID_LEN)
+		return NULL;
+	sg_principal_t *p = sg__u64map_get(is_team ? &db->teams : &db->keys, id_hash(id, len));
+	return p && memcmp(p->id, id, len) == 0 ? p : NULL;
+}
+
+/* Put p in its table in place of the principal with its id (if any); the
+ * budget window and its runtime figures carry over. */
+static int table_put(sg_authdb_t *db, sg_principal_t *p)
+{
+	sg_u64map_t *m = p->is_team ? &db->teams : &db->keys;
+	uint64_t h = id_hash(p->id, SG_KEY_ID_LEN);
+	sg_principal_t *old = sg__u64map_get(m, h);
+	if (sg__u64map_put(m, h, p) != 0)
+		return SG_ENOMEM;
+	p->refs++;
+	if (old) {
+		/* one window for every version: calls in flight on the old one settle
+		 * where the new one reads */
+		window_unref(p->win);
+		p->win = old->win;
+		p->win->refs++;
+		sg__principal_unref(old);
+	}
+	return 0;
+}
+
+int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
+                      size_t len, int64_t now)
+{
+	uint8_t h[32];
+	hmac_secret(db->cfg->secret, secret, len, h);
+	int ok = sg_ct_equal(h, key->hash, 32);
+	int old = key->old_until > now && sg_ct_equal(h, key->old_hash, 32);
+	return ok | old;
+}
+
+static sg_window_t *new_window(int is_team, const char *id)
+{
+	sg_window_t *w = calloc(1, sizeof(*w));
+	if (w) {
+		w->refs = 1;
+		w->start = -1; /* none yet: the first look opens the current period */
+		snprintf(w->name, sizeof(w->name), "%c:%s", is_team ? 't' : 'k', id);
+	}
+	return w;
+}
+
+static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const char *id,
+                                             size_t idlen, const char *text, size_t len)
+{
+	json_error_t je;
+	json_t *doc = json_loadb(text, len, 0, &je);
+	sg_principal_t *p = calloc(1, sizeof(*p));
+	sg_buf_t errors;
+	sg_buf_init(&errors, 4096);
+
+	if (p == NULL || !json_is_object(doc) || idlen != SG_KEY_ID_LEN) {
+		sg_log_error("auth store: %s %.*s: the record is not a JSON object; skipped",
+		             is_team ? "team" : "key", (int)SG_MIN(idlen, 32), id);
+		goto fail;
+	}
+	p->is_team = is_team;
+	memcpy(p->id, id, SG_KEY_ID_LEN);
+	if ((p->win = new_window(is_team, p->id)) == NULL)
+		goto fail;
+	if (!is_team) {
+		if (unhex32(json_string_value(json_object_get(doc, "secret_hmac")), p->hash) != 0) {
+			sg_log_error("auth store: key %s has no valid secret digest; skipped", p->id);
+			goto fail;
+		}
+		if (unhex32(json_string_value(json_object_get(doc, "old_secret_hmac")), p->old_hash) == 0)
+			p->old_until = json_integer_value(json_object_get(doc, "old_until"));
+		json_object_del(doc, "secret_hmac");
+		json_object_del(doc, "old_secret_hmac");
+		json_object_del(doc, "old_until");
+	}
+	/* a team a key names may have been deleted by hand: the key stays, teamless */
+	if (parse_doc(NULL, is_team, doc, p, &errors) != 0) {
+		sg_log_error("auth store: %s %s: invalid record (%.*s); skipped",
+		             is_team ? "team" : "key", p->id, (int)errors.len, errors.data);
+		goto fail;
+	}
+	p->doc = doc;
+	sg_buf_free(&errors);
+	return p;
+fail:
+	json_decref(doc);
+	sg_buf_free(&errors);
+	if (p) {
+		p->doc = NULL;
+		principal_free(p);
+	}
+	return NULL;
+}
+
+static int load_table(sg_authdb_t *db, MDB_txn *txn, int is_team)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, is_team ? db->teams_db : db->keys_db, &cur);
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		sg_principal_t *p = principal_from_stored(db, is_team, k.mv_data, k.mv_size,
+		                                          v.mv_data, v.mv_size);
+		if (p && table_put(db, p) != 0) {
+			principal_free(p);
+			mdb_cursor_close(cur);
+			return ENOMEM;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int load_windows(sg_authdb_t *db, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, db->windows_db, &cur);
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		int64_t start;
+		double spent;
+		char text[128];
+		if (k.mv_size != SG_KEY_ID_LEN + 2 || v.mv_size >= sizeof(text))
+			continue;
+		memcpy(text, v.mv_data, v.mv_size);
+		text[v.mv_size] = '\0';
+		if (sscanf(text, "%" SCNd64 " %lf", &start, &spent) != 2 || !isfinite(spent))
+			continue;
+		const char *name = k.mv_data;
+		sg_principal_t *p = sg__authdb_find(db, name[0] == 't', name + 2, SG_KEY_ID_LEN);
+		if (p) {
+			p->win->start = start;
+			p->win->spent = spent;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* --- spend batches ------------------------------------------------------------------- */
+
+static void put_u64be(uint8_t *b, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		b[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64be(const uint8_t *b)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
+}
+
+/* A record on disk: fixed fields, then five strings, each a length byte and
+ * its bytes (request id, key, team, model, deployment). */
+typedef struct disk_rec {
+	int64_t prompt, completion;
+	double cost, saved;
+	uint32_t latency_ms;
+	uint16_t status;
+	uint8_t cache, flags;
+} disk_rec_t;
+
+#define NSTR 5
+
+static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
+{
+	disk_rec_t d = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,
+	                r->cache, r->flags};
+	const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
+	size_t n = sizeof(d);
+	if (cap < n)
+		return 0;
+	memcpy(out, &d, sizeof(d));
+	for (int i = 0; i < NSTR; i++) {
+		size_t l = s[i] ? SG_MIN(strlen(s[i]), 255) : 0;
+		if (n + 1 + l > cap)
+			return 0;
+		out[n++] = (uint8_t)l;
+		memcpy(out + n, s[i] ? s[i] : "", l);
+		n += l;
+	}
+	return n;
+}
+
+/* Decode a stored record; strs get the strings (not NUL-terminated: lens). */
+static int decode_rec(const uint8_t *b, size_t n, disk_rec_t *d, const char *strs[NSTR],
+                      size_t lens[NSTR])
+{
+	if (n < sizeof(*d))
+		return -1;
+	memcpy(d, b, sizeof(*d));
+	size_t at = sizeof(*d);
+	for (int i = 0; i < NSTR; i++) {
+		if (at >= n || at + 1 + b[at] > n)
+			return -1;
+		lens[i] = b[at];
+		strs[i] = (const char *)b + at + 1;
+		at += 1 + b[at];
+	}
+	return isfinite(d->cost) && isfinite(d->saved) ? 0 : -1;
+}
+
+static void flush_work(uv_work_t *w)
+{
+	sg_authdb_t *db = w->data;
+	batch_t *b = db->flushing;
+	MDB_txn *txn;
+	uint8_t kb[16], vb[2048];
+	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+
+	for (size_t i = 0; rc == 0 && i < b->nrecs; i++) {
+		put_u64be(kb, (uint64_t)b->recs[i].r.t_us);
+		put_u64be(kb + 8, db->seq++);
+		size_t n = encode_rec(&b->recs[i].r, vb, sizeof(vb));
+		MDB_val k = {16, kb}, v = {n, vb};
+		rc = mdb_put(txn, db->spend_db, &k, &v, 0);
+	}
+	for (size_t i = 0; rc == 0 && i < b->nwins; i++) {
+		char text[96];
+		int n = snprintf(text, sizeof(text), "%" PRId64 " %.17g", b->wins[i].start,
+		                 b->wins[i].spent);
+		MDB_val k = {strlen(b->wins[i].name), b->wins[i].name}, v = {(size_t)n, text};
+		rc = mdb_put(txn, db->windows_db, &k, &v, 0);
+	}
+	if (rc == 0 && b->retention_before_us > 0) {
+		MDB_cursor *cur;
+		MDB_val k, v;
+		if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) == 0) {
+			while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
+			       get_u64be(k.mv_data) < (uint64_t)b->retention_before_us &&
+			       b->deleted < 100000) {
+				if ((rc = mdb_cursor_del(cur, 0)) != 0)
+					break;
+				b->deleted++;
+			}
+			rc = rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+			mdb_cursor_close(cur);
+		}
+	}
+	b->rc = rc == 0 ? mdb_txn_commit(txn) : (txn ? (mdb_txn_abort(txn), rc) : rc);
+}
+
+static void batch_free(batch_t *b)
+{
+	for (size_t i = 0; i < b->nrecs; i++)
+		free(b->recs[i].text);
+	free(b->recs);
+	free(b->wins);
+	free(b);
+}
+
+static void flush_done(uv_work_t *w, int status)
+{
+	sg_authdb_t *db = w->data;
+	batch_t *b = db->flushing;
+	(void)status;
+	db->flushing = NULL;
+	if (b->rc != 0) {
+		db->write_errors++;
+		sg_log_limited(&db->err_log, SG_LOG_ERROR,
+		               "auth store: writing %zu spend records failed: %s (kept; retried)",
+		               b->nrecs, mdb_strerror(b->rc));
+		/* the records go back in front of the queue for the next batch */
+		if (db->nqueue + b->nrecs <= MAX_QUEUE) {
+			queued_t *q = realloc(db->queue, (db->nqueue + b->nrecs) * sizeof(*q));
+			if (q) {
+				memmove(q + b->nrecs, q, db->nqueue * sizeof(*q));
+				memcpy(q, b->recs, b->nrecs * sizeof(*q));
+				db->queue = q;
+				db->capqueue = db->nqueue + b->nrecs;
+				db->nqueue += b->nrecs;
+				b->nrecs = 0;
+			}
+		}
+		db->dropped += b->nrecs;
+	} else {
+		db->written += b->nrecs;
+		db->retention_deleted += b->deleted;
+	}
+	batch_free(b);
+}
+
+/* Take what is queued (and the changed windows) as one batch. */
+static batch_t *take_batch(sg_authdb_t *db, int64_t now)
+{
+	int retention = db->cfg->retention_days > 0 &&
+	                now - db->last_retention_s >= RETENTION_EVERY_S;
+	if (db->nqueue == 0 && db->ndirty == 0 && !retention)
+		return NULL;
+	batch_t *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	if (db->ndirty && (b->wins = calloc(db->ndirty, sizeof(*b->wins))) == NULL) {
+		free(b);
+		return NULL;
+	}
+	for (size_t i = 0; i < db->ndirty; i++) {
+		sg_window_t *w = db->dirty[i];
+		memcpy(b->wins[i].name, w->name, sizeof(w->name));
+		b->wins[i].start = w->start;
+		b->wins[i].spent = w->spent;
+		w->dirty = 0;
+		window_unref(w);
+	}
+	b->nwins = db->ndirty;
+	db->ndirty = 0;
+	b->recs = db->queue;
+	b->nrecs = db->nqueue;
+	db->queue = NULL;
+	db->nqueue = db->capqueue = 0;
+	if (retention) {
+		db->last_retention_s = now;
+		b->retention_before_us = (now - db->cfg->retention_days * 86400LL) * 1000000LL;
+	}
+	return b;
+}
+
+static void flush_tick(uv_timer_t *t)
+{
+	sg_authdb_t *db = t->data;
+	if (db->flushing || db->closed)
+		return;
+	if ((db->flushing = take_batch(db, now_s())) == NULL)
+		return;
+	db->work.data = db;
+	if (uv_queue_work(db->loop, &db->work, flush_work, flush_done) != 0) {
+		flush_work(&db->work); /* no thread pool: write here */
+		flush_done(&db->work, 0);
+	}
+}
+
+void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
+{
+	const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
+	size_t len[NSTR], total = 0;
+	if (db->nqueue >= MAX_QUEUE) {
+		db->dropped++;
+		sg_log_limited(&db->err_log, SG_LOG_ERROR,
+		               "auth store: %d spend records wait for the disk: dropping", MAX_QUEUE);
+		return;
+	}
+	if (db->nqueue == db->capqueue) {
+		size_t cap = db->capqueue ? db->capqueue * 2 : 256;
+		queued_t *q = realloc(db->queue, cap * sizeof(*q));
+		if (q == NULL) {
+			db->dropped++;
+			return;
+		}
+		db->queue = q;
+		db->capqueue = cap;
+	}
+	for (int i = 0; i < NSTR; i++)
+		total += (len[i] = s[i] ? SG_MIN(strlen(s[i]), 255) : 0) + 1;
+	queued_t *q = &db->queue[db->nqueue];
+	if ((q->text = malloc(total)) == NULL) {
+		db->dropped++;
+		return;
+	}
+	q->r = *r;
+	const char **dst[NSTR] = {&q->r.request_id, &q->r.key, &q->r.team, &q->r.model,
+	                          &q->r.deployment};
+	char *at = q->text;
+	for (int i = 0; i < NSTR; i++) {
+		memcpy(at, s[i] ? s[i] : "", len[i]);
+		at[len[i]] = '\0';
+		*dst[i] = at;
+		at += len[i] + 1;
+	}
+	db->nqueue++;
+}
+
+/* --- open / close ----------------------------------------------------------------------- */
+
+int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *cfg, char *err,
+                    size_t errlen)
+{
+	sg_authdb_t *db = calloc(1, sizeof(*db));
+	MDB_txn *txn = NULL;
+	int rc;
+
+	*out = NULL;
+	if (db == NULL)
+		return SG_ENOMEM;
+	db->loop = loop;
+	db->cfg = cfg;
+	sg__u64map_init(&db->keys);
+	sg__u64map_init(&db->teams);
+		if (mkdir(cfg->path, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "auth.path %s: cannot create: %s", cfg->path, strerror(errno));
+		goto fail;
+	}
+	if ((rc = mdb_env_create(&db->env)) != 0 ||
+	    (rc = mdb_env_set_mapsize(db->env, (size_t)cfg->map_size_mb << 20)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(db->env, 4)) != 0 ||
+	    (rc = mdb_env_open(db->env, cfg->path, MDB_NOTLS, 0600)) != 0 ||
+	    (rc = mdb_txn_begin(db->env, NULL, 0, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &db->keys_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "teams", MDB_CREATE, &db->teams_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "windows", MDB_CREATE, &db->windows_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "spend", MDB_CREATE, &db->spend_db)) != 0 ||
+	    (rc = load_table(db, txn, 1)) != 0 || (rc = load_table(db, txn, 0)) != 0 ||
+	    (rc = load_windows(db, txn)) != 0) {
+		snprintf(err, errlen, "auth.path %s: cannot open the key and spend store: %s",
+		         cfg->path, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		if (txn)
+			mdb_txn_abort(txn);
+		goto fail;
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		snprintf(err, errlen, "auth.path %s: %s", cfg->path, mdb_strerror(rc));
+		goto fail;
+	}
+	uv_timer_init(loop, &db->timer);
+	db->timer.data = db;
+	uv_timer_start(&db->timer, flush_tick, (uint64_t)cfg->flush_ms, (uint64_t)cfg->flush_ms);
+	uv_unref((uv_handle_t *)&db->timer);
+	db->last_retention_s = now_s() - RETENTION_EVERY_S + 5; /* first pass soon after start */
+	sg_log_info("auth store %s: %zu keys, %zu teams", cfg->path, db->keys.n, db->teams.n);
+	*out = db;
+	return 0;
+fail:
+	if (db->env)
+		mdb_env_close(db->env);
+	sg__u64map_free(&db->keys);
+	sg__u64map_free(&db->teams);
+	free(db);
+	return SG_ESTORE;
+}
+
+void sg__authdb_close(sg_authdb_t *db)
+{
+	if (db == NULL || db->closed)
+		return;
+	db->closed = 1;
+	uv_timer_stop(&db->timer);
+	uv_close((uv_handle_t *)&db->timer, NULL);
+}
+
+static void drop_table(sg_u64map_t *m)
+{
+	for (size_t i = 0; i < m->cap; i++)
+		if (m->vals[i])
+			sg__principal_unref(m->vals[i]);
+	sg__u64map_free(m);
+}
+
+void sg__authdb_free(sg_authdb_t *db)
+{
+	if (db == NULL)
+		return;
+	/* the loop has finished: a batch in flight has completed; write the rest here */
+	batch_t *b = take_batch(db, now_s());
+	if (b) {
+		db->flushing = b;
+		flush_work(&db->work);
+		db->work.data = db;
+		flush_done(&db->work, 0);
+	}
+	for (size_t i = 0; i < db->nqueue; i++)
+		free(db->queue[i].text);
+	free(db->queue);
+	for (size_t i = 0; i < db->ndirty; i++)
+		window_unref(db->dirty[i]);
+	free(db->dirty);
+	drop_table(&db->keys);
+	drop_table(&db->teams);
+	mdb_env_close(db->env);
+	free(db);
+}
+
+/* --- the admin API --------------------------------------------------------------------- */
+
+json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p)
+{
+	json_t *o = json_deep_copy(p->doc);
+	if (o == NULL)
+		return NULL;
+	sg__authdb_window(db, p, now_s());
+	const sg_window_t *w = p->win;
+	json_t *b = json_object();
+	json_object_set_new(b, "spent_usd", json_real(w->spent));
+	json_object_set_new(b, "reserved_usd", json_real(w->reserved));
+	if (p->max_usd >= 0) {
+		json_object_set_new(b, "max_usd", json_real(p->max_usd));
+		json_object_set_new(b, "remaining_usd", json_real(SG_MAX(0.0, p->max_usd - w->spent)));
+	}
+	if (p->soft_usd >= 0)
+		json_object_set_new(b, "soft_usd", json_real(p->soft_usd));
+	if (p->period != SG_PERIOD_NONE) {
+		json_object_set_new(b, "period_start", json_integer(w->start));
+		json_object_set_new(b, "period_end", json_integer(sg__authdb_period_end(p, w->start)));
+	}
+	json_object_set_new(o, "spend", b);
+	if (!p->is_team && p->old_until > now_s())
+		json_object_set_new(o, "previous_secret_valid_until", json_integer(p->old_until));
+	return o;
+}
+
+/* Apply body to a copy of base (null removes a field) and check the result. */
+static sg_principal_t *build(sg_authdb_t *db, int is_team, const char *id, json_t *base,
+                             json_t *body, sg_buf_t *errors, int *bad)
+{
+	sg_principal_t *p = calloc(1, sizeof(*p));
+	json_t *doc = base ? json_deep_copy(base) : json_object();
+	const char *k;
+	json_t *v;
+
+	*bad = 0;
+	if (p == NULL || doc == NULL) {
+		free(p);
+		json_decref(doc);
+		return NULL;
+	}
+	json_object_foreach(body, k, v) {
+		if (json_is_null(v))
+			json_object_del(doc, k);
+		else
+			json_object_set(doc, k, v);
+	}
+	int64_t t = now_s();
+	json_object_set_new(doc, "id", json_string(id));
+	if (!json_object_get(doc, "created_at"))
+		json_object_set_new(doc, "created_at", json_integer(t));
+	json_object_set_new(doc, "updated_at", json_integer(t));
+	if (!json_object_get(doc, "disabled"))
+		json_object_set_new(doc, "disabled", json_false());
+	p->is_team = is_team;
+	memcpy(p->id, id, SG_KEY_ID_LEN + 1);
+	p->doc = doc;
+	if ((p->win = new_window(is_team, id)) == NULL) {
+		principal_free(p);
+		return NULL;
+	}
+	*bad = parse_doc(db, is_team, doc, p, errors);
+	char *text = json_dumps(doc, JSON_COMPACT);
+	if (text == NULL || strlen(text) > MAX_DOC_BYTES) {
+		if (errors)
+			sg_buf_printf(errors, "the record is larger than %d bytes\n", MAX_DOC_BYTES);
+		(*bad)++;
+	}
+	free(text);
+	return p;
+}
+
+static const char KEY_ALPHA[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+static const char SECRET_ALPHA[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+static char *new_secret(sg_authdb_t *db, const char *id, uint8_t hash[32])
+{
+	char secret[SG_KEY_SECRET_LEN + 1];
+	random_chars(secret, SG_KEY_SECRET_LEN, SECRET_ALPHA, sizeof(SECRET_ALPHA) - 1);
+	hmac_secret(db->cfg->secret, secret, SG_KEY_SECRET_LEN, hash);
+	size_t n = 3 + SG_KEY_ID_LEN + 1 + SG_KEY_SECRET_LEN + 1;
+	char *key = malloc(n);
+	if (key)
+		snprintf(key, n, "sg-%s-%s", id, secret);
+	explicit_bzero(secret, sizeof(secret));
+	return key;
+}
+
+int sg__authdb_create(sg_authdb_t *db, int is_team, json_t *body, json_t **view, char **key_out,
+                      sg_buf_t *errors)
+{
+	char id[SG_KEY_ID_LEN + 1];
+	int bad;
+
+	*view = NULL;
+	if (key_out)
+		*key_out = NULL;
+	if (check_input(is_team, body, errors) != 0)
+		return SG_EINVAL;
+	do
+		random_chars(id, SG_KEY_ID_LEN, KEY_ALPHA, sizeof(KEY_ALPHA) - 1);
+	while (sg__authdb_find(db, is_team, id, SG_KEY_ID_LEN));
+	sg_principal_t *p = build(db, is_team, id, NULL, body, errors, &bad);
+	if (p == NULL)
+		return SG_ENOMEM;
+	if (bad) {
+		principal_free(p);
+		return SG_EINVAL;
+	}
+	char *key = NULL;
+	if (!is_team && (key = new_secret(db, id, p->hash)) == NULL) {
+		principal_free(p);
+		return SG_ENOMEM;
+	}
+	int rc = put_record(db, is_team, id, p);
+	if (rc == 0 && (rc = table_put(db, p)) != 0)
+		put_record(db, is_team, id, NULL);
+	if (rc != 0) {
+		principal_free(p);
+		free(key);
+		return rc;
+	}
+	sg__authdb_window(db, p, now_s());
+	*view = sg__authdb_view(db, p);
+	if (key_out)
+		*key_out = key;
+	else
+		free(key);
+	sg_log_info("auth: %s %s created", is_team ? "team" : "key", id);
+	return 0;
+}
+
+/* Replace p's entry with a rebuilt one (new is p's replacement, unlisted). */
+static int replace(sg_authdb_t *db, sg_principal_t *old, sg_principal_t *p, json_t **view)
+{
+	memcpy(p->hash, old->hash, 32);
+	int rc = put_record(db, p->is_team, p->id, p);
+	if (rc == 0 && (rc = table_put(db, p)) != 0)
+		put_record(db, old->is_team, old->id, old); /* the memory table keeps old */
+	if (rc != 0) {
+		principal_free(p);
+		return rc;
+	}
+	if (view)
+		*view = sg__authdb_view(db, p);
+	return 0;
+}
+
+int sg__authdb_patch(sg_authdb_t *db, int is_team, const char *id, json_t *body, json_t **view,
+                     sg_buf_t *errors)
+{
+	sg_principal_t *old = sg__authdb_find(db, is_team, id, strlen(id));
+	int bad;
+
+	*view = NULL;
+	if (old == NULL)
+		return SG_ENOTFOUND;
+	if (check_input(is_team, body, errors) != 0)
+		return SG_EINVAL;
+	sg_principal_t *p = build(db, is_team, id, old->doc, body, errors, &bad);
+	if (p == NULL)
+		return SG_ENOMEM;
+	if (bad) {
+		principal_free(p);
+		return SG_EINVAL;
+	}
+	memcpy(p->old_hash, old->old_hash, 32);
+	p->old_until = old->old_until;
+	return replace(db, old, p, view);
+}
+
+int sg__authdb_set_disabled(sg_authdb_t *db, int is_team, const char *id, int disabled,
+                            json_t **view)
+{
+	sg_principal_t *old = sg__authdb_find(db, is_team, id, strlen(id));
+	int bad;
+	*view = NULL;
+	if (old == NULL)
+		return SG_ENOTFOUND;
+	json_t *body = json_pack("{s:b}", "disabled", disabled);
+	sg_principal_t *p = body ? build(db, is_team, id, old->doc, body, NULL, &bad) : NULL;
+	json_decref(body);
+	if (p == NULL)
+		return SG_ENOMEM;
+	memcpy(p->old_hash, old->old_hash, 32);
+	p->old_until = old->old_until;
+	sg_log_info("auth: %s %s %s", is_team ? "team" : "key", id, disabled ? "disabled" : "enabled");
+	return replace(db, old, p, view);
+}
+
+int sg__authdb_rotate(sg_authdb_t *db, const char *id, int64_t grace_s, json_t **view,
+                      char **key_out)
+{
+	sg_principal_t *old = sg__authdb_find(db, 0, id, strlen(id));
+	json_t *body = json_object();
+	int bad;
+
+	*view = NULL;
+	*key_out = NULL;
+	if (old == NULL) {
+		json_decref(body);
+		return SG_ENOTFOUND;
+	}
+	sg_principal_t *p = body ? build(db, 0, id, old->doc, body, NULL, &bad) : NULL;
+	json_decref(body);
+	if (p == NULL)
+		return SG_ENOMEM;
+	char *key = new_secret(db, id, p->hash);
+	if (key == NULL) {
+		principal_free(p);
+		return SG_ENOMEM;
+	}
+	memcpy(p->old_hash, old->hash, 32);
+	p->old_until = grace_s > 0 ? now_s() + grace_s : 0;
+	int rc = put_record(db, 0, id, p);
+	if (rc == 0 && (rc = table_put(db, p)) != 0)
+		put_record(db, 0, id, old);
+	if (rc != 0) {
+		principal_free(p);
+		free(key);
+		return rc;
+	}
+	*view = sg__authdb_view(db, p);
+	*key_out = key;
+	sg_log_info("auth: key %s rotated (the previous secret works for %" PRId64 " s more)", id,
+	            grace_s > 0 ? grace_s : 0);
+	return 0;
+}
+
+int sg__authdb_delete(sg_authdb_t *db, int is_team, const char *id)
+{
+	sg_principal_t *p = sg__authdb_find(db, is_team, id, strlen(id));
+	if (p == NULL)
+		return SG_ENOTFOUND;
+	if (is_team) {
+		for (size_t i = 0; i < db->keys.cap; i++) {
+			sg_principal_t *k = db->keys.vals[i];
+			if (k && strcmp(k->team, id) == 0)
+				return SG_EEXIST;
+		}
+	}
+	int rc = put_record(db, is_team, id, NULL);
+	if (rc != 0)
+		return rc;
+	sg__u64map_del(is_team ? &db->teams : &db->keys, id_hash(id, SG_KEY_ID_LEN));
+	sg__principal_unref(p);
+	sg_log_info("auth: %s %s deleted", is_team ? "team" : "key", id);
+	return 0;
+}
+
+static int cmp_principal(const void *a, const void *b)
+{
+	return strcmp((*(sg_principal_t *const *)a)->id, (*(sg_principal_t *const *)b)->id);
+}
+
+json_t *sg__authdb_list(sg_authdb_t *db, int is_team, const char *team, const char *after,
+                        size_t limit)
+{
+	sg_u64map_t *m = is_team ? &db->teams : &db->keys;
+	sg_principal_t **all = malloc((m->n + 1) * sizeof(*all));
+	size_t n = 0;
+	json_t *data = json_array(), *out = json_object();
+
+	if (all == NULL || data == NULL || out == NULL) {
+		free(all);
+		json_decref(data);
+		json_decref(out);
+		return NULL;
+	}
+	for (size_t i = 0; i < m->cap; i++) {
+		sg_principal_t *p = m->vals[i];
+		if (p && (team == NULL || strcmp(p->team, team) == 0) &&
+		    (after == NULL || strcmp(p->id, after) > 0))
+			all[n++] = p;
+	}
+	qsort(all, n, sizeof(*all), cmp_principal);
+	for (size_t i = 0; i < n && i < limit; i++)
+		json_array_append_new(data, sg__authdb_view(db, all[i]));
+	json_object_set_new(out, "object", json_string("list"));
+	json_object_set_new(out, "data", data);
+	json_object_set_new(out, "has_more", json_boolean(n > limit));
+	if (n > limit)
+		json_object_set_new(out, "next_after", json_string(all[limit - 1]->id));
+	free(all);
+	return out;
+}
+
+/* --- reports ------------------------------------------------------------------------- */
+
+typedef struct group {
+	char name[260];
+	int64_t requests, prompt, completion, hits, unpriced;
+	double cost, saved;
+} group_t;
+
+static int add_group(sg_u64map_t *m, const char *name, size_t len, const disk_rec_t *d)
+{
+	uint64_t h = sg_hash64(name, len, 7);
+	group_t *g;
+	/* linear probing on the hash for the rare collision of two names */
+	for (;; h++) {
+		g = sg__u64map_get(m, h);
+		if (g == NULL || (strlen(g->name) == len && memcmp(g->name, name, len) == 0))
+			break;
+	}
+	if (g == NULL) {
+		if ((g = calloc(1, sizeof(*g))) == NULL || sg__u64map_put(m, h, g) != 0) {
+			free(g);
+			return SG_ENOMEM;
+		}
+		memcpy(g->name, name, len);
+	}
+	g->requests++;
+	g->prompt += d->prompt;
+	g->completion += d->completion;
+	g->hits += d->cache != 0;
+	g->unpriced += (d->flags & SG_SPEND_UNPRICED) != 0;
+	g->cost += d->cost;
+	g->saved += d->saved;
+	return 0;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+	return strcmp((*(group_t *const *)a)->name, (*(group_t *const *)b)->name);
+}
+
+static int group_rec(sg_u64map_t *m, int by, int64_t t_us, const disk_rec_t *d,
+                     const char *strs[NSTR], const size_t lens[NSTR])
+{
+	if (by == 3) {
+		char day[16];
+		struct tm tm;
+		time_t tt = (time_t)(t_us / 1000000);
+		localtime_r(&tt, &tm);
+		strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+		return add_group(m, day, strlen(day), d);
+	}
+	int i = by == 0 ? 1 : by == 1 ? 2 : 3; /* key, team, model */
+	return add_group(m, strs[i], lens[i], d);
+}
+
+int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
+                      json_t **out)
+{
+	static const char *const bys[] = {"key", "team", "model", "day"};
+	int by = -1, rc;
+	sg_u64map_t groups;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint8_t kb[16];
+	disk_rec_t d;
+	const char *strs[NSTR];
+	size_t lens[NSTR];
+
+	*out = NULL;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(group_by, bys[i]) == 0)
+			by = i;
+	if (by < 0)
+		return SG_EINVAL;
+	sg__u64map_init(&groups);
+	if ((rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return SG_ESTORE;
+	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) != 0) {
+		mdb_txn_abort(txn);
+		return SG_ESTORE;
+	}
+	put_u64be(kb, (uint64_t)from_s * 1000000);
+	memset(kb + 8, 0, 8);
+	k = (MDB_val){16, kb};
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != 16)
+			continue;
+		int64_t t = (int64_t)get_u64be(k.mv_data);
+		if (t >= to_s * 1000000)
+			break;
+		if (decode_rec(v.mv_data, v.mv_size, &d, strs, lens) != 0)
+			continue; /* a damaged record counts for nothing */
+		if (group_rec(&groups, by, t, &d, strs, lens) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	/* the records not yet written count too */
+	for (size_t i = 0; i < db->nqueue; i++) {
+		const sg_spend_rec_t *r = &db->queue[i].r;
+		if (r->t_us < from_s * 1000000 || r->t_us >= to_s * 1000000)
+			continue;
+		disk_rec_t dq = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,
+		                 r->cache, r->flags};
+		const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
+		size_t l[NSTR];
+		for (int j = 0; j < NSTR; j++)
+			l[j] = strlen(s[j]);
+		group_rec(&groups, by, r->t_us, &dq, s, l);
+	}
+	group_t **all = malloc((groups.n + 1) * sizeof(*all));
+	size_t n = 0;
+	json_t *data = json_array();
+	for (size_t i = 0; i < groups.cap; i++)
+		if (groups.vals[i] && all)
+			all[n++] = groups.vals[i];
+	if (all)
+		qsort(all, n, sizeof(*all), cmp_group);
+	for (size_t i = 0; i < n; i++) {
+		group_t *g = all[i];
+		json_array_append_new(
+			data, json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:I, s:f, s:I}", bys[by], g->name,
+		                        "requests", (json_int_t)g->requests, "prompt_tokens",
+		                        (json_int_t)g->prompt, "completion_tokens",
+		                        (json_int_t)g->completion, "total_tokens",
+		                        (json_int_t)(g->prompt + g->completion), "cost_usd", g->cost,
+		                        "cache_hits", (json_int_t)g->hits, "saved_usd", g->saved,
+		                        "unpriced_requests", (json_int_t)g->unpriced));
+	}
+	for (size_t i = 0; i < groups.cap; i++)
+		free(groups.vals[i]);
+	sg__u64map_free(&groups);
+	free(all);
+	*out = json_pack("{s:s, s:I, s:I, s:o}", "group_by", bys[by], "from", (json_int_t)from_s,
+	                 "to", (json_int_t)to_s, "data", data);
+	return *out ? 0 : SG_ENOMEM;
+}
+
+json_t *sg__authdb_stats(sg_authdb_t *db)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "keys", (json_int_t)db->keys.n,
+	                 "teams", (json_int_t)db->teams.n, "spend_records_written",
+	                 (json_int_t)db->written, "spend_records_queued", (json_int_t)db->nqueue,
+	                 "spend_records_dropped", (json_int_t)db->dropped, "write_errors",
+	                 (json_int_t)db->write_errors, "retention_deleted",
+	                 (json_int_t)db->retention_deleted);
+}
+
+int sg__principal_allows(const sg_principal_t *p, const char *model)
+{
+	if (p->models == NULL)
+		return 1;
+	for (size_t i = 0; i < p->nmodels; i++)
+		if (fnmatch(p->models[i], model, 0) == 0)
+			return 1;
+	return 0;
+}

@@ -1,0 +1,166 @@
+/*
+ * Keys, teams, budget windows and spend records: the governance store.
+ *
+ * One LMDB environment of its own (auth.path), apart from the cache's, so
+ * that a cache eviction, DELETE /cache or a rebuilt cache never touches a key
+ * or a cent of spend. Four databases:
+ *
+ *   keys     public id -> JSON record (the admin view, plus the secret's HMAC)
+ *   teams    team id   -> JSON record
+ *   windows  "k:<id>" / "t:<id>" -> the budget window {start, spent}
+ *   spend    8-byte big-endian time (µs) + 8-byte sequence -> one call's record
+ *
+ * Keys and teams live in memory too (loaded at open): the request path reads
+ * only memory. Admin changes are written (and synced) before they are
+ * answered and apply to the next request. Spend records and budget windows
+ * are queued in memory and written in batches on the thread pool every
+ * auth.flush_ms (so a kill -9 loses at most that much spend; a clean stop
+ * writes everything). Retention deletes records older than
+ * auth.retention_days on the same thread.
+ *
+ * Secrets: a key is "sg-<id>-<secret>". Only the id is ever stored, logged
+ * or shown again; the secret is kept as HMAC-SHA256(server secret, secret),
+ * compared in constant time (sg_ct_equal). Loop thread only, except where
+ * said.
+ */
+#ifndef SEMGATE_AUTHDB_H
+#define SEMGATE_AUTHDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "semgate/buf.h"
+#include "semgate/config.h"
+
+#define SG_KEY_ID_LEN 12     /* public id: [a-z0-9] */
+#define SG_KEY_SECRET_LEN 32 /* secret: [A-Za-z0-9] */
+#define SG_NS_MAX 128        /* a namespace's bytes */
+
+enum sg_period { SG_PERIOD_NONE, SG_PERIOD_DAILY, SG_PERIOD_WEEKLY, SG_PERIOD_MONTHLY,
+                 SG_PERIOD_SECONDS };
+
+/** rpm, tpm, concurrent requests (0: no limit). */
+typedef struct sg_limitset {
+	long rpm, tpm, max_concurrent;
+} sg_limitset_t;
+
+/** A key × model limit. */
+typedef struct sg_model_limit {
+	char *model;
+	sg_limitset_t lim;
+} sg_model_limit_t;
+
+/** A budget window: what a key or team spent in its current period. Shared
+ * by every version of the record (an admin change makes a new version; calls
+ * in flight settle on the same window), refcounted. */
+typedef struct sg_window {
+	int refs;
+	int64_t start;            /* start of the current period (Unix seconds) */
+	double spent;             /* USD spent in it (settled calls) */
+	double reserved;          /* USD reserved by calls in flight */
+	int soft_noted;           /* the soft limit's log line was written this period */
+	int dirty;                /* changed since the last batch */
+	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */
+} sg_window_t;
+
+/** A key or a team, as the request path reads it. Refcounted: a call holds
+ * its key and team until it ends, whatever the admin API does meanwhile. */
+typedef struct sg_principal {
+	int refs;                 /* the table's (while listed) + calls' */
+	int is_team;
+	char id[SG_KEY_ID_LEN + 1];
+	json_t *doc;              /* the admin view, as stored (no secret) */
+	char team[SG_KEY_ID_LEN + 1]; /* a key's team id, or "" */
+	char **models;            /* allowed model names or fnmatch patterns; NULL: all */
+	size_t nmodels;
+	int64_t expires_at;       /* Unix seconds; 0: never */
+	int disabled;
+	sg_limitset_t lim;
+	sg_model_limit_t *mlim;   /* key × model limits */
+	size_t nmlim;
+	double max_usd, soft_usd; /* budget (< 0: none) */
+	int period;               /* enum sg_period */
+	int64_t period_s;         /* SG_PERIOD_SECONDS: its length */
+	char ns[SG_NS_MAX + 1];   /* the cache namespace it is confined to */
+	uint8_t hash[32];         /* HMAC of the secret (keys) */
+	uint8_t old_hash[32];     /* of the secret before a rotation */
+	int64_t old_until;        /* ... accepted until then (Unix seconds; 0: not at all) */
+	sg_window_t *win;         /* the budget window (persisted with the spend batches) */
+} sg_principal_t;
+
+/** One call's spend record. Strings are copied when queued. */
+typedef struct sg_spend_rec {
+	int64_t t_us;             /* when the call ended (Unix µs) */
+	const char *request_id, *key, *team, *model, *deployment;
+	int64_t prompt, completion;
+	double cost;              /* USD paid (0 for a hit) */
+	double saved;             /* USD a hit saved */
+	uint32_t latency_ms;
+	uint16_t status;
+	uint8_t cache;            /* 0 none/miss, 1 exact hit, 2 semantic hit */
+	uint8_t flags;            /* SG_SPEND_* */
+} sg_spend_rec_t;
+
+#define SG_SPEND_UNPRICED 1  /* the model has no price: cost is 0 but not "free" */
+#define SG_SPEND_ESTIMATED 2 /* usage was estimated (the client left, or no usage came) */
+
+typedef struct sg_authdb sg_authdb_t;
+
+/** Open (or create) the store in cfg->path and load keys, teams and windows.
+ * cfg is borrowed for the store's life (its FIXED auth options). */
+int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *cfg,
+                    char *err, size_t errlen);
+/** Write what is queued and stop the timer (the loop then closes it). */
+void sg__authdb_close(sg_authdb_t *db);
+/** Free once the loop has closed the timer. */
+void sg__authdb_free(sg_authdb_t *db);
+
+/** A key or team by id (borrowed; sg__principal_ref to keep it). */
+sg_principal_t *sg__authdb_find(sg_authdb_t *db, int is_team, const char *id, size_t len);
+/** Whether secret matches the key's (or its previous one, within the grace). */
+int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
+                      size_t len, int64_t now_s);
+void sg__principal_ref(sg_principal_t *p);
+void sg__principal_unref(sg_principal_t *p);
+
+/** Roll p's budget window to the period holding now_s (spent 0 in a new one). */
+void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t now_s);
+/** End of the period that started at start (Unix seconds; INT64_MAX: none). */
+int64_t sg__authdb_period_end(const sg_principal_t *p, int64_t start);
+/** Mark a window changed (written with the next batch). */
+void sg__authdb_window_dirty(sg_authdb_t *db, sg_window_t *w);
+/** Whether model may be used under p's list of models. */
+int sg__principal_allows(const sg_principal_t *p, const char *model);
+/** A time given as Unix seconds or RFC 3339 text (0, or -1 if it is neither). */
+int sg__parse_time_arg(const char *s, int64_t *out);
+/** Queue a call's record (written within auth.flush_ms). */
+void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *rec);
+
+/* The admin API (src/admin/govern.c). Bodies are validated whole first: on
+ * SG_EINVAL nothing changed and errors has one line per problem. SG_ENOENT:
+ * no such id; SG_EEXIST (teams): still referenced; SG_EIO: the write failed. */
+int sg__authdb_create(sg_authdb_t *db, int is_team, json_t *body, json_t **view,
+                      char **key_out, sg_buf_t *errors);
+int sg__authdb_patch(sg_authdb_t *db, int is_team, const char *id, json_t *body,
+                     json_t **view, sg_buf_t *errors);
+int sg__authdb_delete(sg_authdb_t *db, int is_team, const char *id);
+int sg__authdb_set_disabled(sg_authdb_t *db, int is_team, const char *id, int disabled,
+                            json_t **view);
+/** A new secret for a key; the old one keeps working for grace_s seconds. */
+int sg__authdb_rotate(sg_authdb_t *db, const char *id, int64_t grace_s, json_t **view,
+                      char **key_out);
+/** The admin view of one key or team, with its current spend and budget. */
+json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p);
+/** A page of keys (team: only its keys, NULL all) or teams, by id after `after`. */
+json_t *sg__authdb_list(sg_authdb_t *db, int is_team, const char *team, const char *after,
+                        size_t limit);
+/** Spend grouped by "key", "team", "model" or "day" over [from_s, to_s). */
+int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
+                      json_t **out);
+/** Figures for /stats. */
+json_t *sg__authdb_stats(sg_authdb_t *db);
+
+#endif

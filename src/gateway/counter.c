@@ -1,0 +1,301 @@
+/* The in-process rate-limit counters (counter.h): name -> counter in a hash map. */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "counter.h"
+#include "semgate/common.h"
+#include "semgate/hash.h"
+#include "u64map.h"
+
+/* Rounding slack, relative to a counter's capacity: float sums of costs and
+ * elapsed times may land a hair past the exact boundary. Relative to
+ * capacity (not T) so that it stays far below a µs: a wait of exactly
+ * retry_us then always fits, and whole-µs schedules fit exactly when they should. */
+#define EPS 1e-9
+/* A settle far beyond any real cost must still leave a counter that drains
+ * (and can be swept): no backlog beyond ~30 years. */
+#define LEVEL_MAX 1e15
+#define NOMEM_RETRY_US 1000
+
+/* One counter. RATE keeps its TAT as at_us + level, the backlog as of at_us:
+ * a TAT in absolute µs held in a double would lose the fractions of a µs
+ * that short emission intervals (high tpm) need, while a backlog stays small. */
+typedef struct ctr {
+	struct ctr *next; /* the next counter whose name hashes alike */
+	uint64_t at_us;   /* RATE: when level was last brought up to date */
+	double level;     /* RATE: backlog in µs at at_us (TAT - at_us, >= 0); CONC: units used */
+	uint8_t kind;     /* enum sg_ctr_kind */
+	uint8_t len;      /* bytes of name */
+	char name[];      /* a NUL-terminated copy */
+} ctr_t;
+
+typedef struct local {
+	sg_counters_t base; /* first: the interface */
+	sg_u64map_t map;    /* name hash -> chain of ctr_t */
+	size_t count;       /* counters in all chains */
+	double burst;       /* RATE capacity as a fraction of the per-minute limit */
+	uint64_t hash_mask; /* all ones; fewer bits in tests, to force collisions */
+} local_t;
+
+/* Bytes of name, or SIZE_MAX for NULL or too long a name. Bounded: the name
+ * comes from the caller and is read no further than a valid one could go. */
+static size_t name_len(const char *name)
+{
+	size_t n = 0;
+
+	if (name == NULL)
+		return SIZE_MAX;
+	while (n <= SG_CTR_NAME_MAX && name[n] != '\0')
+		n++;
+	return n <= SG_CTR_NAME_MAX ? n : SIZE_MAX;
+}
+
+/* Whether limit makes a usable counter: positive, and for RATE a finite T. */
+static int limit_ok(int kind, double limit)
+{
+	return limit > 0 && isfinite(limit) && (kind == SG_CTR_CONC || isfinite(60e6 / limit));
+}
+
+/* µs to a whole count, rounded up, saturating (retries may be "forever"). */
+static uint64_t to_us(double x)
+{
+	if (!(x > 0))
+		return 0;
+	return x >= 1.8e19 ? UINT64_MAX : (uint64_t)ceil(x);
+}
+
+/* The counter (name, kind), brought up to date at now; made when create is
+ * set. NULL when absent, or when it could not be made. */
+static ctr_t *get(local_t *l, const char *name, size_t len, int kind, uint64_t now, int create)
+{
+	uint64_t key = sg_hash64(name, len, (uint64_t)kind) & l->hash_mask;
+	ctr_t *head = sg__u64map_get(&l->map, key), *k;
+
+	for (k = head; k != NULL; k = k->next)
+		if (k->kind == kind && k->len == len && memcmp(k->name, name, len) == 0)
+			break;
+	if (k == NULL && create) {
+		if ((k = malloc(sizeof(*k) + len + 1)) == NULL)
+			return NULL;
+		*k = (ctr_t){.at_us = now, .kind = (uint8_t)kind, .len = (uint8_t)len};
+		memcpy(k->name, name, len);
+		k->name[len] = '\0';
+		/* Behind an existing head the map needs no change, so nothing can fail. */
+		if (head != NULL) {
+			k->next = head->next;
+			head->next = k;
+		} else if (sg__u64map_put(&l->map, key, k) != 0) {
+			free(k);
+			return NULL;
+		}
+		l->count++;
+	}
+	/* A clock that steps back leaves the backlog as it is, rather than growing it. */
+	if (k != NULL && kind == SG_CTR_RATE && now > k->at_us) {
+		k->level = fmax(0, k->level - (double)(now - k->at_us));
+		k->at_us = now;
+	}
+	return k;
+}
+
+/* A RATE counter's shape under limit: T, and the capacity C*T, in µs. */
+static double rate_shape(const local_t *l, double limit, double *cap)
+{
+	double t = 60e6 / limit;
+
+	*cap = fmax(1, limit * l->burst) * t;
+	return t;
+}
+
+/* Fill it->remaining and it->reset_us from k as it is now. */
+static void fill(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
+{
+	double cap, t;
+
+	if (it->kind == SG_CTR_CONC) {
+		it->remaining = fmax(0, floor(it->limit - k->level + EPS * it->limit));
+		it->reset_us = 0;
+		return;
+	}
+	t = rate_shape(l, it->limit, &cap);
+	it->remaining = fmax(0, floor((cap - k->level + EPS * cap) / t));
+	it->reset_us = to_us(k->level - EPS * cap);
+}
+
+/* Whether it fits in k; fills its outputs as they stand, taking nothing. */
+static int check(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
+{
+	double cap, t, over;
+
+	fill(l, it, k);
+	it->retry_us = 0;
+	if (it->kind == SG_CTR_CONC) {
+		if (k->level + it->cost <= it->limit * (1 + EPS))
+			return 1;
+		/* When a slot comes back is not for a counter to know: 0, unknown. */
+		it->retry_us = it->cost > it->limit * (1 + EPS) ? UINT64_MAX : 0;
+		return 0;
+	}
+	t = rate_shape(l, it->limit, &cap);
+	over = k->level + it->cost * t - cap; /* µs of backlog past capacity */
+	if (over <= EPS * cap)
+		return 1;
+	it->retry_us = it->cost * t > cap * (1 + EPS) ? UINT64_MAX : to_us(over - EPS * cap);
+	return 0;
+}
+
+static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint64_t now_us,
+                         sg_ctr_done_cb done, void *arg)
+{
+	local_t *l = (local_t *)c;
+	size_t first = 0, i;
+
+	/* Check everything first: all or nothing, and every item's wait filled in. */
+	for (i = 0; i < n; i++) {
+		sg_ctr_item_t *it = &items[i];
+		size_t len = name_len(it->name);
+		int valid = len != SIZE_MAX && it->kind <= SG_CTR_CONC &&
+		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
+		ctr_t *k = valid ? get(l, it->name, len, it->kind, now_us, 1) : NULL;
+		int ok = k != NULL && check(l, it, k);
+
+		if (k == NULL) {
+			it->remaining = 0;
+			it->reset_us = 0;
+			it->retry_us = valid ? NOMEM_RETRY_US : UINT64_MAX;
+		}
+		if (!ok && first == 0)
+			first = i + 1;
+	}
+	if (first != 0)
+		return (int)first;
+	/* Every counter exists now (made above, nothing dropped since): taking cannot fail.
+	 * (A refusal may leave counters made idle above: the sweep drops them.) */
+	for (i = 0; i < n; i++) {
+		sg_ctr_item_t *it = &items[i];
+		ctr_t *k = get(l, it->name, name_len(it->name), it->kind, now_us, 0);
+
+		assert(k != NULL);
+		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * (60e6 / it->limit);
+		fill(l, it, k);
+	}
+	return 0;
+}
+
+static void local_settle(sg_counters_t *c, const char *name, double limit, double delta,
+                         uint64_t now_us)
+{
+	local_t *l = (local_t *)c;
+	size_t len = name_len(name);
+	ctr_t *k;
+
+	if (len == SIZE_MAX || !limit_ok(SG_CTR_RATE, limit) || !isfinite(delta))
+		return;
+	/* Giving back to a counter that was swept (empty) changes nothing. */
+	if ((k = get(l, name, len, SG_CTR_RATE, now_us, delta > 0)) == NULL)
+		return;
+	k->level = fmin(LEVEL_MAX, fmax(0, k->level + delta * (60e6 / limit)));
+}
+
+static void local_release(sg_counters_t *c, const char *name, double cost)
+{
+	local_t *l = (local_t *)c;
+	size_t len = name_len(name);
+	ctr_t *k;
+
+	if (len == SIZE_MAX || !(cost >= 0) || !isfinite(cost))
+		return;
+	if ((k = get(l, name, len, SG_CTR_CONC, 0, 0)) != NULL)
+		k->level = fmax(0, k->level - cost);
+}
+
+static int idle(const ctr_t *k, uint64_t now)
+{
+	if (k->kind == SG_CTR_CONC || now <= k->at_us)
+		return k->level <= 0;
+	return k->level <= (double)(now - k->at_us);
+}
+
+static size_t local_sweep(sg_counters_t *c, uint64_t now_us)
+{
+	local_t *l = (local_t *)c;
+	size_t dropped = 0;
+
+	for (size_t i = 0; i < l->map.cap;) {
+		ctr_t *head = l->map.vals[i], **pk = &head;
+
+		if (head == NULL) {
+			i++;
+			continue;
+		}
+		while (*pk != NULL) {
+			ctr_t *k = *pk;
+			if (idle(k, now_us)) {
+				*pk = k->next;
+				free(k);
+				dropped++;
+			} else {
+				pk = &k->next;
+			}
+		}
+		if (head != NULL)
+			l->map.vals[i++] = head; /* same key, maybe a new first counter */
+		else /* shifts later members of the run back into slot i: look at it again */
+			sg__u64map_del(&l->map, l->map.keys[i]);
+	}
+	l->count -= dropped;
+	return dropped;
+}
+
+static void local_free(sg_counters_t *c)
+{
+	local_t *l = (local_t *)c;
+
+	for (size_t i = 0; i < l->map.cap; i++) {
+		for (ctr_t *k = l->map.vals[i], *next; k != NULL; k = next) {
+			next = k->next;
+			free(k);
+		}
+	}
+	sg__u64map_free(&l->map);
+	free(l);
+}
+
+static const sg_counters_ops_t local_ops = {
+	.reserve = local_reserve,
+	.settle = local_settle,
+	.release = local_release,
+	.sweep = local_sweep,
+	.free = local_free,
+};
+
+sg_counters_t *sg_counters_local_new(double burst)
+{
+	local_t *l;
+
+	if (!(burst > 0 && burst <= 1) || (l = malloc(sizeof(*l))) == NULL)
+		return NULL;
+	l->base.ops = &local_ops;
+	sg__u64map_init(&l->map);
+	l->count = 0;
+	l->burst = burst;
+	l->hash_mask = UINT64_MAX;
+	return &l->base;
+}
+
+size_t sg_counters_local_count(const sg_counters_t *c)
+{
+	return ((const local_t *)c)->count;
+}
+
+int sg__counters_local_hash_mask(sg_counters_t *c, uint64_t mask)
+{
+	local_t *l = (local_t *)c;
+
+	if (l->count != 0)
+		return SG_EINVAL;
+	l->hash_mask = mask;
+	return 0;
+}

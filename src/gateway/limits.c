@@ -1,0 +1,256 @@
+/*
+ * The limits step: requests per minute, tokens per minute and concurrent
+ * requests for the call's key, its team and the key × model, over the
+ * counter interface (counter.h; in-process today). All of the call's
+ * counters are reserved together, or none: the request's 1, its tokens
+ * (the prompt estimate plus its max_tokens or auth.default_completion_tokens)
+ * and a concurrency slot. The tokens are settled with the real usage when
+ * the call ends (cache hits give theirs back unless auth.hits_count_tokens),
+ * or with an estimate when the client leaves; the slot is released on every
+ * ending. Every answer carries OpenAI's x-ratelimit-* headers for the
+ * tightest request and token limits, and the IETF RateLimit-Policy /
+ * RateLimit fields; a refusal is 429 with Retry-After, saying which limit.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server_int.h"
+
+enum { WHAT_RPM, WHAT_TPM, WHAT_CONC };
+static const char *const what_suffix[] = {"rpm", "tpm", "conc"};
+
+static void add(sg_gov_t *g, char scope, const char *id, const char *model, int what,
+                long limit, double cost)
+{
+	if (limit <= 0 || g->nitems == SG_GOV_ITEMS)
+		return;
+	char *n = g->names[g->nitems];
+	if (model)
+		snprintf(n, sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, id, model, what_suffix[what]);
+	else
+		snprintf(n, sizeof(g->names[0]), "%c:%s:%s", scope, id, what_suffix[what]);
+	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
+	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
+	                                        .limit = (double)limit,
+	                                        .cost = cost};
+}
+
+static void add_set(sg_gov_t *g, char scope, const char *id, const char *model,
+                    const sg_limitset_t *l, double tokens)
+{
+	add(g, scope, id, model, WHAT_RPM, l->rpm, 1);
+	add(g, scope, id, model, WHAT_TPM, l->tpm, tokens);
+	add(g, scope, id, model, WHAT_CONC, l->max_concurrent, 1);
+}
+
+static int what_of(const char *name)
+{
+	size_t n = strlen(name);
+	return n > 4 && strcmp(name + n - 4, "conc") == 0 ? WHAT_CONC
+	       : strcmp(name + n - 3, "tpm") == 0          ? WHAT_TPM
+	                                                   : WHAT_RPM;
+}
+
+static const char *scope_word(const char *name)
+{
+	return name[0] == 'k' ? "key" : name[0] == 't' ? "team" : "model";
+}
+
+/* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
+static void put_duration(sg__fbuf_t *o, uint64_t us)
+{
+	char b[32];
+	if (us < 1000000)
+		snprintf(b, sizeof(b), "%llums", (unsigned long long)((us + 999) / 1000));
+	else if (us < 60000000)
+		snprintf(b, sizeof(b), "%gs", ceil((double)us / 1e4) / 100);
+	else
+		snprintf(b, sizeof(b), "%llum%llus", (unsigned long long)(us / 60000000),
+		         (unsigned long long)((us % 60000000 + 999999) / 1000000));
+	sg__fbuf_str(o, b);
+}
+
+/* The tightest of the call's limits of one kind (the fewest left), or NULL. */
+static const sg_ctr_item_t *tightest(const sg_gov_t *g, int what)
+{
+	const sg_ctr_item_t *best = NULL;
+	for (size_t i = 0; i < g->nitems; i++) {
+		const sg_ctr_item_t *it = &g->items[i];
+		if (what_of(it->name) != what)
+			continue;
+		if (best == NULL || it->remaining < best->remaining ||
+		    (it->remaining == best->remaining && it->limit < best->limit))
+			best = it;
+	}
+	return best;
+}
+
+/* The rate-limit header lines, for every answer of the call. */
+static void put_headers(sg_req_t *req)
+{
+	sg_gov_t *g = &req->call->gov;
+	const sg_ctr_item_t *t[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
+	static const char *const unit[2] = {"requests", "tokens"};
+	sg__fbuf_t o;
+
+	sg__fbuf_init(&o, g->hdrs, sizeof(g->hdrs));
+	for (int i = 0; i < 2; i++) {
+		if (t[i] == NULL)
+			continue;
+		sg__fbuf_str(&o, "x-ratelimit-limit-");
+		sg__fbuf_str(&o, unit[i]);
+		sg__fbuf_str(&o, ": ");
+		sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
+		sg__fbuf_str(&o, "\r\nx-ratelimit-remaining-");
+		sg__fbuf_str(&o, unit[i]);
+		sg__fbuf_str(&o, ": ");
+		sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
+		sg__fbuf_str(&o, "\r\nx-ratelimit-reset-");
+		sg__fbuf_str(&o, unit[i]);
+		sg__fbuf_str(&o, ": ");
+		put_duration(&o, t[i]->reset_us);
+		sg__fbuf_str(&o, "\r\n");
+	}
+	/* draft-ietf-httpapi-ratelimit-headers: one policy item per kind */
+	for (int pass = 0; pass < 2; pass++) {
+		int first = 1;
+		for (int i = 0; i < 2; i++) {
+			if (t[i] == NULL)
+				continue;
+			sg__fbuf_str(&o, first ? (pass ? "RateLimit: " : "RateLimit-Policy: ") : ", ");
+			first = 0;
+			sg__fbuf_str(&o, "\"");
+			sg__fbuf_str(&o, scope_word(t[i]->name));
+			sg__fbuf_str(&o, i ? "-tpm\"" : "-rpm\"");
+			if (pass == 0) {
+				sg__fbuf_str(&o, ";q=");
+				sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
+				sg__fbuf_str(&o, ";w=60");
+			} else {
+				sg__fbuf_str(&o, ";r=");
+				sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
+				sg__fbuf_str(&o, ";t=");
+				sg__fbuf_u64(&o, (t[i]->reset_us + 999999) / 1000000);
+			}
+		}
+		if (!first)
+			sg__fbuf_str(&o, "\r\n");
+	}
+	g->hdrs_len = o.len < sizeof(g->hdrs) ? o.len : 0; /* cut short: none rather than half */
+	req->resp_hdrs = g->hdrs;
+	req->resp_hdrs_len = g->hdrs_len;
+}
+
+static void refuse(sg_req_t *req, int idx)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_gov_t *g = &req->call->gov;
+	const sg_ctr_item_t *it = &g->items[idx];
+	const char *name = it->name;
+	int what = what_of(name);
+	static const char *const what_text[] = {"requests per minute", "tokens per minute",
+	                                        "concurrent requests"};
+	char id[SG_KEY_ID_LEN + 1] = "";
+	memcpy(id, name + 2, SG_KEY_ID_LEN);
+	char who[200];
+	if (name[0] == 'k')
+		snprintf(who, sizeof(who), "key sg-%s", id);
+	else if (name[0] == 't')
+		snprintf(who, sizeof(who), "team %s", id);
+	else
+		snprintf(who, sizeof(who), "key sg-%s on model '%s'", id, req->call->model->name);
+	gw->limited++;
+	put_headers(req);
+	sg__call_end(req, 0);
+	if (it->retry_us == UINT64_MAX)
+		return sg__respond_error(req, SG_CE_RATE_LIMITED,
+		                         "this request needs %.0f %s, more than the %s limit of %s "
+		                         "(%.0f): it can never pass",
+		                         it->cost, what == WHAT_TPM ? "tokens" : "slots",
+		                         what_text[what], who, it->limit);
+	char extra[64];
+	uint64_t secs = it->retry_us ? (it->retry_us + 999999) / 1000000 : 1;
+	snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n", (unsigned long long)secs);
+	if (what == WHAT_CONC)
+		return sg__respond_error_h(req, SG_CE_RATE_LIMITED, extra,
+		                           "rate limit reached for %s: %.0f %s at once; retry when "
+		                           "one of them ends",
+		                           who, it->limit, what_text[what]);
+	sg__respond_error_h(req, SG_CE_RATE_LIMITED, extra,
+	                    "rate limit reached for %s: %.0f %s; this request fits again in "
+	                    "%.3f s (fully reset in %.3f s)",
+	                    who, it->limit, what_text[what], (double)it->retry_us / 1e6,
+	                    (double)it->reset_us / 1e6);
+}
+
+static void limits_request(sg_req_t *req)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_gov_t *g = &c->gov;
+
+	if (c->key == NULL || gw->counters == NULL)
+		return sg__call_next(req);
+	double tokens = (double)(g->est_prompt + g->est_completion);
+	add_set(g, 'k', c->key->id, NULL, &c->key->lim, tokens);
+	if (c->team)
+		add_set(g, 't', c->team->id, NULL, &c->team->lim, tokens);
+	for (size_t i = 0; i < c->key->nmlim; i++)
+		if (strcmp(c->key->mlim[i].model, c->model->name) == 0)
+			add_set(g, 'm', c->key->id, c->model->name, &c->key->mlim[i].lim, tokens);
+	if (g->nitems == 0)
+		return sg__call_next(req);
+	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
+	/* the in-process counters answer at once (a shared backend will go async) */
+	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), NULL, NULL);
+	if (rc > 0)
+		return refuse(req, rc - 1);
+	g->taken = 1;
+	put_headers(req);
+	sg__call_next(req);
+}
+
+/* Give back what the call holds: tokens settled with what it used, the
+ * concurrency slots released. */
+static void settle(sg_req_t *req, int aborted)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_gov_t *g = &c->gov;
+	if (!g->taken)
+		return;
+	g->taken = 0;
+	sg_usage_t u;
+	int estimated;
+	sg__call_billable(req, aborted, &u, &estimated);
+	double used = (double)u.total;
+	if (c->outcome == SG_CALL_HIT && g->hits_tokens)
+		used = (double)(c->usage.prompt + c->usage.completion);
+	uint64_t now = sg_now_us();
+	for (size_t i = 0; i < g->nitems; i++) {
+		const sg_ctr_item_t *it = &g->items[i];
+		if (it->kind == SG_CTR_CONC)
+			sg_ctr_release(gw->counters, it->name, it->cost);
+		else if (what_of(it->name) == WHAT_TPM && used != it->cost)
+			sg_ctr_settle(gw->counters, it->name, it->limit, used - it->cost, now);
+	}
+}
+
+static void limits_end(sg_req_t *req, int ok)
+{
+	(void)ok;
+	settle(req, 0);
+}
+
+static void limits_abort(sg_req_t *req)
+{
+	settle(req, 1);
+}
+
+const sg_step_t sg__step_limits = {
+	.name = "limits",
+	.request = limits_request,
+	.end = limits_end,
+	.abort = limits_abort,
+};

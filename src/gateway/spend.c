@@ -1,0 +1,262 @@
+/*
+ * The spend step: budgets and the spend record.
+ *
+ * Before forwarding, a call with a budget over it (its key's, its team's)
+ * reserves its largest possible cost: the request's bytes as prompt tokens
+ * (no tokenizer makes more tokens than bytes) at the dearest input price of
+ * the model's deployments, plus its completion bound (max_tokens, else
+ * auth.default_completion_tokens) at the dearest output price. It is
+ * refused (429) when spent + reserved + that would pass the cap, so any
+ * number of concurrent calls can never spend past it, except by what a
+ * completion longer than the assumed bound costs (only calls without
+ * max_tokens can have one). A model without a price under a budget is
+ * refused or admitted (and recorded as unpriced) as budget.unpriced says.
+ *
+ * When the call ends (or the client leaves) its cost is computed from the
+ * call's one usage record (sg__call_billable: hits cost nothing and record
+ * what they saved; a cut stream is billed an estimate), the reservation is
+ * settled, and one record is queued for the store (authdb.c, written in
+ * batches off the loop). Buffered answers carry X-Semgate-Cost; crossing a
+ * soft limit adds X-Semgate-Budget-Warning and one log line per period.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "server_int.h"
+
+/* USD per million tokens for a call: the deployment that answered, else its model's. */
+static void prices(const sg_call_t *c, double *in, double *out, double *cached)
+{
+	const sg_model_t *m = c->model;
+	const sg_deployment_t *d = c->proxy.attempts ? c->proxy.dep : NULL;
+	if (c->proxy.attempts && c->proxy.fallback_used && c->proxy.model)
+		m = c->proxy.model;
+	*in = d && d->input_per_mtok >= 0 ? d->input_per_mtok : m->input_per_mtok;
+	*out = d && d->output_per_mtok >= 0 ? d->output_per_mtok : m->output_per_mtok;
+	*cached = d && d->input_per_mtok >= 0 ? d->input_per_mtok : m->cached_input_per_mtok;
+}
+
+static double cost_of(const sg_call_t *c, const sg_usage_t *u)
+{
+	double in, out, cached;
+	prices(c, &in, &out, &cached);
+	long long fresh = u->prompt - u->cached;
+	return ((double)(fresh > 0 ? fresh : 0) * in + (double)u->cached * cached +
+	        (double)u->completion * out) / 1e6;
+}
+
+/* The most a call can cost: every deployment's price counts (any may answer). */
+static double max_cost(const sg_call_t *c)
+{
+	const sg_model_t *m = c->model;
+	double in = m->input_per_mtok, out = m->output_per_mtok;
+	for (size_t i = 0; i < m->ndeployments; i++) {
+		in = SG_MAX(in, m->deployments[i].input_per_mtok);
+		out = SG_MAX(out, m->deployments[i].output_per_mtok);
+	}
+	return ((double)c->gov.body_bytes * in + (double)c->gov.est_completion * out) / 1e6;
+}
+
+static void add_header(sg_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_header(sg_req_t *req, const char *fmt, ...)
+{
+	sg_gov_t *g = &req->call->gov;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(g->hdrs + g->hdrs_len, sizeof(g->hdrs) - g->hdrs_len, fmt, ap);
+	va_end(ap);
+	if (n > 0 && (size_t)n < sizeof(g->hdrs) - g->hdrs_len)
+		g->hdrs_len += (size_t)n;
+	req->resp_hdrs = g->hdrs;
+	req->resp_hdrs_len = g->hdrs_len;
+}
+
+static const char *who(const sg_principal_t *p, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s%s", p->is_team ? "team " : "key sg-", p->id);
+	return buf;
+}
+
+static void spend_request(sg_req_t *req)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_gov_t *g = &c->gov;
+	sg_principal_t *ps[2] = {c->key, c->team};
+	int64_t now = (int64_t)time(NULL);
+	int budgets = 0;
+	char w[64];
+
+	g->settled = 0; /* from here on the call is recorded, however it ends */
+	if (gw->authdb == NULL || c->key == NULL)
+		return sg__call_next(req);
+	for (int i = 0; i < 2; i++)
+		if (ps[i] && ps[i]->max_usd >= 0) {
+			sg__authdb_window(gw->authdb, ps[i], now);
+			budgets++;
+		}
+	if (budgets && !c->model->priced) {
+		if (!req->gen->cfg->auth.admit_unpriced) {
+			gw->budget_refused++;
+			sg__call_end(req, 0);
+			return sg__respond_error(req, SG_CE_MODEL_UNPRICED,
+			                         "model '%s' has no price, so a budget cannot cover it "
+			                         "(set its input_per_mtok / output_per_mtok, or "
+			                         "budget.unpriced: \"admit\")",
+			                         c->model->name);
+		}
+		g->unpriced = 1; /* admitted, and recorded as unpriced: never silently free */
+	}
+	if (budgets && !g->unpriced) {
+		double est = max_cost(c);
+		for (int i = 0; i < 2; i++) {
+			sg_principal_t *p = ps[i];
+			if (p == NULL || p->max_usd < 0)
+				continue;
+			sg_window_t *win = p->win;
+			if (win->spent + win->reserved + est > p->max_usd + 1e-12) {
+				gw->budget_refused++;
+				int64_t end = sg__authdb_period_end(p, win->start);
+				char extra[64] = "";
+				if (end != INT64_MAX)
+					snprintf(extra, sizeof(extra), "Retry-After: %lld\r\n",
+					         (long long)SG_MAX(1, end - now));
+				sg__call_end(req, 0);
+				return sg__respond_error_h(
+					req, SG_CE_BUDGET_EXCEEDED, extra,
+					"budget exceeded for %s: $%.6f of $%.6f spent%s, $%.6f reserved by "
+					"calls in flight, and this call may cost up to $%.6f%s",
+					who(p, w, sizeof(w)), win->spent, p->max_usd,
+					p->period == SG_PERIOD_NONE ? "" : " this period", win->reserved, est,
+					end == INT64_MAX ? "" : " (the period resets at the time in Retry-After)");
+			}
+		}
+		for (int i = 0; i < 2; i++)
+			if (ps[i] && ps[i]->max_usd >= 0)
+				ps[i]->win->reserved += est;
+		g->cost_reserved = est;
+		g->budgeted = 1;
+	}
+	for (int i = 0; i < 2; i++) {
+		sg_principal_t *p = ps[i];
+		if (p && p->soft_usd >= 0 && p->win->spent >= p->soft_usd)
+			add_header(req, "X-Semgate-Budget-Warning: %s spent $%.6f, past its soft limit "
+			                "of $%.6f\r\n",
+			           who(p, w, sizeof(w)), p->win->spent, p->soft_usd);
+	}
+	sg__call_next(req);
+}
+
+static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
+                       sg__fbuf_t *extra, sg_buf_t *out)
+{
+	sg_call_t *c = req->call;
+	(void)body, (void)len, (void)out;
+	if (sg__req_gateway(req)->authdb == NULL || status >= 300)
+		return 0;
+	sg_usage_t u;
+	int estimated;
+	sg__call_billable(req, 0, &u, &estimated);
+	char b[64];
+	snprintf(b, sizeof(b), "X-Semgate-Cost: %.8f\r\n", c->outcome == SG_CALL_HIT ? 0.0 : cost_of(c, &u));
+	sg__fbuf_str(extra, b);
+	return 0;
+}
+
+static int spend_event(sg_req_t *req, const char *data, size_t n, sg_buf_t *out)
+{
+	(void)out;
+	/* one content event, about one token: the estimate if no usage comes */
+	if (data && n && memmem(data, n, "\"content\"", 9))
+		req->call->gov.events++;
+	return 0;
+}
+
+static void settle(sg_req_t *req, int aborted)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_gov_t *g = &c->gov;
+	sg_principal_t *ps[2] = {c->key, c->team};
+	int64_t now = (int64_t)time(NULL);
+	char w[64];
+
+	if (gw->authdb == NULL || g->settled)
+		return;
+	g->settled = 1;
+	sg_usage_t u;
+	int estimated;
+	sg__call_billable(req, aborted, &u, &estimated);
+	double cost = g->unpriced ? 0 : cost_of(c, &u);
+	double saved = c->outcome == SG_CALL_HIT ? cost_of(c, &c->usage) : 0;
+	g->cost = cost;
+	for (int i = 0; i < 2; i++) {
+		sg_principal_t *p = ps[i];
+		if (p == NULL)
+			continue;
+		sg_window_t *win = p->win;
+		if (g->budgeted && p->max_usd >= 0)
+			win->reserved = SG_MAX(0.0, win->reserved - g->cost_reserved);
+		sg__authdb_window(gw->authdb, p, now);
+		if (cost > 0) {
+			win->spent += cost;
+			sg__authdb_window_dirty(gw->authdb, win);
+		}
+		if (p->soft_usd >= 0 && win->spent >= p->soft_usd && !win->soft_noted) {
+			win->soft_noted = 1;
+			sg_log_warn("budget: %s has spent $%.6f, past its soft limit of $%.6f%s",
+			            who(p, w, sizeof(w)), win->spent, p->soft_usd,
+			            p->max_usd >= 0 ? "" : " (no hard limit)");
+		}
+	}
+	g->budgeted = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	sg_spend_rec_t r = {
+		.t_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+		.request_id = req->id,
+		.key = c->key ? c->key->id : "",
+		.team = c->team ? c->team->id : "",
+		.model = c->model->name,
+		.deployment = c->proxy.attempts && c->proxy.dep ? c->proxy.dep->id : "",
+		.prompt = u.prompt,
+		.completion = u.completion,
+		.cost = cost,
+		.saved = saved,
+		.latency_ms = (uint32_t)((sg_now_us() - req->start_us) / 1000),
+		.status = (uint16_t)(aborted && !c->status ? 499 : c->status ? c->status : 500),
+		.cache = c->outcome != SG_CALL_HIT ? 0 : c->cache.state == SG_RC_HIT_EXACT ? 1 : 2,
+		.flags = (uint8_t)((g->unpriced ? SG_SPEND_UNPRICED : 0) |
+		                   (estimated ? SG_SPEND_ESTIMATED : 0)),
+	};
+	if (c->outcome == SG_CALL_HIT) {
+		r.prompt = c->usage.prompt; /* the tokens it saved */
+		r.completion = c->usage.completion;
+	}
+	if (req->gen->cfg->auth.record_spend)
+		sg__authdb_record(gw->authdb, &r);
+}
+
+static void spend_end(sg_req_t *req, int ok)
+{
+	(void)ok;
+	settle(req, 0);
+}
+
+static void spend_abort(sg_req_t *req)
+{
+	settle(req, 1);
+}
+
+const sg_step_t sg__step_spend = {
+	.name = "spend",
+	.request = spend_request,
+	.reply = spend_reply,
+	.event = spend_event,
+	.end = spend_end,
+	.abort = spend_abort,
+};
