@@ -94,6 +94,22 @@ static void handle_stats(sg_req_t *req)
 	else
 		sg_buf_puts(&b, "null");
 	sg_buf_puts(&b, "},");
+	sg_buf_printf(&b, "\"auth\":{\"mode\":\"%s\",\"refused\":%llu,\"rate_limited\":%llu,"
+	              "\"budget_refused\":%llu,\"counters\":%zu",
+	              gw->gen->cfg->auth.keys ? "keys" : "off", (unsigned long long)gw->auth_refused,
+	              (unsigned long long)gw->limited, (unsigned long long)gw->budget_refused,
+	              gw->counters ? sg_counters_local_count(gw->counters) : (size_t)0);
+	if (gw->authdb) {
+		json_t *st = sg__authdb_stats(gw->authdb);
+		char *t = st ? json_dumps(st, JSON_COMPACT) : NULL;
+		if (t) {
+			sg_buf_puts(&b, ",\"store\":");
+			sg_buf_puts(&b, t);
+		}
+		free(t);
+		json_decref(st);
+	}
+	sg_buf_puts(&b, "},");
 	if (gw->cache) {
 		sg_cache_stats_t cs;
 		sg_cache_stats(gw->cache, &cs);

@@ -35,23 +35,23 @@ static int find_key(const sg_req_t *req, sg_iovec_t *out)
 	return 0;
 }
 
-/* A refusal before any other step ran. */
+/* A refusal: the call (if any) ends first, as every answering step does. */
 #define REFUSE(req, gw, e, ...)                                                   \
 	do {                                                                      \
 		(gw)->auth_refused++;                                             \
-		sg__call_end(req, 0);                                             \
+		if (in_call)                                                      \
+			sg__call_end(req, 0);                                     \
 		sg__respond_error(req, e, __VA_ARGS__);                           \
-		return;                                                           \
+		return -1;                                                        \
 	} while (0)
 
-static void auth_request(sg_req_t *req)
+int sg__auth_check(sg_req_t *req, int in_call, const char *model, sg_principal_t **keyp,
+                   sg_principal_t **teamp)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
-	sg_call_t *c = req->call;
 	sg_iovec_t k;
 
-	if (!gw->gen->cfg->auth.keys || gw->authdb == NULL)
-		return sg__call_next(req);
+	*keyp = *teamp = NULL;
 	int found = find_key(req, &k);
 	if (found == 0)
 		REFUSE(req, gw, SG_CE_MISSING_API_KEY,
@@ -85,10 +85,25 @@ static void auth_request(sg_req_t *req)
 	if (team && team->disabled)
 		REFUSE(req, gw, SG_CE_KEY_DISABLED, "the team %s of key sg-%s is disabled", team->id,
 		       key->id);
-	const char *model = c->model->name;
-	if (!sg__principal_allows(key, model) || (team && !sg__principal_allows(team, model)))
+	if (model &&
+	    (!sg__principal_allows(key, model) || (team && !sg__principal_allows(team, model))))
 		REFUSE(req, gw, SG_CE_MODEL_NOT_ALLOWED, "key sg-%s may not use model '%s'", key->id,
 		       model);
+	*keyp = key;
+	*teamp = team;
+	return 0;
+}
+
+static void auth_request(sg_req_t *req)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_call_t *c = req->call;
+	sg_principal_t *key, *team;
+
+	if (!gw->gen->cfg->auth.keys || gw->authdb == NULL)
+		return sg__call_next(req);
+	if (sg__auth_check(req, 1, c->model->name, &key, &team) != 0)
+		return;
 	/* the key's namespace, else its team's, else one of its own: whatever
 	 * X-Semgate-Namespace says, the cache step keeps to it */
 	if (key->ns[0])

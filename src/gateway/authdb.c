@@ -132,7 +132,7 @@ static int64_t now_s(void)
 
 /* Start of the calendar period holding t, in the process's time zone
  * (budget.timezone, set at start-up). */
-static int64_t period_start(const sg_principal_t *p, int64_t t)
+int64_t sg__authdb_period_start(const sg_principal_t *p, int64_t t)
 {
 	struct tm tm;
 	time_t tt = (time_t)t;
@@ -203,7 +203,7 @@ void sg__authdb_window_dirty(sg_authdb_t *db, sg_window_t *w)
 
 void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t t)
 {
-	int64_t start = period_start(p, t);
+	int64_t start = sg__authdb_period_start(p, t);
 	sg_window_t *w = p->win;
 	if (start == w->start)
 		return;
@@ -1031,8 +1031,8 @@ void sg__authdb_free(sg_authdb_t *db)
 	batch_t *b = take_batch(db, now_s());
 	if (b) {
 		db->flushing = b;
-		flush_work(&db->work);
 		db->work.data = db;
+		flush_work(&db->work);
 		flush_done(&db->work, 0);
 	}
 	for (size_t i = 0; i < db->nqueue; i++)

@@ -128,6 +128,8 @@ void sg__principal_unref(sg_principal_t *p);
 
 /** Roll p's budget window to the period holding now_s (spent 0 in a new one). */
 void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t now_s);
+/** Start of the period holding t (Unix seconds; 0 for none). */
+int64_t sg__authdb_period_start(const sg_principal_t *p, int64_t t);
 /** End of the period that started at start (Unix seconds; INT64_MAX: none). */
 int64_t sg__authdb_period_end(const sg_principal_t *p, int64_t start);
 /** Mark a window changed (written with the next batch). */

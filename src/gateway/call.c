@@ -129,17 +129,24 @@ void sg__call_reply(sg_req_t *req, int status, const char **body, size_t *len, s
 	}
 }
 
-void sg__call_event(sg_req_t *req, const char **data, size_t *n)
+int sg__call_event(sg_req_t *req, const char **data, size_t *n)
 {
 	sg_call_t *c = req->call;
 	BEFORE(c, i)
 	if (c->steps[i]->event) {
 		sg_buf_t *out = scratch(c, *data);
-		if (c->steps[i]->event(req, *data, *n, out) == 1 && *data != NULL) {
+		int r = c->steps[i]->event(req, *data, *n, out);
+		if (r == SG_CALL_STOP && out->len) {
+			*data = out->data;
+			*n = out->len;
+			return SG_CALL_STOP; /* the steps before it see no more of the stream */
+		}
+		if (r == 1 && *data != NULL) {
 			*data = out->data ? out->data : "";
 			*n = out->len;
 		}
 	}
+	return 0;
 }
 
 void sg__call_end(sg_req_t *req, int ok)

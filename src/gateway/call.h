@@ -57,7 +57,11 @@ typedef struct sg_step {
 	int (*reply)(sg_req_t *req, int status, const char *body, size_t len, sg__fbuf_t *extra,
 	             sg_buf_t *out);
 	/** One event of a streamed answer (a JSON object; data NULL: one was dropped).
-	 * To change it, append the new event's data to out and return 1; 0 leaves it. */
+	 * To change it, append the new event's data to out and return 1; 0 leaves it.
+	 * To end the stream here, append an error event's data ({"error":{...}}) to
+	 * out and return SG_CALL_STOP: the client gets it instead of this event,
+	 * then the end of the stream; the upstream transfer is cancelled and the
+	 * call ends as failed. */
 	int (*event)(sg_req_t *req, const char *data, size_t n, sg_buf_t *out);
 	/** The answer ended; ok: completely (a stream with its [DONE]). */
 	void (*end)(sg_req_t *req, int ok);
@@ -80,7 +84,9 @@ void sg__call_next(sg_req_t *req);
  * it (valid until the next reply or event of the call), to be sent as it is. */
 void sg__call_head(sg_req_t *req, int status, int stream, sg__fbuf_t *extra);
 void sg__call_reply(sg_req_t *req, int status, const char **body, size_t *len, sg__fbuf_t *extra);
-void sg__call_event(sg_req_t *req, const char **data, size_t *n);
+#define SG_CALL_STOP 2
+/** Returns 0, or SG_CALL_STOP: a step ends the stream; *data is its error event. */
+int sg__call_event(sg_req_t *req, const char **data, size_t *n);
 void sg__call_end(sg_req_t *req, int ok);
 /** The client went away (every step's abort). */
 void sg__call_abort(sg_req_t *req);

@@ -8,15 +8,24 @@
 #include "semgate/log.h"
 #include "server_int.h"
 
+/* The model groups; with auth.mode "keys", those the caller's key may use. */
 static void handle_models(sg_req_t *req)
 {
 	const sg_config_t *cfg = req->gen->cfg;
+	sg_principal_t *key = NULL, *team = NULL;
 	sg_buf_t b;
 
+	if (cfg->auth.keys && sg__req_gateway(req)->authdb &&
+	    sg__auth_check(req, 0, NULL, &key, &team) != 0)
+		return;
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-	for (size_t i = 0; i < cfg->nmodels; i++) {
-		sg_buf_puts(&b, i ? ",{\"id\":" : "{\"id\":");
+	for (size_t i = 0, n = 0; i < cfg->nmodels; i++) {
+		const char *name = cfg->models[i].name;
+		if ((key && !sg__principal_allows(key, name)) ||
+		    (team && !sg__principal_allows(team, name)))
+			continue;
+		sg_buf_puts(&b, n++ ? ",{\"id\":" : "{\"id\":");
 		sg_buf_json_str(&b, cfg->models[i].name, strlen(cfg->models[i].name));
 		sg_buf_puts(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"semgate\"}");
 	}

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "openai_wire.h"
 #include "server_int.h"
 
 /* USD per million tokens for a call: the deployment that answered, else its model's. */
@@ -167,12 +168,40 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	return 0;
 }
 
+/* budget.stop_streams: whether the stream so far (the prompt estimate and
+ * one token per content event) takes a budget past its cap; if so the error
+ * event goes to out. */
+static int crosses_cap(sg_req_t *req, sg_buf_t *out)
+{
+	sg_call_t *c = req->call;
+	sg_usage_t so_far = {c->gov.est_prompt, c->gov.events, 0, 0};
+	double cost = cost_of(c, &so_far);
+	sg_principal_t *ps[2] = {c->key, c->team};
+	char w[64], msg[256];
+	for (int i = 0; i < 2; i++) {
+		sg_principal_t *p = ps[i];
+		if (p == NULL || p->max_usd < 0 || p->win->spent + cost <= p->max_usd)
+			continue;
+		snprintf(msg, sizeof(msg), "budget exceeded for %s during this stream: $%.6f of $%.6f "
+		         "with this answer so far", who(p, w, sizeof(w)), p->win->spent + cost,
+		         p->max_usd);
+		sg_buf_reset(out);
+		return sg__error_body(out, msg, strlen(msg), "insufficient_quota", "budget_exceeded") == 0;
+	}
+	return 0;
+}
+
 static int spend_event(sg_req_t *req, const char *data, size_t n, sg_buf_t *out)
 {
-	(void)out;
+	sg_gov_t *g = &req->call->gov;
 	/* one content event, about one token: the estimate if no usage comes */
-	if (data && n && memmem(data, n, "\"content\"", 9))
-		req->call->gov.events++;
+	if (data && n && memmem(data, n, "\"content\"", 9)) {
+		g->events++;
+		if (g->budgeted && req->gen->cfg->auth.stop_streams && crosses_cap(req, out)) {
+			sg__req_gateway(req)->budget_refused++;
+			return SG_CALL_STOP;
+		}
+	}
 	return 0;
 }
 

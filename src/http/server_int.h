@@ -79,6 +79,7 @@ typedef struct sg_proxy {
 	size_t held;                  /* of it, bytes counted in the server's held_bytes */
 	sg_buf_t out;                 /* translated output */
 	int saw_done;                 /* a "data: [DONE]" event went through */
+	int stopped;                  /* a step ended the stream (SG_CALL_STOP) */
 	sg_usage_t stream_usage;      /* the stream's last `usage` object (for tpm and the cache) */
 	sg_sse_t sse;                 /* the stream's events (OpenAI's format) */
 	sg_buf_t sse_out;             /* whole events to write to the client */
@@ -375,6 +376,12 @@ int sg__embed_openai_new(sg_embedder_t **out, sg_upstream_t *upstream,
 void sg__req_retry_after(sg_req_t *req, uint64_t ms);
 /** The retry timer fired (proxy.c). */
 void sg__proxy_retry(sg_req_t *req);
+
+/** auth.mode "keys": check the request's key (and, model given, that it may
+ * use it): 0 with the key and its team (borrowed), or -1 after answering
+ * 401/403 (in_call: the call is ended first). auth.c. */
+int sg__auth_check(sg_req_t *req, int in_call, const char *model, sg_principal_t **key,
+                   sg_principal_t **team);
 
 /* Forwarding upstream is sg__step_upstream (proxy.c, call.h), the last step. */
 /** Release proxy state; cancels a transfer in flight. */

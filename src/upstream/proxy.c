@@ -94,6 +94,7 @@ static void attempt_reset(sg_req_t *req)
 	px->retry_after_s = -1;
 	px->content_type[0] = '\0';
 	px->saw_done = 0;
+	px->stopped = 0;
 	px->stream_usage = (sg_usage_t){-1, 0, 0, 0};
 	sg_sse_reset(&px->sse);
 	sg_buf_reset(&px->sse_out);
@@ -202,7 +203,7 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 	sg_req_t *req = ud;
 	sg_proxy_t *px = &req->call->proxy;
 
-	if (px->saw_done)
+	if (px->saw_done || px->stopped)
 		return 0;
 	if (kind == SG_SSE_COMMENT) {
 		/* keep-alives keep clients with read timeouts waiting: pass them on */
@@ -240,7 +241,13 @@ static int on_event(void *ud, enum sg_sse_kind kind, const char *d, size_t n)
 	}
 	if (read_usage(&f[0], &use))
 		px->stream_usage = use;
-	sg__call_event(req, &d, &n); /* the steps before may rewrite it */
+	if (sg__call_event(req, &d, &n) == SG_CALL_STOP) { /* the steps before may rewrite it */
+		/* a step ends the stream (a budget crossed): its error event goes out
+		 * last and the transfer stops here */
+		px->stopped = 1;
+		int rc = put_event(&px->sse_out, d, n);
+		return rc ? rc : SG_ECANCELED;
+	}
 	return put_event(&px->sse_out, d, n);
 }
 
@@ -651,6 +658,11 @@ static void finish_stream(sg_req_t *req, int err, uint64_t now)
 		return;
 	}
 	sg__call_end(req, 0);
+	if (px->stopped) { /* a step ended it: its error event is already out */
+		proxy_release(req);
+		sg__stream_end(req);
+		return;
+	}
 	const char *why = err ? sg_strerror(err) : "the upstream closed the stream before its end";
 	sg_log_warn("upstream %s: stream interrupted: %s", px->dep->id, why);
 	/* The client has whole events only: the error event needs no separator. */

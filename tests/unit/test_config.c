@@ -1,5 +1,8 @@
 /* Unit tests: configuration parsing and validation. */
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "semgate/config.h"
@@ -215,8 +218,102 @@ static void test_keep_fixed(void)
 	sg_config_free(b);
 }
 
+/* auth, budget, prices: defaults, the rules between them, and LiteLLM's price file. */
+static void test_auth_and_prices(void)
+{
+	sg_config_t *cfg;
+	sg_buf_t e;
+	const char *m = "\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":\"http://a\","
+	                "\"model\":\"gpt-x\"}]},{\"name\":\"p\",\"input_per_mtok\":3,"
+	                "\"deployments\":[{\"base_url\":\"http://a\"}]}]";
+	char j[2048];
+
+	/* defaults: off, nothing priced but what says so */
+	snprintf(j, sizeof(j), "{%s}", m);
+	CHECK(parse(j, &cfg, &e) == 0);
+	if (cfg) {
+		CHECK(!cfg->auth.keys);
+		CHECK(!cfg->auth.record_spend);
+		CHECK(cfg->auth.burst == 1.0);
+		CHECK(cfg->auth.default_completion_tokens == 1024);
+		CHECK(!cfg->auth.admit_unpriced);
+		CHECK(!cfg->models[0].priced);
+		CHECK(cfg->models[0].input_per_mtok == 0);
+		CHECK(cfg->models[1].priced);
+		CHECK(cfg->models[1].input_per_mtok == 3 && cfg->models[1].output_per_mtok == 0);
+		CHECK(cfg->models[1].cached_input_per_mtok == 3); /* unset: the input price */
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+
+	/* keys mode needs a secret of 16 bytes and an admin key */
+	unsetenv("SG_T_SECRET");
+	snprintf(j, sizeof(j), "{\"auth\":{\"mode\":\"keys\"},%s}", m);
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	CHECK(e.data && strstr(e.data, "auth.secret_env: is required"));
+	CHECK(e.data && strstr(e.data, "auth.mode: \"keys\" needs admin_key_env"));
+	sg_buf_free(&e);
+	setenv("SG_T_SECRET", "short", 1);
+	setenv("SG_T_ADMIN", "adm", 1);
+	snprintf(j, sizeof(j), "{\"admin_key_env\":\"SG_T_ADMIN\",\"auth\":{\"mode\":\"keys\","
+	         "\"secret_env\":\"SG_T_SECRET\"},%s}", m);
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	CHECK(e.data && strstr(e.data, "shorter than 16 bytes"));
+	sg_buf_free(&e);
+	setenv("SG_T_SECRET", "0123456789abcdef", 1);
+	CHECK(parse(j, &cfg, &e) == 0);
+	if (cfg) {
+		CHECK(cfg->auth.keys);
+		CHECK(cfg->auth.record_spend); /* always with keys */
+		CHECK_STR(cfg->auth.secret, "0123456789abcdef");
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+
+	/* bad values name their paths */
+	snprintf(j, sizeof(j), "{\"auth\":{\"burst\":2,\"nope\":1},\"budget\":{\"unpriced\":\"x\","
+	         "\"timezone\":\"../etc\"},%s}", m);
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	CHECK(e.data && strstr(e.data, "auth.burst: must be in"));
+	CHECK(e.data && strstr(e.data, "auth.nope: unknown option"));
+	CHECK(e.data && strstr(e.data, "budget.unpriced: must be one of"));
+	CHECK(e.data && strstr(e.data, "budget.timezone:"));
+	sg_buf_free(&e);
+
+	/* LiteLLM's price file: by the deployment's model, per token -> per million */
+	char path[] = "/tmp/sg-prices-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	fputs("{\"sample_spec\":{\"input_cost_per_token\":\"x\"},\"gpt-x\":{\"input_cost_per_token\":"
+	      "2.5e-06,\"output_cost_per_token\":1e-05,\"cache_read_input_token_cost\":1.25e-06,"
+	      "\"litellm_provider\":\"openai\",\"mode\":\"chat\"},\"p\":{\"input_cost_per_token\":1,"
+	      "\"output_cost_per_token\":1}}",
+	      f);
+	fclose(f);
+	snprintf(j, sizeof(j), "{\"prices_file\":\"%s\",%s}", path, m);
+	CHECK(parse(j, &cfg, &e) == 0);
+	if (cfg) {
+		CHECK(cfg->models[0].priced);
+		CHECK(fabs(cfg->models[0].input_per_mtok - 2.5) < 1e-9);
+		CHECK(fabs(cfg->models[0].output_per_mtok - 10) < 1e-9);
+		CHECK(fabs(cfg->models[0].cached_input_per_mtok - 1.25) < 1e-9);
+		CHECK(cfg->models[1].input_per_mtok == 3); /* its own price wins over the file's */
+	}
+	sg_config_free(cfg);
+	sg_buf_free(&e);
+	f = fopen(path, "w");
+	fputs("{not json", f);
+	fclose(f);
+	CHECK(parse(j, &cfg, &e) == SG_EINVAL);
+	CHECK(e.data && strstr(e.data, "prices_file: "));
+	sg_buf_free(&e);
+	unlink(path);
+}
+
 int main(void)
 {
+	test_auth_and_prices();
 	test_default_config();
 	test_minimal_and_defaults();
 	test_errors_name_paths();

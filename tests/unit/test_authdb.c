@@ -1,0 +1,203 @@
+/* The governance store (src/gateway/authdb.c): budget periods on the
+ * calendar of a time zone, keys and their secrets across a reopen, spend
+ * records written in batches and reported, and a damaged record skipped. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+#include <uv.h>
+
+#include "authdb.h"
+#include "check.h"
+
+static int64_t at(int y, int mo, int d, int h, int mi)
+{
+	struct tm tm = {0};
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_isdst = -1;
+	return (int64_t)mktime(&tm); /* local time of the TZ set below */
+}
+
+static void test_periods(void)
+{
+	setenv("TZ", "Europe/Paris", 1);
+	tzset();
+	sg_principal_t p = {0};
+	/* 2026-03-29 is the day the clocks go forward in Paris (a 23-hour day) */
+	int64_t t = at(2026, 3, 29, 15, 30);
+	p.period = SG_PERIOD_DAILY;
+	CHECK(sg__authdb_period_start(&p, t) == at(2026, 3, 29, 0, 0));
+	CHECK(sg__authdb_period_end(&p, at(2026, 3, 29, 0, 0)) == at(2026, 3, 30, 0, 0));
+	CHECK(at(2026, 3, 30, 0, 0) - at(2026, 3, 29, 0, 0) == 23 * 3600);
+	p.period = SG_PERIOD_WEEKLY; /* ISO weeks: Monday 2026-03-23 */
+	CHECK(sg__authdb_period_start(&p, t) == at(2026, 3, 23, 0, 0));
+	CHECK(sg__authdb_period_end(&p, at(2026, 3, 23, 0, 0)) == at(2026, 3, 30, 0, 0));
+	CHECK(sg__authdb_period_start(&p, at(2026, 3, 23, 0, 0)) == at(2026, 3, 23, 0, 0));
+	p.period = SG_PERIOD_MONTHLY;
+	CHECK(sg__authdb_period_start(&p, t) == at(2026, 3, 1, 0, 0));
+	CHECK(sg__authdb_period_end(&p, at(2026, 12, 1, 0, 0)) == at(2027, 1, 1, 0, 0));
+	p.period = SG_PERIOD_SECONDS;
+	p.period_s = 60;
+	CHECK(sg__authdb_period_start(&p, 1000) == 960);
+	CHECK(sg__authdb_period_end(&p, 960) == 1020);
+	p.period = SG_PERIOD_NONE;
+	CHECK(sg__authdb_period_start(&p, t) == 0);
+	CHECK(sg__authdb_period_end(&p, 0) == INT64_MAX);
+	setenv("TZ", "UTC", 1);
+	tzset();
+}
+
+static char dir[] = "/tmp/sg-authdb-XXXXXX";
+
+static sg_authdb_t *open_db(uv_loop_t *loop, const sg_auth_config_t *cfg)
+{
+	sg_authdb_t *db = NULL;
+	char err[256] = "";
+	int rc = sg__authdb_open(&db, loop, cfg, err, sizeof(err));
+	CHECK_MSG(rc == 0, "open: %s", err);
+	return db;
+}
+
+static void close_db(uv_loop_t *loop, sg_authdb_t *db)
+{
+	sg__authdb_close(db);
+	uv_run(loop, UV_RUN_DEFAULT);
+	sg__authdb_free(db);
+}
+
+static void test_store(void)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	CHECK(mkdtemp(dir) != NULL);
+	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = dir, .map_size_mb = 16,
+	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
+	sg_authdb_t *db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+
+	/* a team, a key in it; the secret comes back once, its digest verifies */
+	json_t *view = NULL, *body = json_pack("{s:s, s:I}", "name", "t", "rpm", (json_int_t)5);
+	char *key = NULL;
+	CHECK(sg__authdb_create(db, 1, body, &view, NULL, NULL) == 0);
+	char team[SG_KEY_ID_LEN + 1];
+	snprintf(team, sizeof(team), "%s", json_string_value(json_object_get(view, "id")));
+	json_decref(body);
+	json_decref(view);
+	body = json_pack("{s:s, s:[s], s:{s:f, s:s}}", "team", team, "models", "gpt-*", "budget",
+	                 "max_usd", 1.5, "period", "daily");
+	CHECK(sg__authdb_create(db, 0, body, &view, &key, NULL) == 0);
+	json_decref(body);
+	CHECK(key && strlen(key) == 3 + SG_KEY_ID_LEN + 1 + SG_KEY_SECRET_LEN);
+	CHECK(view && json_object_get(view, "secret_hmac") == NULL);
+	char id[SG_KEY_ID_LEN + 1];
+	snprintf(id, sizeof(id), "%s", key + 3);
+	json_decref(view);
+	sg_principal_t *k = sg__authdb_find(db, 0, id, SG_KEY_ID_LEN);
+	CHECK(k != NULL);
+	const char *secret = key + 3 + SG_KEY_ID_LEN + 1;
+	if (k) {
+		CHECK(sg__authdb_verify(db, k, secret, strlen(secret), time(NULL)));
+		CHECK(!sg__authdb_verify(db, k, "x", 1, time(NULL)));
+		CHECK(sg__principal_allows(k, "gpt-4o") && !sg__principal_allows(k, "claude"));
+		CHECK(strcmp(k->team, team) == 0);
+		CHECK(k->max_usd == 1.5 && k->period == SG_PERIOD_DAILY);
+	}
+	/* a team with keys cannot go; bad input changes nothing */
+	CHECK(sg__authdb_delete(db, 1, team) == SG_EEXIST);
+	sg_buf_t errors;
+	sg_buf_init(&errors, 0);
+	body = json_pack("{s:I, s:s}", "rpm", (json_int_t)-1, "bogus", "x");
+	CHECK(sg__authdb_patch(db, 0, id, body, &view, &errors) == SG_EINVAL);
+	CHECK(errors.data && strstr(errors.data, "rpm: must be an integer >= 0"));
+	CHECK(errors.data && strstr(errors.data, "bogus: unknown field"));
+	json_decref(body);
+	CHECK(sg__authdb_find(db, 0, id, SG_KEY_ID_LEN) == k && k->lim.rpm == 0);
+	sg_buf_free(&errors);
+
+	/* spend: queued, written by the timer, reported (queued ones too) */
+	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = "r1", .key = id,
+	                    .team = team, .model = "gpt-4o", .deployment = "gpt-4o/0",
+	                    .prompt = 10, .completion = 5, .cost = 0.25, .status = 200};
+	sg__authdb_record(db, &r);
+	r.cache = 1;
+	r.cost = 0;
+	r.saved = 0.25;
+	sg__authdb_record(db, &r);
+	k->win->spent = 0.25;
+	sg__authdb_window_dirty(db, k->win);
+	json_t *rep = NULL;
+	CHECK(sg__authdb_report(db, "key", 0, time(NULL) + 1, &rep) == 0);
+	json_t *row = json_array_get(json_object_get(rep, "data"), 0);
+	CHECK(json_integer_value(json_object_get(row, "requests")) == 2);
+	CHECK(json_integer_value(json_object_get(row, "cache_hits")) == 1);
+	CHECK(json_real_value(json_object_get(row, "cost_usd")) == 0.25);
+	json_decref(rep);
+	CHECK(sg__authdb_report(db, "nope", 0, 1, &rep) == SG_EINVAL);
+	free(key);
+	close_db(&loop, db); /* writes what is still queued */
+
+	/* a damaged key record next to good ones: skipped, the rest loads */
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 4) == 0 &&
+	      mdb_env_open(env, dir, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "keys", 0, &dbi) == 0);
+	MDB_val bk = {SG_KEY_ID_LEN, "zzzzzzzzzzzz"}, bv = {9, "{garbage!"};
+	CHECK(mdb_put(txn, dbi, &bk, &bv, 0) == 0);
+	MDB_val nk = {SG_KEY_ID_LEN, "yyyyyyyyyyyy"}, nv = {2, "{}"}; /* no secret digest */
+	CHECK(mdb_put(txn, dbi, &nk, &nv, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+
+	db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	k = sg__authdb_find(db, 0, id, SG_KEY_ID_LEN);
+	CHECK(k != NULL);
+	CHECK(sg__authdb_find(db, 0, "zzzzzzzzzzzz", SG_KEY_ID_LEN) == NULL);
+	CHECK(sg__authdb_find(db, 0, "yyyyyyyyyyyy", SG_KEY_ID_LEN) == NULL);
+	if (k) {
+		CHECK(k->win->spent == 0.25); /* the window came back */
+		CHECK(k->max_usd == 1.5);
+	}
+	/* rotation: the old secret works within the grace, the new one always */
+	char *k2 = NULL, *k3 = NULL;
+	CHECK(sg__authdb_rotate(db, id, 100, &view, &k2) == 0);
+	json_decref(view);
+	CHECK(sg__authdb_rotate(db, id, 0, &view, &k3) == 0);
+	json_decref(view);
+	k = sg__authdb_find(db, 0, id, SG_KEY_ID_LEN);
+	if (k && k2 && k3) {
+		const char *s2 = k2 + 4 + SG_KEY_ID_LEN, *s3 = k3 + 4 + SG_KEY_ID_LEN;
+		CHECK(sg__authdb_verify(db, k, s3, strlen(s3), time(NULL)));
+		CHECK(!sg__authdb_verify(db, k, s2, strlen(s2), time(NULL))); /* grace 0 */
+		CHECK(k->win->spent == 0.25); /* one window across versions */
+	}
+	CHECK(sg__authdb_report(db, "team", 0, time(NULL) + 1, &rep) == 0);
+	row = json_array_get(json_object_get(rep, "data"), 0);
+	CHECK(json_integer_value(json_object_get(row, "requests")) == 2);
+	CHECK(strcmp(json_string_value(json_object_get(row, "team")), team) == 0);
+	json_decref(rep);
+	free(k2);
+	free(k3);
+	close_db(&loop, db);
+	uv_loop_close(&loop);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	CHECK(system(cmd) == 0);
+}
+
+int main(void)
+{
+	test_periods();
+	test_store();
+	CHECK_DONE();
+}
