@@ -19,9 +19,12 @@ end
 
 function request()
   i = i % n + 1
-  return wrk.format("POST", "/v1/chat/completions",
-    {["Content-Type"] = "application/json", ["X-Semgate-Threshold"] = os.getenv("THRESHOLD") or "0.8"},
-    queries[i])
+  -- wrk -H's headers (an Authorization key) go along
+  local h = {["Content-Type"] = "application/json", ["X-Semgate-Threshold"] = os.getenv("THRESHOLD") or "0.8"}
+  for k, v in pairs(wrk.headers) do
+    if h[k] == nil then h[k] = v end
+  end
+  return wrk.format("POST", "/v1/chat/completions", h, queries[i])
 end
 
 function response(status, headers, body)

@@ -238,8 +238,15 @@ void sg__authdb_window_dirty(sg_authdb_t *db, sg_window_t *w)
 
 void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t t)
 {
-	int64_t start = sg__authdb_period_start(p, t);
 	sg_window_t *w = p->win;
+	/* the calendar is read only when the period may have changed: mktime()
+	 * costs microseconds, this test nothing */
+	if (t >= w->start && t < w->end && w->period == p->period && w->period_s == p->period_s)
+		return;
+	int64_t start = sg__authdb_period_start(p, t);
+	w->period = p->period;
+	w->period_s = p->period_s;
+	w->end = sg__authdb_period_end(p, start);
 	if (start == w->start)
 		return;
 	w->start = start;
@@ -650,6 +657,7 @@ static sg_window_t *new_window(int is_team, const char *id)
 	if (w) {
 		w->refs = 1;
 		w->start = -1; /* none yet: the first look opens the current period */
+		w->end = -1;
 		snprintf(w->name, sizeof(w->name), "%c:%s", is_team ? 't' : 'k', id);
 	}
 	return w;

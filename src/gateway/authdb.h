@@ -59,6 +59,9 @@ typedef struct sg_model_limit {
 typedef struct sg_window {
 	int refs;
 	int64_t start;            /* start of the current period (Unix seconds) */
+	int64_t end;              /* its end (INT64_MAX: none), computed with start */
+	int period;               /* the period start and end were computed for */
+	int64_t period_s;
 	double spent;             /* USD spent in it (settled calls) */
 	double reserved;          /* USD reserved by calls in flight */
 	int soft_noted;           /* the soft limit's log line was written this period */

@@ -54,7 +54,7 @@ static int what_of(const char *name)
 
 static const char *scope_word(const char *name)
 {
-	return name[0] == 'k' ? "key" : name[0] == 't' ? "team" : "model";
+	return name[0] == 'k' ? "key" : name[0] == 't' ? "team" : name[0] == 'm' ? "model" : "team-model";
 }
 
 /* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
@@ -158,8 +158,10 @@ static void refuse(sg_req_t *req, int idx)
 		snprintf(who, sizeof(who), "key sg-%s", id);
 	else if (name[0] == 't')
 		snprintf(who, sizeof(who), "team %s", id);
-	else
+	else if (name[0] == 'm')
 		snprintf(who, sizeof(who), "key sg-%s on model '%s'", id, req->call->model->name);
+	else
+		snprintf(who, sizeof(who), "team %s on model '%s'", id, req->call->model->name);
 	gw->limited++;
 	put_headers(req);
 	sg__call_end(req, 0);
@@ -199,6 +201,9 @@ static void limits_request(sg_req_t *req)
 	for (size_t i = 0; i < c->key->nmlim; i++)
 		if (strcmp(c->key->mlim[i].model, c->model->name) == 0)
 			add_set(g, 'm', c->key->id, c->model->name, &c->key->mlim[i].lim, tokens);
+	for (size_t i = 0; c->team && i < c->team->nmlim; i++)
+		if (strcmp(c->team->mlim[i].model, c->model->name) == 0)
+			add_set(g, 'n', c->team->id, c->model->name, &c->team->mlim[i].lim, tokens);
 	if (g->nitems == 0)
 		return sg__call_next(req);
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;

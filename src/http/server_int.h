@@ -124,7 +124,7 @@ typedef struct sg_reqcache {
 } sg_reqcache_t;
 
 /* The limits and spend steps' part of a call (limits.c, spend.c). */
-#define SG_GOV_ITEMS 9 /* rpm, tpm, concurrency for the key, its team, key × model */
+#define SG_GOV_ITEMS 12 /* rpm, tpm, concurrency: key, team, key × model, team × model */
 typedef struct sg_gov {
 	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
 	char names[SG_GOV_ITEMS][160];
