@@ -310,6 +310,8 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 	const char *ts = param(req, "to", to, sizeof(to), &bad);
 	if (b == NULL)
 		b = "key";
+	if (fs && sg__parse_time_arg(fs, &f) == 0 && ts == NULL && f >= t)
+		t = f + 1; /* from in the future and no to: an empty range, not an error */
 	if (bad || (fs && sg__parse_time_arg(fs, &f) != 0) || (ts && sg__parse_time_arg(ts, &t) != 0))
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "from and to are Unix seconds or RFC 3339 times "

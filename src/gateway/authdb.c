@@ -44,6 +44,7 @@ typedef struct batch {
 	size_t nwins;
 	int64_t retention_before_us; /* delete records before this (0: not this time) */
 	int rc;                      /* the write's result */
+	int committed;               /* its records are in the store (under commit_lock) */
 	size_t deleted;              /* records retention removed */
 } batch_t;
 
@@ -60,6 +61,9 @@ struct sg_authdb {
 	uv_timer_t timer;
 	uv_work_t work;
 	batch_t *flushing;         /* the batch being written, or NULL */
+	uv_mutex_t commit_lock;    /* a batch's commit vs a report's snapshot: a report counts
+	                            * the batch in flight from memory until, and only until,
+	                            * its records are in the snapshot it reads */
 	uint64_t seq;              /* record key sequence within a microsecond */
 	int64_t last_retention_s;
 	uint64_t written, dropped, write_errors, retention_deleted;
@@ -864,7 +868,15 @@ static void flush_work(uv_work_t *w)
 			mdb_cursor_close(cur);
 		}
 	}
-	b->rc = rc == 0 ? mdb_txn_commit(txn) : (txn ? (mdb_txn_abort(txn), rc) : rc);
+	if (rc == 0) {
+		uv_mutex_lock(&db->commit_lock);
+		rc = mdb_txn_commit(txn);
+		b->committed = rc == 0;
+		uv_mutex_unlock(&db->commit_lock);
+	} else if (txn) {
+		mdb_txn_abort(txn);
+	}
+	b->rc = rc;
 }
 
 static void batch_free(batch_t *b)
@@ -1012,6 +1024,10 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	db->cfg = cfg;
 	sg__u64map_init(&db->keys);
 	sg__u64map_init(&db->teams);
+	if (uv_mutex_init(&db->commit_lock) != 0) {
+		free(db);
+		return SG_ENOMEM;
+	}
 		if (hmac_init(db, cfg->secret ? cfg->secret : "") != 0) {
 		snprintf(err, errlen, "auth: cannot set up HMAC-SHA256 (OpenSSL)");
 		goto fail;
@@ -1057,6 +1073,7 @@ fail:
 		mdb_env_close(db->env);
 	sg__u64map_free(&db->keys);
 	sg__u64map_free(&db->teams);
+	uv_mutex_destroy(&db->commit_lock);
 	free(db);
 	return SG_ESTORE;
 }
@@ -1102,6 +1119,7 @@ void sg__authdb_free(sg_authdb_t *db)
 	EVP_MD_CTX_free(db->hm_in);
 	EVP_MD_CTX_free(db->hm_out);
 	EVP_MD_CTX_free(db->hm_tmp);
+	uv_mutex_destroy(&db->commit_lock);
 	free(db);
 }
 
@@ -1471,7 +1489,11 @@ int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int
 	if (by < 0)
 		return SG_EINVAL;
 	sg__u64map_init(&groups);
-	if ((rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn)) != 0)
+	uv_mutex_lock(&db->commit_lock);
+	rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+	const batch_t *inflight = db->flushing && !db->flushing->committed ? db->flushing : NULL;
+	uv_mutex_unlock(&db->commit_lock);
+	if (rc != 0)
 		return SG_ESTORE;
 	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) != 0) {
 		mdb_txn_abort(txn);
@@ -1494,9 +1516,11 @@ int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	/* the records not yet written count too */
-	for (size_t i = 0; i < db->nqueue; i++) {
-		const sg_spend_rec_t *r = &db->queue[i].r;
+	/* the records not yet written count too: queued, and being written
+	 * (not in the snapshot just read) */
+	size_t nq = db->nqueue, nf = inflight ? inflight->nrecs : 0;
+	for (size_t i = 0; i < nq + nf; i++) {
+		const sg_spend_rec_t *r = i < nq ? &db->queue[i].r : &inflight->recs[i - nq].r;
 		if (r->t_us < from_s * 1000000 || r->t_us >= to_s * 1000000)
 			continue;
 		disk_rec_t dq = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,

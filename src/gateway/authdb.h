@@ -64,6 +64,7 @@ typedef struct sg_window {
 	int64_t period_s;
 	double spent;             /* USD spent in it (settled calls) */
 	double reserved;          /* USD reserved by calls in flight */
+	int inflight;             /* calls holding a reservation */
 	int soft_noted;           /* the soft limit's log line was written this period */
 	int dirty;                /* changed since the last batch */
 	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */

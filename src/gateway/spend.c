@@ -37,7 +37,10 @@ static void prices(const sg_call_t *c, double *in, double *out, double *cached)
 		m = c->proxy.model;
 	*in = d && d->input_per_mtok >= 0 ? d->input_per_mtok : m->input_per_mtok;
 	*out = d && d->output_per_mtok >= 0 ? d->output_per_mtok : m->output_per_mtok;
-	*cached = d && d->input_per_mtok >= 0 ? d->input_per_mtok : m->cached_input_per_mtok;
+	/* a deployment's own input price keeps its group's discount for cached tokens */
+	*cached = !(d && d->input_per_mtok >= 0) ? m->cached_input_per_mtok
+	          : m->input_per_mtok > 0 ? d->input_per_mtok * m->cached_input_per_mtok / m->input_per_mtok
+	                                  : d->input_per_mtok;
 }
 
 static double cost_of(const sg_call_t *c, const sg_usage_t *u)
@@ -93,14 +96,16 @@ static void spend_request(sg_req_t *req)
 	char w[64];
 
 	g->settled = 0; /* from here on the call is recorded, however it ends */
+	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
 	if (gw->authdb == NULL || c->key == NULL)
 		return sg__call_next(req);
-	for (int i = 0; i < 2; i++)
-		if (ps[i] && ps[i]->max_usd >= 0) {
-			sg__authdb_window(gw->authdb, ps[i], now);
-			budgets++;
-		}
-	if (budgets && !c->model->priced) {
+	for (int i = 0; i < 2; i++) {
+		if (ps[i] == NULL)
+			continue;
+		sg__authdb_window(gw->authdb, ps[i], now); /* a new period for a soft limit too */
+		budgets += ps[i]->max_usd >= 0;
+	}
+	if (budgets && g->unpriced) {
 		if (!req->gen->cfg->auth.admit_unpriced) {
 			gw->budget_refused++;
 			sg__call_end(req, 0);
@@ -110,7 +115,7 @@ static void spend_request(sg_req_t *req)
 			                         "budget.unpriced: \"admit\")",
 			                         c->model->name);
 		}
-		g->unpriced = 1; /* admitted, and recorded as unpriced: never silently free */
+		/* admitted, and recorded as unpriced: never silently free */
 	}
 	if (budgets && !g->unpriced) {
 		double est = max_cost(c);
@@ -137,8 +142,10 @@ static void spend_request(sg_req_t *req)
 			}
 		}
 		for (int i = 0; i < 2; i++)
-			if (ps[i] && ps[i]->max_usd >= 0)
+			if (ps[i] && ps[i]->max_usd >= 0) {
 				ps[i]->win->reserved += est;
+				ps[i]->win->inflight++;
+			}
 		g->cost_reserved = est;
 		g->budgeted = 1;
 	}
@@ -228,8 +235,13 @@ static void settle(sg_req_t *req, int aborted)
 		if (p == NULL)
 			continue;
 		sg_window_t *win = p->win;
-		if (g->budgeted && p->max_usd >= 0)
-			win->reserved = SG_MAX(0.0, win->reserved - g->cost_reserved);
+		if (g->budgeted && p->max_usd >= 0) {
+			/* none left in flight: exactly 0, not what float sums leave */
+			win->reserved = --win->inflight <= 0 ? 0.0
+			                                     : SG_MAX(0.0, win->reserved - g->cost_reserved);
+			if (win->inflight < 0)
+				win->inflight = 0;
+		}
 		sg__authdb_window(gw->authdb, p, now);
 		if (cost > 0) {
 			win->spent += cost;
