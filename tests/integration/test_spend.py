@@ -723,5 +723,42 @@ def test_stream_cut_by_the_client_is_billed():
     sg.assert_alive()
 
 
+def test_stop_streams_ends_a_stream_past_the_cap():
+    """budget.stop_streams: a stream without max_tokens (default bound 1 token)
+    passes its reservation, then crosses the cap while it streams: it ends
+    with an SSE error event budget_exceeded and no [DONE], the call is billed
+    at about the cap (within one event's price), and the next call is refused.
+    Without stop_streams the same stream runs to its [DONE]."""
+    mock = h.Mock("--quiet", "--stream-chunks", "200", "--stream-interval-ms", "1")
+    for stop in (True, False):
+        cfg = config([group(A, mock)], budget={"stop_streams": stop})
+        cfg["auth"]["default_completion_tokens"] = 1
+        sg = start(cfg)
+        body = h.chat_body("count to two hundred", stream=True)
+        cap = (len(json.dumps(body).encode()) + 60) * 1000 / 1e6  # the reservation + 59 tokens
+        key = new_key(sg, budget={"max_usd": cap})
+        r = sg.post_json("/v1/chat/completions", body,
+                         headers={"Authorization": "Bearer " + key["key"]})
+        h.expect_status(r, 200)
+        text = r.body.decode()
+        if stop:
+            h.expect("data: [DONE]" not in text, "a stopped stream still ended with [DONE]")
+            last = [e for e in text.split("\n\n") if e.startswith("data: ")][-1]
+            err = json.loads(last[6:])["error"]
+            h.expect_eq(err["code"], "budget_exceeded", "the stream's last event")
+            h.expect(key["id"] in err["message"] and key["key"] not in err["message"],
+                     "the event names the key id only: %r", err["message"])
+            sp = h.wait_for(lambda: spend_of(sg, key["id"]) if spend_of(sg, key["id"])
+                            ["spent_usd"] > 0 else None, timeout=5, what="the stream billed")
+            h.expect(cap < sp["spent_usd"] <= cap + 1000 / 1e6 + EPS,
+                     "billed %r, want just past the cap %r (one event's price)",
+                     sp["spent_usd"], cap)
+            expect_budget_429(chat(sg, key, "and now?"))
+        else:
+            h.expect(text.rstrip().endswith("data: [DONE]"), "without stop_streams the stream "
+                     "runs to its end: %r", text[-200:])
+        sg.stop()
+
+
 if __name__ == "__main__":
     h.main()
