@@ -280,7 +280,7 @@ static void route(sg_req_t *req, sg_iovec_t rest, int is_team)
 		memcpy(action, slash + 1, an);
 		action[an] = '\0';
 	}
-	item(req, db, is_team, id, slash ? action : NULL);
+	item(req, db, is_team, id, slash && an ? action : NULL); /* "/{id}/" is "/{id}" */
 }
 
 void sg__admin_keys(sg_req_t *req, sg_iovec_t rest)

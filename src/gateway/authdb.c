@@ -289,7 +289,16 @@ static int parse_time(const char *s, int64_t *out)
 {
 	struct tm tm = {0};
 	int y, mo, d, h, mi, sec, n = 0;
-	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+	/* YYYY-MM-DDTHH:MM:SS, every field its full width of digits */
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	for (size_t i = 0; i < sizeof(shape) - 1; i++) {
+		if (s[i] == '\0')
+			return -1;
+		if (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9')
+		                    : !(s[i] == shape[i] || (shape[i] == 'T' && s[i] == 't')))
+			return -1;
+	}
+	if (sscanf(s, "%4d-%2d-%2d%*c%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
 	    mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
 		return -1;
 	const char *p = s + n;
@@ -316,7 +325,12 @@ static int parse_time(const char *s, int64_t *out)
 	tm.tm_hour = h;
 	tm.tm_min = mi;
 	tm.tm_sec = sec;
-	*out = (int64_t)timegm(&tm) - off;
+	time_t t = timegm(&tm);
+	struct tm back;
+	/* a day the month does not have (02-30) comes back as another one */
+	if (gmtime_r(&t, &back) == NULL || back.tm_mday != d || back.tm_mon != mo - 1)
+		return -1;
+	*out = (int64_t)t - off;
 	return 0;
 }
 
@@ -651,7 +665,8 @@ int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *se
 	uint8_t h[32];
 	hmac_secret(db, secret, len, h);
 	int ok = sg_ct_equal(h, key->hash, 32);
-	int old = key->old_until > now && sg_ct_equal(h, key->old_hash, 32);
+	/* whole seconds, rounded in the client's favour: a grace of N s is never short */
+	int old = key->old_until >= now && sg_ct_equal(h, key->old_hash, 32);
 	return ok | old;
 }
 
@@ -1146,7 +1161,7 @@ json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p)
 		json_object_set_new(b, "period_end", json_integer(sg__authdb_period_end(p, w->start)));
 	}
 	json_object_set_new(o, "spend", b);
-	if (!p->is_team && p->old_until > now_s())
+	if (!p->is_team && p->old_until >= now_s())
 		json_object_set_new(o, "previous_secret_valid_until", json_integer(p->old_until));
 	return o;
 }

@@ -827,6 +827,10 @@ int sg__req_header(const sg_req_t *req, const char *name, sg_iovec_t *out)
 		if (h->name_len == nlen && strncasecmp(req->hdrs.data + h->name_off, name, nlen) == 0) {
 			out->base = req->hdrs.data + h->value_off;
 			out->len = h->value_len;
+			/* a field value's trailing whitespace is not part of it (RFC 9110
+			 * 5.5; llhttp drops the leading) */
+			while (out->len && (out->base[out->len - 1] == ' ' || out->base[out->len - 1] == '\t'))
+				out->len--;
 			return 0;
 		}
 	}
