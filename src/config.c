@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -306,7 +307,7 @@ static const opt_t auth_opts[] = {
 	{"mode", OPT_ENUM, A(mode), 0, 0, 0, "off", 0, "off|keys", FIXED},
 	{"secret_env", OPT_STR, A(secret_env), 0, 0, 0, NULL, 0, NULL, FIXED},
 	{"path", OPT_STR, A(path), 0, 0, 0, "./semgate-auth", 0, NULL, FIXED},
-	{"map_size_mb", OPT_INT, A(map_size_mb), 16, 1 << 24, 4096, NULL, 0, NULL, FIXED},
+	{"map_size_mb", OPT_INT, A(map_size_mb), 16, 1 << 26, 262144, NULL, 0, NULL, FIXED},
 	{"burst", OPT_NUM, A(burst), 0.001, 1, 1, NULL, 0, NULL, FIXED},
 	{"default_completion_tokens", OPT_INT, A(default_completion_tokens), 0, 1e9, 1024, NULL, 0, NULL, LIVE},
 	{"hits_count_tokens", OPT_BOOL, A(hits_count_tokens), 0, 1, 0, NULL, 0, NULL, LIVE},
@@ -613,6 +614,12 @@ static void parse_auth(ctx_t *c, sg_config_t *cfg, json_t *root)
 	                    strspn(a->timezone, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	                                        "0123456789/_+-:") != strlen(a->timezone)))
 		err(c, "budget.timezone", "must be a time zone name such as \"UTC\" or \"Europe/Paris\"");
+	else if (a->timezone && strcmp(a->timezone, "UTC") != 0) {
+		char zf[128];
+		snprintf(zf, sizeof(zf), "/usr/share/zoneinfo/%s", a->timezone);
+		if (access(zf, R_OK) != 0)
+			err(c, "budget.timezone", "unknown time zone \"%s\" (no %s)", a->timezone, zf);
+	}
 }
 
 /* A LiteLLM price entry for name, or NULL. */
@@ -913,6 +920,20 @@ int sg_config_keep_fixed(const sg_config_t *old, sg_config_t *cfg, sg_buf_t *cha
 		return rc;
 	/* the secret goes with its variable (a new one would orphan every key's hash) */
 	cfg->auth.keys = old->auth.keys;
+	if (cfg->auth.keys && cfg->admin_key == NULL) {
+		/* keys stay on: so does an admin key, or anyone could mint keys */
+		char *e = strdup(old->admin_key_env), *k = strdup(old->admin_key);
+		if (e == NULL || k == NULL) {
+			free(e);
+			free(k);
+			return SG_ENOMEM;
+		}
+		free(cfg->admin_key_env);
+		cfg->admin_key_env = e;
+		cfg->admin_key = k;
+		if (sg_buf_puts(changed, "admin_key_env\n") != 0)
+			return SG_ENOMEM;
+	}
 	if (cfg->auth.secret != old->auth.secret &&
 	    !(cfg->auth.secret && old->auth.secret && strcmp(cfg->auth.secret, old->auth.secret) == 0)) {
 		char *s = old->auth.secret ? strdup(old->auth.secret) : NULL;

@@ -98,7 +98,7 @@ static void handle_stats(sg_req_t *req)
 	              "\"budget_refused\":%llu,\"counters\":%zu",
 	              gw->gen->cfg->auth.keys ? "keys" : "off", (unsigned long long)gw->auth_refused,
 	              (unsigned long long)gw->limited, (unsigned long long)gw->budget_refused,
-	              gw->counters ? sg_counters_local_count(gw->counters) : (size_t)0);
+	              gw->counters_local ? sg_counters_local_count(gw->counters_local) : (size_t)0);
 	if (gw->authdb) {
 		json_t *st = sg__authdb_stats(gw->authdb);
 		char *t = st ? json_dumps(st, JSON_COMPACT) : NULL;

@@ -120,15 +120,15 @@ static void respond_rc(sg_req_t *req, int rc, int is_team, const char *id, sg_bu
 		sg__respond_error(req, SG_CE_NOT_FOUND, "no %s \"%.64s\"", what, id);
 		break;
 	case SG_EEXIST:
-		sg__respond_error_status(req, SG_CE_INVALID_REQUEST, 409, NULL,
-		                         "team %.64s still has keys: move or delete them first", id);
+		sg__respond_error(req, SG_CE_CONFLICT,
+		                  "team %.64s still has keys: move or delete them first", id);
 		break;
 	case SG_ENOMEM:
 		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		break;
 	default:
-		sg__respond_error(req, SG_CE_CACHE_ERROR, "the key store could not be written: %s",
-		                  sg_strerror(rc));
+		sg__respond_error(req, SG_CE_STORE_ERROR, "the key store could not be written: %s "
+		                  "(see the log; is auth.map_size_mb reached?)", sg_strerror(rc));
 		break;
 	}
 }
@@ -324,7 +324,7 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "group_by must be key, team, model or day");
 	if (rc)
-		return sg__respond_error(req, SG_CE_CACHE_ERROR, "the spend store could not be read: %s",
+		return sg__respond_error(req, SG_CE_STORE_ERROR, "the spend store could not be read: %s",
 		                         sg_strerror(rc));
 	respond_json(req, 200, out);
 }

@@ -100,7 +100,7 @@ static void auth_request(sg_req_t *req)
 	sg_call_t *c = req->call;
 	sg_principal_t *key, *team;
 
-	if (!gw->gen->cfg->auth.keys || gw->authdb == NULL)
+	if (!req->gen->cfg->auth.keys || gw->authdb == NULL)
 		return sg__call_next(req);
 	if (sg__auth_check(req, 1, c->model->name, &key, &team) != 0)
 		return;

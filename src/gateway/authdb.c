@@ -23,6 +23,7 @@
 #define MAX_MODELS 256        /* entries of "models" and "model_limits" */
 #define MAX_QUEUE 1000000     /* spend records waiting for a batch */
 #define RETENTION_EVERY_S 60  /* how often old records are deleted */
+#define SG_TIME_MAX_S 95617584000LL /* 5000-01-01: times beyond are refused */
 
 typedef struct queued {
 	sg_spend_rec_t r;  /* strings point into text */
@@ -33,6 +34,7 @@ typedef struct win_snap {
 	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */
 	int64_t start;
 	double spent;
+	sg_window_t *w;               /* a reference: marked changed again if the write fails */
 } win_snap_t;
 
 
@@ -251,7 +253,9 @@ void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t t)
 	w->period = p->period;
 	w->period_s = p->period_s;
 	w->end = sg__authdb_period_end(p, start);
-	if (start == w->start)
+	/* only forward: a call still holding a record from before its period was
+	 * changed must not take the window back (and zero what it spent) */
+	if (start <= w->start)
 		return;
 	w->start = start;
 	w->spent = 0;
@@ -340,12 +344,13 @@ int sg__parse_time_arg(const char *s, int64_t *out)
 	if (s[0] >= '0' && s[0] <= '9' && strchr(s, '-') == NULL) {
 		errno = 0;
 		long long v = strtoll(s, &end, 10);
-		if (*end || errno || v < 0)
+		/* past the year 5000 is a mistake, and would overflow in µs */
+		if (*end || errno || v < 0 || v > SG_TIME_MAX_S)
 			return -1;
 		*out = v;
 		return 0;
 	}
-	return parse_time(s, out);
+	return parse_time(s, out) == 0 && *out <= SG_TIME_MAX_S ? 0 : -1;
 }
 
 static int parse_period(const char *s, int *period, int64_t *secs)
@@ -846,20 +851,52 @@ static int decode_rec(const uint8_t *b, size_t n, disk_rec_t *d, const char *str
 	return isfinite(d->cost) && isfinite(d->saved) ? 0 : -1;
 }
 
+/* Delete records older than the batch says, in a transaction of its own
+ * before the batch's: the pages it frees are what a full map needs. */
+static void retention(sg_authdb_t *db, batch_t *b)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+	if (rc != 0)
+		return;
+	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) == 0) {
+		while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
+		       get_u64be(k.mv_data) < (uint64_t)b->retention_before_us && b->deleted < 100000) {
+			if ((rc = mdb_cursor_del(cur, 0)) != 0)
+				break;
+			b->deleted++;
+		}
+		mdb_cursor_close(cur);
+	}
+	if ((rc == 0 || rc == MDB_NOTFOUND) && mdb_txn_commit(txn) == 0)
+		return;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		mdb_txn_abort(txn);
+	b->deleted = 0;
+}
+
 static void flush_work(uv_work_t *w)
 {
 	sg_authdb_t *db = w->data;
 	batch_t *b = db->flushing;
 	MDB_txn *txn;
 	uint8_t kb[16], vb[2048];
+	if (b->retention_before_us > 0)
+		retention(db, b);
 	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
 
 	for (size_t i = 0; rc == 0 && i < b->nrecs; i++) {
 		put_u64be(kb, (uint64_t)b->recs[i].r.t_us);
-		put_u64be(kb + 8, db->seq++);
 		size_t n = encode_rec(&b->recs[i].r, vb, sizeof(vb));
-		MDB_val k = {16, kb}, v = {n, vb};
-		rc = mdb_put(txn, db->spend_db, &k, &v, 0);
+		/* the same microsecond twice (another process before a restart): the
+		 * next sequence number, never an overwrite */
+		do {
+			put_u64be(kb + 8, db->seq++);
+			MDB_val k = {16, kb}, v = {n, vb};
+			rc = mdb_put(txn, db->spend_db, &k, &v, MDB_NOOVERWRITE);
+		} while (rc == MDB_KEYEXIST);
 	}
 	for (size_t i = 0; rc == 0 && i < b->nwins; i++) {
 		char text[96];
@@ -867,21 +904,6 @@ static void flush_work(uv_work_t *w)
 		                 b->wins[i].spent);
 		MDB_val k = {strlen(b->wins[i].name), b->wins[i].name}, v = {(size_t)n, text};
 		rc = mdb_put(txn, db->windows_db, &k, &v, 0);
-	}
-	if (rc == 0 && b->retention_before_us > 0) {
-		MDB_cursor *cur;
-		MDB_val k, v;
-		if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) == 0) {
-			while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
-			       get_u64be(k.mv_data) < (uint64_t)b->retention_before_us &&
-			       b->deleted < 100000) {
-				if ((rc = mdb_cursor_del(cur, 0)) != 0)
-					break;
-				b->deleted++;
-			}
-			rc = rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
-			mdb_cursor_close(cur);
-		}
 	}
 	if (rc == 0) {
 		uv_mutex_lock(&db->commit_lock);
@@ -896,6 +918,8 @@ static void flush_work(uv_work_t *w)
 
 static void batch_free(batch_t *b)
 {
+	for (size_t i = 0; i < b->nwins; i++)
+		window_unref(b->wins[i].w);
 	for (size_t i = 0; i < b->nrecs; i++)
 		free(b->recs[i].text);
 	free(b->recs);
@@ -911,6 +935,8 @@ static void flush_done(uv_work_t *w, int status)
 	db->flushing = NULL;
 	if (b->rc != 0) {
 		db->write_errors++;
+		for (size_t i = 0; i < b->nwins; i++) /* written with the next batch */
+			sg__authdb_window_dirty(db, b->wins[i].w);
 		sg_log_limited(&db->err_log, SG_LOG_ERROR,
 		               "auth store: writing %zu spend records failed: %s (kept; retried)",
 		               b->nrecs, mdb_strerror(b->rc));
@@ -953,8 +979,8 @@ static batch_t *take_batch(sg_authdb_t *db, int64_t now)
 		memcpy(b->wins[i].name, w->name, sizeof(w->name));
 		b->wins[i].start = w->start;
 		b->wins[i].spent = w->spent;
+		b->wins[i].w = w; /* the dirty list's reference moves to the batch */
 		w->dirty = 0;
-		window_unref(w);
 	}
 	b->nwins = db->ndirty;
 	db->ndirty = 0;
@@ -1037,6 +1063,9 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 		return SG_ENOMEM;
 	db->loop = loop;
 	db->cfg = cfg;
+	if (getrandom(&db->seq, sizeof(db->seq), 0) != sizeof(db->seq))
+		db->seq = sg_now_us();
+	db->seq >>= 1; /* far from wrapping */
 	sg__u64map_init(&db->keys);
 	sg__u64map_init(&db->teams);
 	if (uv_mutex_init(&db->commit_lock) != 0) {
@@ -1076,7 +1105,7 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	db->timer.data = db;
 	uv_timer_start(&db->timer, flush_tick, (uint64_t)cfg->flush_ms, (uint64_t)cfg->flush_ms);
 	uv_unref((uv_handle_t *)&db->timer);
-	db->last_retention_s = now_s() - RETENTION_EVERY_S + 5; /* first pass soon after start */
+	db->last_retention_s = now_s() - RETENTION_EVERY_S; /* the first batch deletes too */
 	sg_log_info("auth store %s: %zu keys, %zu teams", cfg->path, db->keys.n, db->teams.n);
 	*out = db;
 	return 0;

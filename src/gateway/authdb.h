@@ -148,7 +148,7 @@ int sg__parse_time_arg(const char *s, int64_t *out);
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *rec);
 
 /* The admin API (src/admin/govern.c). Bodies are validated whole first: on
- * SG_EINVAL nothing changed and errors has one line per problem. SG_ENOENT:
+ * SG_EINVAL nothing changed and errors has one line per problem. SG_ENOTFOUND:
  * no such id; SG_EEXIST (teams): still referenced; SG_EIO: the write failed. */
 int sg__authdb_create(sg_authdb_t *db, int is_team, json_t *body, json_t **view,
                       char **key_out, sg_buf_t *errors);

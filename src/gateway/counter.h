@@ -36,6 +36,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 enum sg_ctr_kind { SG_CTR_RATE, SG_CTR_CONC };
 
 #define SG_CTR_NAME_MAX 191 /* bytes of a counter name, without the NUL */
@@ -107,6 +109,12 @@ size_t sg_counters_local_count(const sg_counters_t *c);
 /** Test hook: keep only `mask`'s bits of every name hash, to force collisions.
  * Only while the backend holds no counter (SG_EINVAL otherwise). */
 int sg__counters_local_hash_mask(sg_counters_t *c, uint64_t mask);
+
+/** A test backend standing in for a shared one: reserve answers through done
+ * after delay_ms on loop (counting then in inner, which it owns); settle,
+ * release, sweep go straight to inner. counter_deferred.c. */
+sg_counters_t *sg__counters_deferred_new(uv_loop_t *loop, sg_counters_t *inner,
+                                         uint64_t delay_ms);
 
 /** The ops, called through c (the same arguments and rules as above). */
 static inline int sg_ctr_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n,

@@ -113,9 +113,20 @@ int sg__gateway_new(sg_gateway_t **out, uv_loop_t *loop, const sg_config_t *cfg,
 		}
 	}
 	if (cfg->auth.keys) {
-		if ((gw->counters = sg_counters_local_new(cfg->auth.burst)) == NULL) {
+		if ((gw->counters = gw->counters_local = sg_counters_local_new(cfg->auth.burst)) == NULL) {
 			rc = SG_ENOMEM;
 			goto fail;
+		}
+		const char *d = getenv("SEMGATE_TEST_DEFERRED_COUNTERS_MS");
+		if (d && *d) { /* a test hook: counters that answer later, as a shared one would */
+			sg_counters_t *w = sg__counters_deferred_new(loop, gw->counters, strtoull(d, NULL, 10));
+			if (w == NULL) {
+				rc = SG_ENOMEM;
+				goto fail;
+			}
+			gw->counters = w;
+			sg_log_warn("SEMGATE_TEST_DEFERRED_COUNTERS_MS: rate-limit counters answer after "
+			            "%s ms (a test hook)", d);
 		}
 		uv_timer_init(loop, &gw->gov_timer);
 		gw->gov_timer.data = gw;

@@ -53,6 +53,7 @@ typedef struct sg_gateway {
 	sg_authdb_t *authdb;          /* keys, teams, budgets, spend (auth.mode keys or
 	                               * auth.record_spend), or NULL */
 	sg_counters_t *counters;      /* rate-limit counters (auth.mode keys), or NULL */
+	sg_counters_t *counters_local; /* the in-process backend (counters, or inside it) */
 	uv_timer_t gov_timer;         /* forgets idle counters */
 	uint64_t auth_refused;        /* requests refused by the auth step */
 	uint64_t limited;             /* ... by a rate or concurrency limit */

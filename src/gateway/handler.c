@@ -99,6 +99,13 @@ static void handle_inference(sg_req_t *req, enum sg_call_kind kind)
 	const char *problem;
 	json_t *root;
 
+	/* with keys, nothing about the gateway (which models exist, what a valid
+	 * body is) is told to a caller without a valid key: the key first (the auth
+	 * step checks it again with the model) */
+	sg_principal_t *key, *team;
+	if (cfg->auth.keys && sg__req_gateway(req)->authdb &&
+	    sg__auth_check(req, 0, NULL, &key, &team) != 0)
+		return;
 	if (req->body.len == 0) {
 		sg__respond_error(req, SG_CE_INVALID_JSON,
 		                  "the request body is empty; expected a JSON object");

@@ -186,6 +186,52 @@ static void refuse(sg_req_t *req, int idx)
 	                    (double)it->reset_us / 1e6);
 }
 
+/* The counters' answer: refuse, or take the reservation and go on. */
+static void answered(sg_req_t *req, int rc)
+{
+	sg_gov_t *g = &req->call->gov;
+	if (rc > 0)
+		return refuse(req, rc - 1);
+	if (rc < 0) { /* a backend failure: refuse nothing, count nothing */
+		sg_log_limited(&sg__req_gateway(req)->gov_log, SG_LOG_ERROR,
+		               "rate limits: the counters failed (%d): request let through", rc);
+		return sg__call_next(req);
+	}
+	g->taken = 1;
+	put_headers(req);
+	sg__call_next(req);
+}
+
+/* Give back a reservation that came after its client left. */
+static void give_back(sg_req_t *req)
+{
+	sg_gateway_t *gw = sg__req_gateway(req);
+	sg_gov_t *g = &req->call->gov;
+	uint64_t now = sg_now_us();
+	for (size_t i = 0; i < g->nitems; i++) {
+		const sg_ctr_item_t *it = &g->items[i];
+		if (it->kind == SG_CTR_CONC)
+			sg_ctr_release(gw->counters, it->name, it->cost);
+		else
+			sg_ctr_settle(gw->counters, it->name, it->limit, -it->cost, now);
+	}
+}
+
+static void reserved(void *arg, int rc)
+{
+	sg_req_t *req = arg; /* held: its memory is there, the client maybe not */
+	sg_gov_t *g = &req->call->gov;
+	g->pending = 0;
+	if (g->pending_aborted) {
+		if (rc == 0)
+			give_back(req);
+		sg__req_release(req);
+		return;
+	}
+	if (sg__req_release(req))
+		answered(req, rc);
+}
+
 static void limits_request(sg_req_t *req)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
@@ -207,13 +253,16 @@ static void limits_request(sg_req_t *req)
 	if (g->nitems == 0)
 		return sg__call_next(req);
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
-	/* the in-process counters answer at once (a shared backend will go async) */
-	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), NULL, NULL);
-	if (rc > 0)
-		return refuse(req, rc - 1);
-	g->taken = 1;
-	put_headers(req);
-	sg__call_next(req);
+	/* the in-process counters answer at once; a shared backend answers later
+	 * (reserved()), the connection held meanwhile */
+	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), reserved, req);
+	if (rc == SG_CTR_PENDING) {
+		g->pending = 1;
+		g->pending_aborted = 0;
+		sg__req_hold(req);
+		return;
+	}
+	answered(req, rc);
 }
 
 /* Give back what the call holds: tokens settled with what it used, the
@@ -250,6 +299,8 @@ static void limits_end(sg_req_t *req, int ok)
 
 static void limits_abort(sg_req_t *req)
 {
+	if (req->call->gov.pending)
+		req->call->gov.pending_aborted = 1; /* reserved() gives it back */
 	settle(req, 1);
 }
 

@@ -52,16 +52,66 @@ static double cost_of(const sg_call_t *c, const sg_usage_t *u)
 	        (double)u->completion * out) / 1e6;
 }
 
-/* The most a call can cost: every deployment's price counts (any may answer). */
-static double max_cost(const sg_call_t *c)
+/* The groups that may answer a call: its own and, transitively, its
+ * fallbacks and context fallbacks (at most 64). */
+static size_t reachable(const sg_config_t *cfg, const sg_model_t *m, const sg_model_t **out,
+                        size_t cap)
 {
-	const sg_model_t *m = c->model;
-	double in = m->input_per_mtok, out = m->output_per_mtok;
-	for (size_t i = 0; i < m->ndeployments; i++) {
-		in = SG_MAX(in, m->deployments[i].input_per_mtok);
-		out = SG_MAX(out, m->deployments[i].output_per_mtok);
+	size_t n = 0;
+	out[n++] = m;
+	for (size_t at = 0; at < n; at++) {
+		const sg_model_t *g = out[at];
+		for (int k = 0; k < 2; k++) {
+			char **names = k ? g->context_fallbacks : g->fallbacks;
+			size_t nn = k ? g->ncontext_fallbacks : g->nfallbacks;
+			for (size_t j = 0; j < nn; j++) {
+				const sg_model_t *f = sg_config_find_model(cfg, names[j], strlen(names[j]));
+				int seen = f == NULL;
+				for (size_t q = 0; q < n && !seen; q++)
+					seen = out[q] == f;
+				if (!seen && n < cap)
+					out[n++] = f;
+			}
+		}
 	}
-	return ((double)c->gov.body_bytes * in + (double)c->gov.est_completion * out) / 1e6;
+	return n;
+}
+
+/* Completions a request can bill: n choices (chat, completions), times the
+ * prompts of a completions request. */
+static int64_t completions_of(const sg_call_t *c)
+{
+	json_t *n = json_object_get(c->root, "n"), *p = json_object_get(c->root, "prompt");
+	int64_t k = json_is_integer(n) && json_integer_value(n) > 1 ? json_integer_value(n) : 1;
+	json_t *bo = json_object_get(c->root, "best_of");
+	if (json_is_integer(bo) && json_integer_value(bo) > k)
+		k = json_integer_value(bo); /* generated (and billed) even when not all returned */
+	if (c->kind == SG_CALL_COMPLETIONS && json_is_array(p) && json_array_size(p) > 1)
+		k *= (int64_t)json_array_size(p);
+	return SG_MIN(k, 1000000);
+}
+
+/* The most a call can cost: every deployment of every group that may answer
+ * counts (any may). *unpriced: one of those groups has no price. */
+static double max_cost(const sg_req_t *req, int *unpriced)
+{
+	const sg_call_t *c = req->call;
+	const sg_model_t *ms[64];
+	size_t n = reachable(req->gen->cfg, c->model, ms, SG_ARRAY_SIZE(ms));
+	double in = 0, out = 0;
+	*unpriced = 0;
+	for (size_t i = 0; i < n; i++) {
+		const sg_model_t *m = ms[i];
+		*unpriced |= !m->priced;
+		in = SG_MAX(in, m->input_per_mtok);
+		out = SG_MAX(out, m->output_per_mtok);
+		for (size_t j = 0; j < m->ndeployments; j++) {
+			in = SG_MAX(in, m->deployments[j].input_per_mtok);
+			out = SG_MAX(out, m->deployments[j].output_per_mtok);
+		}
+	}
+	return ((double)c->gov.body_bytes * in +
+	        (double)c->gov.est_completion * (double)completions_of(c) * out) / 1e6;
 }
 
 static void add_header(sg_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -99,26 +149,30 @@ static void spend_request(sg_req_t *req)
 	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
 	if (gw->authdb == NULL || c->key == NULL)
 		return sg__call_next(req);
+	int any_unpriced = 0;
+	double est = 0;
 	for (int i = 0; i < 2; i++) {
 		if (ps[i] == NULL)
 			continue;
 		sg__authdb_window(gw->authdb, ps[i], now); /* a new period for a soft limit too */
 		budgets += ps[i]->max_usd >= 0;
 	}
-	if (budgets && g->unpriced) {
+	if (budgets)
+		est = max_cost(req, &any_unpriced);
+	if (budgets && any_unpriced) {
 		if (!req->gen->cfg->auth.admit_unpriced) {
 			gw->budget_refused++;
+			g->settled = 1; /* refused here: nothing to settle or record */
 			sg__call_end(req, 0);
 			return sg__respond_error(req, SG_CE_MODEL_UNPRICED,
-			                         "model '%s' has no price, so a budget cannot cover it "
-			                         "(set its input_per_mtok / output_per_mtok, or "
-			                         "budget.unpriced: \"admit\")",
+			                         "model '%s' (or a fallback of it) has no price, so a "
+			                         "budget cannot cover it (set input_per_mtok / "
+			                         "output_per_mtok, or budget.unpriced: \"admit\")",
 			                         c->model->name);
 		}
 		/* admitted, and recorded as unpriced: never silently free */
 	}
-	if (budgets && !g->unpriced) {
-		double est = max_cost(c);
+	if (budgets) { /* admitted unpriced groups count at 0: the priced ones still reserve */
 		for (int i = 0; i < 2; i++) {
 			sg_principal_t *p = ps[i];
 			if (p == NULL || p->max_usd < 0)
@@ -126,6 +180,7 @@ static void spend_request(sg_req_t *req)
 			sg_window_t *win = p->win;
 			if (win->spent + win->reserved + est > p->max_usd + 1e-12) {
 				gw->budget_refused++;
+				g->settled = 1;
 				int64_t end = sg__authdb_period_end(p, win->start);
 				char extra[64] = "";
 				if (end != INT64_MAX)
@@ -227,6 +282,8 @@ static void settle(sg_req_t *req, int aborted)
 	sg_usage_t u;
 	int estimated;
 	sg__call_billable(req, aborted, &u, &estimated);
+	if (c->proxy.attempts && c->proxy.fallback_used && c->proxy.model)
+		g->unpriced = !c->proxy.model->priced; /* the group that answered */
 	double cost = g->unpriced ? 0 : cost_of(c, &u);
 	double saved = c->outcome == SG_CALL_HIT ? cost_of(c, &c->usage) : 0;
 	g->cost = cost;

@@ -36,6 +36,8 @@
 	X(HEADERS_TOO_LARGE, 431, "invalid_request_error", "headers_too_large")      \
 	/* semgate */                                                                \
 	X(CACHE_ERROR, 500, "server_error", "cache_error")                           \
+	X(STORE_ERROR, 500, "server_error", "store_error")                           \
+	X(CONFLICT, 409, "invalid_request_error", "conflict")                        \
 	X(OVERLOADED, 503, "server_error", "overloaded")                             \
 	X(DRAINING, 503, "server_error", "draining")                                 \
 	X(NO_HEALTHY_UPSTREAM, 503, "server_error", "no_healthy_upstream")           \

@@ -130,6 +130,8 @@ typedef struct sg_gov {
 	char names[SG_GOV_ITEMS][160];
 	size_t nitems;                /* of them */
 	int taken;                    /* the counters hold this call's reservation */
+	int pending;                  /* a reservation's answer is awaited (a shared backend) */
+	int pending_aborted;          /* ... and the client left meanwhile */
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
 	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */

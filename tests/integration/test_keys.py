@@ -615,5 +615,29 @@ def test_keys_mode_config_errors():
              rc, out, err)
 
 
+def test_reload_keeps_auth_mode_and_applies_live_options():
+    """A reload cannot turn keys off (auth.mode and the secret are FIXED: named
+    in not_applied, keys still required), while a LIVE option (a model's
+    price, here the one budget.unpriced checks) applies to the next request."""
+    mock, sg = start()
+    key = create(sg, budget={"max_usd": 10.0})["key"]
+    ok(sg, key)
+    cfg = json.loads(json.dumps(sg.config))
+    cfg["auth"]["mode"] = "off"
+    cfg["auth"]["path"] = h.make_temp_dir("sg-a-other-")
+    for m in cfg["models"]:  # unpriced now: a budgeted call is refused
+        m.pop("input_per_mtok")
+        m.pop("output_per_mtok")
+    with open(sg.config_path, "w") as f:
+        json.dump(cfg, f)
+    r = adm(sg, "POST", "/admin/reload")
+    h.expect_status(r, 200)
+    na = r.json()["not_applied"]
+    h.expect("auth.mode" in na and "auth.path" in na, "not_applied %r", na)
+    refused(chat(sg, None), 401, "missing_api_key")
+    refused(chat(sg, key), 403, "model_unpriced")
+    sg.assert_alive()
+
+
 if __name__ == "__main__":
     h.main()

@@ -47,7 +47,7 @@ def closed_url():
     return "http://127.0.0.1:%d/v1" % h.closed_port()
 
 
-def gateway(mock, auth=None, cache=False, groups=()):
+def gateway(mock, auth=None, cache=False, groups=(), env=None):
     """semgate in keys mode: group A on mock, plus groups; auth.path in a
     fresh temp dir; the cache off, or on with the local embedder."""
     cfg = h.base_config(mock)
@@ -58,7 +58,7 @@ def gateway(mock, auth=None, cache=False, groups=()):
     cfg["auth"].update(auth or {})
     cfg["cache"] = {"enabled": True, "embedder": {"provider": "local"}} if cache \
         else {"enabled": False}
-    return h.Semgate(cfg, env={ADMIN_ENV: ADMIN, SECRET_ENV: SECRET})
+    return h.Semgate(cfg, env=dict({ADMIN_ENV: ADMIN, SECRET_ENV: SECRET}, **(env or {})))
 
 
 def admin_post(sg, path, obj):
@@ -521,6 +521,33 @@ def test_auth_off_has_no_limit_headers():
         bad = [k for k, _ in r.headers.pairs if k.lower().startswith(("x-ratelimit", "ratelimit"))]
         h.expect(not bad, "rate-limit headers with auth off: %r", bad)
     h.expect_eq(mock.stats()["chat"], 40, "requests that reached the upstream")
+
+
+def test_counters_that_answer_later():
+    """The counter interface lets a shared backend answer later: with counters
+    that answer after 300 ms (SEMGATE_TEST_DEFERRED_COUNTERS_MS, a stand-in
+    for a round trip to Redis) requests are admitted and refused as before,
+    with their headers; a client that leaves while its reservation is on its
+    way gets it given back (its request slot and its concurrency slot)."""
+    mock = h.Mock("--quiet")
+    sg = gateway(mock, env={"SEMGATE_TEST_DEFERRED_COUNTERS_MS": "300"})
+    kid, key = new_key(sg, rpm=3, max_concurrent=1)
+    c = sg.connect()
+    c.send(h.build_request("POST", "/v1/chat/completions", body=body(),
+                           headers={"Authorization": "Bearer " + key}))
+    time.sleep(0.05)
+    c.close()  # before the counters answered
+    time.sleep(0.6)
+    r = chat(sg, key)
+    h.expect_status(r, 200)
+    h.expect_eq(limits_of(r)["remaining_requests"], 2,
+                "remaining of 3 after one request (the abandoned one's given back)")
+    for _ in range(2):
+        h.expect_status(chat(sg, key), 200)
+    r = chat(sg, key)
+    expect_limited(r, "key sg-%s" % kid, "requests per minute")
+    h.expect_eq(mock.stats()["chat"], 3, "upstream calls")
+    sg.assert_alive()
 
 
 if __name__ == "__main__":

@@ -234,8 +234,66 @@ static void test_hmac(void)
 	}
 }
 
+static void stop_loop(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* auth.retention_days: records older than that are deleted by the batches
+ * (the first one after start included); newer ones stay. */
+static void test_retention(void)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char d[] = "/tmp/sg-retention-XXXXXX";
+	CHECK(mkdtemp(d) != NULL);
+	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 16,
+	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
+	sg_authdb_t *db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	int64_t now = (int64_t)time(NULL);
+	sg_spend_rec_t r = {.request_id = "r", .key = "k", .model = "m", .cost = 1, .status = 200};
+	for (int age_days = 0; age_days <= 40; age_days += 10) {
+		r.t_us = (now - age_days * 86400LL) * 1000000;
+		sg__authdb_record(db, &r);
+	}
+	close_db(&loop, db); /* written, retention off */
+	json_t *rep = NULL;
+	cfg.retention_days = 25;
+	db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
+	                                         "requests")) == 5);
+	json_decref(rep);
+	sg_spend_rec_t fresh = r;
+	fresh.t_us = now * 1000000;
+	sg__authdb_record(db, &fresh); /* something to write: the batch runs, deleting */
+	uv_timer_t t;
+	uv_timer_init(&loop, &t);
+	uv_timer_start(&t, stop_loop, 300, 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&t, NULL);
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	/* 0, 10 and 20 days old, and the fresh one; 30 and 40 gone */
+	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
+	                                         "requests")) == 4);
+	json_decref(rep);
+	json_t *st = sg__authdb_stats(db);
+	CHECK(json_integer_value(json_object_get(st, "retention_deleted")) == 2);
+	json_decref(st);
+	close_db(&loop, db);
+	uv_loop_close(&loop);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+	test_retention();
 	test_hmac();
 	test_periods();
 	test_store();
