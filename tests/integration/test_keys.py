@@ -625,6 +625,7 @@ def test_reload_keeps_auth_mode_and_applies_live_options():
     cfg = json.loads(json.dumps(sg.config))
     cfg["auth"]["mode"] = "off"
     cfg["auth"]["path"] = h.make_temp_dir("sg-a-other-")
+    cfg.pop("admin_key_env")  # keys stay on, so the admin key must too
     for m in cfg["models"]:  # unpriced now: a budgeted call is refused
         m.pop("input_per_mtok")
         m.pop("output_per_mtok")
@@ -633,7 +634,10 @@ def test_reload_keeps_auth_mode_and_applies_live_options():
     r = adm(sg, "POST", "/admin/reload")
     h.expect_status(r, 200)
     na = r.json()["not_applied"]
-    h.expect("auth.mode" in na and "auth.path" in na, "not_applied %r", na)
+    h.expect("auth.mode" in na and "auth.path" in na and "admin_key_env" in na,
+             "not_applied %r", na)
+    r = sg.post_json("/admin/keys", {"name": "minted"})
+    h.expect_status(r, 401)
     refused(chat(sg, None), 401, "missing_api_key")
     refused(chat(sg, key), 403, "model_unpriced")
     sg.assert_alive()

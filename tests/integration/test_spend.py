@@ -723,6 +723,38 @@ def test_stream_cut_by_the_client_is_billed():
     sg.assert_alive()
 
 
+def test_fallback_to_a_dearer_group_stays_under_the_cap():
+    """A cheap group whose upstream fails falls back to a dear one: the
+    reservation prices the dear group (any group a call may reach), so 40
+    concurrent calls never spend past the cap; a fallback to an unpriced group
+    under a budget is refused (budget.unpriced "refuse")."""
+    bad = h.Mock("--quiet", "--fail-status", "500")
+    good = h.Mock("--quiet")
+    cheap = group("cheap", bad, prices=(1.0, 1.0))
+    cheap["fallbacks"] = ["dear"]
+    cheap["max_attempts"] = 2
+    cheap["backoff_ms"] = 0
+    sg = start(config([cheap, group("dear", good, prices=(1000.0, 1000.0)),
+                       group("free-fallback", bad, prices=None),
+                       dict(group("to-free", bad, prices=(1.0, 1.0)),
+                            fallbacks=["free-fallback"])], budget={"unpriced": "refuse"}))
+    one = reservation("x" * 20, 1000.0, 1000.0, 16, model="cheap")
+    key = new_key(sg, budget={"max_usd": one * 3.5})
+    rs = [r for _, _, r in fire(sg, [(key, "x" * 20, {"model": "cheap", "max_tokens": 16})
+                                     for _ in range(40)])]
+    ok = [r for r in rs if r.status == 200]
+    h.expect(ok, "no call passed: %r", [r.status for r in rs])
+    for r in rs:
+        if r.status != 200:
+            expect_budget_429(r)
+    sp = spend_of(sg, key["id"])
+    h.expect(sp["spent_usd"] <= one * 3.5 + EPS, "spent %r past the cap %r", sp["spent_usd"],
+             one * 3.5)
+    expect_close(sp["spent_usd"], sum(cost(r) for r in ok), "spent vs the answers' costs")
+    r = chat(sg, key, "y", model="to-free", max_tokens=4)
+    h.expect_error(r, 403, code="model_unpriced")
+
+
 def test_stop_streams_ends_a_stream_past_the_cap():
     """budget.stop_streams: a stream without max_tokens (default bound 1 token)
     passes its reservation, then crosses the cap while it streams: it ends
