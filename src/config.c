@@ -307,7 +307,7 @@ static const opt_t auth_opts[] = {
 	{"mode", OPT_ENUM, A(mode), 0, 0, 0, "off", 0, "off|keys", FIXED},
 	{"secret_env", OPT_STR, A(secret_env), 0, 0, 0, NULL, 0, NULL, FIXED},
 	{"path", OPT_STR, A(path), 0, 0, 0, "./semgate-auth", 0, NULL, FIXED},
-	{"map_size_mb", OPT_INT, A(map_size_mb), 16, 1 << 26, 262144, NULL, 0, NULL, FIXED},
+	{"map_size_mb", OPT_INT, A(map_size_mb), 16, 1 << 24, 16384, NULL, 0, NULL, FIXED},
 	{"burst", OPT_NUM, A(burst), 0.001, 1, 1, NULL, 0, NULL, FIXED},
 	{"default_completion_tokens", OPT_INT, A(default_completion_tokens), 0, 1e9, 1024, NULL, 0, NULL, LIVE},
 	{"hits_count_tokens", OPT_BOOL, A(hits_count_tokens), 0, 1, 0, NULL, 0, NULL, LIVE},

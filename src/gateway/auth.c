@@ -102,8 +102,19 @@ static void auth_request(sg_req_t *req)
 
 	if (!req->gen->cfg->auth.keys || gw->authdb == NULL)
 		return sg__call_next(req);
-	if (sg__auth_check(req, 1, c->model->name, &key, &team) != 0)
-		return;
+	key = req->auth_key;
+	team = req->auth_team;
+	req->auth_key = req->auth_team = NULL;
+	if (key == NULL) { /* not verified before the body was read: now */
+		if (sg__auth_check(req, 1, c->model->name, &key, &team) != 0)
+			return;
+	} else if (!sg__principal_allows(key, c->model->name) ||
+	           (team && !sg__principal_allows(team, c->model->name))) {
+		gw->auth_refused++;
+		sg__call_end(req, 0);
+		return sg__respond_error(req, SG_CE_MODEL_NOT_ALLOWED, "key sg-%s may not use model '%s'",
+		                         key->id, c->model->name);
+	}
 	/* the key's namespace, else its team's, else one of its own: whatever
 	 * X-Semgate-Namespace says, the cache step keeps to it */
 	if (key->ns[0])

@@ -72,6 +72,7 @@ struct sg_authdb {
 	int closed;
 	sg_log_limit_t err_log;
 	EVP_MD_CTX *hm_in, *hm_out, *hm_tmp; /* HMAC: the padded key blocks absorbed; scratch */
+	sg_hash_key_t tag_key;     /* random: the tags of secrets seen (sg_principal_t.seen_tag) */
 };
 
 /* --- small helpers --------------------------------------------------------------------- */
@@ -664,15 +665,34 @@ void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32]
 	hmac_secret(db, msg, n, out);
 }
 
-int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
-                      size_t len, int64_t now)
+int sg__authdb_verify(sg_authdb_t *db, sg_principal_t *key, const char *secret, size_t len,
+                      int64_t now)
 {
+	/* The secret that verified last time, seen again: its 64-bit SipHash under
+	 * a key random per process matches (a guess matches with odds of 2^-64,
+	 * and the tag says nothing of the secret). A new record (rotation, any
+	 * change) starts without a tag. */
+	uint64_t tag = sg_siphash(&db->tag_key, secret, len) | 1;
+	if (key->seen_tag && sg_ct_equal(&tag, &key->seen_tag, sizeof(tag)))
+		return !key->seen_old || key->old_until >= now;
 	uint8_t h[32];
 	hmac_secret(db, secret, len, h);
 	int ok = sg_ct_equal(h, key->hash, 32);
 	/* whole seconds, rounded in the client's favour: a grace of N s is never short */
 	int old = key->old_until >= now && sg_ct_equal(h, key->old_hash, 32);
+	if (ok | old) {
+		key->seen_tag = tag;
+		key->seen_old = !ok;
+	}
 	return ok | old;
+}
+
+static void ctr_names(sg_principal_t *p)
+{
+	static const char *const what[] = {"rpm", "tpm", "conc"};
+	for (int i = 0; i < 3; i++)
+		snprintf(p->ctr[i], sizeof(p->ctr[i]), "%c:%s:%s", p->is_team ? 't' : 'k', p->id,
+		         what[i]);
 }
 
 static sg_window_t *new_window(int is_team, const char *id)
@@ -705,6 +725,7 @@ static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const
 	memcpy(p->id, id, SG_KEY_ID_LEN);
 	if ((p->win = new_window(is_team, p->id)) == NULL)
 		goto fail;
+	ctr_names(p);
 	if (!is_team) {
 		if (unhex32(json_string_value(json_object_get(doc, "secret_hmac")), p->hash) != 0) {
 			sg_log_error("auth store: key %s has no valid secret digest; skipped", p->id);
@@ -1065,6 +1086,11 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	db->cfg = cfg;
 	if (getrandom(&db->seq, sizeof(db->seq), 0) != sizeof(db->seq))
 		db->seq = sg_now_us();
+	if (getrandom(&db->tag_key, sizeof(db->tag_key), 0) != sizeof(db->tag_key)) {
+		snprintf(err, errlen, "auth: no random bytes from the kernel");
+		free(db);
+		return SG_EIO;
+	}
 	db->seq >>= 1; /* far from wrapping */
 	sg__u64map_init(&db->keys);
 	sg__u64map_init(&db->teams);
@@ -1230,6 +1256,7 @@ static sg_principal_t *build(sg_authdb_t *db, int is_team, const char *id, json_
 		principal_free(p);
 		return NULL;
 	}
+	ctr_names(p);
 	*bad = parse_doc(db, is_team, doc, p, errors);
 	char *text = json_dumps(doc, JSON_COMPACT);
 	if (text == NULL || strlen(text) > MAX_DOC_BYTES) {

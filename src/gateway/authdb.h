@@ -93,6 +93,12 @@ typedef struct sg_principal {
 	uint8_t old_hash[32];     /* of the secret before a rotation */
 	int64_t old_until;        /* ... accepted until then (Unix seconds; 0: not at all) */
 	sg_window_t *win;         /* the budget window (persisted with the spend batches) */
+	uint64_t seen_tag;        /* SipHash (a random key per process) of the last secret that
+	                           * verified, so the next request with it costs a short
+	                           * keyed hash instead of an HMAC (0: none yet) */
+	int seen_old;             /* that secret was the previous one (valid until old_until) */
+	char ctr[3][SG_KEY_ID_LEN + 8]; /* its counters' names: "k:<id>:rpm", ":tpm", ":conc"
+	                                 * ("t:" for a team), made once, not per request */
 } sg_principal_t;
 
 /** One call's spend record. Strings are copied when queued. */
@@ -125,8 +131,8 @@ void sg__authdb_free(sg_authdb_t *db);
 /** A key or team by id (borrowed; sg__principal_ref to keep it). */
 sg_principal_t *sg__authdb_find(sg_authdb_t *db, int is_team, const char *id, size_t len);
 /** Whether secret matches the key's (or its previous one, within the grace). */
-int sg__authdb_verify(sg_authdb_t *db, const sg_principal_t *key, const char *secret,
-                      size_t len, int64_t now_s);
+int sg__authdb_verify(sg_authdb_t *db, sg_principal_t *key, const char *secret, size_t len,
+                      int64_t now_s);
 /** HMAC-SHA256(server secret, msg): what a secret is stored as (for tests). */
 void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32]);
 void sg__principal_ref(sg_principal_t *p);

@@ -102,9 +102,9 @@ static void handle_inference(sg_req_t *req, enum sg_call_kind kind)
 	/* with keys, nothing about the gateway (which models exist, what a valid
 	 * body is) is told to a caller without a valid key: the key first (the auth
 	 * step checks it again with the model) */
-	sg_principal_t *key, *team;
+	req->auth_key = req->auth_team = NULL;
 	if (cfg->auth.keys && sg__req_gateway(req)->authdb &&
-	    sg__auth_check(req, 0, NULL, &key, &team) != 0)
+	    sg__auth_check(req, 0, NULL, &req->auth_key, &req->auth_team) != 0)
 		return;
 	if (req->body.len == 0) {
 		sg__respond_error(req, SG_CE_INVALID_JSON,
@@ -133,6 +133,7 @@ static void handle_inference(sg_req_t *req, enum sg_call_kind kind)
 	}
 	int stream = kind != SG_CALL_EMBEDDINGS && json_is_true(json_object_get(root, "stream"));
 	sg__call_start(req, model, root, kind, paths[kind], stream);
+	req->auth_key = req->auth_team = NULL; /* the auth step took them (synchronously) */
 out:
 	json_decref(root);
 }

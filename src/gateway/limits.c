@@ -20,28 +20,31 @@
 enum { WHAT_RPM, WHAT_TPM, WHAT_CONC };
 static const char *const what_suffix[] = {"rpm", "tpm", "conc"};
 
-static void add(sg_gov_t *g, char scope, const char *id, const char *model, int what,
+/* One counter of the call: a key's or team's own name (made with it), or a
+ * model's (scope 'm': key × model, 'n': team × model) made here. */
+static void add(sg_gov_t *g, const sg_principal_t *p, char scope, const char *model, int what,
                 long limit, double cost)
 {
 	if (limit <= 0 || g->nitems == SG_GOV_ITEMS)
 		return;
-	char *n = g->names[g->nitems];
-	if (model)
-		snprintf(n, sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, id, model, what_suffix[what]);
-	else
-		snprintf(n, sizeof(g->names[0]), "%c:%s:%s", scope, id, what_suffix[what]);
+	const char *n = p->ctr[what];
+	if (model) {
+		snprintf(g->names[g->nitems], sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model,
+		         what_suffix[what]);
+		n = g->names[g->nitems];
+	}
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
 	                                        .cost = cost};
 }
 
-static void add_set(sg_gov_t *g, char scope, const char *id, const char *model,
+static void add_set(sg_gov_t *g, const sg_principal_t *p, char scope, const char *model,
                     const sg_limitset_t *l, double tokens)
 {
-	add(g, scope, id, model, WHAT_RPM, l->rpm, 1);
-	add(g, scope, id, model, WHAT_TPM, l->tpm, tokens);
-	add(g, scope, id, model, WHAT_CONC, l->max_concurrent, 1);
+	add(g, p, scope, model, WHAT_RPM, l->rpm, 1);
+	add(g, p, scope, model, WHAT_TPM, l->tpm, tokens);
+	add(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
 }
 
 static int what_of(const char *name)
@@ -60,15 +63,23 @@ static const char *scope_word(const char *name)
 /* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
 static void put_duration(sg__fbuf_t *o, uint64_t us)
 {
-	char b[32];
-	if (us < 1000000)
-		snprintf(b, sizeof(b), "%llums", (unsigned long long)((us + 999) / 1000));
-	else if (us < 60000000)
-		snprintf(b, sizeof(b), "%gs", ceil((double)us / 1e4) / 100);
-	else
-		snprintf(b, sizeof(b), "%llum%llus", (unsigned long long)(us / 60000000),
-		         (unsigned long long)((us % 60000000 + 999999) / 1000000));
-	sg__fbuf_str(o, b);
+	if (us < 1000000) {
+		sg__fbuf_u64(o, (us + 999) / 1000);
+		sg__fbuf_str(o, "ms");
+	} else if (us < 60000000) { /* seconds, up to two decimals, rounded up */
+		uint64_t cs = (us + 9999) / 10000;
+		sg__fbuf_u64(o, cs / 100);
+		if (cs % 100) {
+			char f[3] = {'.', (char)('0' + cs % 100 / 10), (char)('0' + cs % 10)};
+			sg__fbuf_mem(o, f, cs % 10 ? 3 : 2);
+		}
+		sg__fbuf_str(o, "s");
+	} else {
+		sg__fbuf_u64(o, us / 60000000);
+		sg__fbuf_str(o, "m");
+		sg__fbuf_u64(o, (us % 60000000 + 999999) / 1000000);
+		sg__fbuf_str(o, "s");
+	}
 }
 
 /* The tightest of the call's limits of one kind (the fewest left), or NULL. */
@@ -86,6 +97,9 @@ static const sg_ctr_item_t *tightest(const sg_gov_t *g, int what)
 	return best;
 }
 
+/* A literal's bytes, its length known at compile time (no strlen per piece). */
+#define LIT(o, s) sg__fbuf_mem(o, s, sizeof(s) - 1)
+
 /* The rate-limit header lines, for every answer of the call. */
 static void put_headers(sg_req_t *req)
 {
@@ -98,19 +112,19 @@ static void put_headers(sg_req_t *req)
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
-		sg__fbuf_str(&o, "x-ratelimit-limit-");
+		LIT(&o, "x-ratelimit-limit-");
 		sg__fbuf_str(&o, unit[i]);
-		sg__fbuf_str(&o, ": ");
+		LIT(&o, ": ");
 		sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
-		sg__fbuf_str(&o, "\r\nx-ratelimit-remaining-");
+		LIT(&o, "\r\nx-ratelimit-remaining-");
 		sg__fbuf_str(&o, unit[i]);
-		sg__fbuf_str(&o, ": ");
+		LIT(&o, ": ");
 		sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
-		sg__fbuf_str(&o, "\r\nx-ratelimit-reset-");
+		LIT(&o, "\r\nx-ratelimit-reset-");
 		sg__fbuf_str(&o, unit[i]);
-		sg__fbuf_str(&o, ": ");
+		LIT(&o, ": ");
 		put_duration(&o, t[i]->reset_us);
-		sg__fbuf_str(&o, "\r\n");
+		LIT(&o, "\r\n");
 	}
 	/* draft-ietf-httpapi-ratelimit-headers: one policy item per kind */
 	for (int pass = 0; pass < 2; pass++) {
@@ -124,18 +138,18 @@ static void put_headers(sg_req_t *req)
 			sg__fbuf_str(&o, scope_word(t[i]->name));
 			sg__fbuf_str(&o, i ? "-tpm\"" : "-rpm\"");
 			if (pass == 0) {
-				sg__fbuf_str(&o, ";q=");
+				LIT(&o, ";q=");
 				sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
-				sg__fbuf_str(&o, ";w=60");
+				LIT(&o, ";w=60");
 			} else {
-				sg__fbuf_str(&o, ";r=");
+				LIT(&o, ";r=");
 				sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
-				sg__fbuf_str(&o, ";t=");
+				LIT(&o, ";t=");
 				sg__fbuf_u64(&o, (t[i]->reset_us + 999999) / 1000000);
 			}
 		}
 		if (!first)
-			sg__fbuf_str(&o, "\r\n");
+			LIT(&o, "\r\n");
 	}
 	g->hdrs_len = o.len < sizeof(g->hdrs) ? o.len : 0; /* cut short: none rather than half */
 	req->resp_hdrs = g->hdrs;
@@ -241,15 +255,15 @@ static void limits_request(sg_req_t *req)
 	if (c->key == NULL || gw->counters == NULL)
 		return sg__call_next(req);
 	double tokens = (double)(g->est_prompt + g->est_completion);
-	add_set(g, 'k', c->key->id, NULL, &c->key->lim, tokens);
+	add_set(g, c->key, 'k', NULL, &c->key->lim, tokens);
 	if (c->team)
-		add_set(g, 't', c->team->id, NULL, &c->team->lim, tokens);
+		add_set(g, c->team, 't', NULL, &c->team->lim, tokens);
 	for (size_t i = 0; i < c->key->nmlim; i++)
 		if (strcmp(c->key->mlim[i].model, c->model->name) == 0)
-			add_set(g, 'm', c->key->id, c->model->name, &c->key->mlim[i].lim, tokens);
+			add_set(g, c->key, 'm', c->model->name, &c->key->mlim[i].lim, tokens);
 	for (size_t i = 0; c->team && i < c->team->nmlim; i++)
 		if (strcmp(c->team->mlim[i].model, c->model->name) == 0)
-			add_set(g, 'n', c->team->id, c->model->name, &c->team->mlim[i].lim, tokens);
+			add_set(g, c->team, 'n', c->model->name, &c->team->mlim[i].lim, tokens);
 	if (g->nitems == 0)
 		return sg__call_next(req);
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;

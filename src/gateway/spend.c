@@ -224,9 +224,18 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	sg_usage_t u;
 	int estimated;
 	sg__call_billable(req, 0, &u, &estimated);
-	char b[64];
-	snprintf(b, sizeof(b), "X-Semgate-Cost: %.8f\r\n", c->outcome == SG_CALL_HIT ? 0.0 : cost_of(c, &u));
-	sg__fbuf_str(extra, b);
+	/* USD with 8 decimals, without printf's cost on every answer */
+	double cost = c->outcome == SG_CALL_HIT ? 0.0 : cost_of(c, &u);
+	uint64_t v = cost > 0 && cost < 1e10 ? (uint64_t)llround(cost * 1e8) : 0;
+	char frac[9];
+	for (int i = 7; i >= 0; i--, v /= 10)
+		frac[i] = (char)('0' + (v % 10));
+	frac[8] = '\0';
+	sg__fbuf_str(extra, "X-Semgate-Cost: ");
+	sg__fbuf_u64(extra, v);
+	sg__fbuf_mem(extra, ".", 1);
+	sg__fbuf_str(extra, frac);
+	sg__fbuf_str(extra, "\r\n");
 	return 0;
 }
 

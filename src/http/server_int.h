@@ -207,6 +207,8 @@ typedef struct sg_req {
 	                           * the connection is routed or the connection ends */
 	uint64_t start_us;        /* when the head was complete */
 	sg_call_t *call;          /* the gateway's call (inference endpoints), or NULL */
+	sg_principal_t *auth_key;  /* the key the handler verified for this request, and */
+	sg_principal_t *auth_team; /* its team (borrowed, until its call has started) */
 	const char *resp_hdrs;    /* header lines every answer to this request carries (a
 	                           * handler's; reset for each request), or NULL */
 	size_t resp_hdrs_len;

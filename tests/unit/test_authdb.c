@@ -169,9 +169,27 @@ static void test_store(void)
 		CHECK(k->max_usd == 1.5);
 	}
 	/* rotation: the old secret works within the grace, the new one always */
-	char *k2 = NULL, *k3 = NULL;
+	char *k2 = NULL, *k3 = NULL, *k1 = NULL;
+	CHECK(sg__authdb_rotate(db, id, 0, &view, &k1) == 0);
+	json_decref(view);
 	CHECK(sg__authdb_rotate(db, id, 100, &view, &k2) == 0);
 	json_decref(view);
+	k = sg__authdb_find(db, 0, id, SG_KEY_ID_LEN);
+	if (k && k1 && k2) {
+		/* within the grace the old secret verifies, the second time by its
+		 * tag; once the grace is over the tag does not let it in either */
+		const char *s1 = k1 + 4 + SG_KEY_ID_LEN, *s2 = k2 + 4 + SG_KEY_ID_LEN;
+		int64_t t = time(NULL);
+		CHECK(sg__authdb_verify(db, k, s1, strlen(s1), t));
+		CHECK(k->seen_tag != 0 && k->seen_old);
+		CHECK(sg__authdb_verify(db, k, s1, strlen(s1), t));
+		CHECK(!sg__authdb_verify(db, k, s1, strlen(s1), t + 101));
+		CHECK(sg__authdb_verify(db, k, s2, strlen(s2), t + 101));
+		CHECK(!k->seen_old);
+		CHECK(sg__authdb_verify(db, k, s2, strlen(s2), t + 101));
+		CHECK(!sg__authdb_verify(db, k, "nope", 4, t)); /* a wrong one is not the tag's */
+	}
+	free(k1);
 	CHECK(sg__authdb_rotate(db, id, 0, &view, &k3) == 0);
 	json_decref(view);
 	k = sg__authdb_find(db, 0, id, SG_KEY_ID_LEN);
