@@ -293,6 +293,19 @@ void sg__admin_teams(sg_req_t *req, sg_iovec_t rest)
 	route(req, rest, 1);
 }
 
+static void spend_report_done(void *arg, int rc, json_t *out)
+{
+	sg_req_t *req = arg;
+	if (!sg__req_release(req)) { /* the client left */
+		json_decref(out);
+		return;
+	}
+	if (rc)
+		return sg__respond_error(req, SG_CE_STORE_ERROR, "the spend store could not be read: %s",
+		                         sg_strerror(rc));
+	respond_json(req, 200, out);
+}
+
 void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 {
 	sg_authdb_t *db = sg__req_gateway(req)->authdb;
@@ -318,13 +331,15 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 		                         "(2026-12-01T00:00:00Z)");
 	if (t < f)
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST, "to is before from");
-	json_t *out;
-	int rc = sg__authdb_report(db, b, f, t, &out);
+	/* the store is read on the thread pool, the connection held meanwhile */
+	sg__req_hold(req);
+	int rc = sg__authdb_report_start(db, b, f, t, spend_report_done, req);
+	if (rc == 0)
+		return;
+	sg__req_release(req);
 	if (rc == SG_EINVAL)
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "group_by must be key, team, model or day");
-	if (rc)
-		return sg__respond_error(req, SG_CE_STORE_ERROR, "the spend store could not be read: %s",
-		                         sg_strerror(rc));
-	respond_json(req, 200, out);
+	sg__respond_error(req, SG_CE_STORE_ERROR, "the spend store could not be read: %s",
+	                  sg_strerror(rc));
 }

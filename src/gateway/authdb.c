@@ -25,10 +25,10 @@
 #define RETENTION_EVERY_S 60  /* how often old records are deleted */
 #define SG_TIME_MAX_S 95617584000LL /* 5000-01-01: times beyond are refused */
 
-typedef struct queued {
-	sg_spend_rec_t r;  /* strings point into text */
-	char *text;        /* the strings, back to back (owned) */
-} queued_t;
+/* Spend records wait in one buffer, each as [time: 8 bytes][size: 2 bytes]
+ * and its stored form (encode_rec): no allocation per record, one free per
+ * batch, and the thread writes them as they are. */
+#define QHDR 10
 
 typedef struct win_snap {
 	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */
@@ -40,8 +40,9 @@ typedef struct win_snap {
 
 /* One batch on its way to the disk. */
 typedef struct batch {
-	queued_t *recs;
-	size_t nrecs;
+	char *buf;                   /* the records, queued form (owned) */
+	size_t len;                  /* bytes in buf */
+	size_t nrecs;                /* records in buf */
 	win_snap_t *wins;
 	size_t nwins;
 	int64_t retention_before_us; /* delete records before this (0: not this time) */
@@ -56,8 +57,9 @@ struct sg_authdb {
 	MDB_env *env;
 	MDB_dbi keys_db, teams_db, windows_db, spend_db;
 	sg_u64map_t keys, teams;   /* hash of id -> sg_principal_t (ids are unique per table) */
-	queued_t *queue;           /* records waiting for the next batch */
-	size_t nqueue, capqueue;
+	char *queue;               /* records waiting for the next batch (queued form) */
+	size_t qlen, qcap;         /* bytes in it, allocated */
+	size_t nqueue;             /* records in it */
 	sg_window_t **dirty;       /* windows changed since the last batch (references) */
 	size_t ndirty, capdirty;
 	uv_timer_t timer;
@@ -903,21 +905,29 @@ static void flush_work(uv_work_t *w)
 	sg_authdb_t *db = w->data;
 	batch_t *b = db->flushing;
 	MDB_txn *txn;
-	uint8_t kb[16], vb[2048];
+	uint8_t kb[16];
 	if (b->retention_before_us > 0)
 		retention(db, b);
 	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
 
-	for (size_t i = 0; rc == 0 && i < b->nrecs; i++) {
-		put_u64be(kb, (uint64_t)b->recs[i].r.t_us);
-		size_t n = encode_rec(&b->recs[i].r, vb, sizeof(vb));
+	for (size_t at = 0; rc == 0 && at + QHDR <= b->len;) {
+		int64_t t_us;
+		uint16_t n;
+		memcpy(&t_us, b->buf + at, 8);
+		memcpy(&n, b->buf + at + 8, 2);
+		const char *vb = b->buf + at + QHDR;
+		at += QHDR + n;
+		put_u64be(kb, (uint64_t)t_us);
 		/* the same microsecond twice (another process before a restart): the
 		 * next sequence number, never an overwrite */
-		do {
+		put_u64be(kb + 8, db->seq++);
+		MDB_val k = {16, kb}, v = {n, (void *)vb};
+		/* records come in time order: appended, no search and full pages */
+		rc = mdb_put(txn, db->spend_db, &k, &v, MDB_APPEND);
+		while (rc == MDB_KEYEXIST) { /* the clock went back, or a restart's same µs */
 			put_u64be(kb + 8, db->seq++);
-			MDB_val k = {16, kb}, v = {n, vb};
 			rc = mdb_put(txn, db->spend_db, &k, &v, MDB_NOOVERWRITE);
-		} while (rc == MDB_KEYEXIST);
+		}
 	}
 	for (size_t i = 0; rc == 0 && i < b->nwins; i++) {
 		char text[96];
@@ -941,9 +951,7 @@ static void batch_free(batch_t *b)
 {
 	for (size_t i = 0; i < b->nwins; i++)
 		window_unref(b->wins[i].w);
-	for (size_t i = 0; i < b->nrecs; i++)
-		free(b->recs[i].text);
-	free(b->recs);
+	free(b->buf);
 	free(b->wins);
 	free(b);
 }
@@ -963,13 +971,16 @@ static void flush_done(uv_work_t *w, int status)
 		               b->nrecs, mdb_strerror(b->rc));
 		/* the records go back in front of the queue for the next batch */
 		if (db->nqueue + b->nrecs <= MAX_QUEUE) {
-			queued_t *q = realloc(db->queue, (db->nqueue + b->nrecs) * sizeof(*q));
+			char *q = realloc(b->buf, b->len + db->qlen + 1);
 			if (q) {
-				memmove(q + b->nrecs, q, db->nqueue * sizeof(*q));
-				memcpy(q, b->recs, b->nrecs * sizeof(*q));
+				if (db->qlen)
+					memcpy(q + b->len, db->queue, db->qlen);
+				free(db->queue);
 				db->queue = q;
-				db->capqueue = db->nqueue + b->nrecs;
+				db->qlen += b->len;
+				db->qcap = db->qlen + 1;
 				db->nqueue += b->nrecs;
+				b->buf = NULL;
 				b->nrecs = 0;
 			}
 		}
@@ -1005,10 +1016,11 @@ static batch_t *take_batch(sg_authdb_t *db, int64_t now)
 	}
 	b->nwins = db->ndirty;
 	db->ndirty = 0;
-	b->recs = db->queue;
+	b->buf = db->queue;
+	b->len = db->qlen;
 	b->nrecs = db->nqueue;
 	db->queue = NULL;
-	db->nqueue = db->capqueue = 0;
+	db->qlen = db->qcap = db->nqueue = 0;
 	if (retention) {
 		db->last_retention_s = now;
 		b->retention_before_us = (now - db->cfg->retention_days * 86400LL) * 1000000LL;
@@ -1032,41 +1044,29 @@ static void flush_tick(uv_timer_t *t)
 
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 {
-	const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
-	size_t len[NSTR], total = 0;
-	if (db->nqueue >= MAX_QUEUE) {
+	uint8_t rec[2048];
+	size_t n = encode_rec(r, rec, sizeof(rec));
+	if (db->nqueue >= MAX_QUEUE || n == 0) {
 		db->dropped++;
 		sg_log_limited(&db->err_log, SG_LOG_ERROR,
 		               "auth store: %d spend records wait for the disk: dropping", MAX_QUEUE);
 		return;
 	}
-	if (db->nqueue == db->capqueue) {
-		size_t cap = db->capqueue ? db->capqueue * 2 : 256;
-		queued_t *q = realloc(db->queue, cap * sizeof(*q));
+	if (db->qlen + QHDR + n > db->qcap) {
+		size_t cap = SG_MAX(db->qcap * 2, (size_t)65536);
+		char *q = realloc(db->queue, cap);
 		if (q == NULL) {
 			db->dropped++;
 			return;
 		}
 		db->queue = q;
-		db->capqueue = cap;
+		db->qcap = cap;
 	}
-	for (int i = 0; i < NSTR; i++)
-		total += (len[i] = s[i] ? SG_MIN(strlen(s[i]), 255) : 0) + 1;
-	queued_t *q = &db->queue[db->nqueue];
-	if ((q->text = malloc(total)) == NULL) {
-		db->dropped++;
-		return;
-	}
-	q->r = *r;
-	const char **dst[NSTR] = {&q->r.request_id, &q->r.key, &q->r.team, &q->r.model,
-	                          &q->r.deployment};
-	char *at = q->text;
-	for (int i = 0; i < NSTR; i++) {
-		memcpy(at, s[i] ? s[i] : "", len[i]);
-		at[len[i]] = '\0';
-		*dst[i] = at;
-		at += len[i] + 1;
-	}
+	uint16_t n16 = (uint16_t)n;
+	memcpy(db->queue + db->qlen, &r->t_us, 8);
+	memcpy(db->queue + db->qlen + 8, &n16, 2);
+	memcpy(db->queue + db->qlen + QHDR, rec, n);
+	db->qlen += QHDR + n;
 	db->nqueue++;
 }
 
@@ -1177,8 +1177,6 @@ void sg__authdb_free(sg_authdb_t *db)
 		flush_work(&db->work);
 		flush_done(&db->work, 0);
 	}
-	for (size_t i = 0; i < db->nqueue; i++)
-		free(db->queue[i].text);
 	free(db->queue);
 	for (size_t i = 0; i < db->ndirty; i++)
 		window_unref(db->dirty[i]);
@@ -1539,38 +1537,108 @@ static int group_rec(sg_u64map_t *m, int by, int64_t t_us, const disk_rec_t *d,
 	return add_group(m, strs[i], lens[i], d);
 }
 
-int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
-                      json_t **out)
+static const char *const report_bys[] = {"key", "team", "model", "day"};
+
+/* A report under way: begun on the loop, its scan of the store on any
+ * thread (the read transaction goes along: MDB_NOTLS), finished on the loop. */
+struct sg_report {
+	uv_work_t work;
+	sg_authdb_t *db;
+	int by;                 /* index in report_bys */
+	int64_t from_s, to_s;
+	sg_u64map_t groups;     /* name hash -> group_t */
+	MDB_txn *txn;           /* the snapshot scanned */
+	int rc;
+	sg_report_cb cb;
+	void *arg;
+};
+
+static void report_free(sg_report_t *r)
 {
-	static const char *const bys[] = {"key", "team", "model", "day"};
-	int by = -1, rc;
-	sg_u64map_t groups;
-	MDB_txn *txn;
+	for (size_t i = 0; i < r->groups.cap; i++)
+		free(r->groups.vals[i]);
+	sg__u64map_free(&r->groups);
+	if (r->txn)
+		mdb_txn_abort(r->txn);
+	free(r);
+}
+
+/* On the loop: the snapshot, and the records not in it (queued, and the
+ * batch being written until its commit is in the snapshot). */
+static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t from_s,
+                                 int64_t to_s, int *rc)
+{
+	int by = -1;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(group_by, report_bys[i]) == 0)
+			by = i;
+	if (by < 0) {
+		*rc = SG_EINVAL;
+		return NULL;
+	}
+	sg_report_t *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		*rc = SG_ENOMEM;
+		return NULL;
+	}
+	r->db = db;
+	r->by = by;
+	r->from_s = from_s;
+	r->to_s = to_s;
+	sg__u64map_init(&r->groups);
+	uv_mutex_lock(&db->commit_lock);
+	int mrc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &r->txn);
+	const batch_t *inflight = db->flushing && !db->flushing->committed ? db->flushing : NULL;
+	uv_mutex_unlock(&db->commit_lock);
+	if (mrc != 0) {
+		r->txn = NULL;
+		report_free(r);
+		*rc = SG_ESTORE;
+		return NULL;
+	}
+	const char *bufs[2] = {db->queue, inflight ? inflight->buf : NULL};
+	size_t lens[2] = {db->qlen, inflight ? inflight->len : 0};
+	for (int k = 0; k < 2; k++) {
+		for (size_t at = 0; at + QHDR <= lens[k];) {
+			int64_t t_us;
+			uint16_t n;
+			disk_rec_t d;
+			const char *st[NSTR];
+			size_t l[NSTR];
+			memcpy(&t_us, bufs[k] + at, 8);
+			memcpy(&n, bufs[k] + at + 8, 2);
+			const uint8_t *rec = (const uint8_t *)bufs[k] + at + QHDR;
+			at += QHDR + n;
+			if (t_us < from_s * 1000000 || t_us >= to_s * 1000000 ||
+			    decode_rec(rec, n, &d, st, l) != 0)
+				continue;
+			if (group_rec(&r->groups, by, t_us, &d, st, l) != 0) {
+				report_free(r);
+				*rc = SG_ENOMEM;
+				return NULL;
+			}
+		}
+	}
+	*rc = 0;
+	return r;
+}
+
+/* Any thread: the records of the snapshot in [from, to). */
+static void report_scan(sg_report_t *r)
+{
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint8_t kb[16];
 	disk_rec_t d;
 	const char *strs[NSTR];
 	size_t lens[NSTR];
+	int rc;
 
-	*out = NULL;
-	for (int i = 0; i < 4; i++)
-		if (strcmp(group_by, bys[i]) == 0)
-			by = i;
-	if (by < 0)
-		return SG_EINVAL;
-	sg__u64map_init(&groups);
-	uv_mutex_lock(&db->commit_lock);
-	rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-	const batch_t *inflight = db->flushing && !db->flushing->committed ? db->flushing : NULL;
-	uv_mutex_unlock(&db->commit_lock);
-	if (rc != 0)
-		return SG_ESTORE;
-	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) != 0) {
-		mdb_txn_abort(txn);
-		return SG_ESTORE;
+	if ((rc = mdb_cursor_open(r->txn, r->db->spend_db, &cur)) != 0) {
+		r->rc = SG_ESTORE;
+		return;
 	}
-	put_u64be(kb, (uint64_t)from_s * 1000000);
+	put_u64be(kb, (uint64_t)r->from_s * 1000000);
 	memset(kb + 8, 0, 8);
 	k = (MDB_val){16, kb};
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
@@ -1578,56 +1646,97 @@ int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int
 		if (k.mv_size != 16)
 			continue;
 		int64_t t = (int64_t)get_u64be(k.mv_data);
-		if (t >= to_s * 1000000)
+		if (t >= r->to_s * 1000000)
 			break;
 		if (decode_rec(v.mv_data, v.mv_size, &d, strs, lens) != 0)
 			continue; /* a damaged record counts for nothing */
-		if (group_rec(&groups, by, t, &d, strs, lens) != 0)
+		if (group_rec(&r->groups, r->by, t, &d, strs, lens) != 0) {
+			r->rc = SG_ENOMEM;
 			break;
+		}
 	}
 	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	/* the records not yet written count too: queued, and being written
-	 * (not in the snapshot just read) */
-	size_t nq = db->nqueue, nf = inflight ? inflight->nrecs : 0;
-	for (size_t i = 0; i < nq + nf; i++) {
-		const sg_spend_rec_t *r = i < nq ? &db->queue[i].r : &inflight->recs[i - nq].r;
-		if (r->t_us < from_s * 1000000 || r->t_us >= to_s * 1000000)
-			continue;
-		disk_rec_t dq = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,
-		                 r->cache, r->flags};
-		const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
-		size_t l[NSTR];
-		for (int j = 0; j < NSTR; j++)
-			l[j] = strlen(s[j]);
-		group_rec(&groups, by, r->t_us, &dq, s, l);
-	}
-	group_t **all = malloc((groups.n + 1) * sizeof(*all));
+	mdb_txn_abort(r->txn);
+	r->txn = NULL;
+}
+
+/* On the loop: the groups as JSON, by name. */
+static json_t *report_finish(sg_report_t *r)
+{
+	group_t **all = malloc((r->groups.n + 1) * sizeof(*all));
 	size_t n = 0;
 	json_t *data = json_array();
-	for (size_t i = 0; i < groups.cap; i++)
-		if (groups.vals[i] && all)
-			all[n++] = groups.vals[i];
-	if (all)
-		qsort(all, n, sizeof(*all), cmp_group);
+	if (all == NULL || data == NULL) {
+		free(all);
+		json_decref(data);
+		return NULL;
+	}
+	for (size_t i = 0; i < r->groups.cap; i++)
+		if (r->groups.vals[i])
+			all[n++] = r->groups.vals[i];
+	qsort(all, n, sizeof(*all), cmp_group);
 	for (size_t i = 0; i < n; i++) {
 		group_t *g = all[i];
 		json_array_append_new(
-			data, json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:I, s:f, s:I}", bys[by], g->name,
-		                        "requests", (json_int_t)g->requests, "prompt_tokens",
+			data, json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:I, s:f, s:I}", report_bys[r->by],
+		                        g->name, "requests", (json_int_t)g->requests, "prompt_tokens",
 		                        (json_int_t)g->prompt, "completion_tokens",
 		                        (json_int_t)g->completion, "total_tokens",
 		                        (json_int_t)(g->prompt + g->completion), "cost_usd", g->cost,
 		                        "cache_hits", (json_int_t)g->hits, "saved_usd", g->saved,
 		                        "unpriced_requests", (json_int_t)g->unpriced));
 	}
-	for (size_t i = 0; i < groups.cap; i++)
-		free(groups.vals[i]);
-	sg__u64map_free(&groups);
 	free(all);
-	*out = json_pack("{s:s, s:I, s:I, s:o}", "group_by", bys[by], "from", (json_int_t)from_s,
-	                 "to", (json_int_t)to_s, "data", data);
-	return *out ? 0 : SG_ENOMEM;
+	return json_pack("{s:s, s:I, s:I, s:o}", "group_by", report_bys[r->by], "from",
+	                 (json_int_t)r->from_s, "to", (json_int_t)r->to_s, "data", data);
+}
+
+int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
+                      json_t **out)
+{
+	int rc;
+	*out = NULL;
+	sg_report_t *r = report_begin(db, group_by, from_s, to_s, &rc);
+	if (r == NULL)
+		return rc;
+	report_scan(r);
+	if ((rc = r->rc) == 0 && (*out = report_finish(r)) == NULL)
+		rc = SG_ENOMEM;
+	report_free(r);
+	return rc;
+}
+
+static void report_work(uv_work_t *w)
+{
+	report_scan(w->data);
+}
+
+static void report_done(uv_work_t *w, int status)
+{
+	sg_report_t *r = w->data;
+	json_t *out = NULL;
+	int rc = status ? SG_ECANCELED : r->rc;
+	if (rc == 0 && (out = report_finish(r)) == NULL)
+		rc = SG_ENOMEM;
+	r->cb(r->arg, rc, out);
+	report_free(r);
+}
+
+int sg__authdb_report_start(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
+                            sg_report_cb cb, void *arg)
+{
+	int rc;
+	sg_report_t *r = report_begin(db, group_by, from_s, to_s, &rc);
+	if (r == NULL)
+		return rc;
+	r->cb = cb;
+	r->arg = arg;
+	r->work.data = r;
+	if (uv_queue_work(db->loop, &r->work, report_work, report_done) != 0) {
+		report_scan(r); /* no thread pool: here */
+		report_done(&r->work, 0);
+	}
+	return 0;
 }
 
 json_t *sg__authdb_stats(sg_authdb_t *db)

@@ -174,6 +174,13 @@ json_t *sg__authdb_list(sg_authdb_t *db, int is_team, const char *team, const ch
 /** Spend grouped by "key", "team", "model" or "day" over [from_s, to_s). */
 int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
                       json_t **out);
+/** The same off the loop: the store is read on the thread pool, then
+ * cb(arg, rc, report) runs on the loop (the report is the callee's). Returns
+ * SG_EINVAL (a bad group_by) or another error at once, cb not called. */
+typedef struct sg_report sg_report_t;
+typedef void (*sg_report_cb)(void *arg, int rc, json_t *report);
+int sg__authdb_report_start(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
+                            sg_report_cb cb, void *arg);
 /** Figures for /stats. */
 json_t *sg__authdb_stats(sg_authdb_t *db);
 
