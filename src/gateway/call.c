@@ -69,11 +69,12 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->usage = (sg_usage_t){0, 0, 0, 0};
 	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
 	c->gov.nitems = 0;
-	c->gov.taken = c->gov.budgeted = c->gov.cost_shown = c->gov.unpriced = 0;
-	c->gov.settled = 1; /* nothing to settle until the spend step runs */
+	/* the last call's steps gave back what they held */
+	assert(c->gov.lim == SG_LIM_NONE && c->gov.sp == SG_SP_NONE);
+	c->gov.unpriced = 0;
 	c->gov.hdrs_len = 0;
 	c->gov.events = 0;
-	c->gov.cost = c->gov.cost_reserved = 0;
+	c->gov.cost_reserved = 0;
 	c->proxy.attempts = 0;
 	estimate(req);
 	c->steps[0]->request(req);

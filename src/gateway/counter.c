@@ -43,12 +43,9 @@ typedef struct local {
  * comes from the caller and is read no further than a valid one could go. */
 static size_t name_len(const char *name)
 {
-	size_t n = 0;
-
 	if (name == NULL)
 		return SIZE_MAX;
-	while (n <= SG_CTR_NAME_MAX && name[n] != '\0')
-		n++;
+	size_t n = strnlen(name, SG_CTR_NAME_MAX + 1);
 	return n <= SG_CTR_NAME_MAX ? n : SIZE_MAX;
 }
 

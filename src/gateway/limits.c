@@ -15,7 +15,26 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fsm.h"
 #include "server_int.h"
+
+static const char *const lim_names[SG_LIM__LAST] = {
+	[SG_LIM_NONE] = "none", [SG_LIM_ASKING] = "asking", [SG_LIM_ASKING_LEFT] = "asking-left",
+	[SG_LIM_HELD] = "held"};
+static const uint32_t lim_next[SG_LIM__LAST] = {
+	[SG_LIM_NONE] = SG_FSM_TO(SG_LIM_ASKING) | SG_FSM_TO(SG_LIM_HELD),
+	[SG_LIM_ASKING] = SG_FSM_TO(SG_LIM_NONE) | SG_FSM_TO(SG_LIM_ASKING_LEFT) |
+	                  SG_FSM_TO(SG_LIM_HELD),
+	[SG_LIM_ASKING_LEFT] = SG_FSM_TO(SG_LIM_NONE),
+	[SG_LIM_HELD] = SG_FSM_TO(SG_LIM_NONE),
+};
+static const sg_fsm_t lim_fsm = {"rate limits", lim_names, lim_next, SG_LIM__LAST};
+
+static void lim_set_state(sg_gov_t *g, enum sg_lim_state s)
+{
+	sg_fsm_move(&lim_fsm, g, g->lim, s);
+	g->lim = s;
+}
 
 enum { WHAT_RPM, WHAT_TPM, WHAT_CONC };
 static const char *const what_suffix[] = {"rpm", "tpm", "conc"};
@@ -60,26 +79,38 @@ static const char *scope_word(const char *name)
 	return name[0] == 'k' ? "key" : name[0] == 't' ? "team" : name[0] == 'm' ? "model" : "team-model";
 }
 
-/* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
-static void put_duration(sg__fbuf_t *o, uint64_t us)
+/* Writers into a buffer known to be large enough (put_headers' bound). */
+#define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
+
+static char *put_u64(char *w, uint64_t v)
 {
-	if (us < 1000000) {
-		sg__fbuf_u64(o, (us + 999) / 1000);
-		sg__fbuf_str(o, "ms");
-	} else if (us < 60000000) { /* seconds, up to two decimals, rounded up */
+	char t[20];
+	size_t i = sizeof(t);
+	do
+		t[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	memcpy(w, t + i, sizeof(t) - i);
+	return w + sizeof(t) - i;
+}
+
+/* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
+static char *put_duration(char *w, uint64_t us)
+{
+	if (us < 1000000)
+		return PUT(put_u64(w, (us + 999) / 1000), "ms");
+	if (us < 60000000) { /* seconds, up to two decimals, rounded up */
 		uint64_t cs = (us + 9999) / 10000;
-		sg__fbuf_u64(o, cs / 100);
+		w = put_u64(w, cs / 100);
 		if (cs % 100) {
-			char f[3] = {'.', (char)('0' + cs % 100 / 10), (char)('0' + cs % 10)};
-			sg__fbuf_mem(o, f, cs % 10 ? 3 : 2);
+			*w++ = '.';
+			*w++ = (char)('0' + cs % 100 / 10);
+			if (cs % 10)
+				*w++ = (char)('0' + cs % 10);
 		}
-		sg__fbuf_str(o, "s");
-	} else {
-		sg__fbuf_u64(o, us / 60000000);
-		sg__fbuf_str(o, "m");
-		sg__fbuf_u64(o, (us % 60000000 + 999999) / 1000000);
-		sg__fbuf_str(o, "s");
+		return PUT(w, "s");
 	}
+	w = PUT(put_u64(w, us / 60000000), "m");
+	return PUT(put_u64(w, (us % 60000000 + 999999) / 1000000), "s");
 }
 
 /* The tightest of the call's limits of one kind (the fewest left), or NULL. */
@@ -97,61 +128,53 @@ static const sg_ctr_item_t *tightest(const sg_gov_t *g, int what)
 	return best;
 }
 
-/* A literal's bytes, its length known at compile time (no strlen per piece). */
-#define LIT(o, s) sg__fbuf_mem(o, s, sizeof(s) - 1)
-
-/* The rate-limit header lines, for every answer of the call. */
+/* The rate-limit header lines, for every answer of the call: OpenAI's for
+ * the tightest limit of each kind, then the IETF draft's fields. At most
+ * about 520 bytes (20-digit numbers everywhere), within g->hdrs. */
 static void put_headers(sg_req_t *req)
 {
 	sg_gov_t *g = &req->call->gov;
 	const sg_ctr_item_t *t[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
-	static const char *const unit[2] = {"requests", "tokens"};
-	sg__fbuf_t o;
+	char *w = g->hdrs;
+	_Static_assert(sizeof(g->hdrs) >= 640, "room for the rate-limit headers");
 
-	sg__fbuf_init(&o, g->hdrs, sizeof(g->hdrs));
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
-		LIT(&o, "x-ratelimit-limit-");
-		sg__fbuf_str(&o, unit[i]);
-		LIT(&o, ": ");
-		sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
-		LIT(&o, "\r\nx-ratelimit-remaining-");
-		sg__fbuf_str(&o, unit[i]);
-		LIT(&o, ": ");
-		sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
-		LIT(&o, "\r\nx-ratelimit-reset-");
-		sg__fbuf_str(&o, unit[i]);
-		LIT(&o, ": ");
-		put_duration(&o, t[i]->reset_us);
-		LIT(&o, "\r\n");
+		w = i ? PUT(w, "x-ratelimit-limit-tokens: ") : PUT(w, "x-ratelimit-limit-requests: ");
+		w = put_u64(w, (uint64_t)t[i]->limit);
+		w = i ? PUT(w, "\r\nx-ratelimit-remaining-tokens: ")
+		      : PUT(w, "\r\nx-ratelimit-remaining-requests: ");
+		w = put_u64(w, (uint64_t)t[i]->remaining);
+		w = i ? PUT(w, "\r\nx-ratelimit-reset-tokens: ")
+		      : PUT(w, "\r\nx-ratelimit-reset-requests: ");
+		w = PUT(put_duration(w, t[i]->reset_us), "\r\n");
 	}
 	/* draft-ietf-httpapi-ratelimit-headers: one policy item per kind */
-	for (int pass = 0; pass < 2; pass++) {
-		int first = 1;
-		for (int i = 0; i < 2; i++) {
+	for (int pass = 0; pass < 2 && (t[0] || t[1]); pass++) {
+		w = pass ? PUT(w, "RateLimit: ") : PUT(w, "RateLimit-Policy: ");
+		for (int i = 0, first = 1; i < 2; i++) {
 			if (t[i] == NULL)
 				continue;
-			sg__fbuf_str(&o, first ? (pass ? "RateLimit: " : "RateLimit-Policy: ") : ", ");
+			if (!first)
+				w = PUT(w, ", ");
 			first = 0;
-			sg__fbuf_str(&o, "\"");
-			sg__fbuf_str(&o, scope_word(t[i]->name));
-			sg__fbuf_str(&o, i ? "-tpm\"" : "-rpm\"");
+			const char *sc = scope_word(t[i]->name);
+			size_t n = strlen(sc);
+			*w++ = '"';
+			memcpy(w, sc, n);
+			w += n;
+			w = i ? PUT(w, "-tpm\"") : PUT(w, "-rpm\"");
 			if (pass == 0) {
-				LIT(&o, ";q=");
-				sg__fbuf_u64(&o, (uint64_t)t[i]->limit);
-				LIT(&o, ";w=60");
+				w = PUT(put_u64(PUT(w, ";q="), (uint64_t)t[i]->limit), ";w=60");
 			} else {
-				LIT(&o, ";r=");
-				sg__fbuf_u64(&o, (uint64_t)t[i]->remaining);
-				LIT(&o, ";t=");
-				sg__fbuf_u64(&o, (t[i]->reset_us + 999999) / 1000000);
+				w = put_u64(PUT(w, ";r="), (uint64_t)t[i]->remaining);
+				w = put_u64(PUT(w, ";t="), (t[i]->reset_us + 999999) / 1000000);
 			}
 		}
-		if (!first)
-			LIT(&o, "\r\n");
+		w = PUT(w, "\r\n");
 	}
-	g->hdrs_len = o.len < sizeof(g->hdrs) ? o.len : 0; /* cut short: none rather than half */
+	g->hdrs_len = (size_t)(w - g->hdrs);
 	req->resp_hdrs = g->hdrs;
 	req->resp_hdrs_len = g->hdrs_len;
 }
@@ -204,6 +227,8 @@ static void refuse(sg_req_t *req, int idx)
 static void answered(sg_req_t *req, int rc)
 {
 	sg_gov_t *g = &req->call->gov;
+	if (g->lim == SG_LIM_ASKING)
+		lim_set_state(g, SG_LIM_NONE); /* answered */
 	if (rc > 0)
 		return refuse(req, rc - 1);
 	if (rc < 0) { /* a backend failure: refuse nothing, count nothing */
@@ -211,7 +236,7 @@ static void answered(sg_req_t *req, int rc)
 		               "rate limits: the counters failed (%d): request let through", rc);
 		return sg__call_next(req);
 	}
-	g->taken = 1;
+	lim_set_state(g, SG_LIM_HELD);
 	put_headers(req);
 	sg__call_next(req);
 }
@@ -235,10 +260,10 @@ static void reserved(void *arg, int rc)
 {
 	sg_req_t *req = arg; /* held: its memory is there, the client maybe not */
 	sg_gov_t *g = &req->call->gov;
-	g->pending = 0;
-	if (g->pending_aborted) {
+	if (g->lim == SG_LIM_ASKING_LEFT) {
 		if (rc == 0)
 			give_back(req);
+		lim_set_state(g, SG_LIM_NONE);
 		sg__req_release(req);
 		return;
 	}
@@ -271,8 +296,7 @@ static void limits_request(sg_req_t *req)
 	 * (reserved()), the connection held meanwhile */
 	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), reserved, req);
 	if (rc == SG_CTR_PENDING) {
-		g->pending = 1;
-		g->pending_aborted = 0;
+		lim_set_state(g, SG_LIM_ASKING);
 		sg__req_hold(req);
 		return;
 	}
@@ -286,9 +310,9 @@ static void settle(sg_req_t *req, int aborted)
 	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_call_t *c = req->call;
 	sg_gov_t *g = &c->gov;
-	if (!g->taken)
+	if (g->lim != SG_LIM_HELD)
 		return;
-	g->taken = 0;
+	lim_set_state(g, SG_LIM_NONE);
 	sg_usage_t u;
 	int estimated;
 	sg__call_billable(req, aborted, &u, &estimated);
@@ -313,8 +337,9 @@ static void limits_end(sg_req_t *req, int ok)
 
 static void limits_abort(sg_req_t *req)
 {
-	if (req->call->gov.pending)
-		req->call->gov.pending_aborted = 1; /* reserved() gives it back */
+	sg_gov_t *g = &req->call->gov;
+	if (g->lim == SG_LIM_ASKING)
+		lim_set_state(g, SG_LIM_ASKING_LEFT); /* reserved() gives it back */
 	settle(req, 1);
 }
 

@@ -25,8 +25,24 @@
 #include <string.h>
 #include <time.h>
 
+#include "fsm.h"
 #include "openai_wire.h"
 #include "server_int.h"
+
+static const char *const sp_names[SG_SP__LAST] = {
+	[SG_SP_NONE] = "none", [SG_SP_OPEN] = "open", [SG_SP_RESERVED] = "reserved"};
+static const uint32_t sp_next[SG_SP__LAST] = {
+	[SG_SP_NONE] = SG_FSM_TO(SG_SP_OPEN),
+	[SG_SP_OPEN] = SG_FSM_TO(SG_SP_NONE) | SG_FSM_TO(SG_SP_RESERVED),
+	[SG_SP_RESERVED] = SG_FSM_TO(SG_SP_NONE),
+};
+static const sg_fsm_t sp_fsm = {"spend", sp_names, sp_next, SG_SP__LAST};
+
+static void sp_set_state(sg_gov_t *g, enum sg_sp_state s)
+{
+	sg_fsm_move(&sp_fsm, g, g->sp, s);
+	g->sp = s;
+}
 
 /* USD per million tokens for a call: the deployment that answered, else its model's. */
 static void prices(const sg_call_t *c, double *in, double *out, double *cached)
@@ -145,7 +161,8 @@ static void spend_request(sg_req_t *req)
 	int budgets = 0;
 	char w[64];
 
-	g->settled = 0; /* from here on the call is recorded, however it ends */
+	if (gw->authdb)
+		sp_set_state(g, SG_SP_OPEN); /* from here on the call is recorded, however it ends */
 	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
 	if (gw->authdb == NULL || c->key == NULL)
 		return sg__call_next(req);
@@ -162,7 +179,7 @@ static void spend_request(sg_req_t *req)
 	if (budgets && any_unpriced) {
 		if (!req->gen->cfg->auth.admit_unpriced) {
 			gw->budget_refused++;
-			g->settled = 1; /* refused here: nothing to settle or record */
+			sp_set_state(g, SG_SP_NONE); /* refused here: nothing to settle or record */
 			sg__call_end(req, 0);
 			return sg__respond_error(req, SG_CE_MODEL_UNPRICED,
 			                         "model '%s' (or a fallback of it) has no price, so a "
@@ -180,7 +197,7 @@ static void spend_request(sg_req_t *req)
 			sg_window_t *win = p->win;
 			if (win->spent + win->reserved + est > p->max_usd + 1e-12) {
 				gw->budget_refused++;
-				g->settled = 1;
+				sp_set_state(g, SG_SP_NONE);
 				int64_t end = sg__authdb_period_end(p, win->start);
 				char extra[64] = "";
 				if (end != INT64_MAX)
@@ -202,7 +219,7 @@ static void spend_request(sg_req_t *req)
 				ps[i]->win->inflight++;
 			}
 		g->cost_reserved = est;
-		g->budgeted = 1;
+		sp_set_state(g, SG_SP_RESERVED);
 	}
 	for (int i = 0; i < 2; i++) {
 		sg_principal_t *p = ps[i];
@@ -268,7 +285,8 @@ static int spend_event(sg_req_t *req, const char *data, size_t n, sg_buf_t *out)
 	/* one content event, about one token: the estimate if no usage comes */
 	if (data && n && memmem(data, n, "\"content\"", 9)) {
 		g->events++;
-		if (g->budgeted && req->gen->cfg->auth.stop_streams && crosses_cap(req, out)) {
+		if (g->sp == SG_SP_RESERVED && req->gen->cfg->auth.stop_streams &&
+		    crosses_cap(req, out)) {
 			sg__req_gateway(req)->budget_refused++;
 			return SG_CALL_STOP;
 		}
@@ -285,9 +303,10 @@ static void settle(sg_req_t *req, int aborted)
 	int64_t now = (int64_t)time(NULL);
 	char w[64];
 
-	if (gw->authdb == NULL || g->settled)
+	if (g->sp == SG_SP_NONE)
 		return;
-	g->settled = 1;
+	int reserved = g->sp == SG_SP_RESERVED;
+	sp_set_state(g, SG_SP_NONE);
 	sg_usage_t u;
 	int estimated;
 	sg__call_billable(req, aborted, &u, &estimated);
@@ -295,13 +314,12 @@ static void settle(sg_req_t *req, int aborted)
 		g->unpriced = !c->proxy.model->priced; /* the group that answered */
 	double cost = g->unpriced ? 0 : cost_of(c, &u);
 	double saved = c->outcome == SG_CALL_HIT ? cost_of(c, &c->usage) : 0;
-	g->cost = cost;
 	for (int i = 0; i < 2; i++) {
 		sg_principal_t *p = ps[i];
 		if (p == NULL)
 			continue;
 		sg_window_t *win = p->win;
-		if (g->budgeted && p->max_usd >= 0) {
+		if (reserved && p->max_usd >= 0) {
 			/* none left in flight: exactly 0, not what float sums leave */
 			win->reserved = --win->inflight <= 0 ? 0.0
 			                                     : SG_MAX(0.0, win->reserved - g->cost_reserved);
@@ -320,7 +338,6 @@ static void settle(sg_req_t *req, int aborted)
 			            p->max_usd >= 0 ? "" : " (no hard limit)");
 		}
 	}
-	g->budgeted = 0;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	sg_spend_rec_t r = {

@@ -123,26 +123,38 @@ typedef struct sg_reqcache {
 	int64_t created;             /* from the stream */
 } sg_reqcache_t;
 
+/* What the limits step holds for a call (one setter: lim_set_state() in limits.c). */
+enum sg_lim_state {
+	SG_LIM_NONE,        /* nothing: not limited, refused, or given back */
+	SG_LIM_ASKING,      /* the counters' answer is awaited (a shared backend) */
+	SG_LIM_ASKING_LEFT, /* ... and the client left: the answer is given back */
+	SG_LIM_HELD,        /* the reservation is taken: settled at the call's end */
+	SG_LIM__LAST
+};
+
+/* What the spend step holds for a call (one setter: sp_set_state() in spend.c). */
+enum sg_sp_state {
+	SG_SP_NONE,     /* nothing to record (the step did not run, refused, or recorded) */
+	SG_SP_OPEN,     /* to be recorded when the call ends */
+	SG_SP_RESERVED, /* ... and cost_reserved is held on the budgets' windows */
+	SG_SP__LAST
+};
+
 /* The limits and spend steps' part of a call (limits.c, spend.c). */
 #define SG_GOV_ITEMS 12 /* rpm, tpm, concurrency: key, team, key × model, team × model */
 typedef struct sg_gov {
 	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
 	char names[SG_GOV_ITEMS][160];
 	size_t nitems;                /* of them */
-	int taken;                    /* the counters hold this call's reservation */
-	int pending;                  /* a reservation's answer is awaited (a shared backend) */
-	int pending_aborted;          /* ... and the client left meanwhile */
+	enum sg_lim_state lim;        /* the limits step's hold */
+	enum sg_sp_state sp;          /* the spend step's */
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
 	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */
 	double cost_reserved;         /* USD reserved on the budgets of key and team */
-	int budgeted;                 /* cost_reserved is held on their windows */
 	int unpriced;                 /* the model has no price */
 	int64_t events;               /* content events streamed (an estimate if the client leaves) */
-	int cost_shown;               /* X-Semgate-Cost was added */
-	int settled;                  /* spend settled and recorded (end or abort) */
 	int hits_tokens;              /* hits count toward tpm (auth.hits_count_tokens) */
-	double cost;                  /* this call's cost (settled) */
 	char hdrs[1024];              /* header lines every answer of the call carries */
 	size_t hdrs_len;
 } sg_gov_t;
