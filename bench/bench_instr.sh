@@ -4,20 +4,23 @@
 # semantic cache hits (a 2,000-entry cache written by cachebench, the local
 # embedder: the model embedder's start under valgrind would take minutes). Instruction counts do not depend on what else the machine is doing,
 # so unlike the timings of bench.sh they compare builds exactly.
-#   bash bench/bench_instr.sh [--build build] [--duration 8] [--semgate PATH]
-# (--semgate: another semgate binary, e.g. an older build, on the same mock)
+#   bash bench/bench_instr.sh [--build build] [--duration 8] [--semgate PATH] [--auth]
+# (--semgate: another semgate binary, e.g. an older build, on the same mock;
+#  --auth: auth.mode "keys", every request with a key that has rpm, tpm, concurrency
+#  limits and a budget far above the run, on a priced model: what governance costs)
 # Prints, per path: requests, instructions in the event loop (startup
 # excluded: libuv's uv_run, inclusive) plus those of the worker threads (the
 # vector search runs on libuv's pool), and their quotient.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=build duration=8 bin=
+build=build duration=8 bin= auth=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--build) build=$2; shift 2 ;;
 	--duration) duration=$2; shift 2 ;;
 	--semgate) bin=$2; shift 2 ;;
-	*) echo "usage: $0 [--build DIR] [--duration S] [--semgate PATH]" >&2; exit 2 ;;
+	--auth) auth=1; shift ;;
+	*) echo "usage: $0 [--build DIR] [--duration S] [--semgate PATH] [--auth]" >&2; exit 2 ;;
 	esac
 done
 bin=${bin:-$top/$build/semgate}
@@ -37,7 +40,18 @@ measure() { # name (a file name), label, cache json, model, wrk script
 	# and that depends on timing, not on the work a request needs
 	printf '{"listen":"127.0.0.1:%s","log_level":"error","limits":{"busy_poll_us":0},"cache":%s,"models":[{"name":"%s","deployments":[{"base_url":"http://127.0.0.1:%s/v1"}]}]}\n' \
 		"$port" "$cache" "$model" "$mock" >"$work/$name.json"
-	valgrind --tool=callgrind --callgrind-out-file="$out" \
+	if [ "$auth" = 1 ]; then
+		python3 - "$work/$name.json" "$work/auth-$name" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for m in c["models"]:
+    m["input_per_mtok"], m["output_per_mtok"] = 0.15, 0.6
+c["admin_key_env"] = "SG_BENCH_ADMIN"
+c["auth"] = {"mode": "keys", "secret_env": "SG_BENCH_SECRET", "path": sys.argv[2]}
+json.dump(c, open(sys.argv[1], "w"))
+PY
+	fi
+	SG_BENCH_ADMIN=bench-admin SG_BENCH_SECRET=bench-secret-0123456789 valgrind --tool=callgrind --callgrind-out-file="$out" \
 		"$bin" --config "$work/$name.json" 2>"$work/$name.log" &
 	sg=$!
 	pids+=($sg)
@@ -45,8 +59,13 @@ measure() { # name (a file name), label, cache json, model, wrk script
 		curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
 		sleep 0.1
 	done
-	local n
-	n=$(wrk -t1 -c1 -d"${duration}s" -s "$top/bench/wrk/$lua" \
+	local n hdr=()
+	if [ "$auth" = 1 ]; then
+		hdr=(-H "Authorization: Bearer $(curl -fsS -H 'Authorization: Bearer bench-admin' \
+			-d '{"rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"namespace":"default","budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"}}' \
+			"http://127.0.0.1:$port/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')")
+	fi
+	n=$(wrk -t1 -c1 -d"${duration}s" "${hdr[@]}" -s "$top/bench/wrk/$lua" \
 		"http://127.0.0.1:$port/v1/chat/completions" | awk '/requests in/ {print $1}')
 	kill -TERM "$sg"
 	wait "$sg" 2>/dev/null || true
@@ -59,7 +78,7 @@ measure() { # name (a file name), label, cache json, model, wrk script
 		"$label" "$n" "$((ir + ${th:-0}))" "$(echo "($ir + ${th:-0}) / $n" | bc -l)"
 }
 
-echo "$bin: $("$bin" --version 2>/dev/null | head -1) (tree at $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "$bin: $("$bin" --version 2>/dev/null | head -1) (tree at $(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo '?'))$([ "$auth" = 1 ] && echo ', auth.mode keys')"
 measure proxy "proxy (cache off)" '{"enabled":false}' gpt-4o-mini chat.lua
 # wrk repeats one prompt: every request after the first is an exact hit
 measure hits "exact hits (cache on)" \

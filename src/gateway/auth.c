@@ -117,14 +117,10 @@ static void auth_request(sg_req_t *req)
 	}
 	/* the key's namespace, else its team's, else one of its own: whatever
 	 * X-Semgate-Namespace says, the cache step keeps to it */
-	if (key->ns[0])
-		memcpy(c->ns, key->ns, strlen(key->ns) + 1);
-	else if (team && team->ns[0])
-		memcpy(c->ns, team->ns, strlen(team->ns) + 1);
-	else if (team)
-		snprintf(c->ns, sizeof(c->ns), "team-%s", team->id);
-	else
-		snprintf(c->ns, sizeof(c->ns), "key-%s", key->id);
+	const char *ns = key->ns[0] ? key->ns : team && team->ns[0] ? team->ns
+	                                       : team                ? team->own_ns
+	                                                             : key->own_ns;
+	memcpy(c->ns, ns, strlen(ns) + 1);
 	sg__principal_ref(key);
 	c->key = key;
 	if (team) {

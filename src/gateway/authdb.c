@@ -692,6 +692,7 @@ int sg__authdb_verify(sg_authdb_t *db, sg_principal_t *key, const char *secret, 
 static void ctr_names(sg_principal_t *p)
 {
 	static const char *const what[] = {"rpm", "tpm", "conc"};
+	snprintf(p->own_ns, sizeof(p->own_ns), "%s-%s", p->is_team ? "team" : "key", p->id);
 	for (int i = 0; i < 3; i++)
 		snprintf(p->ctr[i], sizeof(p->ctr[i]), "%c:%s:%s", p->is_team ? 't' : 'k', p->id,
 		         what[i]);

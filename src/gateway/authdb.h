@@ -88,7 +88,8 @@ typedef struct sg_principal {
 	double max_usd, soft_usd; /* budget (< 0: none) */
 	int period;               /* enum sg_period */
 	int64_t period_s;         /* SG_PERIOD_SECONDS: its length */
-	char ns[SG_NS_MAX + 1];   /* the cache namespace it is confined to */
+	char ns[SG_NS_MAX + 1];   /* the cache namespace it is confined to ("": none set) */
+	char own_ns[SG_KEY_ID_LEN + 6]; /* "key-<id>" / "team-<id>": the default one */
 	uint8_t hash[32];         /* HMAC of the secret (keys) */
 	uint8_t old_hash[32];     /* of the secret before a rotation */
 	int64_t old_until;        /* ... accepted until then (Unix seconds; 0: not at all) */

@@ -52,6 +52,8 @@ static void add(sg_gov_t *g, const sg_principal_t *p, char scope, const char *mo
 		         what_suffix[what]);
 		n = g->names[g->nitems];
 	}
+	g->what[g->nitems] = (uint8_t)what;
+	g->scope[g->nitems] = scope;
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
@@ -66,17 +68,9 @@ static void add_set(sg_gov_t *g, const sg_principal_t *p, char scope, const char
 	add(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
 }
 
-static int what_of(const char *name)
+static const char *scope_word(char scope)
 {
-	size_t n = strlen(name);
-	return n > 4 && strcmp(name + n - 4, "conc") == 0 ? WHAT_CONC
-	       : strcmp(name + n - 3, "tpm") == 0          ? WHAT_TPM
-	                                                   : WHAT_RPM;
-}
-
-static const char *scope_word(const char *name)
-{
-	return name[0] == 'k' ? "key" : name[0] == 't' ? "team" : name[0] == 'm' ? "model" : "team-model";
+	return scope == 'k' ? "key" : scope == 't' ? "team" : scope == 'm' ? "model" : "team-model";
 }
 
 /* Writers into a buffer known to be large enough (put_headers' bound). */
@@ -114,16 +108,16 @@ static char *put_duration(char *w, uint64_t us)
 }
 
 /* The tightest of the call's limits of one kind (the fewest left), or NULL. */
-static const sg_ctr_item_t *tightest(const sg_gov_t *g, int what)
+static int tightest(const sg_gov_t *g, int what)
 {
-	const sg_ctr_item_t *best = NULL;
+	int best = -1;
 	for (size_t i = 0; i < g->nitems; i++) {
 		const sg_ctr_item_t *it = &g->items[i];
-		if (what_of(it->name) != what)
+		if (g->what[i] != what)
 			continue;
-		if (best == NULL || it->remaining < best->remaining ||
-		    (it->remaining == best->remaining && it->limit < best->limit))
-			best = it;
+		if (best < 0 || it->remaining < g->items[best].remaining ||
+		    (it->remaining == g->items[best].remaining && it->limit < g->items[best].limit))
+			best = (int)i;
 	}
 	return best;
 }
@@ -134,7 +128,9 @@ static const sg_ctr_item_t *tightest(const sg_gov_t *g, int what)
 static void put_headers(sg_req_t *req)
 {
 	sg_gov_t *g = &req->call->gov;
-	const sg_ctr_item_t *t[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
+	int ti[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
+	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
+	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
 	char *w = g->hdrs;
 	_Static_assert(sizeof(g->hdrs) >= 640, "room for the rate-limit headers");
 
@@ -159,7 +155,7 @@ static void put_headers(sg_req_t *req)
 			if (!first)
 				w = PUT(w, ", ");
 			first = 0;
-			const char *sc = scope_word(t[i]->name);
+			const char *sc = scope_word(g->scope[ti[i]]);
 			size_t n = strlen(sc);
 			*w++ = '"';
 			memcpy(w, sc, n);
@@ -185,17 +181,17 @@ static void refuse(sg_req_t *req, int idx)
 	sg_gov_t *g = &req->call->gov;
 	const sg_ctr_item_t *it = &g->items[idx];
 	const char *name = it->name;
-	int what = what_of(name);
+	int what = g->what[idx];
 	static const char *const what_text[] = {"requests per minute", "tokens per minute",
 	                                        "concurrent requests"};
 	char id[SG_KEY_ID_LEN + 1] = "";
 	memcpy(id, name + 2, SG_KEY_ID_LEN);
 	char who[200];
-	if (name[0] == 'k')
+	if (g->scope[idx] == 'k')
 		snprintf(who, sizeof(who), "key sg-%s", id);
-	else if (name[0] == 't')
+	else if (g->scope[idx] == 't')
 		snprintf(who, sizeof(who), "team %s", id);
-	else if (name[0] == 'm')
+	else if (g->scope[idx] == 'm')
 		snprintf(who, sizeof(who), "key sg-%s on model '%s'", id, req->call->model->name);
 	else
 		snprintf(who, sizeof(who), "team %s on model '%s'", id, req->call->model->name);
@@ -324,7 +320,7 @@ static void settle(sg_req_t *req, int aborted)
 		const sg_ctr_item_t *it = &g->items[i];
 		if (it->kind == SG_CTR_CONC)
 			sg_ctr_release(gw->counters, it->name, it->cost);
-		else if (what_of(it->name) == WHAT_TPM && used != it->cost)
+		else if (g->what[i] == WHAT_TPM && used != it->cost)
 			sg_ctr_settle(gw->counters, it->name, it->limit, used - it->cost, now);
 	}
 }

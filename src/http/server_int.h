@@ -145,6 +145,8 @@ enum sg_sp_state {
 typedef struct sg_gov {
 	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
 	char names[SG_GOV_ITEMS][160];
+	uint8_t what[SG_GOV_ITEMS];   /* each one's kind: 0 rpm, 1 tpm, 2 concurrency */
+	char scope[SG_GOV_ITEMS];     /* 'k' key, 't' team, 'm' key x model, 'n' team x model */
 	size_t nitems;                /* of them */
 	enum sg_lim_state lim;        /* the limits step's hold */
 	enum sg_sp_state sp;          /* the spend step's */
