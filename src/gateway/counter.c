@@ -148,6 +148,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 {
 	local_t *l = (local_t *)c;
 	size_t first = 0, i;
+	ctr_t *found[16]; /* the first pass's counters, so the second need not hash again */
 
 	/* Check everything first: all or nothing, and every item's wait filled in. */
 	for (i = 0; i < n; i++) {
@@ -157,6 +158,8 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
 		ctr_t *k = valid ? get(l, it->name, len, it->kind, now_us, 1) : NULL;
 		int ok = k != NULL && check(l, it, k);
+		if (i < SG_ARRAY_SIZE(found))
+			found[i] = k;
 
 		if (k == NULL) {
 			it->remaining = 0;
@@ -172,7 +175,10 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	 * (A refusal may leave counters made idle above: the sweep drops them.) */
 	for (i = 0; i < n; i++) {
 		sg_ctr_item_t *it = &items[i];
-		ctr_t *k = get(l, it->name, name_len(it->name), it->kind, now_us, 0);
+		/* nothing is freed between the passes: the first one's pointers hold */
+		ctr_t *k = i < SG_ARRAY_SIZE(found) ? found[i]
+		                                    : get(l, it->name, name_len(it->name), it->kind,
+		                                          now_us, 0);
 
 		assert(k != NULL);
 		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * (60e6 / it->limit);
