@@ -30,8 +30,8 @@ static int authorized(sg_req_t *req)
 	return sg_ct_equal(v.base + 7, key, n);
 }
 
-/* Value of a query parameter, or NULL. Copies into out (NUL-terminated). */
-static const char *query_param(const sg_req_t *req, const char *name, char *out, size_t cap)
+const char *sg__query_param(const sg_req_t *req, const char *name, char *out, size_t cap,
+                            int *bad)
 {
 	const char *q = memchr(req->url.data, '?', req->url.len);
 	const char *end = req->url.data + req->url.len;
@@ -41,15 +41,29 @@ static const char *query_param(const sg_req_t *req, const char *name, char *out,
 		const char *amp = memchr(p, '&', (size_t)(end - p));
 		const char *stop = amp ? amp : end;
 		if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-			size_t len = (size_t)(stop - p) - nlen - 1;
-			if (len >= cap)
-				return NULL;
-			memcpy(out, p + nlen + 1, len);
-			out[len] = '\0';
+			size_t o = 0;
+			for (const char *s = p + nlen + 1; s < stop; s++) {
+				unsigned hi, lo;
+				int c = (unsigned char)*s;
+				if (c == '%') { /* RFC 3986: %XX; '+' is a plus (an RFC 3339 offset) */
+					if (stop - s < 3 || sscanf(s + 1, "%1x%1x", &hi, &lo) != 2)
+						goto bad;
+					c = (int)(hi * 16 + lo);
+					s += 2;
+				}
+				if (o + 1 >= cap || c == 0)
+					goto bad;
+				out[o++] = (char)c;
+			}
+			out[o] = '\0';
 			return out;
 		}
 		p = stop + 1;
 	}
+	return NULL;
+bad:
+	if (bad)
+		*bad = 1;
 	return NULL;
 }
 
@@ -66,7 +80,7 @@ static int parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-static void respond_json(sg_req_t *req, int status, sg_buf_t *b)
+void sg__respond_json(sg_req_t *req, int status, sg_buf_t *b)
 {
 	if (sg_buf_puts(b, "\n") != 0) {
 		sg_buf_free(b);
@@ -163,7 +177,7 @@ static void handle_stats(sg_req_t *req)
 	              (unsigned long long)srv->shed_requests,
 	              (unsigned long long)srv->slow_clients,
 	              (unsigned long long)gw->sse_events_dropped);
-	respond_json(req, 200, &b);
+	sg__respond_json(req, 200, &b);
 }
 
 static void entry_json(sg_buf_t *b, const sg_entry_meta_t *m, int full)
@@ -212,11 +226,11 @@ static void handle_list(sg_req_t *req, sg_cache_t *cache)
 	uint64_t after = 0, limit = LIST_DEFAULT;
 	sg_buf_t b;
 
-	const char *a = query_param(req, "after", tmp, sizeof(tmp));
+	const char *a = sg__query_param(req, "after", tmp, sizeof(tmp), NULL);
 	if (a && parse_u64(a, &after))
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "'after' must be an entry id");
-	const char *l = query_param(req, "limit", tmp, sizeof(tmp));
+	const char *l = sg__query_param(req, "limit", tmp, sizeof(tmp), NULL);
 	if (l && (parse_u64(l, &limit) || limit == 0 || limit > LIST_MAX))
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "'limit' must be in [1, %d]", LIST_MAX);
@@ -234,7 +248,7 @@ static void handle_list(sg_req_t *req, sg_cache_t *cache)
 		              (unsigned long long)lc.last_id);
 	else
 		sg_buf_puts(&b, "],\"has_more\":false,\"next_after\":null}");
-	respond_json(req, 200, &b);
+	sg__respond_json(req, 200, &b);
 }
 
 static void handle_entry(sg_req_t *req, sg_cache_t *cache, sg_iovec_t idtext)
@@ -260,7 +274,7 @@ static void handle_entry(sg_req_t *req, sg_cache_t *cache, sg_iovec_t idtext)
 			                         sg_strerror(rc));
 		sg_buf_init(&b, 0);
 		sg_buf_printf(&b, "{\"id\":%llu,\"deleted\":true}", (unsigned long long)id);
-		return respond_json(req, 200, &b);
+		return sg__respond_json(req, 200, &b);
 	}
 	int rc = sg_cache_get(cache, id, &e);
 	if (rc == SG_ENOTFOUND)
@@ -272,7 +286,7 @@ static void handle_entry(sg_req_t *req, sg_cache_t *cache, sg_iovec_t idtext)
 	sg_buf_init(&b, 0);
 	entry_json(&b, &e.m, 1);
 	sg_entry_free(&e);
-	return respond_json(req, 200, &b);
+	return sg__respond_json(req, 200, &b);
 bad:
 	sg__respond_error(req, SG_CE_INVALID_REQUEST,
 	                  "cache entry ids are positive integers");
@@ -284,7 +298,11 @@ static void handle_clear(sg_req_t *req, sg_cache_t *cache)
 	size_t n = 0;
 	sg_buf_t b;
 
-	const char *which = query_param(req, "namespace", ns, sizeof(ns));
+	int bad = 0;
+	const char *which = sg__query_param(req, "namespace", ns, sizeof(ns), &bad);
+	if (bad) /* never "all" for a namespace that could not be read */
+		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
+		                         "'namespace' is too long or badly %%-encoded");
 	int rc = sg_cache_clear(cache, which, &n);
 	if (rc)
 		return sg__respond_error(req, SG_CE_CACHE_ERROR, "clear failed: %s",
@@ -296,7 +314,7 @@ static void handle_clear(sg_req_t *req, sg_cache_t *cache)
 	else
 		sg_buf_puts(&b, "null");
 	sg_buf_puts(&b, "}");
-	respond_json(req, 200, &b);
+	sg__respond_json(req, 200, &b);
 }
 
 /* The admin routes (their table is src/gateway/routes.c, which has checked
@@ -309,7 +327,7 @@ void sg__admin_reload(sg_req_t *req, sg_iovec_t rest)
 	sg_buf_t b;
 	sg_buf_init(&b, 0);
 	int rc = sg__gateway_reload(sg__req_gateway(req), &b);
-	respond_json(req, rc == 0 ? 200 : rc == SG_ENOMEM ? 503 : 400, &b);
+	sg__respond_json(req, rc == 0 ? 200 : rc == SG_ENOMEM ? 503 : 400, &b);
 }
 
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest)

@@ -23,67 +23,25 @@
 
 #include <jansson.h>
 
+#include "openai_wire.h"
 #include "server_int.h"
 
 #define MAX_ADMIN_BODY 65536
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
 
+/* Answer with o (taken). */
 static void respond_json(sg_req_t *req, int status, json_t *o)
 {
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	sg_buf_t b;
+	sg_buf_init(&b, 0);
+	int rc = o ? sg__json_append(&b, o) : SG_ENOMEM;
 	json_decref(o);
-	if (s == NULL)
-		return sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
-	size_t n = strlen(s);
-	s[n] = '\0';
-	char *body = realloc(s, n + 2);
-	if (body == NULL) {
-		free(s);
+	if (rc != 0) {
+		sg_buf_free(&b);
 		return sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 	}
-	body[n] = '\n';
-	sg__respond_owned(req, status, "application/json", body, n + 1, NULL);
-}
-
-/* The value of a query parameter, percent-decoded into out; NULL if absent
- * (or too long, or badly encoded: *bad set). */
-static const char *param(const sg_req_t *req, const char *name, char *out, size_t cap, int *bad)
-{
-	const char *u = req->url.data, *end = u + req->url.len;
-	const char *q = memchr(u, '?', req->url.len);
-	size_t nl = strlen(name);
-	for (const char *p = q ? q + 1 : end; p < end;) {
-		const char *amp = memchr(p, '&', (size_t)(end - p));
-		const char *stop = amp ? amp : end;
-		if ((size_t)(stop - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=') {
-			size_t o = 0;
-			for (const char *s = p + nl + 1; s < stop; s++) {
-				int c = (unsigned char)*s;
-				if (c == '%') {
-					int hi, lo;
-					if (stop - s < 3 || sscanf(s + 1, "%1x%1x", (unsigned *)&hi,
-					                           (unsigned *)&lo) != 2) {
-						*bad = 1;
-						return NULL;
-					}
-					c = hi * 16 + lo;
-					s += 2;
-				} else if (c == '+') {
-					c = ' ';
-				}
-				if (o + 1 >= cap || c == 0) {
-					*bad = 1;
-					return NULL;
-				}
-				out[o++] = (char)c;
-			}
-			out[o] = '\0';
-			return out;
-		}
-		p = stop + 1;
-	}
-	return NULL;
+	sg__respond_json(req, status, &b);
 }
 
 /* The request's JSON body (an object), or NULL after answering 400. */
@@ -170,9 +128,9 @@ static void collection(sg_req_t *req, sg_authdb_t *db, int is_team)
 		return method_not_allowed(req, "GET, POST");
 	char team[64], after[64], lim[16];
 	int bad = 0;
-	const char *t = is_team ? NULL : param(req, "team", team, sizeof(team), &bad);
-	const char *a = param(req, "after", after, sizeof(after), &bad);
-	const char *l = param(req, "limit", lim, sizeof(lim), &bad);
+	const char *t = is_team ? NULL : sg__query_param(req, "team", team, sizeof(team), &bad);
+	const char *a = sg__query_param(req, "after", after, sizeof(after), &bad);
+	const char *l = sg__query_param(req, "limit", lim, sizeof(lim), &bad);
 	long limit = PAGE_DEFAULT;
 	if (l) {
 		char *end;
@@ -318,9 +276,9 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 		return sg__respond_error(req, SG_CE_NOT_FOUND,
 		                         "spend is not recorded: set auth.mode to \"keys\" or "
 		                         "auth.record_spend");
-	const char *b = param(req, "group_by", by, sizeof(by), &bad);
-	const char *fs = param(req, "from", from, sizeof(from), &bad);
-	const char *ts = param(req, "to", to, sizeof(to), &bad);
+	const char *b = sg__query_param(req, "group_by", by, sizeof(by), &bad);
+	const char *fs = sg__query_param(req, "from", from, sizeof(from), &bad);
+	const char *ts = sg__query_param(req, "to", to, sizeof(to), &bad);
 	if (b == NULL)
 		b = "key";
 	if (fs && sg__parse_time_arg(fs, &f) == 0 && ts == NULL && f >= t)

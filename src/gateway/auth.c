@@ -1,11 +1,13 @@
 /*
- * The auth step, first of every inference call when auth.mode is "keys": it
- * finds the caller's virtual key ("Authorization: Bearer sg-<id>-<secret>",
- * or "x-api-key: sg-..." as Anthropic's clients send it), checks it (the
- * secret's HMAC in constant time, expiry, disabled, the key's and its team's
- * model lists) and puts the key, its team and the cache namespace it is
- * confined to on the call. Every refusal names the public id at most: the
- * secret is never echoed, logged or stored.
+ * Virtual keys. With auth.mode "keys", sg__auth_check (called by the
+ * inference and /v1/models handlers before anything else of the request is
+ * read) finds the caller's key ("Authorization: Bearer sg-<id>-<secret>", or
+ * "x-api-key: sg-..." as Anthropic's clients send it) and checks it: the
+ * secret in constant time, expiry, the key and its team enabled. The auth
+ * step, first of every call, then checks the key's and its team's model lists
+ * and puts the key, its team and the cache namespace it is confined to on the
+ * call. Every refusal names the public id at most: the secret is never
+ * echoed, logged or stored.
  */
 #include <string.h>
 #include <strings.h>
@@ -35,18 +37,15 @@ static int find_key(const sg_req_t *req, sg_iovec_t *out)
 	return 0;
 }
 
-/* A refusal: the call (if any) ends first, as every answering step does. */
+/* A refusal (before any call started). */
 #define REFUSE(req, gw, e, ...)                                                   \
 	do {                                                                      \
 		(gw)->auth_refused++;                                             \
-		if (in_call)                                                      \
-			sg__call_end(req, 0);                                     \
 		sg__respond_error(req, e, __VA_ARGS__);                           \
 		return -1;                                                        \
 	} while (0)
 
-int sg__auth_check(sg_req_t *req, int in_call, const char *model, sg_principal_t **keyp,
-                   sg_principal_t **teamp)
+int sg__auth_check(sg_req_t *req, sg_principal_t **keyp, sg_principal_t **teamp)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_iovec_t k;
@@ -85,10 +84,6 @@ int sg__auth_check(sg_req_t *req, int in_call, const char *model, sg_principal_t
 	if (team && team->disabled)
 		REFUSE(req, gw, SG_CE_KEY_DISABLED, "the team %s of key sg-%s is disabled", team->id,
 		       key->id);
-	if (model &&
-	    (!sg__principal_allows(key, model) || (team && !sg__principal_allows(team, model))))
-		REFUSE(req, gw, SG_CE_MODEL_NOT_ALLOWED, "key sg-%s may not use model '%s'", key->id,
-		       model);
 	*keyp = key;
 	*teamp = team;
 	return 0;
@@ -98,18 +93,15 @@ static void auth_request(sg_req_t *req)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_call_t *c = req->call;
-	sg_principal_t *key, *team;
+	/* the handler verified the key before it read the body (keys on), or
+	 * there is none to verify (keys off) */
+	sg_principal_t *key = req->auth_key, *team = req->auth_team;
 
-	if (!req->gen->cfg->auth.keys || gw->authdb == NULL)
-		return sg__call_next(req);
-	key = req->auth_key;
-	team = req->auth_team;
 	req->auth_key = req->auth_team = NULL;
-	if (key == NULL) { /* not verified before the body was read: now */
-		if (sg__auth_check(req, 1, c->model->name, &key, &team) != 0)
-			return;
-	} else if (!sg__principal_allows(key, c->model->name) ||
-	           (team && !sg__principal_allows(team, c->model->name))) {
+	if (key == NULL)
+		return sg__call_next(req);
+	if (!sg__principal_allows(key, c->model->name) ||
+	    (team && !sg__principal_allows(team, c->model->name))) {
 		gw->auth_refused++;
 		sg__call_end(req, 0);
 		return sg__respond_error(req, SG_CE_MODEL_NOT_ALLOWED, "key sg-%s may not use model '%s'",

@@ -710,25 +710,38 @@ static sg_window_t *new_window(int is_team, const char *id)
 	return w;
 }
 
+/* A new record's memory: its id, a window of its own, its counters' names. */
+static sg_principal_t *principal_new(int is_team, const char *id)
+{
+	sg_principal_t *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	p->is_team = is_team;
+	memcpy(p->id, id, SG_KEY_ID_LEN);
+	if ((p->win = new_window(is_team, p->id)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	ctr_names(p);
+	return p;
+}
+
 static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const char *id,
                                              size_t idlen, const char *text, size_t len)
 {
 	json_error_t je;
 	json_t *doc = json_loadb(text, len, 0, &je);
-	sg_principal_t *p = calloc(1, sizeof(*p));
+	sg_principal_t *p = NULL;
 	sg_buf_t errors;
 	sg_buf_init(&errors, 4096);
 
-	if (p == NULL || !json_is_object(doc) || idlen != SG_KEY_ID_LEN) {
+	if (!json_is_object(doc) || idlen != SG_KEY_ID_LEN) {
 		sg_log_error("auth store: %s %.*s: the record is not a JSON object; skipped",
 		             is_team ? "team" : "key", (int)SG_MIN(idlen, 32), id);
 		goto fail;
 	}
-	p->is_team = is_team;
-	memcpy(p->id, id, SG_KEY_ID_LEN);
-	if ((p->win = new_window(is_team, p->id)) == NULL)
+	if ((p = principal_new(is_team, id)) == NULL)
 		goto fail;
-	ctr_names(p);
 	if (!is_team) {
 		if (unhex32(json_string_value(json_object_get(doc, "secret_hmac")), p->hash) != 0) {
 			sg_log_error("auth store: key %s has no valid secret digest; skipped", p->id);
@@ -1220,18 +1233,20 @@ json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p)
 	return o;
 }
 
-/* Apply body to a copy of base (null removes a field) and check the result. */
+/* Apply body (NULL: nothing) to a copy of base (null removes a field) and
+ * check the result. */
 static sg_principal_t *build(sg_authdb_t *db, int is_team, const char *id, json_t *base,
                              json_t *body, sg_buf_t *errors, int *bad)
 {
-	sg_principal_t *p = calloc(1, sizeof(*p));
+	sg_principal_t *p = principal_new(is_team, id);
 	json_t *doc = base ? json_deep_copy(base) : json_object();
 	const char *k;
 	json_t *v;
 
 	*bad = 0;
 	if (p == NULL || doc == NULL) {
-		free(p);
+		if (p)
+			principal_free(p);
 		json_decref(doc);
 		return NULL;
 	}
@@ -1248,14 +1263,7 @@ static sg_principal_t *build(sg_authdb_t *db, int is_team, const char *id, json_
 	json_object_set_new(doc, "updated_at", json_integer(t));
 	if (!json_object_get(doc, "disabled"))
 		json_object_set_new(doc, "disabled", json_false());
-	p->is_team = is_team;
-	memcpy(p->id, id, SG_KEY_ID_LEN + 1);
 	p->doc = doc;
-	if ((p->win = new_window(is_team, id)) == NULL) {
-		principal_free(p);
-		return NULL;
-	}
-	ctr_names(p);
 	*bad = parse_doc(db, is_team, doc, p, errors);
 	char *text = json_dumps(doc, JSON_COMPACT);
 	if (text == NULL || strlen(text) > MAX_DOC_BYTES) {
@@ -1328,10 +1336,10 @@ int sg__authdb_create(sg_authdb_t *db, int is_team, json_t *body, json_t **view,
 	return 0;
 }
 
-/* Replace p's entry with a rebuilt one (new is p's replacement, unlisted). */
+/* Put p (unlisted, its secret set) in old's place, on disk then in memory;
+ * p is freed if that fails. */
 static int replace(sg_authdb_t *db, sg_principal_t *old, sg_principal_t *p, json_t **view)
 {
-	memcpy(p->hash, old->hash, 32);
 	int rc = put_record(db, p->is_team, p->id, p);
 	if (rc == 0 && (rc = table_put(db, p)) != 0)
 		put_record(db, old->is_team, old->id, old); /* the memory table keeps old */
@@ -1344,63 +1352,65 @@ static int replace(sg_authdb_t *db, sg_principal_t *old, sg_principal_t *p, json
 	return 0;
 }
 
-int sg__authdb_patch(sg_authdb_t *db, int is_team, const char *id, json_t *body, json_t **view,
-                     sg_buf_t *errors)
+/* old's record with body applied (no check of who may set what), its secrets
+ * kept. */
+static int update(sg_authdb_t *db, sg_principal_t *old, json_t *body, json_t **view,
+                  sg_buf_t *errors)
 {
-	sg_principal_t *old = sg__authdb_find(db, is_team, id, strlen(id));
 	int bad;
-
-	*view = NULL;
-	if (old == NULL)
-		return SG_ENOTFOUND;
-	if (check_input(is_team, body, errors) != 0)
-		return SG_EINVAL;
-	sg_principal_t *p = build(db, is_team, id, old->doc, body, errors, &bad);
+	sg_principal_t *p = build(db, old->is_team, old->id, old->doc, body, errors, &bad);
 	if (p == NULL)
 		return SG_ENOMEM;
 	if (bad) {
 		principal_free(p);
 		return SG_EINVAL;
 	}
+	memcpy(p->hash, old->hash, 32);
 	memcpy(p->old_hash, old->old_hash, 32);
 	p->old_until = old->old_until;
 	return replace(db, old, p, view);
+}
+
+int sg__authdb_patch(sg_authdb_t *db, int is_team, const char *id, json_t *body, json_t **view,
+                     sg_buf_t *errors)
+{
+	sg_principal_t *old = sg__authdb_find(db, is_team, id, strlen(id));
+
+	*view = NULL;
+	if (old == NULL)
+		return SG_ENOTFOUND;
+	if (check_input(is_team, body, errors) != 0)
+		return SG_EINVAL;
+	return update(db, old, body, view, errors);
 }
 
 int sg__authdb_set_disabled(sg_authdb_t *db, int is_team, const char *id, int disabled,
                             json_t **view)
 {
 	sg_principal_t *old = sg__authdb_find(db, is_team, id, strlen(id));
-	int bad;
 	*view = NULL;
 	if (old == NULL)
 		return SG_ENOTFOUND;
 	json_t *body = json_pack("{s:b}", "disabled", disabled);
-	sg_principal_t *p = body ? build(db, is_team, id, old->doc, body, NULL, &bad) : NULL;
+	int rc = body ? update(db, old, body, view, NULL) : SG_ENOMEM;
 	json_decref(body);
-	if (p == NULL)
-		return SG_ENOMEM;
-	memcpy(p->old_hash, old->old_hash, 32);
-	p->old_until = old->old_until;
-	sg_log_info("auth: %s %s %s", is_team ? "team" : "key", id, disabled ? "disabled" : "enabled");
-	return replace(db, old, p, view);
+	if (rc == 0)
+		sg_log_info("auth: %s %s %s", is_team ? "team" : "key", id,
+		            disabled ? "disabled" : "enabled");
+	return rc;
 }
 
 int sg__authdb_rotate(sg_authdb_t *db, const char *id, int64_t grace_s, json_t **view,
                       char **key_out)
 {
 	sg_principal_t *old = sg__authdb_find(db, 0, id, strlen(id));
-	json_t *body = json_object();
 	int bad;
 
 	*view = NULL;
 	*key_out = NULL;
-	if (old == NULL) {
-		json_decref(body);
+	if (old == NULL)
 		return SG_ENOTFOUND;
-	}
-	sg_principal_t *p = body ? build(db, 0, id, old->doc, body, NULL, &bad) : NULL;
-	json_decref(body);
+	sg_principal_t *p = build(db, 0, id, old->doc, NULL, NULL, &bad); /* the record as it is */
 	if (p == NULL)
 		return SG_ENOMEM;
 	char *key = new_secret(db, id, p->hash);
@@ -1410,15 +1420,11 @@ int sg__authdb_rotate(sg_authdb_t *db, const char *id, int64_t grace_s, json_t *
 	}
 	memcpy(p->old_hash, old->hash, 32);
 	p->old_until = grace_s > 0 ? now_s() + grace_s : 0;
-	int rc = put_record(db, 0, id, p);
-	if (rc == 0 && (rc = table_put(db, p)) != 0)
-		put_record(db, 0, id, old);
+	int rc = replace(db, old, p, view);
 	if (rc != 0) {
-		principal_free(p);
 		free(key);
 		return rc;
 	}
-	*view = sg__authdb_view(db, p);
 	*key_out = key;
 	sg_log_info("auth: key %s rotated (the previous secret works for %" PRId64 " s more)", id,
 	            grace_s > 0 ? grace_s : 0);

@@ -76,7 +76,8 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->gov.events = 0;
 	c->gov.cost_reserved = 0;
 	c->proxy.attempts = 0;
-	estimate(req);
+	if (sg__req_gateway(req)->authdb) /* only limits and spend read them */
+		estimate(req);
 	c->steps[0]->request(req);
 }
 

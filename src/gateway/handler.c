@@ -16,7 +16,7 @@ static void handle_models(sg_req_t *req)
 	sg_buf_t b;
 
 	if (cfg->auth.keys && sg__req_gateway(req)->authdb &&
-	    sg__auth_check(req, 0, NULL, &key, &team) != 0)
+	    sg__auth_check(req, &key, &team) != 0)
 		return;
 	sg_buf_init(&b, 0);
 	sg_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
@@ -104,7 +104,7 @@ static void handle_inference(sg_req_t *req, enum sg_call_kind kind)
 	 * step checks it again with the model) */
 	req->auth_key = req->auth_team = NULL;
 	if (cfg->auth.keys && sg__req_gateway(req)->authdb &&
-	    sg__auth_check(req, 0, NULL, &req->auth_key, &req->auth_team) != 0)
+	    sg__auth_check(req, &req->auth_key, &req->auth_team) != 0)
 		return;
 	if (req->body.len == 0) {
 		sg__respond_error(req, SG_CE_INVALID_JSON,

@@ -237,18 +237,20 @@ static void answered(sg_req_t *req, int rc)
 	sg__call_next(req);
 }
 
-/* Give back a reservation that came after its client left. */
-static void give_back(sg_req_t *req)
+/* Settle the call's counters with what it really took (requests, tokens),
+ * and give back its concurrency slots. */
+static void take_only(sg_req_t *req, double requests, double tokens)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_gov_t *g = &req->call->gov;
 	uint64_t now = sg_now_us();
 	for (size_t i = 0; i < g->nitems; i++) {
 		const sg_ctr_item_t *it = &g->items[i];
+		double took = g->what[i] == WHAT_TPM ? tokens : requests;
 		if (it->kind == SG_CTR_CONC)
 			sg_ctr_release(gw->counters, it->name, it->cost);
-		else
-			sg_ctr_settle(gw->counters, it->name, it->limit, -it->cost, now);
+		else if (took != it->cost)
+			sg_ctr_settle(gw->counters, it->name, it->limit, took - it->cost, now);
 	}
 }
 
@@ -258,7 +260,7 @@ static void reserved(void *arg, int rc)
 	sg_gov_t *g = &req->call->gov;
 	if (g->lim == SG_LIM_ASKING_LEFT) {
 		if (rc == 0)
-			give_back(req);
+			take_only(req, 0, 0); /* a reservation that came after its client left */
 		lim_set_state(g, SG_LIM_NONE);
 		sg__req_release(req);
 		return;
@@ -303,7 +305,6 @@ static void limits_request(sg_req_t *req)
  * concurrency slots released. */
 static void settle(sg_req_t *req, int aborted)
 {
-	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_call_t *c = req->call;
 	sg_gov_t *g = &c->gov;
 	if (g->lim != SG_LIM_HELD)
@@ -315,14 +316,7 @@ static void settle(sg_req_t *req, int aborted)
 	double used = (double)u.total;
 	if (c->outcome == SG_CALL_HIT && g->hits_tokens)
 		used = (double)(c->usage.prompt + c->usage.completion);
-	uint64_t now = sg_now_us();
-	for (size_t i = 0; i < g->nitems; i++) {
-		const sg_ctr_item_t *it = &g->items[i];
-		if (it->kind == SG_CTR_CONC)
-			sg_ctr_release(gw->counters, it->name, it->cost);
-		else if (g->what[i] == WHAT_TPM && used != it->cost)
-			sg_ctr_settle(gw->counters, it->name, it->limit, used - it->cost, now);
-	}
+	take_only(req, 1, used);
 }
 
 static void limits_end(sg_req_t *req, int ok)

@@ -350,6 +350,12 @@ void sg__admin_reload(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_clear(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_list(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_cache_entry(sg_req_t *req, sg_iovec_t rest);
+/** A query parameter's value, %-decoded into out, or NULL when absent (or,
+ * *bad set if bad is given, too long for cap or badly encoded). admin.c. */
+const char *sg__query_param(const sg_req_t *req, const char *name, char *out, size_t cap,
+                            int *bad);
+/** Answer status with the JSON in b and a newline; b is freed. admin.c. */
+void sg__respond_json(sg_req_t *req, int status, sg_buf_t *b);
 /* Keys, teams and spend (govern.c). */
 void sg__admin_keys(sg_req_t *req, sg_iovec_t rest);
 void sg__admin_teams(sg_req_t *req, sg_iovec_t rest);
@@ -395,11 +401,9 @@ void sg__req_retry_after(sg_req_t *req, uint64_t ms);
 /** The retry timer fired (proxy.c). */
 void sg__proxy_retry(sg_req_t *req);
 
-/** auth.mode "keys": check the request's key (and, model given, that it may
- * use it): 0 with the key and its team (borrowed), or -1 after answering
- * 401/403 (in_call: the call is ended first). auth.c. */
-int sg__auth_check(sg_req_t *req, int in_call, const char *model, sg_principal_t **key,
-                   sg_principal_t **team);
+/** auth.mode "keys": check the request's key: 0 with the key and its team
+ * (borrowed), or -1 after answering 401/403. Before any call starts. auth.c. */
+int sg__auth_check(sg_req_t *req, sg_principal_t **key, sg_principal_t **team);
 
 /* Forwarding upstream is sg__step_upstream (proxy.c, call.h), the last step. */
 /** Release proxy state; cancels a transfer in flight. */

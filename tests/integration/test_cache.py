@@ -918,7 +918,11 @@ def test_admin_clear_by_namespace():
     for ns in ("ns-a", "ns-b"):
         for p in ("red herrings", "blue whales", "green beans"):
             expect_state(chat(sg, p, headers={"X-Semgate-Namespace": ns}), "miss")
-    r = sg.request("DELETE", "/cache?namespace=ns-a")
+    # a namespace that cannot be read is refused, never taken as "all"
+    for bad in ("x" * 200, "ns-%zz", "ns%2"):
+        h.expect_error(sg.request("DELETE", "/cache?namespace=" + bad), 400)
+    h.expect_eq(stats(sg)["cache"]["entries"], 6, "entries after refused clears")
+    r = sg.request("DELETE", "/cache?namespace=ns%2Da")  # %-encoded "ns-a"
     h.expect_status(r, 200)
     obj = r.json()
     h.expect_eq((obj.get("deleted"), obj.get("namespace")), (3, "ns-a"), "clear ns-a")
