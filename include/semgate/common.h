@@ -53,6 +53,10 @@ const char *sg_strerror(int err);
 /** Monotonic time in microseconds (CLOCK_MONOTONIC). */
 uint64_t sg_now_us(void);
 
+/** Wall-clock time in microseconds since the epoch (CLOCK_REALTIME, not
+ * time()'s coarse clock, which lags it by up to a tick). */
+int64_t sg_wall_us(void);
+
 #define SG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define SG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SG_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -269,7 +269,9 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 	sg_authdb_t *db = sg__req_gateway(req)->authdb;
 	char by[16], from[64], to[64];
 	int bad = 0;
-	int64_t f = 0, t = (int64_t)time(NULL) + 1;
+	/* records are stamped by sg_wall_us: the same clock ends the default
+	 * range, or a record in a second's first tick could fall past time()'s */
+	int64_t f = 0, t = sg_wall_us() / 1000000 + 1;
 
 	(void)rest;
 	if (db == NULL)

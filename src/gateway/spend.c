@@ -338,10 +338,8 @@ static void settle(sg_req_t *req, int aborted)
 			            p->max_usd >= 0 ? "" : " (no hard limit)");
 		}
 	}
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
 	sg_spend_rec_t r = {
-		.t_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+		.t_us = sg_wall_us(),
 		.request_id = req->id,
 		.key = c->key ? c->key->id : "",
 		.team = c->team ? c->team->id : "",

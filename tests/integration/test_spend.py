@@ -578,6 +578,25 @@ def test_spend_report_from_in_the_future_is_empty():
     h.expect_eq(report(sg, "key", **{"from": int(time.time()) + 3600}), {}, "a future from")
 
 
+def test_spend_report_counts_a_call_from_a_seconds_first_tick():
+    """A report without `to` counts every call that ended before it, also one
+    ended in the first milliseconds of a second (time()'s coarse clock still
+    says the second before then: it cannot be what ends the default range)."""
+    mock = h.Mock("--quiet")
+    sg = start(config([group(A, mock)]))
+    key = new_key(sg)
+    with sg.connect() as c:
+        for i in range(5):
+            while time.time() % 1.0 > 0.0005:  # spin to just past a second's start
+                time.sleep(0.0002 if time.time() % 1.0 < 0.99 else 0)
+            h.expect_status(chat(sg, key, "tick %d" % i, conn=c), 200)
+            r = c.request("GET", "/admin/spend?group_by=key", headers=ADMIN)
+            h.expect_status(r, 200)
+            rows = {row["key"]: row for row in r.json()["data"]}
+            h.expect_eq(rows.get(key["id"], {}).get("requests"), i + 1,
+                        "requests in a report made right after call %d" % i)
+
+
 def test_spend_report_counts_records_being_written():
     """The report counts every ended call, also while its record is on its way
     to the disk: with auth.flush_ms 1, a report's request count never goes
