@@ -48,14 +48,51 @@ static inline void sg__fbuf_str(sg__fbuf_t *o, const char *s)
 	sg__fbuf_mem(o, s, strlen(s));
 }
 
+/* Decimal digits of v (1 to 20). */
+static inline int sg__u64_digits(uint64_t v)
+{
+	static const uint64_t pow10[20] = {1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull,
+	                                   1000000ull, 10000000ull, 100000000ull, 1000000000ull,
+	                                   10000000000ull, 100000000000ull, 1000000000000ull,
+	                                   10000000000000ull, 100000000000000ull,
+	                                   1000000000000000ull, 10000000000000000ull,
+	                                   100000000000000000ull, 1000000000000000000ull,
+	                                   10000000000000000000ull};
+	/* 1 + floor(log10 v) from the bit length: log10(2) ~ 1233/4096, then one
+	 * compare (the table's entry) corrects it */
+	int t = ((64 - __builtin_clzll(v | 1)) * 1233) >> 12;
+	return t + ((v | 1) >= pow10[t]);
+}
+
+/* v in decimal at w, two digits a division; returns the end. w needs 20 bytes. */
+static inline char *sg__put_u64(char *w, uint64_t v)
+{
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+	                               "25262728293031323334353637383940414243444546474849"
+	                               "50515253545556575859606162636465666768697071727374"
+	                               "75767778798081828384858687888990919293949596979899";
+	int n = sg__u64_digits(v);
+	char *end = w + n;
+	for (; n >= 2 && v > UINT32_MAX; n -= 2) { /* the last two digits, then the two before */
+		uint64_t q = v / 100;
+		memcpy(w + n - 2, pairs + 2 * (v - q * 100), 2);
+		v = q;
+	}
+	uint32_t u = (uint32_t)v; /* 32-bit divisions from here: cheaper */
+	for (; n >= 2; n -= 2) {
+		uint32_t q = u / 100;
+		memcpy(w + n - 2, pairs + 2 * (u - q * 100), 2);
+		u = q;
+	}
+	if (n)
+		w[0] = (char)('0' + u);
+	return end;
+}
+
 static inline void sg__fbuf_u64(sg__fbuf_t *o, uint64_t v)
 {
 	char t[20];
-	size_t i = sizeof(t);
-	do
-		t[--i] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	sg__fbuf_mem(o, t + i, sizeof(t) - i);
+	sg__fbuf_mem(o, t, (size_t)(sg__put_u64(t, v) - t));
 }
 
 /* v in lowercase hex, zero-padded to width digits (at most 16). */

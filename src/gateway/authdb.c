@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "authdb.h"
+#include "counter.h"
 #include "semgate/common.h"
 #include "semgate/hash.h"
 #include "semgate/log.h"
@@ -693,9 +694,11 @@ static void ctr_names(sg_principal_t *p)
 {
 	static const char *const what[] = {"rpm", "tpm", "conc"};
 	snprintf(p->own_ns, sizeof(p->own_ns), "%s-%s", p->is_team ? "team" : "key", p->id);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 3; i++) {
 		snprintf(p->ctr[i], sizeof(p->ctr[i]), "%c:%s:%s", p->is_team ? 't' : 'k', p->id,
 		         what[i]);
+		p->ctr_hash[i] = sg_ctr_hash(p->ctr[i], i == 2 ? SG_CTR_CONC : SG_CTR_RATE);
+	}
 }
 
 static sg_window_t *new_window(int is_team, const char *id)

@@ -100,6 +100,7 @@ typedef struct sg_principal {
 	int seen_old;             /* that secret was the previous one (valid until old_until) */
 	char ctr[3][SG_KEY_ID_LEN + 8]; /* its counters' names: "k:<id>:rpm", ":tpm", ":conc"
 	                                 * ("t:" for a team), made once, not per request */
+	uint64_t ctr_hash[3];           /* and their sg_ctr_hash */
 } sg_principal_t;
 
 /** One call's spend record. Strings are copied when queued. */

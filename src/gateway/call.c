@@ -16,23 +16,46 @@ static const sg_step_t *const chain_direct[] = {&sg__step_auth, &sg__step_limits
 
 /* The call's token estimates, for limits and budgets to reserve before it
  * is forwarded: prompt tokens as a quarter of the request's bytes (settled
- * with the real usage later); the completion's bound from max_tokens (or
- * max_completion_tokens), else auth.default_completion_tokens. */
+ * with the real usage later); the completion's bound from
+ * max_completion_tokens (or max_tokens), else auth.default_completion_tokens;
+ * and how many completions it bills: n, or best_of when larger (generated and
+ * billed even when not all are returned), times a completions request's
+ * prompts. One pass over the body's members, not a lookup per name. */
 static void estimate(sg_req_t *req)
 {
 	sg_call_t *c = req->call;
+	const char *k;
+	json_t *v, *mct = NULL, *mt = NULL, *n = NULL, *bo = NULL, *p = NULL;
 	c->gov.body_bytes = (int64_t)req->body.len;
 	c->gov.est_prompt = ((int64_t)req->body.len + 3) / 4;
 	c->gov.est_completion = 0;
+	c->gov.completions = 1;
 	if (c->kind == SG_CALL_EMBEDDINGS)
 		return;
-	json_t *v = json_object_get(c->root, "max_completion_tokens");
-	if (!json_is_integer(v))
-		v = json_object_get(c->root, "max_tokens");
+	json_object_foreach ((json_t *)c->root, k, v) {
+		if (k[0] == 'n' && k[1] == '\0')
+			n = v;
+		else if (k[0] == 'm' && strcmp(k, "max_completion_tokens") == 0)
+			mct = v;
+		else if (k[0] == 'm' && strcmp(k, "max_tokens") == 0)
+			mt = v;
+		else if (k[0] == 'b' && strcmp(k, "best_of") == 0)
+			bo = v;
+		else if (k[0] == 'p' && strcmp(k, "prompt") == 0)
+			p = v;
+	}
+	v = json_is_integer(mct) ? mct : mt;
 	if (json_is_integer(v) && json_integer_value(v) > 0)
 		c->gov.est_completion = SG_MIN(json_integer_value(v), (json_int_t)1000000000);
 	else
 		c->gov.est_completion = req->gen->cfg->auth.default_completion_tokens;
+	int64_t m = json_is_integer(n) && json_integer_value(n) > 1 ? json_integer_value(n) : 1;
+	if (json_is_integer(bo) && json_integer_value(bo) > m)
+		m = json_integer_value(bo);
+	m = SG_MIN(m, 1000000);
+	if (c->kind == SG_CALL_COMPLETIONS && json_is_array(p) && json_array_size(p) > 1)
+		m *= (int64_t)SG_MIN(json_array_size(p), (size_t)1000000);
+	c->gov.completions = SG_MIN(m, 1000000);
 }
 
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,

@@ -63,11 +63,18 @@ static uint64_t to_us(double x)
 	return x >= 1.8e19 ? UINT64_MAX : (uint64_t)ceil(x);
 }
 
-/* The counter (name, kind), brought up to date at now; made when create is
- * set. NULL when absent, or when it could not be made. */
-static ctr_t *get(local_t *l, const char *name, size_t len, int kind, uint64_t now, int create)
+uint64_t sg_ctr_hash(const char *name, int kind)
 {
-	uint64_t key = sg_hash64(name, len, (uint64_t)kind) & l->hash_mask;
+	return sg_hash64(name, strlen(name), (uint64_t)kind);
+}
+
+/* The counter (name, kind), brought up to date at now; made when create is
+ * set. NULL when absent, or when it could not be made. hash: the item's
+ * (sg_ctr_hash), or 0 to hash name here. */
+static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int kind,
+                  uint64_t now, int create)
+{
+	uint64_t key = (hash ? hash : sg_hash64(name, len, (uint64_t)kind)) & l->hash_mask;
 	ctr_t *head = sg__u64map_get(&l->map, key), *k;
 
 	for (k = head; k != NULL; k = k->next)
@@ -156,7 +163,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		size_t len = name_len(it->name);
 		int valid = len != SIZE_MAX && it->kind <= SG_CTR_CONC &&
 		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
-		ctr_t *k = valid ? get(l, it->name, len, it->kind, now_us, 1) : NULL;
+		ctr_t *k = valid ? get(l, it->name, len, it->hash, it->kind, now_us, 1) : NULL;
 		int ok = k != NULL && check(l, it, k);
 		if (i < SG_ARRAY_SIZE(found))
 			found[i] = k;
@@ -177,8 +184,8 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		sg_ctr_item_t *it = &items[i];
 		/* nothing is freed between the passes: the first one's pointers hold */
 		ctr_t *k = i < SG_ARRAY_SIZE(found) ? found[i]
-		                                    : get(l, it->name, name_len(it->name), it->kind,
-		                                          now_us, 0);
+		                                    : get(l, it->name, name_len(it->name), it->hash,
+		                                          it->kind, now_us, 0);
 
 		assert(k != NULL);
 		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * (60e6 / it->limit);
@@ -187,31 +194,31 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	return 0;
 }
 
-static void local_settle(sg_counters_t *c, const char *name, double limit, double delta,
+static void local_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta,
                          uint64_t now_us)
 {
 	local_t *l = (local_t *)c;
-	size_t len = name_len(name);
+	size_t len = name_len(it->name);
 	ctr_t *k;
 
-	if (len == SIZE_MAX || !limit_ok(SG_CTR_RATE, limit) || !isfinite(delta))
+	if (len == SIZE_MAX || !limit_ok(SG_CTR_RATE, it->limit) || !isfinite(delta))
 		return;
 	/* Giving back to a counter that was swept (empty) changes nothing. */
-	if ((k = get(l, name, len, SG_CTR_RATE, now_us, delta > 0)) == NULL)
+	if ((k = get(l, it->name, len, it->hash, SG_CTR_RATE, now_us, delta > 0)) == NULL)
 		return;
-	k->level = fmin(LEVEL_MAX, fmax(0, k->level + delta * (60e6 / limit)));
+	k->level = fmin(LEVEL_MAX, fmax(0, k->level + delta * (60e6 / it->limit)));
 }
 
-static void local_release(sg_counters_t *c, const char *name, double cost)
+static void local_release(sg_counters_t *c, const sg_ctr_item_t *it)
 {
 	local_t *l = (local_t *)c;
-	size_t len = name_len(name);
+	size_t len = name_len(it->name);
 	ctr_t *k;
 
-	if (len == SIZE_MAX || !(cost >= 0) || !isfinite(cost))
+	if (len == SIZE_MAX || !(it->cost >= 0) || !isfinite(it->cost))
 		return;
-	if ((k = get(l, name, len, SG_CTR_CONC, 0, 0)) != NULL)
-		k->level = fmax(0, k->level - cost);
+	if ((k = get(l, it->name, len, it->hash, SG_CTR_CONC, 0, 0)) != NULL)
+		k->level = fmax(0, k->level - it->cost);
 }
 
 static int idle(const ctr_t *k, uint64_t now)

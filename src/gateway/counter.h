@@ -50,6 +50,8 @@ typedef struct sg_ctr_item {
 	uint8_t kind;     /* enum sg_ctr_kind */
 	double limit;     /* RATE: units per minute; CONC: units at once; > 0, finite */
 	double cost;      /* units to take now (1 request, N tokens, 1 slot); >= 0, finite */
+	uint64_t hash;    /* sg_ctr_hash(name, kind), made once with the name; 0: the backend
+	                   * hashes the name itself (a wrong one finds the wrong counter) */
 	/* out (filled by reserve for every item, admitted or not) */
 	double remaining; /* units still available right after this call (>= 0, floor) */
 	uint64_t reset_us; /* RATE: µs until the counter is completely full again; CONC: 0 */
@@ -75,12 +77,12 @@ typedef struct sg_counters_ops {
 	 * expected: each would be checked alone, both taken. */
 	int (*reserve)(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint64_t now_us,
 	               sg_ctr_done_cb done, void *arg);
-	/* RATE: the real cost was known later: add delta units (negative gives back;
-	 * the counter never goes below empty). */
-	void (*settle)(sg_counters_t *c, const char *name, double limit, double delta,
-	               uint64_t now_us);
-	/* CONC: give back `cost` slots taken by reserve (never below 0). */
-	void (*release)(sg_counters_t *c, const char *name, double cost);
+	/* RATE: the real cost of a reserved item was known later: add delta units
+	 * (negative gives back; the counter never goes below empty). Reads the
+	 * item's name, hash and limit. */
+	void (*settle)(sg_counters_t *c, const sg_ctr_item_t *it, double delta, uint64_t now_us);
+	/* CONC: give back the item's cost, the slots reserve took (never below 0). */
+	void (*release)(sg_counters_t *c, const sg_ctr_item_t *it);
 	/* Forget counters back to idle (full RATE, zero CONC); returns how many were
 	 * dropped. Called from a timer; forgetting an idle counter changes nothing. */
 	size_t (*sweep)(sg_counters_t *c, uint64_t now_us);
@@ -116,6 +118,9 @@ int sg__counters_local_hash_mask(sg_counters_t *c, uint64_t mask);
 sg_counters_t *sg__counters_deferred_new(uv_loop_t *loop, sg_counters_t *inner,
                                          uint64_t delay_ms);
 
+/** A counter name's hash, for sg_ctr_item_t.hash (the same for every backend). */
+uint64_t sg_ctr_hash(const char *name, int kind);
+
 /** The ops, called through c (the same arguments and rules as above). */
 static inline int sg_ctr_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n,
                                  uint64_t now_us, sg_ctr_done_cb done, void *arg)
@@ -123,15 +128,15 @@ static inline int sg_ctr_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t 
 	return c->ops->reserve(c, items, n, now_us, done, arg);
 }
 
-static inline void sg_ctr_settle(sg_counters_t *c, const char *name, double limit,
-                                 double delta, uint64_t now_us)
+static inline void sg_ctr_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta,
+                                 uint64_t now_us)
 {
-	c->ops->settle(c, name, limit, delta, now_us);
+	c->ops->settle(c, it, delta, now_us);
 }
 
-static inline void sg_ctr_release(sg_counters_t *c, const char *name, double cost)
+static inline void sg_ctr_release(sg_counters_t *c, const sg_ctr_item_t *it)
 {
-	c->ops->release(c, name, cost);
+	c->ops->release(c, it);
 }
 
 static inline size_t sg_ctr_sweep(sg_counters_t *c, uint64_t now_us)

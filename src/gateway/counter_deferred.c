@@ -71,15 +71,15 @@ static int deferred_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, ui
 	return SG_CTR_PENDING;
 }
 
-static void deferred_settle(sg_counters_t *c, const char *name, double limit, double delta,
+static void deferred_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta,
                             uint64_t now_us)
 {
-	sg_ctr_settle(((deferred_t *)c)->inner, name, limit, delta, now_us);
+	sg_ctr_settle(((deferred_t *)c)->inner, it, delta, now_us);
 }
 
-static void deferred_release(sg_counters_t *c, const char *name, double cost)
+static void deferred_release(sg_counters_t *c, const sg_ctr_item_t *it)
 {
-	sg_ctr_release(((deferred_t *)c)->inner, name, cost);
+	sg_ctr_release(((deferred_t *)c)->inner, it);
 }
 
 static size_t deferred_sweep(sg_counters_t *c, uint64_t now_us)

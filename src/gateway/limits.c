@@ -47,17 +47,20 @@ static void add(sg_gov_t *g, const sg_principal_t *p, char scope, const char *mo
 	if (limit <= 0 || g->nitems == SG_GOV_ITEMS)
 		return;
 	const char *n = p->ctr[what];
+	uint64_t hash = p->ctr_hash[what];
 	if (model) {
 		snprintf(g->names[g->nitems], sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model,
 		         what_suffix[what]);
 		n = g->names[g->nitems];
+		hash = 0; /* the backend hashes it */
 	}
 	g->what[g->nitems] = (uint8_t)what;
 	g->scope[g->nitems] = scope;
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
-	                                        .cost = cost};
+	                                        .cost = cost,
+	                                        .hash = hash};
 }
 
 static void add_set(sg_gov_t *g, const sg_principal_t *p, char scope, const char *model,
@@ -76,25 +79,14 @@ static const char *scope_word(char scope)
 /* Writers into a buffer known to be large enough (put_headers' bound). */
 #define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
 
-static char *put_u64(char *w, uint64_t v)
-{
-	char t[20];
-	size_t i = sizeof(t);
-	do
-		t[--i] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	memcpy(w, t + i, sizeof(t) - i);
-	return w + sizeof(t) - i;
-}
-
 /* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
 static char *put_duration(char *w, uint64_t us)
 {
 	if (us < 1000000)
-		return PUT(put_u64(w, (us + 999) / 1000), "ms");
+		return PUT(sg__put_u64(w, (us + 999) / 1000), "ms");
 	if (us < 60000000) { /* seconds, up to two decimals, rounded up */
 		uint64_t cs = (us + 9999) / 10000;
-		w = put_u64(w, cs / 100);
+		w = sg__put_u64(w, cs / 100);
 		if (cs % 100) {
 			*w++ = '.';
 			*w++ = (char)('0' + cs % 100 / 10);
@@ -103,8 +95,8 @@ static char *put_duration(char *w, uint64_t us)
 		}
 		return PUT(w, "s");
 	}
-	w = PUT(put_u64(w, us / 60000000), "m");
-	return PUT(put_u64(w, (us % 60000000 + 999999) / 1000000), "s");
+	w = PUT(sg__put_u64(w, us / 60000000), "m");
+	return PUT(sg__put_u64(w, (us % 60000000 + 999999) / 1000000), "s");
 }
 
 /* The tightest of the call's limits of one kind (the fewest left), or NULL. */
@@ -133,15 +125,22 @@ static void put_headers(sg_req_t *req)
 	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
 	char *w = g->hdrs;
 	_Static_assert(sizeof(g->hdrs) >= 640, "room for the rate-limit headers");
+	/* each number is formatted once: the IETF fields copy OpenAI's digits */
+	const char *lim_at[2] = {0}, *rem_at[2] = {0};
+	size_t lim_n[2] = {0}, rem_n[2] = {0};
 
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
 		w = i ? PUT(w, "x-ratelimit-limit-tokens: ") : PUT(w, "x-ratelimit-limit-requests: ");
-		w = put_u64(w, (uint64_t)t[i]->limit);
+		lim_at[i] = w;
+		w = sg__put_u64(w, (uint64_t)t[i]->limit);
+		lim_n[i] = (size_t)(w - lim_at[i]);
 		w = i ? PUT(w, "\r\nx-ratelimit-remaining-tokens: ")
 		      : PUT(w, "\r\nx-ratelimit-remaining-requests: ");
-		w = put_u64(w, (uint64_t)t[i]->remaining);
+		rem_at[i] = w;
+		w = sg__put_u64(w, (uint64_t)t[i]->remaining);
+		rem_n[i] = (size_t)(w - rem_at[i]);
 		w = i ? PUT(w, "\r\nx-ratelimit-reset-tokens: ")
 		      : PUT(w, "\r\nx-ratelimit-reset-requests: ");
 		w = PUT(put_duration(w, t[i]->reset_us), "\r\n");
@@ -162,10 +161,13 @@ static void put_headers(sg_req_t *req)
 			w += n;
 			w = i ? PUT(w, "-tpm\"") : PUT(w, "-rpm\"");
 			if (pass == 0) {
-				w = PUT(put_u64(PUT(w, ";q="), (uint64_t)t[i]->limit), ";w=60");
+				w = PUT(w, ";q=");
+				memcpy(w, lim_at[i], lim_n[i]);
+				w = PUT(w + lim_n[i], ";w=60");
 			} else {
-				w = put_u64(PUT(w, ";r="), (uint64_t)t[i]->remaining);
-				w = put_u64(PUT(w, ";t="), (t[i]->reset_us + 999999) / 1000000);
+				w = PUT(w, ";r=");
+				memcpy(w, rem_at[i], rem_n[i]);
+				w = sg__put_u64(PUT(w + rem_n[i], ";t="), (t[i]->reset_us + 999999) / 1000000);
 			}
 		}
 		w = PUT(w, "\r\n");
@@ -248,9 +250,9 @@ static void take_only(sg_req_t *req, double requests, double tokens)
 		const sg_ctr_item_t *it = &g->items[i];
 		double took = g->what[i] == WHAT_TPM ? tokens : requests;
 		if (it->kind == SG_CTR_CONC)
-			sg_ctr_release(gw->counters, it->name, it->cost);
+			sg_ctr_release(gw->counters, it);
 		else if (took != it->cost)
-			sg_ctr_settle(gw->counters, it->name, it->limit, took - it->cost, now);
+			sg_ctr_settle(gw->counters, it, took - it->cost, now);
 	}
 }
 

@@ -93,20 +93,6 @@ static size_t reachable(const sg_config_t *cfg, const sg_model_t *m, const sg_mo
 	return n;
 }
 
-/* Completions a request can bill: n choices (chat, completions), times the
- * prompts of a completions request. */
-static int64_t completions_of(const sg_call_t *c)
-{
-	json_t *n = json_object_get(c->root, "n"), *p = json_object_get(c->root, "prompt");
-	int64_t k = json_is_integer(n) && json_integer_value(n) > 1 ? json_integer_value(n) : 1;
-	json_t *bo = json_object_get(c->root, "best_of");
-	if (json_is_integer(bo) && json_integer_value(bo) > k)
-		k = json_integer_value(bo); /* generated (and billed) even when not all returned */
-	if (c->kind == SG_CALL_COMPLETIONS && json_is_array(p) && json_array_size(p) > 1)
-		k *= (int64_t)json_array_size(p);
-	return SG_MIN(k, 1000000);
-}
-
 /* The most a call can cost: every deployment of every group that may answer
  * counts (any may). *unpriced: one of those groups has no price. */
 static double max_cost(const sg_req_t *req, int *unpriced)
@@ -127,7 +113,7 @@ static double max_cost(const sg_req_t *req, int *unpriced)
 		}
 	}
 	return ((double)c->gov.body_bytes * in +
-	        (double)c->gov.est_completion * (double)completions_of(c) * out) / 1e6;
+	        (double)c->gov.est_completion * (double)c->gov.completions * out) / 1e6;
 }
 
 static void add_header(sg_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -153,6 +153,8 @@ typedef struct sg_gov {
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
 	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */
+	int64_t completions;          /* completions billed: n or best_of, times a completions
+	                               * request's prompts (1..1e6) */
 	double cost_reserved;         /* USD reserved on the budgets of key and team */
 	int unpriced;                 /* the model has no price */
 	int64_t events;               /* content events streamed (an estimate if the client leaves) */

@@ -99,11 +99,12 @@ def usage_cost(r, pin, pout):
     return (u["prompt_tokens"] * pin + u["completion_tokens"] * pout) / 1e6
 
 
-def reservation(prompt, pin, pout, max_tokens, model=A):
-    """What semgate reserves for chat(prompt, max_tokens=...): body bytes at the
-    input price plus the completion bound at the output price."""
-    body = json.dumps(h.chat_body(prompt, model=model, max_tokens=max_tokens)).encode()
-    return (len(body) * pin + max_tokens * pout) / 1e6
+def reservation(prompt, pin, pout, max_tokens, model=A, completions=1, **extra):
+    """What semgate reserves for chat(prompt, max_tokens=..., **extra): body
+    bytes at the input price plus the completion bound, times the completions
+    billed, at the output price."""
+    body = json.dumps(h.chat_body(prompt, model=model, max_tokens=max_tokens, **extra)).encode()
+    return (len(body) * pin + max_tokens * completions * pout) / 1e6
 
 
 def report(sg, group_by="key", **q):
@@ -290,6 +291,26 @@ def test_cost_header_follows_usage_and_prices():
     expect_close(row["cost_usd"], cost(miss), "cost_usd with a hit")
     expect_close(row["saved_usd"], cost(miss), "saved_usd of the hit")
     expect_close(spend_of(sg, other["id"])["spent_usd"], cost(miss), "spent_usd with a hit")
+
+
+def test_reservation_counts_every_completion_billed():
+    """n, or best_of when larger, multiplies the completion bound a call
+    reserves, and so do a completions request's prompts: a cap that covers
+    one completion refuses three, naming the reservation; one still passes."""
+    mock = h.Mock("--quiet")
+    sg = start(config([group(A, mock)]))
+    mt = 1000
+    key = new_key(sg, budget={"max_usd": round(2 * reservation("n", 1000, 1000, mt), 6)})
+    for extra, k in (({"n": 3}, 3), ({"n": 2, "best_of": 3}, 3), ({"n": 3, "best_of": 2}, 3)):
+        err = expect_budget_429(chat(sg, key, "n", max_tokens=mt, **extra))
+        want = "may cost up to $%.6f" % reservation("n", 1000, 1000, mt, completions=k, **extra)
+        h.expect(want in err["message"], "%r: %r not in %r", extra, want, err["message"])
+    body = {"model": A, "prompt": ["a", "b", "c"], "max_tokens": mt}
+    r = sg.post_json("/v1/completions", body, headers={"Authorization": "Bearer " + key["key"]})
+    err = expect_budget_429(r)
+    want = (len(json.dumps(body).encode()) * 1000 + mt * 3 * 1000) / 1e6
+    h.expect("may cost up to $%.6f" % want in err["message"], "prompts: %r", err["message"])
+    h.expect_status(chat(sg, key, "n", max_tokens=mt, n=1), 200)
 
 
 # --- 3, 4. periods and soft limits ------------------------------------------------------

@@ -1,7 +1,10 @@
 /* Unit tests: capped buffers. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "check.h"
+#include "fbuf_int.h"
 #include "semgate/buf.h"
 
 static void test_append_and_cap(void)
@@ -57,8 +60,32 @@ static void test_strerror(void)
 	CHECK_STR(sg_strerror(5), "unknown error");
 }
 
+/* sg__put_u64 and sg__fbuf_u64 write what printf's %llu does, at every
+ * digit count's edges, and fbuf truncates them like snprintf. */
+static void test_decimal_writer(void)
+{
+	char got[32], want[32];
+	for (uint64_t p = 1, k = 0; k < 20; k++, p *= 10) {
+		uint64_t vs[] = {p - 1, p, p + 1, p * 5 + 3, k == 19 ? UINT64_MAX : p * 10 - 1};
+		for (size_t j = 0; j < sizeof(vs) / sizeof(vs[0]); j++) {
+			char *end = sg__put_u64(got, vs[j]);
+			*end = '\0';
+			snprintf(want, sizeof(want), "%" PRIu64, vs[j]);
+			CHECK_STR(got, want);
+			CHECK(sg__u64_digits(vs[j]) == (int)strlen(want));
+		}
+	}
+	sg__fbuf_t o;
+	sg__fbuf_init(&o, got, 6);
+	sg__fbuf_str(&o, "n=");
+	sg__fbuf_u64(&o, 1234567);
+	CHECK_STR(got, "n=123");
+	CHECK(sg__fbuf_full(&o));
+}
+
 int main(void)
 {
+	test_decimal_writer();
 	test_append_and_cap();
 	test_huge_request_is_clean();
 	test_printf_and_json();

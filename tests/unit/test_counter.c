@@ -21,6 +21,19 @@ static sg_ctr_item_t item(const char *name, int kind, double limit, double cost)
 	return (sg_ctr_item_t){.name = name, .kind = (uint8_t)kind, .limit = limit, .cost = cost};
 }
 
+/* Settle and release by name (the item as reserved, its hash left to the backend). */
+static void settle(sg_counters_t *c, const char *name, double limit, double delta, uint64_t now)
+{
+	sg_ctr_item_t it = item(name, SG_CTR_RATE, limit, 0);
+	sg_ctr_settle(c, &it, delta, now);
+}
+
+static void release(sg_counters_t *c, const char *name, double cost)
+{
+	sg_ctr_item_t it = item(name, SG_CTR_CONC, 1, cost);
+	sg_ctr_release(c, &it);
+}
+
 /* Reserve one item; its outputs in *out. */
 static int take(sg_counters_t *c, const char *name, int kind, double limit, double cost,
                 uint64_t now, sg_ctr_item_t *out)
@@ -159,41 +172,41 @@ static void test_tokens_settle(void)
 	CHECK_MSG(it.retry_us == 100 * T, "retry_us %llu, want 6 s",
 	          (unsigned long long)it.retry_us);
 	CHECK(it.remaining == 200);
-	sg_ctr_settle(c, "k:t", 1000, -500, 0);
+	settle(c, "k:t", 1000, -500, 0);
 	CHECK(take(c, "k:t", SG_CTR_RATE, 1000, 300, 0, &it) == 0);
 	CHECK(it.remaining == 400);
 	/* Never below empty. */
-	sg_ctr_settle(c, "k:t", 1000, -1e9, 0);
+	settle(c, "k:t", 1000, -1e9, 0);
 	CHECK(take(c, "k:t", SG_CTR_RATE, 1000, 0, 0, &it) == 0);
 	CHECK(it.remaining == 1000 && it.reset_us == 0);
 	CHECK(take(c, "k:t", SG_CTR_RATE, 1000, 1000, 0, NULL) == 0);
 	CHECK(take(c, "k:t", SG_CTR_RATE, 1000, 1, 0, NULL) == 1);
 
 	/* A settle drains first: 800 at 0; at 6 s, 700 left in the backlog; -500 -> 200. */
-	sg_ctr_settle(c, "k:u", 1000, 0, 0);
+	settle(c, "k:u", 1000, 0, 0);
 	CHECK(take(c, "k:u", SG_CTR_RATE, 1000, 800, 0, NULL) == 0);
-	sg_ctr_settle(c, "k:u", 1000, -500, 6 * S);
+	settle(c, "k:u", 1000, -500, 6 * S);
 	CHECK(rate_left(c, "k:u", 1000, 6 * S) == 800);
 	/* And an overrun beyond capacity refuses even cost 0 until it drains. */
-	sg_ctr_settle(c, "k:u", 1000, 1300, 6 * S); /* backlog 1500 tokens */
+	settle(c, "k:u", 1000, 1300, 6 * S); /* backlog 1500 tokens */
 	CHECK(take(c, "k:u", SG_CTR_RATE, 1000, 0, 6 * S, &it) == 1);
 	CHECK(it.remaining == 0 && it.retry_us == 500 * T && it.reset_us == 1500 * T);
 	CHECK(take(c, "k:u", SG_CTR_RATE, 1000, 0, 6 * S + 500 * T, NULL) == 0);
 	/* A late settle on an emptied counter starts from now, not from the old TAT. */
 	CHECK(take(c, "k:w", SG_CTR_RATE, 1000, 100, 0, NULL) == 0);
-	sg_ctr_settle(c, "k:w", 1000, 200, 10 * S);
+	settle(c, "k:w", 1000, 200, 10 * S);
 	CHECK(rate_left(c, "k:w", 1000, 10 * S) == 800);
 
 	/* Giving back to an unknown counter makes none; adding to one makes it. */
 	size_t before = sg_counters_local_count(c);
-	sg_ctr_settle(c, "k:none", 1000, -5, 0);
+	settle(c, "k:none", 1000, -5, 0);
 	CHECK(sg_counters_local_count(c) == before);
-	sg_ctr_settle(c, "k:new", 1000, 400, 0);
+	settle(c, "k:new", 1000, 400, 0);
 	CHECK(sg_counters_local_count(c) == before + 1);
 	CHECK(rate_left(c, "k:new", 1000, 0) == 600);
 	/* Settle is for RATE only: a CONC counter of that name is another counter. */
 	CHECK(take(c, "k:new", SG_CTR_CONC, 1, 1, 0, NULL) == 0);
-	sg_ctr_settle(c, "k:new", 1000, -1e9, 0);
+	settle(c, "k:new", 1000, -1e9, 0);
 	CHECK(take(c, "k:new", SG_CTR_CONC, 1, 1, 0, NULL) == 1);
 	sg_ctr_free(c);
 }
@@ -244,15 +257,15 @@ static void test_never_and_invalid(void)
 	}
 	CHECK(sg_counters_local_count(c) == before);
 	/* Bad settles and releases are ignored. */
-	sg_ctr_settle(c, NULL, 60, 1, 0);
-	sg_ctr_settle(c, "t", NAN, -100, 0);
-	sg_ctr_settle(c, "t", 1000, NAN, 0);
-	sg_ctr_settle(c, "t", 1000, -INFINITY, 0);
-	sg_ctr_release(c, NULL, 1);
-	sg_ctr_release(c, "t", NAN);
+	settle(c, NULL, 60, 1, 0);
+	settle(c, "t", NAN, -100, 0);
+	settle(c, "t", 1000, NAN, 0);
+	settle(c, "t", 1000, -INFINITY, 0);
+	release(c, NULL, 1);
+	release(c, "t", NAN);
 	CHECK(rate_left(c, "t", 1000, 0) == 0);
 	/* An absurd settle still drains, in time. */
-	sg_ctr_settle(c, "t", 1000, 1e300, 0);
+	settle(c, "t", 1000, 1e300, 0);
 	CHECK(take(c, "t", SG_CTR_RATE, 1000, 0, 0, &it) == 1);
 	CHECK(it.reset_us < UINT64_MAX && it.retry_us < UINT64_MAX);
 	sg_ctr_free(c);
@@ -308,19 +321,19 @@ static void test_conc(void)
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, &it) == 0 && it.remaining == 0);
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, &it) == 1);
 	CHECK(it.retry_us == 0 && it.remaining == 0);
-	sg_ctr_release(c, "k:c", 1);
+	release(c, "k:c", 1);
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, NULL) == 0);
 	/* Never below 0: releasing too much still leaves room for two only. */
 	for (int i = 0; i < 5; i++)
-		sg_ctr_release(c, "k:c", 1);
+		release(c, "k:c", 1);
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, NULL) == 0);
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, NULL) == 0);
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 0, NULL) == 1);
 	/* Time does not free slots; release of a RATE name or unknown name does nothing. */
 	CHECK(take(c, "k:c", SG_CTR_CONC, 2, 1, 3600 * S, NULL) == 1);
 	CHECK(take(c, "k:r", SG_CTR_RATE, 60, 60, 0, NULL) == 0);
-	sg_ctr_release(c, "k:r", 60);
-	sg_ctr_release(c, "k:nobody", 1);
+	release(c, "k:r", 60);
+	release(c, "k:nobody", 1);
 	CHECK(rate_left(c, "k:r", 60, 0) == 0);
 	CHECK(sg_counters_local_count(c) == 2);
 	sg_ctr_free(c);
@@ -335,7 +348,7 @@ static void test_sweep(void)
 	CHECK(take(c, "r:busy", SG_CTR_RATE, 60, 30, 0, NULL) == 0);  /* at 30 s */
 	CHECK(take(c, "c:held", SG_CTR_CONC, 1, 1, 0, NULL) == 0);
 	CHECK(take(c, "c:freed", SG_CTR_CONC, 1, 1, 0, NULL) == 0);
-	sg_ctr_release(c, "c:freed", 1);
+	release(c, "c:freed", 1);
 	CHECK(sg_counters_local_count(c) == 4);
 	CHECK(sg_ctr_sweep(c, 10 * S - 1) == 1); /* only c:freed */
 	CHECK(sg_ctr_sweep(c, 10 * S) == 1);     /* r:idle */
@@ -370,7 +383,7 @@ static void many(int nnames, uint64_t mask)
 	/* Free the even CONC counters and sweep them out of their chains. */
 	for (int i = 0; i < nnames; i += 2) {
 		snprintf(name, sizeof(name), "k:%d:conc", i);
-		sg_ctr_release(c, name, 1 + i % 3);
+		release(c, name, 1 + i % 3);
 	}
 	CHECK(sg_ctr_sweep(c, 0) == (size_t)(nnames + 1) / 2);
 	for (int i = 0; i < nnames; i++) {
@@ -402,7 +415,7 @@ static void test_same_name_kinds(void)
 	CHECK(rate_left(c, "x", 60, 0) == 55);
 	CHECK(take(c, "x", SG_CTR_CONC, 2, 0, 0, &it) == 0 && it.remaining == 1);
 	/* The chain is x/RATE, y, x/CONC: drop its middle, then its head. */
-	sg_ctr_release(c, "y", 2);
+	release(c, "y", 2);
 	CHECK(sg_ctr_sweep(c, 0) == 1);
 	CHECK(rate_left(c, "x", 60, 0) == 55);
 	CHECK(take(c, "x", SG_CTR_CONC, 2, 0, 0, &it) == 0 && it.remaining == 1);
@@ -413,8 +426,34 @@ static void test_same_name_kinds(void)
 	sg_ctr_free(c);
 }
 
+/* An item's precomputed hash (sg_ctr_hash) finds the counter its name
+ * finds: reserve, settle and release through either see one counter. */
+static void test_item_hash(void)
+{
+	sg_counters_t *c = sg_counters_local_new(1.0);
+	sg_ctr_item_t r = item("k:abc:tpm", SG_CTR_RATE, 600, 100);
+	sg_ctr_item_t s = item("k:abc:conc", SG_CTR_CONC, 2, 1);
+	r.hash = sg_ctr_hash(r.name, SG_CTR_RATE);
+	s.hash = sg_ctr_hash(s.name, SG_CTR_CONC);
+	CHECK(r.hash != 0 && s.hash != 0 && r.hash != sg_ctr_hash(r.name, SG_CTR_CONC));
+	CHECK(sg_ctr_reserve(c, &r, 1, 0, done_cb, NULL) == 0 && r.remaining == 500);
+	CHECK(rate_left(c, "k:abc:tpm", 600, 0) == 500);                  /* by name */
+	sg_ctr_settle(c, &r, -50, 0);                                      /* by hash */
+	CHECK(rate_left(c, "k:abc:tpm", 600, 0) == 550);
+	settle(c, "k:abc:tpm", 600, -50, 0);                               /* by name */
+	CHECK(sg_ctr_reserve(c, &r, 1, 0, done_cb, NULL) == 0 && r.remaining == 500);
+	CHECK(sg_ctr_reserve(c, &s, 1, 0, done_cb, NULL) == 0 && s.remaining == 1);
+	CHECK(take(c, "k:abc:conc", SG_CTR_CONC, 2, 1, 0, NULL) == 0);      /* the second slot */
+	CHECK(sg_ctr_reserve(c, &s, 1, 0, done_cb, NULL) == 1);            /* full */
+	sg_ctr_release(c, &s);
+	CHECK(take(c, "k:abc:conc", SG_CTR_CONC, 2, 1, 0, NULL) == 0);
+	CHECK(sg_counters_local_count(c) == 2);
+	sg_ctr_free(c);
+}
+
 int main(void)
 {
+	test_item_hash();
 	CHECK(sg_counters_local_new(0) == NULL);
 	CHECK(sg_counters_local_new(1.5) == NULL);
 	CHECK(sg_counters_local_new(NAN) == NULL);
