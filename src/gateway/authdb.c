@@ -921,11 +921,16 @@ static void flush_work(uv_work_t *w)
 {
 	sg_authdb_t *db = w->data;
 	batch_t *b = db->flushing;
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	uint8_t kb[16];
 	if (b->retention_before_us > 0)
 		retention(db, b);
+	MDB_cursor *cur = NULL;
 	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+	/* one cursor for the batch: it stays at the end, so an append does not
+	 * search the tree from its root as mdb_put's fresh cursor would */
+	if (rc == 0 && (rc = mdb_cursor_open(txn, db->spend_db, &cur)) != 0)
+		cur = NULL;
 
 	for (size_t at = 0; rc == 0 && at + QHDR <= b->len;) {
 		int64_t t_us;
@@ -940,12 +945,14 @@ static void flush_work(uv_work_t *w)
 		put_u64be(kb + 8, db->seq++);
 		MDB_val k = {16, kb}, v = {n, (void *)vb};
 		/* records come in time order: appended, no search and full pages */
-		rc = mdb_put(txn, db->spend_db, &k, &v, MDB_APPEND);
+		rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
 		while (rc == MDB_KEYEXIST) { /* the clock went back, or a restart's same µs */
 			put_u64be(kb + 8, db->seq++);
-			rc = mdb_put(txn, db->spend_db, &k, &v, MDB_NOOVERWRITE);
+			rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
 		}
 	}
+	if (cur)
+		mdb_cursor_close(cur);
 	for (size_t i = 0; rc == 0 && i < b->nwins; i++) {
 		char text[96];
 		int n = snprintf(text, sizeof(text), "%" PRId64 " %.17g", b->wins[i].start,
