@@ -30,6 +30,32 @@
  * and its stored form (encode_rec): no allocation per record, one free per
  * batch, and the thread writes them as they are. */
 #define QHDR 10
+/* On disk the same form, in chunks: one LMDB value per up to CHUNK_MAX bytes
+ * of a batch's records, [earliest time: 8 bytes] then the records, under the
+ * key [latest time, big-endian: 8][sequence: 8]. One append per chunk, not
+ * per record (a B-tree insert each cost the writer ~1,000 instructions a
+ * record); retention deletes whole chunks by their latest time and rewrites
+ * the one that straddles its cutoff; a report reads every chunk from the
+ * first whose latest time is in its range. */
+#define CHUNK_MAX (256 * 1024)
+#define CHDR 8
+
+/* The next record of a queued or stored run of records at *at: its time,
+ * bytes and size, or 0 at the end (or at a damaged header: nothing after it
+ * can be trusted). */
+static int next_rec(const char *buf, size_t len, size_t *at, int64_t *t_us,
+                    const uint8_t **rec, uint16_t *n)
+{
+	if (*at + QHDR > len)
+		return 0;
+	memcpy(t_us, buf + *at, 8);
+	memcpy(n, buf + *at + 8, 2);
+	if (*at + QHDR + *n > len)
+		return 0;
+	*rec = (const uint8_t *)buf + *at + QHDR;
+	*at += QHDR + *n;
+	return 1;
+}
 
 typedef struct win_snap {
 	char name[SG_KEY_ID_LEN + 3]; /* "k:<id>" or "t:<id>" */
@@ -891,23 +917,83 @@ static int decode_rec(const uint8_t *b, size_t n, disk_rec_t *d, const char *str
 	return isfinite(d->cost) && isfinite(d->saved) ? 0 : -1;
 }
 
+/* Records in a stored chunk's value (after its header). */
+static size_t chunk_count(const MDB_val *v)
+{
+	size_t at = 0, n = 0;
+	int64_t t;
+	const uint8_t *rec;
+	uint16_t len;
+	if (v->mv_size < CHDR)
+		return 0;
+	while (next_rec((const char *)v->mv_data + CHDR, v->mv_size - CHDR, &at, &t, &rec, &len))
+		n++;
+	return n;
+}
+
+/* Rewrite the chunk at cur without its records older than cut_us; the
+ * records dropped are counted in *deleted. */
+static int chunk_trim(MDB_txn *txn, MDB_dbi dbi, const MDB_val *k, const MDB_val *v,
+                      int64_t cut_us, size_t *deleted)
+{
+	const char *src = (const char *)v->mv_data + CHDR;
+	size_t len = v->mv_size - CHDR, at = 0, prev = 0, out = CHDR;
+	int64_t t, lo = INT64_MAX;
+	const uint8_t *rec;
+	uint16_t n;
+	char *buf = malloc(v->mv_size);
+	if (buf == NULL)
+		return ENOMEM;
+	for (; next_rec(src, len, &at, &t, &rec, &n); prev = at) {
+		if (t < cut_us) {
+			(*deleted)++;
+			continue;
+		}
+		memcpy(buf + out, src + prev, at - prev);
+		out += at - prev;
+		lo = SG_MIN(lo, t);
+	}
+	memcpy(buf, &lo, 8);
+	MDB_val nv = {out, buf};
+	MDB_val nk = *k; /* the key lives in the map page the put may change */
+	uint8_t kb[16];
+	memcpy(kb, k->mv_data, 16);
+	nk.mv_data = kb;
+	int rc = mdb_put(txn, dbi, &nk, &nv, 0);
+	free(buf);
+	return rc;
+}
+
 /* Delete records older than the batch says, in a transaction of its own
- * before the batch's: the pages it frees are what a full map needs. */
+ * before the batch's: the pages it frees are what a full map needs. Chunks
+ * whose latest record is older go whole; the first chunk left, when it
+ * straddles the cutoff, is rewritten without its older records. (Chunks
+ * follow one another in time unless the clock stepped back: a straddling
+ * chunk further on keeps its old records until it is all old.) */
 static void retention(sg_authdb_t *db, batch_t *b)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
+	int64_t cut = b->retention_before_us;
 	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
 	if (rc != 0)
 		return;
 	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) == 0) {
-		while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
-		       get_u64be(k.mv_data) < (uint64_t)b->retention_before_us && b->deleted < 100000) {
+		/* at most 1,000 chunks a run (~256 MB): the rest a minute later */
+		for (int chunks = 0;
+		     (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
+		     get_u64be(k.mv_data) < (uint64_t)cut && chunks < 1000;
+		     chunks++) {
+			size_t n = chunk_count(&v);
 			if ((rc = mdb_cursor_del(cur, 0)) != 0)
 				break;
-			b->deleted++;
+			b->deleted += n;
 		}
+		int64_t lo;
+		if (rc == 0 && k.mv_size == 16 && get_u64be(k.mv_data) >= (uint64_t)cut &&
+		    v.mv_size >= CHDR && (memcpy(&lo, v.mv_data, 8), lo < cut))
+			rc = chunk_trim(txn, db->spend_db, &k, &v, cut, &b->deleted);
 		mdb_cursor_close(cur);
 	}
 	if ((rc == 0 || rc == MDB_NOTFOUND) && mdb_txn_commit(txn) == 0)
@@ -932,24 +1018,37 @@ static void flush_work(uv_work_t *w)
 	if (rc == 0 && (rc = mdb_cursor_open(txn, db->spend_db, &cur)) != 0)
 		cur = NULL;
 
-	for (size_t at = 0; rc == 0 && at + QHDR <= b->len;) {
-		int64_t t_us;
+	for (size_t at = 0; rc == 0 && at < b->len;) {
+		/* one chunk: records up to CHUNK_MAX bytes (at least one) */
+		size_t end = at;
+		int64_t t, lo = INT64_MAX, hi = INT64_MIN;
+		const uint8_t *rec;
 		uint16_t n;
-		memcpy(&t_us, b->buf + at, 8);
-		memcpy(&n, b->buf + at + 8, 2);
-		const char *vb = b->buf + at + QHDR;
-		at += QHDR + n;
-		put_u64be(kb, (uint64_t)t_us);
-		/* the same microsecond twice (another process before a restart): the
+		for (size_t q = end; next_rec(b->buf, b->len, &q, &t, &rec, &n); end = q) {
+			if (q - at > CHUNK_MAX && end > at)
+				break;
+			lo = SG_MIN(lo, t);
+			hi = SG_MAX(hi, t);
+		}
+		if (end == at)
+			break; /* (the queue is ours: never damaged) */
+		put_u64be(kb, (uint64_t)hi);
+		/* the same latest µs twice (another process before a restart): the
 		 * next sequence number, never an overwrite */
 		put_u64be(kb + 8, db->seq++);
-		MDB_val k = {16, kb}, v = {n, (void *)vb};
-		/* records come in time order: appended, no search and full pages */
-		rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
+		MDB_val k = {16, kb}, v = {CHDR + end - at, NULL};
+		/* chunks come in time order: appended, no search and full pages */
+		rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND | MDB_RESERVE);
 		while (rc == MDB_KEYEXIST) { /* the clock went back, or a restart's same µs */
 			put_u64be(kb + 8, db->seq++);
-			rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
+			v = (MDB_val){CHDR + end - at, NULL};
+			rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
 		}
+		if (rc == 0) {
+			memcpy(v.mv_data, &lo, 8);
+			memcpy((char *)v.mv_data + CHDR, b->buf + at, end - at);
+		}
+		at = end;
 	}
 	if (cur)
 		mdb_cursor_close(cur);
@@ -1616,16 +1715,13 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 	const char *bufs[2] = {db->queue, inflight ? inflight->buf : NULL};
 	size_t lens[2] = {db->qlen, inflight ? inflight->len : 0};
 	for (int k = 0; k < 2; k++) {
-		for (size_t at = 0; at + QHDR <= lens[k];) {
-			int64_t t_us;
-			uint16_t n;
+		int64_t t_us;
+		uint16_t n;
+		const uint8_t *rec;
+		for (size_t at = 0; next_rec(bufs[k], lens[k], &at, &t_us, &rec, &n);) {
 			disk_rec_t d;
 			const char *st[NSTR];
 			size_t l[NSTR];
-			memcpy(&t_us, bufs[k] + at, 8);
-			memcpy(&n, bufs[k] + at + 8, 2);
-			const uint8_t *rec = (const uint8_t *)bufs[k] + at + QHDR;
-			at += QHDR + n;
 			if (t_us < from_s * 1000000 || t_us >= to_s * 1000000 ||
 			    decode_rec(rec, n, &d, st, l) != 0)
 				continue;
@@ -1640,7 +1736,9 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 	return r;
 }
 
-/* Any thread: the records of the snapshot in [from, to). */
+/* Any thread: the records of the snapshot in [from, to): every chunk whose
+ * latest record is not before from (a chunk is skipped, not the scan ended,
+ * when its earliest is past to: after a clock step back one may follow). */
 static void report_scan(sg_report_t *r)
 {
 	MDB_cursor *cur;
@@ -1649,27 +1747,34 @@ static void report_scan(sg_report_t *r)
 	disk_rec_t d;
 	const char *strs[NSTR];
 	size_t lens[NSTR];
+	int64_t from_us = r->from_s * 1000000, to_us = r->to_s * 1000000;
 	int rc;
 
 	if ((rc = mdb_cursor_open(r->txn, r->db->spend_db, &cur)) != 0) {
 		r->rc = SG_ESTORE;
 		return;
 	}
-	put_u64be(kb, (uint64_t)r->from_s * 1000000);
+	put_u64be(kb, (uint64_t)from_us);
 	memset(kb + 8, 0, 8);
 	k = (MDB_val){16, kb};
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && r->rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (k.mv_size != 16)
+		int64_t lo, t;
+		const uint8_t *rec;
+		uint16_t n;
+		if (k.mv_size != 16 || v.mv_size < CHDR)
+			continue; /* a damaged chunk counts for nothing */
+		memcpy(&lo, v.mv_data, 8);
+		if (lo >= to_us)
 			continue;
-		int64_t t = (int64_t)get_u64be(k.mv_data);
-		if (t >= r->to_s * 1000000)
-			break;
-		if (decode_rec(v.mv_data, v.mv_size, &d, strs, lens) != 0)
-			continue; /* a damaged record counts for nothing */
-		if (group_rec(&r->groups, r->by, t, &d, strs, lens) != 0) {
-			r->rc = SG_ENOMEM;
-			break;
+		const char *recs = (const char *)v.mv_data + CHDR;
+		for (size_t at = 0; next_rec(recs, v.mv_size - CHDR, &at, &t, &rec, &n);) {
+			if (t < from_us || t >= to_us || decode_rec(rec, n, &d, strs, lens) != 0)
+				continue; /* a damaged record counts for nothing */
+			if (group_rec(&r->groups, r->by, t, &d, strs, lens) != 0) {
+				r->rc = SG_ENOMEM;
+				break;
+			}
 		}
 	}
 	mdb_cursor_close(cur);

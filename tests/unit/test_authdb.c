@@ -1,6 +1,8 @@
 /* The governance store (src/gateway/authdb.c): budget periods on the
  * calendar of a time zone, keys and their secrets across a reopen, spend
- * records written in batches and reported, and a damaged record skipped. */
+ * records written in batches (chunks of records) and reported, damaged
+ * records and chunks skipped, retention by chunk and across one. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -272,11 +274,22 @@ static void test_retention(void)
 		return;
 	int64_t now = (int64_t)time(NULL);
 	sg_spend_rec_t r = {.request_id = "r", .key = "k", .model = "m", .cost = 1, .status = 200};
-	for (int age_days = 0; age_days <= 40; age_days += 10) {
+	/* one chunk all older than 25 days (deleted whole), then one across the
+	 * cutoff (0, 10, 20, 27 days old: rewritten without the 27) */
+	for (int age_days = 40; age_days >= 30; age_days -= 10) {
 		r.t_us = (now - age_days * 86400LL) * 1000000;
 		sg__authdb_record(db, &r);
 	}
 	close_db(&loop, db); /* written, retention off */
+	db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	static const int ages[] = {0, 10, 20, 27};
+	for (int i = 0; i < 4; i++) {
+		r.t_us = (now - ages[i] * 86400LL) * 1000000;
+		sg__authdb_record(db, &r);
+	}
+	close_db(&loop, db);
 	json_t *rep = NULL;
 	cfg.retention_days = 25;
 	db = open_db(&loop, &cfg);
@@ -284,7 +297,7 @@ static void test_retention(void)
 		return;
 	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
 	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
-	                                         "requests")) == 5);
+	                                         "requests")) == 6);
 	json_decref(rep);
 	sg_spend_rec_t fresh = r;
 	fresh.t_us = now * 1000000;
@@ -295,13 +308,83 @@ static void test_retention(void)
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_close((uv_handle_t *)&t, NULL);
 	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
-	/* 0, 10 and 20 days old, and the fresh one; 30 and 40 gone */
+	/* 0, 10 and 20 days old, and the fresh one; 27, 30 and 40 gone */
 	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
 	                                         "requests")) == 4);
 	json_decref(rep);
 	json_t *st = sg__authdb_stats(db);
-	CHECK(json_integer_value(json_object_get(st, "retention_deleted")) == 2);
+	CHECK(json_integer_value(json_object_get(st, "retention_deleted")) == 3);
 	json_decref(st);
+	close_db(&loop, db);
+	uv_loop_close(&loop);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	CHECK(system(cmd) == 0);
+}
+
+static long requests_of(json_t *rep)
+{
+	return (long)json_integer_value(
+		json_object_get(json_array_get(json_object_get(rep, "data"), 0), "requests"));
+}
+
+/* Spend records are stored as chunks of up to 256 KB: a batch of 6,000
+ * (~360 KB) is two values, every record reported after a reopen; damaged
+ * chunks (too short, a record header running past the value) count for
+ * nothing and break nothing; a report's range filters inside a chunk. */
+static void test_spend_chunks(void)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char d[] = "/tmp/sg-chunks-XXXXXX";
+	CHECK(mkdtemp(d) != NULL);
+	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 64,
+	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
+	sg_authdb_t *db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	int64_t now = (int64_t)time(NULL);
+	sg_spend_rec_t r = {.request_id = "req-000000", .key = "kkkkkkkkkkkk", .model = "m",
+	                    .cost = 0.001, .status = 200};
+	for (int i = 0; i < 6000; i++) {
+		r.t_us = (now - 100) * 1000000 + i * 10000; /* 100 records a second */
+		sg__authdb_record(db, &r);
+	}
+	close_db(&loop, db);
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_stat st;
+	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 4) == 0 &&
+	      mdb_env_open(env, d, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "spend", 0, &dbi) == 0);
+	CHECK(mdb_stat(txn, dbi, &st) == 0 && st.ms_entries == 2);
+	uint8_t k1[16] = {0}, k2[16] = {0};
+	memset(k1, 0x7f, 8); /* latest times far ahead: read by every report */
+	memset(k2, 0x7f, 8);
+	k2[15] = 1;
+	char v1[4] = "abc";              /* shorter than a chunk's header */
+	char v2[8 + 10 + 2] = {0};       /* a record header claiming 0xffff bytes */
+	v2[8 + 8] = (char)0xff;
+	v2[8 + 9] = (char)0xff;
+	MDB_val bk1 = {16, k1}, bv1 = {sizeof(v1), v1}, bk2 = {16, k2}, bv2 = {sizeof(v2), v2};
+	CHECK(mdb_put(txn, dbi, &bk1, &bv1, 0) == 0 && mdb_put(txn, dbi, &bk2, &bv2, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+
+	db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	json_t *rep = NULL;
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	CHECK(requests_of(rep) == 6000);
+	CHECK(fabs(json_real_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
+	                                           "cost_usd")) - 6.0) < 1e-9);
+	json_decref(rep);
+	/* [now - 90, now - 80): records 1000..1999, across the first chunk */
+	CHECK(sg__authdb_report(db, "key", now - 90, now - 80, &rep) == 0);
+	CHECK(requests_of(rep) == 1000);
+	json_decref(rep);
 	close_db(&loop, db);
 	uv_loop_close(&loop);
 	char cmd[64];
@@ -311,6 +394,7 @@ static void test_retention(void)
 
 int main(void)
 {
+	test_spend_chunks();
 	test_retention();
 	test_hmac();
 	test_periods();
