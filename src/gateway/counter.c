@@ -98,7 +98,8 @@ static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int k
 	}
 	/* A clock that steps back leaves the backlog as it is, rather than growing it. */
 	if (k != NULL && kind == SG_CTR_RATE && now > k->at_us) {
-		k->level = fmax(0, k->level - (double)(now - k->at_us));
+		double lv = k->level - (double)(now - k->at_us);
+		k->level = lv > 0 ? lv : 0; /* (fmax is a call into libm) */
 		k->at_us = now;
 	}
 	return k;
@@ -119,21 +120,23 @@ static void fill(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
 	double cap, t;
 
 	if (it->kind == SG_CTR_CONC) {
-		it->remaining = fmax(0, floor(it->limit - k->level + EPS * it->limit));
+		double r = floor(it->limit - k->level + EPS * it->limit);
+		it->remaining = r > 0 ? r : 0;
 		it->reset_us = 0;
 		return;
 	}
 	t = rate_shape(l, it->limit, &cap);
-	it->remaining = fmax(0, floor((cap - k->level + EPS * cap) / t));
+	double r = floor((cap - k->level + EPS * cap) / t);
+	it->remaining = r > 0 ? r : 0;
 	it->reset_us = to_us(k->level - EPS * cap);
 }
 
-/* Whether it fits in k; fills its outputs as they stand, taking nothing. */
+/* Whether it fits in k; sets retry_us, taking nothing (the other outputs:
+ * fill). */
 static int check(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
 {
 	double cap, t, over;
 
-	fill(l, it, k);
 	it->retry_us = 0;
 	if (it->kind == SG_CTR_CONC) {
 		if (k->level + it->cost <= it->limit * (1 + EPS))
@@ -167,6 +170,8 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		int ok = k != NULL && check(l, it, k);
 		if (i < SG_ARRAY_SIZE(found))
 			found[i] = k;
+		else if (k != NULL)
+			fill(l, it, k); /* not kept for a refusal's loop below: now */
 
 		if (k == NULL) {
 			it->remaining = 0;
@@ -176,8 +181,12 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		if (!ok && first == 0)
 			first = i + 1;
 	}
-	if (first != 0)
+	if (first != 0) { /* refused: every item's outputs as the counters stand */
+		for (i = 0; i < n; i++)
+			if (i < SG_ARRAY_SIZE(found) && found[i] != NULL)
+				fill(l, &items[i], found[i]);
 		return (int)first;
+	}
 	/* Every counter exists now (made above, nothing dropped since): taking cannot fail.
 	 * (A refusal may leave counters made idle above: the sweep drops them.) */
 	for (i = 0; i < n; i++) {

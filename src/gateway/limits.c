@@ -71,11 +71,6 @@ static void add_set(sg_gov_t *g, const sg_principal_t *p, char scope, const char
 	add(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
 }
 
-static const char *scope_word(char scope)
-{
-	return scope == 'k' ? "key" : scope == 't' ? "team" : scope == 'm' ? "model" : "team-model";
-}
-
 /* Writers into a buffer known to be large enough (put_headers' bound). */
 #define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
 
@@ -154,11 +149,12 @@ static void put_headers(sg_req_t *req)
 			if (!first)
 				w = PUT(w, ", ");
 			first = 0;
-			const char *sc = scope_word(g->scope[ti[i]]);
-			size_t n = strlen(sc);
-			*w++ = '"';
-			memcpy(w, sc, n);
-			w += n;
+			switch (g->scope[ti[i]]) {
+			case 'k': w = PUT(w, "\"key"); break;
+			case 't': w = PUT(w, "\"team"); break;
+			case 'm': w = PUT(w, "\"model"); break;
+			default: w = PUT(w, "\"team-model"); break;
+			}
 			w = i ? PUT(w, "-tpm\"") : PUT(w, "-rpm\"");
 			if (pass == 0) {
 				w = PUT(w, ";q=");

@@ -230,6 +230,10 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	/* USD with 8 decimals, without printf's cost on every answer */
 	double cost = c->outcome == SG_CALL_HIT ? 0.0 : cost_of(c, &u);
 	uint64_t v = cost > 0 && cost < 1e10 ? (uint64_t)llround(cost * 1e8) : 0;
+	if (v == 0) { /* every cache hit */
+		sg__fbuf_str(extra, "X-Semgate-Cost: 0.00000000\r\n");
+		return 0;
+	}
 	char frac[9];
 	for (int i = 7; i >= 0; i--, v /= 10)
 		frac[i] = (char)('0' + (v % 10));
