@@ -931,7 +931,7 @@ static size_t chunk_count(const MDB_val *v)
 	return n;
 }
 
-/* Rewrite the chunk at cur without its records older than cut_us; the
+/* Rewrite the chunk under k without its records older than cut_us; the
  * records dropped are counted in *deleted. */
 static int chunk_trim(MDB_txn *txn, MDB_dbi dbi, const MDB_val *k, const MDB_val *v,
                       int64_t cut_us, size_t *deleted)
