@@ -82,7 +82,7 @@ struct sg_authdb {
 	uv_loop_t *loop;
 	const sg_auth_config_t *cfg;
 	MDB_env *env;
-	MDB_dbi keys_db, teams_db, windows_db, spend_db;
+	MDB_dbi keys_db, teams_db, windows_db, spend_db, meta_db;
 	sg_u64map_t keys, teams;   /* hash of id -> sg_principal_t (ids are unique per table) */
 	char *queue;               /* records waiting for the next batch (queued form) */
 	size_t qlen, qcap;         /* bytes in it, allocated */
@@ -1195,6 +1195,32 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 
 /* --- open / close ----------------------------------------------------------------------- */
 
+/* The layout of the spend records (chunks, above), marked in the "meta"
+ * table when the store is made: a store whose mark differs, or that holds
+ * spend records without one, was written by another version and is refused
+ * rather than misread. */
+#define LAYOUT "1"
+#define LAYOUT_UNKNOWN (-30000) /* not one of LMDB's error codes */
+
+static int check_layout(sg_authdb_t *db, MDB_txn *txn)
+{
+	MDB_val k = {6, "layout"}, v;
+	MDB_stat st;
+	int rc = mdb_get(txn, db->meta_db, &k, &v);
+	if (rc == 0)
+		return v.mv_size == strlen(LAYOUT) && memcmp(v.mv_data, LAYOUT, v.mv_size) == 0
+		               ? 0
+		               : LAYOUT_UNKNOWN;
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	if ((rc = mdb_stat(txn, db->spend_db, &st)) != 0)
+		return rc;
+	if (st.ms_entries != 0)
+		return LAYOUT_UNKNOWN;
+	v = (MDB_val){strlen(LAYOUT), LAYOUT};
+	return mdb_put(txn, db->meta_db, &k, &v, 0);
+}
+
 int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *cfg, char *err,
                     size_t errlen)
 {
@@ -1221,7 +1247,7 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 		free(db);
 		return SG_ENOMEM;
 	}
-		if (hmac_init(db, cfg->secret ? cfg->secret : "") != 0) {
+	if (hmac_init(db, cfg->secret ? cfg->secret : "") != 0) {
 		snprintf(err, errlen, "auth: cannot set up HMAC-SHA256 (OpenSSL)");
 		goto fail;
 	}
@@ -1231,17 +1257,26 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	}
 	if ((rc = mdb_env_create(&db->env)) != 0 ||
 	    (rc = mdb_env_set_mapsize(db->env, (size_t)cfg->map_size_mb << 20)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(db->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(db->env, 5)) != 0 ||
 	    (rc = mdb_env_open(db->env, cfg->path, MDB_NOTLS, 0600)) != 0 ||
 	    (rc = mdb_txn_begin(db->env, NULL, 0, &txn)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &db->keys_db)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "teams", MDB_CREATE, &db->teams_db)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "windows", MDB_CREATE, &db->windows_db)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "spend", MDB_CREATE, &db->spend_db)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &db->meta_db)) != 0 ||
+	    (rc = check_layout(db, txn)) != 0 ||
 	    (rc = load_table(db, txn, 1)) != 0 || (rc = load_table(db, txn, 0)) != 0 ||
 	    (rc = load_windows(db, txn)) != 0) {
-		snprintf(err, errlen, "auth.path %s: cannot open the key and spend store: %s",
-		         cfg->path, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
+		if (rc == LAYOUT_UNKNOWN)
+			snprintf(err, errlen,
+			         "auth.path %s: its spend records are not in the layout this semgate "
+			         "reads (layout " LAYOUT "): a store written by another version; move "
+			         "the directory aside",
+			         cfg->path);
+		else
+			snprintf(err, errlen, "auth.path %s: cannot open the key and spend store: %s",
+			         cfg->path, rc == ENOMEM ? "out of memory" : mdb_strerror(rc));
 		if (txn)
 			mdb_txn_abort(txn);
 		goto fail;

@@ -392,8 +392,59 @@ static void test_spend_chunks(void)
 	CHECK(system(cmd) == 0);
 }
 
+/* Put key = val into table db of the store in dir (val NULL: delete key). */
+static void raw_set(const char *path, const char *db, const char *key, const char *val)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
+	      mdb_env_open(env, path, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, db, 0, &dbi) == 0);
+	MDB_val k = {strlen(key), (void *)key}, v = {val ? strlen(val) : 0, (void *)val};
+	CHECK((val ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL)) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+}
+
+/* A store marks its spend records' layout when made; one marked otherwise,
+ * or holding spend records without the mark, is refused with a message that
+ * names the directory, never misread. */
+static void test_layout(void)
+{
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	char d[] = "/tmp/sg-layout-XXXXXX";
+	CHECK(mkdtemp(d) != NULL);
+	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 16,
+	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
+	sg_authdb_t *db = open_db(&loop, &cfg);
+	if (db == NULL)
+		return;
+	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = "r", .key = "k",
+	                    .model = "m", .cost = 1, .status = 200};
+	sg__authdb_record(db, &r);
+	close_db(&loop, db);
+	db = open_db(&loop, &cfg); /* its own mark: opens */
+	if (db)
+		close_db(&loop, db);
+	char err[512] = "";
+	raw_set(d, "meta", "layout", "2");
+	CHECK(sg__authdb_open(&db, &loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
+	CHECK_MSG(strstr(err, d) && strstr(err, "layout"), "%s", err);
+	raw_set(d, "meta", "layout", NULL); /* records, no mark */
+	err[0] = '\0';
+	CHECK(sg__authdb_open(&db, &loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
+	CHECK_MSG(strstr(err, "layout") != NULL, "%s", err);
+	uv_loop_close(&loop);
+	char cmd[64];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+	test_layout();
 	test_spend_chunks();
 	test_retention();
 	test_hmac();
