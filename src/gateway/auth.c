@@ -61,16 +61,19 @@ int sg__auth_check(sg_req_t *req, sg_principal_t **keyp, sg_principal_t **teamp)
 		REFUSE(req, gw, SG_CE_INVALID_API_KEY,
 		       "the key is not a semgate key (sg-<id>-<secret>)");
 	const char *id = k.base + 3;
-	for (size_t i = 0; i < SG_KEY_ID_LEN; i++)
-		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
-			REFUSE(req, gw, SG_CE_INVALID_API_KEY,
-			       "the key is not a semgate key (sg-<id>-<secret>)");
 	const char *secret = id + SG_KEY_ID_LEN + 1;
 	size_t slen = k.len - 3 - SG_KEY_ID_LEN - 1;
+	/* the id's characters are checked only when no key has it (a stored id is
+	 * valid), before it is echoed in the refusal */
 	sg_principal_t *key = sg__authdb_find(gw->authdb, 0, id, SG_KEY_ID_LEN);
 	int64_t now = (int64_t)time(NULL);
-	if (key == NULL)
+	if (key == NULL) {
+		for (size_t i = 0; i < SG_KEY_ID_LEN; i++)
+			if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
+				REFUSE(req, gw, SG_CE_INVALID_API_KEY,
+				       "the key is not a semgate key (sg-<id>-<secret>)");
 		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "unknown key sg-%.*s", SG_KEY_ID_LEN, id);
+	}
 	if (!sg__authdb_verify(gw->authdb, key, secret, slen, now))
 		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "wrong secret for key sg-%s", key->id);
 	if (key->expires_at && now >= key->expires_at)

@@ -1167,15 +1167,15 @@ static void flush_tick(uv_timer_t *t)
 
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 {
-	uint8_t rec[2048];
-	size_t n = encode_rec(r, rec, sizeof(rec));
-	if (db->nqueue >= MAX_QUEUE || n == 0) {
+	/* encoded in place, at the queue's end: room for the largest record first */
+	const size_t most = QHDR + sizeof(disk_rec_t) + NSTR * 256;
+	if (db->nqueue >= MAX_QUEUE) {
 		db->dropped++;
 		sg_log_limited(&db->err_log, SG_LOG_ERROR,
 		               "auth store: %d spend records wait for the disk: dropping", MAX_QUEUE);
 		return;
 	}
-	if (db->qlen + QHDR + n > db->qcap) {
+	if (db->qlen + most > db->qcap) {
 		size_t cap = SG_MAX(db->qcap * 2, (size_t)65536);
 		char *q = realloc(db->queue, cap);
 		if (q == NULL) {
@@ -1185,10 +1185,14 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 		db->queue = q;
 		db->qcap = cap;
 	}
+	size_t n = encode_rec(r, (uint8_t *)db->queue + db->qlen + QHDR, most - QHDR);
+	if (n == 0) { /* (cannot happen: every string is cut at 255 bytes) */
+		db->dropped++;
+		return;
+	}
 	uint16_t n16 = (uint16_t)n;
 	memcpy(db->queue + db->qlen, &r->t_us, 8);
 	memcpy(db->queue + db->qlen + 8, &n16, 2);
-	memcpy(db->queue + db->qlen + QHDR, rec, n);
 	db->qlen += QHDR + n;
 	db->nqueue++;
 }
