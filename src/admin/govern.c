@@ -264,6 +264,18 @@ static void spend_report_done(void *arg, int rc, json_t *out)
 	respond_json(req, 200, out);
 }
 
+/* A key's or team's public id: SG_KEY_ID_LEN characters a-z, 0-9. */
+static int public_id(const char *s)
+{
+	size_t n = strlen(s);
+	if (n != SG_KEY_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
+			return 0;
+	return 1;
+}
+
 void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 {
 	sg_authdb_t *db = sg__req_gateway(req)->authdb;
@@ -291,9 +303,24 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 		                         "(2026-12-01T00:00:00Z)");
 	if (t < f)
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST, "to is before from");
+	/* only one key's, team's or model's records */
+	char kb[32], tb[32], mb[256];
+	int fbad = 0;
+	sg_report_filter_t only = {sg__query_param(req, "key", kb, sizeof(kb), &fbad),
+	                           sg__query_param(req, "team", tb, sizeof(tb), &fbad),
+	                           sg__query_param(req, "model", mb, sizeof(mb), &fbad)};
+	json_t *probe = only.model ? json_string(only.model) : NULL; /* UTF-8, as names are */
+	int model_ok = only.model == NULL || probe != NULL;
+	json_decref(probe);
+	if (fbad || (only.key && !public_id(only.key)) || (only.team && !public_id(only.team)) ||
+	    !model_ok)
+		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
+		                         "key and team are public ids (12 characters, a-z and 0-9; "
+		                         "without \"sg-\"), model a model's name (UTF-8, at most "
+		                         "255 bytes)");
 	/* the store is read on the thread pool, the connection held meanwhile */
 	sg__req_hold(req);
-	int rc = sg__authdb_report_start(db, b, f, t, spend_report_done, req);
+	int rc = sg__authdb_report_start(db, b, f, t, &only, spend_report_done, req);
 	if (rc == 0)
 		return;
 	sg__req_release(req);

@@ -1694,6 +1694,15 @@ static int group_rec(sg_u64map_t *m, int by, int64_t t_us, const disk_rec_t *d,
 
 static const char *const report_bys[] = {"key", "team", "model", "day"};
 
+/* Whether a record's strings pass a report's filter. */
+static int rec_wanted(char *const only[NSTR], const char *strs[NSTR], const size_t lens[NSTR])
+{
+	for (int i = 0; i < NSTR; i++)
+		if (only[i] && (strlen(only[i]) != lens[i] || memcmp(only[i], strs[i], lens[i]) != 0))
+			return 0;
+	return 1;
+}
+
 /* A report under way: begun on the loop, its scan of the store on any
  * thread (the read transaction goes along: MDB_NOTLS), finished on the loop. */
 struct sg_report {
@@ -1701,6 +1710,7 @@ struct sg_report {
 	sg_authdb_t *db;
 	int by;                 /* index in report_bys */
 	int64_t from_s, to_s;
+	char *only[NSTR];       /* the filter, by record string (key, team, model): copies */
 	sg_u64map_t groups;     /* name hash -> group_t */
 	MDB_txn *txn;           /* the snapshot scanned */
 	int rc;
@@ -1710,6 +1720,8 @@ struct sg_report {
 
 static void report_free(sg_report_t *r)
 {
+	for (int i = 0; i < NSTR; i++)
+		free(r->only[i]);
 	for (size_t i = 0; i < r->groups.cap; i++)
 		free(r->groups.vals[i]);
 	sg__u64map_free(&r->groups);
@@ -1721,7 +1733,7 @@ static void report_free(sg_report_t *r)
 /* On the loop: the snapshot, and the records not in it (queued, and the
  * batch being written until its commit is in the snapshot). */
 static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t from_s,
-                                 int64_t to_s, int *rc)
+                                 int64_t to_s, const sg_report_filter_t *filter, int *rc)
 {
 	int by = -1;
 	for (int i = 0; i < 4; i++)
@@ -1741,6 +1753,15 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 	r->from_s = from_s;
 	r->to_s = to_s;
 	sg__u64map_init(&r->groups);
+	const char *only[NSTR] = {NULL, filter ? filter->key : NULL, filter ? filter->team : NULL,
+	                          filter ? filter->model : NULL, NULL};
+	for (int i = 0; i < NSTR; i++) {
+		if (only[i] && (r->only[i] = strdup(only[i])) == NULL) {
+			report_free(r);
+			*rc = SG_ENOMEM;
+			return NULL;
+		}
+	}
 	uv_mutex_lock(&db->commit_lock);
 	int mrc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &r->txn);
 	const batch_t *inflight = db->flushing && !db->flushing->committed ? db->flushing : NULL;
@@ -1762,7 +1783,7 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 			const char *st[NSTR];
 			size_t l[NSTR];
 			if (t_us < from_s * 1000000 || t_us >= to_s * 1000000 ||
-			    decode_rec(rec, n, &d, st, l) != 0)
+			    decode_rec(rec, n, &d, st, l) != 0 || !rec_wanted(r->only, st, l))
 				continue;
 			if (group_rec(&r->groups, by, t_us, &d, st, l) != 0) {
 				report_free(r);
@@ -1810,6 +1831,8 @@ static void report_scan(sg_report_t *r)
 		for (size_t at = 0; next_rec(recs, v.mv_size - CHDR, &at, &t, &rec, &n);) {
 			if (t < from_us || t >= to_us || decode_rec(rec, n, &d, strs, lens) != 0)
 				continue; /* a damaged record counts for nothing */
+			if (!rec_wanted(r->only, strs, lens))
+				continue;
 			if (group_rec(&r->groups, r->by, t, &d, strs, lens) != 0) {
 				r->rc = SG_ENOMEM;
 				break;
@@ -1848,16 +1871,25 @@ static json_t *report_finish(sg_report_t *r)
 		                        "unpriced_requests", (json_int_t)g->unpriced));
 	}
 	free(all);
-	return json_pack("{s:s, s:I, s:I, s:o}", "group_by", report_bys[r->by], "from",
-	                 (json_int_t)r->from_s, "to", (json_int_t)r->to_s, "data", data);
+	json_t *out = json_pack("{s:s, s:I, s:I}", "group_by", report_bys[r->by], "from",
+	                        (json_int_t)r->from_s, "to", (json_int_t)r->to_s);
+	static const char *const names[NSTR] = {NULL, "key", "team", "model", NULL};
+	for (int i = 0; out && i < NSTR; i++)
+		if (r->only[i])
+			json_object_set_new(out, names[i], json_string(r->only[i]));
+	if (out == NULL || json_object_set_new(out, "data", data) != 0) {
+		json_decref(out);
+		return NULL;
+	}
+	return out;
 }
 
 int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
-                      json_t **out)
+                      const sg_report_filter_t *filter, json_t **out)
 {
 	int rc;
 	*out = NULL;
-	sg_report_t *r = report_begin(db, group_by, from_s, to_s, &rc);
+	sg_report_t *r = report_begin(db, group_by, from_s, to_s, filter, &rc);
 	if (r == NULL)
 		return rc;
 	report_scan(r);
@@ -1884,10 +1916,10 @@ static void report_done(uv_work_t *w, int status)
 }
 
 int sg__authdb_report_start(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
-                            sg_report_cb cb, void *arg)
+                            const sg_report_filter_t *filter, sg_report_cb cb, void *arg)
 {
 	int rc;
-	sg_report_t *r = report_begin(db, group_by, from_s, to_s, &rc);
+	sg_report_t *r = report_begin(db, group_by, from_s, to_s, filter, &rc);
 	if (r == NULL)
 		return rc;
 	r->cb = cb;

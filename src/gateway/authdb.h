@@ -173,16 +173,22 @@ json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p);
 /** A page of keys (team: only its keys, NULL all) or teams, by id after `after`. */
 json_t *sg__authdb_list(sg_authdb_t *db, int is_team, const char *team, const char *after,
                         size_t limit);
-/** Spend grouped by "key", "team", "model" or "day" over [from_s, to_s). */
+/** Which records a report reads besides its range: only those of this key
+ * (public id), team and model, each when set (NULL: any). */
+typedef struct sg_report_filter {
+	const char *key, *team, *model;
+} sg_report_filter_t;
+/** Spend grouped by "key", "team", "model" or "day" over [from_s, to_s), of
+ * the records filter lets through (NULL: all). */
 int sg__authdb_report(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
-                      json_t **out);
+                      const sg_report_filter_t *filter, json_t **out);
 /** The same off the loop: the store is read on the thread pool, then
  * cb(arg, rc, report) runs on the loop (the report is the callee's). Returns
  * SG_EINVAL (a bad group_by) or another error at once, cb not called. */
 typedef struct sg_report sg_report_t;
 typedef void (*sg_report_cb)(void *arg, int rc, json_t *report);
 int sg__authdb_report_start(sg_authdb_t *db, const char *group_by, int64_t from_s, int64_t to_s,
-                            sg_report_cb cb, void *arg);
+                            const sg_report_filter_t *filter, sg_report_cb cb, void *arg);
 /** Figures for /stats. */
 json_t *sg__authdb_stats(sg_authdb_t *db);
 

@@ -501,8 +501,8 @@ def rfc3339(t, offset_h=0):
 def test_spend_report_groups_and_filters():
     """Keys in two teams (and one in none), two models, some cache hits: GET
     /admin/spend by key, team, model and day matches what the answers said;
-    from/to (Unix seconds or RFC 3339) filter records; bad parameters are a
-    400; keys appear by their public id only."""
+    from/to (Unix seconds or RFC 3339) and key=/team=/model= filter records;
+    bad parameters are a 400; keys appear by their public id only."""
     mock = h.Mock("--quiet")
     prices = {A: (1000.0, 1000.0), "model-b": (2000.0, 3000.0)}
     sg = start(config([group(A, mock, prices[A]), group("model-b", mock, prices["model-b"])],
@@ -578,8 +578,27 @@ def test_spend_report_groups_and_filters():
                                      "to": future + 7200}), {}, "a future from at +01:00")
     h.expect_eq(report(sg, "key", to=t0 - 1), {}, "to before every record")
 
+    # key=, team=, model=: only those records, in any grouping, together too
+    of = lambda f, v: lambda r: r[f] == v  # noqa: E731
+    expect_groups(report(sg, "model", key=k1["id"]), "model", of("key", k1["id"]))
+    expect_groups(report(sg, "key", team=t1["id"]), "key", of("team", t1["id"]))
+    expect_groups(report(sg, "team", model="model-b"), "team", of("model", "model-b"),
+                  names=[t1["id"], t2["id"]])
+    expect_groups(report(sg, "model", key=k2["id"], model="model-b"), "model",
+                  lambda r: r["key"] == k2["id"] and r["model"] == "model-b")
+    expect_groups(report(sg, "key", team=t2["id"], **{"from": mid}), "key",
+                  lambda r: r["team"] == t2["id"] and r["phase"] == 1)
+    r = sg.request("GET", "/admin/spend?group_by=day&key=%s&team=%s" % (k1["id"], t2["id"]),
+                   headers=ADMIN)
+    h.expect_status(r, 200)
+    h.expect_eq((r.json()["key"], r.json()["team"], r.json()["data"]), (k1["id"], t2["id"], []),
+                "a key outside the team filtered on: its filters echoed, no rows")
+    h.expect_eq(report(sg, "key", key="zzzzzzzzzzzz"), {}, "an unknown key")
+
     for q in ("group_by=user", "group_by=key&from=yesterday", "from=2026-13-01T00:00:00Z",
-              "group_by=key&to=12abc", "group_by=key&from=100&to=50"):
+              "group_by=key&to=12abc", "group_by=key&from=100&to=50",
+              "key=sg-" + k1["id"], "key=" + k1["id"].upper(), "team=short",
+              "key=" + k1["id"] + "x", "model=%FF%FE", "model=" + "m" * 300):
         h.expect_error(sg.request("GET", "/admin/spend?" + q, headers=ADMIN), 400)
     h.expect_error(sg.request("GET", "/admin/spend?group_by=key"), 401)
 

@@ -135,13 +135,13 @@ static void test_store(void)
 	k->win->spent = 0.25;
 	sg__authdb_window_dirty(db, k->win);
 	json_t *rep = NULL;
-	CHECK(sg__authdb_report(db, "key", 0, time(NULL) + 1, &rep) == 0);
+	CHECK(sg__authdb_report(db, "key", 0, time(NULL) + 1, NULL, &rep) == 0);
 	json_t *row = json_array_get(json_object_get(rep, "data"), 0);
 	CHECK(json_integer_value(json_object_get(row, "requests")) == 2);
 	CHECK(json_integer_value(json_object_get(row, "cache_hits")) == 1);
 	CHECK(json_real_value(json_object_get(row, "cost_usd")) == 0.25);
 	json_decref(rep);
-	CHECK(sg__authdb_report(db, "nope", 0, 1, &rep) == SG_EINVAL);
+	CHECK(sg__authdb_report(db, "nope", 0, 1, NULL, &rep) == SG_EINVAL);
 	free(key);
 	close_db(&loop, db); /* writes what is still queued */
 
@@ -201,7 +201,7 @@ static void test_store(void)
 		CHECK(!sg__authdb_verify(db, k, s2, strlen(s2), time(NULL))); /* grace 0 */
 		CHECK(k->win->spent == 0.25); /* one window across versions */
 	}
-	CHECK(sg__authdb_report(db, "team", 0, time(NULL) + 1, &rep) == 0);
+	CHECK(sg__authdb_report(db, "team", 0, time(NULL) + 1, NULL, &rep) == 0);
 	row = json_array_get(json_object_get(rep, "data"), 0);
 	CHECK(json_integer_value(json_object_get(row, "requests")) == 2);
 	CHECK(strcmp(json_string_value(json_object_get(row, "team")), team) == 0);
@@ -295,7 +295,7 @@ static void test_retention(void)
 	db = open_db(&loop, &cfg);
 	if (db == NULL)
 		return;
-	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
 	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
 	                                         "requests")) == 6);
 	json_decref(rep);
@@ -307,7 +307,7 @@ static void test_retention(void)
 	uv_timer_start(&t, stop_loop, 300, 0);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_close((uv_handle_t *)&t, NULL);
-	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
 	/* 0, 10 and 20 days old, and the fresh one; 27, 30 and 40 gone */
 	CHECK(json_integer_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
 	                                         "requests")) == 4);
@@ -376,13 +376,13 @@ static void test_spend_chunks(void)
 	if (db == NULL)
 		return;
 	json_t *rep = NULL;
-	CHECK(sg__authdb_report(db, "key", 0, now + 1, &rep) == 0);
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
 	CHECK(requests_of(rep) == 6000);
 	CHECK(fabs(json_real_value(json_object_get(json_array_get(json_object_get(rep, "data"), 0),
 	                                           "cost_usd")) - 6.0) < 1e-9);
 	json_decref(rep);
 	/* [now - 90, now - 80): records 1000..1999, across the first chunk */
-	CHECK(sg__authdb_report(db, "key", now - 90, now - 80, &rep) == 0);
+	CHECK(sg__authdb_report(db, "key", now - 90, now - 80, NULL, &rep) == 0);
 	CHECK(requests_of(rep) == 1000);
 	json_decref(rep);
 	close_db(&loop, db);
