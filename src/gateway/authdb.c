@@ -76,6 +76,8 @@ typedef struct batch {
 	int rc;                      /* the write's result */
 	int committed;               /* its records are in the store (under commit_lock) */
 	size_t deleted;              /* records retention removed */
+	int retention_more;          /* retention stopped at its cap: the next batch goes on */
+	int64_t span_us;             /* the longest chunk written (latest - earliest), or 0 */
 } batch_t;
 
 struct sg_authdb {
@@ -97,6 +99,8 @@ struct sg_authdb {
 	                            * its records are in the snapshot it reads */
 	uint64_t seq;              /* record key sequence within a microsecond */
 	int64_t last_retention_s;
+	int64_t max_span_us;       /* the longest a chunk has spanned (meta "span_us"): a
+	                            * report stops at to + this; under commit_lock */
 	uint64_t written, dropped, write_errors, retention_deleted;
 	int closed;
 	sg_log_limit_t err_log;
@@ -764,7 +768,17 @@ static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const
 	sg_buf_t errors;
 	sg_buf_init(&errors, 4096);
 
-	if (!json_is_object(doc) || idlen != SG_KEY_ID_LEN) {
+	int id_ok = idlen == SG_KEY_ID_LEN;
+	for (size_t i = 0; id_ok && i < idlen; i++)
+		id_ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9');
+	if (!id_ok) {
+		sg_log_error("auth store: a %s whose id is not %d characters of a-z, 0-9; skipped",
+		             is_team ? "team" : "key", SG_KEY_ID_LEN);
+		json_decref(doc);
+		sg_buf_free(&errors);
+		return NULL;
+	}
+	if (!json_is_object(doc)) {
 		sg_log_error("auth store: %s %.*s: the record is not a JSON object; skipped",
 		             is_team ? "team" : "key", (int)SG_MIN(idlen, 32), id);
 		goto fail;
@@ -964,43 +978,66 @@ static int chunk_trim(MDB_txn *txn, MDB_dbi dbi, const MDB_val *k, const MDB_val
 	return rc;
 }
 
-/* Delete records older than the batch says, in a transaction of its own
- * before the batch's: the pages it frees are what a full map needs. Chunks
- * whose latest record is older go whole; the first chunk left, when it
- * straddles the cutoff, is rewritten without its older records. (Chunks
- * follow one another in time unless the clock stepped back: a straddling
- * chunk further on keeps its old records until it is all old.) */
+/* Delete records older than the batch says, in transactions of their own
+ * before the batch's: the pages they free are what a full map needs. Chunks
+ * whose latest record is older go whole (at most 1,000 a run: a longer
+ * backlog goes on with the next batch); then, in a second transaction (a
+ * rewrite needs new pages, which a full map may only have once the deletes
+ * are committed), the first chunk left, when it straddles the cutoff, is
+ * rewritten without its older records. (Chunks follow one another in time
+ * unless the clock stepped back: a straddling chunk further on keeps its old
+ * records until it is all old.) */
 static void retention(sg_authdb_t *db, batch_t *b)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int64_t cut = b->retention_before_us;
+	size_t deleted = 0;
+	int chunks = 0;
 	int rc = mdb_txn_begin(db->env, NULL, 0, &txn);
 	if (rc != 0)
 		return;
 	if ((rc = mdb_cursor_open(txn, db->spend_db, &cur)) == 0) {
-		/* at most 1,000 chunks a run (~256 MB): the rest a minute later */
-		for (int chunks = 0;
-		     (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
-		     get_u64be(k.mv_data) < (uint64_t)cut && chunks < 1000;
+		for (; (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size == 16 &&
+		       get_u64be(k.mv_data) < (uint64_t)cut && chunks < 1000;
 		     chunks++) {
 			size_t n = chunk_count(&v);
 			if ((rc = mdb_cursor_del(cur, 0)) != 0)
 				break;
-			b->deleted += n;
+			deleted += n;
 		}
-		int64_t lo;
-		if (rc == 0 && k.mv_size == 16 && get_u64be(k.mv_data) >= (uint64_t)cut &&
-		    v.mv_size >= CHDR && (memcpy(&lo, v.mv_data, 8), lo < cut))
-			rc = chunk_trim(txn, db->spend_db, &k, &v, cut, &b->deleted);
 		mdb_cursor_close(cur);
 	}
-	if ((rc == 0 || rc == MDB_NOTFOUND) && mdb_txn_commit(txn) == 0)
-		return;
-	if (rc != 0 && rc != MDB_NOTFOUND)
+	if (rc != 0 && rc != MDB_NOTFOUND) {
 		mdb_txn_abort(txn);
-	b->deleted = 0;
+		return;
+	}
+	if (mdb_txn_commit(txn) != 0)
+		return;
+	b->deleted += deleted;
+	if (chunks == 1000) {
+		b->retention_more = 1;
+		return; /* the straddling chunk when the backlog is gone */
+	}
+	/* the chunk across the cutoff */
+	if (mdb_txn_begin(db->env, NULL, 0, &txn) != 0)
+		return;
+	int64_t lo;
+	rc = mdb_cursor_open(txn, db->spend_db, &cur);
+	if (rc == 0) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		mdb_cursor_close(cur);
+	}
+	deleted = 0;
+	if (rc != 0 || k.mv_size != 16 || get_u64be(k.mv_data) < (uint64_t)cut ||
+	    v.mv_size < CHDR || (memcpy(&lo, v.mv_data, 8), lo >= cut) ||
+	    chunk_trim(txn, db->spend_db, &k, &v, cut, &deleted) != 0) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	if (mdb_txn_commit(txn) == 0) /* (a failed commit has freed the transaction) */
+		b->deleted += deleted;
 }
 
 static void flush_work(uv_work_t *w)
@@ -1032,6 +1069,7 @@ static void flush_work(uv_work_t *w)
 		}
 		if (end == at)
 			break; /* (the queue is ours: never damaged) */
+		b->span_us = SG_MAX(b->span_us, hi - lo);
 		put_u64be(kb, (uint64_t)hi);
 		/* the same latest µs twice (another process before a restart): the
 		 * next sequence number, never an overwrite */
@@ -1052,6 +1090,15 @@ static void flush_work(uv_work_t *w)
 	}
 	if (cur)
 		mdb_cursor_close(cur);
+	/* the longest chunk so far bounds every report's scan (report_scan) */
+	int64_t span = db->max_span_us; /* (this thread alone changes it) */
+	if (rc == 0 && b->span_us > span) {
+		char text[32];
+		int n = snprintf(text, sizeof(text), "%" PRId64, b->span_us);
+		MDB_val k = {7, "span_us"}, v = {(size_t)n, text};
+		rc = mdb_put(txn, db->meta_db, &k, &v, 0);
+		span = b->span_us;
+	}
 	for (size_t i = 0; rc == 0 && i < b->nwins; i++) {
 		char text[96];
 		int n = snprintf(text, sizeof(text), "%" PRId64 " %.17g", b->wins[i].start,
@@ -1063,6 +1110,8 @@ static void flush_work(uv_work_t *w)
 		uv_mutex_lock(&db->commit_lock);
 		rc = mdb_txn_commit(txn);
 		b->committed = rc == 0;
+		if (rc == 0)
+			db->max_span_us = span;
 		uv_mutex_unlock(&db->commit_lock);
 	} else if (txn) {
 		mdb_txn_abort(txn);
@@ -1085,6 +1134,8 @@ static void flush_done(uv_work_t *w, int status)
 	batch_t *b = db->flushing;
 	(void)status;
 	db->flushing = NULL;
+	if (b->retention_more) /* a backlog: the next batch deletes on */
+		db->last_retention_s = now_s() - RETENTION_EVERY_S;
 	if (b->rc != 0) {
 		db->write_errors++;
 		for (size_t i = 0; i < b->nwins; i++) /* written with the next batch */
@@ -1208,21 +1259,36 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 
 static int check_layout(sg_authdb_t *db, MDB_txn *txn)
 {
-	MDB_val k = {6, "layout"}, v;
+	MDB_val k = {6, "layout"}, v, sk = {7, "span_us"}, sv;
 	MDB_stat st;
-	int rc = mdb_get(txn, db->meta_db, &k, &v);
-	if (rc == 0)
-		return v.mv_size == strlen(LAYOUT) && memcmp(v.mv_data, LAYOUT, v.mv_size) == 0
-		               ? 0
-		               : LAYOUT_UNKNOWN;
-	if (rc != MDB_NOTFOUND)
-		return rc;
-	if ((rc = mdb_stat(txn, db->spend_db, &st)) != 0)
-		return rc;
-	if (st.ms_entries != 0)
+	int rc = mdb_stat(txn, db->spend_db, &st), marked;
+	if (rc != 0 || ((marked = mdb_get(txn, db->meta_db, &k, &v)) != 0 && marked != MDB_NOTFOUND))
+		return rc ? rc : marked;
+	if (marked == 0) {
+		if (v.mv_size != strlen(LAYOUT) || memcmp(v.mv_data, LAYOUT, v.mv_size) != 0)
+			return LAYOUT_UNKNOWN;
+	} else if (st.ms_entries != 0) {
 		return LAYOUT_UNKNOWN;
-	v = (MDB_val){strlen(LAYOUT), LAYOUT};
-	return mdb_put(txn, db->meta_db, &k, &v, 0);
+	} else {
+		v = (MDB_val){strlen(LAYOUT), LAYOUT};
+		if ((rc = mdb_put(txn, db->meta_db, &k, &v, 0)) != 0)
+			return rc;
+	}
+	/* the longest chunk: unknown (a damaged or missing mark over records)
+	 * means every report reads to the end */
+	db->max_span_us = 0;
+	if (mdb_get(txn, db->meta_db, &sk, &sv) == 0) {
+		char text[32];
+		char *end;
+		size_t n = SG_MIN(sv.mv_size, sizeof(text) - 1);
+		memcpy(text, sv.mv_data, n);
+		text[n] = '\0';
+		long long x = strtoll(text, &end, 10);
+		db->max_span_us = end != text && *end == '\0' && x >= 0 ? (int64_t)x : INT64_MAX;
+	} else if (st.ms_entries != 0) {
+		db->max_span_us = INT64_MAX;
+	}
+	return 0;
 }
 
 int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *cfg, char *err,
@@ -1710,6 +1776,7 @@ struct sg_report {
 	sg_authdb_t *db;
 	int by;                 /* index in report_bys */
 	int64_t from_s, to_s;
+	int64_t span_us;        /* the store's longest chunk as of the snapshot */
 	char *only[NSTR];       /* the filter, by record string (key, team, model): copies */
 	sg_u64map_t groups;     /* name hash -> group_t */
 	MDB_txn *txn;           /* the snapshot scanned */
@@ -1765,6 +1832,7 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 	uv_mutex_lock(&db->commit_lock);
 	int mrc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &r->txn);
 	const batch_t *inflight = db->flushing && !db->flushing->committed ? db->flushing : NULL;
+	r->span_us = db->max_span_us;
 	uv_mutex_unlock(&db->commit_lock);
 	if (mrc != 0) {
 		r->txn = NULL;
@@ -1814,7 +1882,9 @@ static void report_scan(sg_report_t *r)
 		r->rc = SG_ESTORE;
 		return;
 	}
-	put_u64be(kb, (uint64_t)from_us);
+	/* past to + the longest chunk, every chunk starts after to */
+	uint64_t stop = r->span_us > INT64_MAX - to_us ? UINT64_MAX : (uint64_t)(to_us + r->span_us);
+	put_u64be(kb, (uint64_t)SG_MAX(from_us, 0)); /* (no record is before 1970) */
 	memset(kb + 8, 0, 8);
 	k = (MDB_val){16, kb};
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && r->rc == 0;
@@ -1822,6 +1892,8 @@ static void report_scan(sg_report_t *r)
 		int64_t lo, t;
 		const uint8_t *rec;
 		uint16_t n;
+		if (k.mv_size == 16 && get_u64be(k.mv_data) >= stop)
+			break;
 		if (k.mv_size != 16 || v.mv_size < CHDR)
 			continue; /* a damaged chunk counts for nothing */
 		memcpy(&lo, v.mv_data, 8);
@@ -1839,6 +1911,8 @@ static void report_scan(sg_report_t *r)
 			}
 		}
 	}
+	if (rc != 0 && rc != MDB_NOTFOUND && r->rc == 0)
+		r->rc = SG_ESTORE; /* a damaged file: an error, not a partial report */
 	mdb_cursor_close(cur);
 	mdb_txn_abort(r->txn);
 	r->txn = NULL;
@@ -1873,6 +1947,10 @@ static json_t *report_finish(sg_report_t *r)
 	free(all);
 	json_t *out = json_pack("{s:s, s:I, s:I}", "group_by", report_bys[r->by], "from",
 	                        (json_int_t)r->from_s, "to", (json_int_t)r->to_s);
+	if (out == NULL) {
+		json_decref(data);
+		return NULL;
+	}
 	static const char *const names[NSTR] = {NULL, "key", "team", "model", NULL};
 	for (int i = 0; out && i < NSTR; i++)
 		if (r->only[i])

@@ -53,7 +53,11 @@ static void estimate(sg_req_t *req)
 	if (json_is_integer(bo) && json_integer_value(bo) > m)
 		m = json_integer_value(bo);
 	m = SG_MIN(m, 1000000);
-	if (c->kind == SG_CALL_COMPLETIONS && json_is_array(p) && json_array_size(p) > 1)
+	/* prompts: an array of strings or of token arrays; an array of token ids
+	 * is one prompt */
+	json_t *p0 = json_array_get(p, 0);
+	if (c->kind == SG_CALL_COMPLETIONS && json_array_size(p) > 1 &&
+	    (json_is_string(p0) || json_is_array(p0)))
 		m *= (int64_t)SG_MIN(json_array_size(p), (size_t)1000000);
 	c->gov.completions = SG_MIN(m, 1000000);
 }

@@ -295,7 +295,8 @@ def test_cost_header_follows_usage_and_prices():
 
 def test_reservation_counts_every_completion_billed():
     """n, or best_of when larger, multiplies the completion bound a call
-    reserves, and so do a completions request's prompts: a cap that covers
+    reserves, and so do a completions request's prompts (not the ids of a
+    tokenized one): a cap that covers
     one completion refuses three, naming the reservation; one still passes."""
     mock = h.Mock("--quiet")
     sg = start(config([group(A, mock)]))
@@ -310,6 +311,10 @@ def test_reservation_counts_every_completion_billed():
     err = expect_budget_429(r)
     want = (len(json.dumps(body).encode()) * 1000 + mt * 3 * 1000) / 1e6
     h.expect("may cost up to $%.6f" % want in err["message"], "prompts: %r", err["message"])
+    # an array of token ids is one prompt, not five
+    body = {"model": A, "prompt": [101, 2023, 2003, 1037, 102], "max_tokens": mt}
+    r = sg.post_json("/v1/completions", body, headers={"Authorization": "Bearer " + key["key"]})
+    h.expect(r.status != 429, "a tokenized prompt reserved as 5 prompts: %r", r.text())
     h.expect_status(chat(sg, key, "n", max_tokens=mt, n=1), 200)
 
 

@@ -360,9 +360,11 @@ static void test_spend_chunks(void)
 	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "spend", 0, &dbi) == 0);
 	CHECK(mdb_stat(txn, dbi, &st) == 0 && st.ms_entries == 2);
 	uint8_t k1[16] = {0}, k2[16] = {0};
-	memset(k1, 0x7f, 8); /* latest times far ahead: read by every report */
-	memset(k2, 0x7f, 8);
-	k2[15] = 1;
+	uint64_t latest = (uint64_t)(now - 50) * 1000000; /* inside every range read below */
+	for (int i = 0; i < 8; i++)
+		k1[i] = k2[i] = (uint8_t)(latest >> (56 - 8 * i));
+	k1[15] = 0xfe;
+	k2[15] = 0xff;
 	char v1[4] = "abc";              /* shorter than a chunk's header */
 	char v2[8 + 10 + 2] = {0};       /* a record header claiming 0xffff bytes */
 	v2[8 + 8] = (char)0xff;
