@@ -215,6 +215,32 @@ static void test_store(void)
 	CHECK(system(cmd) == 0);
 }
 
+/* A scratch store for one test: its loop, a fresh directory, and a config
+ * for it (16 MB map, batches every 10 ms, spend recorded, no retention). */
+typedef struct scratch {
+	uv_loop_t loop;
+	char dir[40];
+	sg_auth_config_t cfg;
+} scratch_t;
+
+static void scratch_init(scratch_t *t, const char *name)
+{
+	uv_loop_init(&t->loop);
+	snprintf(t->dir, sizeof(t->dir), "/tmp/sg-%s-XXXXXX", name);
+	CHECK(mkdtemp(t->dir) != NULL);
+	t->cfg = (sg_auth_config_t){.secret = "0123456789abcdef", .path = t->dir,
+	                            .map_size_mb = 16, .flush_ms = 10, .retention_days = 0,
+	                            .record_spend = 1};
+}
+
+static void scratch_done(scratch_t *t)
+{
+	char cmd[64];
+	uv_loop_close(&t->loop);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", t->dir);
+	CHECK(system(cmd) == 0);
+}
+
 /* The digest is RFC 2104's HMAC-SHA256 (RFC 4231's test cases 2 and 6: a
  * short key, and one longer than a block, hashed first). */
 static void test_hmac(void)
@@ -263,13 +289,11 @@ static void stop_loop(uv_timer_t *t)
  * (the first one after start included); newer ones stay. */
 static void test_retention(void)
 {
-	uv_loop_t loop;
-	uv_loop_init(&loop);
-	char d[] = "/tmp/sg-retention-XXXXXX";
-	CHECK(mkdtemp(d) != NULL);
-	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 16,
-	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
-	sg_authdb_t *db = open_db(&loop, &cfg);
+	scratch_t sc;
+	scratch_init(&sc, "retention");
+	uv_loop_t *loop = &sc.loop;
+	sg_auth_config_t cfg = sc.cfg;
+	sg_authdb_t *db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	int64_t now = (int64_t)time(NULL);
@@ -280,8 +304,8 @@ static void test_retention(void)
 		r.t_us = (now - age_days * 86400LL) * 1000000;
 		sg__authdb_record(db, &r);
 	}
-	close_db(&loop, db); /* written, retention off */
-	db = open_db(&loop, &cfg);
+	close_db(loop, db); /* written, retention off */
+	db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	static const int ages[] = {0, 10, 20, 27};
@@ -289,10 +313,10 @@ static void test_retention(void)
 		r.t_us = (now - ages[i] * 86400LL) * 1000000;
 		sg__authdb_record(db, &r);
 	}
-	close_db(&loop, db);
+	close_db(loop, db);
 	json_t *rep = NULL;
 	cfg.retention_days = 25;
-	db = open_db(&loop, &cfg);
+	db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
@@ -303,9 +327,9 @@ static void test_retention(void)
 	fresh.t_us = now * 1000000;
 	sg__authdb_record(db, &fresh); /* something to write: the batch runs, deleting */
 	uv_timer_t t;
-	uv_timer_init(&loop, &t);
+	uv_timer_init(loop, &t);
 	uv_timer_start(&t, stop_loop, 300, 0);
-	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_run(loop, UV_RUN_DEFAULT);
 	uv_close((uv_handle_t *)&t, NULL);
 	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
 	/* 0, 10 and 20 days old, and the fresh one; 27, 30 and 40 gone */
@@ -315,11 +339,8 @@ static void test_retention(void)
 	json_t *st = sg__authdb_stats(db);
 	CHECK(json_integer_value(json_object_get(st, "retention_deleted")) == 3);
 	json_decref(st);
-	close_db(&loop, db);
-	uv_loop_close(&loop);
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
-	CHECK(system(cmd) == 0);
+	close_db(loop, db);
+	scratch_done(&sc);
 }
 
 static long requests_of(json_t *rep)
@@ -334,13 +355,13 @@ static long requests_of(json_t *rep)
  * nothing and break nothing; a report's range filters inside a chunk. */
 static void test_spend_chunks(void)
 {
-	uv_loop_t loop;
-	uv_loop_init(&loop);
-	char d[] = "/tmp/sg-chunks-XXXXXX";
-	CHECK(mkdtemp(d) != NULL);
-	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 64,
-	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
-	sg_authdb_t *db = open_db(&loop, &cfg);
+	scratch_t sc;
+	scratch_init(&sc, "chunks");
+	uv_loop_t *loop = &sc.loop;
+	const char *d = sc.dir;
+	sg_auth_config_t cfg = sc.cfg;
+	cfg.map_size_mb = 64;
+	sg_authdb_t *db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	int64_t now = (int64_t)time(NULL);
@@ -350,7 +371,7 @@ static void test_spend_chunks(void)
 		r.t_us = (now - 100) * 1000000 + i * 10000; /* 100 records a second */
 		sg__authdb_record(db, &r);
 	}
-	close_db(&loop, db);
+	close_db(loop, db);
 	MDB_env *env;
 	MDB_txn *txn;
 	MDB_dbi dbi;
@@ -374,7 +395,7 @@ static void test_spend_chunks(void)
 	CHECK(mdb_txn_commit(txn) == 0);
 	mdb_env_close(env);
 
-	db = open_db(&loop, &cfg);
+	db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	json_t *rep = NULL;
@@ -387,11 +408,8 @@ static void test_spend_chunks(void)
 	CHECK(sg__authdb_report(db, "key", now - 90, now - 80, NULL, &rep) == 0);
 	CHECK(requests_of(rep) == 1000);
 	json_decref(rep);
-	close_db(&loop, db);
-	uv_loop_close(&loop);
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
-	CHECK(system(cmd) == 0);
+	close_db(loop, db);
+	scratch_done(&sc);
 }
 
 /* Put key = val into table db of the store in dir (val NULL: delete key). */
@@ -414,34 +432,30 @@ static void raw_set(const char *path, const char *db, const char *key, const cha
  * names the directory, never misread. */
 static void test_layout(void)
 {
-	uv_loop_t loop;
-	uv_loop_init(&loop);
-	char d[] = "/tmp/sg-layout-XXXXXX";
-	CHECK(mkdtemp(d) != NULL);
-	sg_auth_config_t cfg = {.secret = "0123456789abcdef", .path = d, .map_size_mb = 16,
-	                        .flush_ms = 10, .retention_days = 0, .record_spend = 1};
-	sg_authdb_t *db = open_db(&loop, &cfg);
+	scratch_t sc;
+	scratch_init(&sc, "layout");
+	uv_loop_t *loop = &sc.loop;
+	const char *d = sc.dir;
+	sg_auth_config_t cfg = sc.cfg;
+	sg_authdb_t *db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
 	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = "r", .key = "k",
 	                    .model = "m", .cost = 1, .status = 200};
 	sg__authdb_record(db, &r);
-	close_db(&loop, db);
-	db = open_db(&loop, &cfg); /* its own mark: opens */
+	close_db(loop, db);
+	db = open_db(loop, &cfg); /* its own mark: opens */
 	if (db)
-		close_db(&loop, db);
+		close_db(loop, db);
 	char err[512] = "";
 	raw_set(d, "meta", "layout", "2");
-	CHECK(sg__authdb_open(&db, &loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
+	CHECK(sg__authdb_open(&db, loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
 	CHECK_MSG(strstr(err, d) && strstr(err, "layout"), "%s", err);
 	raw_set(d, "meta", "layout", NULL); /* records, no mark */
 	err[0] = '\0';
-	CHECK(sg__authdb_open(&db, &loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
+	CHECK(sg__authdb_open(&db, loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
 	CHECK_MSG(strstr(err, "layout") != NULL, "%s", err);
-	uv_loop_close(&loop);
-	char cmd[64];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
-	CHECK(system(cmd) == 0);
+	scratch_done(&sc);
 }
 
 int main(void)
