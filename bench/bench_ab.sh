@@ -127,9 +127,7 @@ start() {
 	auth_hdr=()
 	if [ "$auth_b" = 1 ]; then
 		local key
-		key=$(curl -fsS -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
-			-d '{"name":"bench","rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"},"namespace":"default"}' \
-			"http://127.0.0.1:${port[b]}/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+		key=$(bench_key "${port[b]}")
 		auth_hdr=(-H "Authorization: Bearer $key") # side A has auth off and ignores it
 	fi
 	if [ "$1" = exact ]; then # the one miss, stored before wrk starts

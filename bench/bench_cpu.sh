@@ -65,10 +65,7 @@ PY
 	done
 	h="Authorization: Bearer sg-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 	if [ "$auth" != off ]; then
-		key=$(curl -fsS -H 'Authorization: Bearer bench-admin' \
-			-d '{"rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"namespace":"default","budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"}}' \
-			"http://127.0.0.1:$port/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-		h="Authorization: Bearer $key"
+		h="Authorization: Bearer $(bench_key "$port")"
 	fi
 	curl -fsS -o /dev/null -H "$h" -H 'Content-Type: application/json' -d "$chat" \
 		"http://127.0.0.1:$port/v1/chat/completions"

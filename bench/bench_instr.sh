@@ -61,9 +61,7 @@ PY
 	done
 	local n hdr=()
 	if [ "$auth" = 1 ]; then
-		hdr=(-H "Authorization: Bearer $(curl -fsS -H 'Authorization: Bearer bench-admin' \
-			-d '{"rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"namespace":"default","budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"}}' \
-			"http://127.0.0.1:$port/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')")
+		hdr=(-H "Authorization: Bearer $(bench_key "$port")")
 	fi
 	n=$(wrk -t1 -c1 -d"${duration}s" "${hdr[@]}" -s "$top/bench/wrk/$lua" \
 		"http://127.0.0.1:$port/v1/chat/completions" | awk '/requests in/ {print $1}')

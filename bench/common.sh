@@ -10,3 +10,11 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A key on the semgate at 127.0.0.1:$1 (admin key "bench-admin") with rpm, tpm,
+# concurrency limits and a monthly budget far above any run, so that every request pays
+# for every check, reservation and settlement and none is refused; prints the whole key.
+bench_key() {
+	curl -fsS -H 'Authorization: Bearer bench-admin' -H 'Content-Type: application/json' \
+		-d '{"name":"bench","rpm":1000000000,"tpm":1000000000000,"max_concurrent":100000,"budget":{"max_usd":1000000000,"soft_usd":999999999,"period":"monthly"},"namespace":"default"}' \
+		"http://127.0.0.1:$1/admin/keys" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}

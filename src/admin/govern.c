@@ -264,18 +264,6 @@ static void spend_report_done(void *arg, int rc, json_t *out)
 	respond_json(req, 200, out);
 }
 
-/* A key's or team's public id: SG_KEY_ID_LEN characters a-z, 0-9. */
-static int public_id(const char *s)
-{
-	size_t n = strlen(s);
-	if (n != SG_KEY_ID_LEN)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9')))
-			return 0;
-	return 1;
-}
-
 void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 {
 	sg_authdb_t *db = sg__req_gateway(req)->authdb;
@@ -312,8 +300,8 @@ void sg__admin_spend(sg_req_t *req, sg_iovec_t rest)
 	json_t *probe = only.model ? json_string(only.model) : NULL; /* UTF-8, as names are */
 	int model_ok = only.model == NULL || probe != NULL;
 	json_decref(probe);
-	if (fbad || (only.key && !public_id(only.key)) || (only.team && !public_id(only.team)) ||
-	    !model_ok)
+	if (fbad || (only.key && !sg__authdb_id_ok(only.key, strlen(only.key))) ||
+	    (only.team && !sg__authdb_id_ok(only.team, strlen(only.team))) || !model_ok)
 		return sg__respond_error(req, SG_CE_INVALID_REQUEST,
 		                         "key and team are public ids (12 characters, a-z and 0-9; "
 		                         "without \"sg-\"), model a model's name (UTF-8, at most "

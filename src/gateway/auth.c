@@ -67,13 +67,11 @@ int sg__auth_check(sg_req_t *req, sg_principal_t **keyp, sg_principal_t **teamp)
 	 * valid), before it is echoed in the refusal */
 	sg_principal_t *key = sg__authdb_find(gw->authdb, 0, id, SG_KEY_ID_LEN);
 	int64_t now = (int64_t)time(NULL);
-	if (key == NULL) {
-		for (size_t i = 0; i < SG_KEY_ID_LEN; i++)
-			if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
-				REFUSE(req, gw, SG_CE_INVALID_API_KEY,
-				       "the key is not a semgate key (sg-<id>-<secret>)");
+	if (key == NULL && !sg__authdb_id_ok(id, SG_KEY_ID_LEN))
+		REFUSE(req, gw, SG_CE_INVALID_API_KEY,
+		       "the key is not a semgate key (sg-<id>-<secret>)");
+	if (key == NULL)
 		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "unknown key sg-%.*s", SG_KEY_ID_LEN, id);
-	}
 	if (!sg__authdb_verify(gw->authdb, key, secret, slen, now))
 		REFUSE(req, gw, SG_CE_INVALID_API_KEY, "wrong secret for key sg-%s", key->id);
 	if (key->expires_at && now >= key->expires_at)

@@ -759,6 +759,16 @@ static sg_principal_t *principal_new(int is_team, const char *id)
 	return p;
 }
 
+int sg__authdb_id_ok(const char *id, size_t len)
+{
+	if (len != SG_KEY_ID_LEN)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9')))
+			return 0;
+	return 1;
+}
+
 static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const char *id,
                                              size_t idlen, const char *text, size_t len)
 {
@@ -768,10 +778,7 @@ static sg_principal_t *principal_from_stored(sg_authdb_t *db, int is_team, const
 	sg_buf_t errors;
 	sg_buf_init(&errors, 4096);
 
-	int id_ok = idlen == SG_KEY_ID_LEN;
-	for (size_t i = 0; id_ok && i < idlen; i++)
-		id_ok = (id[i] >= 'a' && id[i] <= 'z') || (id[i] >= '0' && id[i] <= '9');
-	if (!id_ok) {
+	if (!sg__authdb_id_ok(id, idlen)) {
 		sg_log_error("auth store: a %s whose id is not %d characters of a-z, 0-9; skipped",
 		             is_team ? "team" : "key", SG_KEY_ID_LEN);
 		json_decref(doc);
@@ -1797,6 +1804,19 @@ static void report_free(sg_report_t *r)
 	free(r);
 }
 
+/* One record of a report's range and filter into its groups: 0, or
+ * SG_ENOMEM. Records out of range, damaged or filtered out count for nothing. */
+static int report_add(sg_report_t *r, int64_t t_us, const uint8_t *rec, uint16_t n)
+{
+	disk_rec_t d;
+	const char *strs[NSTR];
+	size_t lens[NSTR];
+	if (t_us < r->from_s * 1000000 || t_us >= r->to_s * 1000000 ||
+	    decode_rec(rec, n, &d, strs, lens) != 0 || !rec_wanted(r->only, strs, lens))
+		return 0;
+	return group_rec(&r->groups, r->by, t_us, &d, strs, lens) != 0 ? SG_ENOMEM : 0;
+}
+
 /* On the loop: the snapshot, and the records not in it (queued, and the
  * batch being written until its commit is in the snapshot). */
 static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t from_s,
@@ -1847,13 +1867,7 @@ static sg_report_t *report_begin(sg_authdb_t *db, const char *group_by, int64_t 
 		uint16_t n;
 		const uint8_t *rec;
 		for (size_t at = 0; next_rec(bufs[k], lens[k], &at, &t_us, &rec, &n);) {
-			disk_rec_t d;
-			const char *st[NSTR];
-			size_t l[NSTR];
-			if (t_us < from_s * 1000000 || t_us >= to_s * 1000000 ||
-			    decode_rec(rec, n, &d, st, l) != 0 || !rec_wanted(r->only, st, l))
-				continue;
-			if (group_rec(&r->groups, by, t_us, &d, st, l) != 0) {
+			if (report_add(r, t_us, rec, n) != 0) {
 				report_free(r);
 				*rc = SG_ENOMEM;
 				return NULL;
@@ -1872,9 +1886,6 @@ static void report_scan(sg_report_t *r)
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint8_t kb[16];
-	disk_rec_t d;
-	const char *strs[NSTR];
-	size_t lens[NSTR];
 	int64_t from_us = r->from_s * 1000000, to_us = r->to_s * 1000000;
 	int rc;
 
@@ -1900,16 +1911,9 @@ static void report_scan(sg_report_t *r)
 		if (lo >= to_us)
 			continue;
 		const char *recs = (const char *)v.mv_data + CHDR;
-		for (size_t at = 0; next_rec(recs, v.mv_size - CHDR, &at, &t, &rec, &n);) {
-			if (t < from_us || t >= to_us || decode_rec(rec, n, &d, strs, lens) != 0)
-				continue; /* a damaged record counts for nothing */
-			if (!rec_wanted(r->only, strs, lens))
-				continue;
-			if (group_rec(&r->groups, r->by, t, &d, strs, lens) != 0) {
-				r->rc = SG_ENOMEM;
-				break;
-			}
-		}
+		size_t len = v.mv_size - CHDR;
+		for (size_t at = 0; r->rc == 0 && next_rec(recs, len, &at, &t, &rec, &n);)
+			r->rc = report_add(r, t, rec, n);
 	}
 	if (rc != 0 && rc != MDB_NOTFOUND && r->rc == 0)
 		r->rc = SG_ESTORE; /* a damaged file: an error, not a partial report */
@@ -1952,10 +1956,10 @@ static json_t *report_finish(sg_report_t *r)
 		return NULL;
 	}
 	static const char *const names[NSTR] = {NULL, "key", "team", "model", NULL};
-	for (int i = 0; out && i < NSTR; i++)
+	for (int i = 0; i < NSTR; i++)
 		if (r->only[i])
 			json_object_set_new(out, names[i], json_string(r->only[i]));
-	if (out == NULL || json_object_set_new(out, "data", data) != 0) {
+	if (json_object_set_new(out, "data", data) != 0) {
 		json_decref(out);
 		return NULL;
 	}

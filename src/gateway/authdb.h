@@ -170,6 +170,8 @@ int sg__authdb_rotate(sg_authdb_t *db, const char *id, int64_t grace_s, json_t *
                       char **key_out);
 /** The admin view of one key or team, with its current spend and budget. */
 json_t *sg__authdb_view(sg_authdb_t *db, sg_principal_t *p);
+/** Whether id[0..len) is a public id: SG_KEY_ID_LEN characters of a-z, 0-9. */
+int sg__authdb_id_ok(const char *id, size_t len);
 /** A page of keys (team: only its keys, NULL all) or teams, by id after `after`. */
 json_t *sg__authdb_list(sg_authdb_t *db, int is_team, const char *team, const char *after,
                         size_t limit);
