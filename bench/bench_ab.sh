@@ -10,11 +10,16 @@
 # Modes (all: the three in that order, each on its own pair of servers):
 #   proxy     cache off, one model on the mock upstream: every request goes upstream.
 #   exact     cache on (local embedder, a fresh cache dir per side), one repeated prompt
-#             (bench/wrk/chat.lua), primed by one request: every request is an exact hit.
+#             (bench/wrk/post.lua), primed by one request: every request is an exact hit.
 #   semantic  cache on (local embedder), each side on its own copy of a cache of --entries
 #             synthetic entries written by its own cachebench (the one next to BIN, else
 #             --build's), wrk sending paraphrases of stored prompts (bench/wrk/semantic.lua,
 #             queries from cachebench --emit-queries): semantic hits, never byte-identical.
+# --pin: each semgate (every thread of it) on the last CPU, wrk and the mock upstream on the
+#   others (taskset; needs 2 CPUs or more). On a 2-core machine an unpinned wrk takes a share
+#   of the server's core that grows with what it parses (e.g. rate-limit headers), so req/s
+#   measures the two together; pinned, the server has one core to itself and req/s is its own
+#   throughput as long as its core is the busy one (the script prints both cores' use).
 # Each round runs wrk at 64 connections (req/s) and at 1 connection (p50/p99) on A, then on
 # B. Prints per-round figures, the medians, B/A of the medians, the lowest and highest
 # per-round B/A, and each side's own round-to-round range, then /stats's hit counters of
@@ -24,10 +29,10 @@
 # of its kind. Loopback only; stops what it starts.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N]"
+usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N] [--auth-b] [--pin]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$1 bin_b=$2; shift 2
-rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0
+rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0 pin=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
 	--mode) mode=$2; shift 2 ;;
 	--entries) entries=$2; shift 2 ;;
 	--auth-b) auth_b=1; shift ;;
+	--pin) pin=1; shift ;;
 	*) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
 	esac
 done
@@ -48,15 +54,29 @@ case "$build" in /*) bdir=$build ;; *) bdir=$top/$build ;; esac
 bench_name=ab
 . "$top/bench/common.sh"
 declare -A bin=([a]=$bin_a [b]=$bin_b)
+srv=() cli=()
+if [ "$pin" = 1 ]; then
+	ncpu=$(nproc)
+	[ "$ncpu" -ge 2 ] || { echo "--pin needs 2 CPUs or more" >&2; exit 2; }
+	srv=(taskset -c $((ncpu - 1))) cli=(taskset -c 0-$((ncpu - 2)))
+fi
+# busy share (%) of each CPU over $1 seconds, from /proc/stat
+cpu_busy() {
+	local a b
+	a=$(grep -E '^cpu[0-9]+ ' /proc/stat); sleep "$1"; b=$(grep -E '^cpu[0-9]+ ' /proc/stat)
+	paste <(echo "$a") <(echo "$b") | awk '{n = NF / 2; t = 0; for (i = 2; i <= n; i++) t += $(n + i) - $i
+		idle = $(n + 5) + $(n + 6) - $5 - $6; printf "%s%s %.0f%%", (NR > 1 ? ", " : ""), $1, 100 * (1 - idle / t)}'
+}
 export SG_BENCH_ADMIN=bench-admin SG_BENCH_SECRET=bench-secret-0123456789
 auth_hdr=()
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "A: $bin_a"
 echo "B: $bin_b"
 echo "modes: $modes; $rounds rounds of ${duration} s per wrk run; mock: $bdir/mock-upstream"
+[ "$pin" = 1 ] && echo "pinned: semgate on CPU ${srv[2]}, wrk and the mock on CPU ${cli[2]}"
 
 mock=$(free_port)
-"$bdir/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null & pids+=($!)
+"${cli[@]}" "$bdir/mock-upstream" --host 127.0.0.1 --port "$mock" --quiet >/dev/null & pids+=($!)
 declare -A port pid
 wait_ready() { # side: until /healthz answers, 60 s at most, or the process died
 	local i
@@ -110,7 +130,7 @@ json.dump(c, open(path, "w"))
 PY
 		done
 	fi
-	lua=$top/bench/wrk/chat.lua
+	lua=$top/bench/wrk/post.lua
 	if [ "$m" = semantic ]; then
 		lua=$top/bench/wrk/semantic.lua
 		cmp -s "$work/queries-a.txt" "$work/queries-b.txt" &&
@@ -121,7 +141,7 @@ PY
 start() {
 	local side
 	for side in a b; do
-		"${bin[$side]}" --config "$work/$side.json" 2>"$work/$side.log" & pid[$side]=$!; pids+=($!)
+		"${srv[@]}" "${bin[$side]}" --config "$work/$side.json" 2>"$work/$side.log" & pid[$side]=$!; pids+=($!)
 	done
 	for side in a b; do wait_ready $side; done
 	auth_hdr=()
@@ -163,14 +183,18 @@ for m in $modes; do
 	for r in $(seq "$rounds"); do
 		for side in a b; do
 			[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
-			out1=$(timeout $((duration + 30)) wrk -t2 -c64 -d"${duration}s" "${auth_hdr[@]}" -s "$lua" "$(url $side)")
-			out=$(timeout $((duration + 30)) wrk -t1 -c1 -d"${duration}s" --latency "${auth_hdr[@]}" -s "$lua" "$(url $side)")
+			busy=$work/busy
+			: >"$busy"
+			[ "$pin" = 1 ] && { sleep "$(echo "$duration / 4" | bc -l)"; cpu_busy "$(echo "$duration / 2" | bc -l)" >"$busy"; } &
+			out1=$(timeout $((duration + 30)) "${cli[@]}" wrk -t2 -c64 -d"${duration}s" "${auth_hdr[@]}" -s "$lua" "$(url $side)")
+			wait $! 2>/dev/null || true
+			out=$(timeout $((duration + 30)) "${cli[@]}" wrk -t1 -c1 -d"${duration}s" --latency "${auth_hdr[@]}" -s "$lua" "$(url $side)")
 			rps=$(echo "$out1" | awk '/Requests\/sec/ {print $2}')
 			p50=$(echo "$out" | grep -E '^ +50%' | us) p99=$(echo "$out" | grep -E '^ +99%' | us)
 			e=$(( $(cat "$work/$m.$side.err") + $(echo "$out1" | errs) + $(echo "$out" | errs) ))
 			echo "$e" >"$work/$m.$side.err"
 			echo "$rps" >>"$work/$m.$side.rps"; echo "$p50" >>"$work/$m.$side.p50"; echo "$p99" >>"$work/$m.$side.p99"
-			echo "round $r $side: $rps req/s at 64 connections; p50 ${p50} us, p99 ${p99} us at 1"
+			echo "round $r $side: $rps req/s at 64 connections$([ -s "$busy" ] && echo " (busy: $(cat "$busy"))"); p50 ${p50} us, p99 ${p99} us at 1"
 		done
 	done
 	echo

@@ -4,7 +4,7 @@
 # SPEC is NAME=BIN:AUTH[:ENV]: a semgate binary, its auth ("off", or a JSON object merged
 # into auth.mode "keys", e.g. {} or {"record_spend":false}) and optionally one VAR=VALUE
 # for its environment. Every side runs at once on one mock upstream, a cache primed by one
-# request, and wrk (-t2 -c64, bench/wrk/chat.lua) sends every side the same Authorization
+# request, and wrk (-t2 -c64, bench/wrk/post.lua) sends every side the same Authorization
 # header (a key with rpm, tpm, concurrency limits and a budget far above the run when auth
 # is on; a dummy one when off). Sides take turns, one wrk run each per round.
 # Prints per round and side: req/s, semgate's CPU µs per request (utime + stime of the
@@ -82,7 +82,7 @@ for r in $(seq 1 "$rounds"); do
 		pid=${spids[$j]}
 		c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 		TIMEFORMAT='WRKCPU %U %S'
-		out=$({ time wrk -t2 -c64 -d"${duration}s" -H "${hdrs[$j]}" -s "$top/bench/wrk/chat.lua" \
+		out=$({ time wrk -t2 -c64 -d"${duration}s" -H "${hdrs[$j]}" -s "$top/bench/wrk/post.lua" \
 			"http://127.0.0.1:${ports[$j]}/v1/chat/completions"; } 2>&1)
 		c1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
 		n=$(awk '/requests in/ {print $1}' <<<"$out")

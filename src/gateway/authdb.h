@@ -34,6 +34,7 @@
 
 #include "semgate/buf.h"
 #include "semgate/config.h"
+#include "counter.h"
 
 #define SG_KEY_ID_LEN 12     /* public id: [a-z0-9] */
 #define SG_KEY_SECRET_LEN 32 /* secret: [A-Za-z0-9] */
@@ -101,6 +102,7 @@ typedef struct sg_principal {
 	char ctr[3][SG_KEY_ID_LEN + 8]; /* its counters' names: "k:<id>:rpm", ":tpm", ":conc"
 	                                 * ("t:" for a team), made once, not per request */
 	uint64_t ctr_hash[3];           /* and their sg_ctr_hash */
+	sg_ctr_hint_t ctr_hint[3];      /* and the counters' handles (loop thread) */
 } sg_principal_t;
 
 /** One call's spend record. Strings are copied when queued. */

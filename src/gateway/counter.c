@@ -1,6 +1,7 @@
 /* The in-process rate-limit counters (counter.h): name -> counter in a hash map. */
 #include <assert.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,7 +38,12 @@ typedef struct local {
 	size_t count;       /* counters in all chains */
 	double burst;       /* RATE capacity as a fraction of the per-minute limit */
 	uint64_t hash_mask; /* all ones; fewer bits in tests, to force collisions */
+	uint64_t gen;       /* the hints made now carry this; a new one once a counter is
+	                     * freed, from one sequence for every backend of the process, so
+	                     * that no hint from another backend or an earlier time matches */
 } local_t;
+
+static _Atomic uint64_t next_gen = 1; /* (0: a zeroed hint, never valid) */
 
 /* Bytes of name, or SIZE_MAX for NULL or too long a name. Bounded: the name
  * comes from the caller and is read no further than a valid one could go. */
@@ -70,12 +76,20 @@ uint64_t sg_ctr_hash(const char *name, int kind)
 
 /* The counter (name, kind), brought up to date at now; made when create is
  * set. NULL when absent, or when it could not be made. hash: the item's
- * (sg_ctr_hash), or 0 to hash name here. */
+ * (sg_ctr_hash), or 0 to hash name here. hint: the caller's handle slot
+ * (NULL: none), read first and kept up to date. */
 static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int kind,
-                  uint64_t now, int create)
+                  sg_ctr_hint_t *hint, uint64_t now, int create)
 {
+	ctr_t *k;
+
+	if (hint != NULL && hint->gen == l->gen && hint->ptr != NULL &&
+	    ((ctr_t *)hint->ptr)->kind == kind) {
+		k = hint->ptr; /* nothing freed since it was made: still this name's counter */
+		goto found;
+	}
 	uint64_t key = (hash ? hash : sg_hash64(name, len, (uint64_t)kind)) & l->hash_mask;
-	ctr_t *head = sg__u64map_get(&l->map, key), *k;
+	ctr_t *head = sg__u64map_get(&l->map, key);
 
 	for (k = head; k != NULL; k = k->next)
 		if (k->kind == kind && k->len == len && memcmp(k->name, name, len) == 0)
@@ -96,8 +110,13 @@ static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int k
 		}
 		l->count++;
 	}
+	if (k == NULL)
+		return NULL;
+	if (hint != NULL)
+		*hint = (sg_ctr_hint_t){k, l->gen};
+found:
 	/* A clock that steps back leaves the backlog as it is, rather than growing it. */
-	if (k != NULL && kind == SG_CTR_RATE && now > k->at_us) {
+	if (kind == SG_CTR_RATE && now > k->at_us) {
 		double lv = k->level - (double)(now - k->at_us);
 		k->level = lv > 0 ? lv : 0; /* (fmax is a call into libm) */
 		k->at_us = now;
@@ -166,7 +185,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		size_t len = name_len(it->name);
 		int valid = len != SIZE_MAX && it->kind <= SG_CTR_CONC &&
 		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
-		ctr_t *k = valid ? get(l, it->name, len, it->hash, it->kind, now_us, 1) : NULL;
+		ctr_t *k = valid ? get(l, it->name, len, it->hash, it->kind, it->hint, now_us, 1) : NULL;
 		int ok = k != NULL && check(l, it, k);
 		if (i < SG_ARRAY_SIZE(found))
 			found[i] = k;
@@ -194,7 +213,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		/* nothing is freed between the passes: the first one's pointers hold */
 		ctr_t *k = i < SG_ARRAY_SIZE(found) ? found[i]
 		                                    : get(l, it->name, name_len(it->name), it->hash,
-		                                          it->kind, now_us, 0);
+		                                          it->kind, it->hint, now_us, 0);
 
 		assert(k != NULL);
 		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * (60e6 / it->limit);
@@ -213,7 +232,7 @@ static void local_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta
 	if (len == SIZE_MAX || !limit_ok(SG_CTR_RATE, it->limit) || !isfinite(delta))
 		return;
 	/* Giving back to a counter that was swept (empty) changes nothing. */
-	if ((k = get(l, it->name, len, it->hash, SG_CTR_RATE, now_us, delta > 0)) == NULL)
+	if ((k = get(l, it->name, len, it->hash, SG_CTR_RATE, it->hint, now_us, delta > 0)) == NULL)
 		return;
 	k->level = fmin(LEVEL_MAX, fmax(0, k->level + delta * (60e6 / it->limit)));
 }
@@ -226,7 +245,7 @@ static void local_release(sg_counters_t *c, const sg_ctr_item_t *it)
 
 	if (len == SIZE_MAX || !(it->cost >= 0) || !isfinite(it->cost))
 		return;
-	if ((k = get(l, it->name, len, it->hash, SG_CTR_CONC, 0, 0)) != NULL)
+	if ((k = get(l, it->name, len, it->hash, SG_CTR_CONC, it->hint, 0, 0)) != NULL)
 		k->level = fmax(0, k->level - it->cost);
 }
 
@@ -265,6 +284,8 @@ static size_t local_sweep(sg_counters_t *c, uint64_t now_us)
 			sg__u64map_del(&l->map, l->map.keys[i]);
 	}
 	l->count -= dropped;
+	if (dropped)
+		l->gen = atomic_fetch_add(&next_gen, 1); /* every hint made so far may be stale */
 	return dropped;
 }
 
@@ -301,6 +322,7 @@ sg_counters_t *sg_counters_local_new(double burst)
 	l->count = 0;
 	l->burst = burst;
 	l->hash_mask = UINT64_MAX;
+	l->gen = atomic_fetch_add(&next_gen, 1);
 	return &l->base;
 }
 

@@ -43,6 +43,16 @@ enum sg_ctr_kind { SG_CTR_RATE, SG_CTR_CONC };
 #define SG_CTR_NAME_MAX 191 /* bytes of a counter name, without the NUL */
 #define SG_CTR_PENDING (-1) /* reserve answers later, through its done callback */
 
+/** A backend's handle to one counter, kept by the caller from call to call
+ * (one per counter name and kind, zeroed to start) so that the backend can
+ * skip finding the counter by its name. Only backends read or write it; a
+ * stale one costs a lookup, never a wrong counter. In-process: the counter,
+ * valid while the backend has dropped none since (gen). */
+typedef struct sg_ctr_hint {
+	void *ptr;
+	uint64_t gen;
+} sg_ctr_hint_t;
+
 /** One counter a request takes from. The caller owns it (and its name). */
 typedef struct sg_ctr_item {
 	/* in */
@@ -52,6 +62,7 @@ typedef struct sg_ctr_item {
 	double cost;      /* units to take now (1 request, N tokens, 1 slot); >= 0, finite */
 	uint64_t hash;    /* sg_ctr_hash(name, kind), made once with the name; 0: the backend
 	                   * hashes the name itself (a wrong one finds the wrong counter) */
+	sg_ctr_hint_t *hint; /* the caller's handle slot for this name and kind; NULL: none */
 	/* out (filled by reserve for every item, admitted or not) */
 	double remaining; /* units still available right after this call (>= 0, floor) */
 	uint64_t reset_us; /* RATE: µs until the counter is completely full again; CONC: 0 */

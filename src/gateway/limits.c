@@ -41,18 +41,20 @@ static const char *const what_suffix[] = {"rpm", "tpm", "conc"};
 
 /* One counter of the call: a key's or team's own name (made with it), or a
  * model's (scope 'm': key × model, 'n': team × model) made here. */
-static void add(sg_gov_t *g, const sg_principal_t *p, char scope, const char *model, int what,
+static void add(sg_gov_t *g, sg_principal_t *p, char scope, const char *model, int what,
                 long limit, double cost)
 {
 	if (limit <= 0 || g->nitems == SG_GOV_ITEMS)
 		return;
 	const char *n = p->ctr[what];
 	uint64_t hash = p->ctr_hash[what];
+	sg_ctr_hint_t *hint = &p->ctr_hint[what];
 	if (model) {
 		snprintf(g->names[g->nitems], sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model,
 		         what_suffix[what]);
 		n = g->names[g->nitems];
 		hash = 0; /* the backend hashes it */
+		hint = NULL;
 	}
 	g->what[g->nitems] = (uint8_t)what;
 	g->scope[g->nitems] = scope;
@@ -60,10 +62,11 @@ static void add(sg_gov_t *g, const sg_principal_t *p, char scope, const char *mo
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
 	                                        .cost = cost,
-	                                        .hash = hash};
+	                                        .hash = hash,
+	                                        .hint = hint};
 }
 
-static void add_set(sg_gov_t *g, const sg_principal_t *p, char scope, const char *model,
+static void add_set(sg_gov_t *g, sg_principal_t *p, char scope, const char *model,
                     const sg_limitset_t *l, double tokens)
 {
 	add(g, p, scope, model, WHAT_RPM, l->rpm, 1);

@@ -451,6 +451,57 @@ static void test_item_hash(void)
 	sg_ctr_free(c);
 }
 
+/* Hints: a caller's handle slot skips the lookup while it is valid, is
+ * dropped once anything was swept (the counter it named may be freed: under
+ * ASan a stale one would be a use after free), never matches another
+ * backend's counters, and is never read for another kind. */
+static void test_hints(void)
+{
+	sg_counters_t *c = sg_counters_local_new(1.0), *d = sg_counters_local_new(1.0);
+	sg_ctr_hint_t h = {0}, hc = {0};
+	sg_ctr_item_t r = item("k:h:rpm", SG_CTR_RATE, 60, 10);
+	sg_ctr_item_t s = item("k:h:conc", SG_CTR_CONC, 1, 1);
+	r.hint = &h;
+	s.hint = &hc;
+	CHECK(sg_ctr_reserve(c, &r, 1, 0, done_cb, NULL) == 0 && r.remaining == 50);
+	CHECK(h.ptr != NULL && h.gen != 0);
+	CHECK(sg_ctr_reserve(c, &r, 1, 0, done_cb, NULL) == 0 && r.remaining == 40); /* by hint */
+	CHECK(rate_left(c, "k:h:rpm", 60, 0) == 40);                                 /* by name */
+	sg_ctr_settle(c, &r, -5, 0);
+	CHECK(rate_left(c, "k:h:rpm", 60, 0) == 45);
+	/* the same slot offered for the other kind: looked up by name, a counter of its own */
+	sg_ctr_item_t wrong = item("k:h:rpm", SG_CTR_CONC, 1, 1);
+	sg_ctr_hint_t h2 = h;
+	wrong.hint = &h2;
+	CHECK(sg_ctr_reserve(c, &wrong, 1, 0, done_cb, NULL) == 0 && wrong.remaining == 0);
+	CHECK(rate_left(c, "k:h:rpm", 60, 0) == 45);
+	CHECK(sg_counters_local_count(c) == 2);
+	/* another backend: the hint names none of its counters */
+	sg_ctr_hint_t hd = h;
+	r.hint = &hd;
+	CHECK(sg_ctr_reserve(d, &r, 1, 0, done_cb, NULL) == 0 && r.remaining == 50);
+	CHECK(hd.ptr != h.ptr && hd.gen != h.gen);
+	CHECK(rate_left(c, "k:h:rpm", 60, 0) == 45);
+	/* a slot, then a sweep that frees the counter: the old hint is not used */
+	r.hint = &h;
+	CHECK(sg_ctr_reserve(c, &s, 1, 0, done_cb, NULL) == 0);
+	sg_ctr_release(c, &s);
+	sg_ctr_release(c, &wrong);
+	uint64_t before = h.gen;
+	CHECK(sg_ctr_sweep(c, 3600 * S) == 3); /* all three idle: freed */
+	CHECK(sg_counters_local_count(c) == 0);
+	CHECK(sg_ctr_reserve(c, &r, 1, 3600 * S, done_cb, NULL) == 0 && r.remaining == 50);
+	CHECK(h.gen != before && sg_counters_local_count(c) == 1);
+	sg_ctr_settle(c, &r, -10, 3600 * S); /* through the new hint */
+	CHECK(rate_left(c, "k:h:rpm", 60, 3600 * S) == 60);
+	/* a stale slot with nothing swept after it: settle and release by name */
+	CHECK(sg_ctr_reserve(c, &s, 1, 3600 * S, done_cb, NULL) == 0 && s.remaining == 0);
+	sg_ctr_release(c, &s);
+	CHECK(take(c, "k:h:conc", SG_CTR_CONC, 1, 1, 3600 * S, NULL) == 0);
+	sg_ctr_free(c);
+	sg_ctr_free(d);
+}
+
 int main(void)
 {
 	test_item_hash();
@@ -468,6 +519,7 @@ int main(void)
 	many(100000, UINT64_MAX);
 	many(3000, 0x7); /* 8 hash values across 6000 counters: long chains */
 	test_same_name_kinds();
+	test_hints();
 	CHECK(done_calls == 0);
 	CHECK_DONE();
 }
