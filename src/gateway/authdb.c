@@ -23,6 +23,7 @@
 #define MAX_DOC_BYTES 65536   /* one key's or team's record */
 #define MAX_MODELS 256        /* entries of "models" and "model_limits" */
 #define MAX_QUEUE 1000000     /* spend records waiting for a batch */
+#define SPARE_MAX (8u << 20)  /* a batch buffer larger than this is freed, not kept */
 #define RETENTION_EVERY_S 60  /* how often old records are deleted */
 #define SG_TIME_MAX_S 95617584000LL /* 5000-01-01: times beyond are refused */
 
@@ -69,6 +70,7 @@ typedef struct win_snap {
 typedef struct batch {
 	char *buf;                   /* the records, queued form (owned) */
 	size_t len;                  /* bytes in buf */
+	size_t cap;                  /* allocated (kept for reuse: sg_authdb.spare) */
 	size_t nrecs;                /* records in buf */
 	win_snap_t *wins;
 	size_t nwins;
@@ -89,6 +91,10 @@ struct sg_authdb {
 	char *queue;               /* records waiting for the next batch (queued form) */
 	size_t qlen, qcap;         /* bytes in it, allocated */
 	size_t nqueue;             /* records in it */
+	char *spare;               /* a written batch's buffer, for the next queue: already a
+	                            * batch's size, so the queue does not grow again by
+	                            * doubling reallocs on the loop (a 512 KB copy each) */
+	size_t spare_cap;
 	sg_window_t **dirty;       /* windows changed since the last batch (references) */
 	size_t ndirty, capdirty;
 	uv_timer_t timer;
@@ -1169,6 +1175,11 @@ static void flush_done(uv_work_t *w, int status)
 	} else {
 		db->written += b->nrecs;
 		db->retention_deleted += b->deleted;
+		if (db->spare == NULL && b->cap <= SPARE_MAX) { /* the next queue's buffer */
+			db->spare = b->buf;
+			db->spare_cap = b->cap;
+			b->buf = NULL;
+		}
 	}
 	batch_free(b);
 }
@@ -1199,9 +1210,12 @@ static batch_t *take_batch(sg_authdb_t *db, int64_t now)
 	db->ndirty = 0;
 	b->buf = db->queue;
 	b->len = db->qlen;
+	b->cap = db->qcap;
 	b->nrecs = db->nqueue;
-	db->queue = NULL;
-	db->qlen = db->qcap = db->nqueue = 0;
+	db->queue = db->spare; /* (NULL when the last batch's is still being written) */
+	db->qcap = db->spare_cap;
+	db->spare = NULL;
+	db->spare_cap = db->qlen = db->nqueue = 0;
 	if (retention) {
 		db->last_retention_s = now;
 		b->retention_before_us = (now - db->cfg->retention_days * 86400LL) * 1000000LL;
@@ -1413,6 +1427,7 @@ void sg__authdb_free(sg_authdb_t *db)
 		flush_done(&db->work, 0);
 	}
 	free(db->queue);
+	free(db->spare);
 	for (size_t i = 0; i < db->ndirty; i++)
 		window_unref(db->dirty[i]);
 	free(db->dirty);

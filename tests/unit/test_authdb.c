@@ -458,10 +458,66 @@ static void test_layout(void)
 	scratch_done(&sc);
 }
 
+/* Batch after batch with the timer running, each of another size (the
+ * buffer a written batch leaves is the next queue's: a smaller batch in a
+ * larger buffer, a larger one growing it): every record is written once,
+ * none is lost or repeated, whatever the buffer held before. */
+static void test_spend_batches(void)
+{
+	scratch_t sc;
+	scratch_init(&sc, "batches");
+	uv_loop_t *loop = &sc.loop;
+	sg_authdb_t *db = open_db(loop, &sc.cfg);
+	if (db == NULL)
+		return;
+	int64_t now = (int64_t)time(NULL);
+	static const int sizes[] = {3000, 7, 1, 5000, 120, 2500, 0, 900};
+	long total = 0, cents = 0;
+	sg_spend_rec_t r = {.request_id = "req-batch", .key = "kkkkkkkkkkkk", .model = "m",
+	                    .status = 200};
+	for (size_t b = 0; b < SG_ARRAY_SIZE(sizes); b++) {
+		for (int i = 0; i < sizes[b]; i++) {
+			r.t_us = (now - 60) * 1000000 + total * 1000;
+			r.cost = (double)(1 + (total % 3)) / 100; /* 1, 2 or 3 cents */
+			r.model = b % 2 ? "m-odd" : "m-even-batch-with-a-longer-name";
+			cents += 1 + (total % 3);
+			total++;
+			sg__authdb_record(db, &r);
+		}
+		long written = -1;
+		for (int tries = 0; tries < 200 && written != total; tries++) {
+			uv_timer_t t;
+			uv_timer_init(loop, &t);
+			uv_timer_start(&t, stop_loop, 20, 0);
+			uv_run(loop, UV_RUN_DEFAULT);
+			uv_close((uv_handle_t *)&t, NULL);
+			uv_run(loop, UV_RUN_NOWAIT);
+			json_t *st = sg__authdb_stats(db);
+			written = (long)json_integer_value(json_object_get(st, "spend_records_written"));
+			json_decref(st);
+		}
+		CHECK_MSG(written == total, "batch %zu: %ld of %ld records written", b, written, total);
+	}
+	json_t *rep = NULL;
+	CHECK(sg__authdb_report(db, "day", 0, now + 1, NULL, &rep) == 0);
+	CHECK_MSG(requests_of(rep) == total, "%ld of %ld records reported", requests_of(rep), total);
+	double usd = json_real_value(
+		json_object_get(json_array_get(json_object_get(rep, "data"), 0), "cost_usd"));
+	CHECK_MSG(fabs(usd - (double)cents / 100) < 1e-6, "cost %.6f, expected %.2f", usd,
+	          (double)cents / 100);
+	json_decref(rep);
+	CHECK(sg__authdb_report(db, "model", 0, now + 1, NULL, &rep) == 0);
+	CHECK(json_array_size(json_object_get(rep, "data")) == 2);
+	json_decref(rep);
+	close_db(loop, db);
+	scratch_done(&sc);
+}
+
 int main(void)
 {
 	test_layout();
 	test_spend_chunks();
+	test_spend_batches();
 	test_retention();
 	test_hmac();
 	test_periods();
