@@ -58,14 +58,20 @@ srv=() cli=()
 if [ "$pin" = 1 ]; then
 	ncpu=$(nproc)
 	[ "$ncpu" -ge 2 ] || { echo "--pin needs 2 CPUs or more" >&2; exit 2; }
-	srv=(taskset -c $((ncpu - 1))) cli=(taskset -c 0-$((ncpu - 2)))
+	command -v taskset >/dev/null || { apt-get update -q && apt-get install -y -q util-linux; }
+	cpus=0
+	[ "$ncpu" -gt 2 ] && cpus=0-$((ncpu - 2))
+	srv=(taskset -c $((ncpu - 1))) cli=(taskset -c "$cpus")
 fi
-# busy share (%) of each CPU over $1 seconds, from /proc/stat
+# Each CPU's use over $1 seconds, from /proc/stat: busy % (user, nice, system, irq, softirq)
+# and, apart, steal % (time the hypervisor gave another guest; guest columns are already
+# in user, so they are left out of the total).
 cpu_busy() {
 	local a b
 	a=$(grep -E '^cpu[0-9]+ ' /proc/stat); sleep "$1"; b=$(grep -E '^cpu[0-9]+ ' /proc/stat)
-	paste <(echo "$a") <(echo "$b") | awk '{n = NF / 2; t = 0; for (i = 2; i <= n; i++) t += $(n + i) - $i
-		idle = $(n + 5) + $(n + 6) - $5 - $6; printf "%s%s %.0f%%", (NR > 1 ? ", " : ""), $1, 100 * (1 - idle / t)}'
+	paste <(echo "$a") <(echo "$b") | awk '{n = NF / 2; t = 0; for (i = 2; i <= 9; i++) t += $(n + i) - $i
+		idle = $(n + 5) + $(n + 6) - $5 - $6; steal = $(n + 9) - $9
+		printf "%s%s %.0f%% (steal %.0f%%)", (NR > 1 ? ", " : ""), $1, 100 * (t - idle - steal) / t, 100 * steal / t}'
 }
 export SG_BENCH_ADMIN=bench-admin SG_BENCH_SECRET=bench-secret-0123456789
 auth_hdr=()

@@ -1,6 +1,7 @@
 # Shared by the bench/*.sh scripts (sourced): wrk on hand, a scratch folder,
 # free loopback ports, and every started process stopped on exit.
 command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
+command -v bc >/dev/null || { apt-get update -q && apt-get install -y -q bc; }
 work=$(mktemp -d "/tmp/semgate-${bench_name:-bench}.XXXXXX")
 pids=()
 bench_cleanup() {

@@ -94,7 +94,7 @@ struct sg_authdb {
 	char *spare;               /* a written batch's buffer, for the next queue: already a
 	                            * batch's size, so the queue does not grow again by
 	                            * doubling reallocs on the loop (a 512 KB copy each) */
-	size_t spare_cap;
+	size_t spare_cap;          /* its size (0: no spare) */
 	sg_window_t **dirty;       /* windows changed since the last batch (references) */
 	size_t ndirty, capdirty;
 	uv_timer_t timer;

@@ -43,7 +43,12 @@ typedef struct local {
 	                     * that no hint from another backend or an earlier time matches */
 } local_t;
 
-static _Atomic uint64_t next_gen = 1; /* (0: a zeroed hint, never valid) */
+/* The one piece of state shared by every backend of the process (the
+ * exception to "no globals"): generations must never repeat across backends,
+ * or a hint kept from a freed backend could match a new one at the same
+ * address. Atomic, since backends may be made on any thread. (0: a zeroed
+ * hint, never valid.) */
+static _Atomic uint64_t next_gen = 1;
 
 /* Bytes of name, or SIZE_MAX for NULL or too long a name. Bounded: the name
  * comes from the caller and is read no further than a valid one could go. */

@@ -49,8 +49,8 @@ enum sg_ctr_kind { SG_CTR_RATE, SG_CTR_CONC };
  * stale one costs a lookup, never a wrong counter. In-process: the counter,
  * valid while the backend has dropped none since (gen). */
 typedef struct sg_ctr_hint {
-	void *ptr;
-	uint64_t gen;
+	void *ptr;    /* the backend's handle (in-process: its counter), or NULL */
+	uint64_t gen; /* the backend's generation when ptr was taken (0: never) */
 } sg_ctr_hint_t;
 
 /** One counter a request takes from. The caller owns it (and its name). */
@@ -90,9 +90,10 @@ typedef struct sg_counters_ops {
 	               sg_ctr_done_cb done, void *arg);
 	/* RATE: the real cost of a reserved item was known later: add delta units
 	 * (negative gives back; the counter never goes below empty). Reads the
-	 * item's name, hash and limit. */
+	 * item's name, hash and limit, and reads and refreshes *hint. */
 	void (*settle)(sg_counters_t *c, const sg_ctr_item_t *it, double delta, uint64_t now_us);
-	/* CONC: give back the item's cost, the slots reserve took (never below 0). */
+	/* CONC: give back the item's cost, the slots reserve took (never below 0).
+	 * Reads the item's name, hash and cost, and reads and refreshes *hint. */
 	void (*release)(sg_counters_t *c, const sg_ctr_item_t *it);
 	/* Forget counters back to idle (full RATE, zero CONC); returns how many were
 	 * dropped. Called from a timer; forgetting an idle counter changes nothing. */

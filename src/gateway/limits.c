@@ -259,15 +259,18 @@ static void reserved(void *arg, int rc)
 {
 	sg_req_t *req = arg; /* held: its memory is there, the client maybe not */
 	sg_gov_t *g = &req->call->gov;
+	sg_principal_t *held[2] = {g->held[0], g->held[1]};
+	g->held[0] = g->held[1] = NULL;
 	if (g->lim == SG_LIM_ASKING_LEFT) {
 		if (rc == 0)
 			take_only(req, 0, 0); /* a reservation that came after its client left */
 		lim_set_state(g, SG_LIM_NONE);
 		sg__req_release(req);
-		return;
-	}
-	if (sg__req_release(req))
+	} else if (sg__req_release(req)) {
 		answered(req, rc);
+	}
+	sg__principal_unref(held[0]); /* (after take_only: its items point into them) */
+	sg__principal_unref(held[1]);
 }
 
 static void limits_request(sg_req_t *req)
@@ -296,6 +299,11 @@ static void limits_request(sg_req_t *req)
 	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), reserved, req);
 	if (rc == SG_CTR_PENDING) {
 		lim_set_state(g, SG_LIM_ASKING);
+		g->held[0] = c->key; /* until reserved(), whatever the call does meanwhile */
+		g->held[1] = c->team;
+		sg__principal_ref(c->key);
+		if (c->team)
+			sg__principal_ref(c->team);
 		sg__req_hold(req);
 		return;
 	}

@@ -149,6 +149,9 @@ typedef struct sg_gov {
 	char scope[SG_GOV_ITEMS];     /* 'k' key, 't' team, 'm' key x model, 'n' team x model */
 	size_t nitems;                /* of them */
 	enum sg_lim_state lim;        /* the limits step's hold */
+	struct sg_principal *held[2]; /* key and team, referenced while the counters' answer is
+	                               * pending: the items point into them (names, hints), and
+	                               * the call may let them go first (its client left) */
 	enum sg_sp_state sp;          /* the spend step's */
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */

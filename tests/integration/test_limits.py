@@ -550,5 +550,34 @@ def test_counters_that_answer_later():
     sg.assert_alive()
 
 
+def test_key_deleted_while_its_counters_answer():
+    """A reservation still on its way when its client leaves and its key (with
+    its team's) is deleted: the items it carries point into the key and team
+    (counter names, hints), so the limits step keeps them until the answer
+    comes; under ASan a freed key read or written then is a crash. Both
+    orders: the client leaves first, or stays and gets its answer."""
+    mock = h.Mock("--quiet")
+    sg = gateway(mock, env={"SEMGATE_TEST_DEFERRED_COUNTERS_MS": "300"})
+    admin = {"Authorization": "Bearer " + ADMIN}
+    for leave in (True, False):
+        tid = new_team(sg, rpm=100, max_concurrent=5)
+        kid, key = new_key(sg, team=tid, rpm=10, tpm=100000, max_concurrent=2)
+        c = sg.connect()
+        c.send(chat_req(key, body()))
+        time.sleep(0.05)
+        if leave:
+            c.close()  # before the counters answered
+        h.expect_status(sg.request("DELETE", "/admin/keys/" + kid, headers=admin), 200)
+        h.expect_status(sg.request("DELETE", "/admin/teams/" + tid, headers=admin), 200)
+        if not leave:  # admitted: the key was good when it was checked
+            h.expect_status(c.read_response(), 200)
+            c.close()
+        time.sleep(0.6)
+        h.expect_error(chat(sg, key), 401)  # deleted: the next request is refused
+    kid, key = new_key(sg, rpm=3)
+    h.expect_status(chat(sg, key), 200)
+    sg.assert_alive()
+
+
 if __name__ == "__main__":
     h.main()

@@ -494,10 +494,19 @@ static void test_hints(void)
 	CHECK(h.gen != before && sg_counters_local_count(c) == 1);
 	sg_ctr_settle(c, &r, -10, 3600 * S); /* through the new hint */
 	CHECK(rate_left(c, "k:h:rpm", 60, 3600 * S) == 60);
-	/* a stale slot with nothing swept after it: settle and release by name */
+	/* a slot taken, then a sweep that frees another counter while the call
+	 * runs: the release and the settle go through stale hints, by name */
 	CHECK(sg_ctr_reserve(c, &s, 1, 3600 * S, done_cb, NULL) == 0 && s.remaining == 0);
+	CHECK(sg_ctr_reserve(c, &r, 1, 3600 * S, done_cb, NULL) == 0 && r.remaining == 50);
+	CHECK(take(c, "k:other", SG_CTR_RATE, 60, 1, 3600 * S, NULL) == 0);
+	before = h.gen;
+	CHECK(sg_ctr_sweep(c, 3602 * S) == 1); /* k:other, idle again: freed */
+	CHECK(sg_counters_local_count(c) == 2);
 	sg_ctr_release(c, &s);
-	CHECK(take(c, "k:h:conc", SG_CTR_CONC, 1, 1, 3600 * S, NULL) == 0);
+	sg_ctr_settle(c, &r, -10, 3602 * S);
+	CHECK(take(c, "k:h:conc", SG_CTR_CONC, 1, 1, 3602 * S, NULL) == 0); /* the slot is back */
+	CHECK(rate_left(c, "k:h:rpm", 60, 3602 * S) == 60);                 /* and the tokens */
+	CHECK(h.gen != before); /* (found by name, and the hint made anew) */
 	sg_ctr_free(c);
 	sg_ctr_free(d);
 }
