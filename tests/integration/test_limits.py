@@ -564,13 +564,16 @@ def test_key_deleted_while_its_counters_answer():
         kid, key = new_key(sg, team=tid, rpm=10, tpm=100000, max_concurrent=2)
         c = sg.connect()
         c.send(chat_req(key, body()))
-        time.sleep(0.05)
+        time.sleep(0.1)  # checked and asking (the answer comes at 300 ms)
         if leave:
             c.close()  # before the counters answered
         h.expect_status(sg.request("DELETE", "/admin/keys/" + kid, headers=admin), 200)
         h.expect_status(sg.request("DELETE", "/admin/teams/" + tid, headers=admin), 200)
-        if not leave:  # admitted: the key was good when it was checked
-            h.expect_status(c.read_response(), 200)
+        if not leave:
+            # admitted: the key was good when it was checked (on a machine slow
+            # enough for the delete to come first, refused: either is right)
+            r = c.read_response("POST")
+            h.expect(r.status in (200, 401), "status %d", r.status)
             c.close()
         time.sleep(0.6)
         h.expect_error(chat(sg, key), 401)  # deleted: the next request is refused
