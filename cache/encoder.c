@@ -36,6 +36,8 @@ typedef struct layer {
 	const float *wo, *bo, *ln1_g, *ln1_b;     /* attention output */
 	const float *wi, *bi;                     /* [I,H], [I] */
 	const float *wo2, *bo2, *ln2_g, *ln2_b;   /* [H,I], [H] */
+	const uint16_t *h[6]; /* wq, wk, wv, wo, wi, wo2 as halves for short inputs
+	                       * (make_halves), or NULL each */
 } layer_t;
 
 struct sg_encoder {
@@ -55,6 +57,8 @@ struct sg_encoder {
 	sg_st_t st;
 	float **owned; /* widened (F16/BF16) or realigned tensors */
 	size_t n_owned;
+	uint16_t *halves; /* every layer's h[] (one block), or NULL */
+	size_t halves_bytes;
 	char dtype[16];
 	char id[512];
 	char describe[256];
@@ -529,6 +533,40 @@ static int read_weights(sg_encoder_t *m, const char *dir, int skip_hash, uint64_
 	return 0;
 }
 
+/* Half-float copies of the layers' weights for the short-input kernel
+ * (gemm_nt_int.h), unless SEMGATE_ENCODER_HALF=0 or the CPU has no AVX-512.
+ * One block of 2 bytes a weight (21 MB for MiniLM-L6), private to the
+ * process: the float weights stay mapped and shared, and OpenBLAS uses them
+ * for longer inputs. A tensor with a weight beyond the half range keeps the
+ * float kernel. Returns how many tensors have halves. */
+static int make_halves(sg_encoder_t *m)
+{
+	const char *v = getenv("SEMGATE_ENCODER_HALF");
+	if ((v && strcmp(v, "0") == 0) || sg__gemm_nt_level() != 2)
+		return 0;
+	size_t H = (size_t)m->hidden, I_ = (size_t)m->inter;
+	const size_t per[6] = {H * H, H * H, H * H, H * H, I_ * H, H * I_};
+	size_t total = 0;
+	for (int i = 0; i < 6; i++)
+		total += per[i];
+	total *= (size_t)m->layers;
+	if ((m->halves = malloc(total * sizeof(uint16_t))) == NULL)
+		return 0; /* the float kernel does the same work */
+	m->halves_bytes = total * sizeof(uint16_t);
+	uint16_t *at = m->halves;
+	int made = 0;
+	for (int l = 0; l < m->layers; l++) {
+		layer_t *L = &m->layer[l];
+		const float *w[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
+		for (int i = 0; i < 6; i++) {
+			L->h[i] = sg__gemm_nt_half(w[i], per[i], at) == 0 ? at : NULL;
+			made += L->h[i] != NULL;
+			at += per[i];
+		}
+	}
+	return made;
+}
+
 /* --- load ------------------------------------------------------------------- */
 
 int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t *opts, char *err,
@@ -569,6 +607,7 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	}
 	if ((rc = read_weights(m, dir, opts && opts->skip_hash, &hash, err, errlen)))
 		goto fail;
+	int halves = make_halves(m);
 
 	m->max_tokens = opts && opts->max_tokens > 0 ? opts->max_tokens : max_seq ? max_seq : 512;
 	if (m->max_tokens > m->max_pos)
@@ -582,10 +621,13 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	         (unsigned long long)hash, m->pooling == POOL_CLS ? "cls" : "mean", m->max_tokens,
 	         (unsigned long long)(sg_hash64(m->prefix, m->prefix_len, 7) & 0xffffffffu));
 	snprintf(m->describe, sizeof(m->describe),
-	         "%.64s: %d layers, hidden %d, %d heads, %s, %s pooling, %d tokens max%s%.32s%s", name,
-	         m->layers, m->hidden, m->heads, m->dtype, m->pooling == POOL_CLS ? "CLS" : "mean",
-	         m->max_tokens, m->prefix_len ? ", prefix \"" : "", m->prefix,
-	         m->prefix_len ? "\"" : "");
+	         "%.64s: %d layers, hidden %d, %d heads, %s%s, %s pooling, %d tokens max%s%.32s%s",
+	         name, m->layers, m->hidden, m->heads, m->dtype,
+	         halves == 6 * m->layers ? " (F16 copies for short inputs)"
+	         : halves                ? " (some F16 copies for short inputs)"
+	                                 : "",
+	         m->pooling == POOL_CLS ? "CLS" : "mean", m->max_tokens,
+	         m->prefix_len ? ", prefix \"" : "", m->prefix, m->prefix_len ? "\"" : "");
 	*out = m;
 	return 0;
 fail:
@@ -602,6 +644,7 @@ void sg_encoder_free(sg_encoder_t *m)
 	for (size_t i = 0; i < m->n_owned; i++)
 		free(m->owned[i]);
 	free(m->owned);
+	free(m->halves);
 	sg__st_free(&m->st);
 	if (m->map)
 		munmap(m->map, m->map_len);
@@ -699,13 +742,15 @@ static int small_rows(void)
 	return rows;
 }
 
-/* y[T, out] = x[T, in] W^T + b, W [out, in]. */
-static void linear(const float *x, int T, int in, const float *w, const float *b, int out,
-                   float *y)
+/* y[T, out] = x[T, in] W^T + b, W [out, in] (wh: W as halves, or NULL). */
+static void linear(const float *x, int T, int in, const float *w, const uint16_t *wh,
+                   const float *b, int out, float *y)
 {
 	for (int t = 0; t < T; t++)
 		memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
-	if (T <= small_rows() && sg__gemm_nt(x, T, in, w, out, y, out) == 0)
+	if (T <= small_rows() &&
+	    ((wh && sg__gemm_nt_h(x, T, in, wh, out, y, out) == 0) ||
+	     sg__gemm_nt(x, T, in, w, out, y, out) == 0))
 		return;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, w, in, 1.0f, y,
 	            out);
@@ -859,21 +904,21 @@ static int forward(const sg_encoder_t *m, sg_encoder_ws_t *ws, const int32_t *co
 
 	for (int l = 0; l < m->layers; l++) {
 		const layer_t *L = &m->layer[l];
-		linear(ws->x, (int)T, H, L->wq, L->bq, H, ws->q);
-		linear(ws->x, (int)T, H, L->wk, L->bk, H, ws->k);
-		linear(ws->x, (int)T, H, L->wv, L->bv, H, ws->v);
+		linear(ws->x, (int)T, H, L->wq, L->h[0], L->bq, H, ws->q);
+		linear(ws->x, (int)T, H, L->wk, L->h[1], L->bk, H, ws->k);
+		linear(ws->x, (int)T, H, L->wv, L->h[2], L->bv, H, ws->v);
 		size_t off = 0;
 		for (int i = 0; i < n; i++) {
 			size_t o = off * H;
 			attention(m, ws->scores, ws->q + o, ws->k + o, ws->v + o, ws->ctx + o, lens[i]);
 			off += (size_t)lens[i];
 		}
-		linear(ws->ctx, (int)T, H, L->wo, L->bo, H, ws->tmp);
+		linear(ws->ctx, (int)T, H, L->wo, L->h[3], L->bo, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln1_g, L->ln1_b, m->ln_eps);
 		/* x = LN(x + W2 gelu(W1 x)) */
-		linear(ws->x, (int)T, H, L->wi, L->bi, I_, ws->inter);
+		linear(ws->x, (int)T, H, L->wi, L->h[4], L->bi, I_, ws->inter);
 		gelu(ws->inter, T * (size_t)I_);
-		linear(ws->inter, (int)T, I_, L->wo2, L->bo2, H, ws->tmp);
+		linear(ws->inter, (int)T, I_, L->wo2, L->h[5], L->bo2, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln2_g, L->ln2_b, m->ln_eps);
 	}
 

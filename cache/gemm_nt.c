@@ -1,5 +1,6 @@
 /* y[M, N] += x[M, K] W[N, K]^T for a few rows of x: see gemm_nt_int.h. */
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "gemm_nt_int.h"
@@ -90,6 +91,102 @@ __attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const floa
 	}
 }
 
+/* kernel_avx512 with W in IEEE half floats (sg__gemm_nt_half): the same
+ * blocking, each 16 halves widened to floats as they are loaded
+ * (vcvtph2ps). For a prompt or two W is the whole memory traffic (42 MB of
+ * floats a text for MiniLM-L6), so half the bytes is up to half the time
+ * where memory is what bounds it. */
+__attribute__((target("avx512f,avx512dq"))) static inline __m512 load_h16(const uint16_t *p)
+{
+	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+__attribute__((target("avx512f,avx512dq"))) static void
+kernel_avx512_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
+{
+	int K16 = K & ~15;
+	__mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
+	for (int n = 0; n < N; n += 4) {
+		int nc = N - n < 4 ? N - n : 4;
+		const uint16_t *w0 = w + (size_t)n * K;
+		const uint16_t *w1 = nc > 1 ? w0 + K : w0, *w2 = nc > 2 ? w0 + 2 * (size_t)K : w0;
+		const uint16_t *w3 = nc > 3 ? w0 + 3 * (size_t)K : w0;
+		const uint16_t *nw = N - n > 4 ? w0 + 4 * (size_t)K : NULL;
+		int nrows = nw ? (N - n - 4 < 4 ? N - n - 4 : 4) : 0;
+		/* the rows' last K % 16 halves, zero-padded to a whole vector */
+		uint16_t tw[4][16] = {{0}};
+		if (tail)
+			for (int c = 0; c < 4; c++)
+				memcpy(tw[c], (c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3) + K16,
+				       sizeof(uint16_t) * (size_t)(K - K16));
+		for (int m = 0; m < M; m += MR) {
+			int mc = M - m < MR ? M - m : MR;
+			__m512 acc[MR][4];
+			const float *xr[MR];
+			for (int r = 0; r < MR; r++) {
+				xr[r] = x + (size_t)(m + (r < mc ? r : 0)) * K;
+				for (int c = 0; c < 4; c++)
+					acc[r][c] = _mm512_setzero_ps();
+			}
+			for (int k = 0; k < K16; k += 16) {
+				if (m == 0 && (k & 31) == 0) /* one 64-byte line: 32 halves */
+					for (int r = 0; r < nrows; r++)
+						_mm_prefetch((const char *)(nw + (size_t)r * K + k), _MM_HINT_T0);
+				__m512 b0 = load_h16(w0 + k), b1 = load_h16(w1 + k);
+				__m512 b2 = load_h16(w2 + k), b3 = load_h16(w3 + k);
+				for (int r = 0; r < MR; r++) {
+					__m512 a = _mm512_loadu_ps(xr[r] + k);
+					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+				}
+			}
+			if (tail) {
+				__m512 b0 = load_h16(tw[0]), b1 = load_h16(tw[1]);
+				__m512 b2 = load_h16(tw[2]), b3 = load_h16(tw[3]);
+				for (int r = 0; r < MR; r++) {
+					__m512 a = _mm512_maskz_loadu_ps(tail, xr[r] + K16);
+					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
+				}
+			}
+			for (int r = 0; r < mc; r++) {
+				float s[4];
+				hsum4_512(acc[r], s);
+				for (int c = 0; c < nc; c++)
+					y[(size_t)(m + r) * ldy + n + c] += s[c];
+			}
+		}
+	}
+}
+
+/* Floats to halves (round to nearest even); -1 when one is beyond the half
+ * range (|v| > 65504) or not finite, out then unspecified. */
+__attribute__((target("avx512f,avx512dq"))) static int to_half_avx512(const float *w, size_t n,
+                                                                      uint16_t *out)
+{
+	const __m512 big = _mm512_set1_ps(65504.0f);
+	for (size_t i = 0; i < n; i += 16) {
+		size_t c = n - i < 16 ? n - i : 16;
+		__m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << c) - 1), w + i);
+		/* |v| <= 65504 is false for NaN too */
+		if (_mm512_cmp_ps_mask(_mm512_abs_ps(v), big, _CMP_LE_OQ) != 0xffff)
+			return -1;
+		__m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		if (c == 16) {
+			_mm256_storeu_si256((__m256i *)(void *)(out + i), h);
+		} else {
+			uint16_t t[16];
+			_mm256_storeu_si256((__m256i *)(void *)t, h);
+			memcpy(out + i, t, c * sizeof(uint16_t));
+		}
+	}
+	return 0;
+}
+
 __attribute__((target("avx2,fma"))) static float hsum256(__m256 v)
 {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -171,6 +268,19 @@ int sg__gemm_nt(const float *x, int M, int K, const float *w, int N, float *y, i
 	}
 }
 
+int sg__gemm_nt_half(const float *w, size_t n, uint16_t *out)
+{
+	return sg__gemm_nt_level() == 2 ? to_half_avx512(w, n, out) : -1;
+}
+
+int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
+{
+	if (sg__gemm_nt_level() != 2)
+		return -1;
+	kernel_avx512_h(x, M, K, w, N, y, ldy);
+	return 0;
+}
+
 #else
 
 int sg__gemm_nt_level(void)
@@ -179,6 +289,16 @@ int sg__gemm_nt_level(void)
 }
 
 int sg__gemm_nt(const float *x, int M, int K, const float *w, int N, float *y, int ldy)
+{
+	return -1;
+}
+
+int sg__gemm_nt_half(const float *w, size_t n, uint16_t *out)
+{
+	return -1;
+}
+
+int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
 {
 	return -1;
 }

@@ -1,0 +1,123 @@
+/* Unit tests: the encoder's short-input product (cache/gemm_nt.c), float and
+ * half-float weights, against a double-precision reference, at shapes that
+ * exercise every edge of the blocking: rows not a multiple of 4 (MR), K not a
+ * multiple of 16 (the masked tail), N not a multiple of 4 (the last block of W).
+ * Without AVX-512 the half path must refuse (-1), and is otherwise skipped. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "gemm_nt_int.h"
+
+static float frand(unsigned *s)
+{
+	*s = *s * 1103515245u + 12345u;
+	return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f; /* [-1, 1) */
+}
+
+/* IEEE half to float, for the reference (normal and subnormal halves). */
+static float half_value(uint16_t h)
+{
+	int e = (h >> 10) & 31, f = h & 1023;
+	float v = e == 0 ? ldexpf((float)f, -24) : ldexpf((float)(f | 1024), e - 25);
+	return h & 0x8000 ? -v : v;
+}
+
+/* The conversion: nearest half (within half an ulp: 2^-11 relative for
+ * normal halves), and refusal of what a half cannot hold. */
+static void test_to_half(void)
+{
+	float w[37];
+	uint16_t h[37];
+	unsigned s = 7;
+	for (int i = 0; i < 37; i++)
+		w[i] = frand(&s) * (i % 5 == 0 ? 1000.0f : 1.0f);
+	w[3] = 65504.0f;  /* the largest half */
+	w[4] = -65504.0f;
+	w[5] = 0.0f;
+	w[6] = 1e-6f;     /* a subnormal half */
+	CHECK(sg__gemm_nt_half(w, 37, h) == 0);
+	int bad = 0;
+	for (int i = 0; i < 37; i++) {
+		float back = half_value(h[i]);
+		float tol = fabsf(w[i]) * 0x1p-11f + 0x1p-25f;
+		bad += fabsf(back - w[i]) > tol;
+	}
+	CHECK_MSG(bad == 0, "%d weights not rounded to their nearest half", bad);
+	CHECK(h[3] == 0x7bff && h[4] == 0xfbff && h[5] == 0);
+	float over[20] = {0};
+	over[19] = 65520.0f; /* rounds to infinity: refused, even in the tail */
+	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	over[19] = NAN;
+	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	over[19] = INFINITY;
+	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	over[19] = 1.0f;
+	CHECK(sg__gemm_nt_half(over, 20, h) == 0);
+}
+
+/* y = x W^T + y0 from both kernels against doubles, at one shape. */
+static void one_shape(int M, int K, int N)
+{
+	float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K);
+	float *y = malloc(sizeof(float) * (size_t)M * N), *yh = malloc(sizeof(float) * (size_t)M * N);
+	uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)N * K);
+	unsigned s = (unsigned)(M * 131 + K * 7 + N);
+	for (int i = 0; i < M * K; i++)
+		x[i] = frand(&s);
+	for (int i = 0; i < N * K; i++)
+		w[i] = frand(&s) * 0.3f;
+	for (int i = 0; i < M * N; i++)
+		y[i] = yh[i] = (float)i; /* the product is added to what is there */
+	CHECK(sg__gemm_nt(x, M, K, w, N, y, N) == 0);
+	CHECK(sg__gemm_nt_half(w, (size_t)N * K, wh) == 0);
+	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yh, N) == 0);
+	int bad = 0, badh = 0, differ = 0;
+	for (int m = 0; m < M; m++)
+		for (int n = 0; n < N; n++) {
+			double ref = m * N + n, refh = ref, mag = 0;
+			for (int k = 0; k < K; k++) {
+				ref += (double)x[m * K + k] * w[n * K + k];
+				refh += (double)x[m * K + k] * half_value(wh[n * K + k]);
+				mag += fabs((double)x[m * K + k] * w[n * K + k]);
+			}
+			double tol = 1e-5 * (mag + fabs(ref)) + 1e-6;
+			bad += fabs(y[m * N + n] - ref) > tol;
+			badh += fabs(yh[m * N + n] - refh) > tol;
+			differ += yh[m * N + n] != y[m * N + n];
+		}
+	CHECK_MSG(bad == 0, "M %d K %d N %d: %d of %d outputs off (float weights)", M, K, N, bad,
+	          M * N);
+	CHECK_MSG(badh == 0, "M %d K %d N %d: %d of %d outputs off (half weights)", M, K, N, badh,
+	          M * N);
+	/* the halves are what the half kernel multiplies by, not the floats */
+	CHECK_MSG(differ > 0, "M %d K %d N %d: the half kernel gave the float kernel's sums", M, K,
+	          N);
+	free(x);
+	free(w);
+	free(y);
+	free(yh);
+	free(wh);
+}
+
+int main(void)
+{
+	if (sg__gemm_nt_level() != 2) {
+		float w[1] = {1};
+		uint16_t h[1];
+		CHECK(sg__gemm_nt_half(w, 1, h) == -1);
+		CHECK(sg__gemm_nt_h(w, 1, 1, h, 1, w, 1) == -1);
+		printf("no AVX-512: the half-float kernel refuses (its products not tested here)\n");
+		CHECK_DONE();
+	}
+	test_to_half();
+	static const int Ms[] = {1, 3, 4, 5, 16, 17};
+	static const int Ks[] = {16, 20, 33, 384};
+	static const int Ns[] = {1, 3, 4, 9, 12};
+	for (size_t a = 0; a < SG_ARRAY_SIZE(Ms); a++)
+		for (size_t b = 0; b < SG_ARRAY_SIZE(Ks); b++)
+			for (size_t c = 0; c < SG_ARRAY_SIZE(Ns); c++)
+				one_shape(Ms[a], Ks[b], Ns[c]);
+	CHECK_DONE();
+}
