@@ -30,21 +30,46 @@ __attribute__((target("avx512f,avx512dq"))) static void hsum4_512(const __m512 v
 	_mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-__attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const float *x, int M, int K,
-                                                             const float *w, int N, float *y,
-                                                             int ldy)
+/* 16 weights from W at element i, as floats: W is floats, or halves widened
+ * as they load (vcvtph2ps). */
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline __m512
+load_w(const void *w, size_t i, int half)
 {
+	if (half)
+		return _mm512_cvtph_ps(
+			_mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)w + i)));
+	return _mm512_loadu_ps((const float *)w + i);
+}
+
+/* The AVX-512 kernel, W of floats (half 0) or IEEE half floats (half 1,
+ * sg__gemm_nt_half). Inlined into the two below with half a constant, so
+ * each is compiled for its own type. For a prompt or two W is nearly all
+ * the memory traffic (42 MB of floats a text for MiniLM-L6): halves are half
+ * the bytes, where memory is what bounds the product. */
+__attribute__((target("avx512f,avx512dq"), always_inline)) static inline void
+kernel_avx512_any(const float *x, int M, int K, const void *w, int half, int N, float *y, int ldy)
+{
+	const size_t elt = half ? sizeof(uint16_t) : sizeof(float);
+	const char *wb = w;
 	int K16 = K & ~15;
 	__mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
 	for (int n = 0; n < N; n += 4) {
 		int nc = N - n < 4 ? N - n : 4;
-		const float *w0 = w + (size_t)n * K;
-		const float *w1 = nc > 1 ? w0 + K : w0, *w2 = nc > 2 ? w0 + 2 * (size_t)K : w0;
-		const float *w3 = nc > 3 ? w0 + 3 * (size_t)K : w0;
+		const char *w0 = wb + (size_t)n * K * elt;
+		const char *w1 = nc > 1 ? w0 + K * elt : w0, *w2 = nc > 2 ? w0 + 2 * K * elt : w0;
+		const char *w3 = nc > 3 ? w0 + 3 * K * elt : w0;
 		/* the next block of W, fetched while this one is used the first time:
 		 * W is the operand that comes from memory */
-		const float *nw = N - n > 4 ? w0 + 4 * (size_t)K : NULL;
+		const char *nw = N - n > 4 ? w0 + 4 * K * elt : NULL;
 		int nrows = nw ? (N - n - 4 < 4 ? N - n - 4 : 4) : 0;
+		/* the rows' last K % 16 weights, zero-padded to a whole vector */
+		_Alignas(64) char tw[4][64];
+		if (tail) {
+			memset(tw, 0, sizeof(tw));
+			for (int c = 0; c < 4; c++)
+				memcpy(tw[c], (c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3) + K16 * elt,
+				       (size_t)(K - K16) * elt);
+		}
 		for (int m = 0; m < M; m += MR) {
 			int mc = M - m < MR ? M - m : MR;
 			__m512 acc[MR][4];
@@ -55,11 +80,11 @@ __attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const floa
 					acc[r][c] = _mm512_setzero_ps();
 			}
 			for (int k = 0; k < K16; k += 16) {
-				if (m == 0)
+				if (m == 0 && (k * elt) % 64 == 0) /* one 64-byte line per row at a time */
 					for (int r = 0; r < nrows; r++)
-						_mm_prefetch((const char *)(nw + (size_t)r * K + k), _MM_HINT_T0);
-				__m512 b0 = _mm512_loadu_ps(w0 + k), b1 = _mm512_loadu_ps(w1 + k);
-				__m512 b2 = _mm512_loadu_ps(w2 + k), b3 = _mm512_loadu_ps(w3 + k);
+						_mm_prefetch(nw + ((size_t)r * K + k) * elt, _MM_HINT_T0);
+				__m512 b0 = load_w(w0, k, half), b1 = load_w(w1, k, half);
+				__m512 b2 = load_w(w2, k, half), b3 = load_w(w3, k, half);
 				for (int r = 0; r < MR; r++) {
 					__m512 a = _mm512_loadu_ps(xr[r] + k);
 					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
@@ -69,10 +94,8 @@ __attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const floa
 				}
 			}
 			if (tail) {
-				__m512 b0 = _mm512_maskz_loadu_ps(tail, w0 + K16);
-				__m512 b1 = _mm512_maskz_loadu_ps(tail, w1 + K16);
-				__m512 b2 = _mm512_maskz_loadu_ps(tail, w2 + K16);
-				__m512 b3 = _mm512_maskz_loadu_ps(tail, w3 + K16);
+				__m512 b0 = load_w(tw[0], 0, half), b1 = load_w(tw[1], 0, half);
+				__m512 b2 = load_w(tw[2], 0, half), b3 = load_w(tw[3], 0, half);
 				for (int r = 0; r < MR; r++) {
 					__m512 a = _mm512_maskz_loadu_ps(tail, xr[r] + K16);
 					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
@@ -91,76 +114,17 @@ __attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const floa
 	}
 }
 
-/* kernel_avx512 with W in IEEE half floats (sg__gemm_nt_half): the same
- * blocking, each 16 halves widened to floats as they are loaded
- * (vcvtph2ps). For a prompt or two W is the whole memory traffic (42 MB of
- * floats a text for MiniLM-L6), so half the bytes is up to half the time
- * where memory is what bounds it. */
-__attribute__((target("avx512f,avx512dq"))) static inline __m512 load_h16(const uint16_t *p)
+__attribute__((target("avx512f,avx512dq"))) static void kernel_avx512(const float *x, int M, int K,
+                                                             const float *w, int N, float *y,
+                                                             int ldy)
 {
-	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+	kernel_avx512_any(x, M, K, w, 0, N, y, ldy);
 }
 
 __attribute__((target("avx512f,avx512dq"))) static void
 kernel_avx512_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
 {
-	int K16 = K & ~15;
-	__mmask16 tail = (__mmask16)((1u << (K - K16)) - 1);
-	for (int n = 0; n < N; n += 4) {
-		int nc = N - n < 4 ? N - n : 4;
-		const uint16_t *w0 = w + (size_t)n * K;
-		const uint16_t *w1 = nc > 1 ? w0 + K : w0, *w2 = nc > 2 ? w0 + 2 * (size_t)K : w0;
-		const uint16_t *w3 = nc > 3 ? w0 + 3 * (size_t)K : w0;
-		const uint16_t *nw = N - n > 4 ? w0 + 4 * (size_t)K : NULL;
-		int nrows = nw ? (N - n - 4 < 4 ? N - n - 4 : 4) : 0;
-		/* the rows' last K % 16 halves, zero-padded to a whole vector */
-		uint16_t tw[4][16] = {{0}};
-		if (tail)
-			for (int c = 0; c < 4; c++)
-				memcpy(tw[c], (c == 0 ? w0 : c == 1 ? w1 : c == 2 ? w2 : w3) + K16,
-				       sizeof(uint16_t) * (size_t)(K - K16));
-		for (int m = 0; m < M; m += MR) {
-			int mc = M - m < MR ? M - m : MR;
-			__m512 acc[MR][4];
-			const float *xr[MR];
-			for (int r = 0; r < MR; r++) {
-				xr[r] = x + (size_t)(m + (r < mc ? r : 0)) * K;
-				for (int c = 0; c < 4; c++)
-					acc[r][c] = _mm512_setzero_ps();
-			}
-			for (int k = 0; k < K16; k += 16) {
-				if (m == 0 && (k & 31) == 0) /* one 64-byte line: 32 halves */
-					for (int r = 0; r < nrows; r++)
-						_mm_prefetch((const char *)(nw + (size_t)r * K + k), _MM_HINT_T0);
-				__m512 b0 = load_h16(w0 + k), b1 = load_h16(w1 + k);
-				__m512 b2 = load_h16(w2 + k), b3 = load_h16(w3 + k);
-				for (int r = 0; r < MR; r++) {
-					__m512 a = _mm512_loadu_ps(xr[r] + k);
-					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
-					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
-				}
-			}
-			if (tail) {
-				__m512 b0 = load_h16(tw[0]), b1 = load_h16(tw[1]);
-				__m512 b2 = load_h16(tw[2]), b3 = load_h16(tw[3]);
-				for (int r = 0; r < MR; r++) {
-					__m512 a = _mm512_maskz_loadu_ps(tail, xr[r] + K16);
-					acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-					acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-					acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
-					acc[r][3] = _mm512_fmadd_ps(a, b3, acc[r][3]);
-				}
-			}
-			for (int r = 0; r < mc; r++) {
-				float s[4];
-				hsum4_512(acc[r], s);
-				for (int c = 0; c < nc; c++)
-					y[(size_t)(m + r) * ldy + n + c] += s[c];
-			}
-		}
-	}
+	kernel_avx512_any(x, M, K, w, 1, N, y, ldy);
 }
 
 /* Floats to halves (round to nearest even); -1 when one is beyond the half
