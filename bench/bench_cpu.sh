@@ -63,7 +63,7 @@ PY
 		curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
 		sleep 0.1
 	done
-	h="Authorization: Bearer sg-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	h="Authorization: $bench_nokey"
 	if [ "$auth" != off ]; then
 		h="Authorization: Bearer $(bench_key "$port")"
 	fi

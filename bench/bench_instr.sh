@@ -59,9 +59,8 @@ PY
 		curl -fsS -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null && break
 		sleep 0.1
 	done
-	# the same request bytes either way: with auth off, a key of the same shape (ignored),
-	# as clients send their provider key
-	local n hdr=(-H "Authorization: Bearer sg-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+	# the same request bytes either way (as clients send their provider key with auth off)
+	local n hdr=(-H "Authorization: $bench_nokey")
 	if [ "$auth" = 1 ]; then
 		hdr=(-H "Authorization: Bearer $(bench_key "$port")")
 	fi

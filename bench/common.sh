@@ -11,6 +11,9 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# An Authorization value of a key's shape for a side with auth off (which ignores it), so
+# that both sides of a comparison parse the same request bytes.
+bench_nokey="Bearer sg-aaaaaaaaaaaa-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 # A key on the semgate at 127.0.0.1:$1 (admin key "bench-admin") with rpm, tpm,
 # concurrency limits and a monthly budget far above any run, so that every request pays
 # for every check, reservation and settlement and none is refused; prints the whole key.

@@ -58,7 +58,6 @@ struct sg_encoder {
 	float **owned; /* widened (F16/BF16) or realigned tensors */
 	size_t n_owned;
 	uint16_t *halves; /* every layer's h[] (one block), or NULL */
-	size_t halves_bytes;
 	char dtype[16];
 	char id[512];
 	char describe[256];
@@ -552,7 +551,6 @@ static int make_halves(sg_encoder_t *m)
 	total *= (size_t)m->layers;
 	if ((m->halves = malloc(total * sizeof(uint16_t))) == NULL)
 		return 0; /* the float kernel does the same work */
-	m->halves_bytes = total * sizeof(uint16_t);
 	uint16_t *at = m->halves;
 	int made = 0;
 	for (int l = 0; l < m->layers; l++) {
