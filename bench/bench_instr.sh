@@ -7,20 +7,23 @@
 #   bash bench/bench_instr.sh [--build build] [--duration 8] [--semgate PATH] [--auth]
 # (--semgate: another semgate binary, e.g. an older build, on the same mock;
 #  --auth: auth.mode "keys", every request with a key that has rpm, tpm, concurrency
-#  limits and a budget far above the run, on a priced model: what governance costs)
+#  limits and a budget far above the run, on a priced model: what governance costs;
+#  --keep DIR: keep the callgrind profiles there, e.g. to compare two runs function by
+#  function with callgrind_annotate)
 # Prints, per path: requests, instructions in the event loop (startup
 # excluded: libuv's uv_run, inclusive) plus those of the worker threads (the
 # vector search runs on libuv's pool), and their quotient.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=build duration=8 bin= auth=0
+build=build duration=8 bin= auth=0 keep=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--build) build=$2; shift 2 ;;
 	--duration) duration=$2; shift 2 ;;
 	--semgate) bin=$2; shift 2 ;;
 	--auth) auth=1; shift ;;
-	*) echo "usage: $0 [--build DIR] [--duration S] [--semgate PATH] [--auth]" >&2; exit 2 ;;
+	--keep) keep=$2; shift 2 ;;
+	*) echo "usage: $0 [--build DIR] [--duration S] [--semgate PATH] [--auth] [--keep DIR]" >&2; exit 2 ;;
 	esac
 done
 bin=${bin:-$top/$build/semgate}
@@ -73,6 +76,7 @@ PY
 		awk '/uv_run \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
 	th=$(callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
 		awk '/start_thread \[/ && !done {gsub(",", "", $1); print $1; done = 1}')
+	[ -z "$keep" ] || { mkdir -p "$keep" && cp "$out" "$keep/"; }
 	printf '%-28s %8s requests  %14s instructions  %8.0f per request\n' \
 		"$label" "$n" "$((ir + ${th:-0}))" "$(echo "($ir + ${th:-0}) / $n" | bc -l)"
 }

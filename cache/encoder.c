@@ -38,6 +38,7 @@ typedef struct layer {
 	const float *wo2, *bo2, *ln2_g, *ln2_b;   /* [H,I], [H] */
 	const uint16_t *h[6]; /* wq, wk, wv, wo, wi, wo2 as halves for short inputs
 	                       * (make_halves), or NULL each */
+	const uint16_t *a[6]; /* the same packed for AMX tiles (make_amx), or NULL each */
 } layer_t;
 
 struct sg_encoder {
@@ -58,6 +59,7 @@ struct sg_encoder {
 	float **owned; /* widened (F16/BF16) or realigned tensors */
 	size_t n_owned;
 	uint16_t *halves; /* every layer's h[] (one block), or NULL */
+	uint16_t *amx;    /* every layer's a[] (one block), or NULL */
 	char dtype[16];
 	char id[512];
 	char describe[256];
@@ -70,6 +72,7 @@ struct sg_encoder_ws {
 	float *scores;            /* [max_tokens * max_tokens] */
 	int32_t *ids;             /* [max_batch * max_tokens] */
 	int *lens;
+	uint16_t *amx_scratch;    /* x as AMX tiles (gemm_nt_int.h), when the model has a[] */
 };
 
 /* --- small files ------------------------------------------------------------ */
@@ -565,6 +568,46 @@ static int make_halves(sg_encoder_t *m)
 	return made;
 }
 
+/* The layers' weights packed for AMX tiles (gemm_nt_int.h), on a CPU with
+ * AMX-BF16 unless SEMGATE_ENCODER_AMX=0: a float as two bfloat16s, 4 bytes a
+ * weight (42 MB for MiniLM-L6), private. They serve the inputs longer than
+ * small_rows() (batches: 1.2x the throughput of OpenBLAS's sgemm on a 2-vCPU
+ * Xeon VM, bench/RESULTS.md); one or two prompts stay on the half-float
+ * kernel, which was faster there (the packed weights are twice the bytes to
+ * stream, and tile loads are slow next to the arithmetic). A tensor whose shape
+ * is not a multiple of 32, or with a weight that is not finite, keeps the
+ * other kernels. Returns how many tensors are packed. */
+static int make_amx(sg_encoder_t *m)
+{
+	const char *v = getenv("SEMGATE_ENCODER_AMX");
+	if ((v && strcmp(v, "0") == 0) || !sg__gemm_amx_ok())
+		return 0;
+	int H = m->hidden, I_ = m->inter;
+	const int rows[6] = {H, H, H, H, I_, H}, cols[6] = {H, H, H, H, H, I_};
+	size_t total = 0;
+	for (int i = 0; i < 6; i++)
+		total += sg__gemm_amx_packed_len(rows[i], cols[i]);
+	if (total == 0 || (m->amx = malloc(total * (size_t)m->layers * sizeof(uint16_t))) == NULL)
+		return 0;
+	uint16_t *at = m->amx;
+	int made = 0;
+	for (int l = 0; l < m->layers; l++) {
+		layer_t *L = &m->layer[l];
+		const float *w[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
+		for (int i = 0; i < 6; i++) {
+			size_t n = sg__gemm_amx_packed_len(rows[i], cols[i]);
+			L->a[i] = n && sg__gemm_amx_pack(w[i], rows[i], cols[i], at) == 0 ? at : NULL;
+			made += L->a[i] != NULL;
+			at += n;
+		}
+	}
+	if (made == 0) {
+		free(m->amx);
+		m->amx = NULL;
+	}
+	return made;
+}
+
 /* --- load ------------------------------------------------------------------- */
 
 int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t *opts, char *err,
@@ -605,6 +648,7 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	}
 	if ((rc = read_weights(m, dir, opts && opts->skip_hash, &hash, err, errlen)))
 		goto fail;
+	int amx = make_amx(m);
 	int halves = make_halves(m);
 
 	m->max_tokens = opts && opts->max_tokens > 0 ? opts->max_tokens : max_seq ? max_seq : 512;
@@ -621,9 +665,11 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	snprintf(m->describe, sizeof(m->describe),
 	         "%.64s: %d layers, hidden %d, %d heads, %s%s, %s pooling, %d tokens max%s%.32s%s",
 	         name, m->layers, m->hidden, m->heads, m->dtype,
-	         halves == 6 * m->layers ? " (F16 copies for short inputs)"
-	         : halves                ? " (some F16 copies for short inputs)"
-	                                 : "",
+	         halves == 6 * m->layers && amx == 6 * m->layers
+	                 ? " (F16 copies for short inputs, AMX bf16 pairs for longer)"
+	         : halves == 6 * m->layers ? " (F16 copies for short inputs)"
+	         : halves || amx           ? " (some F16 or AMX copies)"
+	                                   : "",
 	         m->pooling == POOL_CLS ? "CLS" : "mean", m->max_tokens,
 	         m->prefix_len ? ", prefix \"" : "", m->prefix, m->prefix_len ? "\"" : "");
 	*out = m;
@@ -643,6 +689,7 @@ void sg_encoder_free(sg_encoder_t *m)
 		free(m->owned[i]);
 	free(m->owned);
 	free(m->halves);
+	free(m->amx);
 	sg__st_free(&m->st);
 	if (m->map)
 		munmap(m->map, m->map_len);
@@ -670,6 +717,12 @@ sg_encoder_ws_t *sg_encoder_ws_new(const sg_encoder_t *m, int max_batch)
 	ws->lens = malloc(sizeof(int) * (size_t)max_batch);
 	if (ws->scores == NULL || ws->ids == NULL || ws->lens == NULL)
 		goto fail;
+	if (m->amx) { /* x converted a chunk of rows at a time: the widest input's */
+		int wide = m->inter > m->hidden ? m->inter : m->hidden;
+		size_t n = sg__gemm_amx_scratch_len(wide);
+		if (n == 0 || (ws->amx_scratch = aligned_alloc(64, n * sizeof(uint16_t))) == NULL)
+			goto fail;
+	}
 	return ws;
 fail:
 	sg_encoder_ws_free(ws);
@@ -697,6 +750,7 @@ void sg_encoder_ws_free(sg_encoder_ws_t *ws)
 	free(ws->scores);
 	free(ws->ids);
 	free(ws->lens);
+	free(ws->amx_scratch);
 	free(ws);
 }
 
@@ -740,12 +794,16 @@ static int small_rows(void)
 	return rows;
 }
 
-/* y[T, out] = x[T, in] W^T + b, W [out, in] (wh: W as halves, or NULL). */
-static void linear(const float *x, int T, int in, const float *w, const uint16_t *wh,
-                   const float *b, int out, float *y)
+/* y[T, out] = x[T, in] W^T + b, W [out, in] (wa: W packed for AMX, wh: W
+ * as halves, or NULL each). */
+static void linear(sg_encoder_ws_t *ws, const float *x, int T, int in, const float *w,
+                   const uint16_t *wa, const uint16_t *wh, const float *b, int out, float *y)
 {
 	for (int t = 0; t < T; t++)
 		memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
+	if (T > small_rows() && wa && ws->amx_scratch &&
+	    sg__gemm_amx(x, T, in, wa, out, y, out, ws->amx_scratch) == 0)
+		return;
 	if (T <= small_rows() &&
 	    ((wh && sg__gemm_nt_h(x, T, in, wh, out, y, out) == 0) ||
 	     sg__gemm_nt(x, T, in, w, out, y, out) == 0))
@@ -902,21 +960,21 @@ static int forward(const sg_encoder_t *m, sg_encoder_ws_t *ws, const int32_t *co
 
 	for (int l = 0; l < m->layers; l++) {
 		const layer_t *L = &m->layer[l];
-		linear(ws->x, (int)T, H, L->wq, L->h[0], L->bq, H, ws->q);
-		linear(ws->x, (int)T, H, L->wk, L->h[1], L->bk, H, ws->k);
-		linear(ws->x, (int)T, H, L->wv, L->h[2], L->bv, H, ws->v);
+		linear(ws, ws->x, (int)T, H, L->wq, L->a[0], L->h[0], L->bq, H, ws->q);
+		linear(ws, ws->x, (int)T, H, L->wk, L->a[1], L->h[1], L->bk, H, ws->k);
+		linear(ws, ws->x, (int)T, H, L->wv, L->a[2], L->h[2], L->bv, H, ws->v);
 		size_t off = 0;
 		for (int i = 0; i < n; i++) {
 			size_t o = off * H;
 			attention(m, ws->scores, ws->q + o, ws->k + o, ws->v + o, ws->ctx + o, lens[i]);
 			off += (size_t)lens[i];
 		}
-		linear(ws->ctx, (int)T, H, L->wo, L->h[3], L->bo, H, ws->tmp);
+		linear(ws, ws->ctx, (int)T, H, L->wo, L->a[3], L->h[3], L->bo, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln1_g, L->ln1_b, m->ln_eps);
 		/* x = LN(x + W2 gelu(W1 x)) */
-		linear(ws->x, (int)T, H, L->wi, L->h[4], L->bi, I_, ws->inter);
+		linear(ws, ws->x, (int)T, H, L->wi, L->a[4], L->h[4], L->bi, I_, ws->inter);
 		gelu(ws->inter, T * (size_t)I_);
-		linear(ws->inter, (int)T, I_, L->wo2, L->h[5], L->bo2, H, ws->tmp);
+		linear(ws, ws->inter, (int)T, I_, L->wo2, L->a[5], L->h[5], L->bo2, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln2_g, L->ln2_b, m->ln_eps);
 	}
 

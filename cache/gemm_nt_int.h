@@ -33,4 +33,31 @@ int sg__gemm_nt_half(const float *w, size_t n, uint16_t *out);
 /* sg__gemm_nt with such a W: 0, or -1 without AVX-512. */
 int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy);
 
+/* The same product on Intel AMX tiles (cache/gemm_amx.c), for CPUs that have
+ * AMX-BF16 (and a kernel that grants the tile state): every float split into
+ * two bfloat16s, three tile products per block, a relative error of about
+ * 2^-16 a product (finer than the half-float weights above), at several
+ * times float FMA's multiply-adds per cycle. W is packed at load into the
+ * tiles' layout (4 bytes a weight, private); x is converted SG_AMX_MC rows
+ * at a time into a scratch buffer of the caller's (one per thread). N and K
+ * must be multiples of 32. */
+#define SG_AMX_MC 128
+
+/* 1 when this process can use AMX-BF16 (asks the kernel once). */
+int sg__gemm_amx_ok(void);
+
+/* uint16_t values a packed W [N, K] takes, or 0 for a shape without AMX. */
+size_t sg__gemm_amx_packed_len(int N, int K);
+
+/* uint16_t values of the scratch for inputs of K columns, or 0. */
+size_t sg__gemm_amx_scratch_len(int K);
+
+/* Pack W [N, K] into out (packed_len values): 0, or -1 without AMX, for a
+ * shape without AMX, or when a weight is not finite or beyond 3e38. */
+int sg__gemm_amx_pack(const float *w, int N, int K, uint16_t *out);
+
+/* y += x W^T with a packed W: 0, or -1 without AMX (nothing done). */
+int sg__gemm_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
+                 uint16_t *scratch);
+
 #endif

@@ -2,7 +2,12 @@
  * half-float weights, against a double-precision reference, at shapes that
  * exercise every edge of the blocking: rows not a multiple of 4 (MR), K not a
  * multiple of 16 (the masked tail), N not a multiple of 4 (the last block of W).
- * Without AVX-512 the half path must refuse (-1), and is otherwise skipped. */
+ * Without AVX-512 the half path must refuse (-1), and is otherwise skipped.
+ * The AMX kernel (cache/gemm_amx.c) likewise where the CPU has AMX-BF16: its
+ * split of each float into two bfloat16s must keep every output within
+ * 2^-15 of the products' magnitude (bfloat16 weights alone would be ~2^-9),
+ * across its blocking (16-row blocks, pairs of them, SG_AMX_MC-row chunks),
+ * with a row stride wider than N and rows past M untouched. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -101,8 +106,85 @@ static void one_shape(int M, int K, int N)
 	free(wh);
 }
 
+/* y = x W^T + y0 on AMX tiles against doubles, y with a stride of N + 16
+ * and a guard row after the last, both -0.0: they must stay so (adding the
+ * +0.0 that a zero-padded row of x gives would make them +0.0). */
+static void amx_shape(int M, int K, int N)
+{
+	int ldy = N + 16;
+	float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K);
+	float *y = malloc(sizeof(float) * (size_t)(M + 1) * ldy);
+	uint16_t *wp = malloc(sizeof(uint16_t) * sg__gemm_amx_packed_len(N, K));
+	uint16_t *scratch = malloc(sizeof(uint16_t) * sg__gemm_amx_scratch_len(K));
+	unsigned s = (unsigned)(M * 977 + K * 13 + N);
+	for (int i = 0; i < M * K; i++)
+		x[i] = frand(&s) * (i % 7 == 0 ? 8.0f : 1.0f);
+	for (int i = 0; i < N * K; i++)
+		w[i] = frand(&s) * 0.3f;
+	for (int i = 0; i < (M + 1) * ldy; i++)
+		y[i] = i / ldy < M && i % ldy < N ? (float)(i % 1000) : -0.0f;
+	CHECK(sg__gemm_amx_pack(w, N, K, wp) == 0);
+	CHECK(sg__gemm_amx(x, M, K, wp, N, y, ldy, scratch) == 0);
+	int bad = 0, touched = 0;
+	double worst = 0;
+	for (int m = 0; m <= M; m++)
+		for (int n = 0; n < ldy; n++) {
+			double ref = (m * ldy + n) % 1000, mag = 0;
+			for (int k = 0; m < M && n < N && k < K; k++) {
+				ref += (double)x[m * K + k] * w[n * K + k];
+				mag += fabs((double)x[m * K + k] * w[n * K + k]);
+			}
+			double err = fabs(y[m * ldy + n] - ref);
+			if (m == M || n >= N) {
+				touched += y[m * ldy + n] != 0 || !signbit(y[m * ldy + n]);
+				continue;
+			}
+			bad += err > 0x1p-15 * mag + 1e-4;
+			worst = fmax(worst, err / mag);
+		}
+	CHECK_MSG(bad == 0, "AMX M %d K %d N %d: %d of %d outputs off (worst %.3g of the magnitude)",
+	          M, K, N, bad, M * N, worst);
+	CHECK_MSG(touched == 0, "AMX M %d K %d N %d: %d values outside the product changed", M, K, N,
+	          touched);
+	free(x);
+	free(w);
+	free(y);
+	free(wp);
+	free(scratch);
+}
+
+static void test_amx(void)
+{
+	float w[64 * 64] = {0};
+	uint16_t out[64 * 64 * 2];
+	if (!sg__gemm_amx_ok()) {
+		CHECK(sg__gemm_amx_pack(w, 32, 32, out) == -1);
+		CHECK(sg__gemm_amx(w, 1, 32, out, 32, w, 32, out) == -1);
+		printf("no AMX-BF16 here: the AMX kernel refuses (its products not tested here)\n");
+		return;
+	}
+	/* shapes it does not take, and weights it cannot split */
+	CHECK(sg__gemm_amx_packed_len(48, 32) == 0 && sg__gemm_amx_packed_len(32, 48) == 0);
+	CHECK(sg__gemm_amx_pack(w, 48, 32, out) == -1 && sg__gemm_amx_pack(w, 32, 48, out) == -1);
+	CHECK(sg__gemm_amx_pack(w, 32, 64, out) == 0);
+	w[64 * 31 + 63] = NAN; /* the last weight */
+	CHECK(sg__gemm_amx_pack(w, 32, 64, out) == -1);
+	w[64 * 31 + 63] = INFINITY;
+	CHECK(sg__gemm_amx_pack(w, 32, 64, out) == -1);
+	w[64 * 31 + 63] = 1.0f;
+	CHECK(sg__gemm_amx(w, 1, 64, out, 32, w, 16, out) == -1); /* a stride under N */
+	static const int Ms[] = {1, 15, 16, 17, 31, 32, 33, 48, 127, SG_AMX_MC, SG_AMX_MC + 1, 300};
+	static const int Ks[] = {32, 64, 384};
+	static const int Ns[] = {32, 64, 96};
+	for (size_t a = 0; a < SG_ARRAY_SIZE(Ms); a++)
+		for (size_t b = 0; b < SG_ARRAY_SIZE(Ks); b++)
+			for (size_t c = 0; c < SG_ARRAY_SIZE(Ns); c++)
+				amx_shape(Ms[a], Ks[b], Ns[c]);
+}
+
 int main(void)
 {
+	test_amx();
 	if (sg__gemm_nt_level() != 2) {
 		float w[1] = {1};
 		uint16_t h[1];
