@@ -546,11 +546,11 @@ static int make_halves(sg_encoder_t *m)
 	const char *v = getenv("SEMGATE_ENCODER_HALF");
 	if ((v && strcmp(v, "0") == 0) || sg__gemm_nt_level() != 2)
 		return 0;
-	size_t H = (size_t)m->hidden, I_ = (size_t)m->inter;
-	const size_t per[6] = {H * H, H * H, H * H, H * H, I_ * H, H * I_};
+	int H = m->hidden, I_ = m->inter;
+	const int rows[6] = {H, H, H, H, I_, H}, cols[6] = {H, H, H, H, H, I_};
 	size_t total = 0;
 	for (int i = 0; i < 6; i++)
-		total += per[i];
+		total += sg__gemm_nt_half_len(rows[i], cols[i]);
 	total *= (size_t)m->layers;
 	if ((m->halves = malloc(total * sizeof(uint16_t))) == NULL)
 		return 0; /* the float kernel does the same work */
@@ -560,9 +560,9 @@ static int make_halves(sg_encoder_t *m)
 		layer_t *L = &m->layer[l];
 		const float *w[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
 		for (int i = 0; i < 6; i++) {
-			L->h[i] = sg__gemm_nt_half(w[i], per[i], at) == 0 ? at : NULL;
+			L->h[i] = sg__gemm_nt_half(w[i], rows[i], cols[i], at) == 0 ? at : NULL;
 			made += L->h[i] != NULL;
-			at += per[i];
+			at += sg__gemm_nt_half_len(rows[i], cols[i]);
 		}
 	}
 	return made;

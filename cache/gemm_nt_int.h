@@ -22,15 +22,21 @@ int sg__gemm_nt(const float *x, int M, int K, const float *w, int N, float *y, i
 
 /* W as IEEE half floats, for the AVX-512 kernel: half the bytes to read,
  * which is what bounds a prompt or two on a machine whose memory is slow
- * next to its arithmetic. Products then differ from the float kernel's by the
- * halves' rounding (a relative 2^-11 a weight; on MiniLM-L6 the embeddings
- * stay within cosine 0.9999995 of float arithmetic). */
+ * next to its arithmetic. The halves are packed in panels of 48 columns (for
+ * each 48 rows of W, for each k, those 48 weights: gemm_nt.c), which lets
+ * that kernel keep a block of y in registers. Products then differ from the
+ * float kernel's by the halves' rounding (a relative 2^-11 a weight; on
+ * MiniLM-L6 the embeddings stay within cosine 0.9999995 of float arithmetic). */
 
-/* out[n] = w[n] as halves: 0, or -1 without AVX-512 or when a weight is
- * beyond the half range (|w| > 65504, or not finite). */
-int sg__gemm_nt_half(const float *w, size_t n, uint16_t *out);
+/* uint16_t values the packed halves of W [N, K] take (0 for an empty W). */
+size_t sg__gemm_nt_half_len(int N, int K);
 
-/* sg__gemm_nt with such a W: 0, or -1 without AVX-512. */
+/* Pack W [N, K] as halves into out (half_len values): 0, or -1 without
+ * AVX-512 or when a weight is beyond the half range (|w| > 65504, or not
+ * finite). */
+int sg__gemm_nt_half(const float *w, int N, int K, uint16_t *out);
+
+/* sg__gemm_nt with W packed so: 0, or -1 without AVX-512 (or ldy < N). */
 int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy);
 
 /* The same product on Intel AMX tiles (cache/gemm_amx.c), for CPUs that have

@@ -1,7 +1,8 @@
 /* Unit tests: the encoder's short-input product (cache/gemm_nt.c), float and
  * half-float weights, against a double-precision reference, at shapes that
- * exercise every edge of the blocking: rows not a multiple of 4 (MR), K not a
- * multiple of 16 (the masked tail), N not a multiple of 4 (the last block of W).
+ * exercise every edge of the blocking: rows not a multiple of 4 (MR) or 8 (the
+ * half kernel's rows), K not a multiple of 16 (the masked tail), N not a
+ * multiple of 4 (the last block of W) or 48 (the half kernel's panels).
  * Without AVX-512 the half path must refuse (-1), and is otherwise skipped.
  * The AMX kernel (cache/gemm_amx.c) likewise where the CPU has AMX-BF16: its
  * split of each float into two bfloat16s must keep every output within
@@ -30,11 +31,12 @@ static float half_value(uint16_t h)
 }
 
 /* The conversion: nearest half (within half an ulp: 2^-11 relative for
- * normal halves), and refusal of what a half cannot hold. */
+ * normal halves), and refusal of what a half cannot hold. W [37, 1] packs
+ * into one panel of 48: the 37 weights, then zeros. */
 static void test_to_half(void)
 {
 	float w[37];
-	uint16_t h[37];
+	uint16_t h[48];
 	unsigned s = 7;
 	for (int i = 0; i < 37; i++)
 		w[i] = frand(&s) * (i % 5 == 0 ? 1000.0f : 1.0f);
@@ -42,60 +44,85 @@ static void test_to_half(void)
 	w[4] = -65504.0f;
 	w[5] = 0.0f;
 	w[6] = 1e-6f;     /* a subnormal half */
-	CHECK(sg__gemm_nt_half(w, 37, h) == 0);
-	int bad = 0;
+	CHECK(sg__gemm_nt_half_len(37, 1) == 48 && sg__gemm_nt_half_len(48, 3) == 144 &&
+	      sg__gemm_nt_half_len(49, 2) == 192 && sg__gemm_nt_half_len(0, 5) == 0);
+	for (int i = 0; i < 48; i++)
+		h[i] = 0xffff;
+	CHECK(sg__gemm_nt_half(w, 37, 1, h) == 0);
+	int bad = 0, pad = 0;
 	for (int i = 0; i < 37; i++) {
 		float back = half_value(h[i]);
 		float tol = fabsf(w[i]) * 0x1p-11f + 0x1p-25f;
 		bad += fabsf(back - w[i]) > tol;
 	}
+	for (int i = 37; i < 48; i++)
+		pad += h[i] != 0;
 	CHECK_MSG(bad == 0, "%d weights not rounded to their nearest half", bad);
+	CHECK_MSG(pad == 0, "%d columns past N not zero", pad);
 	CHECK(h[3] == 0x7bff && h[4] == 0xfbff && h[5] == 0);
 	float over[20] = {0};
-	over[19] = 65520.0f; /* rounds to infinity: refused, even in the tail */
-	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	over[19] = 65520.0f; /* rounds to infinity: refused, even in the last columns */
+	CHECK(sg__gemm_nt_half(over, 20, 1, h) == -1);
 	over[19] = NAN;
-	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	CHECK(sg__gemm_nt_half(over, 20, 1, h) == -1);
 	over[19] = INFINITY;
-	CHECK(sg__gemm_nt_half(over, 20, h) == -1);
+	CHECK(sg__gemm_nt_half(over, 20, 1, h) == -1);
 	over[19] = 1.0f;
-	CHECK(sg__gemm_nt_half(over, 20, h) == 0);
+	CHECK(sg__gemm_nt_half(over, 20, 1, h) == 0);
+}
+
+/* The half that the packed W holds for W[n][k]. */
+static float packed_half(const uint16_t *wp, int K, int n, int k)
+{
+	return half_value(wp[((size_t)(n / 48) * K + k) * 48 + n % 48]);
 }
 
 /* y = x W^T + y0 from both kernels against doubles, at one shape. */
 static void one_shape(int M, int K, int N)
 {
+	/* y's rows have 5 more columns than the product, -0.0 (adding the +0.0
+	 * of a zero-padded weight column would make them +0.0), as is the row
+	 * after the last: both kernels must leave them so */
+	int ldy = N + 5;
+	size_t ny = (size_t)(M + 1) * ldy;
 	float *x = malloc(sizeof(float) * (size_t)M * K), *w = malloc(sizeof(float) * (size_t)N * K);
-	float *y = malloc(sizeof(float) * (size_t)M * N), *yh = malloc(sizeof(float) * (size_t)M * N);
-	uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)N * K);
+	float *y = malloc(sizeof(float) * ny), *yh = malloc(sizeof(float) * ny);
+	uint16_t *wh = malloc(sizeof(uint16_t) * sg__gemm_nt_half_len(N, K));
 	unsigned s = (unsigned)(M * 131 + K * 7 + N);
 	for (int i = 0; i < M * K; i++)
 		x[i] = frand(&s);
 	for (int i = 0; i < N * K; i++)
 		w[i] = frand(&s) * 0.3f;
-	for (int i = 0; i < M * N; i++)
-		y[i] = yh[i] = (float)i; /* the product is added to what is there */
-	CHECK(sg__gemm_nt(x, M, K, w, N, y, N) == 0);
-	CHECK(sg__gemm_nt_half(w, (size_t)N * K, wh) == 0);
-	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yh, N) == 0);
-	int bad = 0, badh = 0, differ = 0;
-	for (int m = 0; m < M; m++)
-		for (int n = 0; n < N; n++) {
-			double ref = m * N + n, refh = ref, mag = 0;
+	for (size_t i = 0; i < ny; i++) /* the product is added to what is there */
+		y[i] = yh[i] = (int)(i / ldy) < M && (int)(i % ldy) < N ? (float)i : -0.0f;
+	CHECK(sg__gemm_nt(x, M, K, w, N, y, ldy) == 0);
+	CHECK(sg__gemm_nt_half(w, N, K, wh) == 0);
+	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yh, ldy) == 0);
+	int bad = 0, badh = 0, differ = 0, touched = 0;
+	for (int m = 0; m <= M; m++)
+		for (int n = 0; n < ldy; n++) {
+			size_t at = (size_t)m * ldy + n;
+			if (m == M || n >= N) {
+				touched += y[at] != 0 || !signbit(y[at]) || yh[at] != 0 || !signbit(yh[at]);
+				continue;
+			}
+			double ref = (double)at, refh = ref, mag = 0;
 			for (int k = 0; k < K; k++) {
 				ref += (double)x[m * K + k] * w[n * K + k];
-				refh += (double)x[m * K + k] * half_value(wh[n * K + k]);
+				refh += (double)x[m * K + k] * packed_half(wh, K, n, k);
 				mag += fabs((double)x[m * K + k] * w[n * K + k]);
 			}
 			double tol = 1e-5 * (mag + fabs(ref)) + 1e-6;
-			bad += fabs(y[m * N + n] - ref) > tol;
-			badh += fabs(yh[m * N + n] - refh) > tol;
-			differ += yh[m * N + n] != y[m * N + n];
+			bad += fabs(y[at] - ref) > tol;
+			badh += fabs(yh[at] - refh) > tol;
+			differ += yh[at] != y[at];
 		}
 	CHECK_MSG(bad == 0, "M %d K %d N %d: %d of %d outputs off (float weights)", M, K, N, bad,
 	          M * N);
 	CHECK_MSG(badh == 0, "M %d K %d N %d: %d of %d outputs off (half weights)", M, K, N, badh,
 	          M * N);
+	CHECK_MSG(touched == 0, "M %d K %d N %d: %d values outside the product changed", M, K, N,
+	          touched);
 	/* the halves are what the half kernel multiplies by, not the floats */
 	CHECK_MSG(differ > 0, "M %d K %d N %d: the half kernel gave the float kernel's sums", M, K,
 	          N);
@@ -188,15 +215,15 @@ int main(void)
 	if (sg__gemm_nt_level() != 2) {
 		float w[1] = {1};
 		uint16_t h[1];
-		CHECK(sg__gemm_nt_half(w, 1, h) == -1);
+		CHECK(sg__gemm_nt_half(w, 1, 1, h) == -1);
 		CHECK(sg__gemm_nt_h(w, 1, 1, h, 1, w, 1) == -1);
 		printf("no AVX-512: the half-float kernel refuses (its products not tested here)\n");
 		CHECK_DONE();
 	}
 	test_to_half();
-	static const int Ms[] = {1, 3, 4, 5, 16, 17};
-	static const int Ks[] = {16, 20, 33, 384};
-	static const int Ns[] = {1, 3, 4, 9, 12};
+	static const int Ms[] = {1, 3, 4, 5, 8, 9, 16, 17};
+	static const int Ks[] = {1, 16, 20, 33, 384};
+	static const int Ns[] = {1, 3, 4, 9, 12, 16, 17, 47, 48, 49, 100};
 	for (size_t a = 0; a < SG_ARRAY_SIZE(Ms); a++)
 		for (size_t b = 0; b < SG_ARRAY_SIZE(Ks); b++)
 			for (size_t c = 0; c < SG_ARRAY_SIZE(Ns); c++)
