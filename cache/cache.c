@@ -395,7 +395,10 @@ int sg_cache_open(sg_cache_t **out, const sg_cache_opts_t *o, int64_t now_s, cha
 		sg_store_hash_key(c->store, &c->hash_key);
 	if (rc)
 		goto fail;
-	if (o->verify_hits && (rc = sg_verify_new(&c->verifier, NULL)) != 0) {
+	/* a negative knob switches that evidence off (verify.h) */
+	const sg_verify_opts_t structure = {.substitution = -1, .extra = -1};
+	if (o->verify_hits &&
+	    (rc = sg_verify_new(&c->verifier, o->verify_structure_only ? &structure : NULL)) != 0) {
 		snprintf(err, errlen, "cache: verifier: %s", sg_strerror(rc));
 		goto fail;
 	}

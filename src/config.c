@@ -227,7 +227,7 @@ static const opt_t limits_opts[] = {
 static const opt_t cache_opts[] = {
 	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL, FIXED},
 	{"path", OPT_STR, C(path), 0, 0, 0, "./semgate-data", 0, NULL, FIXED},
-	{"threshold", OPT_NUM, C(threshold), 0, 1, 0.95, NULL, 0, NULL, LIVE},
+	{"threshold", OPT_NUM, C(threshold), 0, 1, SG_DEFAULT_THRESHOLD, NULL, 0, NULL, LIVE},
 	{"ttl_s", OPT_INT, C(ttl_s), 0, 100 * 365 * 86400.0, 7 * 86400, NULL, 0, NULL, LIVE},
 	{"max_entries", OPT_INT, C(max_entries), 0, 1e12, 1000000, NULL, 0, NULL, FIXED},
 	{"max_bytes", OPT_INT, C(max_bytes), 0, 1e15, 1024.0 * 1024 * 1024, NULL, 0, NULL, FIXED},
@@ -747,6 +747,12 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	sg_embedder_config_t *ec = &cfg->cache.embedder;
 	apply_opts(&c, "cache.embedder", json_is_object(emb) ? emb : NULL, ec, embedder_opts,
 	           SG_ARRAY_SIZE(embedder_opts), NULL);
+	/* The model embedder's default threshold: its cosines run higher, and its
+	 * verifier weighs structure only (main.c), so 0.97 is where it keeps
+	 * precision >= 0.90 on both dev sets (bench/QUALITY.md) */
+	if (ec->provider && strcmp(ec->provider, "model") == 0 &&
+	    !(json_is_object(cache) && json_object_get(cache, "threshold")))
+		cfg->cache.threshold = SG_MODEL_DEFAULT_THRESHOLD;
 	if (ec->provider && strcmp(ec->provider, "openai") == 0) {
 		if (ec->base_url == NULL || !valid_base_url(ec->base_url))
 			err(&c, "cache.embedder.base_url", "is required for provider \"openai\" (an http(s) URL)");

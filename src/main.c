@@ -138,6 +138,9 @@ static int open_cache(sg_config_t *cfg, app_t *app, uv_loop_t *loop)
 		.rebuild = (int)cc->rebuild,
 		.verify = (int)cc->verify,
 		.verify_hits = (int)cc->verifier,
+		/* the in-process sentence model judges which differing words matter:
+		 * the verifier keeps to what such models blur (bench/QUALITY.md) */
+		.verify_structure_only = strcmp(cc->embedder.provider, "model") == 0,
 	};
 	const char *hold = getenv("SEMGATE_TEST_CHECKPOINT_HOLD");
 	if (hold && *hold) {

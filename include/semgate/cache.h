@@ -47,6 +47,10 @@ typedef struct sg_cache_opts {
 	int rebuild;                /* drop incompatible or corrupt data */
 	int verify;                 /* read every page once at open (damage check) */
 	int verify_hits;            /* check semantic candidates' texts (cache/verify.c) */
+	int verify_structure_only;  /* with verify_hits: weigh only structure (numbers,
+	                             * negation, question kind, opposites, word order,
+	                             * context), not unmatched words: for a sentence
+	                             * model, which judges words itself (QUALITY.md) */
 	size_t ckpt_chunk_bytes;    /* checkpoint chunk: one write transaction (0: 1 MiB) */
 	/* For tests: called on the saving thread at each sg_cache_ckpt_stage_t
 	 * (it may block there); non-zero abandons that save (its chunks are

@@ -15,6 +15,11 @@
 
 enum sg_log_level { SG_LOG_ERROR, SG_LOG_WARN, SG_LOG_INFO, SG_LOG_DEBUG };
 
+/** cache.threshold when the config gives none: the model embedder's (see
+ * config.c), and everyone else's. */
+#define SG_MODEL_DEFAULT_THRESHOLD 0.97
+#define SG_DEFAULT_THRESHOLD 0.95
+
 /** One upstream deployment of a model group. */
 #define SG_MAX_DEPLOYMENT_HEADERS 64
 

@@ -164,6 +164,44 @@ static void test_threshold_and_exact(void)
 	sg_cache_close(c);
 }
 
+/* The verifier on a candidate with the query's very vector (cosine 1): with
+ * word evidence (the lexical embedders') a substituted rare word lowers the
+ * score below 0.97; structure only (the model embedder's) it does not, while
+ * different numbers still do. */
+static void test_verifier_structure_only(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	for (int structure = 0; structure < 2; structure++) {
+		CHECK(system(cmd) == 0);
+		sg_cache_opts_t o = {
+			.path = dir, .embedder_id = "test", .dim = DIM, .index_type = SG_INDEX_FLAT,
+			.verify_hits = 1, .verify_structure_only = structure,
+		};
+		char err[512];
+		sg_cache_t *c = NULL;
+		CHECK(sg_cache_open(&c, &o, 1000, err, sizeof(err)) == 0);
+		if (c == NULL)
+			return;
+		float v[DIM], w[DIM];
+		vec(v, 1, 2, 0.1f);
+		vec(w, 5, 6, 0.1f);
+		uint64_t id1 = 0, id2 = 0;
+		CHECK(put(c, "", "How do I learn the Python programming language quickly?", v, 1000,
+		          0, &id1) == 0);
+		CHECK(put(c, "", "What was the population of Lisbon in 1990?", w, 1000, 0, &id2) == 0);
+		uint64_t got = find(c, "", "How do I learn the Haskell programming language quickly?",
+		                    v, 0.97f, 1000);
+		CHECK_MSG(got == (structure ? id1 : 0),
+		          "a substituted rare word, structure only %d: got entry %llu", structure,
+		          (unsigned long long)got);
+		got = find(c, "", "What was the population of Lisbon in 2010?", w, 0.97f, 1000);
+		CHECK_MSG(got == 0, "different numbers, structure only %d: got entry %llu", structure,
+		          (unsigned long long)got);
+		sg_cache_close(c);
+	}
+}
+
 static void test_lru_and_expiry(void)
 {
 	sg_cache_t *c = open_cache(3, 0, 1000);
@@ -1226,6 +1264,9 @@ int main(void)
 	if (system(cmd) != 0)
 		return 1;
 	test_threshold_and_exact();
+	if (system(cmd) != 0)
+		return 1;
+	test_verifier_structure_only();
 	if (system(cmd) != 0)
 		return 1;
 	test_lru_and_expiry();

@@ -25,7 +25,7 @@ static void test_default_config(void)
 		CHECK(cfg->listen_port == 8080);
 		CHECK(cfg->nmodels == 1);
 		CHECK_STR(cfg->models[0].name, "gpt-4o-mini");
-		CHECK(cfg->cache.threshold > 0.94 && cfg->cache.threshold < 0.96);
+		CHECK(cfg->cache.threshold > 0.969 && cfg->cache.threshold < 0.971);
 		CHECK(cfg->limits.max_body_bytes == 1 << 20);
 	}
 	sg_config_free(cfg);
@@ -61,6 +61,40 @@ static void test_minimal_and_defaults(void)
 	}
 	sg_config_free(cfg);
 	sg_buf_free(&e);
+}
+
+/* cache.threshold's default follows the embedder: 0.97 for the model one
+ * (the default provider), 0.95 for the others; a given threshold stands. */
+static void test_threshold_default_by_embedder(void)
+{
+	static const struct {
+		const char *cache;
+		double want;
+	} cases[] = {
+		{"{}", SG_MODEL_DEFAULT_THRESHOLD},
+		{"{\"embedder\":{\"provider\":\"model\"}}", SG_MODEL_DEFAULT_THRESHOLD},
+		{"{\"embedder\":{\"provider\":\"local\"}}", SG_DEFAULT_THRESHOLD},
+		{"{\"embedder\":{\"provider\":\"static\"}}", SG_DEFAULT_THRESHOLD},
+		{"{\"threshold\":0.9}", 0.9},
+		{"{\"threshold\":0.95,\"embedder\":{\"provider\":\"model\"}}", 0.95},
+		{"{\"threshold\":0.8,\"embedder\":{\"provider\":\"local\"}}", 0.8},
+	};
+	for (size_t i = 0; i < SG_ARRAY_SIZE(cases); i++) {
+		char j[512];
+		sg_config_t *cfg = NULL;
+		sg_buf_t e;
+		snprintf(j, sizeof(j),
+		         "{\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":"
+		         "\"http://h:1/v1\"}]}],\"cache\":%s}",
+		         cases[i].cache);
+		CHECK_MSG(parse(j, &cfg, &e) == 0, "%s", j);
+		if (cfg)
+			CHECK_MSG(fabs(cfg->cache.threshold - cases[i].want) < 1e-9,
+			          "cache %s: threshold %g, want %g", cases[i].cache, cfg->cache.threshold,
+			          cases[i].want);
+		sg_config_free(cfg);
+		sg_buf_free(&e);
+	}
 }
 
 static void test_errors_name_paths(void)
@@ -316,6 +350,7 @@ int main(void)
 	test_auth_and_prices();
 	test_default_config();
 	test_minimal_and_defaults();
+	test_threshold_default_by_embedder();
 	test_errors_name_paths();
 	test_bad_json_and_types();
 	test_listen_forms();
