@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +62,13 @@ struct sg_encoder {
 	size_t n_owned;
 	uint16_t *halves; /* every layer's h[] (one block), or NULL */
 	uint16_t *amx;    /* every layer's a[] (one block), or NULL */
+	/* The AMX copy is made by the first batch that needs it (ensure_amx):
+	 * the one part of a loaded model written after load, under amx_mu, and
+	 * published by amx_state (0: not yet, 1: made, -1: none: no AMX, turned
+	 * off, or it could not be made). */
+	pthread_mutex_t amx_mu;
+	_Atomic int amx_state;
+	int amx_wide;     /* the widest input (K) of a packed tensor: the scratch's */
 	char dtype[16];
 	char id[512];
 	char describe[256];
@@ -72,7 +81,8 @@ struct sg_encoder_ws {
 	float *scores;            /* [max_tokens * max_tokens] */
 	int32_t *ids;             /* [max_batch * max_tokens] */
 	int *lens;
-	uint16_t *amx_scratch;    /* x as AMX tiles (gemm_nt_int.h), when the model has a[] */
+	uint16_t *amx_scratch;    /* x as AMX tiles (gemm_nt_int.h), made with the first batch
+	                           * that uses them */
 };
 
 /* --- small files ------------------------------------------------------------ */
@@ -576,12 +586,10 @@ static int make_halves(sg_encoder_t *m)
  * kernel, which was faster there (the packed weights are twice the bytes to
  * stream, and tile loads are slow next to the arithmetic). A tensor whose shape
  * is not a multiple of 32, or with a weight that is not finite, keeps the
- * other kernels. Returns how many tensors are packed. */
+ * other kernels. Made on first use (ensure_amx), so that a gateway that never
+ * batches never holds it. Returns how many tensors are packed. */
 static int make_amx(sg_encoder_t *m)
 {
-	const char *v = getenv("SEMGATE_ENCODER_AMX");
-	if ((v && strcmp(v, "0") == 0) || !sg__gemm_amx_ok())
-		return 0;
 	int H = m->hidden, I_ = m->inter;
 	const int rows[6] = {H, H, H, H, I_, H}, cols[6] = {H, H, H, H, H, I_};
 	size_t total = 0;
@@ -598,6 +606,8 @@ static int make_amx(sg_encoder_t *m)
 			size_t n = sg__gemm_amx_packed_len(rows[i], cols[i]);
 			L->a[i] = n && sg__gemm_amx_pack(w[i], rows[i], cols[i], at) == 0 ? at : NULL;
 			made += L->a[i] != NULL;
+			if (L->a[i] && cols[i] > m->amx_wide)
+				m->amx_wide = cols[i];
 			at += n;
 		}
 	}
@@ -606,6 +616,23 @@ static int make_amx(sg_encoder_t *m)
 		m->amx = NULL;
 	}
 	return made;
+}
+
+/* Whether batches can use the AMX copy, making it if it is not made yet
+ * (the first caller packs it, ~0.1 s for MiniLM-L6; callers meanwhile wait). */
+static int ensure_amx(const sg_encoder_t *cm)
+{
+	int st = atomic_load_explicit(&cm->amx_state, memory_order_acquire);
+	if (st != 0)
+		return st > 0;
+	sg_encoder_t *m = (sg_encoder_t *)cm; /* the lazily made part: see amx_state */
+	pthread_mutex_lock(&m->amx_mu);
+	if ((st = atomic_load_explicit(&m->amx_state, memory_order_relaxed)) == 0) {
+		st = make_amx(m) > 0 ? 1 : -1;
+		atomic_store_explicit(&m->amx_state, st, memory_order_release);
+	}
+	pthread_mutex_unlock(&m->amx_mu);
+	return st > 0;
 }
 
 /* --- load ------------------------------------------------------------------- */
@@ -635,6 +662,8 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return SG_ENOMEM;
+	pthread_mutex_init(&m->amx_mu, NULL);
+	atomic_init(&m->amx_state, -1);
 	if ((rc = read_config(m, dir, err, errlen)) ||
 	    (rc = read_st_files(m, dir, opts, &max_seq, err, errlen)) ||
 	    (rc = read_tokenizer(m, dir, err, errlen)))
@@ -648,7 +677,9 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	}
 	if ((rc = read_weights(m, dir, opts && opts->skip_hash, &hash, err, errlen)))
 		goto fail;
-	int amx = make_amx(m);
+	const char *no_amx = getenv("SEMGATE_ENCODER_AMX");
+	int amx = !(no_amx && strcmp(no_amx, "0") == 0) && sg__gemm_amx_ok();
+	atomic_store_explicit(&m->amx_state, amx ? 0 : -1, memory_order_relaxed);
 	int halves = make_halves(m);
 
 	m->max_tokens = opts && opts->max_tokens > 0 ? opts->max_tokens : max_seq ? max_seq : 512;
@@ -665,10 +696,11 @@ int sg_encoder_load(sg_encoder_t **out, const char *dir, const sg_encoder_opts_t
 	snprintf(m->describe, sizeof(m->describe),
 	         "%.64s: %d layers, hidden %d, %d heads, %s%s, %s pooling, %d tokens max%s%.32s%s",
 	         name, m->layers, m->hidden, m->heads, m->dtype,
-	         halves == 6 * m->layers && amx == 6 * m->layers
-	                 ? " (F16 copies for short inputs, AMX bf16 pairs for longer)"
+	         halves == 6 * m->layers && amx
+	                 ? " (F16 copies for short inputs, AMX for batches)"
 	         : halves == 6 * m->layers ? " (F16 copies for short inputs)"
-	         : halves || amx           ? " (some F16 or AMX copies)"
+	         : halves                  ? " (some F16 copies)"
+	         : amx                     ? " (AMX for batches)"
 	                                   : "",
 	         m->pooling == POOL_CLS ? "CLS" : "mean", m->max_tokens,
 	         m->prefix_len ? ", prefix \"" : "", m->prefix, m->prefix_len ? "\"" : "");
@@ -690,6 +722,7 @@ void sg_encoder_free(sg_encoder_t *m)
 	free(m->owned);
 	free(m->halves);
 	free(m->amx);
+	pthread_mutex_destroy(&m->amx_mu);
 	sg__st_free(&m->st);
 	if (m->map)
 		munmap(m->map, m->map_len);
@@ -717,12 +750,7 @@ sg_encoder_ws_t *sg_encoder_ws_new(const sg_encoder_t *m, int max_batch)
 	ws->lens = malloc(sizeof(int) * (size_t)max_batch);
 	if (ws->scores == NULL || ws->ids == NULL || ws->lens == NULL)
 		goto fail;
-	if (m->amx) { /* x converted a chunk of rows at a time: the widest input's */
-		int wide = m->inter > m->hidden ? m->inter : m->hidden;
-		size_t n = sg__gemm_amx_scratch_len(wide);
-		if (n == 0 || (ws->amx_scratch = aligned_alloc(64, n * sizeof(uint16_t))) == NULL)
-			goto fail;
-	}
+
 	return ws;
 fail:
 	sg_encoder_ws_free(ws);
@@ -958,23 +986,33 @@ static int forward(const sg_encoder_t *m, sg_encoder_ws_t *ws, const int32_t *co
 		}
 	add_layernorm(ws->x, NULL, (int)T, H, m->emb_ln_g, m->emb_ln_b, m->ln_eps);
 
+	/* a batch: the AMX copy (made now if this is the first) and this
+	 * thread's scratch for it, when the CPU has AMX */
+	static const uint16_t *const no_amx[6];
+	int use_amx = (int)T > small_rows() && ensure_amx(m);
+	if (use_amx && ws->amx_scratch == NULL) {
+		size_t len = sg__gemm_amx_scratch_len(m->amx_wide);
+		ws->amx_scratch = len ? aligned_alloc(64, len * sizeof(uint16_t)) : NULL;
+		use_amx = ws->amx_scratch != NULL;
+	}
 	for (int l = 0; l < m->layers; l++) {
 		const layer_t *L = &m->layer[l];
-		linear(ws, ws->x, (int)T, H, L->wq, L->a[0], L->h[0], L->bq, H, ws->q);
-		linear(ws, ws->x, (int)T, H, L->wk, L->a[1], L->h[1], L->bk, H, ws->k);
-		linear(ws, ws->x, (int)T, H, L->wv, L->a[2], L->h[2], L->bv, H, ws->v);
+		const uint16_t *const *A = use_amx ? L->a : no_amx;
+		linear(ws, ws->x, (int)T, H, L->wq, A[0], L->h[0], L->bq, H, ws->q);
+		linear(ws, ws->x, (int)T, H, L->wk, A[1], L->h[1], L->bk, H, ws->k);
+		linear(ws, ws->x, (int)T, H, L->wv, A[2], L->h[2], L->bv, H, ws->v);
 		size_t off = 0;
 		for (int i = 0; i < n; i++) {
 			size_t o = off * H;
 			attention(m, ws->scores, ws->q + o, ws->k + o, ws->v + o, ws->ctx + o, lens[i]);
 			off += (size_t)lens[i];
 		}
-		linear(ws, ws->ctx, (int)T, H, L->wo, L->a[3], L->h[3], L->bo, H, ws->tmp);
+		linear(ws, ws->ctx, (int)T, H, L->wo, A[3], L->h[3], L->bo, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln1_g, L->ln1_b, m->ln_eps);
 		/* x = LN(x + W2 gelu(W1 x)) */
-		linear(ws, ws->x, (int)T, H, L->wi, L->a[4], L->h[4], L->bi, I_, ws->inter);
+		linear(ws, ws->x, (int)T, H, L->wi, A[4], L->h[4], L->bi, I_, ws->inter);
 		gelu(ws->inter, T * (size_t)I_);
-		linear(ws, ws->inter, (int)T, I_, L->wo2, L->a[5], L->h[5], L->bo2, H, ws->tmp);
+		linear(ws, ws->inter, (int)T, I_, L->wo2, A[5], L->h[5], L->bo2, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln2_g, L->ln2_b, m->ln_eps);
 	}
 

@@ -223,6 +223,13 @@ static const opt_t limits_opts[] = {
 	{"health_connections", OPT_INT, offsetof(sg_limits_t, health_connections), 0, 100000, 64, NULL, 0, NULL, FIXED},
 };
 
+/* cache.threshold when the file gives none: it follows the embedder. */
+static double default_threshold(const char *provider)
+{
+	return provider && strcmp(provider, "model") == 0 ? SG_MODEL_DEFAULT_THRESHOLD
+	                                                 : SG_DEFAULT_THRESHOLD;
+}
+
 #define C(f) offsetof(sg_cache_config_t, f)
 static const opt_t cache_opts[] = {
 	{"enabled", OPT_BOOL, C(enabled), 0, 1, 1, NULL, 0, NULL, FIXED},
@@ -750,9 +757,9 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	/* The model embedder's default threshold: its cosines run higher, and its
 	 * verifier weighs structure only (main.c), so 0.97 is where it keeps
 	 * precision >= 0.90 on both dev sets (bench/QUALITY.md) */
-	if (ec->provider && strcmp(ec->provider, "model") == 0 &&
-	    !(json_is_object(cache) && json_object_get(cache, "threshold")))
-		cfg->cache.threshold = SG_MODEL_DEFAULT_THRESHOLD;
+	cfg->cache.threshold_given = json_is_object(cache) && json_object_get(cache, "threshold");
+	if (!cfg->cache.threshold_given)
+		cfg->cache.threshold = default_threshold(ec->provider);
 	if (ec->provider && strcmp(ec->provider, "openai") == 0) {
 		if (ec->base_url == NULL || !valid_base_url(ec->base_url))
 			err(&c, "cache.embedder.base_url", "is required for provider \"openai\" (an http(s) URL)");
@@ -963,6 +970,9 @@ int sg_config_keep_fixed(const sg_config_t *old, sg_config_t *cfg, sg_buf_t *cha
 		free(cfg->cache.embedder.api_key);
 		cfg->cache.embedder.api_key = k;
 	}
+	/* a default threshold follows the embedder kept, not the one the file asked for */
+	if (!cfg->cache.threshold_given)
+		cfg->cache.threshold = default_threshold(cfg->cache.embedder.provider);
 	return 0;
 }
 

@@ -132,6 +132,7 @@ typedef struct sg_cache_config {
 	long enabled;            /* the cache is on (bool) */
 	char *path;              /* directory of the LMDB environment */
 	double threshold;        /* cosine similarity for a semantic hit */
+	int threshold_given;     /* the file set it (else the embedder's default) */
 	long ttl_s;              /* default time to live; 0: forever */
 	long max_entries;        /* LRU cap on entries; 0: none */
 	long max_bytes;          /* LRU cap on stored bytes; 0: none */

@@ -248,6 +248,10 @@ def parity_tiny(base):
         ("st-prefix-cls", dict(prefix="0.auto_model.", pooling="cls", seed=5, layers=3)),
         ("query-prompt", dict(seed=6, st_prompt="query: ")),
         ("short-max-seq", dict(seed=8, max_seq=12)),
+        # an intermediate size that is not a multiple of 32: on an AMX CPU its
+        # batches run the other products on AMX tiles and this one on sgemm
+        ("inter-48", dict(seed=9, inter=48)),
+        ("hidden-48", dict(seed=10, H=48, heads=4, inter=96)),
     ]
     for name, kw in variants:
         d = os.path.join(base, name)

@@ -87,7 +87,8 @@ static void test_threshold_default_by_embedder(void)
 		         "{\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":"
 		         "\"http://h:1/v1\"}]}],\"cache\":%s}",
 		         cases[i].cache);
-		CHECK_MSG(parse(j, &cfg, &e) == 0, "%s", j);
+		int rc = parse(j, &cfg, &e);
+		CHECK_MSG(rc == 0, "%s", j);
 		if (cfg)
 			CHECK_MSG(fabs(cfg->cache.threshold - cases[i].want) < 1e-9,
 			          "cache %s: threshold %g, want %g", cases[i].cache, cfg->cache.threshold,
@@ -252,6 +253,48 @@ static void test_keep_fixed(void)
 	sg_config_free(b);
 }
 
+/* A reload that asks for another embedder keeps the running one (FIXED), and a
+ * default threshold follows the one kept; a threshold the file gives stands. */
+static void test_reload_threshold_follows_kept_embedder(void)
+{
+	static const char *const fmt =
+		"{\"models\":[{\"name\":\"m\",\"deployments\":[{\"base_url\":\"http://a\"}]}],"
+		"\"cache\":{%s\"embedder\":{\"provider\":\"%s\"}}}";
+	static const struct {
+		const char *old_p, *new_p, *new_t;
+		double want;
+	} cases[] = {
+		{"model", "static", "", SG_MODEL_DEFAULT_THRESHOLD},
+		{"static", "model", "", SG_DEFAULT_THRESHOLD},
+		{"local", "model", "", SG_DEFAULT_THRESHOLD},
+		{"model", "static", "\"threshold\":0.9,", 0.9},
+		{"model", "model", "\"threshold\":0.93,", 0.93},
+	};
+	for (size_t i = 0; i < SG_ARRAY_SIZE(cases); i++) {
+		char ja[512], jb[512];
+		sg_config_t *a = NULL, *b = NULL;
+		sg_buf_t e, kept;
+		snprintf(ja, sizeof(ja), fmt, "", cases[i].old_p);
+		snprintf(jb, sizeof(jb), fmt, cases[i].new_t, cases[i].new_p);
+		int ra = parse(ja, &a, &e);
+		sg_buf_free(&e);
+		int rb = parse(jb, &b, &e);
+		sg_buf_free(&e);
+		CHECK(ra == 0 && rb == 0);
+		sg_buf_init(&kept, 0);
+		if (a && b) {
+			CHECK(sg_config_keep_fixed(a, b, &kept) == 0);
+			CHECK_STR(b->cache.embedder.provider, cases[i].old_p);
+			CHECK_MSG(fabs(b->cache.threshold - cases[i].want) < 1e-9,
+			          "%s -> %s %s: threshold %g, want %g", cases[i].old_p, cases[i].new_p,
+			          cases[i].new_t, b->cache.threshold, cases[i].want);
+		}
+		sg_buf_free(&kept);
+		sg_config_free(a);
+		sg_config_free(b);
+	}
+}
+
 /* auth, budget, prices: defaults, the rules between them, and LiteLLM's price file. */
 static void test_auth_and_prices(void)
 {
@@ -356,6 +399,7 @@ int main(void)
 	test_listen_forms();
 	test_load_missing_file();
 	test_keep_fixed();
+	test_reload_threshold_follows_kept_embedder();
 	test_nameless_model_with_fallbacks();
 	test_admin_key_env_unset();
 	CHECK_DONE();
