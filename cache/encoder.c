@@ -827,14 +827,16 @@ static int small_rows(void)
 static void linear(sg_encoder_ws_t *ws, const float *x, int T, int in, const float *w,
                    const uint16_t *wa, const uint16_t *wh, const float *b, int out, float *y)
 {
+	/* the AMX and half-float kernels write bias + product; the others add
+	 * the product to y, which starts as the bias */
+	if (T > small_rows() && wa && ws->amx_scratch &&
+	    sg__gemm_amx(x, T, in, wa, out, y, out, ws->amx_scratch, b) == 0)
+		return;
+	if (T <= small_rows() && wh && sg__gemm_nt_h(x, T, in, wh, out, y, out, b) == 0)
+		return;
 	for (int t = 0; t < T; t++)
 		memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
-	if (T > small_rows() && wa && ws->amx_scratch &&
-	    sg__gemm_amx(x, T, in, wa, out, y, out, ws->amx_scratch) == 0)
-		return;
-	if (T <= small_rows() &&
-	    ((wh && sg__gemm_nt_h(x, T, in, wh, out, y, out) == 0) ||
-	     sg__gemm_nt(x, T, in, w, out, y, out) == 0))
+	if (T <= small_rows() && sg__gemm_nt(x, T, in, w, out, y, out) == 0)
 		return;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, w, in, 1.0f, y,
 	            out);

@@ -166,17 +166,18 @@ __attribute__((target("avx512f,avx512bf16"))) static void convert_a(const float 
 		}
 }
 
-/* y[rows, 16] += c[rows, 16] (rows of the tile's 16 that are in x). */
+/* y[rows, 16] = src + c[rows, 16] (rows of the tile's 16 that are in x),
+ * src the bias's 16 values (the same for every row) or y itself. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-add_tile(float *y, int ldy, const float (*c)[16], int rows)
+add_tile(float *y, int ldy, const float (*c)[16], int rows, const float *bias)
 {
 	for (int r = 0; r < rows; r++, y += ldy)
-		_mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(y), _mm512_load_ps(c[r])));
+		_mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(bias ? bias : y), _mm512_load_ps(c[r])));
 }
 
 __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bf16"))) static void
 kernel_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
-           uint16_t *scratch)
+           uint16_t *scratch, const float *bias)
 {
 	tilecfg_t cfg;
 	memset(&cfg, 0, sizeof(cfg));
@@ -221,8 +222,9 @@ kernel_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, in
 					}
 					_tile_stored(0, c[0], 64);
 					_tile_stored(1, c[1], 64);
-					add_tile(yc + (size_t)mb * ldy + n0 + 16 * h, ldy, c[0], 16);
-					add_tile(yc + (size_t)(mb + 16) * ldy + n0 + 16 * h, ldy, c[1], rows1);
+					const float *bh = bias ? bias + n0 + 16 * h : NULL;
+					add_tile(yc + (size_t)mb * ldy + n0 + 16 * h, ldy, c[0], 16, bh);
+					add_tile(yc + (size_t)(mb + 16) * ldy + n0 + 16 * h, ldy, c[1], rows1, bh);
 				}
 			}
 			if (mb < mc) { /* a last block of 16 rows or fewer: 16 x 32 */
@@ -247,8 +249,9 @@ kernel_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, in
 				_tile_stored(0, c[0], 64);
 				_tile_stored(1, c[1], 64);
 				int rows = mc - mb;
-				add_tile(yc + (size_t)mb * ldy + n0, ldy, c[0], rows);
-				add_tile(yc + (size_t)mb * ldy + n0 + 16, ldy, c[1], rows);
+				add_tile(yc + (size_t)mb * ldy + n0, ldy, c[0], rows, bias ? bias + n0 : NULL);
+				add_tile(yc + (size_t)mb * ldy + n0 + 16, ldy, c[1], rows,
+				         bias ? bias + n0 + 16 : NULL);
 			}
 		}
 	}
@@ -256,12 +259,12 @@ kernel_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, in
 }
 
 int sg__gemm_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
-                 uint16_t *scratch)
+                 uint16_t *scratch, const float *bias)
 {
 	if (!sg__gemm_amx_ok() || sg__gemm_amx_packed_len(N, K) == 0 || M <= 0 || ldy < N ||
 	    scratch == NULL)
 		return -1;
-	kernel_amx(x, M, K, wp, N, y, ldy, scratch);
+	kernel_amx(x, M, K, wp, N, y, ldy, scratch, bias);
 	return 0;
 }
 
@@ -291,9 +294,9 @@ int sg__gemm_amx_pack(const float *w, int N, int K, uint16_t *out)
 }
 
 int sg__gemm_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
-                 uint16_t *scratch)
+                 uint16_t *scratch, const float *bias)
 {
-	(void)x, (void)M, (void)K, (void)wp, (void)N, (void)y, (void)ldy, (void)scratch;
+	(void)x, (void)M, (void)K, (void)wp, (void)N, (void)y, (void)ldy, (void)scratch, (void)bias;
 	return -1;
 }
 

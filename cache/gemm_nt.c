@@ -146,7 +146,8 @@ load_h(const uint16_t *p)
 }
 
 __attribute__((target("avx512f,avx512dq"))) static void
-kernel_avx512_h(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy)
+kernel_avx512_h(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
+                const float *bias)
 {
 	for (int p = 0; p < N; p += HP) {
 		const uint16_t *panel = wp + (size_t)(p / HP) * K * HP;
@@ -177,11 +178,13 @@ kernel_avx512_h(const float *x, int M, int K, const uint16_t *wp, int N, float *
 			}
 			for (int r = 0; r < mc; r++) {
 				float *yr = y + (size_t)(m + r) * ldy + p;
+				/* y = bias + the product, or y += the product */
+				const float *src = bias ? bias + p : yr;
 				for (int v = 0; v < 3 && nc > 16 * v; v++) {
 					int c = nc - 16 * v;
 					__mmask16 mk = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1);
 					_mm512_mask_storeu_ps(yr + 16 * v, mk,
-					                      _mm512_add_ps(_mm512_maskz_loadu_ps(mk, yr + 16 * v),
+					                      _mm512_add_ps(_mm512_maskz_loadu_ps(mk, src + 16 * v),
 					                                    acc[r][v]));
 				}
 			}
@@ -284,11 +287,12 @@ int sg__gemm_nt_half(const float *w, int N, int K, uint16_t *out)
 	return pack_half_avx512(w, N, K, out);
 }
 
-int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
+int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy,
+                  const float *bias)
 {
 	if (sg__gemm_nt_level() != 2 || M <= 0 || N <= 0 || K <= 0 || ldy < N)
 		return -1;
-	kernel_avx512_h(x, M, K, w, N, y, ldy);
+	kernel_avx512_h(x, M, K, w, N, y, ldy, bias);
 	return 0;
 }
 
@@ -314,7 +318,8 @@ int sg__gemm_nt_half(const float *w, int N, int K, uint16_t *out)
 	return -1;
 }
 
-int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy)
+int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy,
+                  const float *bias)
 {
 	return -1;
 }

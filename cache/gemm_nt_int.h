@@ -36,8 +36,10 @@ size_t sg__gemm_nt_half_len(int N, int K);
  * finite). */
 int sg__gemm_nt_half(const float *w, int N, int K, uint16_t *out);
 
-/* sg__gemm_nt with W packed so: 0, or -1 without AVX-512 (or ldy < N). */
-int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy);
+/* sg__gemm_nt with W packed so: 0, or -1 without AVX-512 (or ldy < N). With
+ * bias (N values) y = bias + x W^T instead, whatever y held. */
+int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float *y, int ldy,
+                  const float *bias);
 
 /* The same product on Intel AMX tiles (cache/gemm_amx.c), for CPUs that have
  * AMX-BF16 (and a kernel that grants the tile state): every float split into
@@ -62,8 +64,9 @@ size_t sg__gemm_amx_scratch_len(int K);
  * shape without AMX, or when a weight is not finite or beyond 3e38. */
 int sg__gemm_amx_pack(const float *w, int N, int K, uint16_t *out);
 
-/* y += x W^T with a packed W: 0, or -1 without AMX (nothing done). */
+/* y += x W^T with a packed W: 0, or -1 without AMX (nothing done). With
+ * bias (N values) y = bias + x W^T instead, whatever y held. */
 int sg__gemm_amx(const float *x, int M, int K, const uint16_t *wp, int N, float *y, int ldy,
-                 uint16_t *scratch);
+                 uint16_t *scratch, const float *bias);
 
 #endif

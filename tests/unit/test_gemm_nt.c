@@ -97,13 +97,21 @@ static void one_shape(int M, int K, int N)
 		y[i] = yh[i] = (int)(i / ldy) < M && (int)(i % ldy) < N ? (float)i : -0.0f;
 	CHECK(sg__gemm_nt(x, M, K, w, N, y, ldy) == 0);
 	CHECK(sg__gemm_nt_half(w, N, K, wh) == 0);
-	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yh, ldy) == 0);
-	int bad = 0, badh = 0, differ = 0, touched = 0;
+	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yh, ldy, NULL) == 0);
+	/* with a bias: y = bias + product, whatever y held (NaN here) */
+	float *yb = malloc(sizeof(float) * ny), *bias = malloc(sizeof(float) * (size_t)N);
+	for (int n = 0; n < N; n++)
+		bias[n] = frand(&s) * 4.0f;
+	for (size_t i = 0; i < ny; i++)
+		yb[i] = (int)(i / ldy) < M && (int)(i % ldy) < N ? NAN : -0.0f;
+	CHECK(sg__gemm_nt_h(x, M, K, wh, N, yb, ldy, bias) == 0);
+	int bad = 0, badh = 0, badb = 0, differ = 0, touched = 0;
 	for (int m = 0; m <= M; m++)
 		for (int n = 0; n < ldy; n++) {
 			size_t at = (size_t)m * ldy + n;
 			if (m == M || n >= N) {
-				touched += y[at] != 0 || !signbit(y[at]) || yh[at] != 0 || !signbit(yh[at]);
+				touched += y[at] != 0 || !signbit(y[at]) || yh[at] != 0 || !signbit(yh[at]) ||
+				           yb[at] != 0 || !signbit(yb[at]);
 				continue;
 			}
 			double ref = (double)at, refh = ref, mag = 0;
@@ -115,14 +123,19 @@ static void one_shape(int M, int K, int N)
 			double tol = 1e-5 * (mag + fabs(ref)) + 1e-6;
 			bad += fabs(y[at] - ref) > tol;
 			badh += fabs(yh[at] - refh) > tol;
+			badb += !(fabs(yb[at] - (refh - (double)at + bias[n])) <= 1e-5 * (mag + 4) + 1e-6);
 			differ += yh[at] != y[at];
 		}
 	CHECK_MSG(bad == 0, "M %d K %d N %d: %d of %d outputs off (float weights)", M, K, N, bad,
 	          M * N);
 	CHECK_MSG(badh == 0, "M %d K %d N %d: %d of %d outputs off (half weights)", M, K, N, badh,
 	          M * N);
+	CHECK_MSG(badb == 0, "M %d K %d N %d: %d of %d outputs off (half weights, with a bias)", M,
+	          K, N, badb, M * N);
 	CHECK_MSG(touched == 0, "M %d K %d N %d: %d values outside the product changed", M, K, N,
 	          touched);
+	free(yb);
+	free(bias);
 	/* the halves are what the half kernel multiplies by, not the floats */
 	CHECK_MSG(differ > 0, "M %d K %d N %d: the half kernel gave the float kernel's sums", M, K,
 	          N);
@@ -151,8 +164,15 @@ static void amx_shape(int M, int K, int N)
 	for (int i = 0; i < (M + 1) * ldy; i++)
 		y[i] = i / ldy < M && i % ldy < N ? (float)(i % 1000) : -0.0f;
 	CHECK(sg__gemm_amx_pack(w, N, K, wp) == 0);
-	CHECK(sg__gemm_amx(x, M, K, wp, N, y, ldy, scratch) == 0);
-	int bad = 0, touched = 0;
+	CHECK(sg__gemm_amx(x, M, K, wp, N, y, ldy, scratch, NULL) == 0);
+	/* with a bias: y = bias + product, whatever y held (NaN here) */
+	float *yb = malloc(sizeof(float) * (size_t)(M + 1) * ldy), *bias = malloc(sizeof(float) * N);
+	for (int n = 0; n < N; n++)
+		bias[n] = frand(&s) * 4.0f;
+	for (int i = 0; i < (M + 1) * ldy; i++)
+		yb[i] = i / ldy < M && i % ldy < N ? NAN : -0.0f;
+	CHECK(sg__gemm_amx(x, M, K, wp, N, yb, ldy, scratch, bias) == 0);
+	int bad = 0, badb = 0, touched = 0;
 	double worst = 0;
 	for (int m = 0; m <= M; m++)
 		for (int n = 0; n < ldy; n++) {
@@ -163,16 +183,23 @@ static void amx_shape(int M, int K, int N)
 			}
 			double err = fabs(y[m * ldy + n] - ref);
 			if (m == M || n >= N) {
-				touched += y[m * ldy + n] != 0 || !signbit(y[m * ldy + n]);
+				touched += y[m * ldy + n] != 0 || !signbit(y[m * ldy + n]) ||
+				           yb[m * ldy + n] != 0 || !signbit(yb[m * ldy + n]);
 				continue;
 			}
 			bad += err > 0x1p-15 * mag + 1e-4;
+			double refb = ref - (double)((m * ldy + n) % 1000) + bias[n];
+			badb += !(fabs(yb[m * ldy + n] - refb) <= 0x1p-15 * mag + 1e-4);
 			worst = fmax(worst, err / mag);
 		}
 	CHECK_MSG(bad == 0, "AMX M %d K %d N %d: %d of %d outputs off (worst %.3g of the magnitude)",
 	          M, K, N, bad, M * N, worst);
+	CHECK_MSG(badb == 0, "AMX M %d K %d N %d: %d of %d outputs off with a bias", M, K, N, badb,
+	          M * N);
 	CHECK_MSG(touched == 0, "AMX M %d K %d N %d: %d values outside the product changed", M, K, N,
 	          touched);
+	free(yb);
+	free(bias);
 	free(x);
 	free(w);
 	free(y);
@@ -186,7 +213,7 @@ static void test_amx(void)
 	uint16_t out[64 * 64 * 2];
 	if (!sg__gemm_amx_ok()) {
 		CHECK(sg__gemm_amx_pack(w, 32, 32, out) == -1);
-		CHECK(sg__gemm_amx(w, 1, 32, out, 32, w, 32, out) == -1);
+		CHECK(sg__gemm_amx(w, 1, 32, out, 32, w, 32, out, NULL) == -1);
 		printf("no AMX-BF16 here: the AMX kernel refuses (its products not tested here)\n");
 		return;
 	}
@@ -199,7 +226,7 @@ static void test_amx(void)
 	w[64 * 31 + 63] = INFINITY;
 	CHECK(sg__gemm_amx_pack(w, 32, 64, out) == -1);
 	w[64 * 31 + 63] = 1.0f;
-	CHECK(sg__gemm_amx(w, 1, 64, out, 32, w, 16, out) == -1); /* a stride under N */
+	CHECK(sg__gemm_amx(w, 1, 64, out, 32, w, 16, out, NULL) == -1); /* a stride under N */
 	static const int Ms[] = {1, 15, 16, 17, 31, 32, 33, 48, 127, SG_AMX_MC, SG_AMX_MC + 1, 300};
 	static const int Ks[] = {32, 64, 384};
 	static const int Ns[] = {32, 64, 96};
@@ -216,7 +243,7 @@ int main(void)
 		float w[1] = {1};
 		uint16_t h[1];
 		CHECK(sg__gemm_nt_half(w, 1, 1, h) == -1);
-		CHECK(sg__gemm_nt_h(w, 1, 1, h, 1, w, 1) == -1);
+		CHECK(sg__gemm_nt_h(w, 1, 1, h, 1, w, 1, NULL) == -1);
 		printf("no AVX-512: the half-float kernel refuses (its products not tested here)\n");
 		CHECK_DONE();
 	}
