@@ -38,6 +38,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && \
 	(__GNUC__ >= 11 || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
@@ -57,9 +58,14 @@ static int amx_state = -1; /* -1 unknown, 0 no, 1 yes */
 
 static void amx_probe(void)
 {
+	/* CPUID by hand: compilers differ in which feature names their
+	 * __builtin_cpu_supports knows (clang 14 has no "amx-tile") */
+	unsigned a, b, c, d, a1 = 0, b1, c1, d1;
 	__builtin_cpu_init();
-	int ok = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-	         __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+	int ok = __builtin_cpu_supports("avx512f") && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+	         (d >> 24 & 1) /* AMX-TILE */ && (d >> 22 & 1) /* AMX-BF16 */ &&
+	         a >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) &&
+	         (a1 >> 5 & 1) /* AVX512-BF16 */;
 	/* Linux hands out the tile registers' state only on request (5.16 and
 	 * later): ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA (18), for the process. */
 	if (ok && syscall(SYS_arch_prctl, 0x1023, 18) != 0)
