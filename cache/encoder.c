@@ -545,6 +545,21 @@ static int read_weights(sg_encoder_t *m, const char *dir, int skip_hash, uint64_
 	return 0;
 }
 
+/* A layer's six weight matrices (wq, wk, wv, wo, wi, wo2, the order of h[]
+ * and a[]) and their shapes [rows, cols]: HF Linear's [out, in]. */
+static void layer_weights(const sg_encoder_t *m, const layer_t *L, const float *w[6], int rows[6],
+                          int cols[6])
+{
+	int H = m->hidden, I_ = m->inter;
+	const float *lw[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
+	const int r[6] = {H, H, H, H, I_, H}, c[6] = {H, H, H, H, H, I_};
+	for (int i = 0; i < 6; i++) {
+		w[i] = lw[i];
+		rows[i] = r[i];
+		cols[i] = c[i];
+	}
+}
+
 /* Half-float copies of the layers' weights for the short-input kernel
  * (gemm_nt_int.h), unless SEMGATE_ENCODER_HALF=0 or the CPU has no AVX-512.
  * One block of 2 bytes a weight (21 MB for MiniLM-L6), private to the
@@ -556,8 +571,9 @@ static int make_halves(sg_encoder_t *m)
 	const char *v = getenv("SEMGATE_ENCODER_HALF");
 	if ((v && strcmp(v, "0") == 0) || sg__gemm_nt_level() != 2)
 		return 0;
-	int H = m->hidden, I_ = m->inter;
-	const int rows[6] = {H, H, H, H, I_, H}, cols[6] = {H, H, H, H, H, I_};
+	const float *w[6];
+	int rows[6], cols[6];
+	layer_weights(m, &m->layer[0], w, rows, cols);
 	size_t total = 0;
 	for (int i = 0; i < 6; i++)
 		total += sg__gemm_nt_half_len(rows[i], cols[i]);
@@ -568,7 +584,7 @@ static int make_halves(sg_encoder_t *m)
 	int made = 0;
 	for (int l = 0; l < m->layers; l++) {
 		layer_t *L = &m->layer[l];
-		const float *w[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
+		layer_weights(m, L, w, rows, cols);
 		for (int i = 0; i < 6; i++) {
 			L->h[i] = sg__gemm_nt_half(w[i], rows[i], cols[i], at) == 0 ? at : NULL;
 			made += L->h[i] != NULL;
@@ -590,8 +606,9 @@ static int make_halves(sg_encoder_t *m)
  * batches never holds it. Returns how many tensors are packed. */
 static int make_amx(sg_encoder_t *m)
 {
-	int H = m->hidden, I_ = m->inter;
-	const int rows[6] = {H, H, H, H, I_, H}, cols[6] = {H, H, H, H, H, I_};
+	const float *w[6];
+	int rows[6], cols[6];
+	layer_weights(m, &m->layer[0], w, rows, cols);
 	size_t total = 0;
 	for (int i = 0; i < 6; i++)
 		total += sg__gemm_amx_packed_len(rows[i], cols[i]);
@@ -601,7 +618,7 @@ static int make_amx(sg_encoder_t *m)
 	int made = 0;
 	for (int l = 0; l < m->layers; l++) {
 		layer_t *L = &m->layer[l];
-		const float *w[6] = {L->wq, L->wk, L->wv, L->wo, L->wi, L->wo2};
+		layer_weights(m, L, w, rows, cols);
 		for (int i = 0; i < 6; i++) {
 			size_t n = sg__gemm_amx_packed_len(rows[i], cols[i]);
 			L->a[i] = n && sg__gemm_amx_pack(w[i], rows[i], cols[i], at) == 0 ? at : NULL;
@@ -750,7 +767,6 @@ sg_encoder_ws_t *sg_encoder_ws_new(const sg_encoder_t *m, int max_batch)
 	ws->lens = malloc(sizeof(int) * (size_t)max_batch);
 	if (ws->scores == NULL || ws->ids == NULL || ws->lens == NULL)
 		goto fail;
-
 	return ws;
 fail:
 	sg_encoder_ws_free(ws);
@@ -822,17 +838,17 @@ static int small_rows(void)
 	return rows;
 }
 
-/* y[T, out] = x[T, in] W^T + b, W [out, in] (wa: W packed for AMX, wh: W
- * as halves, or NULL each). */
-static void linear(sg_encoder_ws_t *ws, const float *x, int T, int in, const float *w,
-                   const uint16_t *wa, const uint16_t *wh, const float *b, int out, float *y)
+/* y[T, out] = x[T, in] W^T + b, W [out, in]. wa: W packed for AMX (with
+ * scratch, the thread's), wh: W as halves; NULL each where forward() chose
+ * neither for this batch. */
+static void linear(const float *x, int T, int in, const float *w, const uint16_t *wa,
+                   uint16_t *scratch, const uint16_t *wh, const float *b, int out, float *y)
 {
 	/* the AMX and half-float kernels write bias + product; the others add
 	 * the product to y, which starts as the bias */
-	if (T > small_rows() && wa && ws->amx_scratch &&
-	    sg__gemm_amx(x, T, in, wa, out, y, out, ws->amx_scratch, b) == 0)
+	if (wa && sg__gemm_amx(x, T, in, wa, out, y, out, scratch, b) == 0)
 		return;
-	if (T <= small_rows() && wh && sg__gemm_nt_h(x, T, in, wh, out, y, out, b) == 0)
+	if (wh && sg__gemm_nt_h(x, T, in, wh, out, y, out, b) == 0)
 		return;
 	for (int t = 0; t < T; t++)
 		memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
@@ -1006,33 +1022,37 @@ static int forward(const sg_encoder_t *m, sg_encoder_ws_t *ws, const int32_t *co
 		}
 	add_layernorm(ws->x, NULL, (int)T, H, m->emb_ln_g, m->emb_ln_b, m->ln_eps);
 
-	/* a batch: the AMX copy (made now if this is the first) and this
-	 * thread's scratch for it, when the CPU has AMX */
-	static const uint16_t *const no_amx[6];
-	int use_amx = (int)T > small_rows() && ensure_amx(m);
+	/* The products' kernel, once for the whole pass: a prompt or two on the
+	 * half-float copy; a batch on the AMX copy (made now if this is the
+	 * first) with this thread's scratch, when the CPU has AMX; else sgemm
+	 * or the float kernel (linear()). */
+	static const uint16_t *const none[6];
+	int small = (int)T <= small_rows();
+	int use_amx = !small && ensure_amx(m);
 	if (use_amx && ws->amx_scratch == NULL) {
 		size_t len = sg__gemm_amx_scratch_len(m->amx_wide);
 		ws->amx_scratch = len ? aligned_alloc(64, len * sizeof(uint16_t)) : NULL;
 		use_amx = ws->amx_scratch != NULL;
 	}
+	uint16_t *sc = ws->amx_scratch;
 	for (int l = 0; l < m->layers; l++) {
 		const layer_t *L = &m->layer[l];
-		const uint16_t *const *A = use_amx ? L->a : no_amx;
-		linear(ws, ws->x, (int)T, H, L->wq, A[0], L->h[0], L->bq, H, ws->q);
-		linear(ws, ws->x, (int)T, H, L->wk, A[1], L->h[1], L->bk, H, ws->k);
-		linear(ws, ws->x, (int)T, H, L->wv, A[2], L->h[2], L->bv, H, ws->v);
+		const uint16_t *const *A = use_amx ? L->a : none, *const *Hf = small ? L->h : none;
+		linear(ws->x, (int)T, H, L->wq, A[0], sc, Hf[0], L->bq, H, ws->q);
+		linear(ws->x, (int)T, H, L->wk, A[1], sc, Hf[1], L->bk, H, ws->k);
+		linear(ws->x, (int)T, H, L->wv, A[2], sc, Hf[2], L->bv, H, ws->v);
 		size_t off = 0;
 		for (int i = 0; i < n; i++) {
 			size_t o = off * H;
 			attention(m, ws->scores, ws->q + o, ws->k + o, ws->v + o, ws->ctx + o, lens[i]);
 			off += (size_t)lens[i];
 		}
-		linear(ws, ws->ctx, (int)T, H, L->wo, A[3], L->h[3], L->bo, H, ws->tmp);
+		linear(ws->ctx, (int)T, H, L->wo, A[3], sc, Hf[3], L->bo, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln1_g, L->ln1_b, m->ln_eps);
 		/* x = LN(x + W2 gelu(W1 x)) */
-		linear(ws, ws->x, (int)T, H, L->wi, A[4], L->h[4], L->bi, I_, ws->inter);
+		linear(ws->x, (int)T, H, L->wi, A[4], sc, Hf[4], L->bi, I_, ws->inter);
 		gelu(ws->inter, T * (size_t)I_);
-		linear(ws, ws->inter, (int)T, I_, L->wo2, A[5], L->h[5], L->bo2, H, ws->tmp);
+		linear(ws->inter, (int)T, I_, L->wo2, A[5], sc, Hf[5], L->bo2, H, ws->tmp);
 		add_layernorm(ws->x, ws->tmp, (int)T, H, L->ln2_g, L->ln2_b, m->ln_eps);
 	}
 

@@ -45,8 +45,9 @@ int sg__gemm_nt_h(const float *x, int M, int K, const uint16_t *w, int N, float 
  * AMX-BF16 (and a kernel that grants the tile state): every float split into
  * two bfloat16s, three tile products per block, a relative error of about
  * 2^-16 a product (finer than the half-float weights above), at several
- * times float FMA's multiply-adds per cycle. W is packed at load into the
- * tiles' layout (4 bytes a weight, private); x is converted SG_AMX_MC rows
+ * times float FMA's multiply-adds per cycle. W is packed once into the
+ * tiles' layout (4 bytes a weight, private; the encoder does it when its
+ * first batch needs it); x is converted SG_AMX_MC rows
  * at a time into a scratch buffer of the caller's (one per thread). N and K
  * must be multiples of 32. */
 #define SG_AMX_MC 128
