@@ -100,11 +100,12 @@ def mock_bin():
     return _bin("MOCK_BIN")
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(host=HOST):
+    """A TCP port on host (127.0.0.1 unless given; "0.0.0.0" for one free on
+    every address) that was free a moment ago."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
     finally:
         s.close()
