@@ -2,6 +2,7 @@
 # Cache hits through the real server with the model embedder (all-MiniLM-L6-v2 in process):
 #   bash bench/bench_cache_model.sh [--entries 100000] [--duration 10] [--build build]
 #                                   [--rounds 2] [--threads "1 2"] [--cache DIR] [--no-local]
+#                                   [--real-prompts]
 # 1. builds a cache of N synthetic FAQ-style entries (bench/tool_cachebench.c's prompts)
 #    embedded with the model's encoder in batches of 32 (build/cachebench --embedder model,
 #    which also prints in-process lookup latency and recall), plus 10,000 paraphrased queries
@@ -9,6 +10,12 @@
 #    are kept in DIR (DIR/cache, DIR/queries.txt) and reused by later runs: the fill takes
 #    N x ~5-10 ms of CPU. Every semgate below serves a fresh copy of the cache (it stores
 #    its misses: a query it missed would be an exact hit in the next phase).
+#    --real-prompts: the cache's first entries are the 36,643 distinct questions of
+#    ../shared/data/qqp-dev.jsonl (read from there at run time, $QQP to point elsewhere; the
+#    rest synthetic), and the queries are those questions with their first word dropped:
+#    real English (14.6 WordPiece tokens a query on average) instead of the synthetic
+#    pseudo-words (22.6 tokens a query, which a model embedder pays for token by token).
+#    Use another --cache DIR than for the synthetic set.
 # 2. for R rounds, interleaved: semgate with cache.embedder.provider "model" and
 #    embedder.threads T for each T, and (unless --no-local) the local embedder on a cache of
 #    N entries built the same way with it (as bench/bench_cache.sh does); each phase on a
@@ -27,7 +34,7 @@
 # Prints a summary table at the end. Loopback only; everything it starts is stopped on exit.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-entries=100000 duration=10 build=build rounds=2 threads_list="1 2" cache_dir="" local=1
+entries=100000 duration=10 build=build rounds=2 threads_list="1 2" cache_dir="" local=1 real=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--entries) entries=$2; shift 2 ;;
@@ -37,7 +44,8 @@ while [ $# -gt 0 ]; do
 	--threads) threads_list=$2; shift 2 ;;
 	--cache) cache_dir=$2; shift 2 ;;
 	--no-local) local=0; shift ;;
-	*) echo "usage: $0 [--entries N] [--duration S] [--build DIR] [--rounds R] [--threads \"1 2\"] [--cache DIR] [--no-local]" >&2; exit 2 ;;
+	--real-prompts) real=1; shift ;;
+	*) echo "usage: $0 [--entries N] [--duration S] [--build DIR] [--rounds R] [--threads \"1 2\"] [--cache DIR] [--no-local] [--real-prompts]" >&2; exit 2 ;;
 	esac
 done
 bdir=$top/$build
@@ -50,6 +58,26 @@ echo "== $(git -C "$top" rev-parse --short HEAD 2>/dev/null) $(date -u +%FT%TZ);
 
 # 1. the caches
 mdir=${cache_dir:-$work/model}
+prompt_args=()
+if [ "$real" = 1 ]; then
+	qqp=${QQP:-$top/../shared/data/qqp-dev.jsonl}
+	[ -s "$qqp" ] || { echo "$0: --real-prompts needs $qqp (or QQP=FILE)" >&2; exit 2; }
+	mkdir -p "$mdir"
+	python3 - "$qqp" "$mdir/prompts.txt" <<'PY'
+import json, sys
+qs = set()
+for line in open(sys.argv[1], encoding="utf-8"):
+    d = json.loads(line)
+    for k in ("a", "b"):
+        q = " ".join(d[k].split())  # one line each
+        if q:
+            qs.add(q)
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    f.writelines(q + "\n" for q in sorted(qs))
+PY
+	prompt_args=(--prompts "$mdir/prompts.txt")
+	echo "== real prompts: $(wc -l <"$mdir/prompts.txt") distinct questions of $qqp"
+fi
 if [ -d "$mdir/cache" ] && [ -s "$mdir/queries.txt" ]; then
 	echo "== reusing the model-embedded cache in $mdir"
 	[ -f "$mdir/cachebench.out" ] && cat "$mdir/cachebench.out"
@@ -58,13 +86,14 @@ else
 	echo "== building a cache of $entries entries embedded with the model (cachebench --embedder model)"
 	"$bdir/cachebench" --path "$mdir/cache" --entries "$entries" --queries 500 \
 		--emit-queries "$mdir/queries.txt" --embedder model --model-path "$MODEL" \
-		2>&1 | tee "$mdir/cachebench.out"
+		"${prompt_args[@]}" 2>&1 | tee "$mdir/cachebench.out"
 fi
 if [ "$local" = 1 ]; then
 	echo "== building a cache of $entries entries with the local embedder (cachebench)"
 	mkdir -p "$work/local"
 	"$bdir/cachebench" --path "$work/local/cache" --entries "$entries" --queries 200 \
-		--emit-queries "$work/local/queries.txt" | grep -E "^populate|^lookup|^disk" || true
+		--emit-queries "$work/local/queries.txt" "${prompt_args[@]}" |
+		grep -E "^populate|^lookup|^disk" || true
 fi
 
 mock_port=$(free_port)

@@ -5,6 +5,7 @@
  *                    [--search walk|faiss|all] [--rounds R]
  *                    [--emit-queries FILE] [--stall S]
  *                    [--embedder local|model] [--model-path DIR] [--blas-threads T]
+ *                    [--prompts FILE]
  *
  * 1. writes N synthetic FAQ-style entries (one scope, as the server keys
  *    them; see sentence()) straight into a fresh store: embedded with the
@@ -24,6 +25,13 @@
  * 5. prints bytes per entry on disk and the process's RSS;
  * with --emit-queries, also writes 10,000 paraphrased queries (one a line)
  * for a load test through the server (bench/bench_cache.sh);
+ * with --prompts FILE (one prompt a line, e.g. real questions), the first
+ *    entries are that file's lines (up to N) and the rest synthetic, and every
+ *    query, timed or emitted, is one of the file's prompts with its first
+ *    word dropped: lookups over an index of N entries with the token counts
+ *    of real text (the synthetic pseudo-words split into more WordPiece
+ *    tokens than English words do, which is what a model embedder's cost
+ *    follows);
  * with --stall S, 6. plays the event loop for S seconds across a checkpoint:
  *    after N/64 + 1 new entries (enough to make the index's checkpoint due),
  *    back-to-back exact lookups of stored prompts with a miss stored every
@@ -151,6 +159,32 @@ static void sentence(char *out, size_t cap)
 		out[len++] = '?';
 		out[len] = '\0';
 	}
+}
+
+/* Up to n lines of path (empty ones skipped, the line end dropped) in place
+ * of prompts[0..]: how many, or -1 when it cannot be read. */
+static long load_prompts(const char *path, char **prompts, long n)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	long k = 0;
+	if (f == NULL)
+		return -1;
+	while (k < n && (len = getline(&line, &cap, f)) >= 0) {
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (len == 0)
+			continue;
+		free(prompts[k]);
+		if ((prompts[k] = strdup(line)) == NULL)
+			break;
+		k++;
+	}
+	free(line);
+	fclose(f);
+	return k;
 }
 
 static double now_s(void)
@@ -281,7 +315,7 @@ static int stall_run(sg_cache_t *c, sg_cache_key_t *key, char **prompts,
 int main(int argc, char **argv)
 {
 	const char *path = NULL, *index = "auto", *emit = NULL, *search = "walk";
-	const char *embedder = "local", *model_path = "models/all-minilm-l6-v2";
+	const char *embedder = "local", *model_path = "models/all-minilm-l6-v2", *prompts_file = NULL;
 	long entries = 100000, queries = 2000, dim = 128, m = 32, ef = 64, seed = 1, rounds = 0;
 	long blas_threads = 0;
 	double stall = 0;
@@ -303,6 +337,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--embedder")) embedder = argv[i + 1];
 		else if (!strcmp(argv[i], "--model-path")) model_path = argv[i + 1];
 		else if (!strcmp(argv[i], "--blas-threads")) blas_threads = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--prompts")) prompts_file = argv[i + 1];
 		else {
 			fprintf(stderr, "cachebench: unknown option %s\n", argv[i]);
 			return 2;
@@ -315,7 +350,7 @@ int main(int argc, char **argv)
 		                "                  [--search walk|faiss|all] [--rounds R] "
 		                "[--emit-queries FILE] [--stall S]\n"
 		                "                  [--embedder local|model] [--model-path DIR] "
-		                "[--blas-threads T]\n");
+		                "[--blas-threads T] [--prompts FILE]\n");
 		return 2;
 	}
 	rng_state = (uint64_t)seed;
@@ -364,6 +399,18 @@ int main(int argc, char **argv)
 	for (long i = 0; i < entries; i++) {
 		sentence(prompt, sizeof(prompt));
 		prompts[i] = strdup(prompt);
+	}
+	/* the queries' pool: the file's prompts when given, else every entry */
+	long qpool = entries;
+	if (prompts_file) {
+		long k = load_prompts(prompts_file, prompts, entries);
+		if (k <= 0) {
+			fprintf(stderr, "cachebench: no prompts in %s\n", prompts_file);
+			return 1;
+		}
+		qpool = k;
+		fprintf(stderr, "cachebench: %ld entries from %s, %ld synthetic\n", k, prompts_file,
+		        entries - k);
 	}
 	if (use_model) {
 		/* the model's vectors first, in batches of 32 (what the server's
@@ -451,7 +498,7 @@ int main(int argc, char **argv)
 	if (emit) {
 		FILE *f = fopen(emit, "w");
 		for (long i = 0; f && i < 10000; i++) {
-			const char *p = prompts[rnd() % (uint64_t)entries];
+			const char *p = prompts[rnd() % (uint64_t)qpool];
 			const char *sp = strchr(p, ' ');
 			fprintf(f, "%s\n", sp ? sp + 1 : p);
 		}
@@ -489,7 +536,7 @@ int main(int argc, char **argv)
 	if (!qtext || !qv || !lat || !got || !got_s)
 		return 1;
 	for (long i = 0; i < queries; i++) {
-		const char *p = prompts[rnd() % (uint64_t)entries];
+		const char *p = prompts[rnd() % (uint64_t)qpool];
 		const char *sp = strchr(p, ' ');
 		qtext[i] = strdup(sp ? sp + 1 : p);
 	}
