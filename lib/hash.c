@@ -1,4 +1,6 @@
 /* XXH64 and SipHash-2-4, written from their published descriptions. */
+#include <string.h>
+
 #include "semgate/hash.h"
 
 #define P1 0x9E3779B185EBCA87ULL
@@ -129,11 +131,22 @@ uint64_t sg_siphash(const sg_hash_key_t *key, const void *p, size_t n)
 
 int sg_ct_equal(const void *a, const void *b, size_t n)
 {
-	/* volatile: the compiler may not turn the loop into one that stops at
-	 * the first difference */
-	const volatile uint8_t *x = a, *y = b;
-	uint8_t diff = 0;
-	for (size_t i = 0; i < n; i++)
+	const uint8_t *x = a, *y = b;
+	uint64_t diff = 0, u, v;
+	size_t i = 0;
+	/* Eight bytes a step. The empty asm makes diff opaque to the compiler
+	 * after every step, so it cannot turn the loop into one that stops at the
+	 * first difference (what the volatile reads of a byte loop did, at five
+	 * times the instructions). */
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&u, x + i, 8);
+		memcpy(&v, y + i, 8);
+		diff |= u ^ v;
+		__asm__("" : "+r"(diff));
+	}
+	for (; i < n; i++) {
 		diff |= (uint8_t)(x[i] ^ y[i]);
+		__asm__("" : "+r"(diff));
+	}
 	return diff == 0;
 }

@@ -112,6 +112,7 @@ struct sg_authdb {
 	sg_log_limit_t err_log;
 	EVP_MD_CTX *hm_in, *hm_out, *hm_tmp; /* HMAC: the padded key blocks absorbed; scratch */
 	sg_hash_key_t tag_key;     /* random: the tags of secrets seen (sg_principal_t.seen_tag) */
+	uint64_t changes;          /* changes to the tables of keys and teams so far */
 };
 
 /* --- small helpers --------------------------------------------------------------------- */
@@ -687,6 +688,7 @@ static int table_put(sg_authdb_t *db, sg_principal_t *p)
 	sg_principal_t *old = sg__u64map_get(m, h);
 	if (sg__u64map_put(m, h, p) != 0)
 		return SG_ENOMEM;
+	db->changes++;
 	p->refs++;
 	if (old) {
 		/* one window for every version: calls in flight on the old one settle
@@ -697,6 +699,11 @@ static int table_put(sg_authdb_t *db, sg_principal_t *p)
 		sg__principal_unref(old);
 	}
 	return 0;
+}
+
+uint64_t sg__authdb_changes(const sg_authdb_t *db)
+{
+	return db->changes;
 }
 
 void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32])
@@ -1683,6 +1690,7 @@ int sg__authdb_delete(sg_authdb_t *db, int is_team, const char *id)
 	if (rc != 0)
 		return rc;
 	sg__u64map_del(is_team ? &db->teams : &db->keys, id_hash(id, SG_KEY_ID_LEN));
+	db->changes++;
 	sg__principal_unref(p);
 	sg_log_info("auth: %s %s deleted", is_team ? "team" : "key", id);
 	return 0;

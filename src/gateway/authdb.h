@@ -137,6 +137,11 @@ sg_principal_t *sg__authdb_find(sg_authdb_t *db, int is_team, const char *id, si
 /** Whether secret matches the key's (or its previous one, within the grace). */
 int sg__authdb_verify(sg_authdb_t *db, sg_principal_t *key, const char *secret, size_t len,
                       int64_t now_s);
+/** How many times a key or team was added, replaced or deleted so far: what
+ * sg__authdb_find and sg__authdb_verify answered holds while it is the same
+ * (every admin change makes a new record; only time moves expiry and a
+ * rotation's grace). */
+uint64_t sg__authdb_changes(const sg_authdb_t *db);
 /** HMAC-SHA256(server secret, msg): what a secret is stored as (for tests). */
 void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32]);
 void sg__principal_ref(sg_principal_t *p);

@@ -1,6 +1,7 @@
 /* The call and its steps: see call.h. */
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -62,18 +63,25 @@ static void estimate(sg_req_t *req)
 	c->gov.completions = SG_MIN(m, 1000000);
 }
 
-void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
-                    const char *path, int stream)
+sg_call_t *sg__call_get(sg_req_t *req)
 {
 	if (req->call == NULL) {
-		if ((req->call = calloc(1, sizeof(*req->call))) == NULL) {
-			sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
-			return;
-		}
+		if ((req->call = calloc(1, sizeof(*req->call))) == NULL)
+			return NULL;
 		sg_buf_init(&req->call->rewrite[0], 0);
 		sg_buf_init(&req->call->rewrite[1], 0);
 	}
-	sg_call_t *c = req->call;
+	return req->call;
+}
+
+void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
+                    const char *path, int stream)
+{
+	sg_call_t *c = sg__call_get(req);
+	if (c == NULL) {
+		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
+		return;
+	}
 
 	json_decref(c->root);
 	c->model = model;
@@ -218,6 +226,9 @@ void sg__call_free(sg_req_t *req)
 	sg__cache_req_free(req);
 	sg__principal_unref(req->call->key);
 	sg__principal_unref(req->call->team);
+	sg__principal_unref(req->call->key_memo.key);
+	sg__principal_unref(req->call->key_memo.team);
+	explicit_bzero(req->call->key_memo.token, sizeof(req->call->key_memo.token));
 	json_decref(req->call->root);
 	sg_buf_free(&req->call->rewrite[0]);
 	sg_buf_free(&req->call->rewrite[1]);

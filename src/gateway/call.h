@@ -74,6 +74,10 @@ typedef struct sg_step {
 /* The call: defined in server_int.h, next to the steps' per-call state it holds. */
 typedef struct sg_call sg_call_t;
 
+/** The connection's call: made by its first request (or the auth check
+ * before it), kept for the next ones, freed by sg__call_free. NULL: out of
+ * memory. */
+sg_call_t *sg__call_get(sg_req_t *req);
 /** Start a call on req (root: a reference is taken) and run its first step. */
 void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_call_kind kind,
                     const char *path, int stream);

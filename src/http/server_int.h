@@ -166,6 +166,20 @@ typedef struct sg_gov {
 	size_t hdrs_len;
 } sg_gov_t;
 
+/* The key a connection's last request verified (auth.c): the next request
+ * with the same key, compared whole in constant time, skips finding and
+ * verifying it while no key or team changed since (sg__authdb_changes).
+ * Expiry, a rotation's grace and disabled are still checked every time. */
+typedef struct sg_key_memo {
+	sg_principal_t *key;       /* a reference, or NULL: none */
+	sg_principal_t *team;      /* its team (a reference), or NULL */
+	uint64_t changes;          /* sg__authdb_changes() when they were found */
+	int old;                   /* the secret was the key's previous one (see old_until) */
+	size_t len;                /* bytes of token */
+	char token[3 + SG_KEY_ID_LEN + 1 + 256]; /* the key as sent ("sg-<id>-<secret>");
+	                                          * zeroed when the call is freed */
+} sg_key_memo_t;
+
 /* A call: what one inference request is to the gateway, and the steps'
  * state for it. Allocated by the first call on a connection and reused by
  * the next ones there (its buffers keep their capacity); freed with the
@@ -190,6 +204,7 @@ struct sg_call {
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
 	sg_gov_t gov;                      /* the limits and spend steps' state */
+	sg_key_memo_t key_memo;            /* auth: the last key verified on the connection */
 	sg_proxy_t proxy;                  /* the upstream step's state */
 	sg_reqcache_t cache;               /* the cache step's state */
 };

@@ -210,6 +210,70 @@ def test_key_lifecycle_applies_to_the_next_request():
     sg.assert_alive()
 
 
+def test_key_changes_apply_on_the_same_connection():
+    """a keep-alive connection remembers the key it last verified: every
+    change (disable, the team's disable, models, expiry, rotation with and
+    after its grace, delete) and every other secret still applies to its very
+    next request there."""
+    mock, sg = start()
+    tid = create(sg, "teams", name="conn")["id"]
+    v = create(sg, name="conn", team=tid)
+    key, kid = v["key"], v["id"]
+    conn = sg.connect()
+
+    def send(k, model=A):
+        r = conn.request("POST", CHAT, body=h.chat_body(h.unique("conn"), model=model),
+                         headers={"Authorization": "Bearer " + k})
+        h.expect(not r.wants_close(), "the connection closes after %d %r", r.status, r.body)
+        return r
+
+    def sends_ok(k, model=A):
+        h.expect_status(send(k, model), 200)
+
+    def admin_ok(method, path, body=None):
+        h.expect_status(adm(sg, method, path, body), 200)
+
+    sends_ok(key)
+    sends_ok(key)
+    wrong = "sg-%s-%s" % (kid, wrong_secret())
+    refused(send(wrong), 401, "invalid_api_key", kid, secret_of(wrong))
+    refused(send(key[:-1] + ("a" if key[-1] != "a" else "b")), 401, "invalid_api_key", kid)
+    sends_ok(key)
+    refused(send(wrong), 401, "invalid_api_key", kid, secret_of(wrong))
+
+    admin_ok("POST", "/admin/keys/%s/disable" % kid)
+    refused(send(key), 403, "key_disabled", kid)
+    admin_ok("POST", "/admin/keys/%s/enable" % kid)
+    sends_ok(key)
+    admin_ok("POST", "/admin/teams/%s/disable" % tid)
+    refused(send(key), 403, "key_disabled", kid)
+    admin_ok("POST", "/admin/teams/%s/enable" % tid)
+    sends_ok(key)
+    admin_ok("PATCH", "/admin/keys/" + kid, {"models": [B]})
+    refused(send(key), 403, "model_not_allowed", kid)
+    sends_ok(key, model=B)
+    admin_ok("PATCH", "/admin/keys/" + kid, {"models": None, "expires_at": 1000})
+    refused(send(key), 401, "key_expired", kid)
+    admin_ok("PATCH", "/admin/keys/" + kid, {"expires_at": None})
+    sends_ok(key)
+
+    key2 = rotate(sg, kid, 2)
+    sends_ok(key)  # within the grace, remembered as the previous secret
+    sends_ok(key)
+    sends_ok(key2)
+    sends_ok(key)
+    h.wait_for(lambda: send(key).status == 401, timeout=6, what="the old secret refused")
+    refused(send(key), 401, "invalid_api_key", kid, secret_of(key))
+    sends_ok(key2)
+    key3 = rotate(sg, kid, 0)
+    refused(send(key2), 401, "invalid_api_key", kid, secret_of(key2))
+    sends_ok(key3)
+    h.expect_status(adm(sg, "DELETE", "/admin/keys/" + kid), 200)
+    refused(send(key3), 401, "invalid_api_key", kid, secret_of(key3))
+    conn.close()
+    sg.assert_alive()
+
+
 # --- 2. refusals -----------------------------------------------------------------------
 
 
