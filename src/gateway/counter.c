@@ -79,22 +79,16 @@ uint64_t sg_ctr_hash(const char *name, int kind)
 	return sg_hash64(name, strlen(name), (uint64_t)kind);
 }
 
-/* The counter (name, kind), brought up to date at now; made when create is
- * set. NULL when absent, or when it could not be made. hash: the item's
- * (sg_ctr_hash), or 0 to hash name here. hint: the caller's handle slot
- * (NULL: none), read first and kept up to date. */
-static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int kind,
-                  sg_ctr_hint_t *hint, uint64_t now, int create)
+/* The counter (name, kind) found by its name, made when create is set (NULL:
+ * absent, or it could not be made); *hint set to it. hash: the item's
+ * (sg_ctr_hash), or 0 to hash name here. Out of line: get()'s hint is the
+ * common case, and this one's registers and calls would cost it on every call. */
+static __attribute__((noinline)) ctr_t *lookup(local_t *l, const char *name, size_t len,
+                                               uint64_t hash, int kind, sg_ctr_hint_t *hint,
+                                               uint64_t now, int create)
 {
-	ctr_t *k;
-
-	if (hint != NULL && hint->gen == l->gen && hint->ptr != NULL &&
-	    ((ctr_t *)hint->ptr)->kind == kind) {
-		k = hint->ptr; /* nothing freed since it was made: still this name's counter */
-		goto found;
-	}
 	uint64_t key = (hash ? hash : sg_hash64(name, len, (uint64_t)kind)) & l->hash_mask;
-	ctr_t *head = sg__u64map_get(&l->map, key);
+	ctr_t *head = sg__u64map_get(&l->map, key), *k;
 
 	for (k = head; k != NULL; k = k->next)
 		if (k->kind == kind && k->len == len && memcmp(k->name, name, len) == 0)
@@ -115,11 +109,25 @@ static ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int k
 		}
 		l->count++;
 	}
-	if (k == NULL)
-		return NULL;
-	if (hint != NULL)
+	if (k != NULL && hint != NULL)
 		*hint = (sg_ctr_hint_t){k, l->gen};
-found:
+	return k;
+}
+
+/* The counter (name, kind), brought up to date at now; made when create is
+ * set. NULL when absent, or when it could not be made. hash: the item's
+ * (sg_ctr_hash), or 0 to hash name here. hint: the caller's handle slot
+ * (NULL: none), read first and kept up to date. */
+static inline ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int kind,
+                         sg_ctr_hint_t *hint, uint64_t now, int create)
+{
+	ctr_t *k;
+
+	if (hint != NULL && hint->gen == l->gen && hint->ptr != NULL &&
+	    ((ctr_t *)hint->ptr)->kind == kind)
+		k = hint->ptr; /* nothing freed since it was made: still this name's counter */
+	else if ((k = lookup(l, name, len, hash, kind, hint, now, create)) == NULL)
+		return NULL;
 	/* A clock that steps back leaves the backlog as it is, rather than growing it. */
 	if (kind == SG_CTR_RATE && now > k->at_us) {
 		double lv = k->level - (double)(now - k->at_us);
@@ -129,37 +137,37 @@ found:
 	return k;
 }
 
-/* A RATE counter's shape under limit: T, and the capacity C*T, in µs. */
-static double rate_shape(const local_t *l, double limit, double *cap)
-{
-	double t = 60e6 / limit;
+/* A RATE counter's shape under a limit: T, and the capacity C*T, in µs. */
+typedef struct shape {
+	double t, cap;
+} shape_t;
 
-	*cap = fmax(1, limit * l->burst) * t;
-	return t;
+static shape_t rate_shape(const local_t *l, double limit)
+{
+	double t = 60e6 / limit, c = limit * l->burst;
+
+	return (shape_t){t, (c > 1 ? c : 1) * t}; /* (fmax is a call into libm) */
 }
 
-/* Fill it->remaining and it->reset_us from k as it is now. */
-static void fill(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
+/* Fill it->remaining and it->reset_us from k as it is now (sh: RATE's shape). */
+static void fill(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 {
-	double cap, t;
-
 	if (it->kind == SG_CTR_CONC) {
 		double r = floor(it->limit - k->level + EPS * it->limit);
 		it->remaining = r > 0 ? r : 0;
 		it->reset_us = 0;
 		return;
 	}
-	t = rate_shape(l, it->limit, &cap);
-	double r = floor((cap - k->level + EPS * cap) / t);
+	double r = floor((sh.cap - k->level + EPS * sh.cap) / sh.t);
 	it->remaining = r > 0 ? r : 0;
-	it->reset_us = to_us(k->level - EPS * cap);
+	it->reset_us = to_us(k->level - EPS * sh.cap);
 }
 
 /* Whether it fits in k; sets retry_us, taking nothing (the other outputs:
- * fill). */
-static int check(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
+ * fill). sh: RATE's shape. */
+static int check(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 {
-	double cap, t, over;
+	double cap = sh.cap, t = sh.t, over;
 
 	it->retry_us = 0;
 	if (it->kind == SG_CTR_CONC) {
@@ -169,7 +177,6 @@ static int check(const local_t *l, sg_ctr_item_t *it, const ctr_t *k)
 		it->retry_us = it->cost > it->limit * (1 + EPS) ? UINT64_MAX : 0;
 		return 0;
 	}
-	t = rate_shape(l, it->limit, &cap);
 	over = k->level + it->cost * t - cap; /* µs of backlog past capacity */
 	if (over <= EPS * cap)
 		return 1;
@@ -183,6 +190,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	local_t *l = (local_t *)c;
 	size_t first = 0, i;
 	ctr_t *found[16]; /* the first pass's counters, so the second need not hash again */
+	shape_t shapes[16]; /* and their shapes (RATE) */
 
 	/* Check everything first: all or nothing, and every item's wait filled in. */
 	for (i = 0; i < n; i++) {
@@ -191,11 +199,15 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		int valid = len != SIZE_MAX && it->kind <= SG_CTR_CONC &&
 		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
 		ctr_t *k = valid ? get(l, it->name, len, it->hash, it->kind, it->hint, now_us, 1) : NULL;
-		int ok = k != NULL && check(l, it, k);
-		if (i < SG_ARRAY_SIZE(found))
+		shape_t sh = k != NULL && it->kind == SG_CTR_RATE ? rate_shape(l, it->limit)
+		                                                   : (shape_t){0, 0};
+		int ok = k != NULL && check(it, k, sh);
+		if (i < SG_ARRAY_SIZE(found)) {
 			found[i] = k;
-		else if (k != NULL)
-			fill(l, it, k); /* not kept for a refusal's loop below: now */
+			shapes[i] = sh;
+		} else if (k != NULL) {
+			fill(it, k, sh); /* not kept for a refusal's loop below: now */
+		}
 
 		if (k == NULL) {
 			it->remaining = 0;
@@ -208,7 +220,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	if (first != 0) { /* refused: every item's outputs as the counters stand */
 		for (i = 0; i < n; i++)
 			if (i < SG_ARRAY_SIZE(found) && found[i] != NULL)
-				fill(l, &items[i], found[i]);
+				fill(&items[i], found[i], shapes[i]);
 		return (int)first;
 	}
 	/* Every counter exists now (made above, nothing dropped since): taking cannot fail.
@@ -216,13 +228,15 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	for (i = 0; i < n; i++) {
 		sg_ctr_item_t *it = &items[i];
 		/* nothing is freed between the passes: the first one's pointers hold */
-		ctr_t *k = i < SG_ARRAY_SIZE(found) ? found[i]
-		                                    : get(l, it->name, name_len(it->name), it->hash,
-		                                          it->kind, it->hint, now_us, 0);
+		int kept = i < SG_ARRAY_SIZE(found);
+		ctr_t *k = kept ? found[i]
+		                : get(l, it->name, name_len(it->name), it->hash, it->kind, it->hint,
+		                      now_us, 0);
+		shape_t sh = kept ? shapes[i] : rate_shape(l, it->limit);
 
 		assert(k != NULL);
-		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * (60e6 / it->limit);
-		fill(l, it, k);
+		k->level += it->kind == SG_CTR_CONC ? it->cost : it->cost * sh.t;
+		fill(it, k, sh);
 	}
 	return 0;
 }
@@ -239,7 +253,8 @@ static void local_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta
 	/* Giving back to a counter that was swept (empty) changes nothing. */
 	if ((k = get(l, it->name, len, it->hash, SG_CTR_RATE, it->hint, now_us, delta > 0)) == NULL)
 		return;
-	k->level = fmin(LEVEL_MAX, fmax(0, k->level + delta * (60e6 / it->limit)));
+	double lv = k->level + delta * (60e6 / it->limit); /* (fmin, fmax: calls into libm) */
+	k->level = !(lv > 0) ? 0 : lv < LEVEL_MAX ? lv : LEVEL_MAX;
 }
 
 static void local_release(sg_counters_t *c, const sg_ctr_item_t *it)
@@ -251,7 +266,7 @@ static void local_release(sg_counters_t *c, const sg_ctr_item_t *it)
 	if (len == SIZE_MAX || !(it->cost >= 0) || !isfinite(it->cost))
 		return;
 	if ((k = get(l, it->name, len, it->hash, SG_CTR_CONC, it->hint, 0, 0)) != NULL)
-		k->level = fmax(0, k->level - it->cost);
+		k->level = k->level > it->cost ? k->level - it->cost : 0;
 }
 
 static int idle(const ctr_t *k, uint64_t now)
