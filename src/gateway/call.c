@@ -34,11 +34,12 @@ static void estimate(sg_req_t *req)
 	if (c->kind == SG_CALL_EMBEDDINGS)
 		return;
 	json_object_foreach ((json_t *)c->root, k, v) {
+		/* (the first letters first: "model" and "messages" are in every body) */
 		if (k[0] == 'n' && k[1] == '\0')
 			n = v;
-		else if (k[0] == 'm' && strcmp(k, "max_completion_tokens") == 0)
+		else if (k[0] == 'm' && k[1] == 'a' && strcmp(k, "max_completion_tokens") == 0)
 			mct = v;
-		else if (k[0] == 'm' && strcmp(k, "max_tokens") == 0)
+		else if (k[0] == 'm' && k[1] == 'a' && strcmp(k, "max_tokens") == 0)
 			mt = v;
 		else if (k[0] == 'b' && strcmp(k, "best_of") == 0)
 			bo = v;
@@ -102,6 +103,7 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->status = 0;
 	c->ns[0] = '\0';
 	c->usage = (sg_usage_t){0, 0, 0, 0};
+	c->end_us = 0;
 	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
 	c->gov.nitems = 0;
 	/* the last call's steps gave back what they held */
@@ -234,6 +236,14 @@ void sg__call_free(sg_req_t *req)
 	sg_buf_free(&req->call->rewrite[1]);
 	free(req->call);
 	req->call = NULL;
+}
+
+uint64_t sg__call_end_us(sg_req_t *req)
+{
+	sg_call_t *c = req->call;
+	if (c->end_us == 0)
+		c->end_us = sg_now_us();
+	return c->end_us;
 }
 
 void sg__call_billable(const sg_req_t *req, int aborted, sg_usage_t *out, int *estimated)

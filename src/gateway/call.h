@@ -99,6 +99,10 @@ void sg__call_writable(sg_req_t *req);
 /** Free the connection's call and the steps' state in it (the connection's end). */
 void sg__call_free(sg_req_t *req);
 
+/** When the call ended (sg_now_us): the clock is read by the first end or
+ * abort callback that asks, the same time for the others. */
+uint64_t sg__call_end_us(sg_req_t *req);
+
 /** What a call is billed for (tokens the provider charged or, where no usage
  * came, an estimate: *estimated set): nothing for a cache hit or an upstream
  * error reply; the reported usage for an answer; for a stream cut short or a

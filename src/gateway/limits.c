@@ -238,13 +238,12 @@ static void answered(sg_req_t *req, int rc)
 	sg__call_next(req);
 }
 
-/* Settle the call's counters with what it really took (requests, tokens),
- * and give back its concurrency slots. */
-static void take_only(sg_req_t *req, double requests, double tokens)
+/* Settle the call's counters with what it really took (requests, tokens)
+ * as of now, and give back its concurrency slots. */
+static void take_only(sg_req_t *req, double requests, double tokens, uint64_t now)
 {
 	sg_gateway_t *gw = sg__req_gateway(req);
 	sg_gov_t *g = &req->call->gov;
-	uint64_t now = sg_now_us();
 	for (size_t i = 0; i < g->nitems; i++) {
 		const sg_ctr_item_t *it = &g->items[i];
 		double took = g->what[i] == WHAT_TPM ? tokens : requests;
@@ -262,8 +261,8 @@ static void reserved(void *arg, int rc)
 	sg_principal_t *held[2] = {g->held[0], g->held[1]};
 	g->held[0] = g->held[1] = NULL;
 	if (g->lim == SG_LIM_ASKING_LEFT) {
-		if (rc == 0)
-			take_only(req, 0, 0); /* a reservation that came after its client left */
+		if (rc == 0) /* a reservation that came after its client left */
+			take_only(req, 0, 0, sg_now_us());
 		lim_set_state(g, SG_LIM_NONE);
 		sg__req_release(req);
 	} else if (sg__req_release(req)) {
@@ -325,7 +324,7 @@ static void settle(sg_req_t *req, int aborted)
 	double used = (double)u.total;
 	if (c->outcome == SG_CALL_HIT && g->hits_tokens)
 		used = (double)(c->usage.prompt + c->usage.completion);
-	take_only(req, 1, used);
+	take_only(req, 1, used, sg__call_end_us(req));
 }
 
 static void limits_end(sg_req_t *req, int ok)

@@ -290,11 +290,11 @@ static void settle(sg_req_t *req, int aborted)
 	sg_call_t *c = req->call;
 	sg_gov_t *g = &c->gov;
 	sg_principal_t *ps[2] = {c->key, c->team};
-	int64_t now = (int64_t)time(NULL);
 	char w[64];
 
 	if (g->sp == SG_SP_NONE)
 		return;
+	int64_t wall_us = sg_wall_us(), now = wall_us / 1000000; /* (one clock read, not two) */
 	int reserved = g->sp == SG_SP_RESERVED;
 	sp_set_state(g, SG_SP_NONE);
 	sg_usage_t u;
@@ -329,7 +329,7 @@ static void settle(sg_req_t *req, int aborted)
 		}
 	}
 	sg_spend_rec_t r = {
-		.t_us = sg_wall_us(),
+		.t_us = wall_us,
 		.request_id = req->id,
 		.key = c->key ? c->key->id : "",
 		.team = c->team ? c->team->id : "",
@@ -339,7 +339,7 @@ static void settle(sg_req_t *req, int aborted)
 		.completion = u.completion,
 		.cost = cost,
 		.saved = saved,
-		.latency_ms = (uint32_t)((sg_now_us() - req->start_us) / 1000),
+		.latency_ms = (uint32_t)((sg__call_end_us(req) - req->start_us) / 1000),
 		.status = (uint16_t)(aborted && !c->status ? 499 : c->status ? c->status : 500),
 		.cache = c->outcome != SG_CALL_HIT ? 0 : c->cache.state == SG_RC_HIT_EXACT ? 1 : 2,
 		.flags = (uint8_t)((g->unpriced ? SG_SPEND_UNPRICED : 0) |

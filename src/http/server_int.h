@@ -201,6 +201,8 @@ struct sg_call {
 	                                    * before the cache (auth) may set it */
 	sg_buf_t rewrite[2];               /* what steps' response callbacks rewrote */
 	sg_usage_t usage;                  /* the one usage record */
+	uint64_t end_us;                   /* when it ended (sg_now_us), read once for every
+	                                    * step (sg__call_end_us); 0: not yet */
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
 	sg_gov_t gov;                      /* the limits and spend steps' state */
