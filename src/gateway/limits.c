@@ -49,15 +49,18 @@ static void add(sg_gov_t *g, sg_principal_t *p, char scope, const char *model, i
 	const char *n = p->ctr[what];
 	uint64_t hash = p->ctr_hash[what];
 	sg_ctr_hint_t *hint = &p->ctr_hint[what];
+	sg_rl_text_t *text = what == WHAT_CONC ? NULL : &p->rl_text[what];
 	if (model) {
 		snprintf(g->names[g->nitems], sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model,
 		         what_suffix[what]);
 		n = g->names[g->nitems];
 		hash = 0; /* the backend hashes it */
 		hint = NULL;
+		text = NULL;
 	}
 	g->what[g->nitems] = (uint8_t)what;
 	g->scope[g->nitems] = scope;
+	g->rl_text[g->nitems] = text;
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
@@ -112,6 +115,52 @@ static int tightest(const sg_gov_t *g, int what)
 	return best;
 }
 
+/* A policy's name: "key-rpm", "team-model-tpm"... (quoted). */
+static char *put_policy_name(char *w, char scope, int tokens)
+{
+	switch (scope) {
+	case 'k': w = PUT(w, "\"key"); break;
+	case 't': w = PUT(w, "\"team"); break;
+	case 'm': w = PUT(w, "\"model"); break;
+	default: w = PUT(w, "\"team-model"); break;
+	}
+	return tokens ? PUT(w, "-tpm\"") : PUT(w, "-rpm\"");
+}
+
+/* What only the limit of a kind fixes: OpenAI's limit line and the name of
+ * the remaining one; the IETF policy item. */
+static char *put_limit_lines(char *w, int tokens, uint64_t limit)
+{
+	w = tokens ? PUT(w, "x-ratelimit-limit-tokens: ") : PUT(w, "x-ratelimit-limit-requests: ");
+	w = sg__put_u64(w, limit);
+	return tokens ? PUT(w, "\r\nx-ratelimit-remaining-tokens: ")
+	              : PUT(w, "\r\nx-ratelimit-remaining-requests: ");
+}
+
+static char *put_policy(char *w, char scope, int tokens, uint64_t limit)
+{
+	w = PUT(put_policy_name(w, scope, tokens), ";q=");
+	return PUT(sg__put_u64(w, limit), ";w=60");
+}
+
+/* Item i's text of the two above, made once per limit (a principal's own
+ * limits), or NULL: written each time (key × model limits). */
+static inline const sg_rl_text_t *fixed_text(const sg_gov_t *g, int i)
+{
+	sg_rl_text_t *x = g->rl_text[i];
+	uint64_t limit = (uint64_t)g->items[i].limit;
+	if (x == NULL || x->limit == limit)
+		return x;
+	_Static_assert(sizeof(x->lines) >= 60 + 20 && sizeof(x->policy) >= 24 + 20,
+	               "room for the longest names and a 20-digit limit");
+	int tokens = g->what[i] == WHAT_TPM;
+	x->nlines = (uint8_t)(put_limit_lines(x->lines, tokens, limit) - x->lines);
+	x->npolicy = (uint8_t)(put_policy(x->policy, g->scope[i], tokens, limit) - x->policy);
+	x->nname = (uint8_t)(put_policy_name(x->policy, g->scope[i], tokens) - x->policy);
+	x->limit = limit;
+	return x;
+}
+
 /* The rate-limit header lines, for every answer of the call: OpenAI's for
  * the tightest limit of each kind, then the IETF draft's fields. At most
  * about 520 bytes (20-digit numbers everywhere), within g->hdrs. */
@@ -121,21 +170,21 @@ static void put_headers(sg_req_t *req)
 	int ti[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
 	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
 	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
+	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : fixed_text(g, ti[0]),
+	                            ti[1] < 0 ? NULL : fixed_text(g, ti[1])};
 	char *w = g->hdrs;
 	_Static_assert(sizeof(g->hdrs) >= 640, "room for the rate-limit headers");
-	/* each number is formatted once: the IETF fields copy OpenAI's digits */
-	const char *lim_at[2] = {0}, *rem_at[2] = {0};
-	size_t lim_n[2] = {0}, rem_n[2] = {0};
+	/* each remaining count is formatted once: the IETF field copies OpenAI's digits */
+	const char *rem_at[2] = {0};
+	size_t rem_n[2] = {0};
 
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
-		w = i ? PUT(w, "x-ratelimit-limit-tokens: ") : PUT(w, "x-ratelimit-limit-requests: ");
-		lim_at[i] = w;
-		w = sg__put_u64(w, (uint64_t)t[i]->limit);
-		lim_n[i] = (size_t)(w - lim_at[i]);
-		w = i ? PUT(w, "\r\nx-ratelimit-remaining-tokens: ")
-		      : PUT(w, "\r\nx-ratelimit-remaining-requests: ");
+		if (x[i])
+			w = (char *)memcpy(w, x[i]->lines, x[i]->nlines) + x[i]->nlines;
+		else
+			w = put_limit_lines(w, i, (uint64_t)t[i]->limit);
 		rem_at[i] = w;
 		w = sg__put_u64(w, (uint64_t)t[i]->remaining);
 		rem_n[i] = (size_t)(w - rem_at[i]);
@@ -152,18 +201,15 @@ static void put_headers(sg_req_t *req)
 			if (!first)
 				w = PUT(w, ", ");
 			first = 0;
-			switch (g->scope[ti[i]]) {
-			case 'k': w = PUT(w, "\"key"); break;
-			case 't': w = PUT(w, "\"team"); break;
-			case 'm': w = PUT(w, "\"model"); break;
-			default: w = PUT(w, "\"team-model"); break;
-			}
-			w = i ? PUT(w, "-tpm\"") : PUT(w, "-rpm\"");
-			if (pass == 0) {
-				w = PUT(w, ";q=");
-				memcpy(w, lim_at[i], lim_n[i]);
-				w = PUT(w + lim_n[i], ";w=60");
+			if (pass == 0 && x[i]) {
+				w = (char *)memcpy(w, x[i]->policy, x[i]->npolicy) + x[i]->npolicy;
+			} else if (pass == 0) {
+				w = put_policy(w, g->scope[ti[i]], i, (uint64_t)t[i]->limit);
 			} else {
+				if (x[i])
+					w = (char *)memcpy(w, x[i]->policy, x[i]->nname) + x[i]->nname;
+				else
+					w = put_policy_name(w, g->scope[ti[i]], i);
 				w = PUT(w, ";r=");
 				memcpy(w, rem_at[i], rem_n[i]);
 				w = sg__put_u64(PUT(w + rem_n[i], ";t="), (t[i]->reset_us + 999999) / 1000000);

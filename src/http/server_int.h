@@ -147,6 +147,8 @@ typedef struct sg_gov {
 	char names[SG_GOV_ITEMS][160];
 	uint8_t what[SG_GOV_ITEMS];   /* each one's kind: 0 rpm, 1 tpm, 2 concurrency */
 	char scope[SG_GOV_ITEMS];     /* 'k' key, 't' team, 'm' key x model, 'n' team x model */
+	sg_rl_text_t *rl_text[SG_GOV_ITEMS]; /* a key's or team's own rpm, tpm: its header text
+	                                      * (in the principal); else NULL */
 	size_t nitems;                /* of them */
 	enum sg_lim_state lim;        /* the limits step's hold */
 	struct sg_principal *held[2]; /* key and team, referenced while the counters' answer is
