@@ -66,12 +66,27 @@ static int limit_ok(int kind, double limit)
 	return limit > 0 && isfinite(limit) && (kind == SG_CTR_CONC || isfinite(60e6 / limit));
 }
 
-/* µs to a whole count, rounded up, saturating (retries may be "forever"). */
+/* µs to a whole count, rounded up, saturating (retries may be "forever").
+ * Truncated, then up by one if that dropped a fraction: fewer instructions
+ * than ceil()'s (the conversions are exact: below 2^53 every whole count is
+ * a double, from there every double is whole). */
 static uint64_t to_us(double x)
 {
 	if (!(x > 0))
 		return 0;
-	return x >= 1.8e19 ? UINT64_MAX : (uint64_t)ceil(x);
+	if (x >= 1.8e19)
+		return UINT64_MAX;
+	uint64_t u = (uint64_t)x;
+	return u + ((double)u < x);
+}
+
+/* floor(x) if x > 0, else 0: a count left. Truncated (fewer instructions
+ * than floor()'s); from 2^52 on every double is whole. */
+static double whole_left(double x)
+{
+	if (!(x > 0))
+		return 0;
+	return x < 0x1p52 ? (double)(int64_t)x : x;
 }
 
 uint64_t sg_ctr_hash(const char *name, int kind)
@@ -115,18 +130,22 @@ static __attribute__((noinline)) ctr_t *lookup(local_t *l, const char *name, siz
 }
 
 /* The counter (name, kind), brought up to date at now; made when create is
- * set. NULL when absent, or when it could not be made. hash: the item's
- * (sg_ctr_hash), or 0 to hash name here. hint: the caller's handle slot
- * (NULL: none), read first and kept up to date. */
-static inline ctr_t *get(local_t *l, const char *name, size_t len, uint64_t hash, int kind,
+ * set. NULL when absent, when it could not be made, or when name is NULL or
+ * too long. hash: the item's (sg_ctr_hash), or 0 to hash name here. hint:
+ * the caller's handle slot (NULL: none), read first and kept up to date. A
+ * valid hint was made by a lookup of this name, which checked it: only a
+ * lookup measures the name. */
+static inline ctr_t *get(local_t *l, const char *name, uint64_t hash, int kind,
                          sg_ctr_hint_t *hint, uint64_t now, int create)
 {
 	ctr_t *k;
+	size_t len;
 
 	if (hint != NULL && hint->gen == l->gen && hint->ptr != NULL &&
 	    ((ctr_t *)hint->ptr)->kind == kind)
 		k = hint->ptr; /* nothing freed since it was made: still this name's counter */
-	else if ((k = lookup(l, name, len, hash, kind, hint, now, create)) == NULL)
+	else if ((len = name_len(name)) == SIZE_MAX ||
+	         (k = lookup(l, name, len, hash, kind, hint, now, create)) == NULL)
 		return NULL;
 	/* A clock that steps back leaves the backlog as it is, rather than growing it. */
 	if (kind == SG_CTR_RATE && now > k->at_us) {
@@ -153,13 +172,11 @@ static shape_t rate_shape(const local_t *l, double limit)
 static void fill(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 {
 	if (it->kind == SG_CTR_CONC) {
-		double r = floor(it->limit - k->level + EPS * it->limit);
-		it->remaining = r > 0 ? r : 0;
+		it->remaining = whole_left(it->limit - k->level + EPS * it->limit);
 		it->reset_us = 0;
 		return;
 	}
-	double r = floor((sh.cap - k->level + EPS * sh.cap) / sh.t);
-	it->remaining = r > 0 ? r : 0;
+	it->remaining = whole_left((sh.cap - k->level + EPS * sh.cap) / sh.t);
 	it->reset_us = to_us(k->level - EPS * sh.cap);
 }
 
@@ -195,10 +212,9 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	/* Check everything first: all or nothing, and every item's wait filled in. */
 	for (i = 0; i < n; i++) {
 		sg_ctr_item_t *it = &items[i];
-		size_t len = name_len(it->name);
-		int valid = len != SIZE_MAX && it->kind <= SG_CTR_CONC &&
-		            limit_ok(it->kind, it->limit) && it->cost >= 0 && isfinite(it->cost);
-		ctr_t *k = valid ? get(l, it->name, len, it->hash, it->kind, it->hint, now_us, 1) : NULL;
+		int valid = it->kind <= SG_CTR_CONC && limit_ok(it->kind, it->limit) && it->cost >= 0 &&
+		            isfinite(it->cost);
+		ctr_t *k = valid ? get(l, it->name, it->hash, it->kind, it->hint, now_us, 1) : NULL;
 		shape_t sh = k != NULL && it->kind == SG_CTR_RATE ? rate_shape(l, it->limit)
 		                                                   : (shape_t){0, 0};
 		int ok = k != NULL && check(it, k, sh);
@@ -212,6 +228,8 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		if (k == NULL) {
 			it->remaining = 0;
 			it->reset_us = 0;
+			/* (the name is measured again only here, on this rare path) */
+			valid = valid && name_len(it->name) != SIZE_MAX;
 			it->retry_us = valid ? NOMEM_RETRY_US : UINT64_MAX;
 		}
 		if (!ok && first == 0)
@@ -230,8 +248,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		/* nothing is freed between the passes: the first one's pointers hold */
 		int kept = i < SG_ARRAY_SIZE(found);
 		ctr_t *k = kept ? found[i]
-		                : get(l, it->name, name_len(it->name), it->hash, it->kind, it->hint,
-		                      now_us, 0);
+		                : get(l, it->name, it->hash, it->kind, it->hint, now_us, 0);
 		shape_t sh = kept ? shapes[i] : rate_shape(l, it->limit);
 
 		assert(k != NULL);
@@ -245,13 +262,12 @@ static void local_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta
                          uint64_t now_us)
 {
 	local_t *l = (local_t *)c;
-	size_t len = name_len(it->name);
 	ctr_t *k;
 
-	if (len == SIZE_MAX || !limit_ok(SG_CTR_RATE, it->limit) || !isfinite(delta))
+	if (!limit_ok(SG_CTR_RATE, it->limit) || !isfinite(delta))
 		return;
 	/* Giving back to a counter that was swept (empty) changes nothing. */
-	if ((k = get(l, it->name, len, it->hash, SG_CTR_RATE, it->hint, now_us, delta > 0)) == NULL)
+	if ((k = get(l, it->name, it->hash, SG_CTR_RATE, it->hint, now_us, delta > 0)) == NULL)
 		return;
 	double lv = k->level + delta * (60e6 / it->limit); /* (fmin, fmax: calls into libm) */
 	k->level = !(lv > 0) ? 0 : lv < LEVEL_MAX ? lv : LEVEL_MAX;
@@ -260,12 +276,11 @@ static void local_settle(sg_counters_t *c, const sg_ctr_item_t *it, double delta
 static void local_release(sg_counters_t *c, const sg_ctr_item_t *it)
 {
 	local_t *l = (local_t *)c;
-	size_t len = name_len(it->name);
 	ctr_t *k;
 
-	if (len == SIZE_MAX || !(it->cost >= 0) || !isfinite(it->cost))
+	if (!(it->cost >= 0) || !isfinite(it->cost))
 		return;
-	if ((k = get(l, it->name, len, it->hash, SG_CTR_CONC, it->hint, 0, 0)) != NULL)
+	if ((k = get(l, it->name, it->hash, SG_CTR_CONC, it->hint, 0, 0)) != NULL)
 		k->level = k->level > it->cost ? k->level - it->cost : 0;
 }
 
