@@ -83,6 +83,19 @@ typedef struct sg_rl_text {
 	char policy[48];          /* "\"key-rpm\";q=<limit>;w=60" (or team-, -tpm) */
 } sg_rl_text_t;
 
+/** A key's or team's own rate limits as the counter items a call takes
+ * (limits.c): made by its first call, then copied by every call (a few
+ * moves, not an item filled field by field). A record's limits never change:
+ * an admin change makes a new record, with its own. Loop thread. */
+typedef struct sg_own_items {
+	uint8_t made;             /* 0: not yet */
+	uint8_t n;                /* items: one per limit set, in rpm, tpm, conc order */
+	int8_t tpm;               /* the tpm item's index (its cost is the call's tokens), -1: none */
+	uint8_t what[3];          /* each item's kind (limits.c: 0 rpm, 1 tpm, 2 concurrency) */
+	sg_rl_text_t *rl_text[3]; /* each item's header text (below), NULL for concurrency */
+	sg_ctr_item_t items[3];   /* cost 1, but the tpm item's */
+} sg_own_items_t;
+
 /** A key or a team, as the request path reads it. Refcounted: a call holds
  * its key and team until it ends, whatever the admin API does meanwhile. */
 typedef struct sg_principal {
@@ -116,6 +129,7 @@ typedef struct sg_principal {
 	uint64_t ctr_hash[3];           /* and their sg_ctr_hash */
 	sg_ctr_hint_t ctr_hint[3];      /* and the counters' handles (loop thread) */
 	sg_rl_text_t rl_text[2];        /* its rpm and tpm limits' header text (limits.c) */
+	sg_own_items_t own;             /* its limits as counter items (limits.c) */
 } sg_principal_t;
 
 /** One call's spend record. Strings are copied when queued. */

@@ -11,6 +11,7 @@
  * tightest request and token limits, and the IETF RateLimit-Policy /
  * RateLimit fields; a refusal is 429 with Retry-After, saying which limit.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,42 +40,73 @@ static void lim_set_state(sg_gov_t *g, enum sg_lim_state s)
 enum { WHAT_RPM, WHAT_TPM, WHAT_CONC };
 static const char *const what_suffix[] = {"rpm", "tpm", "conc"};
 
-/* One counter of the call: a key's or team's own name (made with it), or a
- * model's (scope 'm': key × model, 'n': team × model) made here. */
-static void add(sg_gov_t *g, sg_principal_t *p, char scope, const char *model, int what,
-                long limit, double cost)
+/* One counter of a key × model ('m') or team × model ('n') limit: its name
+ * made here. */
+static void add_model(sg_gov_t *g, sg_principal_t *p, char scope, const char *model, int what,
+                      long limit, double cost)
 {
 	if (limit <= 0 || g->nitems == SG_GOV_ITEMS)
 		return;
-	const char *n = p->ctr[what];
-	uint64_t hash = p->ctr_hash[what];
-	sg_ctr_hint_t *hint = &p->ctr_hint[what];
-	sg_rl_text_t *text = what == WHAT_CONC ? NULL : &p->rl_text[what];
-	if (model) {
-		snprintf(g->names[g->nitems], sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model,
-		         what_suffix[what]);
-		n = g->names[g->nitems];
-		hash = 0; /* the backend hashes it */
-		hint = NULL;
-		text = NULL;
-	}
+	char *n = g->names[g->nitems];
+	snprintf(n, sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model, what_suffix[what]);
 	g->what[g->nitems] = (uint8_t)what;
 	g->scope[g->nitems] = scope;
-	g->rl_text[g->nitems] = text;
+	g->rl_text[g->nitems] = NULL; /* written each time */
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
-	                                        .cost = cost,
-	                                        .hash = hash,
-	                                        .hint = hint};
+	                                        .cost = cost}; /* (hashed by the backend) */
 }
 
-static void add_set(sg_gov_t *g, sg_principal_t *p, char scope, const char *model,
-                    const sg_limitset_t *l, double tokens)
+static void add_model_set(sg_gov_t *g, sg_principal_t *p, char scope, const char *model,
+                          const sg_limitset_t *l, double tokens)
 {
-	add(g, p, scope, model, WHAT_RPM, l->rpm, 1);
-	add(g, p, scope, model, WHAT_TPM, l->tpm, tokens);
-	add(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
+	add_model(g, p, scope, model, WHAT_RPM, l->rpm, 1);
+	add_model(g, p, scope, model, WHAT_TPM, l->tpm, tokens);
+	add_model(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
+}
+
+/* p's own limits as items (sg_own_items_t), made the first time. */
+static const sg_own_items_t *own_items(sg_principal_t *p)
+{
+	sg_own_items_t *o = &p->own;
+	if (o->made)
+		return o;
+	const long limit[3] = {p->lim.rpm, p->lim.tpm, p->lim.max_concurrent};
+	o->tpm = -1;
+	for (int what = WHAT_RPM; what <= WHAT_CONC; what++) {
+		if (limit[what] <= 0)
+			continue;
+		if (what == WHAT_TPM)
+			o->tpm = (int8_t)o->n;
+		o->what[o->n] = (uint8_t)what;
+		o->rl_text[o->n] = what == WHAT_CONC ? NULL : &p->rl_text[what];
+		o->items[o->n++] = (sg_ctr_item_t){.name = p->ctr[what],
+		                                   .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
+		                                   .limit = (double)limit[what],
+		                                   .cost = 1,
+		                                   .hash = p->ctr_hash[what],
+		                                   .hint = &p->ctr_hint[what]};
+	}
+	o->made = 1;
+	return o;
+}
+
+/* The counters of p's own limits (a key's, 'k', or a team's, 't'). Whole
+ * arrays are copied, not the n items in use: fixed-size copies are a few
+ * moves; what lies past the n is overwritten or never read. */
+static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens)
+{
+	const sg_own_items_t *o = own_items(p);
+	size_t at = g->nitems;
+	assert(at + SG_ARRAY_SIZE(o->items) <= SG_GOV_ITEMS); /* the key's, then its team's */
+	memcpy(&g->items[at], o->items, sizeof(o->items));
+	memcpy(&g->what[at], o->what, sizeof(o->what));
+	memcpy(&g->rl_text[at], o->rl_text, sizeof(o->rl_text));
+	memset(&g->scope[at], p->is_team ? 't' : 'k', SG_ARRAY_SIZE(o->items));
+	if (o->tpm >= 0)
+		g->items[at + (size_t)o->tpm].cost = tokens;
+	g->nitems = at + o->n;
 }
 
 /* Writers into a buffer known to be large enough (put_headers' bound). */
@@ -327,15 +359,15 @@ static void limits_request(sg_req_t *req)
 	if (c->key == NULL || gw->counters == NULL)
 		return sg__call_next(req);
 	double tokens = (double)(g->est_prompt + g->est_completion);
-	add_set(g, c->key, 'k', NULL, &c->key->lim, tokens);
+	add_own(g, c->key, tokens);
 	if (c->team)
-		add_set(g, c->team, 't', NULL, &c->team->lim, tokens);
+		add_own(g, c->team, tokens);
 	for (size_t i = 0; i < c->key->nmlim; i++)
 		if (strcmp(c->key->mlim[i].model, c->model->name) == 0)
-			add_set(g, c->key, 'm', c->model->name, &c->key->mlim[i].lim, tokens);
+			add_model_set(g, c->key, 'm', c->model->name, &c->key->mlim[i].lim, tokens);
 	for (size_t i = 0; c->team && i < c->team->nmlim; i++)
 		if (strcmp(c->team->mlim[i].model, c->model->name) == 0)
-			add_set(g, c->team, 'n', c->model->name, &c->team->mlim[i].lim, tokens);
+			add_model_set(g, c->team, 'n', c->model->name, &c->team->mlim[i].lim, tokens);
 	if (g->nitems == 0)
 		return sg__call_next(req);
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;

@@ -308,6 +308,40 @@ def test_headers_on_every_answer():
                 (3, 2, "team"), "tightest of key rpm 100 and team rpm 3")
 
 
+def test_limits_follow_an_admin_change():
+    """A key's own limits (copied into every call from what its first call
+    made) follow a PATCH at once, on the same keep-alive connection: rpm 20
+    becomes 3 (its backlog kept: the third call after the change is refused)
+    and tpm, removed, leaves the headers; a team's new rpm shows as the
+    tightest."""
+    mock = h.Mock("--quiet")
+    sg = gateway(mock)
+    kid, key = new_key(sg, rpm=20, tpm=100000)
+    admin = {"Authorization": "Bearer " + ADMIN}
+    with sg.connect() as c:
+        lim = limits_of(c.request("POST", "/v1/chat/completions", body=body(),
+                                  headers=bearer(key)), tokens=True)
+        h.expect_eq((lim["limit_requests"], lim["limit_tokens"]), (20, 100000), "before")
+        r = sg.request("PATCH", "/admin/keys/" + kid, body={"rpm": 3, "tpm": None},
+                       headers=admin)
+        h.expect_status(r, 200)
+        rs = [c.request("POST", "/v1/chat/completions", body=body(), headers=bearer(key))
+              for _ in range(3)]
+        h.expect_eq([r.status for r in rs], [200, 200, 429], "statuses under rpm 3")
+        for r in rs:
+            lim = limits_of(r, tokens=False)
+            h.expect_eq((lim["limit_requests"], lim["scope_requests"]), (3, "key"),
+                        "after the change")
+        tid = new_team(sg, rpm=2)
+        r = sg.request("PATCH", "/admin/keys/" + kid, body={"team": tid, "rpm": 100},
+                       headers=admin)
+        h.expect_status(r, 200)
+        lim = limits_of(c.request("POST", "/v1/chat/completions", body=body(),
+                                  headers=bearer(key)), tokens=False)
+        h.expect_eq((lim["limit_requests"], lim["remaining_requests"], lim["scope_requests"]),
+                    (2, 1, "team"), "the team's rpm 2 under the key's 100")
+
+
 def test_token_reservation_and_settlement():
     """tpm 1000: max_tokens 900 is admitted reserving ceil(body/4)+900, and the
     next answer shows the real usage settled instead; max_tokens 2000 can
