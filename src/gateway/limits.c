@@ -109,8 +109,18 @@ static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens)
 	g->nitems = at + o->n;
 }
 
-/* Writers into a buffer known to be large enough (put_headers' bound). */
-#define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) + sizeof(lit) - 1)
+/* Writers into a buffer known to be large enough (put_headers' bound). w is
+ * evaluated once (often a call that writes, as put_duration(...)). */
+static inline char *put_mem(char *w, const void *s, size_t n, size_t advance)
+{
+	memcpy(w, s, n);
+	return w + advance;
+}
+#define PUT(w, lit) put_mem((w), (lit), sizeof(lit) - 1, sizeof(lit) - 1)
+/* The first n bytes of an array, copied as the whole array: a fixed-size
+ * copy is a few moves, one of n bytes a loop. What lies past n is written
+ * over next or never sent; the buffer has room for it (put_headers). */
+#define PUT_ARRAY(w, a, n) put_mem((w), (a), sizeof(a), (n))
 
 /* "1.25s", "6m0s", "120ms": OpenAI's x-ratelimit-reset-* form. */
 static char *put_duration(char *w, uint64_t us)
@@ -132,19 +142,21 @@ static char *put_duration(char *w, uint64_t us)
 	return PUT(sg__put_u64(w, (us % 60000000 + 999999) / 1000000), "s");
 }
 
-/* The tightest of the call's limits of one kind (the fewest left), or NULL. */
-static int tightest(const sg_gov_t *g, int what)
+/* The tightest of the call's rpm and of its tpm limits (the fewest left):
+ * ti[WHAT_RPM], ti[WHAT_TPM], -1 for none. One pass for both. */
+static void tightest(const sg_gov_t *g, int ti[2])
 {
-	int best = -1;
+	ti[0] = ti[1] = -1;
 	for (size_t i = 0; i < g->nitems; i++) {
 		const sg_ctr_item_t *it = &g->items[i];
-		if (g->what[i] != what)
+		int what = g->what[i];
+		if (what == WHAT_CONC)
 			continue;
+		int best = ti[what];
 		if (best < 0 || it->remaining < g->items[best].remaining ||
 		    (it->remaining == g->items[best].remaining && it->limit < g->items[best].limit))
-			best = (int)i;
+			ti[what] = (int)i;
 	}
-	return best;
 }
 
 /* A policy's name: "key-rpm", "team-model-tpm"... (quoted). */
@@ -195,31 +207,33 @@ static inline const sg_rl_text_t *fixed_text(const sg_gov_t *g, int i)
 
 /* The rate-limit header lines, for every answer of the call: OpenAI's for
  * the tightest limit of each kind, then the IETF draft's fields. At most
- * about 520 bytes (20-digit numbers everywhere), within g->hdrs. */
+ * about 520 bytes (20-digit numbers everywhere), and PUT_ARRAY writes at most
+ * 96 past the end: within g->hdrs. */
 static void put_headers(sg_req_t *req)
 {
 	sg_gov_t *g = &req->call->gov;
-	int ti[2] = {tightest(g, WHAT_RPM), tightest(g, WHAT_TPM)};
+	int ti[2];
+	tightest(g, ti);
 	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
 	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
 	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : fixed_text(g, ti[0]),
 	                            ti[1] < 0 ? NULL : fixed_text(g, ti[1])};
 	char *w = g->hdrs;
-	_Static_assert(sizeof(g->hdrs) >= 640, "room for the rate-limit headers");
-	/* each remaining count is formatted once: the IETF field copies OpenAI's digits */
-	const char *rem_at[2] = {0};
+	_Static_assert(sizeof(g->hdrs) >= 520 + sizeof(x[0]->lines) + 24,
+	               "room for the rate-limit headers");
+	/* each remaining count is formatted once, for OpenAI's field and the IETF one */
+	char rem[2][20];
 	size_t rem_n[2] = {0};
 
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
 		if (x[i])
-			w = (char *)memcpy(w, x[i]->lines, x[i]->nlines) + x[i]->nlines;
+			w = PUT_ARRAY(w, x[i]->lines, x[i]->nlines);
 		else
 			w = put_limit_lines(w, i, (uint64_t)t[i]->limit);
-		rem_at[i] = w;
-		w = sg__put_u64(w, (uint64_t)t[i]->remaining);
-		rem_n[i] = (size_t)(w - rem_at[i]);
+		rem_n[i] = (size_t)(sg__put_u64(rem[i], (uint64_t)t[i]->remaining) - rem[i]);
+		w = PUT_ARRAY(w, rem[i], rem_n[i]);
 		w = i ? PUT(w, "\r\nx-ratelimit-reset-tokens: ")
 		      : PUT(w, "\r\nx-ratelimit-reset-requests: ");
 		w = PUT(put_duration(w, t[i]->reset_us), "\r\n");
@@ -227,25 +241,20 @@ static void put_headers(sg_req_t *req)
 	/* draft-ietf-httpapi-ratelimit-headers: one policy item per kind */
 	for (int pass = 0; pass < 2 && (t[0] || t[1]); pass++) {
 		w = pass ? PUT(w, "RateLimit: ") : PUT(w, "RateLimit-Policy: ");
-		for (int i = 0, first = 1; i < 2; i++) {
+		for (int i = 0; i < 2; i++) {
 			if (t[i] == NULL)
 				continue;
-			if (!first)
+			if (i && t[0])
 				w = PUT(w, ", ");
-			first = 0;
-			if (pass == 0 && x[i]) {
-				w = (char *)memcpy(w, x[i]->policy, x[i]->npolicy) + x[i]->npolicy;
-			} else if (pass == 0) {
-				w = put_policy(w, g->scope[ti[i]], i, (uint64_t)t[i]->limit);
-			} else {
-				if (x[i])
-					w = (char *)memcpy(w, x[i]->policy, x[i]->nname) + x[i]->nname;
-				else
-					w = put_policy_name(w, g->scope[ti[i]], i);
-				w = PUT(w, ";r=");
-				memcpy(w, rem_at[i], rem_n[i]);
-				w = sg__put_u64(PUT(w + rem_n[i], ";t="), (t[i]->reset_us + 999999) / 1000000);
+			if (pass == 0) {
+				w = x[i] ? PUT_ARRAY(w, x[i]->policy, x[i]->npolicy)
+				         : put_policy(w, g->scope[ti[i]], i, (uint64_t)t[i]->limit);
+				continue;
 			}
+			w = x[i] ? PUT_ARRAY(w, x[i]->policy, x[i]->nname)
+			         : put_policy_name(w, g->scope[ti[i]], i);
+			w = PUT_ARRAY(PUT(w, ";r="), rem[i], rem_n[i]);
+			w = sg__put_u64(PUT(w, ";t="), (t[i]->reset_us + 999999) / 1000000);
 		}
 		w = PUT(w, "\r\n");
 	}
