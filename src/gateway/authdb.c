@@ -283,13 +283,11 @@ void sg__authdb_window_dirty(sg_authdb_t *db, sg_window_t *w)
 	db->dirty[db->ndirty++] = w;
 }
 
-void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t t)
+void sg__authdb_window_roll(sg_authdb_t *db, sg_principal_t *p, int64_t t)
 {
 	sg_window_t *w = p->win;
-	/* the calendar is read only when the period may have changed: mktime()
-	 * costs microseconds, this test nothing */
-	if (t >= w->start && t < w->end && w->period == p->period && w->period_s == p->period_s)
-		return;
+	/* the calendar is read only when the period may have changed (the test in
+	 * sg__authdb_window): mktime() costs microseconds */
 	int64_t start = sg__authdb_period_start(p, t);
 	w->period = p->period;
 	w->period_s = p->period_s;

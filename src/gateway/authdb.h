@@ -174,8 +174,17 @@ void sg__authdb_hmac(sg_authdb_t *db, const char *msg, size_t n, uint8_t out[32]
 void sg__principal_ref(sg_principal_t *p);
 void sg__principal_unref(sg_principal_t *p);
 
-/** Roll p's budget window to the period holding now_s (spent 0 in a new one). */
-void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t now_s);
+/** sg__authdb_window's work when the period may have changed. */
+void sg__authdb_window_roll(sg_authdb_t *db, sg_principal_t *p, int64_t now_s);
+/** Roll p's budget window to the period holding now_s (spent 0 in a new one).
+ * Inline: every call looks twice, and the period rarely changed. */
+static inline void sg__authdb_window(sg_authdb_t *db, sg_principal_t *p, int64_t now_s)
+{
+	const sg_window_t *w = p->win;
+	if (!(now_s >= w->start && now_s < w->end && w->period == p->period &&
+	      w->period_s == p->period_s))
+		sg__authdb_window_roll(db, p, now_s);
+}
 /** Start of the period holding t (Unix seconds; 0 for none). */
 int64_t sg__authdb_period_start(const sg_principal_t *p, int64_t t);
 /** End of the period that started at start (Unix seconds; INT64_MAX: none). */

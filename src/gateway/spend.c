@@ -224,11 +224,14 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	(void)body, (void)len, (void)out;
 	if (sg__req_gateway(req)->authdb == NULL || status >= 300)
 		return 0;
-	sg_usage_t u;
-	int estimated;
-	sg__call_billable(req, 0, &u, &estimated);
+	double cost = 0; /* a cache hit's (billed nothing) */
+	if (c->outcome != SG_CALL_HIT) {
+		sg_usage_t u;
+		int estimated;
+		sg__call_billable(req, 0, &u, &estimated);
+		cost = cost_of(c, &u);
+	}
 	/* USD with 8 decimals, without printf's cost on every answer */
-	double cost = c->outcome == SG_CALL_HIT ? 0.0 : cost_of(c, &u);
 	uint64_t v = cost > 0 && cost < 1e10 ? (uint64_t)llround(cost * 1e8) : 0;
 	if (v == 0) { /* every cache hit */
 		sg__fbuf_str(extra, "X-Semgate-Cost: 0.00000000\r\n");
@@ -302,8 +305,9 @@ static void settle(sg_req_t *req, int aborted)
 	sg__call_billable(req, aborted, &u, &estimated);
 	if (c->proxy.attempts && c->proxy.fallback_used && c->proxy.model)
 		g->unpriced = !c->proxy.model->priced; /* the group that answered */
-	double cost = g->unpriced ? 0 : cost_of(c, &u);
-	double saved = c->outcome == SG_CALL_HIT ? cost_of(c, &c->usage) : 0;
+	int hit = c->outcome == SG_CALL_HIT;
+	double cost = g->unpriced || hit ? 0 : cost_of(c, &u); /* (a hit is billed nothing) */
+	double saved = hit ? cost_of(c, &c->usage) : 0;
 	for (int i = 0; i < 2; i++) {
 		sg_principal_t *p = ps[i];
 		if (p == NULL)
