@@ -689,6 +689,57 @@ static void resolve_prices(ctx_t *c, sg_config_t *cfg)
 	json_decref(prices);
 }
 
+/* The groups that may answer a call: its own and, transitively, its
+ * fallbacks and context fallbacks (at most 64). */
+static size_t reachable(const sg_config_t *cfg, const sg_model_t *m, const sg_model_t **out,
+                        size_t cap)
+{
+	size_t n = 0;
+	out[n++] = m;
+	for (size_t at = 0; at < n; at++) {
+		const sg_model_t *g = out[at];
+		for (int k = 0; k < 2; k++) {
+			char **names = k ? g->context_fallbacks : g->fallbacks;
+			size_t nn = k ? g->ncontext_fallbacks : g->nfallbacks;
+			for (size_t j = 0; j < nn; j++) {
+				const sg_model_t *f = sg_config_find_model(cfg, names[j], strlen(names[j]));
+				int seen = f == NULL;
+				for (size_t q = 0; q < n && !seen; q++)
+					seen = out[q] == f;
+				if (!seen && n < cap)
+					out[n++] = f;
+			}
+		}
+	}
+	return n;
+}
+
+/* Each group's reach_* prices (config.h): what a budget reserves for its
+ * calls, found once here rather than on every call. After resolve_prices. */
+static void reach_prices(sg_config_t *cfg)
+{
+	for (size_t i = 0; i < cfg->nmodels; i++) {
+		sg_model_t *m = &cfg->models[i];
+		const sg_model_t *ms[64];
+		size_t n = reachable(cfg, m, ms, SG_ARRAY_SIZE(ms));
+		double in = 0, out = 0;
+		int unpriced = 0;
+		for (size_t r = 0; r < n; r++) {
+			const sg_model_t *g = ms[r];
+			unpriced |= !g->priced;
+			in = SG_MAX(in, g->input_per_mtok);
+			out = SG_MAX(out, g->output_per_mtok);
+			for (size_t j = 0; j < g->ndeployments; j++) {
+				in = SG_MAX(in, g->deployments[j].input_per_mtok);
+				out = SG_MAX(out, g->deployments[j].output_per_mtok);
+			}
+		}
+		m->reach_input_per_mtok = in;
+		m->reach_output_per_mtok = out;
+		m->reach_unpriced = unpriced;
+	}
+}
+
 int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *errors)
 {
 	static const char *const extra[] = {"limits", "models", "cache", "auth", "budget", NULL};
@@ -784,6 +835,8 @@ int sg_config_parse(sg_config_t **out, const char *json, size_t len, sg_buf_t *e
 	parse_auth(&c, cfg, root);
 	if (!c.oom && cfg->nmodels)
 		resolve_prices(&c, cfg);
+	if (!c.oom && !c.nerrors)
+		reach_prices(cfg); /* (every fallback names a group: checked above) */
 
 out:
 	free(top.prices_file);

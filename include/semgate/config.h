@@ -65,6 +65,11 @@ typedef struct sg_model {
 	double output_per_mtok;       /* price of a million completion tokens */
 	double cached_input_per_mtok; /* price of a million cached prompt tokens */
 	int priced;                   /* a price was configured or found in prices_file */
+	double reach_input_per_mtok;  /* the dearest input price of any deployment of any group
+	                               * that may answer its calls (it and, transitively, its
+	                               * fallbacks and context fallbacks): a budget's bound */
+	double reach_output_per_mtok; /* and the dearest output price */
+	int reach_unpriced;           /* one of those groups has no price */
 	sg_deployment_t *deployments; /* at least one */
 	size_t ndeployments;          /* entries in deployments */
 	int strategy;                 /* enum sg_strategy */

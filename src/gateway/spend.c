@@ -68,52 +68,14 @@ static double cost_of(const sg_call_t *c, const sg_usage_t *u)
 	        (double)u->completion * out) / 1e6;
 }
 
-/* The groups that may answer a call: its own and, transitively, its
- * fallbacks and context fallbacks (at most 64). */
-static size_t reachable(const sg_config_t *cfg, const sg_model_t *m, const sg_model_t **out,
-                        size_t cap)
-{
-	size_t n = 0;
-	out[n++] = m;
-	for (size_t at = 0; at < n; at++) {
-		const sg_model_t *g = out[at];
-		for (int k = 0; k < 2; k++) {
-			char **names = k ? g->context_fallbacks : g->fallbacks;
-			size_t nn = k ? g->ncontext_fallbacks : g->nfallbacks;
-			for (size_t j = 0; j < nn; j++) {
-				const sg_model_t *f = sg_config_find_model(cfg, names[j], strlen(names[j]));
-				int seen = f == NULL;
-				for (size_t q = 0; q < n && !seen; q++)
-					seen = out[q] == f;
-				if (!seen && n < cap)
-					out[n++] = f;
-			}
-		}
-	}
-	return n;
-}
-
 /* The most a call can cost: every deployment of every group that may answer
- * counts (any may). *unpriced: one of those groups has no price. */
-static double max_cost(const sg_req_t *req, int *unpriced)
+ * counts (any may; sg_model_t's reach_* prices, found at load). */
+static double max_cost(const sg_req_t *req)
 {
 	const sg_call_t *c = req->call;
-	const sg_model_t *ms[64];
-	size_t n = reachable(req->gen->cfg, c->model, ms, SG_ARRAY_SIZE(ms));
-	double in = 0, out = 0;
-	*unpriced = 0;
-	for (size_t i = 0; i < n; i++) {
-		const sg_model_t *m = ms[i];
-		*unpriced |= !m->priced;
-		in = SG_MAX(in, m->input_per_mtok);
-		out = SG_MAX(out, m->output_per_mtok);
-		for (size_t j = 0; j < m->ndeployments; j++) {
-			in = SG_MAX(in, m->deployments[j].input_per_mtok);
-			out = SG_MAX(out, m->deployments[j].output_per_mtok);
-		}
-	}
-	return ((double)c->gov.body_bytes * in +
-	        (double)c->gov.est_completion * (double)c->gov.completions * out) / 1e6;
+	return ((double)c->gov.body_bytes * c->model->reach_input_per_mtok +
+	        (double)c->gov.est_completion * (double)c->gov.completions *
+	                c->model->reach_output_per_mtok) / 1e6;
 }
 
 static void add_header(sg_req_t *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -152,7 +114,6 @@ static void spend_request(sg_req_t *req)
 	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
 	if (gw->authdb == NULL || c->key == NULL)
 		return sg__call_next(req);
-	int any_unpriced = 0;
 	double est = 0;
 	for (int i = 0; i < 2; i++) {
 		if (ps[i] == NULL)
@@ -161,8 +122,8 @@ static void spend_request(sg_req_t *req)
 		budgets += ps[i]->max_usd >= 0;
 	}
 	if (budgets)
-		est = max_cost(req, &any_unpriced);
-	if (budgets && any_unpriced) {
+		est = max_cost(req);
+	if (budgets && c->model->reach_unpriced) {
 		if (!req->gen->cfg->auth.admit_unpriced) {
 			gw->budget_refused++;
 			sp_set_state(g, SG_SP_NONE); /* refused here: nothing to settle or record */

@@ -819,6 +819,30 @@ def test_fallback_to_a_dearer_group_stays_under_the_cap():
     h.expect_error(r, 403, code="model_unpriced")
 
 
+def test_reload_reprices_what_a_fallback_may_cost():
+    """The dearest price a call may reach through its fallbacks (found once
+    per configuration) follows a reload: the same call fits the budget while
+    its fallback is cheap, and is refused, at the new fallback price in the
+    message, once the reloaded configuration makes the fallback dear."""
+    mock = h.Mock("--quiet")
+    cheap = dict(group("cheap", mock, prices=(1.0, 1.0)), fallbacks=["dear"])
+    cfg = config([cheap, group("dear", mock, prices=(2.0, 2.0))])
+    sg = start(cfg)
+    at_dear = reservation("x" * 20, 1000.0, 1000.0, 16, model="cheap")
+    key = new_key(sg, budget={"max_usd": at_dear / 2})
+    h.expect_status(chat(sg, key, "x" * 20, model="cheap", max_tokens=16), 200)
+    cfg["models"][1] = group("dear", mock, prices=(1000.0, 1000.0))
+    with open(sg.config_path, "w") as f:
+        json.dump(cfg, f)
+    r = sg.request("POST", "/admin/reload", headers=ADMIN)
+    h.expect_status(r, 200)
+    h.expect_eq(r.json()["reloaded"], True, "reloaded")
+    err = expect_budget_429(chat(sg, key, "x" * 20, model="cheap", max_tokens=16))
+    h.expect("may cost up to $%.6f" % at_dear in err["message"],
+             "message %r does not price the call at the dear fallback ($%.6f)",
+             err["message"], at_dear)
+
+
 def test_stop_streams_ends_a_stream_past_the_cap():
     """budget.stop_streams: a stream without max_tokens (default bound 1 token)
     passes its reservation, then crosses the cap while it streams: it ends
