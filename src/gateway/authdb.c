@@ -915,17 +915,18 @@ static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
 {
 	disk_rec_t d = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,
 	                r->cache, r->flags};
-	const char *s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
+	const sg_iovec_t s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
 	size_t n = sizeof(d);
 	if (cap < n)
 		return 0;
 	memcpy(out, &d, sizeof(d));
 	for (int i = 0; i < NSTR; i++) {
-		size_t l = s[i] ? SG_MIN(strlen(s[i]), 255) : 0;
+		size_t l = SG_MIN(s[i].len, 255);
 		if (n + 1 + l > cap)
 			return 0;
 		out[n++] = (uint8_t)l;
-		memcpy(out + n, s[i] ? s[i] : "", l);
+		if (l) /* (an empty one's base may be NULL) */
+			memcpy(out + n, s[i].base, l);
 		n += l;
 	}
 	return n;

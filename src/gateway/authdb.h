@@ -132,10 +132,11 @@ typedef struct sg_principal {
 	sg_own_items_t own;             /* its limits as counter items (limits.c) */
 } sg_principal_t;
 
-/** One call's spend record. Strings are copied when queued. */
+/** One call's spend record. Strings are copied when queued (at most 255
+ * bytes of each); their lengths come with them, so nothing is measured. */
 typedef struct sg_spend_rec {
 	int64_t t_us;             /* when the call ended (Unix µs) */
-	const char *request_id, *key, *team, *model, *deployment;
+	sg_iovec_t request_id, key, team, model, deployment; /* {NULL, 0}: empty */
 	int64_t prompt, completion;
 	double cost;              /* USD paid (0 for a hit) */
 	double saved;             /* USD a hit saved */

@@ -295,11 +295,11 @@ static void settle(sg_req_t *req, int aborted)
 	}
 	sg_spend_rec_t r = {
 		.t_us = wall_us,
-		.request_id = req->id,
-		.key = c->key ? c->key->id : "",
-		.team = c->team ? c->team->id : "",
-		.model = c->model->name,
-		.deployment = c->proxy.attempts && c->proxy.dep ? c->proxy.dep->id : "",
+		.request_id = {req->id, strlen(req->id)},
+		/* (a key's or team's id is always SG_KEY_ID_LEN: sg__authdb_id_ok) */
+		.key = {c->key ? c->key->id : NULL, c->key ? SG_KEY_ID_LEN : 0},
+		.team = {c->team ? c->team->id : NULL, c->team ? SG_KEY_ID_LEN : 0},
+		.model = {c->model->name, strlen(c->model->name)},
 		.prompt = u.prompt,
 		.completion = u.completion,
 		.cost = cost,
@@ -310,6 +310,8 @@ static void settle(sg_req_t *req, int aborted)
 		.flags = (uint8_t)((g->unpriced ? SG_SPEND_UNPRICED : 0) |
 		                   (estimated ? SG_SPEND_ESTIMATED : 0)),
 	};
+	if (c->proxy.attempts && c->proxy.dep)
+		r.deployment = (sg_iovec_t){c->proxy.dep->id, strlen(c->proxy.dep->id)};
 	if (c->outcome == SG_CALL_HIT) {
 		r.prompt = c->usage.prompt; /* the tokens it saved */
 		r.completion = c->usage.completion;

@@ -124,8 +124,9 @@ static void test_store(void)
 	sg_buf_free(&errors);
 
 	/* spend: queued, written by the timer, reported (queued ones too) */
-	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = "r1", .key = id,
-	                    .team = team, .model = "gpt-4o", .deployment = "gpt-4o/0",
+	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = SG_IOV("r1"),
+	                    .key = {id, strlen(id)}, .team = {team, strlen(team)},
+	                    .model = SG_IOV("gpt-4o"), .deployment = SG_IOV("gpt-4o/0"),
 	                    .prompt = 10, .completion = 5, .cost = 0.25, .status = 200};
 	sg__authdb_record(db, &r);
 	r.cache = 1;
@@ -297,7 +298,8 @@ static void test_retention(void)
 	if (db == NULL)
 		return;
 	int64_t now = (int64_t)time(NULL);
-	sg_spend_rec_t r = {.request_id = "r", .key = "k", .model = "m", .cost = 1, .status = 200};
+	sg_spend_rec_t r = {.request_id = SG_IOV("r"), .key = SG_IOV("k"), .model = SG_IOV("m"),
+	                    .cost = 1, .status = 200};
 	/* one chunk all older than 25 days (deleted whole), then one across the
 	 * cutoff (0, 10, 20, 27 days old: rewritten without the 27) */
 	for (int age_days = 40; age_days >= 30; age_days -= 10) {
@@ -365,8 +367,8 @@ static void test_spend_chunks(void)
 	if (db == NULL)
 		return;
 	int64_t now = (int64_t)time(NULL);
-	sg_spend_rec_t r = {.request_id = "req-000000", .key = "kkkkkkkkkkkk", .model = "m",
-	                    .cost = 0.001, .status = 200};
+	sg_spend_rec_t r = {.request_id = SG_IOV("req-000000"), .key = SG_IOV("kkkkkkkkkkkk"),
+	                    .model = SG_IOV("m"), .cost = 0.001, .status = 200};
 	for (int i = 0; i < 6000; i++) {
 		r.t_us = (now - 100) * 1000000 + i * 10000; /* 100 records a second */
 		sg__authdb_record(db, &r);
@@ -440,8 +442,8 @@ static void test_layout(void)
 	sg_authdb_t *db = open_db(loop, &cfg);
 	if (db == NULL)
 		return;
-	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = "r", .key = "k",
-	                    .model = "m", .cost = 1, .status = 200};
+	sg_spend_rec_t r = {.t_us = (int64_t)time(NULL) * 1000000, .request_id = SG_IOV("r"),
+	                    .key = SG_IOV("k"), .model = SG_IOV("m"), .cost = 1, .status = 200};
 	sg__authdb_record(db, &r);
 	close_db(loop, db);
 	db = open_db(loop, &cfg); /* its own mark: opens */
@@ -473,13 +475,14 @@ static void test_spend_batches(void)
 	int64_t now = (int64_t)time(NULL);
 	static const int sizes[] = {3000, 7, 1, 5000, 120, 2500, 0, 900};
 	long total = 0, cents = 0;
-	sg_spend_rec_t r = {.request_id = "req-batch", .key = "kkkkkkkkkkkk", .model = "m",
-	                    .status = 200};
+	sg_spend_rec_t r = {.request_id = SG_IOV("req-batch"), .key = SG_IOV("kkkkkkkkkkkk"),
+	                    .model = SG_IOV("m"), .status = 200};
 	for (size_t b = 0; b < SG_ARRAY_SIZE(sizes); b++) {
 		for (int i = 0; i < sizes[b]; i++) {
 			r.t_us = (now - 60) * 1000000 + total * 1000;
 			r.cost = (double)(1 + (total % 3)) / 100; /* 1, 2 or 3 cents */
-			r.model = b % 2 ? "m-odd" : "m-even-batch-with-a-longer-name";
+			r.model = b % 2 ? SG_IOV("m-odd")
+			                : SG_IOV("m-even-batch-with-a-longer-name");
 			cents += 1 + (total % 3);
 			total++;
 			sg__authdb_record(db, &r);
