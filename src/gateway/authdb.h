@@ -72,10 +72,9 @@ typedef struct sg_window {
 } sg_window_t;
 
 /** The parts of the rate-limit headers (limits.c) that only a limit fixes,
- * kept with a key's or team's own rpm and tpm limits so that answers copy
+ * made with a key's or team's own items (sg_own_items_t) so that answers copy
  * them instead of formatting them each time. Loop thread. */
 typedef struct sg_rl_text {
-	uint64_t limit;           /* the limit they were made for (0: not made yet) */
 	uint8_t nlines, npolicy;  /* bytes of each */
 	uint8_t nname;            /* of policy, the quoted name's ("\"key-rpm\"") */
 	char lines[96];           /* "x-ratelimit-limit-requests: <limit>\r\n
@@ -128,7 +127,7 @@ typedef struct sg_principal {
 	                                 * ("t:" for a team), made once, not per request */
 	uint64_t ctr_hash[3];           /* and their sg_ctr_hash */
 	sg_ctr_hint_t ctr_hint[3];      /* and the counters' handles (loop thread) */
-	sg_rl_text_t rl_text[2];        /* its rpm and tpm limits' header text (limits.c) */
+	sg_rl_text_t rl_text[2];        /* its rpm and tpm limits' header text (with own) */
 	sg_own_items_t own;             /* its limits as counter items (limits.c) */
 } sg_principal_t;
 

@@ -66,7 +66,10 @@ static void add_model_set(sg_gov_t *g, sg_principal_t *p, char scope, const char
 	add_model(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
 }
 
-/* p's own limits as items (sg_own_items_t), made the first time. */
+static void make_text(sg_rl_text_t *x, char scope, int tokens, uint64_t limit);
+
+/* p's own limits as items (sg_own_items_t) and the header text of its rpm
+ * and tpm limits, made the first time. */
 static const sg_own_items_t *own_items(sg_principal_t *p)
 {
 	sg_own_items_t *o = &p->own;
@@ -80,7 +83,12 @@ static const sg_own_items_t *own_items(sg_principal_t *p)
 		if (what == WHAT_TPM)
 			o->tpm = (int8_t)o->n;
 		o->what[o->n] = (uint8_t)what;
-		o->rl_text[o->n] = what == WHAT_CONC ? NULL : &p->rl_text[what];
+		o->rl_text[o->n] = NULL;
+		if (what != WHAT_CONC) {
+			o->rl_text[o->n] = &p->rl_text[what];
+			make_text(&p->rl_text[what], p->is_team ? 't' : 'k', what == WHAT_TPM,
+			          (uint64_t)limit[what]);
+		}
 		o->items[o->n++] = (sg_ctr_item_t){.name = p->ctr[what],
 		                                   .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 		                                   .limit = (double)limit[what],
@@ -187,22 +195,14 @@ static char *put_policy(char *w, char scope, int tokens, uint64_t limit)
 	return PUT(sg__put_u64(w, limit), ";w=60");
 }
 
-/* Item i's text of the two above, made once per limit (a principal's own
- * limits), or NULL: written each time (key × model limits). */
-static inline const sg_rl_text_t *fixed_text(const sg_gov_t *g, int i)
+/* The text of the two above for a principal's own limit (own_items). */
+static void make_text(sg_rl_text_t *x, char scope, int tokens, uint64_t limit)
 {
-	sg_rl_text_t *x = g->rl_text[i];
-	uint64_t limit = (uint64_t)g->items[i].limit;
-	if (x == NULL || x->limit == limit)
-		return x;
 	_Static_assert(sizeof(x->lines) >= 60 + 20 && sizeof(x->policy) >= 24 + 20,
 	               "room for the longest names and a 20-digit limit");
-	int tokens = g->what[i] == WHAT_TPM;
 	x->nlines = (uint8_t)(put_limit_lines(x->lines, tokens, limit) - x->lines);
-	x->npolicy = (uint8_t)(put_policy(x->policy, g->scope[i], tokens, limit) - x->policy);
-	x->nname = (uint8_t)(put_policy_name(x->policy, g->scope[i], tokens) - x->policy);
-	x->limit = limit;
-	return x;
+	x->npolicy = (uint8_t)(put_policy(x->policy, scope, tokens, limit) - x->policy);
+	x->nname = (uint8_t)(put_policy_name(x->policy, scope, tokens) - x->policy);
 }
 
 /* The rate-limit header lines, for every answer of the call: OpenAI's for
@@ -216,8 +216,9 @@ static void put_headers(sg_req_t *req)
 	tightest(g, ti);
 	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
 	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
-	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : fixed_text(g, ti[0]),
-	                            ti[1] < 0 ? NULL : fixed_text(g, ti[1])};
+	/* the fixed text of a principal's own limit, NULL: written here (key × model) */
+	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : g->rl_text[ti[0]],
+	                            ti[1] < 0 ? NULL : g->rl_text[ti[1]]};
 	char *w = g->hdrs;
 	_Static_assert(sizeof(g->hdrs) >= 520 + sizeof(x[0]->lines) + 24,
 	               "room for the rate-limit headers");
