@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A/B of two semgate binaries, interleaved in one run:
 #   bash bench/bench_ab.sh BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds 3]
-#        [--duration 8] [--build build] [--entries 2000] [--auth-b]
+#        [--duration 8] [--build build] [--entries 2000] [--auth-b | --auth-ab] [--pin] [--together]
 # --auth-b: side B runs with auth.mode "keys" and every request carries a key with rpm, tpm,
 #   concurrency limits and a budget (all far above what the run reaches, so that each
 #   request pays for every check, reservation and settlement and none is refused), on a
 #   priced model (spend recorded); side A runs the same config with auth off. Pass the same
 #   binary twice to measure what governance costs.
+# --auth-ab: both sides as side B of --auth-b: two builds compared on the governed path.
 # Modes (all: the three in that order, each on its own pair of servers):
 #   proxy     cache off, one model on the mock upstream: every request goes upstream.
 #   exact     cache on (local embedder, a fresh cache dir per side), one repeated prompt
@@ -20,6 +21,13 @@
 #   of the server's core that grows with what it parses (e.g. rate-limit headers), so req/s
 #   measures the two together; pinned, the server has one core to itself and req/s is its own
 #   throughput as long as its core is the busy one (the script prints both cores' use).
+# --together: both servers loaded at once, each by its own wrk at 64 connections, so that
+#   whatever the host does to the CPU during a round (steal, a busy SMT sibling, a frequency
+#   change) it does to A and B alike. With --pin both share the last CPU, which the scheduler
+#   divides evenly between two always-busy processes, so B/A of req/s is B/A of throughput
+#   per unit of CPU. Also prints each side's CPU time per request (utime + stime of the
+#   process over /stats' request count for the round). The 1-connection p50/p99 runs stay
+#   one side at a time.
 # Each round runs wrk at 64 connections (req/s) and at 1 connection (p50/p99) on A, then on
 # B. Prints per-round figures, the medians, B/A of the medians, the lowest and highest
 # per-round B/A, and each side's own round-to-round range, then /stats's hit counters of
@@ -29,10 +37,10 @@
 # of its kind. Loopback only; stops what it starts.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N] [--auth-b] [--pin]"
+usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N] [--auth-b | --auth-ab] [--pin] [--together]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$1 bin_b=$2; shift 2
-rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0 pin=0
+rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0 auth_a=0 pin=0 together=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
@@ -41,7 +49,9 @@ while [ $# -gt 0 ]; do
 	--mode) mode=$2; shift 2 ;;
 	--entries) entries=$2; shift 2 ;;
 	--auth-b) auth_b=1; shift ;;
+	--auth-ab) auth_b=1 auth_a=1; shift ;;
 	--pin) pin=1; shift ;;
+	--together) together=1; shift ;;
 	*) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
 	esac
 done
@@ -74,7 +84,10 @@ cpu_busy() {
 		printf "%s%s %.0f%% (steal %.0f%%)", (NR > 1 ? ", " : ""), $1, 100 * (t - idle - steal) / t, 100 * steal / t}'
 }
 export SG_BENCH_ADMIN=bench-admin SG_BENCH_SECRET=bench-secret-0123456789
+declare -A authv
 auth_hdr=()
+# auth_hdr: the Authorization header side $1's requests carry, if any
+ah() { auth_hdr=(); [ "$auth_b" = 0 ] || auth_hdr=(-H "Authorization: ${authv[$1]}"); }
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 echo "A: $bin_a"
 echo "B: $bin_b"
@@ -122,14 +135,14 @@ prepare() {
 	done
 	if [ "$auth_b" = 1 ]; then # prices on both sides; keys, limits, budget on B
 		for side in a b; do
-			python3 - "$work/$side.json" "$side" "$work/auth-$m-$side" <<'PY'
+			python3 - "$work/$side.json" "$side" "$work/auth-$m-$side" "$auth_a" <<'PY'
 import json, sys
-path, side, adir = sys.argv[1:4]
+path, side, adir, auth_a = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 c = json.load(open(path))
 for mo in c["models"]:
     mo["input_per_mtok"] = 0.15
     mo["output_per_mtok"] = 0.6
-if side == "b":
+if side == "b" or auth_a:
     c["admin_key_env"] = "SG_BENCH_ADMIN"
     c["auth"] = {"mode": "keys", "secret_env": "SG_BENCH_SECRET", "path": adir}
 json.dump(c, open(path, "w"))
@@ -150,14 +163,15 @@ start() {
 		"${srv[@]}" "${bin[$side]}" --config "$work/$side.json" 2>"$work/$side.log" & pid[$side]=$!; pids+=($!)
 	done
 	for side in a b; do wait_ready $side; done
-	auth_hdr=()
+	authv=()
 	if [ "$auth_b" = 1 ]; then
-		local key
-		key=$(bench_key "${port[b]}")
-		auth_hdr=(-H "Authorization: Bearer $key") # side A has auth off and ignores it
+		authv[b]="Bearer $(bench_key "${port[b]}")"
+		authv[a]=${authv[b]} # side A, auth off, ignores it (the same request bytes)
+		[ "$auth_a" = 0 ] || authv[a]="Bearer $(bench_key "${port[a]}")"
 	fi
 	if [ "$1" = exact ]; then # the one miss, stored before wrk starts
 		for side in a b; do
+			ah "$side"
 			curl -fsS -o /dev/null -H 'Content-Type: application/json' "${auth_hdr[@]}" -d "$chat" "$(url $side)"
 			for i in $(seq 200); do
 				[ "$(stats_field $side 'c["cache"]["entries"]')" -ge 1 ] && break
@@ -175,6 +189,15 @@ stats_field() { curl -fsS -H "Authorization: Bearer $SG_BENCH_ADMIN" "http://127
 us() { awk '{v=$2; if (v ~ /ms$/) {sub(/ms/,"",v); v*=1000} else if (v ~ /us$/) {sub(/us/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000000} print v}'; }
 # wrk's own error lines: non-2xx/3xx responses and socket errors, summed.
 errs() { awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}'; }
+# A process's CPU time so far (utime + stime, all threads), in clock ticks.
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The same split four ways: user and system time of the event-loop thread, then of all the
+# other threads (libuv's pool: vector search, spend writes; embedding threads).
+proc_split() {
+	awk -v me="$1" '{t = FILENAME; sub(/\/stat$/, "", t); sub(/.*\//, "", t)
+		if (t == me) {lu += $14; ls += $15} else {ou += $14; os += $15}}
+		END {print lu + 0, ls + 0, ou + 0, os + 0}' /proc/"$1"/task/*/stat
+}
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 status=0
 summary=$work/summary.txt
@@ -186,12 +209,60 @@ for m in $modes; do
 	start "$m"
 	export QUERIES=""
 	for side in a b; do : >"$work/$m.$side.rps"; : >"$work/$m.$side.p50"; : >"$work/$m.$side.p99"; echo 0 >"$work/$m.$side.err"; done
+	for side in a b; do : >"$work/$m.$side.cpu"; done
 	for r in $(seq "$rounds"); do
+		if [ "$together" = 1 ]; then
+			declare -A n0 c0 s0 wp
+			for side in a b; do
+				n0[$side]=$(stats_field $side 'c["overall"]["requests"]')
+				c0[$side]=$(proc_cpu "${pid[$side]}")
+				s0[$side]=$(proc_split "${pid[$side]}")
+			done
+			busy=$work/busy
+			: >"$busy"
+			[ "$pin" = 1 ] && { sleep "$(echo "$duration / 4" | bc -l)"; cpu_busy "$(echo "$duration / 2" | bc -l)" >"$busy"; } &
+			bp=$!
+			for side in a b; do
+				[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
+				ah "$side"
+				timeout $((duration + 30)) "${cli[@]}" wrk -t1 -c64 -d"${duration}s" "${auth_hdr[@]}" -s "$lua" "$(url $side)" >"$work/wrk.$side" &
+				wp[$side]=$!
+			done
+			for side in a b; do wait "${wp[$side]}"; done
+			wait $bp 2>/dev/null || true
+			line=""
+			for side in a b; do
+				n=$(( $(stats_field $side 'c["overall"]["requests"]') - n0[$side] ))
+				c=$(( $(proc_cpu "${pid[$side]}") - c0[$side] ))
+				cpu=$(echo "$c * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)
+				rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.$side")
+				e=$(( $(cat "$work/$m.$side.err") + $(errs <"$work/wrk.$side") ))
+				echo "$e" >"$work/$m.$side.err"
+				echo "$rps" >>"$work/$m.$side.rps"; echo "$cpu" >>"$work/$m.$side.cpu"
+				split=$(paste <(echo "${s0[$side]}" | tr ' ' '\n') <(proc_split "${pid[$side]}" | tr ' ' '\n') |
+					awk -v n="$n" -v hz="$(getconf CLK_TCK)" '{v[NR] = ($2 - $1) * 1000000 / hz / n}
+						END {printf "loop %.1f user + %.1f sys, others %.1f + %.1f", v[1], v[2], v[3], v[4]}')
+				line="$line$(printf '%s %s req/s, %.2f us CPU/req (%s); ' "$side" "$rps" "$cpu" "$split")"
+			done
+			echo "round $r together: $line$([ -s "$busy" ] && echo "busy: $(cat "$busy")")"
+			for side in a b; do
+				[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
+				ah "$side"
+				out=$(timeout $((duration + 30)) "${cli[@]}" wrk -t1 -c1 -d"${duration}s" --latency "${auth_hdr[@]}" -s "$lua" "$(url $side)")
+				p50=$(echo "$out" | grep -E '^ +50%' | us) p99=$(echo "$out" | grep -E '^ +99%' | us)
+				e=$(( $(cat "$work/$m.$side.err") + $(echo "$out" | errs) ))
+				echo "$e" >"$work/$m.$side.err"
+				echo "$p50" >>"$work/$m.$side.p50"; echo "$p99" >>"$work/$m.$side.p99"
+				echo "round $r $side: p50 ${p50} us, p99 ${p99} us at 1"
+			done
+			continue
+		fi
 		for side in a b; do
 			[ "$m" = semantic ] && export QUERIES=$work/queries-$side.txt
 			busy=$work/busy
 			: >"$busy"
 			[ "$pin" = 1 ] && { sleep "$(echo "$duration / 4" | bc -l)"; cpu_busy "$(echo "$duration / 2" | bc -l)" >"$busy"; } &
+			ah "$side"
 			out1=$(timeout $((duration + 30)) "${cli[@]}" wrk -t2 -c64 -d"${duration}s" "${auth_hdr[@]}" -s "$lua" "$(url $side)")
 			wait $! 2>/dev/null || true
 			out=$(timeout $((duration + 30)) "${cli[@]}" wrk -t1 -c1 -d"${duration}s" --latency "${auth_hdr[@]}" -s "$lua" "$(url $side)")
@@ -205,12 +276,15 @@ for m in $modes; do
 	done
 	echo
 	printf '%-22s %10s %10s %6s %15s %19s %19s\n' "$m, $rounds rounds" "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
-	for k in rps p50 p99; do
-		a=$(median "$work/$m.a.$k" | awk '{printf "%.0f", $1}') b=$(median "$work/$m.b.$k" | awk '{printf "%.0f", $1}')
+	figs="rps p50 p99"
+	[ "$together" = 1 ] && figs="rps cpu p50 p99"
+	for k in $figs; do
+		f="%.0f"; [ "$k" = cpu ] && f="%.2f"
+		a=$(median "$work/$m.a.$k" | awk -v f="$f" '{printf f, $1}') b=$(median "$work/$m.b.$k" | awk -v f="$f" '{printf f, $1}')
 		# per-round B/A (B's round r over A's round r), lowest and highest
 		rr=$(paste "$work/$m.a.$k" "$work/$m.b.$k" | awk '{r=$2/$1; if (NR==1||r<lo) lo=r; if (NR==1||r>hi) hi=r} END {printf "%.2f-%.2f", lo, hi}')
-		ra=$(sort -n "$work/$m.a.$k" | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}')
-		rb=$(sort -n "$work/$m.b.$k" | awk 'NR==1 {lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}')
+		ra=$(sort -n "$work/$m.a.$k" | awk -v f="$f" 'NR==1 {lo=$1} {hi=$1} END {printf f "-" f, lo, hi}')
+		rb=$(sort -n "$work/$m.b.$k" | awk -v f="$f" 'NR==1 {lo=$1} {hi=$1} END {printf f "-" f, lo, hi}')
 		ratio=$(echo "$(median "$work/$m.b.$k") / $(median "$work/$m.a.$k")" | bc -l)
 		printf '%-22s %10s %10s %6.2f %15s %19s %19s\n' "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb"
 		printf '%-9s %-4s %10s %10s %6.2f %11s %19s %19s\n' "$m" "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb" >>"$summary"
@@ -230,7 +304,7 @@ for m in $modes; do
 done
 echo
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "summary (req/s; p50/p99 in us at 1 connection; B/A min-max: per-round ratios; A, B min-max: each side's range over rounds)"
+echo "summary (req/s; cpu: us of semgate CPU per request, --together only; p50/p99 in us at 1 connection; B/A min-max: per-round ratios; A, B min-max: each side's range over rounds)"
 printf '%-9s %-4s %10s %10s %6s %11s %19s %19s\n' mode fig "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
 cat "$summary"
 echo "A: $bin_a"

@@ -57,6 +57,12 @@ uint64_t sg_now_us(void);
  * time()'s coarse clock, which lags it by up to a tick). */
 int64_t sg_wall_us(void);
 
+/** The wall-clock time of a monotonic reading (sg_now_us()'s), from an
+ * offset between the two clocks read again once a second (per thread): a
+ * second clock read saved where a monotonic one is at hand. A step of the
+ * wall clock shows within that second. */
+int64_t sg_wall_at_us(uint64_t mono_us);
+
 #define SG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define SG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SG_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -112,6 +112,7 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->end_us = 0;
 	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
 	c->gov.nitems = 0;
+	sg__gov_text_release(&c->gov); /* the last call's answers are made */
 	/* the last call's steps gave back what they held */
 	assert(c->gov.lim == SG_LIM_NONE && c->gov.sp == SG_SP_NONE);
 	c->gov.unpriced = 0;
@@ -236,6 +237,7 @@ void sg__call_free(sg_req_t *req)
 	sg__principal_unref(req->call->team);
 	sg__principal_unref(req->call->key_memo.key);
 	sg__principal_unref(req->call->key_memo.team);
+	sg__gov_text_release(&req->call->gov);
 	explicit_bzero(req->call->key_memo.token, sizeof(req->call->key_memo.token));
 	json_decref(req->call->root);
 	sg_buf_free(&req->call->rewrite[0]);

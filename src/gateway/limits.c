@@ -205,12 +205,20 @@ static void make_text(sg_rl_text_t *x, char scope, int tokens, uint64_t limit)
 	x->nname = (uint8_t)(put_policy_name(x->policy, scope, tokens) - x->policy);
 }
 
-/* The rate-limit header lines, for every answer of the call: OpenAI's for
- * the tightest limit of each kind, then the IETF draft's fields. At most
- * about 520 bytes (20-digit numbers everywhere), and PUT_ARRAY writes at most
- * 96 past the end: within g->hdrs. */
-static void put_headers(sg_req_t *req)
+/* The rate-limit header lines: at most about 520 bytes (20-digit numbers
+ * everywhere), and PUT_ARRAY writes at most 96 past the end. */
+#define RL_HDRS_ROOM (520 + sizeof(((sg_rl_text_t *)0)->lines) + 24)
+
+/* The rate-limit header lines, for every answer of the call (the server
+ * calls it as it makes the answer's head: req->resp_hdrs_put): OpenAI's for
+ * the tightest limit of each kind, then the IETF draft's fields, as the
+ * reservation left them. Written straight into the head when it has the
+ * room (a call's own buffer would be more cache lines to fill and copy). */
+static void put_headers(sg_req_t *req, sg__fbuf_t *head)
 {
+	char spare[RL_HDRS_ROOM];
+	int direct = head->cap > head->len && head->cap - 1 - head->len >= RL_HDRS_ROOM;
+	char *start = direct ? head->buf + head->len : spare;
 	sg_gov_t *g = &req->call->gov;
 	int ti[2];
 	tightest(g, ti);
@@ -219,9 +227,7 @@ static void put_headers(sg_req_t *req)
 	/* the fixed text of a principal's own limit, NULL: written here (key × model) */
 	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : g->rl_text[ti[0]],
 	                            ti[1] < 0 ? NULL : g->rl_text[ti[1]]};
-	char *w = g->hdrs;
-	_Static_assert(sizeof(g->hdrs) >= 520 + sizeof(x[0]->lines) + 24,
-	               "room for the rate-limit headers");
+	char *w = start;
 	/* each remaining count is formatted once, for OpenAI's field and the IETF one */
 	char rem[2][20];
 	size_t rem_n[2] = {0};
@@ -259,9 +265,34 @@ static void put_headers(sg_req_t *req)
 		}
 		w = PUT(w, "\r\n");
 	}
-	g->hdrs_len = (size_t)(w - g->hdrs);
-	req->resp_hdrs = g->hdrs;
-	req->resp_hdrs_len = g->hdrs_len;
+	size_t n = (size_t)(w - start);
+	if (!direct)
+		return sg__fbuf_mem(head, spare, n); /* (cut there, as the rest of the head) */
+	head->len += n;
+	head->buf[head->len] = '\0';
+}
+
+/* From now on every answer of the call carries the rate-limit headers. The
+ * text they copy from the key and team (rl_text) must outlive the call's
+ * end: a hit's head is made after it. */
+static void headers_from_now(sg_req_t *req)
+{
+	sg_call_t *c = req->call;
+	sg_gov_t *g = &c->gov;
+	sg__gov_text_release(g);
+	g->text_of[0] = c->key;
+	g->text_of[1] = c->team;
+	sg__principal_ref(c->key);
+	if (c->team)
+		sg__principal_ref(c->team);
+	req->resp_hdrs_put = put_headers;
+}
+
+void sg__gov_text_release(sg_gov_t *g)
+{
+	sg__principal_unref(g->text_of[0]);
+	sg__principal_unref(g->text_of[1]);
+	g->text_of[0] = g->text_of[1] = NULL;
 }
 
 static void refuse(sg_req_t *req, int idx)
@@ -285,7 +316,7 @@ static void refuse(sg_req_t *req, int idx)
 	else
 		snprintf(who, sizeof(who), "team %s on model '%s'", id, req->call->model->name);
 	gw->limited++;
-	put_headers(req);
+	headers_from_now(req);
 	sg__call_end(req, 0);
 	if (it->retry_us == UINT64_MAX)
 		return sg__respond_error(req, SG_CE_RATE_LIMITED,
@@ -322,7 +353,7 @@ static void answered(sg_req_t *req, int rc)
 		return sg__call_next(req);
 	}
 	lim_set_state(g, SG_LIM_HELD);
-	put_headers(req);
+	headers_from_now(req);
 	sg__call_next(req);
 }
 

@@ -258,7 +258,8 @@ static void settle(sg_req_t *req, int aborted)
 
 	if (g->sp == SG_SP_NONE)
 		return;
-	int64_t wall_us = sg_wall_us(), now = wall_us / 1000000; /* (one clock read, not two) */
+	/* the call's end (also its latency's and the limits' settlement time), on the wall clock */
+	int64_t wall_us = sg_wall_at_us(sg__call_end_us(req)), now = wall_us / 1000000;
 	int reserved = g->sp == SG_SP_RESERVED;
 	sp_set_state(g, SG_SP_NONE);
 	sg_usage_t u;

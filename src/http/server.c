@@ -652,6 +652,8 @@ static int format_head(sg_req_t *req, char *out, size_t cap, int status, const c
 	sg__fbuf_str(&o, conn_hdr);
 	if (extra)
 		sg__fbuf_str(&o, extra);
+	if (req->resp_hdrs_put)
+		req->resp_hdrs_put(req, &o);
 	if (req->resp_hdrs_len)
 		sg__fbuf_mem(&o, req->resp_hdrs, req->resp_hdrs_len);
 	sg__fbuf_mem(&o, "\r\n", 2);
@@ -1007,6 +1009,7 @@ static int on_message_complete(llhttp_t *p)
 	c->req.start_us = sg_now_us();
 	c->req.resp_hdrs = NULL;
 	c->req.resp_hdrs_len = 0;
+	c->req.resp_hdrs_put = NULL;
 	req_set_state(&c->req, SG_REQ_HANDLING);
 	return HPE_PAUSED; /* one request at a time: the rest waits */
 }

@@ -140,32 +140,41 @@ enum sg_sp_state {
 	SG_SP__LAST
 };
 
-/* The limits and spend steps' part of a call (limits.c, spend.c). */
+/* The limits and spend steps' part of a call (limits.c, spend.c). What a
+ * governed call reads and writes every time comes first, in a few cache
+ * lines: the call is the connection's, and between two of its requests the
+ * other connections' push it out of the nearer caches. */
 #define SG_GOV_ITEMS 12 /* rpm, tpm, concurrency: key, team, key × model, team × model */
 typedef struct sg_gov {
-	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
-	char names[SG_GOV_ITEMS][160];
+	size_t nitems;                /* counters taken (items) */
+	enum sg_lim_state lim;        /* the limits step's hold */
+	enum sg_sp_state sp;          /* the spend step's */
 	uint8_t what[SG_GOV_ITEMS];   /* each one's kind: 0 rpm, 1 tpm, 2 concurrency */
 	char scope[SG_GOV_ITEMS];     /* 'k' key, 't' team, 'm' key x model, 'n' team x model */
-	sg_rl_text_t *rl_text[SG_GOV_ITEMS]; /* a key's or team's own rpm, tpm: its header text
-	                                      * (in the principal); else NULL */
-	size_t nitems;                /* of them */
-	enum sg_lim_state lim;        /* the limits step's hold */
-	struct sg_principal *held[2]; /* key and team, referenced while the counters' answer is
-	                               * pending: the items point into them (names, hints), and
-	                               * the call may let them go first (its client left) */
-	enum sg_sp_state sp;          /* the spend step's */
+	int unpriced;                 /* the model has no price */
+	int hits_tokens;              /* hits count toward tpm (auth.hits_count_tokens) */
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
 	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */
 	int64_t completions;          /* completions billed: n or best_of, times a completions
 	                               * request's prompts (1..1e6) */
 	double cost_reserved;         /* USD reserved on the budgets of key and team */
-	int unpriced;                 /* the model has no price */
 	int64_t events;               /* content events streamed (an estimate if the client leaves) */
-	int hits_tokens;              /* hits count toward tpm (auth.hits_count_tokens) */
-	char hdrs[1024];              /* header lines every answer of the call carries */
-	size_t hdrs_len;
+	size_t hdrs_len;              /* bytes in hdrs */
+	struct sg_principal *held[2]; /* key and team, referenced while the counters' answer is
+	                               * pending: the items point into them (names, hints), and
+	                               * the call may let them go first (its client left) */
+	struct sg_principal *text_of[2]; /* key and team, referenced from the reservation until
+	                               * the next call (or the call's free): the answers'
+	                               * rate-limit headers, written at their heads, copy
+	                               * rl_text from them, and the auth step lets go of the
+	                               * key at the call's end, before a hit's head */
+	sg_rl_text_t *rl_text[SG_GOV_ITEMS]; /* a key's or team's own rpm, tpm: its header text
+	                                      * (in the principal); else NULL */
+	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
+	char names[SG_GOV_ITEMS][160];
+	char hdrs[1024];              /* header lines the spend step adds to every answer (budget
+	                               * warnings) */
 } sg_gov_t;
 
 /* The key a connection's last request verified (auth.c): the next request
@@ -207,8 +216,8 @@ struct sg_call {
 	                                    * step (sg__call_end_us); 0: not yet */
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
-	sg_gov_t gov;                      /* the limits and spend steps' state */
 	sg_key_memo_t key_memo;            /* auth: the last key verified on the connection */
+	sg_gov_t gov;                      /* the limits and spend steps' state */
 	sg_proxy_t proxy;                  /* the upstream step's state */
 	sg_reqcache_t cache;               /* the cache step's state */
 };
@@ -250,6 +259,10 @@ typedef struct sg_req {
 	const char *resp_hdrs;    /* header lines every answer to this request carries (a
 	                           * handler's; reset for each request), or NULL */
 	size_t resp_hdrs_len;
+	/* more of them, written by the handler into the answer's head as it is
+	 * made (so that they need no buffer of their own; reset for each
+	 * request), before resp_hdrs; NULL: none */
+	void (*resp_hdrs_put)(struct sg_req *req, struct sg__fbuf *head);
 } sg_req_t;
 
 /* What the front end calls: all it knows of what serves its requests. */
@@ -428,6 +441,10 @@ void sg__proxy_retry(sg_req_t *req);
 /** auth.mode "keys": check the request's key: 0 with the key and its team
  * (borrowed), or -1 after answering 401/403. Before any call starts. auth.c. */
 int sg__auth_check(sg_req_t *req, sg_principal_t **key, sg_principal_t **team);
+
+/** Let go of the key and team a call's rate-limit headers were made from
+ * (the next call on the connection, or its end). limits.c. */
+void sg__gov_text_release(sg_gov_t *g);
 
 /* Forwarding upstream is sg__step_upstream (proxy.c, call.h), the last step. */
 /** Release proxy state; cancels a transfer in flight. */

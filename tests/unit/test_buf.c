@@ -83,8 +83,23 @@ static void test_decimal_writer(void)
 	CHECK(sg__fbuf_full(&o));
 }
 
+/* lib/common.c's clocks: a monotonic reading on the wall clock agrees with a
+ * wall-clock read, and moves with its argument, whatever the order of calls. */
+static void test_wall_at(void)
+{
+	uint64_t m = sg_now_us();
+	int64_t w = sg_wall_us(), d = sg_wall_at_us(m) - w;
+	CHECK(d > -100000 && d < 100000); /* (the two reads apart by scheduling at most) */
+	CHECK(sg_wall_at_us(m + 5000) - sg_wall_at_us(m) == 5000);
+	/* a reading past the offset's second reads the clocks again */
+	int64_t later = sg_wall_at_us(m + 3000000);
+	CHECK(later - w > 2900000 && later - w < 3100000);
+	CHECK(sg_wall_at_us(m) - w > -100000 && sg_wall_at_us(m) - w < 100000);
+}
+
 int main(void)
 {
+	test_wall_at();
 	test_decimal_writer();
 	test_append_and_cap();
 	test_huge_request_is_clean();
