@@ -38,7 +38,8 @@ int64_t sg_wall_at_us(uint64_t mono_us)
 {
 	static _Thread_local uint64_t at; /* when the offset was read; 0: not yet */
 	static _Thread_local int64_t offset;
-	if (at == 0 || mono_us < at || mono_us - at >= 1000000u) {
+	/* (a reading from before the offset's maps with it as well) */
+	if (at == 0 || (mono_us > at && mono_us - at >= 1000000u)) {
 		at = sg_now_us();
 		offset = sg_wall_us() - (int64_t)at;
 	}

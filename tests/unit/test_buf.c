@@ -90,7 +90,9 @@ static void test_wall_at(void)
 	uint64_t m = sg_now_us();
 	int64_t w = sg_wall_us(), d = sg_wall_at_us(m) - w;
 	CHECK(d > -100000 && d < 100000); /* (the two reads apart by scheduling at most) */
+	/* one offset for readings within its second, before or after it was read */
 	CHECK(sg_wall_at_us(m + 5000) - sg_wall_at_us(m) == 5000);
+	CHECK(sg_wall_at_us(m) - sg_wall_at_us(m - 70000) == 70000);
 	/* a reading past the offset's second reads the clocks again */
 	int64_t later = sg_wall_at_us(m + 3000000);
 	CHECK(later - w > 2900000 && later - w < 3100000);
