@@ -803,6 +803,10 @@ static void req_finish(sg_req_t *req)
 	sg_conn_t *c = req->conn;
 
 	req_set_state(req, SG_REQ_NONE);
+	/* answered: what every answer to it carried is not the next one's */
+	req->resp_hdrs = NULL;
+	req->resp_hdrs_len = 0;
+	req->resp_hdrs_put = NULL;
 	if (c->state != CONN_OPEN)
 		return;
 	sg__server_kick(c->srv);
@@ -869,6 +873,9 @@ static int on_message_begin(llhttp_t *p)
 	r->expect_continue = 0;
 	r->keep_alive = 1;
 	r->id[0] = '\0';
+	r->resp_hdrs = NULL; /* (req_finish let go of them too) */
+	r->resp_hdrs_len = 0;
+	r->resp_hdrs_put = NULL;
 	c->req_start_us = sg_now_us();
 	c->req_bytes = 0;
 	timer_arm(c, TIMER_REQUEST, c->overflow ? SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
@@ -1007,9 +1014,6 @@ static int on_message_complete(llhttp_t *p)
 	timer_stop(c);
 	c->req_start_us = 0;
 	c->req.start_us = sg_now_us();
-	c->req.resp_hdrs = NULL;
-	c->req.resp_hdrs_len = 0;
-	c->req.resp_hdrs_put = NULL;
 	req_set_state(&c->req, SG_REQ_HANDLING);
 	return HPE_PAUSED; /* one request at a time: the rest waits */
 }

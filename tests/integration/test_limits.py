@@ -557,6 +557,40 @@ def test_auth_off_has_no_limit_headers():
     h.expect_eq(mock.stats()["chat"], 40, "requests that reached the upstream")
 
 
+def test_no_limit_headers_from_the_last_request_on_the_connection():
+    """The rate-limit headers belong to the answers of the call that took the
+    limits: on a keep-alive connection (one a front proxy may share between
+    clients) the next request's answers made before any call starts (a 401
+    for an unknown key, a 401 for none, a 404, a 413 sent from the head of a
+    body too large) carry none of them."""
+    mock = h.Mock("--quiet")
+    sg = gateway(mock)
+    _, key = new_key(sg, rpm=50, tpm=100000)
+    with sg.connect() as c:
+        def send(method, path, b=None, hdrs=None):
+            r = c.request(method, path, body=b, headers=hdrs)
+            h.expect(not r.wants_close(), "the connection closes after %d %r", r.status, r.body)
+            return r
+
+        first = send("POST", "/v1/chat/completions", body(), bearer(key))
+        h.expect_status(first, 200)
+        limits_of(first, tokens=True, what="the keyed call's answer")
+        later = [("401", send("POST", "/v1/chat/completions", body(),
+                              bearer("sg-%s-%s" % ("a" * 12, "b" * 32)))),
+                 ("missing key", send("POST", "/v1/chat/completions", body())),
+                 ("404", send("GET", "/nowhere"))]
+        # answered from the head, before the request is complete (and closing)
+        send("POST", "/v1/chat/completions", body(), bearer(key))
+        c.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+               b"application/json\r\nContent-Length: 99999999999\r\n\r\n")
+        later.append(("413", c.read_response("POST")))
+    h.expect_eq([r.status for _, r in later], [401, 401, 404, 413],
+                "statuses after the keyed calls")
+    for what, r in later:
+        bad = [k for k, _ in r.headers.pairs if k.lower().startswith(("x-ratelimit", "ratelimit"))]
+        h.expect(not bad, "%s after a keyed call on the same connection carries %r", what, bad)
+
+
 def test_counters_that_answer_later():
     """The counter interface lets a shared backend answer later: with counters
     that answer after 300 ms (SEMGATE_TEST_DEFERRED_COUNTERS_MS, a stand-in
