@@ -873,9 +873,6 @@ static int on_message_begin(llhttp_t *p)
 	r->expect_continue = 0;
 	r->keep_alive = 1;
 	r->id[0] = '\0';
-	r->resp_hdrs = NULL; /* (req_finish let go of them too) */
-	r->resp_hdrs_len = 0;
-	r->resp_hdrs_put = NULL;
 	c->req_start_us = sg_now_us();
 	c->req_bytes = 0;
 	timer_arm(c, TIMER_REQUEST, c->overflow ? SG_MIN((uint64_t)OVERFLOW_TIMEOUT_MS,
