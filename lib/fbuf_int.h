@@ -89,6 +89,61 @@ static inline char *sg__put_u64(char *w, uint64_t v)
 	return end;
 }
 
+/* A number's decimal digits held as words, to be written at more than one
+ * place (sg__put_dec) without formatting it again or copying bytes just
+ * written (a wider load of narrower stores stalls on the store buffer). */
+typedef struct sg__dec {
+	uint64_t w[3]; /* ASCII, the first digit in the lowest byte: w[0] the leading
+	                * digits (lead of them), then whole words of 8 */
+	uint8_t n;     /* digits */
+	uint8_t lead;  /* digits in w[0] (1..8) */
+	uint8_t words; /* words in use (1..3) */
+} sg__dec_t;
+
+/* x < 1e8 as 8 ASCII digits, leading zeros included, the first in the
+ * lowest byte: split in halves, quarters and digits by multiplications in
+ * the lanes of one register, not a division per digit pair. */
+static inline uint64_t sg__ascii8(uint32_t x)
+{
+	_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "digits stored as words");
+	uint64_t hi = x / 10000, v = hi | (uint64_t)(x - (uint32_t)hi * 10000) << 32;
+	/* /100 in each 32-bit lane (exact below 10^4) -> 16-bit lanes of two digits */
+	uint64_t q = ((v * 10486) >> 20) & 0x0000007F0000007Full;
+	v = q | (v - q * 100) << 16;
+	/* /10 in each 16-bit lane (exact below 100) -> bytes of one digit */
+	q = ((v * 103) >> 10) & 0x000F000F000F000Full;
+	return (q | (v - q * 10) << 8) | 0x3030303030303030ull;
+}
+
+static inline void sg__dec(sg__dec_t *d, uint64_t v)
+{
+	int n = sg__u64_digits(v), words = (n + 7) / 8, lead = n - 8 * (words - 1);
+	uint64_t chunk[3];
+	for (int i = words - 1; i > 0; i--) { /* the last 8 digits, then the 8 before */
+		uint64_t q = v / 100000000;
+		chunk[i] = v - q * 100000000;
+		v = q;
+	}
+	chunk[0] = v;
+	d->w[0] = sg__ascii8((uint32_t)chunk[0]) >> (8 * (8 - lead)); /* no leading zeros */
+	for (int i = 1; i < words; i++)
+		d->w[i] = sg__ascii8((uint32_t)chunk[i]);
+	d->n = (uint8_t)n;
+	d->lead = (uint8_t)lead;
+	d->words = (uint8_t)words;
+}
+
+/* d's digits at w; returns their end. Writes whole words: up to 7 bytes past
+ * the end may be overwritten (w needs d->n + 7 bytes). */
+static inline char *sg__put_dec(char *w, const sg__dec_t *d)
+{
+	memcpy(w, &d->w[0], 8);
+	char *at = w + d->lead;
+	for (int i = 1; i < d->words; i++, at += 8)
+		memcpy(at, &d->w[i], 8);
+	return w + d->n;
+}
+
 static inline void sg__fbuf_u64(sg__fbuf_t *o, uint64_t v)
 {
 	char t[20];

@@ -91,7 +91,6 @@ typedef struct sg_own_items {
 	uint8_t n;                /* items: one per limit set, in rpm, tpm, conc order */
 	int8_t tpm;               /* the tpm item's index (its cost is the call's tokens), -1: none */
 	uint8_t what[3];          /* each item's kind (limits.c: 0 rpm, 1 tpm, 2 concurrency) */
-	sg_rl_text_t *rl_text[3]; /* each item's header text (below), NULL for concurrency */
 	sg_ctr_item_t items[3];   /* cost 1, but the tpm item's */
 } sg_own_items_t;
 
@@ -127,7 +126,7 @@ typedef struct sg_principal {
 	                                 * ("t:" for a team), made once, not per request */
 	uint64_t ctr_hash[3];           /* and their sg_ctr_hash */
 	sg_ctr_hint_t ctr_hint[3];      /* and the counters' handles (loop thread) */
-	sg_rl_text_t rl_text[2];        /* its rpm and tpm limits' header text (with own) */
+	sg_rl_text_t rl_text[2];        /* its rpm and tpm limits' header text (made with own) */
 	sg_own_items_t own;             /* its limits as counter items (limits.c) */
 } sg_principal_t;
 

@@ -51,7 +51,6 @@ static void add_model(sg_gov_t *g, sg_principal_t *p, char scope, const char *mo
 	snprintf(n, sizeof(g->names[0]), "%c:%s:%.120s:%s", scope, p->id, model, what_suffix[what]);
 	g->what[g->nitems] = (uint8_t)what;
 	g->scope[g->nitems] = scope;
-	g->rl_text[g->nitems] = NULL; /* written each time */
 	g->items[g->nitems++] = (sg_ctr_item_t){.name = n,
 	                                        .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 	                                        .limit = (double)limit,
@@ -83,12 +82,9 @@ static const sg_own_items_t *own_items(sg_principal_t *p)
 		if (what == WHAT_TPM)
 			o->tpm = (int8_t)o->n;
 		o->what[o->n] = (uint8_t)what;
-		o->rl_text[o->n] = NULL;
-		if (what != WHAT_CONC) {
-			o->rl_text[o->n] = &p->rl_text[what];
+		if (what != WHAT_CONC)
 			make_text(&p->rl_text[what], p->is_team ? 't' : 'k', what == WHAT_TPM,
 			          (uint64_t)limit[what]);
-		}
 		o->items[o->n++] = (sg_ctr_item_t){.name = p->ctr[what],
 		                                   .kind = what == WHAT_CONC ? SG_CTR_CONC : SG_CTR_RATE,
 		                                   .limit = (double)limit[what],
@@ -110,7 +106,6 @@ static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens)
 	assert(at + SG_ARRAY_SIZE(o->items) <= SG_GOV_ITEMS); /* the key's, then its team's */
 	memcpy(&g->items[at], o->items, sizeof(o->items));
 	memcpy(&g->what[at], o->what, sizeof(o->what));
-	memcpy(&g->rl_text[at], o->rl_text, sizeof(o->rl_text));
 	memset(&g->scope[at], p->is_team ? 't' : 'k', SG_ARRAY_SIZE(o->items));
 	if (o->tpm >= 0)
 		g->items[at + (size_t)o->tpm].cost = tokens;
@@ -205,8 +200,17 @@ static void make_text(sg_rl_text_t *x, char scope, int tokens, uint64_t limit)
 	x->nname = (uint8_t)(put_policy_name(x->policy, scope, tokens) - x->policy);
 }
 
+/* The header text of item i (-1: none) when it is a key's or team's own
+ * limit (own_items made it), else NULL. */
+static const sg_rl_text_t *own_text(const sg_gov_t *g, int i)
+{
+	if (i < 0 || (g->scope[i] != 'k' && g->scope[i] != 't'))
+		return NULL;
+	return &g->text_of[g->scope[i] == 't']->rl_text[g->what[i]];
+}
+
 /* The rate-limit header lines: at most about 520 bytes (20-digit numbers
- * everywhere), and PUT_ARRAY writes at most 96 past the end. */
+ * everywhere), and PUT_ARRAY writes at most 96 past the end (sg__put_dec 7). */
 #define RL_HDRS_ROOM (520 + sizeof(((sg_rl_text_t *)0)->lines) + 24)
 
 /* The rate-limit header lines, for every answer of the call (the server
@@ -224,10 +228,12 @@ static void put_headers(sg_req_t *req, sg__fbuf_t *head)
 	tightest(g, ti);
 	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
 	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
-	/* the fixed text of a principal's own limit, NULL: written here (key × model) */
-	const sg_rl_text_t *x[2] = {ti[0] < 0 ? NULL : g->rl_text[ti[0]],
-	                            ti[1] < 0 ? NULL : g->rl_text[ti[1]]};
+	/* the fixed text of a key's or team's own limit, NULL: written here (× model) */
+	const sg_rl_text_t *x[2] = {own_text(g, ti[0]), own_text(g, ti[1])};
 	char *w = start;
+	/* each remaining count is formatted once, into words written at both
+	 * places (copying digits just written would stall on the store buffer) */
+	sg__dec_t rem[2];
 
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
@@ -236,10 +242,8 @@ static void put_headers(sg_req_t *req, sg__fbuf_t *head)
 			w = PUT_ARRAY(w, x[i]->lines, x[i]->nlines);
 		else
 			w = put_limit_lines(w, i, (uint64_t)t[i]->limit);
-		/* (formatted here and again for the IETF field: copying digits just
-		 * written two bytes at a time with wider loads stalls on the store
-		 * buffer, which cost more than the formatting) */
-		w = sg__put_u64(w, (uint64_t)t[i]->remaining);
+		sg__dec(&rem[i], (uint64_t)t[i]->remaining);
+		w = sg__put_dec(w, &rem[i]);
 		w = i ? PUT(w, "\r\nx-ratelimit-reset-tokens: ")
 		      : PUT(w, "\r\nx-ratelimit-reset-requests: ");
 		w = PUT(put_duration(w, t[i]->reset_us), "\r\n");
@@ -259,7 +263,7 @@ static void put_headers(sg_req_t *req, sg__fbuf_t *head)
 			}
 			w = x[i] ? PUT_ARRAY(w, x[i]->policy, x[i]->nname)
 			         : put_policy_name(w, g->scope[ti[i]], i);
-			w = sg__put_u64(PUT(w, ";r="), (uint64_t)t[i]->remaining);
+			w = sg__put_dec(PUT(w, ";r="), &rem[i]);
 			w = sg__put_u64(PUT(w, ";t="), (t[i]->reset_us + 999999) / 1000000);
 		}
 		w = PUT(w, "\r\n");
@@ -412,8 +416,9 @@ static void limits_request(sg_req_t *req)
 		return sg__call_next(req);
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
 	/* the in-process counters answer at once; a shared backend answers later
-	 * (reserved()), the connection held meanwhile */
-	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, sg_now_us(), reserved, req);
+	 * (reserved()), the connection held meanwhile. As of the request's arrival
+	 * (its last byte): a clock read less, microseconds earlier. */
+	int rc = sg_ctr_reserve(gw->counters, g->items, g->nitems, req->start_us, reserved, req);
 	if (rc == SG_CTR_PENDING) {
 		lim_set_state(g, SG_LIM_ASKING);
 		g->held[0] = c->key; /* until reserved(), whatever the call does meanwhile */

@@ -169,8 +169,6 @@ typedef struct sg_gov {
 	                               * rate-limit headers, written at their heads, copy
 	                               * rl_text from them, and the auth step lets go of the
 	                               * key at the call's end, before a hit's head */
-	sg_rl_text_t *rl_text[SG_GOV_ITEMS]; /* a key's or team's own rpm, tpm: its header text
-	                                      * (in the principal); else NULL */
 	sg_ctr_item_t items[SG_GOV_ITEMS]; /* counters taken (names point into names) */
 	char names[SG_GOV_ITEMS][160];
 	char hdrs[1024];              /* header lines the spend step adds to every answer (budget
@@ -213,7 +211,8 @@ struct sg_call {
 	sg_buf_t rewrite[2];               /* what steps' response callbacks rewrote */
 	sg_usage_t usage;                  /* the one usage record */
 	uint64_t end_us;                   /* when it ended (sg_now_us), read once for every
-	                                    * step (sg__call_end_us); 0: not yet */
+	                                    * step (sg__call_end_us; a buffered cache hit's:
+	                                    * when the cache found it); 0: not yet */
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
 	sg_key_memo_t key_memo;            /* auth: the last key verified on the connection */

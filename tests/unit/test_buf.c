@@ -1,5 +1,6 @@
 /* Unit tests: capped buffers. */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -73,8 +74,34 @@ static void test_decimal_writer(void)
 			snprintf(want, sizeof(want), "%" PRIu64, vs[j]);
 			CHECK_STR(got, want);
 			CHECK(sg__u64_digits(vs[j]) == (int)strlen(want));
+			/* the same digits as words, written twice; nothing past n + 7 */
+			char two[2 * 20 + 7 + 1];
+			memset(two, '#', sizeof(two));
+			sg__dec_t d;
+			sg__dec(&d, vs[j]);
+			char *e1 = sg__put_dec(two, &d), *e2 = sg__put_dec(e1, &d);
+			CHECK(e1 - two == (ptrdiff_t)strlen(want) && e2 - e1 == e1 - two);
+			CHECK(memcmp(two, want, strlen(want)) == 0 && memcmp(e1, want, strlen(want)) == 0);
+			for (char *x = e2 + 7; x < two + sizeof(two); x++)
+				CHECK(*x == '#');
 		}
 	}
+	/* values below 10^8 as 8 digits, leading zeros included. Its halves go
+	 * through separate lanes that cannot carry into each other, so every
+	 * value of each half, with the other at 0 and at its mirror, covers what
+	 * the multiplications' exactness depends on. */
+	int bad = 0;
+	for (uint32_t i = 0; i < 10000; i++) {
+		uint32_t xs[] = {i, i * 10000, i * 10000 + 9999 - i};
+		for (int j = 0; j < 3; j++) {
+			uint64_t a = sg__ascii8(xs[j]);
+			const unsigned char *b = (const unsigned char *)&a;
+			uint32_t y = xs[j];
+			for (int k = 7; k >= 0; k--, y /= 10)
+				bad += b[k] != '0' + y % 10;
+		}
+	}
+	CHECK(bad == 0);
 	sg__fbuf_t o;
 	sg__fbuf_init(&o, got, 6);
 	sg__fbuf_str(&o, "n=");
