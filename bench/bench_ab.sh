@@ -29,9 +29,10 @@
 #   process over /stats' request count for the round). The 1-connection p50/p99 runs stay
 #   one side at a time.
 # Each round runs wrk at 64 connections (req/s) and at 1 connection (p50/p99) on A, then on
-# B. Prints per-round figures, the medians, B/A of the medians, the lowest and highest
-# per-round B/A, and each side's own round-to-round range, then /stats's hit counters of
-# each server (exact and semantic hits must dominate in their modes). --build is the dir
+# B. Prints per-round figures, the medians, B/A of the medians, the median, lowest and
+# highest per-round B/A (paired: what moves both sides from round to round drops out),
+# and each side's own round-to-round range, then /stats's hit counters of each server
+# (exact and semantic hits must dominate in their modes). --build is the dir
 # with mock-upstream (relative to the repository root, or absolute).
 # Exits 3 if wrk saw non-2xx responses or socket errors, 4 if a cache mode's hits were not
 # of its kind. Loopback only; stops what it starts.
@@ -275,7 +276,7 @@ for m in $modes; do
 		done
 	done
 	echo
-	printf '%-22s %10s %10s %6s %15s %19s %19s\n' "$m, $rounds rounds" "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
+	printf '%-22s %10s %10s %6s %6s %15s %19s %19s\n' "$m, $rounds rounds" "median A" "median B" "B/A" "paired" "B/A min-max" "A min-max" "B min-max"
 	figs="rps p50 p99"
 	[ "$together" = 1 ] && figs="rps cpu p50 p99"
 	for k in $figs; do
@@ -283,11 +284,15 @@ for m in $modes; do
 		a=$(median "$work/$m.a.$k" | awk -v f="$f" '{printf f, $1}') b=$(median "$work/$m.b.$k" | awk -v f="$f" '{printf f, $1}')
 		# per-round B/A (B's round r over A's round r), lowest and highest
 		rr=$(paste "$work/$m.a.$k" "$work/$m.b.$k" | awk '{r=$2/$1; if (NR==1||r<lo) lo=r; if (NR==1||r>hi) hi=r} END {printf "%.2f-%.2f", lo, hi}')
+		# the median of the per-round B/A: rounds are pairs (with --together, loaded at
+		# once), so this one leaves out what moves both sides from round to round
+		paste "$work/$m.a.$k" "$work/$m.b.$k" | awk '{printf "%.6f\n", $2/$1}' >"$work/$m.ratio.$k"
+		pr=$(median "$work/$m.ratio.$k")
 		ra=$(sort -n "$work/$m.a.$k" | awk -v f="$f" 'NR==1 {lo=$1} {hi=$1} END {printf f "-" f, lo, hi}')
 		rb=$(sort -n "$work/$m.b.$k" | awk -v f="$f" 'NR==1 {lo=$1} {hi=$1} END {printf f "-" f, lo, hi}')
 		ratio=$(echo "$(median "$work/$m.b.$k") / $(median "$work/$m.a.$k")" | bc -l)
-		printf '%-22s %10s %10s %6.2f %15s %19s %19s\n' "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb"
-		printf '%-9s %-4s %10s %10s %6.2f %11s %19s %19s\n' "$m" "$k" "$a" "$b" "$ratio" "$rr" "$ra" "$rb" >>"$summary"
+		printf '%-22s %10s %10s %6.2f %6.3f %15s %19s %19s\n' "$k" "$a" "$b" "$ratio" "$pr" "$rr" "$ra" "$rb"
+		printf '%-9s %-4s %10s %10s %6.2f %6.3f %11s %19s %19s\n' "$m" "$k" "$a" "$b" "$ratio" "$pr" "$rr" "$ra" "$rb" >>"$summary"
 	done
 	for side in a b; do
 		line=$(stats_field $side '"; ".join(["%s %s" % (k, c.get("overall", {}).get(k, "-")) for k in ("requests", "hits_exact", "hits_semantic", "misses", "bypasses")] + ["cache entries %s" % c.get("cache", {}).get("entries", "-")])')
@@ -304,8 +309,8 @@ for m in $modes; do
 done
 echo
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "summary (req/s; cpu: us of semgate CPU per request, --together only; p50/p99 in us at 1 connection; B/A min-max: per-round ratios; A, B min-max: each side's range over rounds)"
-printf '%-9s %-4s %10s %10s %6s %11s %19s %19s\n' mode fig "median A" "median B" "B/A" "B/A min-max" "A min-max" "B min-max"
+echo "summary (req/s; cpu: us of semgate CPU per request, --together only; p50/p99 in us at 1 connection; B/A: of the medians; paired: the median of the per-round B/A; B/A min-max: per-round ratios; A, B min-max: each side's range over rounds)"
+printf '%-9s %-4s %10s %10s %6s %6s %11s %19s %19s\n' mode fig "median A" "median B" "B/A" "paired" "B/A min-max" "A min-max" "B min-max"
 cat "$summary"
 echo "A: $bin_a"
 echo "B: $bin_b"
