@@ -8,10 +8,12 @@
 #include "call.h"
 #include "server_int.h"
 
-/* Chains by endpoint: the cache for completions, then upstream. */
-static const sg_step_t *const chain_cached[] = {&sg__step_auth, &sg__step_limits,
-                                                &sg__step_spend, &sg__step_cache,
-                                                &sg__step_upstream};
+/* Chains by endpoint: the cache for completions, then upstream. The cache's
+ * exact lookup comes before the limits and the budget, so that a hit takes
+ * only what a hit uses (a request; no upstream tokens, slot or budget). */
+static const sg_step_t *const chain_cached[] = {&sg__step_auth, &sg__step_cache_probe,
+                                                &sg__step_limits, &sg__step_spend,
+                                                &sg__step_cache, &sg__step_upstream};
 static const sg_step_t *const chain_direct[] = {&sg__step_auth, &sg__step_limits,
                                                 &sg__step_spend, &sg__step_upstream};
 
@@ -22,8 +24,8 @@ static const sg_step_t *const chain_direct[] = {&sg__step_auth, &sg__step_limits
  * and how many completions it bills: n, or best_of when larger (generated and
  * billed even when not all are returned), times a completions request's
  * prompts. One pass over the body's members, not a lookup per name. Out of
- * line: with auth off it never runs, and inlined its loop's registers cost
- * every call's start. */
+ * line: with auth off it never runs (nor for an exact hit waiting in the
+ * cache), and inlined its loop's registers would cost its caller. */
 static __attribute__((noinline)) void estimate(sg_req_t *req)
 {
 	sg_call_t *c = req->call;
@@ -70,6 +72,14 @@ static __attribute__((noinline)) void estimate(sg_req_t *req)
 	c->gov.completions = SG_MIN(m, 1000000);
 }
 
+void sg__call_estimate(sg_req_t *req)
+{
+	if (req->call->gov.estimated)
+		return;
+	req->call->gov.estimated = 1;
+	estimate(req);
+}
+
 sg_call_t *sg__call_get(sg_req_t *req)
 {
 	if (req->call == NULL) {
@@ -110,6 +120,7 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->ns[0] = '\0';
 	c->usage = (sg_usage_t){0, 0, 0, 0};
 	c->end_us = 0;
+	c->hit_ready = 0;
 	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
 	c->gov.nitems = 0;
 	sg__gov_text_release(&c->gov); /* the last call's answers are made */
@@ -120,8 +131,7 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->gov.events = 0;
 	c->gov.cost_reserved = 0;
 	c->proxy.attempts = 0;
-	if (sg__req_gateway(req)->authdb) /* only limits and spend read them */
-		estimate(req);
+	c->gov.estimated = 0; /* (made when the limits or spend step first needs them) */
 	c->steps[0]->request(req);
 }
 

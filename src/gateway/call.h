@@ -99,6 +99,12 @@ void sg__call_writable(sg_req_t *req);
 /** Free the connection's call and the steps' state in it (the connection's end). */
 void sg__call_free(sg_req_t *req);
 
+/** The call's token estimates (c->gov.est_prompt, est_completion, body_bytes,
+ * completions), made once, when the limits or spend step first needs them: a
+ * call that is forwarded always has them by then; an exact hit waiting in
+ * the cache needs none. */
+void sg__call_estimate(sg_req_t *req);
+
 /** When the call ended (sg_now_us): the clock is read by the first end or
  * abort callback that asks, the same time for the others. */
 uint64_t sg__call_end_us(sg_req_t *req);
@@ -114,6 +120,7 @@ void sg__call_billable(const sg_req_t *req, int aborted, sg_usage_t *out, int *e
 extern const sg_step_t sg__step_auth;
 extern const sg_step_t sg__step_limits;
 extern const sg_step_t sg__step_spend;
+extern const sg_step_t sg__step_cache_probe;
 extern const sg_step_t sg__step_cache;
 extern const sg_step_t sg__step_upstream;
 

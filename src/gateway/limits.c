@@ -5,11 +5,14 @@
  * counters are reserved together, or none: the request's 1, its tokens
  * (the prompt estimate plus its max_tokens or auth.default_completion_tokens)
  * and a concurrency slot. The tokens are settled with the real usage when
- * the call ends (cache hits give theirs back unless auth.hits_count_tokens),
+ * the call ends (semantic hits give theirs back unless auth.hits_count_tokens),
  * or with an estimate when the client leaves; the slot is released on every
- * ending. Every answer carries OpenAI's x-ratelimit-* headers for the
- * tightest request and token limits, and the IETF RateLimit-Policy /
- * RateLimit fields; a refusal is 429 with Retry-After, saying which limit.
+ * ending. An exact hit, found by the cache's probe before this step
+ * (c->hit_ready), takes its request only: no tokens (with
+ * auth.hits_count_tokens, exactly its stored usage) and no slot. Every
+ * answer carries OpenAI's x-ratelimit-* headers for the tightest request and
+ * token limits, and the IETF RateLimit-Policy / RateLimit fields; a refusal
+ * is 429 with Retry-After, saying which limit.
  */
 #include <assert.h>
 #include <math.h>
@@ -57,12 +60,14 @@ static void add_model(sg_gov_t *g, sg_principal_t *p, char scope, const char *mo
 	                                        .cost = cost}; /* (hashed by the backend) */
 }
 
+/* hit: the cache holds the answer, which holds no concurrency slot */
 static void add_model_set(sg_gov_t *g, sg_principal_t *p, char scope, const char *model,
-                          const sg_limitset_t *l, double tokens)
+                          const sg_limitset_t *l, double tokens, int hit)
 {
 	add_model(g, p, scope, model, WHAT_RPM, l->rpm, 1);
 	add_model(g, p, scope, model, WHAT_TPM, l->tpm, tokens);
-	add_model(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
+	if (!hit)
+		add_model(g, p, scope, model, WHAT_CONC, l->max_concurrent, 1);
 }
 
 static void make_text(sg_rl_text_t *x, char scope, int tokens, uint64_t limit);
@@ -98,8 +103,9 @@ static const sg_own_items_t *own_items(sg_principal_t *p)
 
 /* The counters of p's own limits (a key's, 'k', or a team's, 't'). Whole
  * arrays are copied, not the n items in use: fixed-size copies are a few
- * moves; what lies past the n is overwritten or never read. */
-static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens)
+ * moves; what lies past the n is overwritten or never read. hit: without
+ * the concurrency item (the last, when there is one). */
+static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens, int hit)
 {
 	const sg_own_items_t *o = own_items(p);
 	size_t at = g->nitems;
@@ -109,7 +115,7 @@ static void add_own(sg_gov_t *g, sg_principal_t *p, double tokens)
 	memset(&g->scope[at], p->is_team ? 't' : 'k', SG_ARRAY_SIZE(o->items));
 	if (o->tpm >= 0)
 		g->items[at + (size_t)o->tpm].cost = tokens;
-	g->nitems = at + o->n;
+	g->nitems = at + o->n - (hit && o->n && o->what[o->n - 1] == WHAT_CONC);
 }
 
 /* Writers into a buffer known to be large enough (put_headers' bound). w is
@@ -402,19 +408,25 @@ static void limits_request(sg_req_t *req)
 
 	if (c->key == NULL || gw->counters == NULL)
 		return sg__call_next(req);
-	double tokens = (double)(g->est_prompt + g->est_completion);
-	add_own(g, c->key, tokens);
+	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
+	/* An exact hit found by the cache's probe takes a request: its tokens only
+	 * with auth.hits_count_tokens (then exactly its stored usage), and no slot */
+	int hit = c->hit_ready;
+	if (!hit)
+		sg__call_estimate(req);
+	double tokens = hit ? (g->hits_tokens ? (double)c->hit_tokens : 0)
+	                    : (double)(g->est_prompt + g->est_completion);
+	add_own(g, c->key, tokens, hit);
 	if (c->team)
-		add_own(g, c->team, tokens);
+		add_own(g, c->team, tokens, hit);
 	for (size_t i = 0; i < c->key->nmlim; i++)
 		if (strcmp(c->key->mlim[i].model, c->model->name) == 0)
-			add_model_set(g, c->key, 'm', c->model->name, &c->key->mlim[i].lim, tokens);
+			add_model_set(g, c->key, 'm', c->model->name, &c->key->mlim[i].lim, tokens, hit);
 	for (size_t i = 0; c->team && i < c->team->nmlim; i++)
 		if (strcmp(c->team->mlim[i].model, c->model->name) == 0)
-			add_model_set(g, c->team, 'n', c->model->name, &c->team->mlim[i].lim, tokens);
+			add_model_set(g, c->team, 'n', c->model->name, &c->team->mlim[i].lim, tokens, hit);
 	if (g->nitems == 0)
 		return sg__call_next(req);
-	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
 	/* the in-process counters answer at once; a shared backend answers later
 	 * (reserved()), the connection held meanwhile. As of the request's arrival
 	 * (its last byte): a clock read less, microseconds earlier. */

@@ -1,5 +1,8 @@
-/* The cache step of a request: exact match, then embed and search, then
- * either replay the stored answer or forward and store what comes back. */
+/* The cache's two steps of a request: the probe (right after auth: the
+ * controls, the key, the exact match, kept in the call while the limits and
+ * spend steps run) and the cache step (serve that exact hit, or embed and
+ * search, then either replay the stored answer or forward and store what
+ * comes back). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -430,20 +433,25 @@ static void embed(sg_req_t *req)
 	after_embed(req);
 }
 
-static void cache_request(sg_req_t *req)
+/* The cache's first part, right after the auth step (the namespace is the
+ * key's by then): the controls, the key and the exact lookup. An exact hit
+ * waits in the call (rc->stash) while the limits and spend steps run, which
+ * then know that the call takes no upstream tokens, no concurrency slot and
+ * no budget (c->hit_ready); the cache step serves it. Everything else goes
+ * on to the cache step, which looks for a semantic hit. */
+static void probe_request(sg_req_t *req)
 {
-	const sg_call_t *call = req->call;
+	sg_call_t *call = req->call;
 	const sg_model_t *model = call->model;
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
-	int stream = call->stream;
 	sg_gateway_t *gw = sg__req_gateway(req);
 	const sg_config_t *cfg = req->gen->cfg;
-	sg_reqcache_t *rc = &req->call->cache;
-	sg_cache_hit_t hit;
+	sg_reqcache_t *rc = &call->cache;
 	const char *problem;
 	int err;
 
 	rc_set_state(rc, SG_RC_OFF); /* a new call */
+	rc->semantic = 0;
 	rc->kind = kind;
 	rc->no_store = 0;
 	rc->have_vec = 0;
@@ -451,10 +459,8 @@ static void cache_request(sg_req_t *req)
 	rc->threshold = model->cache_threshold >= 0 ? model->cache_threshold : cfg->cache.threshold;
 	rc->include_usage = json_is_true(json_object_get(json_object_get(call->root, "stream_options"),
 	                                                 "include_usage"));
-	if (gw->cache == NULL || !model->cache_enabled) {
-		rc_set_state(rc, SG_RC_OFF);
-		return forward(req);
-	}
+	if (gw->cache == NULL || !model->cache_enabled)
+		return sg__call_next(req);
 	problem = parse_controls(req, cfg, &rc->no_cache, &rc->threshold);
 	if (problem) {
 		sg__call_end(req, 0);
@@ -485,18 +491,55 @@ static void cache_request(sg_req_t *req)
 		rc_set_state(rc, SG_RC_BYPASS);
 		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
 		sg_stats_count(gw->stats, model->name, ns_of(req), SG_STAT_BYPASS, 0, 0, 0);
-		return forward(req);
+		return sg__call_next(req);
 	}
 
 	rc->t0 = sg_now_us();
-	if (!rc->no_cache && sg_cache_lookup_exact(gw->cache, &rc->key, now_s(), &hit) == 0) {
-		uint64_t now = sg_now_us();
-		sg_stats_lookup_us(gw->stats, now - rc->t0);
+	if (!rc->no_cache && sg_cache_lookup_exact(gw->cache, &rc->key, now_s(), &rc->stash) == 0) {
+		rc->found_us = sg_now_us();
+		sg_stats_lookup_us(gw->stats, rc->found_us - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_EXACT);
-		serve_hit(req, &hit, stream, now);
-		sg_cache_hit_free(&hit);
+		rc->stashed = 1;
+		call->hit_ready = 1;
+		call->hit_tokens = (int64_t)rc->stash.entry.m.prompt_tokens +
+		                   (int64_t)rc->stash.entry.m.completion_tokens;
+	} else {
+		rc->semantic = 1;
+	}
+	sg__call_next(req);
+}
+
+/* An exact hit the probe found and nobody served: let go of it (the call
+ * was refused after the probe, or its client left). */
+static void drop_stash(sg_req_t *req)
+{
+	sg_reqcache_t *rc = &req->call->cache;
+	if (!rc->stashed)
+		return;
+	rc->stashed = 0;
+	sg_cache_hit_free(&rc->stash);
+}
+
+static void probe_end(sg_req_t *req, int ok)
+{
+	(void)ok;
+	drop_stash(req);
+}
+
+static void cache_request(sg_req_t *req)
+{
+	sg_reqcache_t *rc = &req->call->cache;
+
+	if (rc->stashed) { /* the probe's exact hit, admitted by the limits and spend steps */
+		rc->stashed = 0;
+		serve_hit(req, &rc->stash, req->call->stream, rc->found_us);
+		sg_cache_hit_free(&rc->stash);
 		return;
 	}
+	if (!rc->semantic)
+		return forward(req); /* no cache for this call, or a bypass */
+	rc->t0 = sg_now_us(); /* (the semantic lookup's time from here: the steps between
+	                       * may have waited, e.g. for a shared counter backend) */
 	embed(req);
 }
 
@@ -702,6 +745,7 @@ static void cache_end(sg_req_t *req, int ok)
 void sg__cache_req_free(sg_req_t *req)
 {
 	sg_reqcache_t *rc = &req->call->cache;
+	drop_stash(req);
 	if (rc->embed.impl) /* the connection goes: nothing may call back */
 		sg_embed_cancel(sg__req_gateway(req)->embedder, &rc->embed);
 	if (rc->key.prompt.max)
@@ -709,6 +753,13 @@ void sg__cache_req_free(sg_req_t *req)
 	free(rc->vec);
 	sg_buf_free(&rc->text);
 }
+
+const sg_step_t sg__step_cache_probe = {
+	.name = "cache probe",
+	.request = probe_request,
+	.end = probe_end,
+	.abort = drop_stash,
+};
 
 const sg_step_t sg__step_cache = {
 	.name = "cache",

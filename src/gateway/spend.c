@@ -2,7 +2,8 @@
  * The spend step: budgets and the spend record.
  *
  * Before forwarding, a call with a budget over it (its key's, its team's)
- * reserves its largest possible cost: the request's bytes as prompt tokens
+ * reserves its largest possible cost (an exact cache hit, found before this
+ * step, reserves nothing: it costs nothing): the request's bytes as prompt tokens
  * (no tokenizer makes more tokens than bytes) at the dearest input price of
  * the model's deployments, plus its completion bound (max_tokens, else
  * auth.default_completion_tokens) at the dearest output price. It is
@@ -109,8 +110,11 @@ static void spend_request(sg_req_t *req)
 	int budgets = 0;
 	char w[64];
 
-	if (gw->authdb)
+	if (gw->authdb) {
 		sp_set_state(g, SG_SP_OPEN); /* from here on the call is recorded, however it ends */
+		if (!c->hit_ready) /* (a forwarded call's record may need the estimate) */
+			sg__call_estimate(req);
+	}
 	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
 	if (gw->authdb == NULL || c->key == NULL)
 		return sg__call_next(req);
@@ -119,7 +123,9 @@ static void spend_request(sg_req_t *req)
 		if (ps[i] == NULL)
 			continue;
 		sg__authdb_window(gw->authdb, ps[i], now); /* a new period for a soft limit too */
-		budgets += ps[i]->max_usd >= 0;
+		/* (an exact hit waiting in the cache costs nothing: no reservation, and a
+		 * model without a price is no reason to refuse it) */
+		budgets += ps[i]->max_usd >= 0 && !c->hit_ready;
 	}
 	if (budgets)
 		est = max_cost(req);

@@ -121,6 +121,11 @@ typedef struct sg_reqcache {
 	char id[128];                /* from the stream */
 	char smodel[128];            /* model reported by the stream */
 	int64_t created;             /* from the stream */
+	int semantic;                /* the probe found no exact hit: the cache step looks
+	                              * for a semantic one */
+	int stashed;                 /* stash holds the probe's exact hit, not served yet */
+	sg_cache_hit_t stash;        /* (semcache.c: probe_request) */
+	uint64_t found_us;           /* when the probe found it */
 } sg_reqcache_t;
 
 /* What the limits step holds for a call (one setter: lim_set_state() in limits.c). */
@@ -153,6 +158,7 @@ typedef struct sg_gov {
 	char scope[SG_GOV_ITEMS];     /* 'k' key, 't' team, 'm' key x model, 'n' team x model */
 	int unpriced;                 /* the model has no price */
 	int hits_tokens;              /* hits count toward tpm (auth.hits_count_tokens) */
+	int estimated;                /* the four below are made (sg__call_estimate) */
 	int64_t est_prompt;           /* prompt tokens reserved (an estimate) */
 	int64_t est_completion;       /* completion tokens reserved (max_tokens or the default) */
 	int64_t body_bytes;           /* the request's size (the budget's bound on prompt tokens) */
@@ -215,6 +221,11 @@ struct sg_call {
 	                                    * when the cache found it); 0: not yet */
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
+	int hit_ready;                     /* the cache holds the answer (an exact hit, found
+	                                    * before the limits and spend steps): it takes a
+	                                    * request, but no upstream tokens, concurrency slot
+	                                    * or budget */
+	int64_t hit_tokens;                /* its stored usage, prompt + completion */
 	sg_key_memo_t key_memo;            /* auth: the last key verified on the connection */
 	sg_gov_t gov;                      /* the limits and spend steps' state */
 	sg_proxy_t proxy;                  /* the upstream step's state */

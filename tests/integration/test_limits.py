@@ -4,7 +4,8 @@ key's; tokens reserved before forwarding (prompt estimate + max_tokens or
 auth.default_completion_tokens) and settled with the real usage, or with the
 prompt estimate + the events streamed when the client leaves; the
 concurrency slot released on every ending; cache hits counting toward
-requests but not tokens (unless auth.hits_count_tokens); the x-ratelimit-* and
+requests but not tokens (unless auth.hits_count_tokens), exact hits taking no
+concurrency slot or budget either; the x-ratelimit-* and
 RateLimit headers on every answer of a keyed call. With auth off none of it.
 
 Token counts are checked against bounds that allow for the refill between two
@@ -47,10 +48,13 @@ def closed_url():
     return "http://127.0.0.1:%d/v1" % h.closed_port()
 
 
-def gateway(mock, auth=None, cache=False, groups=(), env=None):
-    """semgate in keys mode: group A on mock, plus groups; auth.path in a
-    fresh temp dir; the cache off, or on with the local embedder."""
+def gateway(mock, auth=None, cache=False, groups=(), env=None, priced=False):
+    """semgate in keys mode: group A on mock (priced: with prices), plus
+    groups; auth.path in a fresh temp dir; the cache off, or on with the
+    local embedder."""
     cfg = h.base_config(mock)
+    if priced:
+        cfg["models"][0].update(input_per_mtok=1.0, output_per_mtok=2.0)
     cfg["models"] += list(groups)
     cfg["admin_key_env"] = ADMIN_ENV
     cfg["auth"] = {"mode": "keys", "secret_env": SECRET_ENV,
@@ -531,6 +535,65 @@ def test_cache_hits_count_requests_not_tokens():
                        "%s: remaining-tokens after 5 hits of %d tokens (%d before)"
                        % (what, used, t0))
     h.expect_eq(mock.stats()["chat"], 2, "requests that reached the upstream")
+
+
+def test_exact_hits_take_a_request_only():
+    """The cache's exact lookup comes before the limits and the budget: an
+    exact hit takes a request (rpm) but no tokens, no concurrency slot and no
+    budget. Keys sharing a namespace with the key that filled the cache: one
+    with less tpm than any miss needs, one past a hard budget, one holding
+    its only slot with a slow call; each gets the cached answer (200, hit,
+    X-Semgate-Cost 0, x-ratelimit-*-tokens still there) while its miss is
+    refused with 429 naming that limit; and each hit counts toward rpm. With
+    auth.hits_count_tokens a hit takes its stored usage, so the small-tpm key
+    is refused the hit as well."""
+    mock = h.Mock("--quiet")
+    slow = h.Mock("--quiet", "--latency-ms", "3000")
+    for counts in (False, True):
+        what = "hits_count_tokens %s: " % counts
+        sg = gateway(mock, cache=True, auth={"hits_count_tokens": counts}, priced=True,
+                     groups=[group("slow", slow.url, max_attempts=1)])
+        ns = "shared-%s" % counts
+        _, filler = new_key(sg, namespace=ns)
+        p = h.unique("cached answer")
+        h.expect_eq(chat(sg, filler, prompt=p).header("X-Semgate-Cache"), "miss",
+                    what + "the filler's call")
+        kid, small = new_key(sg, namespace=ns, rpm=100, tpm=5)
+        r = chat(sg, small, prompt=p)
+        if counts:
+            expect_limited(r, "key sg-%s" % kid, "tokens per minute", retry_after=False)
+            continue
+        h.expect_status(r, 200)
+        h.expect_eq(r.header("X-Semgate-Cache"), "hit-exact", what + "tpm-less key's repeat")
+        lim = limits_of(r, tokens=True, what="a hit that took no tokens")
+        h.expect_eq((lim["limit_tokens"], lim["remaining_tokens"]), (5, 5),
+                    what + "tokens limit and remaining after a hit that took none")
+        h.expect_eq(lim["remaining_requests"], 99, what + "requests remaining after the hit")
+        expect_limited(chat(sg, small), "key sg-%s" % kid, "tokens per minute",
+                       retry_after=False)
+        # past a hard budget: the miss's reservation cannot fit, the hit costs nothing
+        kid, broke = new_key(sg, namespace=ns, budget={"max_usd": 1e-12})
+        r = chat(sg, broke, prompt=p)
+        h.expect_status(r, 200)
+        h.expect_eq((r.header("X-Semgate-Cache"), r.header("X-Semgate-Cost")),
+                    ("hit-exact", "0.00000000"), what + "the broke key's repeat")
+        r = chat(sg, broke)
+        h.expect_eq(r.status, 429, what + "the broke key's miss")
+        h.expect("budget exceeded for key sg-" + kid in r.text(), "the refusal: %r",
+                 r.body[:300])
+        # the only slot held by a slow call: a hit still passes, a miss does not
+        kid, single = new_key(sg, namespace=ns, max_concurrent=1)
+        sent = slow.stats()["chat"]
+        with sg.connect() as c:
+            c.send(chat_req(single, body(model="slow")))
+            h.wait_for(lambda: slow.stats()["chat"] > sent, what="the slow call upstream")
+            r = chat(sg, single, prompt=p)
+            h.expect_status(r, 200)
+            h.expect_eq(r.header("X-Semgate-Cache"), "hit-exact",
+                        what + "a repeat while the slot is held")
+            expect_limited(chat(sg, single), "key sg-%s" % kid, "concurrent requests")
+            h.expect_status(c.read_response("POST"), 200)
+    h.expect_eq(mock.stats()["chat"], 2, "calls that reached the upstream (the fillers')")
 
 
 def test_auth_off_has_no_limit_headers():
