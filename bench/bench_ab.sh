@@ -234,6 +234,8 @@ for m in $modes; do
 			line=""
 			for side in a b; do
 				n=$(( $(stats_field $side 'c["overall"]["requests"]') - n0[$side] ))
+				# (with the cache off /stats counts no request: wrk's count then)
+				[ "$n" -gt 0 ] || n=$(awk '/requests in/ {print $1}' "$work/wrk.$side")
 				c=$(( $(proc_cpu "${pid[$side]}") - c0[$side] ))
 				cpu=$(echo "$c * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)
 				rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.$side")
