@@ -487,10 +487,9 @@ static void probe_request(sg_req_t *req)
 		sg__respond_error(req, SG_CE_OVERLOADED, "out of memory");
 		return;
 	}
-	if (rc->key.bypass) {
+	if (rc->key.bypass) { /* (counted by the cache step: a call refused before is none) */
 		rc_set_state(rc, SG_RC_BYPASS);
 		sg_log_debug("%s: cache bypass: %s", req->id, rc->key.bypass);
-		sg_stats_count(gw->stats, model->name, ns_of(req), SG_STAT_BYPASS, 0, 0, 0);
 		return sg__call_next(req);
 	}
 
@@ -536,6 +535,9 @@ static void cache_request(sg_req_t *req)
 		sg_cache_hit_free(&rc->stash);
 		return;
 	}
+	if (rc->state == SG_RC_BYPASS)
+		sg_stats_count(sg__req_gateway(req)->stats, req->call->model->name, ns_of(req),
+		               SG_STAT_BYPASS, 0, 0, 0);
 	if (!rc->semantic)
 		return forward(req); /* no cache for this call, or a bypass */
 	rc->t0 = sg_now_us(); /* (the semantic lookup's time from here: the steps between

@@ -596,6 +596,26 @@ def test_exact_hits_take_a_request_only():
     h.expect_eq(mock.stats()["chat"], 2, "calls that reached the upstream (the fillers')")
 
 
+def test_cache_counts_only_calls_the_limits_admit():
+    """rpm 2, cache on: a miss, its exact hit, then a bypass (n > 1) and a
+    repeat refused with 429 (the exact lookup ran before the limits, and
+    the bypass was seen before them): /stats counts one miss, one exact hit
+    and no bypass, as if the refused calls never reached the cache."""
+    mock = h.Mock("--quiet")
+    sg = gateway(mock, cache=True)
+    kid, key = new_key(sg, rpm=2)
+    p = h.unique("counted")
+    h.expect_eq(chat(sg, key, prompt=p).header("X-Semgate-Cache"), "miss", "first call")
+    h.expect_eq(chat(sg, key, prompt=p).header("X-Semgate-Cache"), "hit-exact", "its repeat")
+    expect_limited(chat(sg, key, body(n=2)), "key sg-%s" % kid, "requests per minute")
+    expect_limited(chat(sg, key, prompt=p), "key sg-%s" % kid, "requests per minute")
+    r = sg.request("GET", "/stats", headers={"Authorization": "Bearer " + ADMIN})
+    h.expect_status(r, 200)
+    o = r.json()["overall"]
+    h.expect_eq((o["misses"], o["hits_exact"], o["bypasses"], o["requests"]), (1, 1, 0, 2),
+                "misses, exact hits, bypasses, requests in /stats")
+
+
 def test_auth_off_has_no_limit_headers():
     """No auth section (auth off): requests pass as before (40 at once, a
     stream, a cache hit), and no answer carries x-ratelimit-* or RateLimit."""
