@@ -120,7 +120,6 @@ void sg__call_start(sg_req_t *req, const sg_model_t *model, void *root, enum sg_
 	c->ns[0] = '\0';
 	c->usage = (sg_usage_t){0, 0, 0, 0};
 	c->end_us = 0;
-	c->hit_ready = 0;
 	assert(c->key == NULL && c->team == NULL); /* the last call's auth step let go */
 	c->gov.nitems = 0;
 	sg__gov_text_release(&c->gov); /* the last call's answers are made */

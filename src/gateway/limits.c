@@ -8,7 +8,7 @@
  * the call ends (semantic hits give theirs back unless auth.hits_count_tokens),
  * or with an estimate when the client leaves; the slot is released on every
  * ending. An exact hit, found by the cache's probe before this step
- * (c->hit_ready), takes its request only: no tokens (with
+ * (sg__call_stashed_hit), takes its request only: no tokens (with
  * auth.hits_count_tokens, exactly its stored usage) and no slot. Every
  * answer carries OpenAI's x-ratelimit-* headers for the tightest request and
  * token limits, and the IETF RateLimit-Policy / RateLimit fields; a refusal
@@ -411,11 +411,14 @@ static void limits_request(sg_req_t *req)
 	g->hits_tokens = (int)req->gen->cfg->auth.hits_count_tokens;
 	/* An exact hit found by the cache's probe takes a request: its tokens only
 	 * with auth.hits_count_tokens (then exactly its stored usage), and no slot */
-	int hit = c->hit_ready;
+	const sg_cache_hit_t *stashed = sg__call_stashed_hit(c);
+	int hit = stashed != NULL;
 	if (!hit)
 		sg__call_estimate(req);
-	double tokens = hit ? (g->hits_tokens ? (double)c->hit_tokens : 0)
-	                    : (double)(g->est_prompt + g->est_completion);
+	double tokens = !hit ? (double)(g->est_prompt + g->est_completion)
+	                : g->hits_tokens ? (double)stashed->entry.m.prompt_tokens +
+	                                       (double)stashed->entry.m.completion_tokens
+	                                 : 0;
 	add_own(g, c->key, tokens, hit);
 	if (c->team)
 		add_own(g, c->team, tokens, hit);

@@ -437,16 +437,16 @@ static void embed(sg_req_t *req)
  * key's by then): the controls, the key and the exact lookup. An exact hit
  * waits in the call (rc->stash) while the limits and spend steps run, which
  * then know that the call takes no upstream tokens, no concurrency slot and
- * no budget (c->hit_ready); the cache step serves it. Everything else goes
+ * no budget (sg__call_stashed_hit); the cache step serves it. Everything else goes
  * on to the cache step, which looks for a semantic hit. */
 static void probe_request(sg_req_t *req)
 {
-	sg_call_t *call = req->call;
+	const sg_call_t *call = req->call;
 	const sg_model_t *model = call->model;
 	int kind = call->kind == SG_CALL_CHAT ? SG_CACHE_CHAT : SG_CACHE_COMPLETIONS;
 	sg_gateway_t *gw = sg__req_gateway(req);
 	const sg_config_t *cfg = req->gen->cfg;
-	sg_reqcache_t *rc = &call->cache;
+	sg_reqcache_t *rc = &req->call->cache;
 	const char *problem;
 	int err;
 
@@ -499,9 +499,6 @@ static void probe_request(sg_req_t *req)
 		sg_stats_lookup_us(gw->stats, rc->found_us - rc->t0);
 		rc_set_state(rc, SG_RC_HIT_EXACT);
 		rc->stashed = 1;
-		call->hit_ready = 1;
-		call->hit_tokens = (int64_t)rc->stash.entry.m.prompt_tokens +
-		                   (int64_t)rc->stash.entry.m.completion_tokens;
 	} else {
 		rc->semantic = 1;
 	}

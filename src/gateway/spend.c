@@ -112,7 +112,7 @@ static void spend_request(sg_req_t *req)
 
 	if (gw->authdb) {
 		sp_set_state(g, SG_SP_OPEN); /* from here on the call is recorded, however it ends */
-		if (!c->hit_ready) /* (a forwarded call's record may need the estimate) */
+		if (!sg__call_stashed_hit(c)) /* (a forwarded call's record may need the estimate) */
 			sg__call_estimate(req);
 	}
 	g->unpriced = !c->model->priced; /* recorded as such, budget or not */
@@ -125,7 +125,7 @@ static void spend_request(sg_req_t *req)
 		sg__authdb_window(gw->authdb, ps[i], now); /* a new period for a soft limit too */
 		/* (an exact hit waiting in the cache costs nothing: no reservation, and a
 		 * model without a price is no reason to refuse it) */
-		budgets += ps[i]->max_usd >= 0 && !c->hit_ready;
+		budgets += ps[i]->max_usd >= 0 && !sg__call_stashed_hit(c);
 	}
 	if (budgets)
 		est = max_cost(req);

@@ -221,16 +221,20 @@ struct sg_call {
 	                                    * when the cache found it); 0: not yet */
 	sg_principal_t *key;               /* auth: the caller's key (a reference), or NULL */
 	sg_principal_t *team;              /* its team (a reference), or NULL */
-	int hit_ready;                     /* the cache holds the answer (an exact hit, found
-	                                    * before the limits and spend steps): it takes a
-	                                    * request, but no upstream tokens, concurrency slot
-	                                    * or budget */
-	int64_t hit_tokens;                /* its stored usage, prompt + completion */
 	sg_key_memo_t key_memo;            /* auth: the last key verified on the connection */
 	sg_gov_t gov;                      /* the limits and spend steps' state */
 	sg_proxy_t proxy;                  /* the upstream step's state */
 	sg_reqcache_t cache;               /* the cache step's state */
 };
+
+/* The exact hit the cache's probe found for the call and the cache step has
+ * not served yet, or NULL. The limits and spend steps, between the two, read
+ * it: such a call takes a request, but no upstream tokens, concurrency slot
+ * or budget. */
+static inline const sg_cache_hit_t *sg__call_stashed_hit(const sg_call_t *c)
+{
+	return c->cache.stashed ? &c->cache.stash : NULL;
+}
 
 /* Where a request is in its life. One setter: req_set_state() in server.c. */
 enum sg_req_state {
