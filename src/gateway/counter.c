@@ -13,7 +13,10 @@
 /* Rounding slack, relative to a counter's capacity: float sums of costs and
  * elapsed times may land a hair past the exact boundary. Relative to
  * capacity (not T) so that it stays far below a µs: a wait of exactly
- * retry_us then always fits, and whole-µs schedules fit exactly when they should. */
+ * retry_us then always fits, and whole-µs schedules fit exactly when they should.
+ * Never half a unit or more (slack_of): with a limit of a billion or more, a
+ * billionth of the capacity would be a whole unit, admitted past the limit
+ * and shown as more remaining than the limit itself. */
 #define EPS 1e-9
 /* A settle far beyond any real cost must still leave a counter that drains
  * (and can be swept): no backlog beyond ~30 years. */
@@ -156,28 +159,38 @@ static inline ctr_t *get(local_t *l, const char *name, uint64_t hash, int kind,
 	return k;
 }
 
-/* A RATE counter's shape under a limit: T, and the capacity C*T, in µs. */
+/* The rounding slack of a capacity of cap, where a unit is unit: EPS of the
+ * capacity, less than half a unit. */
+static inline double slack_of(double cap, double unit)
+{
+	double s = EPS * cap, most = 0.5 * unit;
+	return s < most ? s : most; /* (fmin is a call into libm) */
+}
+
+/* A RATE counter's shape under a limit: T, the capacity C*T and its rounding
+ * slack, in µs. */
 typedef struct shape {
-	double t, cap;
+	double t, cap, slack;
 } shape_t;
 
 static shape_t rate_shape(const local_t *l, double limit)
 {
 	double t = 60e6 / limit, c = limit * l->burst;
+	double cap = (c > 1 ? c : 1) * t; /* (fmax is a call into libm) */
 
-	return (shape_t){t, (c > 1 ? c : 1) * t}; /* (fmax is a call into libm) */
+	return (shape_t){t, cap, slack_of(cap, t)};
 }
 
 /* Fill it->remaining and it->reset_us from k as it is now (sh: RATE's shape). */
 static void fill(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 {
 	if (it->kind == SG_CTR_CONC) {
-		it->remaining = whole_left(it->limit - k->level + EPS * it->limit);
+		it->remaining = whole_left(it->limit - k->level + slack_of(it->limit, 1));
 		it->reset_us = 0;
 		return;
 	}
-	it->remaining = whole_left((sh.cap - k->level + EPS * sh.cap) / sh.t);
-	it->reset_us = to_us(k->level - EPS * sh.cap);
+	it->remaining = whole_left((sh.cap - k->level + sh.slack) / sh.t);
+	it->reset_us = to_us(k->level - sh.slack);
 }
 
 /* Whether it fits in k; sets retry_us, taking nothing (the other outputs:
@@ -188,16 +201,17 @@ static int check(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 
 	it->retry_us = 0;
 	if (it->kind == SG_CTR_CONC) {
-		if (k->level + it->cost <= it->limit * (1 + EPS))
+		double most = it->limit + slack_of(it->limit, 1);
+		if (k->level + it->cost <= most)
 			return 1;
 		/* When a slot comes back is not for a counter to know: 0, unknown. */
-		it->retry_us = it->cost > it->limit * (1 + EPS) ? UINT64_MAX : 0;
+		it->retry_us = it->cost > most ? UINT64_MAX : 0;
 		return 0;
 	}
 	over = k->level + it->cost * t - cap; /* µs of backlog past capacity */
-	if (over <= EPS * cap)
+	if (over <= sh.slack)
 		return 1;
-	it->retry_us = it->cost * t > cap * (1 + EPS) ? UINT64_MAX : to_us(over - EPS * cap);
+	it->retry_us = it->cost * t > cap + sh.slack ? UINT64_MAX : to_us(over - sh.slack);
 	return 0;
 }
 
@@ -216,7 +230,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		            isfinite(it->cost);
 		ctr_t *k = valid ? get(l, it->name, it->hash, it->kind, it->hint, now_us, 1) : NULL;
 		shape_t sh = k != NULL && it->kind == SG_CTR_RATE ? rate_shape(l, it->limit)
-		                                                   : (shape_t){0, 0};
+		                                                   : (shape_t){0, 0, 0};
 		int ok = k != NULL && check(it, k, sh);
 		if (i < SG_ARRAY_SIZE(found)) {
 			found[i] = k;

@@ -159,6 +159,31 @@ static void test_remaining_reset(void)
 	sg_ctr_free(c);
 }
 
+/* Limits of a billion and more: the rounding slack stays under a unit, so
+ * nothing passes past the limit and remaining never shows more than it. */
+static void test_huge_limits(void)
+{
+	sg_counters_t *c = sg_counters_local_new(1.0);
+	sg_ctr_item_t it;
+
+	CHECK(take(c, "r", SG_CTR_RATE, 1e9, 1, 0, &it) == 0);
+	CHECK_MSG(it.remaining == 1e9 - 1, "rpm 1e9 after one: remaining %.0f", it.remaining);
+	CHECK(take(c, "t", SG_CTR_RATE, 1e12, 0, 0, &it) == 0);
+	CHECK_MSG(it.remaining == 1e12, "tpm 1e12, empty: remaining %.0f", it.remaining);
+	CHECK(take(c, "t", SG_CTR_RATE, 1e12, 48, 0, &it) == 0);
+	CHECK_MSG(it.remaining == 1e12 - 48, "tpm 1e12 after 48: remaining %.0f", it.remaining);
+	/* a whole minute's allowance taken: one token more does not fit */
+	CHECK(take(c, "f", SG_CTR_RATE, 1e12, 1e12, 0, &it) == 0);
+	CHECK(it.remaining == 0);
+	CHECK(take(c, "f", SG_CTR_RATE, 1e12, 1, 0, &it) == 1 && it.retry_us > 0);
+	CHECK(take(c, "f", SG_CTR_RATE, 1e12, 2e12, 0, &it) == 1 && it.retry_us == UINT64_MAX);
+	/* the same for a concurrency limit */
+	CHECK(take(c, "c", SG_CTR_CONC, 1e10, 1e10, 0, &it) == 0 && it.remaining == 0);
+	CHECK(take(c, "c", SG_CTR_CONC, 1e10, 1, 0, &it) == 1);
+	CHECK(take(c, "d", SG_CTR_CONC, 1e10, 1, 0, &it) == 0 && it.remaining == 1e10 - 1);
+	sg_ctr_free(c);
+}
+
 /* 4. tokens: reserve, then settle the real count. */
 static void test_tokens_settle(void)
 {
@@ -520,6 +545,7 @@ int main(void)
 	test_rpm_full_burst();
 	test_rpm_small_burst();
 	test_remaining_reset();
+	test_huge_limits();
 	test_tokens_settle();
 	test_never_and_invalid();
 	test_all_or_nothing();
