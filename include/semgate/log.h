@@ -11,7 +11,9 @@ void sg_log_set_level(int level);
 /** Whether messages of this level are written (to skip formatting work). */
 int sg_log_enabled(int level);
 /** Write a line: "2026-11-22T00:00:00.000Z semgate[pid] LEVEL message". */
-void sg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* (cold: a log line is never the common case; its call is moved out of the
+ * hot code around it) */
+void sg_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
 
 /**
  * A rate limit for one kind of line that outside events can repeat without
@@ -31,7 +33,7 @@ typedef struct sg_log_limit {
 
 /** sg_log() under the rate limit lim. */
 void sg_log_limited(sg_log_limit_t *lim, int level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4), cold));
 
 #define sg_log_error(...) sg_log(SG_LOG_ERROR, __VA_ARGS__)
 #define sg_log_warn(...) sg_log(SG_LOG_WARN, __VA_ARGS__)

@@ -355,16 +355,18 @@ void sg__respond(sg_req_t *req, int status, const char *content_type, const char
 void sg__respond_owned(sg_req_t *req, int status, const char *content_type, char *body,
                        size_t len, const char *extra_headers);
 /** Send one of the catalogue's errors (client_errors.h) as OpenAI's
- * {"error":{"message","type","code"}} with the printf-style message. */
+ * {"error":{"message","type","code"}} with the printf-style message. Cold, as
+ * the two below: GCC moves the paths that end in one (refusals, their
+ * message's arguments) out of the hot code of the functions they sit in. */
 void sg__respond_error(sg_req_t *req, enum sg_client_error e, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+	__attribute__((format(printf, 3, 4), cold));
 /** The same with extra headers (preformatted "Name: v\r\n" lines). */
 void sg__respond_error_h(sg_req_t *req, enum sg_client_error e, const char *extra,
-                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5), cold));
 /** The same with another HTTP status than the catalogue's (an upstream's). */
 void sg__respond_error_status(sg_req_t *req, enum sg_client_error e, int status,
                               const char *extra, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+	__attribute__((format(printf, 5, 6), cold));
 /** Start a chunked (HTTP/1.1) or close-delimited (HTTP/1.0) response. */
 void sg__stream_begin(sg_req_t *req, int status, const char *content_type,
                       const char *extra_headers);
