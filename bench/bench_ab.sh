@@ -8,6 +8,8 @@
 #   priced model (spend recorded); side A runs the same config with auth off. Pass the same
 #   binary twice to measure what governance costs.
 # --auth-ab: both sides as side B of --auth-b: two builds compared on the governed path.
+# --auth-b-json JSON: merged into side B's "auth" object, e.g. '{"flush_ms":50}' with
+#   --auth-ab and one binary twice: what a setting changes.
 # Modes (all: the three in that order, each on its own pair of servers):
 #   proxy     cache off, one model on the mock upstream: every request goes upstream.
 #   exact     cache on (local embedder, a fresh cache dir per side), one repeated prompt
@@ -38,10 +40,10 @@
 # of its kind. Loopback only; stops what it starts.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N] [--auth-b | --auth-ab] [--pin] [--together]"
+usage="usage: $0 BIN_A BIN_B [--mode proxy|exact|semantic|all] [--rounds N] [--duration S] [--build DIR] [--entries N] [--auth-b | --auth-ab] [--auth-b-json JSON] [--pin] [--together]"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 bin_a=$1 bin_b=$2; shift 2
-rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0 auth_a=0 pin=0 together=0
+rounds=3 duration=8 build=build mode=proxy entries=2000 auth_b=0 auth_a=0 pin=0 together=0 auth_b_json={}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rounds) rounds=$2; shift 2 ;;
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
 	--entries) entries=$2; shift 2 ;;
 	--auth-b) auth_b=1; shift ;;
 	--auth-ab) auth_b=1 auth_a=1; shift ;;
+	--auth-b-json) auth_b_json=$2; shift 2 ;;
 	--pin) pin=1; shift ;;
 	--together) together=1; shift ;;
 	*) echo "unknown option $1" >&2; echo "$usage" >&2; exit 2 ;;
@@ -136,9 +139,10 @@ prepare() {
 	done
 	if [ "$auth_b" = 1 ]; then # prices on both sides; keys, limits, budget on B
 		for side in a b; do
-			python3 - "$work/$side.json" "$side" "$work/auth-$m-$side" "$auth_a" <<'PY'
+			python3 - "$work/$side.json" "$side" "$work/auth-$m-$side" "$auth_a" "$auth_b_json" <<'PY'
 import json, sys
 path, side, adir, auth_a = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+extra = json.loads(sys.argv[5])
 c = json.load(open(path))
 for mo in c["models"]:
     mo["input_per_mtok"] = 0.15
@@ -146,6 +150,8 @@ for mo in c["models"]:
 if side == "b" or auth_a:
     c["admin_key_env"] = "SG_BENCH_ADMIN"
     c["auth"] = {"mode": "keys", "secret_env": "SG_BENCH_SECRET", "path": adir}
+    if side == "b":
+        c["auth"].update(extra)
 json.dump(c, open(path, "w"))
 PY
 		done

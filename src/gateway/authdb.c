@@ -31,6 +31,10 @@
  * and its stored form (encode_rec): no allocation per record, one free per
  * batch, and the thread writes them as they are. */
 #define QHDR 10
+/* The size's top bit marks a record of layout 2 (encode_rec); without it a
+ * record is of layout 1, as stores made before layout 2 hold. */
+#define REC_V2 0x8000u
+#define REC_SIZE 0x7fffu
 /* On disk the same form, in chunks: one LMDB value per up to CHUNK_MAX bytes
  * of a batch's records, [earliest time: 8 bytes] then the records, under the
  * key [latest time, big-endian: 8][sequence: 8]. One append per chunk, not
@@ -51,10 +55,11 @@ static int next_rec(const char *buf, size_t len, size_t *at, int64_t *t_us,
 		return 0;
 	memcpy(t_us, buf + *at, 8);
 	memcpy(n, buf + *at + 8, 2);
-	if (*at + QHDR + *n > len)
+	size_t size = *n & REC_SIZE; /* (*n keeps its layout bit, for decode_rec) */
+	if (*at + QHDR + size > len)
 		return 0;
 	*rec = (const uint8_t *)buf + *at + QHDR;
-	*at += QHDR + *n;
+	*at += QHDR + size;
 	return 1;
 }
 
@@ -899,8 +904,9 @@ static uint64_t get_u64be(const uint8_t *b)
 	return v;
 }
 
-/* A record on disk: fixed fields, then five strings, each a length byte and
- * its bytes (request id, key, team, model, deployment). */
+/* A record decoded: its fixed fields (then five strings: request id, key,
+ * team, model, deployment). Layout 1 stored this struct as it is, then each
+ * string as a length byte and its bytes. */
 typedef struct disk_rec {
 	int64_t prompt, completion;
 	double cost, saved;
@@ -910,6 +916,60 @@ typedef struct disk_rec {
 } disk_rec_t;
 
 #define NSTR 5
+
+/* Layout 2, a third of the bytes of layout 1 for a cache hit (the spend
+ * writer's cost is per byte): a flags byte (F2_*), the status, latency and
+ * token counts as varints (tokens zigzag: a damaged usage may be negative),
+ * the cost and the savings as doubles only when not 0, then the five strings
+ * as layout 1 has them, but a request id of lowercase hex digits in an even
+ * number is stored as their bytes (semgate's own ids: half the size). */
+enum {
+	F2_CACHE = 3,     /* 0 none/miss, 1 exact hit, 2 semantic hit */
+	F2_UNPRICED = 4,  /* SG_SPEND_UNPRICED */
+	F2_ESTIMATED = 8, /* SG_SPEND_ESTIMATED */
+	F2_COST = 16,     /* a cost follows */
+	F2_SAVED = 32,    /* savings follow */
+	F2_HEX_ID = 64,   /* the request id is packed hex: its length byte counts bytes */
+};
+#define V2_FIXED_MAX (1 + 3 + 5 + 10 + 10 + 8 + 8) /* the flags to the savings, at most */
+
+static uint8_t *put_varint(uint8_t *w, uint64_t v)
+{
+	for (; v >= 0x80; v >>= 7)
+		*w++ = (uint8_t)(v | 0x80);
+	*w++ = (uint8_t)v;
+	return w;
+}
+
+/* A varint at *p before end (advanced past it); -1 when cut or too long. */
+static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = x;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t u)
+{
+	return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+}
+
+static int hex_nibble(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
 
 /* memcpy for a record's short strings, kept out of line and out of GCC's
  * interprocedural analysis (noipa) on purpose: wherever it knows the length
@@ -921,16 +981,54 @@ __attribute__((noipa)) static void copy_short(uint8_t *dst, const char *src, siz
 	memcpy(dst, src, n);
 }
 
+/* The request id packed, two hex digits a byte, when it is lowercase hex of
+ * an even length: its bytes, else 0. */
+static size_t pack_hex(uint8_t *out, const char *id, size_t len)
+{
+	if (len == 0 || len % 2 || len > 254)
+		return 0;
+	for (size_t i = 0; i < len; i += 2) {
+		int hi = hex_nibble(id[i]), lo = hex_nibble(id[i + 1]);
+		if (hi < 0 || lo < 0)
+			return 0;
+		out[i / 2] = (uint8_t)(hi << 4 | lo);
+	}
+	return len / 2;
+}
+
+/* A record in layout 2 into out (cap bytes: V2_FIXED_MAX + NSTR * 256 is
+ * always enough); its size, or 0 when it does not fit. */
 static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
 {
-	disk_rec_t d = {r->prompt, r->completion, r->cost, r->saved, r->latency_ms, r->status,
-	                r->cache, r->flags};
-	const sg_iovec_t s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
-	size_t n = sizeof(d);
-	if (cap < n)
+	if (cap < V2_FIXED_MAX + 128) /* (then a packed id) */
 		return 0;
-	memcpy(out, &d, sizeof(d));
-	for (int i = 0; i < NSTR; i++) {
+	uint8_t *w = out + 1;
+	uint8_t f = (uint8_t)((r->cache & F2_CACHE) | (r->flags & SG_SPEND_UNPRICED ? F2_UNPRICED : 0) |
+	                      (r->flags & SG_SPEND_ESTIMATED ? F2_ESTIMATED : 0));
+	w = put_varint(w, r->status);
+	w = put_varint(w, r->latency_ms);
+	w = put_varint(w, zigzag(r->prompt));
+	w = put_varint(w, zigzag(r->completion));
+	if (r->cost != 0) {
+		f |= F2_COST;
+		memcpy(w, &r->cost, 8);
+		w += 8;
+	}
+	if (r->saved != 0) {
+		f |= F2_SAVED;
+		memcpy(w, &r->saved, 8);
+		w += 8;
+	}
+	size_t n = (size_t)(w - out);
+	size_t packed = pack_hex(out + n + 1, r->request_id.base, r->request_id.len);
+	if (packed) {
+		f |= F2_HEX_ID;
+		out[n] = (uint8_t)packed;
+		n += 1 + packed;
+	}
+	out[0] = f;
+	const sg_iovec_t s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
+	for (int i = packed ? 1 : 0; i < NSTR; i++) {
 		size_t l = SG_MIN(s[i].len, 255);
 		if (n + 1 + l > cap)
 			return 0;
@@ -942,22 +1040,96 @@ static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
 	return n;
 }
 
-/* Decode a stored record; strs get the strings (not NUL-terminated: lens). */
-static int decode_rec(const uint8_t *b, size_t n, disk_rec_t *d, const char *strs[NSTR],
-                      size_t lens[NSTR])
+/* The five strings at b[at..n) into strs and lens (from the first'th); -1
+ * when one runs past the end. */
+static int decode_strs(const uint8_t *b, size_t n, size_t at, int first, const char *strs[NSTR],
+                       size_t lens[NSTR])
 {
-	if (n < sizeof(*d))
-		return -1;
-	memcpy(d, b, sizeof(*d));
-	size_t at = sizeof(*d);
-	for (int i = 0; i < NSTR; i++) {
+	for (int i = first; i < NSTR; i++) {
 		if (at >= n || at + 1 + b[at] > n)
 			return -1;
 		lens[i] = b[at];
 		strs[i] = (const char *)b + at + 1;
 		at += 1 + b[at];
 	}
+	return 0;
+}
+
+/* Decode a stored record of either layout (size: as next_rec gives it, with
+ * the layout bit); strs get the strings (not NUL-terminated: lens), a packed
+ * request id written out as text in id (room for 255 bytes). */
+static int decode_rec(const uint8_t *b, uint16_t size, disk_rec_t *d, const char *strs[NSTR],
+                      size_t lens[NSTR], char id[256])
+{
+	size_t n = size & REC_SIZE;
+	if (!(size & REC_V2)) {
+		if (n < sizeof(*d))
+			return -1;
+		memcpy(d, b, sizeof(*d));
+		if (decode_strs(b, n, sizeof(*d), 0, strs, lens) != 0)
+			return -1;
+		return isfinite(d->cost) && isfinite(d->saved) ? 0 : -1;
+	}
+	const uint8_t *p = b + 1, *end = b + n;
+	uint64_t status, latency, prompt, completion;
+	if (n < 1 || get_varint(&p, end, &status) != 0 || get_varint(&p, end, &latency) != 0 ||
+	    get_varint(&p, end, &prompt) != 0 || get_varint(&p, end, &completion) != 0 ||
+	    status > UINT16_MAX || latency > UINT32_MAX)
+		return -1;
+	uint8_t f = b[0];
+	*d = (disk_rec_t){.prompt = unzigzag(prompt),
+	                  .completion = unzigzag(completion),
+	                  .latency_ms = (uint32_t)latency,
+	                  .status = (uint16_t)status,
+	                  .cache = (uint8_t)(f & F2_CACHE),
+	                  .flags = (uint8_t)((f & F2_UNPRICED ? SG_SPEND_UNPRICED : 0) |
+	                                     (f & F2_ESTIMATED ? SG_SPEND_ESTIMATED : 0))};
+	double *money[2] = {f & F2_COST ? &d->cost : NULL, f & F2_SAVED ? &d->saved : NULL};
+	for (int i = 0; i < 2; i++) {
+		if (money[i] == NULL)
+			continue;
+		if (end - p < 8)
+			return -1;
+		memcpy(money[i], p, 8);
+		p += 8;
+	}
+	size_t at = (size_t)(p - b);
+	if (f & F2_HEX_ID) {
+		if (at >= n || at + 1 + b[at] > n || b[at] > 127)
+			return -1;
+		static const char digits[] = "0123456789abcdef";
+		for (size_t i = 0; i < b[at]; i++) {
+			id[2 * i] = digits[b[at + 1 + i] >> 4];
+			id[2 * i + 1] = digits[b[at + 1 + i] & 15];
+		}
+		strs[0] = id;
+		lens[0] = 2 * (size_t)b[at];
+		at += 1 + b[at];
+	}
+	if (decode_strs(b, n, at, f & F2_HEX_ID ? 1 : 0, strs, lens) != 0)
+		return -1;
 	return isfinite(d->cost) && isfinite(d->saved) ? 0 : -1;
+}
+
+int sg__authdb_rec_codec(const sg_spend_rec_t *in, sg_spend_rec_t *out, char *text)
+{
+	uint8_t b[V2_FIXED_MAX + NSTR * 256];
+	size_t n = encode_rec(in, b, sizeof(b));
+	disk_rec_t d;
+	const char *strs[NSTR];
+	size_t lens[NSTR];
+	char id[256];
+	if (n == 0 || decode_rec(b, (uint16_t)(n | REC_V2), &d, strs, lens, id) != 0)
+		return -1;
+	*out = (sg_spend_rec_t){.t_us = in->t_us, .prompt = d.prompt, .completion = d.completion,
+	                        .cost = d.cost, .saved = d.saved, .latency_ms = d.latency_ms,
+	                        .status = d.status, .cache = d.cache, .flags = d.flags};
+	sg_iovec_t *s[NSTR] = {&out->request_id, &out->key, &out->team, &out->model, &out->deployment};
+	for (int i = 0; i < NSTR; i++, text += 256) {
+		memcpy(text, strs[i], lens[i]);
+		*s[i] = (sg_iovec_t){text, lens[i]};
+	}
+	return (int)n;
 }
 
 /* Records in a stored chunk's value (after its header). */
@@ -1256,7 +1428,7 @@ static void flush_tick(uv_timer_t *t)
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 {
 	/* encoded in place, at the queue's end: room for the largest record first */
-	const size_t most = QHDR + sizeof(disk_rec_t) + NSTR * 256;
+	const size_t most = QHDR + V2_FIXED_MAX + NSTR * 256;
 	if (db->nqueue >= MAX_QUEUE) {
 		db->dropped++;
 		sg_log_limited(&db->err_log, SG_LOG_ERROR,
@@ -1278,7 +1450,8 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 		db->dropped++;
 		return;
 	}
-	uint16_t n16 = (uint16_t)n;
+	_Static_assert(V2_FIXED_MAX + NSTR * 256 <= REC_SIZE, "a record's size fits beside its bit");
+	uint16_t n16 = (uint16_t)(n | REC_V2);
 	memcpy(db->queue + db->qlen, &r->t_us, 8);
 	memcpy(db->queue + db->qlen + 8, &n16, 2);
 	db->qlen += QHDR + n;
@@ -1288,11 +1461,20 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 /* --- open / close ----------------------------------------------------------------------- */
 
 /* The layout of the spend records (chunks, above), marked in the "meta"
- * table when the store is made: a store whose mark differs, or that holds
+ * table when the store is made: a store whose mark is another, or that holds
  * spend records without one, was written by another version and is refused
- * rather than misread. */
-#define LAYOUT "1"
+ * rather than misread. A store of layout 1 is marked 2 when opened: its
+ * records stay as they are (each record says its layout, REC_V2), new ones
+ * are of layout 2, and a version that reads only layout 1 refuses it from
+ * then on rather than misreading the new ones. */
+#define LAYOUT "2"
+#define LAYOUT_OLD "1"
 #define LAYOUT_UNKNOWN (-30000) /* not one of LMDB's error codes */
+
+static int is_mark(const MDB_val *v, const char *mark)
+{
+	return v->mv_size == strlen(mark) && memcmp(v->mv_data, mark, v->mv_size) == 0;
+}
 
 static int check_layout(sg_authdb_t *db, MDB_txn *txn)
 {
@@ -1301,12 +1483,11 @@ static int check_layout(sg_authdb_t *db, MDB_txn *txn)
 	int rc = mdb_stat(txn, db->spend_db, &st), marked;
 	if (rc != 0 || ((marked = mdb_get(txn, db->meta_db, &k, &v)) != 0 && marked != MDB_NOTFOUND))
 		return rc ? rc : marked;
-	if (marked == 0) {
-		if (v.mv_size != strlen(LAYOUT) || memcmp(v.mv_data, LAYOUT, v.mv_size) != 0)
-			return LAYOUT_UNKNOWN;
-	} else if (st.ms_entries != 0) {
+	if (marked == 0 && !is_mark(&v, LAYOUT) && !is_mark(&v, LAYOUT_OLD))
 		return LAYOUT_UNKNOWN;
-	} else {
+	if (marked != 0 && st.ms_entries != 0)
+		return LAYOUT_UNKNOWN;
+	if (marked != 0 || !is_mark(&v, LAYOUT)) {
 		v = (MDB_val){strlen(LAYOUT), LAYOUT};
 		if ((rc = mdb_put(txn, db->meta_db, &k, &v, 0)) != 0)
 			return rc;
@@ -1378,7 +1559,7 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 		if (rc == LAYOUT_UNKNOWN)
 			snprintf(err, errlen,
 			         "auth.path %s: its spend records are not in the layout this semgate "
-			         "reads (layout " LAYOUT "): a store written by another version; move "
+			         "reads (layouts " LAYOUT_OLD " and " LAYOUT "): a store written by another version; move "
 			         "the directory aside",
 			         cfg->path);
 		else
@@ -1843,8 +2024,9 @@ static int report_add(sg_report_t *r, int64_t t_us, const uint8_t *rec, uint16_t
 	disk_rec_t d;
 	const char *strs[NSTR];
 	size_t lens[NSTR];
+	char id[256];
 	if (t_us < r->from_s * 1000000 || t_us >= r->to_s * 1000000 ||
-	    decode_rec(rec, n, &d, strs, lens) != 0 || !rec_wanted(r->only, strs, lens))
+	    decode_rec(rec, n, &d, strs, lens, id) != 0 || !rec_wanted(r->only, strs, lens))
 		return 0;
 	return group_rec(&r->groups, r->by, t_us, &d, strs, lens) != 0 ? SG_ENOMEM : 0;
 }

@@ -196,6 +196,9 @@ int sg__principal_allows(const sg_principal_t *p, const char *model);
 int sg__parse_time_arg(const char *s, int64_t *out);
 /** Queue a call's record (written within auth.flush_ms). */
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *rec);
+/** Test hook: in encoded as a stored record, then decoded into out (its
+ * strings copied into text, 5 x 256 bytes). The stored size, or -1. */
+int sg__authdb_rec_codec(const sg_spend_rec_t *in, sg_spend_rec_t *out, char *text);
 
 /* The admin API (src/admin/govern.c). Bodies are validated whole first: on
  * SG_EINVAL nothing changed and errors has one line per problem. SG_ENOTFOUND:

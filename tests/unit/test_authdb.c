@@ -450,7 +450,7 @@ static void test_layout(void)
 	if (db)
 		close_db(loop, db);
 	char err[512] = "";
-	raw_set(d, "meta", "layout", "2");
+	raw_set(d, "meta", "layout", "3");
 	CHECK(sg__authdb_open(&db, loop, &cfg, err, sizeof(err)) == SG_ESTORE && db == NULL);
 	CHECK_MSG(strstr(err, d) && strstr(err, "layout"), "%s", err);
 	raw_set(d, "meta", "layout", NULL); /* records, no mark */
@@ -516,9 +516,180 @@ static void test_spend_batches(void)
 	scratch_done(&sc);
 }
 
+/* Layout 2 records (encode_rec, decode_rec) give back every field as it
+ * was queued, at their edges: ids packed or not, empty and NULL strings,
+ * strings cut at 255 bytes, negative and huge counts, the flags. */
+static int same_iov(sg_iovec_t a, const char *b, size_t n)
+{
+	return a.len == n && (n == 0 || memcmp(a.base, b, n) == 0);
+}
+
+static void check_codec(const sg_spend_rec_t *in, int most)
+{
+	static char text[5 * 256];
+	sg_spend_rec_t out;
+	int n = sg__authdb_rec_codec(in, &out, text);
+	CHECK_MSG(n > 0 && (most == 0 || n <= most), "stored in %d bytes (at most %d)", n, most);
+	if (n <= 0)
+		return;
+	const sg_iovec_t a[5] = {in->request_id, in->key, in->team, in->model, in->deployment};
+	const sg_iovec_t b[5] = {out.request_id, out.key, out.team, out.model, out.deployment};
+	for (int i = 0; i < 5; i++)
+		CHECK_MSG(same_iov(b[i], a[i].base, a[i].len > 255 ? 255 : a[i].len),
+		          "string %d: %.*s", i, (int)b[i].len, b[i].base);
+	CHECK(out.prompt == in->prompt && out.completion == in->completion);
+	CHECK(out.cost == in->cost && out.saved == in->saved);
+	CHECK(out.latency_ms == in->latency_ms && out.status == in->status);
+	CHECK(out.cache == in->cache && out.flags == in->flags);
+}
+
+static void test_rec_codec(void)
+{
+	/* a cache hit with one of semgate's own request ids: 52 bytes, 88 in layout 1 */
+	sg_spend_rec_t hit = {.request_id = SG_IOV("8ad1abc5000000000003"),
+	                      .key = SG_IOV("abcdefgh0123"), .model = SG_IOV("gpt-4o-mini"),
+	                      .prompt = 11, .completion = 12, .saved = 9.15e-6, .latency_ms = 0,
+	                      .status = 200, .cache = 1};
+	check_codec(&hit, 52);
+	sg_spend_rec_t miss = {.request_id = SG_IOV("req-Client_1.2:3"),
+	                       .key = SG_IOV("abcdefgh0123"), .team = SG_IOV("team00000001"),
+	                       .model = SG_IOV("gpt-4o"), .deployment = SG_IOV("gpt-4o/0"),
+	                       .prompt = 123456, .completion = 7, .cost = 0.0185,
+	                       .latency_ms = 1234, .status = 200,
+	                       .flags = SG_SPEND_ESTIMATED};
+	check_codec(&miss, 0);
+	/* not packed: upper case, an odd length, one digit that is not hex; packed: 254 */
+	const char *ids[] = {"ABCDEF01", "abc", "abcdeg", "0", ""};
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		miss.request_id = (sg_iovec_t){ids[i], strlen(ids[i])};
+		check_codec(&miss, 0);
+	}
+	char hex[300];
+	for (int i = 0; i < 299; i++)
+		hex[i] = "0123456789abcdef"[i % 16];
+	hex[299] = '\0';
+	int sizes[3];
+	size_t lens[3] = {254, 255, 299}; /* packed; odd: not packed; cut at 255 */
+	for (int i = 0; i < 3; i++) {
+		static char text[5 * 256];
+		sg_spend_rec_t out;
+		miss.request_id = (sg_iovec_t){hex, lens[i]};
+		check_codec(&miss, 0);
+		sizes[i] = sg__authdb_rec_codec(&miss, &out, text);
+	}
+	CHECK(sizes[0] < sizes[1] - 100 && sizes[1] == sizes[2]);
+	/* edges of every number, every flag, empty strings with no base */
+	sg_spend_rec_t edge = {.prompt = INT64_MAX, .completion = -5, .cost = -0.5,
+	                       .saved = 1e300, .latency_ms = UINT32_MAX, .status = UINT16_MAX,
+	                       .cache = 2, .flags = SG_SPEND_UNPRICED | SG_SPEND_ESTIMATED};
+	check_codec(&edge, 0);
+	edge.prompt = INT64_MIN;
+	edge.completion = 0;
+	edge.cost = 0;
+	edge.saved = 0;
+	check_codec(&edge, 0);
+}
+
+/* Fill a layout-1 record (as stores made before layout 2 hold them) into
+ * out: [time 8][size 2] then the fixed fields and five strings. */
+static size_t v1_record(uint8_t *out, int64_t t_us, int64_t prompt, double cost, double saved,
+                        uint8_t cache, const char *key, const char *model)
+{
+	struct {
+		int64_t prompt, completion;
+		double cost, saved;
+		uint32_t latency_ms;
+		uint16_t status;
+		uint8_t cache, flags;
+	} d = {prompt, 1, cost, saved, 5, 200, cache, 0};
+	_Static_assert(sizeof(d) == 40, "layout 1's fixed fields");
+	const char *strs[5] = {"req-1", key, "", model, ""};
+	size_t n = 10;
+	memcpy(out + n, &d, sizeof(d));
+	n += sizeof(d);
+	for (int i = 0; i < 5; i++) {
+		out[n++] = (uint8_t)strlen(strs[i]);
+		memcpy(out + n, strs[i], strlen(strs[i]));
+		n += strlen(strs[i]);
+	}
+	uint16_t size = (uint16_t)(n - 10);
+	memcpy(out, &t_us, 8);
+	memcpy(out + 8, &size, 2);
+	return n;
+}
+
+/* A store of layout 1 opens: its records are reported with the new ones
+ * written beside them, and it is marked layout 2 from then on. */
+static void test_layout1_store(void)
+{
+	scratch_t sc;
+	scratch_init(&sc, "layout1");
+	uv_loop_t *loop = &sc.loop;
+	const char *d = sc.dir;
+	sg_auth_config_t cfg = sc.cfg;
+	sg_authdb_t *db = open_db(loop, &cfg);
+	if (db == NULL)
+		return;
+	close_db(loop, db);
+	int64_t now = (int64_t)time(NULL), t0 = (now - 30) * 1000000;
+	uint8_t chunk[8 + 2 * 128];
+	size_t n = 8;
+	n += v1_record(chunk + n, t0, 100, 0.5, 0, 0, "aaaaaaaaaaaa", "m1");
+	n += v1_record(chunk + n, t0 + 1000, 7, 0, 0.25, 1, "aaaaaaaaaaaa", "m1");
+	memcpy(chunk, &t0, 8);
+	uint8_t k[16] = {0};
+	for (int i = 0; i < 8; i++)
+		k[i] = (uint8_t)((uint64_t)(t0 + 1000) >> (56 - 8 * i));
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
+	      mdb_env_open(env, d, 0, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "spend", 0, &dbi) == 0);
+	MDB_val bk = {16, k}, bv = {n, chunk};
+	CHECK(mdb_put(txn, dbi, &bk, &bv, 0) == 0);
+	CHECK(mdb_txn_commit(txn) == 0);
+	mdb_env_close(env);
+	raw_set(d, "meta", "layout", "1");
+
+	db = open_db(loop, &cfg);
+	if (db == NULL)
+		return;
+	sg_spend_rec_t r = {.t_us = (now - 10) * 1000000, .request_id = SG_IOV("0123abcd"),
+	                    .key = SG_IOV("aaaaaaaaaaaa"), .model = SG_IOV("m1"), .prompt = 3,
+	                    .completion = 4, .cost = 0.125, .status = 200};
+	sg__authdb_record(db, &r);
+	close_db(loop, db); /* written */
+	db = open_db(loop, &cfg);
+	if (db == NULL)
+		return;
+	json_t *rep = NULL;
+	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
+	json_t *row = json_array_get(json_object_get(rep, "data"), 0);
+	CHECK(json_integer_value(json_object_get(row, "requests")) == 3);
+	CHECK(json_integer_value(json_object_get(row, "prompt_tokens")) == 110);
+	CHECK(json_integer_value(json_object_get(row, "cache_hits")) == 1);
+	CHECK(json_real_value(json_object_get(row, "cost_usd")) == 0.625);
+	CHECK(json_real_value(json_object_get(row, "saved_usd")) == 0.25);
+	json_decref(rep);
+	close_db(loop, db);
+	/* marked 2: a version that reads only layout 1 refuses it */
+	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
+	      mdb_env_open(env, d, MDB_RDONLY, 0600) == 0);
+	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0 &&
+	      mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
+	MDB_val mk = {6, "layout"}, mv;
+	CHECK(mdb_get(txn, dbi, &mk, &mv) == 0 && mv.mv_size == 1 && *(char *)mv.mv_data == '2');
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	scratch_done(&sc);
+}
+
 int main(void)
 {
+	test_rec_codec();
 	test_layout();
+	test_layout1_store();
 	test_spend_chunks();
 	test_spend_batches();
 	test_retention();
