@@ -966,9 +966,26 @@ static int64_t unzigzag(uint64_t u)
 	return (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
 }
 
-static int hex_nibble(char c)
+/* Which bytes of x are in [lo, hi] (lo >= 1, hi <= 0x7f; bytes below 0x80):
+ * their top bit set. */
+static inline uint64_t bytes_in(uint64_t x, unsigned lo, unsigned hi)
 {
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+	const uint64_t ones = 0x0101010101010101ull;
+	return (x + ones * (0x80 - lo)) & ~(x + ones * (0x7f - hi)) & ones * 0x80;
+}
+
+/* 8 ASCII hex digits (lowercase; the first in the lowest byte) as 4 bytes,
+ * two digits each; -1 when one is not a digit of 0-9a-f. */
+static inline int64_t hex8(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	if ((x & ones * 0x80) ||
+	    (bytes_in(x, '0', '9') | bytes_in(x, 'a', 'f')) != ones * 0x80)
+		return -1;
+	uint64_t v = (x & ones * 0x0f) + 9 * ((x >> 6) & ones); /* each byte its value */
+	v = ((v << 4) | (v >> 8)) & 0x00ff00ff00ff00ffull;  /* the pairs, in every other byte */
+	v = (v | v >> 8) & 0x0000ffff0000ffffull;
+	return (int64_t)((v | v >> 16) & 0xffffffffull);
 }
 
 /* memcpy for a record's short strings, kept out of line and out of GCC's
@@ -982,16 +999,30 @@ __attribute__((noipa)) static void copy_short(uint8_t *dst, const char *src, siz
 }
 
 /* The request id packed, two hex digits a byte, when it is lowercase hex of
- * an even length: its bytes, else 0. */
+ * an even length: its bytes, else 0. Eight digits at a time (semgate's own
+ * ids are 20); a shorter tail is padded with zero digits to a word, the
+ * bytes it made past the id written over next or never counted. */
 static size_t pack_hex(uint8_t *out, const char *id, size_t len)
 {
 	if (len == 0 || len % 2 || len > 254)
 		return 0;
-	for (size_t i = 0; i < len; i += 2) {
-		int hi = hex_nibble(id[i]), lo = hex_nibble(id[i + 1]);
-		if (hi < 0 || lo < 0)
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t x = 0x3030303030303030ull; /* "00000000" */
+		size_t left = len - i;
+		if (left >= 8) {
+			memcpy(&x, id + i, 8);
+		} else if (len >= 8) { /* the id's last 8 bytes, shifted down to the tail's */
+			memcpy(&x, id + len - 8, 8);
+			x = x >> 8 * (8 - left) | 0x3030303030303030ull << 8 * left;
+		} else { /* (by shifts: GCC makes a copy loop a memcpy call) */
+			for (size_t j = 0; j < left; j++)
+				x = (x & ~(0xffull << 8 * j)) | (uint64_t)(uint8_t)id[i + j] << 8 * j;
+		}
+		int64_t b = hex8(x);
+		if (b < 0)
 			return 0;
-		out[i / 2] = (uint8_t)(hi << 4 | lo);
+		uint32_t b32 = (uint32_t)b;
+		memcpy(out + i / 2, &b32, 4);
 	}
 	return len / 2;
 }
@@ -1000,7 +1031,7 @@ static size_t pack_hex(uint8_t *out, const char *id, size_t len)
  * always enough); its size, or 0 when it does not fit. */
 static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
 {
-	if (cap < V2_FIXED_MAX + 128) /* (then a packed id) */
+	if (cap < V2_FIXED_MAX + 1 + 128) /* (then a packed id, written by words of 4) */
 		return 0;
 	uint8_t *w = out + 1;
 	uint8_t f = (uint8_t)((r->cache & F2_CACHE) | (r->flags & SG_SPEND_UNPRICED ? F2_UNPRICED : 0) |

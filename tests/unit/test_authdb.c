@@ -559,7 +559,9 @@ static void test_rec_codec(void)
 	                       .flags = SG_SPEND_ESTIMATED};
 	check_codec(&miss, 0);
 	/* not packed: upper case, an odd length, one digit that is not hex; packed: 254 */
-	const char *ids[] = {"ABCDEF01", "abc", "abcdeg", "0", ""};
+	const char *ids[] = {"ABCDEF01", "abc", "abcdeg", "0", "", "0123456789abcdef0/", "0123:4",
+	                     "0123456789`a", "\x80\x81", "12345678901234567890123456g8",
+	                     "ab", "0123456789abcdef01", "00000000000000000000000000"};
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		miss.request_id = (sg_iovec_t){ids[i], strlen(ids[i])};
 		check_codec(&miss, 0);
