@@ -988,14 +988,38 @@ static inline int64_t hex8(uint64_t x)
 	return (int64_t)((v | v >> 16) & 0xffffffffull);
 }
 
-/* memcpy for a record's short strings, kept out of line and out of GCC's
+/* memcpy for a record's longer strings, kept out of line and out of GCC's
  * interprocedural analysis (noipa) on purpose: wherever it knows the length
  * is at most 255, GCC expands memcpy into rep movsq, which takes some 35
- * cycles to start; four of those were most of what queueing a record cost.
- * libc's memcpy moves 10-30 bytes in a few. */
-__attribute__((noipa)) static void copy_short(uint8_t *dst, const char *src, size_t n)
+ * cycles to start. libc's memcpy moves them in a few. */
+__attribute__((noipa)) static void copy_long(uint8_t *dst, const char *src, size_t n)
 {
 	memcpy(dst, src, n);
+}
+
+/* n bytes of src (at most 255) to dst. Up to 16 (ids, most model names) as
+ * two fixed-size copies that overlap, read from within src's n bytes: a few
+ * moves, no call. */
+static inline void copy_short(uint8_t *dst, const char *src, size_t n)
+{
+	if (n >= 8 && n <= 16) {
+		uint64_t a, b;
+		memcpy(&a, src, 8);
+		memcpy(&b, src + n - 8, 8);
+		memcpy(dst, &a, 8);
+		memcpy(dst + n - 8, &b, 8);
+	} else if (n >= 4 && n < 8) {
+		uint32_t a, b;
+		memcpy(&a, src, 4);
+		memcpy(&b, src + n - 4, 4);
+		memcpy(dst, &a, 4);
+		memcpy(dst + n - 4, &b, 4);
+	} else if (n < 4) {
+		for (size_t i = 0; i < n; i++) /* (at most 3: not made a memcpy call) */
+			dst[i] = (uint8_t)src[i];
+	} else {
+		copy_long(dst, src, n);
+	}
 }
 
 /* The request id packed, two hex digits a byte, when it is lowercase hex of
@@ -1027,12 +1051,24 @@ static size_t pack_hex(uint8_t *out, const char *id, size_t len)
 	return len / 2;
 }
 
-/* A record in layout 2 into out (cap bytes: V2_FIXED_MAX + NSTR * 256 is
- * always enough); its size, or 0 when it does not fit. */
-static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
+/* A string of a record at w: a length byte (at most 255 of it is kept) and
+ * its bytes; the end. */
+static inline uint8_t *put_str(uint8_t *w, sg_iovec_t s)
 {
-	if (cap < V2_FIXED_MAX + 1 + 128) /* (then a packed id, written by words of 4) */
-		return 0;
+	size_t l = SG_MIN(s.len, 255);
+	*w++ = (uint8_t)l;
+	if (l) /* (an empty one's base may be NULL) */
+		copy_short(w, s.base, l);
+	return w + l;
+}
+
+/* The most bytes of a record in layout 2, strings included (the packed id,
+ * written by words of 4, may take 4 more than its own). */
+#define V2_MAX (V2_FIXED_MAX + NSTR * 256 + 4)
+
+/* A record in layout 2 into out (V2_MAX bytes of room); its size. */
+static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out)
+{
 	uint8_t *w = out + 1;
 	uint8_t f = (uint8_t)((r->cache & F2_CACHE) | (r->flags & SG_SPEND_UNPRICED ? F2_UNPRICED : 0) |
 	                      (r->flags & SG_SPEND_ESTIMATED ? F2_ESTIMATED : 0));
@@ -1050,25 +1086,20 @@ static size_t encode_rec(const sg_spend_rec_t *r, uint8_t *out, size_t cap)
 		memcpy(w, &r->saved, 8);
 		w += 8;
 	}
-	size_t n = (size_t)(w - out);
-	size_t packed = pack_hex(out + n + 1, r->request_id.base, r->request_id.len);
+	size_t packed = pack_hex(w + 1, r->request_id.base, r->request_id.len);
 	if (packed) {
 		f |= F2_HEX_ID;
-		out[n] = (uint8_t)packed;
-		n += 1 + packed;
+		*w = (uint8_t)packed;
+		w += 1 + packed;
+	} else {
+		w = put_str(w, r->request_id);
 	}
 	out[0] = f;
-	const sg_iovec_t s[NSTR] = {r->request_id, r->key, r->team, r->model, r->deployment};
-	for (int i = packed ? 1 : 0; i < NSTR; i++) {
-		size_t l = SG_MIN(s[i].len, 255);
-		if (n + 1 + l > cap)
-			return 0;
-		out[n++] = (uint8_t)l;
-		if (l) /* (an empty one's base may be NULL) */
-			copy_short(out + n, s[i].base, l);
-		n += l;
-	}
-	return n;
+	w = put_str(w, r->key);
+	w = put_str(w, r->team);
+	w = put_str(w, r->model);
+	w = put_str(w, r->deployment);
+	return (size_t)(w - out);
 }
 
 /* The five strings at b[at..n) into strs and lens (from the first'th); -1
@@ -1144,8 +1175,8 @@ static int decode_rec(const uint8_t *b, uint16_t size, disk_rec_t *d, const char
 
 int sg__authdb_rec_codec(const sg_spend_rec_t *in, sg_spend_rec_t *out, char *text)
 {
-	uint8_t b[V2_FIXED_MAX + NSTR * 256];
-	size_t n = encode_rec(in, b, sizeof(b));
+	uint8_t b[V2_MAX];
+	size_t n = encode_rec(in, b);
 	disk_rec_t d;
 	const char *strs[NSTR];
 	size_t lens[NSTR];
@@ -1459,7 +1490,7 @@ static void flush_tick(uv_timer_t *t)
 void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 {
 	/* encoded in place, at the queue's end: room for the largest record first */
-	const size_t most = QHDR + V2_FIXED_MAX + NSTR * 256;
+	const size_t most = QHDR + V2_MAX;
 	if (db->nqueue >= MAX_QUEUE) {
 		db->dropped++;
 		sg_log_limited(&db->err_log, SG_LOG_ERROR,
@@ -1476,12 +1507,8 @@ void sg__authdb_record(sg_authdb_t *db, const sg_spend_rec_t *r)
 		db->queue = q;
 		db->qcap = cap;
 	}
-	size_t n = encode_rec(r, (uint8_t *)db->queue + db->qlen + QHDR, most - QHDR);
-	if (n == 0) { /* (cannot happen: every string is cut at 255 bytes) */
-		db->dropped++;
-		return;
-	}
-	_Static_assert(V2_FIXED_MAX + NSTR * 256 <= REC_SIZE, "a record's size fits beside its bit");
+	size_t n = encode_rec(r, (uint8_t *)db->queue + db->qlen + QHDR);
+	_Static_assert(V2_MAX <= REC_SIZE, "a record's size fits beside its layout bit");
 	uint16_t n16 = (uint16_t)(n | REC_V2);
 	memcpy(db->queue + db->qlen, &r->t_us, 8);
 	memcpy(db->queue + db->qlen + 8, &n16, 2);

@@ -580,6 +580,15 @@ static void test_rec_codec(void)
 		sizes[i] = sg__authdb_rec_codec(&miss, &out, text);
 	}
 	CHECK(sizes[0] < sizes[1] - 100 && sizes[1] == sizes[2]);
+	/* every short length of a string, and the longest (the copies differ by length) */
+	char name[256];
+	for (int i = 0; i < 255; i++)
+		name[i] = (char)('A' + i % 26);
+	for (size_t l = 0; l <= 255; l += l < 40 ? 1 : 215) {
+		miss.model = (sg_iovec_t){name, l};
+		miss.deployment = (sg_iovec_t){name + 255 - l, l};
+		check_codec(&miss, 0);
+	}
 	/* edges of every number, every flag, empty strings with no base */
 	sg_spend_rec_t edge = {.prompt = INT64_MAX, .completion = -5, .cost = -0.5,
 	                       .saved = 1e300, .latency_ms = UINT32_MAX, .status = UINT16_MAX,
