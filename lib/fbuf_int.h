@@ -71,6 +71,10 @@ static inline char *sg__put_u64(char *w, uint64_t v)
 	                               "25262728293031323334353637383940414243444546474849"
 	                               "50515253545556575859606162636465666768697071727374"
 	                               "75767778798081828384858687888990919293949596979899";
+	if (v < 10) { /* the commonest by far (a reset in 0 s, an age of 0, a count of 1) */
+		*w = (char)('0' + v);
+		return w + 1;
+	}
 	int n = sg__u64_digits(v);
 	char *end = w + n;
 	for (; n >= 2 && v > UINT32_MAX; n -= 2) { /* the last two digits, then the two before */
