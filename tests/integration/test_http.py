@@ -509,5 +509,20 @@ def test_pipelined_backlog_behind_slow_request_never_dropped():
     sg.assert_alive()
 
 
+def test_header_names_in_any_case():
+    # Header names match whatever the case of their letters (RFC 9110 5.1),
+    # and only a name of the same letters: one that differs in one does not.
+    mock, sg = h.start("--quiet")
+    with sg.connect() as c:
+        r = c.request("POST", "/v1/chat/completions", body=h.chat_body(h.unique("case")),
+                      headers={"x-REQUEST-iD": "case-1"})
+        h.expect_eq(r.header("X-Request-Id"), "case-1", "X-Request-Id sent as x-REQUEST-iD")
+        r = c.request("POST", "/v1/chat/completions", body=h.chat_body(h.unique("case")),
+                      headers={"X-Request-Ie": "case-2"})
+        h.expect(r.header("X-Request-Id") not in (None, "case-2"),
+                 "X-Request-Ie taken for X-Request-Id: %r", r.header("X-Request-Id"))
+    sg.assert_alive()
+
+
 if __name__ == "__main__":
     h.main()
