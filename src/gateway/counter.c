@@ -215,6 +215,28 @@ static int check(sg_ctr_item_t *it, const ctr_t *k, shape_t sh)
 	return 0;
 }
 
+/* The outputs of an item that has no counter: invalid, or none could be
+ * made. (Cold, as refused(): out of the reserve's common path.) */
+static __attribute__((cold)) void no_counter(sg_ctr_item_t *it, int valid)
+{
+	it->remaining = 0;
+	it->reset_us = 0;
+	/* (the name is measured again only here, on this rare path) */
+	valid = valid && name_len(it->name) != SIZE_MAX;
+	it->retry_us = valid ? NOMEM_RETRY_US : UINT64_MAX;
+}
+
+/* A refused reserve's answer: every item's outputs as its counter stands
+ * (the first 16; found, shapes: the first pass's), and first. */
+static __attribute__((cold)) int refused(sg_ctr_item_t *items, size_t n, ctr_t *const *found,
+                                         const shape_t *shapes, size_t first)
+{
+	for (size_t i = 0; i < n && i < 16; i++)
+		if (found[i] != NULL)
+			fill(&items[i], found[i], shapes[i]);
+	return (int)first;
+}
+
 static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint64_t now_us,
                          sg_ctr_done_cb done, void *arg)
 {
@@ -239,22 +261,13 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 			fill(it, k, sh); /* not kept for a refusal's loop below: now */
 		}
 
-		if (k == NULL) {
-			it->remaining = 0;
-			it->reset_us = 0;
-			/* (the name is measured again only here, on this rare path) */
-			valid = valid && name_len(it->name) != SIZE_MAX;
-			it->retry_us = valid ? NOMEM_RETRY_US : UINT64_MAX;
-		}
+		if (k == NULL)
+			no_counter(it, valid);
 		if (!ok && first == 0)
 			first = i + 1;
 	}
-	if (first != 0) { /* refused: every item's outputs as the counters stand */
-		for (i = 0; i < n; i++)
-			if (i < SG_ARRAY_SIZE(found) && found[i] != NULL)
-				fill(&items[i], found[i], shapes[i]);
-		return (int)first;
-	}
+	if (first != 0) /* refused: every item's outputs as the counters stand */
+		return refused(items, n, found, shapes, first);
 	/* Every counter exists now (made above, nothing dropped since): taking cannot fail.
 	 * (A refusal may leave counters made idle above: the sweep drops them.) */
 	for (i = 0; i < n; i++) {

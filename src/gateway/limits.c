@@ -216,11 +216,14 @@ static const sg_rl_text_t *own_text(const sg_gov_t *g, int i)
 }
 
 /* put_headers' lines when both the tightest rpm and tpm limits are a key's
- * or team's own (x: their text, t: their items; rem: the remaining counts
- * formatted): the same bytes as its loops write, without their branches. */
-static char *put_own(char *w, const sg_rl_text_t *const x[2], const sg_ctr_item_t *const t[2],
-                     sg__dec_t rem[2])
+ * or team's own (x: their text, t: their items): the same bytes as
+ * put_general writes, without its branches. */
+static __attribute__((noinline)) char *put_own(char *w, const sg_rl_text_t *const x[2],
+                                               const sg_ctr_item_t *const t[2])
 {
+	/* each remaining count is formatted once, into words written at both
+	 * places (copying digits just written would stall on the store buffer) */
+	sg__dec_t rem[2];
 	sg__dec(&rem[0], (uint64_t)t[0]->remaining);
 	sg__dec(&rem[1], (uint64_t)t[1]->remaining);
 	w = sg__put_dec(PUT_ARRAY(w, x[0]->lines, x[0]->nlines), &rem[0]);
@@ -242,32 +245,14 @@ static char *put_own(char *w, const sg_rl_text_t *const x[2], const sg_ctr_item_
  * everywhere), and PUT_ARRAY writes at most 96 past the end (sg__put_dec 7). */
 #define RL_HDRS_ROOM (520 + sizeof(((sg_rl_text_t *)0)->lines) + 24)
 
-/* The rate-limit header lines, for every answer of the call (the server
- * calls it as it makes the answer's head: req->resp_hdrs_put): OpenAI's for
- * the tightest limit of each kind, then the IETF draft's fields, as the
- * reservation left them. Written straight into the head when it has the
- * room (a call's own buffer would be more cache lines to fill and copy). */
-static void put_headers(sg_req_t *req, sg__fbuf_t *head)
+/* put_headers' lines in general (any limit, a key × model's too, or of
+ * one kind only). Out of line: put_own is the common case, and this one's
+ * code would be as many more instruction cache lines on its way. */
+static __attribute__((noinline)) char *put_general(char *w, const sg_gov_t *g, const int ti[2],
+                                                   const sg_ctr_item_t *const t[2],
+                                                   const sg_rl_text_t *const x[2])
 {
-	char spare[RL_HDRS_ROOM];
-	int direct = head->cap > head->len && head->cap - 1 - head->len >= RL_HDRS_ROOM;
-	char *start = direct ? head->buf + head->len : spare;
-	sg_gov_t *g = &req->call->gov;
-	int ti[2];
-	tightest(g, ti);
-	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
-	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
-	/* the fixed text of a key's or team's own limit, NULL: written here (× model) */
-	const sg_rl_text_t *x[2] = {own_text(g, ti[0]), own_text(g, ti[1])};
-	char *w = start;
-	/* each remaining count is formatted once, into words written at both
-	 * places (copying digits just written would stall on the store buffer) */
 	sg__dec_t rem[2];
-
-	if (x[0] && x[1]) { /* the common case, a key's or team's own limits: straight on */
-		w = put_own(w, x, t, rem);
-		goto done;
-	}
 	for (int i = 0; i < 2; i++) {
 		if (t[i] == NULL)
 			continue;
@@ -301,7 +286,28 @@ static void put_headers(sg_req_t *req, sg__fbuf_t *head)
 		}
 		w = PUT(w, "\r\n");
 	}
-done:;
+	return w;
+}
+
+/* The rate-limit header lines, for every answer of the call (the server
+ * calls it as it makes the answer's head: req->resp_hdrs_put): OpenAI's for
+ * the tightest limit of each kind, then the IETF draft's fields, as the
+ * reservation left them. Written straight into the head when it has the
+ * room (a call's own buffer would be more cache lines to fill and copy). */
+static void put_headers(sg_req_t *req, sg__fbuf_t *head)
+{
+	char spare[RL_HDRS_ROOM];
+	int direct = head->cap > head->len && head->cap - 1 - head->len >= RL_HDRS_ROOM;
+	char *start = direct ? head->buf + head->len : spare;
+	const sg_gov_t *g = &req->call->gov;
+	int ti[2];
+	tightest(g, ti);
+	const sg_ctr_item_t *t[2] = {ti[0] < 0 ? NULL : &g->items[ti[0]],
+	                             ti[1] < 0 ? NULL : &g->items[ti[1]]};
+	/* the fixed text of a key's or team's own limit, NULL: written here (× model) */
+	const sg_rl_text_t *x[2] = {own_text(g, ti[0]), own_text(g, ti[1])};
+	/* the common case, a key's or team's own limits: straight on */
+	char *w = x[0] && x[1] ? put_own(start, x, t) : put_general(start, g, ti, t, x);
 	size_t n = (size_t)(w - start);
 	if (!direct)
 		return sg__fbuf_mem(head, spare, n); /* (cut there, as the rest of the head) */

@@ -184,6 +184,8 @@ static void spend_request(sg_req_t *req)
 	sg__call_next(req);
 }
 
+static void put_cost(sg_req_t *req, sg__fbuf_t *extra);
+
 static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
                        sg__fbuf_t *extra, sg_buf_t *out)
 {
@@ -191,18 +193,28 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	(void)body, (void)len, (void)out;
 	if (sg__req_gateway(req)->authdb == NULL || status >= 300)
 		return 0;
-	double cost = 0; /* a cache hit's (billed nothing) */
-	if (c->outcome != SG_CALL_HIT) {
-		sg_usage_t u;
-		int estimated;
-		sg__call_billable(req, 0, &u, &estimated);
-		cost = cost_of(c, &u);
+	static const char zero[] = "X-Semgate-Cost: 0.00000000\r\n";
+	if (c->outcome == SG_CALL_HIT) { /* billed nothing */
+		sg__fbuf_mem(extra, zero, sizeof(zero) - 1);
+		return 0;
 	}
+	put_cost(req, extra);
+	return 0;
+}
+
+/* X-Semgate-Cost of a call the upstream answered. Out of line: a cache
+ * hit's answer needs none of its code. */
+static __attribute__((noinline)) void put_cost(sg_req_t *req, sg__fbuf_t *extra)
+{
+	sg_usage_t u;
+	int estimated;
+	sg__call_billable(req, 0, &u, &estimated);
+	double cost = cost_of(req->call, &u);
 	/* USD with 8 decimals, without printf's cost on every answer */
 	uint64_t v = cost > 0 && cost < 1e10 ? (uint64_t)llround(cost * 1e8) : 0;
-	if (v == 0) { /* every cache hit */
+	if (v == 0) {
 		sg__fbuf_str(extra, "X-Semgate-Cost: 0.00000000\r\n");
-		return 0;
+		return;
 	}
 	char frac[9];
 	for (int i = 7; i >= 0; i--, v /= 10)
@@ -213,7 +225,6 @@ static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
 	sg__fbuf_mem(extra, ".", 1);
 	sg__fbuf_str(extra, frac);
 	sg__fbuf_str(extra, "\r\n");
-	return 0;
 }
 
 /* budget.stop_streams: whether the stream so far (the prompt estimate and
