@@ -34,9 +34,17 @@ struct sg_xfer {
 };
 
 /* A socket curl asked us to watch. */
+/* The poll handle of a socket number curl has watched. Kept, stopped, when
+ * curl stops watching the socket (after each transfer on a kept-alive
+ * connection) and started again when curl watches that number next: a new
+ * handle each time would cost five system calls a transfer (the epoll
+ * add-and-remove check and nonblocking ioctl of uv_poll_init_socket, then
+ * the add and the removals), and a malloc. A stopped handle watches nothing,
+ * so a number curl has closed in the meantime and opened again (or any
+ * socket curl made with it) is watched right. Closed with the upstream. */
 typedef struct sock_ctx {
 	uv_poll_t poll;      /* freed in its close callback */
-	curl_socket_t fd;    /* the socket */
+	curl_socket_t fd;    /* the socket number */
 	sg_upstream_t *up;   /* owner */
 } sock_ctx_t;
 
@@ -50,6 +58,8 @@ struct sg_upstream {
 	size_t active;       /* transfers in the multi */
 	int in_curl;         /* inside a curl_multi_* call: no removals */
 	int closing;         /* sg_upstream_close() ran */
+	sock_ctx_t **socks;  /* by socket number: its poll handle, or NULL */
+	size_t nsocks;       /* entries in socks */
 };
 
 /* A pooled transfer: free -> running -> (canceled ->) free. A running one
@@ -213,31 +223,56 @@ static void sock_closed(uv_handle_t *h)
 	free(h->data);
 }
 
+/* The poll handle for socket number fd, made the first time (NULL: out of
+ * memory, or libuv refused the socket). */
+static sock_ctx_t *sock_get(sg_upstream_t *up, curl_socket_t fd)
+{
+	if (fd < 0)
+		return NULL;
+	if ((size_t)fd >= up->nsocks) {
+		size_t n = SG_MAX((size_t)fd + 1, up->nsocks * 2);
+		sock_ctx_t **socks = realloc(up->socks, n * sizeof(*socks));
+		if (socks == NULL)
+			return NULL;
+		memset(socks + up->nsocks, 0, (n - up->nsocks) * sizeof(*socks));
+		up->socks = socks;
+		up->nsocks = n;
+	}
+	sock_ctx_t *s = up->socks[fd];
+	if (s != NULL)
+		return s;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->fd = fd;
+	s->up = up;
+	if (uv_poll_init_socket(up->loop, &s->poll, fd) != 0) {
+		free(s);
+		return NULL;
+	}
+	s->poll.data = s;
+	up->socks[fd] = s;
+	return s;
+}
+
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
 {
 	sg_upstream_t *up = arg;
 	sock_ctx_t *s = sockp;
 	int events = 0;
 
+	(void)easy;
 	if (what == CURL_POLL_REMOVE) {
-		if (s) {
+		if (s) { /* stopped, kept for the socket number's next use */
 			uv_poll_stop(&s->poll);
-			uv_close((uv_handle_t *)&s->poll, sock_closed);
 			curl_multi_assign(up->multi, fd, NULL);
 		}
 		return 0;
 	}
+	if (up->closing)
+		return 0; /* (curl_multi_cleanup's last calls: nothing to watch for) */
 	if (s == NULL) {
-		s = calloc(1, sizeof(*s));
-		if (s == NULL)
+		if ((s = sock_get(up, fd)) == NULL)
 			return -1;
-		s->fd = fd;
-		s->up = up;
-		if (uv_poll_init_socket(up->loop, &s->poll, fd) != 0) {
-			free(s);
-			return -1;
-		}
-		s->poll.data = s;
 		curl_multi_assign(up->multi, fd, s);
 	}
 	if (what & CURL_POLL_IN)
@@ -311,6 +346,16 @@ void sg_upstream_close(sg_upstream_t *up)
 	up->canceled = NULL; /* all of them are on the running list too */
 	while (up->running)
 		release(up->running);
+	for (size_t fd = 0; fd < up->nsocks; fd++) {
+		sock_ctx_t *s = up->socks[fd];
+		if (s == NULL)
+			continue;
+		curl_multi_assign(up->multi, (curl_socket_t)fd, NULL); /* (no-op unless watched) */
+		uv_close((uv_handle_t *)&s->poll, sock_closed);
+	}
+	free(up->socks);
+	up->socks = NULL;
+	up->nsocks = 0;
 	uv_timer_stop(&up->timer);
 	uv_close((uv_handle_t *)&up->timer, timer_closed);
 }
