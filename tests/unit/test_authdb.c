@@ -414,8 +414,10 @@ static void test_spend_chunks(void)
 	scratch_done(&sc);
 }
 
-/* Put key = val into table db of the store in dir (val NULL: delete key). */
-static void raw_set(const char *path, const char *db, const char *key, const char *val)
+/* Put the klen bytes of key = the vlen of val into table db of the store in
+ * dir (val NULL: delete key). */
+static void raw_put(const char *path, const char *db, const void *key, size_t klen,
+                    const void *val, size_t vlen)
 {
 	MDB_env *env;
 	MDB_txn *txn;
@@ -423,10 +425,40 @@ static void raw_set(const char *path, const char *db, const char *key, const cha
 	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
 	      mdb_env_open(env, path, 0, 0600) == 0);
 	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, db, 0, &dbi) == 0);
-	MDB_val k = {strlen(key), (void *)key}, v = {val ? strlen(val) : 0, (void *)val};
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
 	CHECK((val ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL)) == 0);
 	CHECK(mdb_txn_commit(txn) == 0);
 	mdb_env_close(env);
+}
+
+/* The same with text (val NULL: delete key). */
+static void raw_set(const char *path, const char *db, const char *key, const char *val)
+{
+	raw_put(path, db, key, strlen(key), val, val ? strlen(val) : 0);
+}
+
+/* The text of key in table db of the store in dir, into out (n bytes); 0 or -1. */
+static int raw_get(const char *path, const char *db, const char *key, char *out, size_t n)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = {strlen(key), (void *)key}, v;
+	int rc = -1;
+	if (mdb_env_create(&env) != 0)
+		return -1;
+	if (mdb_env_set_maxdbs(env, 8) == 0 && mdb_env_open(env, path, MDB_RDONLY, 0600) == 0 &&
+	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0) {
+		if (mdb_dbi_open(txn, db, 0, &dbi) == 0 && mdb_get(txn, dbi, &k, &v) == 0 &&
+		    v.mv_size < n) {
+			memcpy(out, v.mv_data, v.mv_size);
+			out[v.mv_size] = '\0';
+			rc = 0;
+		}
+		mdb_txn_abort(txn);
+	}
+	mdb_env_close(env);
+	return rc;
 }
 
 /* A store marks its spend records' layout when made; one marked otherwise,
@@ -635,44 +667,30 @@ static void test_layout1_store(void)
 {
 	scratch_t sc;
 	scratch_init(&sc, "layout1");
-	uv_loop_t *loop = &sc.loop;
-	const char *d = sc.dir;
-	sg_auth_config_t cfg = sc.cfg;
-	sg_authdb_t *db = open_db(loop, &cfg);
+	sg_authdb_t *db = open_db(&sc.loop, &sc.cfg); /* (makes the store's tables) */
 	if (db == NULL)
 		return;
-	close_db(loop, db);
+	close_db(&sc.loop, db);
 	int64_t now = (int64_t)time(NULL), t0 = (now - 30) * 1000000;
 	uint8_t chunk[8 + 2 * 128];
 	size_t n = 8;
 	n += v1_record(chunk + n, t0, 100, 0.5, 0, 0, "aaaaaaaaaaaa", "m1");
 	n += v1_record(chunk + n, t0 + 1000, 7, 0, 0.25, 1, "aaaaaaaaaaaa", "m1");
 	memcpy(chunk, &t0, 8);
-	uint8_t k[16] = {0};
+	uint8_t k[16] = {0}; /* [latest time, big-endian][sequence] */
 	for (int i = 0; i < 8; i++)
 		k[i] = (uint8_t)((uint64_t)(t0 + 1000) >> (56 - 8 * i));
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
-	      mdb_env_open(env, d, 0, 0600) == 0);
-	CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0 && mdb_dbi_open(txn, "spend", 0, &dbi) == 0);
-	MDB_val bk = {16, k}, bv = {n, chunk};
-	CHECK(mdb_put(txn, dbi, &bk, &bv, 0) == 0);
-	CHECK(mdb_txn_commit(txn) == 0);
-	mdb_env_close(env);
-	raw_set(d, "meta", "layout", "1");
+	raw_put(sc.dir, "spend", k, sizeof(k), chunk, n);
+	raw_set(sc.dir, "meta", "layout", "1");
 
-	db = open_db(loop, &cfg);
-	if (db == NULL)
+	if ((db = open_db(&sc.loop, &sc.cfg)) == NULL)
 		return;
 	sg_spend_rec_t r = {.t_us = (now - 10) * 1000000, .request_id = SG_IOV("0123abcd"),
 	                    .key = SG_IOV("aaaaaaaaaaaa"), .model = SG_IOV("m1"), .prompt = 3,
 	                    .completion = 4, .cost = 0.125, .status = 200};
 	sg__authdb_record(db, &r);
-	close_db(loop, db); /* written */
-	db = open_db(loop, &cfg);
-	if (db == NULL)
+	close_db(&sc.loop, db); /* written */
+	if ((db = open_db(&sc.loop, &sc.cfg)) == NULL)
 		return;
 	json_t *rep = NULL;
 	CHECK(sg__authdb_report(db, "key", 0, now + 1, NULL, &rep) == 0);
@@ -683,16 +701,10 @@ static void test_layout1_store(void)
 	CHECK(json_real_value(json_object_get(row, "cost_usd")) == 0.625);
 	CHECK(json_real_value(json_object_get(row, "saved_usd")) == 0.25);
 	json_decref(rep);
-	close_db(loop, db);
+	close_db(&sc.loop, db);
 	/* marked 2: a version that reads only layout 1 refuses it */
-	CHECK(mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 8) == 0 &&
-	      mdb_env_open(env, d, MDB_RDONLY, 0600) == 0);
-	CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0 &&
-	      mdb_dbi_open(txn, "meta", 0, &dbi) == 0);
-	MDB_val mk = {6, "layout"}, mv;
-	CHECK(mdb_get(txn, dbi, &mk, &mv) == 0 && mv.mv_size == 1 && *(char *)mv.mv_data == '2');
-	mdb_txn_abort(txn);
-	mdb_env_close(env);
+	char mark[8] = "";
+	CHECK(raw_get(sc.dir, "meta", "layout", mark, sizeof(mark)) == 0 && strcmp(mark, "2") == 0);
 	scratch_done(&sc);
 }
 
