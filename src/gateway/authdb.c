@@ -187,13 +187,19 @@ static void hmac_secret(sg_authdb_t *db, const char *s, size_t n, uint8_t out[32
 		memset(out, 0, 32); /* out of memory: matches no stored digest (none is all zero) */
 }
 
-static void hex32(const uint8_t *h, char out[65])
+/* n bytes as 2n lowercase hex digits (no NUL). */
+static void hex_of(const uint8_t *h, size_t n, char *out)
 {
 	static const char x[] = "0123456789abcdef";
-	for (int i = 0; i < 32; i++) {
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = x[h[i] >> 4];
 		out[2 * i + 1] = x[h[i] & 15];
 	}
+}
+
+static void hex32(const uint8_t *h, char out[65])
+{
+	hex_of(h, 32, out);
 	out[64] = '\0';
 }
 
@@ -917,8 +923,8 @@ typedef struct disk_rec {
 
 #define NSTR 5
 
-/* Layout 2, a third of the bytes of layout 1 for a cache hit (the spend
- * writer's cost is per byte): a flags byte (F2_*), the status, latency and
+/* Layout 2, 62 bytes where layout 1 took 98 for a cache hit (37% less disk
+ * for the same records): a flags byte (F2_*), the status, latency and
  * token counts as varints (tokens zigzag: a damaged usage may be negative),
  * the cost and the savings as doubles only when not 0, then the five strings
  * as layout 1 has them, but a request id of lowercase hex digits in an even
@@ -1159,11 +1165,7 @@ static int decode_rec(const uint8_t *b, uint16_t size, disk_rec_t *d, const char
 	if (f & F2_HEX_ID) {
 		if (at >= n || at + 1 + b[at] > n || b[at] > 127)
 			return -1;
-		static const char digits[] = "0123456789abcdef";
-		for (size_t i = 0; i < b[at]; i++) {
-			id[2 * i] = digits[b[at + 1 + i] >> 4];
-			id[2 * i + 1] = digits[b[at + 1 + i] & 15];
-		}
+		hex_of(b + at + 1, b[at], id);
 		strs[0] = id;
 		lens[0] = 2 * (size_t)b[at];
 		at += 1 + b[at];
@@ -1181,7 +1183,7 @@ int sg__authdb_rec_codec(const sg_spend_rec_t *in, sg_spend_rec_t *out, char *te
 	const char *strs[NSTR];
 	size_t lens[NSTR];
 	char id[256];
-	if (n == 0 || decode_rec(b, (uint16_t)(n | REC_V2), &d, strs, lens, id) != 0)
+	if (decode_rec(b, (uint16_t)(n | REC_V2), &d, strs, lens, id) != 0)
 		return -1;
 	*out = (sg_spend_rec_t){.t_us = in->t_us, .prompt = d.prompt, .completion = d.completion,
 	                        .cost = d.cost, .saved = d.saved, .latency_ms = d.latency_ms,

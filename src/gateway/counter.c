@@ -226,12 +226,16 @@ static __attribute__((cold)) void no_counter(sg_ctr_item_t *it, int valid)
 	it->retry_us = valid ? NOMEM_RETRY_US : UINT64_MAX;
 }
 
+/* A reserve keeps the counters and shapes its first pass found, for the
+ * second, for this many items (more are looked up again). */
+#define KEPT 16
+
 /* A refused reserve's answer: every item's outputs as its counter stands
- * (the first 16; found, shapes: the first pass's), and first. */
+ * (the first KEPT; found, shapes: the first pass's), and first. */
 static __attribute__((cold)) int refused(sg_ctr_item_t *items, size_t n, ctr_t *const *found,
                                          const shape_t *shapes, size_t first)
 {
-	for (size_t i = 0; i < n && i < 16; i++)
+	for (size_t i = 0; i < n && i < KEPT; i++)
 		if (found[i] != NULL)
 			fill(&items[i], found[i], shapes[i]);
 	return (int)first;
@@ -242,8 +246,8 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 {
 	local_t *l = (local_t *)c;
 	size_t first = 0, i;
-	ctr_t *found[16]; /* the first pass's counters, so the second need not hash again */
-	shape_t shapes[16]; /* and their shapes (RATE) */
+	ctr_t *found[KEPT]; /* the first pass's counters, so the second need not hash again */
+	shape_t shapes[KEPT]; /* and their shapes (RATE) */
 
 	/* Check everything first: all or nothing, and every item's wait filled in. */
 	for (i = 0; i < n; i++) {
@@ -254,7 +258,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 		shape_t sh = k != NULL && it->kind == SG_CTR_RATE ? rate_shape(l, it->limit)
 		                                                   : (shape_t){0, 0, 0};
 		int ok = k != NULL && check(it, k, sh);
-		if (i < SG_ARRAY_SIZE(found)) {
+		if (i < KEPT) {
 			found[i] = k;
 			shapes[i] = sh;
 		} else if (k != NULL) {
@@ -273,7 +277,7 @@ static int local_reserve(sg_counters_t *c, sg_ctr_item_t *items, size_t n, uint6
 	for (i = 0; i < n; i++) {
 		sg_ctr_item_t *it = &items[i];
 		/* nothing is freed between the passes: the first one's pointers hold */
-		int kept = i < SG_ARRAY_SIZE(found);
+		int kept = i < KEPT;
 		ctr_t *k = kept ? found[i]
 		                : get(l, it->name, it->hash, it->kind, it->hint, now_us, 0);
 		shape_t sh = kept ? shapes[i] : rate_shape(l, it->limit);

@@ -184,23 +184,7 @@ static void spend_request(sg_req_t *req)
 	sg__call_next(req);
 }
 
-static void put_cost(sg_req_t *req, sg__fbuf_t *extra);
-
-static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
-                       sg__fbuf_t *extra, sg_buf_t *out)
-{
-	sg_call_t *c = req->call;
-	(void)body, (void)len, (void)out;
-	if (sg__req_gateway(req)->authdb == NULL || status >= 300)
-		return 0;
-	static const char zero[] = "X-Semgate-Cost: 0.00000000\r\n";
-	if (c->outcome == SG_CALL_HIT) { /* billed nothing */
-		sg__fbuf_mem(extra, zero, sizeof(zero) - 1);
-		return 0;
-	}
-	put_cost(req, extra);
-	return 0;
-}
+static const char cost_zero[] = "X-Semgate-Cost: 0.00000000\r\n";
 
 /* X-Semgate-Cost of a call the upstream answered. Out of line: a cache
  * hit's answer needs none of its code. */
@@ -213,7 +197,7 @@ static __attribute__((noinline)) void put_cost(sg_req_t *req, sg__fbuf_t *extra)
 	/* USD with 8 decimals, without printf's cost on every answer */
 	uint64_t v = cost > 0 && cost < 1e10 ? (uint64_t)llround(cost * 1e8) : 0;
 	if (v == 0) {
-		sg__fbuf_str(extra, "X-Semgate-Cost: 0.00000000\r\n");
+		sg__fbuf_mem(extra, cost_zero, sizeof(cost_zero) - 1);
 		return;
 	}
 	/* the line made whole, then appended once: the 8 decimals as one word
@@ -228,6 +212,21 @@ static __attribute__((noinline)) void put_cost(sg_req_t *req, sg__fbuf_t *extra)
 	memcpy(w, &frac, 8);
 	memcpy(w + 8, "\r\n", 2);
 	sg__fbuf_mem(extra, line, (size_t)(w + 10 - line));
+}
+
+static int spend_reply(sg_req_t *req, int status, const char *body, size_t len,
+                       sg__fbuf_t *extra, sg_buf_t *out)
+{
+	sg_call_t *c = req->call;
+	(void)body, (void)len, (void)out;
+	if (sg__req_gateway(req)->authdb == NULL || status >= 300)
+		return 0;
+	if (c->outcome == SG_CALL_HIT) { /* billed nothing */
+		sg__fbuf_mem(extra, cost_zero, sizeof(cost_zero) - 1);
+		return 0;
+	}
+	put_cost(req, extra);
+	return 0;
 }
 
 /* budget.stop_streams: whether the stream so far (the prompt estimate and

@@ -33,7 +33,6 @@ struct sg_xfer {
 	sg_xfer_t *run_next;
 };
 
-/* A socket curl asked us to watch. */
 /* The poll handle of a socket number curl has watched. Kept, stopped, when
  * curl stops watching the socket (after each transfer on a kept-alive
  * connection) and started again when curl watches that number next: a new
