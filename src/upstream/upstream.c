@@ -345,6 +345,12 @@ void sg_upstream_close(sg_upstream_t *up)
 	up->canceled = NULL; /* all of them are on the running list too */
 	while (up->running)
 		release(up->running);
+	/* Closing a poll handle takes its socket number out of epoll (libuv's
+	 * invalidate), whoever holds that number now. Safe here only because the
+	 * gateway closes its upstream after the server has drained (no client
+	 * socket left to hold a number curl once had): an upstream closed while
+	 * the loop still serves would have to close each handle when curl closes
+	 * its socket (CURLOPT_CLOSESOCKETFUNCTION) instead. */
 	for (size_t fd = 0; fd < up->nsocks; fd++) {
 		sock_ctx_t *s = up->socks[fd];
 		if (s == NULL)
