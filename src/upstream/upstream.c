@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -57,6 +58,7 @@ struct sg_upstream {
 	size_t active;       /* transfers in the multi */
 	int in_curl;         /* inside a curl_multi_* call: no removals */
 	int closing;         /* sg_upstream_close() ran */
+	int proxy_env;       /* a *_proxy variable is set: curl reads them per transfer */
 	sock_ctx_t **socks;  /* by socket number: its poll handle, or NULL */
 	size_t nsocks;       /* entries in socks */
 };
@@ -292,6 +294,24 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	return 0;
 }
 
+/* Whether the environment names a proxy the way curl reads it: any
+ * variable called *_proxy, in any case (http_proxy, HTTPS_PROXY, all_proxy,
+ * no_proxy...). Read when an upstream is made; the environment is fixed
+ * after start. */
+static int proxy_in_env(void)
+{
+	extern char **environ;
+	static const char suffix[] = "_proxy";
+	const size_t n = sizeof(suffix) - 1;
+	for (char **v = environ; v && *v; v++) {
+		const char *eq = strchr(*v, '=');
+		size_t len = eq ? (size_t)(eq - *v) : strlen(*v);
+		if (len >= n && strncasecmp(*v + len - n, suffix, n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 static void global_init(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -307,6 +327,7 @@ int sg_upstream_new(sg_upstream_t **out, uv_loop_t *loop)
 	if (up == NULL)
 		return SG_ENOMEM;
 	up->loop = loop;
+	up->proxy_env = proxy_in_env();
 	up->multi = curl_multi_init();
 	if (up->multi == NULL) {
 		free(up);
@@ -432,6 +453,12 @@ int sg_xfer_start(sg_upstream_t *up, const sg_xfer_req_t *req, const sg_xfer_cbs
 		curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 		/* Pass upstream bodies through as they are. */
 		curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+		/* No proxy variable in the environment: say so, or curl looks
+		 * them all up again for every transfer (several getenv scans). */
+		if (!up->proxy_env) {
+			curl_easy_setopt(e, CURLOPT_PROXY, "");
+			curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+		}
 	}
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);

@@ -1,8 +1,12 @@
 """The proxied endpoints, response headers, routing, credentials, the built-in
 endpoints and the client-visible request errors."""
 
+import http.client
+import http.server
 import os
 import sys
+import threading
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
@@ -164,6 +168,75 @@ def test_api_key_env_unset_sends_no_key():
     auth = mock.stats().get("last_authorization")
     h.expect(not auth or key not in auth, "a key was sent: %r", auth)
     sg.assert_alive()
+
+
+class ForwardProxy:
+    """An HTTP forward proxy on a free port: records each request's target
+    (absolute-form, as a client sends it to a proxy) and passes the request
+    on to the mock, whatever host the target names."""
+
+    def __init__(self, mock):
+        self.targets = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                proxy.targets.append(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                path = urllib.parse.urlsplit(self.path).path
+                up = http.client.HTTPConnection(mock.host, mock.port, timeout=10)
+                up.request("POST", path, body=body,
+                           headers={"Content-Type": "application/json"})
+                r = up.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                self.send_header("Content-Type", r.getheader("Content-Type") or "")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                up.close()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((h.HOST, 0), Handler)
+        self.url = "http://%s:%d" % (h.HOST, self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# curl reads these (any case): cleared so that the test's own environment counts
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+              "ALL_PROXY", "no_proxy", "NO_PROXY")
+
+
+def test_proxy_environment_honoured():
+    """semgate tells curl there is no proxy only when the environment names
+    none: with http_proxy set, upstream calls go through it, and no_proxy
+    still exempts a host."""
+    mock = h.Mock("--quiet")
+    proxy = ForwardProxy(mock)
+    try:
+        env = dict.fromkeys(PROXY_VARS)
+        env["http_proxy"] = proxy.url
+        # a host name only the proxy can reach (it sends everything to the mock)
+        target = "http://upstream.invalid:%d/v1" % mock.port
+        with h.Semgate(h.base_config(base_url=target), env=env) as sg:
+            p = h.unique("through the proxy")
+            h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p)), p)
+        h.expect_eq(proxy.targets, [target + "/chat/completions"], "what the proxy was asked")
+
+        env["no_proxy"] = h.HOST
+        with h.Semgate(h.base_config(mock), env=env) as sg:
+            p = h.unique("around the proxy")
+            h.expect_answer(sg.post_json("/v1/chat/completions", h.chat_body(p)), p)
+        h.expect_eq(len(proxy.targets), 1, "requests through the proxy once no_proxy names the mock")
+        h.expect(mock.stats()["chat"] >= 2, "the mock did not answer both: %r", mock.stats())
+    finally:
+        proxy.close()
 
 
 def test_client_authorization_not_required():
