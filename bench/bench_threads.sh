@@ -12,8 +12,8 @@
 # (unshare(CLONE_FILES)), so that the loop's process shares none: what (2)
 # wins back is the kernel's cost of a shared table (every system call on a
 # descriptor takes and drops a reference), the rest of (1) is the C
-# library's (glibc's malloc locks its arena once a second thread exists;
-# a build linked with mimalloc pays much less of that).
+# library's (cancellation points around blocking calls, glibc's malloc
+# locking its arena once a second thread exists).
 # BIN defaults to build/semgate. The libraries are built in a temporary
 # directory with cc and removed at exit.
 set -euo pipefail

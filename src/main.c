@@ -8,9 +8,6 @@
 #include <unistd.h>
 
 #include <uv.h>
-#ifdef SEMGATE_MIMALLOC
-#include <mimalloc.h>
-#endif
 
 #include "semgate/config.h"
 #include "semgate/embed.h"
@@ -273,23 +270,6 @@ static int run(const char *path, int rebuild)
 	return 0;
 }
 
-/* --version's second line: what serves malloc, found by asking the
- * allocator about a block just taken (mimalloc linked in but not the one
- * serving, e.g. under another LD_PRELOAD, says so). */
-static void print_allocator(void)
-{
-#ifdef SEMGATE_MIMALLOC
-	void *p = malloc(64);
-	int serving = p != NULL && mi_is_in_heap_region(p);
-	int v = mi_version();
-	free(p);
-	printf("allocator: %smimalloc %d.%d.%d%s\n", serving ? "" : "another malloc (", v / 100,
-	       v / 10 % 10, v % 10, serving ? "" : " is linked but does not serve malloc)");
-#else
-	puts("allocator: libc malloc");
-#endif
-}
-
 int main(int argc, char **argv)
 {
 	const char *config = NULL;
@@ -305,7 +285,6 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
 			printf("semgate %s\n", SEMGATE_VERSION);
-			print_allocator();
 			return 0;
 		}
 		if (strcmp(a, "--print-default-config") == 0) {
