@@ -104,6 +104,17 @@ struct sg_authdb {
 	size_t ndirty, capdirty;
 	uv_timer_t timer;
 	uv_work_t work;
+	/* A batch is written on a thread of its own, started for it and joined
+	 * after (batch_in: its end, sent to the loop). Not on libuv's pool: a
+	 * slow fdatasync would hold one of the threads that the cache's searches
+	 * wait for, and while no thread but the loop's lives the kernel does
+	 * not reference-count the process's files on every socket call (a
+	 * shared descriptor table costs a pass-through request ~1.5%,
+	 * bench/bench_threads.sh). */
+	uv_thread_t writer;
+	uv_async_t batch_in;
+	int has_batch_in;          /* batch_in is initialized (else: libuv's pool) */
+	int writing;               /* writer runs (flushing is its batch) */
 	batch_t *flushing;         /* the batch being written, or NULL */
 	uv_mutex_t commit_lock;    /* a batch's commit vs a report's snapshot: a report counts
 	                            * the batch in flight from memory until, and only until,
@@ -1475,6 +1486,28 @@ static batch_t *take_batch(sg_authdb_t *db, int64_t now)
 	return b;
 }
 
+static void writer_main(void *arg)
+{
+	sg_authdb_t *db = arg;
+	flush_work(&db->work);
+	uv_async_send(&db->batch_in);
+}
+
+/* The writer's batch is written (or a wake-up that found none: async sends
+ * coalesce, and this is the loop's only reader of writing). */
+static void on_written(uv_async_t *a)
+{
+	sg_authdb_t *db = a->data;
+	if (!db->writing)
+		return;
+	uv_thread_join(&db->writer);
+	db->writing = 0;
+	uv_unref((uv_handle_t *)&db->batch_in);
+	flush_done(&db->work, 0);
+	if (db->closed)
+		uv_close((uv_handle_t *)&db->batch_in, NULL);
+}
+
 static void flush_tick(uv_timer_t *t)
 {
 	sg_authdb_t *db = t->data;
@@ -1483,6 +1516,15 @@ static void flush_tick(uv_timer_t *t)
 	if ((db->flushing = take_batch(db, now_s())) == NULL)
 		return;
 	db->work.data = db;
+	if (db->has_batch_in) {
+		/* the loop lives on until the batch is in (sg__authdb_close) */
+		uv_ref((uv_handle_t *)&db->batch_in);
+		db->writing = 1;
+		if (uv_thread_create(&db->writer, writer_main, db) == 0)
+			return;
+		db->writing = 0;
+		uv_unref((uv_handle_t *)&db->batch_in);
+	}
 	if (uv_queue_work(db->loop, &db->work, flush_work, flush_done) != 0) {
 		flush_work(&db->work); /* no thread pool: write here */
 		flush_done(&db->work, 0);
@@ -1645,6 +1687,11 @@ int sg__authdb_open(sg_authdb_t **out, uv_loop_t *loop, const sg_auth_config_t *
 	db->timer.data = db;
 	uv_timer_start(&db->timer, flush_tick, (uint64_t)cfg->flush_ms, (uint64_t)cfg->flush_ms);
 	uv_unref((uv_handle_t *)&db->timer);
+	if (uv_async_init(loop, &db->batch_in, on_written) == 0) {
+		db->batch_in.data = db;
+		db->has_batch_in = 1;
+		uv_unref((uv_handle_t *)&db->batch_in); /* referenced while a batch is written */
+	}
 	db->last_retention_s = now_s() - RETENTION_EVERY_S; /* the first batch deletes too */
 	sg_log_info("auth store %s: %zu keys, %zu teams", cfg->path, db->keys.n, db->teams.n);
 	*out = db;
@@ -1669,6 +1716,9 @@ void sg__authdb_close(sg_authdb_t *db)
 	db->closed = 1;
 	uv_timer_stop(&db->timer);
 	uv_close((uv_handle_t *)&db->timer, NULL);
+	/* a batch being written keeps the handle (and the loop) until it is in */
+	if (db->has_batch_in && !db->writing)
+		uv_close((uv_handle_t *)&db->batch_in, NULL);
 }
 
 static void drop_table(sg_u64map_t *m)
