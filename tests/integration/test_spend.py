@@ -686,6 +686,26 @@ def test_spend_report_counts_records_being_written():
 # --- 8. persistence ---------------------------------------------------------------------
 
 
+def threads(sg):
+    return len(os.listdir("/proc/%d/task" % sg.proc.pid))
+
+
+def test_spend_writer_thread_lives_only_for_its_batch():
+    """Each batch of records is written on a thread started for it and joined
+    after, not on libuv's pool: with the cache off (and OpenBLAS kept to one
+    thread), the server is back to its loop's one thread once the records
+    are in."""
+    mock = h.Mock("--quiet")
+    sg = h.Semgate(config([group(A, mock)], flush_ms=50), env=dict(ENV, OPENBLAS_NUM_THREADS="1"))
+    # (the first tick writes a batch too: retention's; its thread may be alive)
+    h.wait_for(lambda: threads(sg) == 1, what="one thread between batches at start")
+    key = new_key(sg)
+    for i in range(3):
+        h.expect_status(chat(sg, key, h.unique("writer %d" % i)), 200)
+        h.wait_for(lambda: records_written(sg) == i + 1, what="record %d written" % (i + 1))
+        h.wait_for(lambda: threads(sg) == 1, what="the writer's thread gone after batch %d" % i)
+
+
 def spend_state(sg, keys):
     return ({k["id"]: spend_of(sg, k["id"]) for k in keys},
             {k: (r["requests"], r["prompt_tokens"], r["completion_tokens"], r["cost_usd"])
